@@ -1,0 +1,11 @@
+"""Broker connections: the interface, RabbitMQ (rabbitmq.py) and an in-memory stub (stub.py)."""
+
+from droplet.broker.interface import (
+    BrokerConnection,
+    ConnectionFactory,
+    Delivery,
+    QueueSpec,
+    Topology,
+)
+
+__all__ = ["BrokerConnection", "ConnectionFactory", "Delivery", "QueueSpec", "Topology"]

@@ -1,0 +1,111 @@
+"""The broker as Droplet's services see it: a connection that publishes, consumes and acks.
+
+`RabbitConnection` (broker/rabbitmq.py, the only module importing pika) and `StubConnection`
+(broker/stub.py, in memory) implement `BrokerConnection`. A connection is used by one thread;
+other threads hand it work through `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+ConfirmCallback = Callable[[bool], None]
+
+
+@dataclass(slots=True)
+class Delivery:
+    queue: str
+    body: bytes
+    tag: int
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    redelivered: bool = False
+    headers: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue to declare; declaring the same spec again is a no-op."""
+
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    kind: str = "direct"
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    exchanges: Sequence[ExchangeSpec] = ()
+    queues: Sequence[QueueSpec] = ()
+    bindings: Sequence[BindingSpec] = ()
+
+
+class BrokerConnection(Protocol):
+    @property
+    def is_open(self) -> bool: ...
+
+    def declare(self, topology: Topology) -> None: ...
+
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        persistent: bool = True,
+        mandatory: bool = False,
+        on_confirm: ConfirmCallback | None = None,
+    ) -> None:
+        """Sends without waiting. `on_confirm(ok)` runs inside a later poll() once the broker
+        has the message (ok=False: nacked, or unroutable when `mandatory`)."""
+        ...
+
+    def consume(self, queue: str, *, prefetch: int, exclusive: bool = False) -> None: ...
+
+    def consume_replies(self) -> str:
+        """Starts consuming this connection's direct-reply address; returns its name."""
+        ...
+
+    def poll(self, timeout_s: float) -> list[Delivery]:
+        """Pumps I/O up to timeout_s; returns the deliveries that arrived (maybe none)."""
+        ...
+
+    def ack(self, tag: int, multiple: bool = False) -> None: ...
+
+    def reject(self, tag: int, requeue: bool) -> None: ...
+
+    def get(self, queue: str) -> Delivery | None:
+        """Takes one message without a consumer (manual ack), or None when empty."""
+        ...
+
+    def queue_depth(self, queue: str) -> int | None:
+        """Messages ready in a queue, None when the queue does not exist."""
+        ...
+
+    def delete_queue(self, queue: str) -> None: ...
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ConnectionFactory = Callable[[], BrokerConnection]

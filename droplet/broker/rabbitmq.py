@@ -1,0 +1,249 @@
+"""RabbitMQ behind `BrokerConnection`: the only module that imports pika.
+
+One pika BlockingConnection and one channel. Publisher confirms are asynchronous: the channel is
+put in confirm mode at pika's channel level, so `publish` returns at once and the caller's
+`on_confirm` runs (inside a later `poll`) when the broker has taken responsibility for the
+message. Services ack an inbound message only from that callback, so a forward is never lost
+and the message flow itself never waits for a confirm.
+
+Every pika exception leaves as a `BrokerError` (or `UnroutableError`), after which the
+connection is dropped and the owning service reconnects, re-declares and resumes; unacked
+deliveries are requeued by the broker meanwhile, which makes delivery at-least-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import pika
+import pika.exceptions as pex
+from pika.adapters.blocking_connection import BlockingChannel
+
+from droplet.broker.interface import ConfirmCallback, Delivery, Topology
+from droplet.errors import BrokerError, UnroutableError
+from droplet.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+_HEARTBEAT_S = 30
+_PERSISTENT = 2
+_TRANSIENT = 1
+
+
+def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
+    try:
+        params = pika.URLParameters(settings.broker_url)
+    except Exception as exc:
+        raise BrokerError(f"bad broker URL: {exc}") from None
+    params.heartbeat = _HEARTBEAT_S
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.client_properties = {"connection_name": name}
+    if settings.broker_url.startswith("amqps://"):
+        context = ssl.create_default_context(cafile=settings.broker_ca_file)
+        if settings.broker_cert_file:
+            context.load_cert_chain(settings.broker_cert_file, settings.broker_key_file)
+        params.ssl_options = pika.SSLOptions(context, params.host)
+    return params
+
+
+@contextmanager
+def _converted(action: str) -> Iterator[None]:
+    try:
+        yield
+    except pex.UnroutableError:
+        raise UnroutableError(f"{action}: message was not routed to any queue") from None
+    except (pex.AMQPError, OSError, AssertionError) as exc:
+        detail = str(exc) or repr(exc)
+        raise BrokerError(f"RabbitMQ {action} failed: {type(exc).__name__}: {detail}") from None
+
+
+class RabbitConnection:
+    def __init__(self, settings: Settings, name: str = "droplet") -> None:
+        self._inbox: list[Delivery] = []
+        self._consumers: dict[str, str] = {}  # consumer tag -> queue
+        self._publish_seq = 0
+        self._unconfirmed: dict[int, ConfirmCallback | None] = {}
+        self._returned: set[int] = set()
+        self._confirmed: list[tuple[ConfirmCallback, bool]] = []
+        with _converted("connect"):
+            self._conn = pika.BlockingConnection(connection_parameters(settings, name))
+            self._open_channel()
+
+    def _open_channel(self) -> None:
+        self._channel: BlockingChannel = self._conn.channel()
+        impl = self._channel._impl
+        selected: list[bool] = []
+        impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
+        impl.add_on_return_callback(self._on_return)
+        while not selected:
+            self._conn.process_data_events(time_limit=0.005)
+        self._publish_seq = 0
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._conn.is_open and self._channel.is_open)
+
+    def declare(self, topology: Topology) -> None:
+        with _converted("declare"):
+            for exchange in topology.exchanges:
+                self._channel.exchange_declare(
+                    exchange.name, exchange_type=exchange.kind, durable=exchange.durable
+                )
+            for queue in topology.queues:
+                self._channel.queue_declare(
+                    queue.name,
+                    durable=queue.durable,
+                    exclusive=queue.exclusive,
+                    auto_delete=queue.auto_delete,
+                    arguments=dict(queue.arguments) or None,
+                )
+            for binding in topology.bindings:
+                self._channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        persistent: bool = True,
+        mandatory: bool = False,
+        on_confirm: ConfirmCallback | None = None,
+    ) -> None:
+        self._publish_seq += 1
+        seq = self._publish_seq
+        props = pika.BasicProperties(
+            delivery_mode=_PERSISTENT if persistent else _TRANSIENT,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+            headers=dict(headers) if headers else None,
+            message_id=str(seq) if mandatory else None,
+        )
+        self._unconfirmed[seq] = on_confirm
+        with _converted(f"publish to {queue}"):
+            self._channel.basic_publish("", queue, body, properties=props, mandatory=mandatory)
+
+    def _on_return(self, _ch: Any, _method: Any, props: pika.BasicProperties, _body: bytes) -> None:
+        if props.message_id and props.message_id.isdigit():
+            self._returned.add(int(props.message_id))
+
+    def _on_confirm(self, frame: Any) -> None:
+        """Runs inside pika's I/O loop: only records; callbacks run from poll()."""
+        method = frame.method
+        ok = isinstance(method, pika.spec.Basic.Ack)
+        tag = int(method.delivery_tag)
+        seqs = [s for s in self._unconfirmed if s <= tag] if method.multiple else [tag]
+        for seq in seqs:
+            callback = self._unconfirmed.pop(seq, None)
+            returned = seq in self._returned
+            self._returned.discard(seq)
+            if callback is not None:
+                self._confirmed.append((callback, ok and not returned))
+        if self._confirmed:
+            self._conn.call_later(0, self._run_confirmed)
+
+    def _run_confirmed(self) -> None:
+        done, self._confirmed = self._confirmed, []
+        for callback, ok in done:
+            callback(ok)
+
+    def consume(self, queue: str, *, prefetch: int, exclusive: bool = False) -> None:
+        with _converted(f"consume {queue}"):
+            self._channel.basic_qos(prefetch_count=prefetch)
+            tag = self._channel.basic_consume(queue, self._on_message, exclusive=exclusive)
+        self._consumers[tag] = queue
+
+    def consume_replies(self) -> str:
+        with _converted("consume replies"):
+            tag = self._channel.basic_consume(DIRECT_REPLY_TO, self._on_message, auto_ack=True)
+        self._consumers[tag] = DIRECT_REPLY_TO
+        return DIRECT_REPLY_TO
+
+    def _on_message(
+        self, _ch: Any, method: Any, props: pika.BasicProperties, body: bytes
+    ) -> None:
+        self._inbox.append(
+            Delivery(
+                queue=self._consumers.get(method.consumer_tag, ""),
+                body=body,
+                tag=method.delivery_tag,
+                reply_to=props.reply_to,
+                correlation_id=props.correlation_id,
+                redelivered=bool(method.redelivered),
+                headers=props.headers,
+            )
+        )
+
+    def poll(self, timeout_s: float) -> list[Delivery]:
+        with _converted("poll"):
+            self._conn.process_data_events(time_limit=0 if self._inbox else timeout_s)
+        out, self._inbox = self._inbox, []
+        return out
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._unconfirmed)
+
+    def ack(self, tag: int, multiple: bool = False) -> None:
+        with _converted("ack"):
+            self._channel.basic_ack(tag, multiple=multiple)
+
+    def reject(self, tag: int, requeue: bool) -> None:
+        with _converted("reject"):
+            self._channel.basic_reject(tag, requeue=requeue)
+
+    def get(self, queue: str) -> Delivery | None:
+        with _converted(f"get from {queue}"):
+            method, props, body = self._channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            return None
+        return Delivery(
+            queue=queue,
+            body=body,
+            tag=method.delivery_tag,
+            reply_to=props.reply_to,
+            correlation_id=props.correlation_id,
+            redelivered=bool(method.redelivered),
+            headers=props.headers,
+        )
+
+    def queue_depth(self, queue: str) -> int | None:
+        """Passive declare. A missing queue closes the channel and a fresh one is opened, which
+        drops this connection's consumers: use it on connections that only inspect."""
+        try:
+            frame = self._channel.queue_declare(queue, passive=True)
+            return int(frame.method.message_count)
+        except pex.ChannelClosedByBroker:
+            with _converted("reopen channel"):
+                self._open_channel()
+            return None
+        except (pex.AMQPError, OSError) as exc:
+            raise BrokerError(f"RabbitMQ queue depth failed: {exc}") from None
+
+    def delete_queue(self, queue: str) -> None:
+        with _converted(f"delete {queue}"):
+            self._channel.queue_delete(queue)
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
+        with _converted("schedule callback"):
+            self._conn.add_callback_threadsafe(fn)
+
+    def close(self) -> None:
+        try:
+            if self._conn.is_open:
+                self._conn.close()
+        except Exception:  # closing a broken connection: nothing more to do
+            log.debug("broker close failed", exc_info=True)
+
+
+def connect(settings: Settings, name: str = "droplet") -> RabbitConnection:
+    return RabbitConnection(settings, name)

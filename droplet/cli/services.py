@@ -1,0 +1,44 @@
+"""`droplet scheduler` and `droplet worker`: one service in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from droplet.runtime import broker_factory, open_kv
+from droplet.settings import Settings
+
+
+def _on_stop_signals(callback: object) -> None:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        callback()  # type: ignore[operator]
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_scheduler(settings: Settings) -> int:
+    from droplet.scheduler.service import SchedulerService
+
+    kv = open_kv(settings)
+    service = SchedulerService(settings, kv, broker_factory(settings, "droplet-scheduler"))
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
+    service.start()
+    while not stop.wait(1.0):
+        pass
+    service.stop()
+    kv.close()
+    return 0
+
+
+def run_worker(settings: Settings, worker_id: str | None) -> int:
+    from droplet.worker.service import WorkerService
+
+    kv = open_kv(settings)
+    service = WorkerService(settings, kv, broker_factory(settings, "droplet-worker"), worker_id)
+    _on_stop_signals(service.stop)
+    service.run()
+    kv.close()
+    return 0

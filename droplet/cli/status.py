@@ -1,0 +1,103 @@
+"""`droplet status`: schedulers, workers, DAGs, functions and queue depths."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from droplet.broker_config.names import QueueNames
+from droplet.errors import DropletError
+from droplet.runtime import broker_factory, open_kv
+from droplet.settings import Settings
+from droplet.signing import Signer
+from droplet.store.metadata import Metadata
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    kv = open_kv(settings)
+    try:
+        metadata = Metadata(kv, settings, Signer(settings.signing_key))
+        now = time.time()
+        pins = {p.worker_id: p for p in metadata.pins()}
+        workers = []
+        for w in sorted(metadata.workers(), key=lambda w: w.id):
+            pin = pins.get(w.id)
+            workers.append({
+                "id": w.id, "host": w.host, "pid": w.pid, "alive": True,
+                "pinned": f"{pin.dag_name}/{pin.function_name}" if pin else None,
+                "utilisation": round(w.utilisation, 3), "queue_depth": w.queue_depth,
+                "calls_total": w.calls_total, "cached_keys": len(w.cached_keys),
+                "uptime_s": round(now - w.started_at, 1),
+            })
+        alive = {w["id"] for w in workers}
+        for worker_id, pin in pins.items():
+            if worker_id not in alive:
+                workers.append({"id": worker_id, "host": "", "pid": 0, "alive": False,
+                                "pinned": f"{pin.dag_name}/{pin.function_name}"})
+        items, _ = kv.get_prefix(metadata.keys.dags)
+        from droplet.store.metadata import parse_dag_record
+
+        dags = []
+        for raw in items.values():
+            record = parse_dag_record(raw)
+            dags.append({
+                "name": record.dag.name, "ready": record.ready,
+                "functions": list(record.dag.functions),
+                "connections": [[c.source, c.sink] for c in record.dag.connections],
+            })
+        schedulers = [
+            {"id": s.id, "host": s.host, "pid": s.pid, "alive": True,
+             "uptime_s": round(now - s.started_at, 1)}
+            for s in metadata.schedulers()
+        ]
+        return {
+            "namespace": settings.namespace,
+            "schedulers": schedulers,
+            "workers": workers,
+            "dags": sorted(dags, key=lambda d: d["name"]),
+            "functions": metadata.function_names(),
+            "queues": _queue_depths(settings, [w["id"] for w in workers]),
+        }
+    finally:
+        kv.close()
+
+
+def _queue_depths(settings: Settings, worker_ids: list[str]) -> dict[str, int | None]:
+    names = QueueNames(settings.namespace)
+    queues = [names.calls, names.admin, names.work, names.dead]
+    queues += [names.worker(w) for w in worker_ids]
+    try:
+        conn = broker_factory(settings, "droplet-status")()
+    except DropletError:
+        return {q: None for q in queues}
+    try:
+        return {q: conn.queue_depth(q) for q in queues}
+    finally:
+        conn.close()
+
+
+def run_status(settings: Settings, as_json: bool) -> int:
+    report = collect(settings)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"namespace {report['namespace']}")
+    print(f"\nSCHEDULERS ({len(report['schedulers'])})")
+    for s in report["schedulers"]:
+        print(f"  {s['id']:<40} host={s['host']} pid={s['pid']} up {s['uptime_s']}s")
+    print(f"\nWORKERS ({len(report['workers'])})")
+    print(f"  {'ID':<32} {'HOST':<16} {'ALIVE':<6} {'PINNED':<24} {'LOAD':>6} {'CALLS':>8}")
+    for w in report["workers"]:
+        print(f"  {w['id']:<32} {w['host']:<16} {('yes' if w['alive'] else 'NO'):<6} "
+              f"{(w['pinned'] or '-'):<24} {w.get('utilisation', 0):>6} "
+              f"{w.get('calls_total', 0):>8}")
+    print(f"\nDAGS ({len(report['dags'])})")
+    for d in report["dags"]:
+        edges = ", ".join(f"{a}->{b}" for a, b in d["connections"]) or "-"
+        print(f"  {d['name']:<24} {' '.join(d['functions'])}  [{edges}]")
+    print(f"\nFUNCTIONS ({len(report['functions'])})\n  " + " ".join(report["functions"]))
+    print("\nQUEUES")
+    for name, depth in report["queues"].items():
+        print(f"  {name:<48} {'-' if depth is None else depth}")
+    return 0

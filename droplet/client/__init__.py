@@ -1,0 +1,41 @@
+"""The client library: `droplet.connect()` returns a DropletClient."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from droplet.client.client import DropletClient
+from droplet.client.function import DropletFunction
+from droplet.client.future import DropletFuture
+from droplet.settings import Settings
+
+
+def connect(
+    broker_url: str | None = None,
+    etcd: str | None = None,
+    *,
+    namespace: str | None = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> DropletClient:
+    """Connects to a Droplet cluster.
+
+    Unset arguments come from the environment (DROPLET_BROKER_URL, DROPLET_ETCD, DROPLET_*,
+    or a DROPLET_CONFIG file), then from the defaults: RabbitMQ on 127.0.0.1:5672 as guest,
+    etcd on 127.0.0.1:2379.
+    """
+    from droplet.runtime import broker_factory, open_kv
+
+    if settings is None:
+        settings = Settings.from_env(
+            broker_url=broker_url, etcd_endpoints=etcd, namespace=namespace, **overrides
+        )
+    kv = open_kv(settings)
+    try:
+        return DropletClient(settings, kv, broker_factory(settings, "droplet-client"))
+    except BaseException:
+        kv.close()
+        raise
+
+
+__all__ = ["DropletClient", "DropletFunction", "DropletFuture", "connect"]

@@ -1,0 +1,238 @@
+"""The user API: register functions and DAGs, call them, and read and write stored values."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from droplet.broker.interface import ConnectionFactory
+from droplet.broker_config.names import QueueNames, check_name
+from droplet.client.function import DropletFunction
+from droplet.client.future import DropletFuture
+from droplet.client.pump import ReplyPump
+from droplet.errors import (
+    DropletError,
+    DropletTimeoutError,
+    InvalidArgumentError,
+    RequestError,
+    error_from_info,
+)
+from droplet.proto import envelope, pb
+from droplet.settings import Settings
+from droplet.signing import Signer
+from droplet.store import serializer
+from droplet.store.kv import KV
+from droplet.store.metadata import Metadata
+from droplet.store.values import ValueStore
+
+
+def _name(kind: str, name: object) -> str:
+    try:
+        return check_name(kind, name)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+
+
+def _key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidArgumentError(f"keys are non-empty strings, not {key!r}")
+    return key
+
+
+class DropletClient:
+    def __init__(self, settings: Settings, kv: KV, connect: ConnectionFactory) -> None:
+        self.settings = settings
+        self.names = QueueNames(settings.namespace)
+        self.signer = Signer(settings.signing_key)
+        self.kv = kv
+        self.values = ValueStore(kv, settings)
+        self.metadata = Metadata(kv, settings, self.signer)
+        self.pump = ReplyPump(connect, self.names, self.signer)
+        self._request_id = 0
+
+    def __enter__(self) -> DropletClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.pump.close()
+        self.kv.close()
+
+    # -- functions -------------------------------------------------------------------------
+
+    def register(
+        self,
+        function: Callable[..., Any] | type,
+        name: str,
+        *,
+        init_args: Sequence[Any] = (),
+        time_limit_s: float = 0.0,
+    ) -> DropletFunction:
+        """Registers a function `f(lib, *args)`, or a class whose instances (built once per
+        worker with `init_args`) are called through `run(self, lib, *args)`."""
+        name = _name("function", name)
+        is_class = inspect.isclass(function)
+        if is_class and not callable(getattr(function, "run", None)):
+            raise InvalidArgumentError(f"class {function.__name__} has no run(self, lib, ...)")
+        if not is_class and not callable(function):
+            raise InvalidArgumentError(f"{function!r} is neither a function nor a class")
+        body = serializer.dump(function)
+        spec = pb.Function(name=name, body=body.body, is_class=is_class, time_limit_s=time_limit_s)
+        for arg in init_args:
+            serializer.dump(arg, spec.init_args.values.add())
+        self._admin(pb.Message(function=spec))
+        return DropletFunction(name, self)
+
+    def call(self, name: str, *args: Any) -> DropletFuture:
+        """Calls a registered function by name; the future's get() returns its result."""
+        call = self._function_call(name, args)
+        future = DropletFuture(call.response_key, self)
+        weakref.finalize(future, self.pump.forget, call.response_key)
+        self._send_calls([call])
+        return future
+
+    def exec_func(self, name: str, args: Sequence[Any]) -> str:
+        """Calls a function; returns the key its result will be stored under (seed API)."""
+        call = self._function_call(name, args)
+        self._send_calls([call])
+        self.pump.forget(call.response_key)
+        return call.response_key
+
+    def _function_call(self, name: str, args: Iterable[Any]) -> pb.FunctionCall:
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise InvalidArgumentError("arguments are a sequence of values")
+        self._request_id += 1
+        call_id = uuid.uuid4().hex
+        call = pb.FunctionCall(
+            name=_name("function", name), request_id=self._request_id,
+            response_key=call_id, call_id=call_id,
+        )
+        for arg in args:
+            serializer.dump(arg, call.arguments.values.add())
+        return call
+
+    def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
+        body = envelope.encode((pb.Message(call=c) for c in calls), self.signer)
+        self.pump.send(self.names.calls, body, [c.response_key for c in calls])
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        """Names of the registered functions (those starting with prefix)."""
+        return [n for n in self.metadata.function_names() if n.startswith(prefix)]
+
+    # -- stored values ---------------------------------------------------------------------
+
+    def put_object(self, key: str, value: Any) -> None:
+        self.values.put(_key(key), value)
+
+    def get_object(self, key: str) -> Any:
+        """The value under key, or None when there is none. A stored call error is raised."""
+        value = self.values.get(_key(key))
+        if isinstance(value, pb.ErrorInfo):
+            raise error_from_info(value)
+        return value
+
+    def put_objects(self, values: Mapping[str, Any]) -> None:
+        """Writes several values in one etcd transaction: readers see all of them or none."""
+        self.values.put_values({_key(k): serializer.dump(v) for k, v in values.items()})
+
+    def get_objects(self, keys: Iterable[str]) -> dict[str, Any]:
+        """One consistent read of several keys; missing keys map to None."""
+        wanted = [_key(k) for k in keys]
+        found = self.values.get_values(wanted)
+        return {k: serializer.load(found[k]) if k in found else None for k in wanted}
+
+    def delete_object(self, key: str) -> None:
+        self.values.delete(_key(key))
+
+    # -- DAGs ------------------------------------------------------------------------------
+
+    def register_dag(
+        self, name: str, functions: Sequence[str], connections: Iterable[tuple[str, str]]
+    ) -> tuple[bool, int | None]:
+        """Creates a DAG, pinning each function on its own worker: (True, None), or
+        (False, error code) — FUNC_NOT_FOUND, DAG_ALREADY_EXISTS, NO_RESOURCES, INVALID_REQUEST."""
+        dag = pb.Dag(name=_name("DAG", name))
+        dag.functions.extend(_name("function", f) for f in functions)
+        for pair in connections:
+            if not isinstance(pair, (tuple, builtins.list)) or len(pair) != 2:
+                raise InvalidArgumentError(f"a connection is a (source, sink) pair, not {pair!r}")
+            dag.connections.add(source=_name("function", pair[0]), sink=_name("function", pair[1]))
+        registered = set(self.list())
+        if any(f not in registered for f in dag.functions):
+            return False, pb.FUNC_NOT_FOUND
+        return self._admin_result(pb.Message(dag=dag))
+
+    def delete_dag(self, name: str) -> tuple[bool, int | None]:
+        return self._admin_result(pb.Message(delete_dag=pb.DeleteDag(name=_name("DAG", name))))
+
+    def call_dag(
+        self,
+        name: str,
+        arg_map: Mapping[str, Sequence[Any]],
+        direct_response: bool = False,
+        consistency: int = pb.NORMAL,
+        output_key: str | None = None,
+        client_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Runs a DAG. With direct_response the result is returned (waiting up to `timeout`);
+        otherwise a DropletFuture for the result stored under output_key or the schedule id."""
+        call = pb.DagCall(
+            name=_name("DAG", name), consistency=consistency,  # type: ignore[arg-type]
+            call_id=uuid.uuid4().hex, direct_response=direct_response,
+        )
+        if output_key is not None:
+            call.output_key = _key(output_key)
+        if client_id is not None:
+            call.client_id = str(client_id)
+        if not isinstance(arg_map, Mapping):
+            raise InvalidArgumentError("arg_map maps function names to argument lists")
+        for function, args in arg_map.items():
+            if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+                raise InvalidArgumentError(f"arguments of {function!r} must be a list")
+            target = call.function_args[_name("function", function)]
+            for arg in args:
+                serializer.dump(arg, target.values.add())
+        future = DropletFuture(call.output_key or call.call_id, self, call.call_id)
+        weakref.finalize(future, self.pump.forget, call.call_id)
+        body = envelope.encode([pb.Message(dag_call=call)], self.signer)
+        self.pump.send(self.names.calls, body, [call.call_id])
+        if direct_response:
+            return future.get(timeout)
+        return future
+
+    # -- admin requests --------------------------------------------------------------------
+
+    def _admin(self, message: pb.Message) -> pb.GenericResponse:
+        """Sends a request to a scheduler; raises its error as a RequestError."""
+        response = self._admin_response(message)
+        if not response.success:
+            info = pb.ErrorInfo(code=response.error, message=response.message)
+            raise error_from_info(info)
+        return response
+
+    def _admin_result(self, message: pb.Message) -> tuple[bool, int | None]:
+        response = self._admin_response(message)
+        return (True, None) if response.success else (False, response.error)
+
+    def _admin_response(self, message: pb.Message) -> pb.GenericResponse:
+        correlation_id = uuid.uuid4().hex
+        body = envelope.encode([message], self.signer)
+        self.pump.send(self.names.admin, body, [correlation_id], correlation_id=correlation_id)
+        timeout = self.settings.request_timeout_s
+        response = self.pump.wait(correlation_id, timeout)
+        if response is None:
+            self.pump.forget(correlation_id)
+            raise DropletTimeoutError(
+                f"no scheduler answered within {timeout:g}s: is `droplet scheduler` running?"
+            )
+        return response
+
+
+__all__ = ["DropletClient", "DropletError", "RequestError"]

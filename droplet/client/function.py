@@ -1,0 +1,21 @@
+"""DropletFunction: a registered function, callable like the Python function it wraps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from droplet.client.client import DropletClient
+    from droplet.client.future import DropletFuture
+
+
+class DropletFunction:
+    def __init__(self, name: str, client: DropletClient) -> None:
+        self.name = name
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"DropletFunction({self.name!r})"
+
+    def __call__(self, *args: Any) -> DropletFuture:
+        return self._client.call(self.name, *args)

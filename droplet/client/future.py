@@ -1,0 +1,92 @@
+"""DropletFuture: the result of a call, pushed to the client or read from the store."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from droplet.errors import DropletTimeoutError, error_from_info
+from droplet.proto import pb
+from droplet.store import serializer
+
+if TYPE_CHECKING:
+    from droplet.client.client import DropletClient
+
+_STORE_CHECK_S = 2.0
+_UNSET = object()
+
+
+class DropletFuture:
+    """The eventual result stored under `response_id`.
+
+    `get()` returns the value or raises the call's DropletError. The worker pushes the result
+    to this client as soon as it exists; if that push is lost (the client reconnected), the
+    future reads the result from the store instead, where it is kept durably.
+    """
+
+    def __init__(self, response_id: str, client: DropletClient, call_id: str = "") -> None:
+        self.response_id = response_id
+        self.call_id = call_id or response_id
+        self._client = client
+        self._value: Any = _UNSET
+        self._error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"DropletFuture({self.response_id!r}, {state})"
+
+    def done(self) -> bool:
+        return self._value is not _UNSET or self._error is not None
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result; raises DropletTimeoutError (a TimeoutError) after `timeout` seconds
+        (default: settings.result_timeout_s)."""
+        if not self.done():
+            limit = self._client.settings.result_timeout_s if timeout is None else timeout
+            self._await(limit)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    result = get
+
+    def _await(self, timeout_s: float) -> None:
+        pump = self._client.pump
+        deadline = time.monotonic() + timeout_s
+        generation = pump.generation
+        next_store_check = time.monotonic() + _STORE_CHECK_S
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DropletTimeoutError(
+                    f"no result for {self.response_id!r} within {timeout_s:g}s"
+                )
+            slice_s = min(remaining, max(0.0, next_store_check - time.monotonic()))
+            response = pump.wait(self.call_id, slice_s)
+            if response is not None:
+                self._settle_response(response)
+                return
+            if pump.generation != generation or time.monotonic() >= next_store_check:
+                generation = pump.generation
+                next_store_check = time.monotonic() + _STORE_CHECK_S
+                stored = self._client.values.get_value(self.response_id)
+                if stored is not None:
+                    pump.forget(self.call_id)
+                    self._settle_value(stored)
+                    return
+
+    def _settle_response(self, response: pb.GenericResponse) -> None:
+        if response.stored:
+            stored = self._client.values.get_value(self.response_id)
+            if stored is None:
+                raise DropletTimeoutError(f"result {self.response_id!r} has expired")
+            self._settle_value(stored)
+        else:
+            self._settle_value(response.value)
+
+    def _settle_value(self, value: pb.Value) -> None:
+        loaded = serializer.load(value)
+        if isinstance(loaded, pb.ErrorInfo):
+            self._error = error_from_info(loaded)
+        else:
+            self._value = loaded

@@ -1,0 +1,202 @@
+"""The client's broker connection: publishing requests and routing replies to whoever waits.
+
+There is no dedicated I/O thread on the hot path: the thread that waits for a reply drives the
+connection itself (one broker round trip, no thread hand-offs). Other threads publishing at
+that moment hand their publish to the driving thread; threads waiting for other replies sleep
+until the driver routes them. A small keepalive thread pumps heartbeats while nobody waits,
+and reconnects after a broker restart; requests still unanswered are then sent again (each
+carries its call id, so a re-send is recognised downstream).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
+from droplet.broker_config.names import QueueNames
+from droplet.broker_config.topology import shared_topology
+from droplet.errors import BrokerError, DropletError
+from droplet.proto import envelope, pb
+from droplet.signing import Signer
+
+log = logging.getLogger(__name__)
+
+_KEEPALIVE_S = 2.0
+_DRIVE_SLICE_S = 0.05
+
+
+class ReplyPump:
+    def __init__(self, connect: ConnectionFactory, names: QueueNames, signer: Signer) -> None:
+        self._connect = connect
+        self._names = names
+        self._signer = signer
+        self._io = threading.RLock()
+        self._cond = threading.Condition()
+        self._conn: BrokerConnection | None = None
+        self._reply_address = ""
+        self._responses: dict[str, pb.GenericResponse] = {}
+        self._expected: set[str] = set()
+        self._inflight: dict[str, tuple[str, bytes, str | None]] = {}
+        self.generation = 0
+        self._closed = threading.Event()
+        with self._io:
+            self._ensure()
+        self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
+                                           name="droplet-client-keepalive")
+        self._keepalive.start()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, queue: str, body: bytes, ids: list[str], correlation_id: str | None = None,
+             ) -> None:
+        """Publishes a request whose replies are keyed by `ids`; they stay in flight (and are
+        re-sent after a reconnect) until answered or `forget`-ed."""
+        if self._closed.is_set():
+            raise DropletError("the client is closed")
+        with self._cond:
+            self._expected.update(ids)
+            for key in ids[:1]:
+                self._inflight[key] = (queue, body, correlation_id)
+        try:
+            self._with_connection(
+                lambda conn: conn.publish(
+                    queue, body, reply_to=self._reply_address, correlation_id=correlation_id
+                )
+            )
+        except BrokerError as exc:
+            # Kept in flight: the keepalive (or a waiting get) re-sends it after reconnecting.
+            log.warning("request queued until the broker is back: %s", exc)
+
+    def _with_connection(self, action: Callable[[BrokerConnection], None]) -> None:
+        if self._io.acquire(blocking=False):
+            try:
+                self._attempt(action)
+            finally:
+                self._io.release()
+            return
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.call_soon_threadsafe(lambda: action(conn))
+                return
+            except DropletError:
+                pass
+        with self._io:
+            self._attempt(action)
+
+    def _attempt(self, action: Callable[[BrokerConnection], None]) -> None:
+        try:
+            action(self._ensure())
+        except BrokerError as exc:
+            log.warning("broker connection lost while sending (%s); reconnecting", exc)
+            self._drop()
+            self._ensure()  # re-sends everything in flight, this request included
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def wait(self, key: str, timeout_s: float) -> pb.GenericResponse | None:
+        """The reply for key, or None when none arrived within timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._cond:
+                if key in self._responses:
+                    self._expected.discard(key)
+                    return self._responses.pop(key)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed.is_set():
+                return None
+            if self._io.acquire(blocking=False):
+                try:
+                    self._drive(min(remaining, 1.0))
+                finally:
+                    self._io.release()
+                with self._cond:
+                    self._cond.notify_all()
+            else:
+                with self._cond:
+                    if key not in self._responses:
+                        self._cond.wait(min(remaining, _DRIVE_SLICE_S))
+
+    def forget(self, key: str) -> None:
+        with self._cond:
+            self._expected.discard(key)
+            self._responses.pop(key, None)
+            self._inflight.pop(key, None)
+
+    def _drive(self, timeout_s: float) -> None:
+        try:
+            conn = self._ensure()
+            self._route(conn.poll(timeout_s))
+        except BrokerError as exc:
+            log.warning("broker connection lost (%s); reconnecting", exc)
+            self._drop()
+            time.sleep(0.2)
+
+    def _route(self, deliveries: list[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self._cond:
+            for delivery in deliveries:
+                try:
+                    messages = envelope.decode(delivery.body, self._signer)
+                except DropletError as exc:
+                    log.warning("ignoring an unreadable reply: %s", exc)
+                    continue
+                for message in messages:
+                    if message.WhichOneof("kind") != "response":
+                        continue
+                    response = message.response
+                    key = delivery.correlation_id or response.call_id or response.response_id
+                    self._inflight.pop(key, None)
+                    if key in self._expected:
+                        self._responses[key] = message.response
+            self._cond.notify_all()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _ensure(self) -> BrokerConnection:
+        """The open connection, reconnecting (and re-sending in-flight requests) if needed.
+        Call with self._io held."""
+        if self._conn is not None and self._conn.is_open:
+            return self._conn
+        self._drop()
+        conn = self._connect()
+        try:
+            conn.declare(shared_topology(self._names))
+            self._reply_address = conn.consume_replies()
+            with self._cond:
+                pending = list(self._inflight.values())
+            for queue, body, correlation_id in pending:
+                conn.publish(queue, body, reply_to=self._reply_address,
+                             correlation_id=correlation_id)
+        except BaseException:
+            conn.close()
+            raise
+        if self.generation and pending:
+            log.info("reconnected to the broker; re-sent %d requests in flight", len(pending))
+        self._conn = conn
+        self.generation += 1
+        return conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _keep_alive(self) -> None:
+        while not self._closed.wait(_KEEPALIVE_S):
+            if self._io.acquire(blocking=False):
+                try:
+                    self._drive(0)
+                except DropletError as exc:
+                    log.debug("keepalive could not reconnect yet: %s", exc)
+                finally:
+                    self._io.release()
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._io:
+            self._drop()

@@ -1,0 +1,131 @@
+"""One exception tree for everything Droplet raises.
+
+Transport failures (pika, gRPC) are converted at the boundary modules into `BrokerError` or
+`StoreError` with `raise ... from None`, so callers never need to import a transport library to
+catch what it throws. Errors a request answers with carry the proto `ErrorCode` in `.code`.
+"""
+
+from __future__ import annotations
+
+from droplet.proto import pb
+
+
+class DropletError(Exception):
+    """Base of every Droplet error; `.code` is the proto ErrorCode (NO_ERROR when local)."""
+
+    code: int = pb.NO_ERROR
+
+    def __init__(self, message: str = "", *, code: int | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class ConfigurationError(DropletError):
+    """A setting is missing, unknown or malformed."""
+
+
+class InvalidArgumentError(DropletError, ValueError):
+    """The client refused the input before sending anything."""
+
+    code = pb.INVALID_REQUEST
+
+
+class ValueTooLargeError(InvalidArgumentError):
+    """A value exceeds the documented size limit."""
+
+
+class DropletTimeoutError(DropletError, TimeoutError):
+    """A result or reply did not arrive within the given timeout."""
+
+
+class BrokerError(DropletError):
+    """RabbitMQ could not be reached or closed the connection."""
+
+
+class UnroutableError(BrokerError):
+    """A mandatory message found no queue (for example, a worker queue that is gone)."""
+
+
+class StoreError(DropletError):
+    """etcd could not be reached or refused an operation."""
+
+
+class SignatureError(DropletError):
+    """A payload was unsigned or its signature did not verify."""
+
+    code = pb.UNAUTHORIZED
+
+
+class RequestError(DropletError):
+    """A request was answered with an error code (raised from futures and admin calls)."""
+
+    remote_traceback: str = ""
+    exception_type: str = ""
+
+
+class FunctionNotFoundError(RequestError):
+    code = pb.FUNC_NOT_FOUND
+
+
+class ExecutionError(RequestError):
+    """The function raised; the message and `remote_traceback` come from the worker."""
+
+    code = pb.EXECUTION_ERROR
+
+
+class FunctionTimeoutError(ExecutionError):
+    code = pb.TIMEOUT
+
+
+class NoResourcesError(RequestError):
+    code = pb.NO_RESOURCES
+
+
+class DagAlreadyExistsError(RequestError):
+    code = pb.DAG_ALREADY_EXISTS
+
+
+class NoSuchDagError(RequestError):
+    code = pb.NO_SUCH_DAG
+
+
+class InvalidRequestError(RequestError):
+    code = pb.INVALID_REQUEST
+
+
+class UnauthorizedError(RequestError):
+    code = pb.UNAUTHORIZED
+
+
+class WorkerLostError(RequestError):
+    code = pb.WORKER_LOST
+
+
+_BY_CODE: dict[int, type[RequestError]] = {
+    cls.code: cls
+    for cls in (
+        FunctionNotFoundError,
+        ExecutionError,
+        FunctionTimeoutError,
+        NoResourcesError,
+        DagAlreadyExistsError,
+        NoSuchDagError,
+        InvalidRequestError,
+        UnauthorizedError,
+        WorkerLostError,
+    )
+}
+
+
+def error_from_info(info: pb.ErrorInfo) -> RequestError:
+    """Rebuilds the exception a remote ErrorInfo describes."""
+    cls = _BY_CODE.get(info.code, RequestError)
+    name = pb.ErrorCode.Name(info.code) if info.code in pb.ErrorCode.values() else str(info.code)
+    text = info.message or name
+    if info.traceback:
+        text = f"{text}\n\nRemote traceback:\n{info.traceback}"
+    error = cls(text, code=info.code)
+    error.remote_traceback = info.traceback
+    error.exception_type = info.exception_type
+    return error

@@ -1,0 +1,100 @@
+"""The outbound port of every handler: what it wants sent and stored, nothing done yet.
+
+Handlers are plain functions of (decoded message, state, outbox); the service loop around
+them publishes `sent` (grouped into one envelope per destination), writes `results`, and only
+then acks the inbound message. Tests fill an inbox, call a handler and read the outbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from droplet.proto import pb
+from droplet.store.values import ResultWrite
+
+
+@dataclass
+class Outgoing:
+    queue: str
+    message: pb.Message
+    persistent: bool = True
+    after_store: bool = False  # publish only once the results are written
+    correlation_id: str | None = None
+
+
+@dataclass
+class Outbox:
+    sent: list[Outgoing] = field(default_factory=list)
+    results: list[ResultWrite] = field(default_factory=list)
+
+    def send(self, queue: str, message: pb.Message, *, persistent: bool = True) -> None:
+        self.sent.append(Outgoing(queue, message, persistent))
+
+    def reply(
+        self,
+        address: str | None,
+        response: pb.GenericResponse,
+        after_store: bool = False,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Pushes a response to a reply address (transient: what must last is in the store)."""
+        if address:
+            message = pb.Message(response=response)
+            self.sent.append(Outgoing(address, message, False, after_store, correlation_id))
+
+    def store_result(self, write: ResultWrite) -> None:
+        self.results.append(write)
+
+    def messages_to(self, queue: str) -> list[pb.Message]:
+        return [o.message for o in self.sent if o.queue == queue]
+
+    def clear(self) -> None:
+        self.sent.clear()
+        self.results.clear()
+
+
+def error_response(
+    response_id: str, code: int, message: str = "", traceback: str = "", call_id: str = ""
+) -> pb.GenericResponse:
+    info = pb.ErrorInfo(code=code, message=message, traceback=traceback)  # type: ignore[arg-type]
+    response = pb.GenericResponse(
+        success=False, error=code, response_id=response_id, call_id=call_id  # type: ignore[arg-type]
+    )
+    response.value.type = pb.ERROR
+    response.value.body = info.SerializeToString()
+    response.message = message
+    return response
+
+
+def deliver_outcome(
+    out: Outbox,
+    *,
+    response_id: str,
+    value: pb.Value,
+    call_id: str,
+    response_address: str,
+    store: bool,
+    expires: bool,
+    inline_limit_bytes: int,
+) -> None:
+    """Hands a call's outcome (result or ERROR value) to its caller and/or the store.
+
+    The reply goes out first and carries the value inline when it is small; a large value is
+    only announced (`stored`), after the store write, and the client reads it from etcd.
+    """
+    failed = value.type == pb.ERROR
+    response = pb.GenericResponse(success=not failed, response_id=response_id, call_id=call_id)
+    if failed:
+        info = pb.ErrorInfo()
+        info.ParseFromString(value.body)
+        response.error = info.code
+        response.message = info.message
+    big = len(value.body) > inline_limit_bytes
+    if store:
+        out.store_result(ResultWrite(response_id, value, call_id, expires))
+    if big and store:
+        response.stored = True
+        out.reply(response_address, response, after_store=True)
+    else:
+        response.value.CopyFrom(value)
+        out.reply(response_address, response)

@@ -1,0 +1,373 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NO_ERROR: _ClassVar[ErrorCode]
+    FUNC_NOT_FOUND: _ClassVar[ErrorCode]
+    EXECUTION_ERROR: _ClassVar[ErrorCode]
+    NO_RESOURCES: _ClassVar[ErrorCode]
+    DAG_ALREADY_EXISTS: _ClassVar[ErrorCode]
+    NO_SUCH_DAG: _ClassVar[ErrorCode]
+    TIMEOUT: _ClassVar[ErrorCode]
+    INVALID_REQUEST: _ClassVar[ErrorCode]
+    UNAUTHORIZED: _ClassVar[ErrorCode]
+    WORKER_LOST: _ClassVar[ErrorCode]
+
+class ConsistencyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NORMAL: _ClassVar[ConsistencyMode]
+    MULTI: _ClassVar[ConsistencyMode]
+
+class ValueType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PICKLE: _ClassVar[ValueType]
+    CLOUDPICKLE: _ClassVar[ValueType]
+    REFERENCE: _ClassVar[ValueType]
+    ERROR: _ClassVar[ValueType]
+    CHUNKED: _ClassVar[ValueType]
+NO_ERROR: ErrorCode
+FUNC_NOT_FOUND: ErrorCode
+EXECUTION_ERROR: ErrorCode
+NO_RESOURCES: ErrorCode
+DAG_ALREADY_EXISTS: ErrorCode
+NO_SUCH_DAG: ErrorCode
+TIMEOUT: ErrorCode
+INVALID_REQUEST: ErrorCode
+UNAUTHORIZED: ErrorCode
+WORKER_LOST: ErrorCode
+NORMAL: ConsistencyMode
+MULTI: ConsistencyMode
+PICKLE: ValueType
+CLOUDPICKLE: ValueType
+REFERENCE: ValueType
+ERROR: ValueType
+CHUNKED: ValueType
+
+class Value(_message.Message):
+    __slots__ = ("type", "body")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    type: ValueType
+    body: bytes
+    def __init__(self, type: _Optional[_Union[ValueType, str]] = ..., body: _Optional[bytes] = ...) -> None: ...
+
+class Arguments(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class ErrorInfo(_message.Message):
+    __slots__ = ("code", "message", "traceback", "exception_type")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    EXCEPTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    code: ErrorCode
+    message: str
+    traceback: str
+    exception_type: str
+    def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., exception_type: _Optional[str] = ...) -> None: ...
+
+class ChunkManifest(_message.Message):
+    __slots__ = ("blob_id", "chunk_count", "size_bytes", "inner_type")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INNER_TYPE_FIELD_NUMBER: _ClassVar[int]
+    blob_id: str
+    chunk_count: int
+    size_bytes: int
+    inner_type: ValueType
+    def __init__(self, blob_id: _Optional[str] = ..., chunk_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., inner_type: _Optional[_Union[ValueType, str]] = ...) -> None: ...
+
+class Function(_message.Message):
+    __slots__ = ("name", "body", "init_args", "is_class", "time_limit_s", "max_retries", "retry_on", "retry_backoff_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    INIT_ARGS_FIELD_NUMBER: _ClassVar[int]
+    IS_CLASS_FIELD_NUMBER: _ClassVar[int]
+    TIME_LIMIT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_ON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    body: bytes
+    init_args: Arguments
+    is_class: bool
+    time_limit_s: float
+    max_retries: int
+    retry_on: _containers.RepeatedScalarFieldContainer[str]
+    retry_backoff_s: float
+    def __init__(self, name: _Optional[str] = ..., body: _Optional[bytes] = ..., init_args: _Optional[_Union[Arguments, _Mapping]] = ..., is_class: _Optional[bool] = ..., time_limit_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., retry_on: _Optional[_Iterable[str]] = ..., retry_backoff_s: _Optional[float] = ...) -> None: ...
+
+class FunctionCall(_message.Message):
+    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_KEY_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request_id: int
+    response_key: str
+    arguments: Arguments
+    consistency: ConsistencyMode
+    client_id: str
+    response_address: str
+    call_id: str
+    direct_response: bool
+    attempt: int
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class GenericResponse(_message.Message):
+    __slots__ = ("success", "error", "response_id", "value", "stored", "message", "call_id")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    error: ErrorCode
+    response_id: str
+    value: Value
+    stored: bool
+    message: str
+    call_id: str
+    def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[ErrorCode, str]] = ..., response_id: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., stored: _Optional[bool] = ..., message: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
+
+class Dag(_message.Message):
+    __slots__ = ("name", "functions", "connections")
+    class Connection(_message.Message):
+        __slots__ = ("source", "sink")
+        SOURCE_FIELD_NUMBER: _ClassVar[int]
+        SINK_FIELD_NUMBER: _ClassVar[int]
+        source: str
+        sink: str
+        def __init__(self, source: _Optional[str] = ..., sink: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    functions: _containers.RepeatedScalarFieldContainer[str]
+    connections: _containers.RepeatedCompositeFieldContainer[Dag.Connection]
+    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Connection, _Mapping]]] = ...) -> None: ...
+
+class DagCall(_message.Message):
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response")
+    class FunctionArgsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Arguments
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ARGS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    function_args: _containers.MessageMap[str, Arguments]
+    consistency: ConsistencyMode
+    output_key: str
+    client_id: str
+    response_address: str
+    call_id: str
+    direct_response: bool
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ...) -> None: ...
+
+class DagSchedule(_message.Message):
+    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision")
+    class LocationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ArgumentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Arguments
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DAG_FIELD_NUMBER: _ClassVar[int]
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    dag: Dag
+    locations: _containers.ScalarMap[str, str]
+    arguments: _containers.MessageMap[str, Arguments]
+    target_function: str
+    triggers: _containers.RepeatedScalarFieldContainer[str]
+    start_time: float
+    output_key: str
+    response_address: str
+    consistency: ConsistencyMode
+    client_id: str
+    direct_response: bool
+    snapshot_revision: int
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ...) -> None: ...
+
+class DagTrigger(_message.Message):
+    __slots__ = ("id", "source", "target_function", "result", "aborted")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: str
+    target_function: str
+    result: Value
+    aborted: bool
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ...) -> None: ...
+
+class PinRequest(_message.Message):
+    __slots__ = ("dag_name", "function_name")
+    DAG_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    dag_name: str
+    function_name: str
+    def __init__(self, dag_name: _Optional[str] = ..., function_name: _Optional[str] = ...) -> None: ...
+
+class UnpinRequest(_message.Message):
+    __slots__ = ("dag_name", "function_name")
+    DAG_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    dag_name: str
+    function_name: str
+    def __init__(self, dag_name: _Optional[str] = ..., function_name: _Optional[str] = ...) -> None: ...
+
+class UserMessage(_message.Message):
+    __slots__ = ("sender", "destination", "body")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    destination: str
+    body: Value
+    def __init__(self, sender: _Optional[str] = ..., destination: _Optional[str] = ..., body: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+
+class DeleteDag(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("call", "dag_call", "schedule", "trigger", "response", "function", "dag", "delete_dag", "pin", "unpin", "user_message")
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    DAG_CALL_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    DAG_FIELD_NUMBER: _ClassVar[int]
+    DELETE_DAG_FIELD_NUMBER: _ClassVar[int]
+    PIN_FIELD_NUMBER: _ClassVar[int]
+    UNPIN_FIELD_NUMBER: _ClassVar[int]
+    USER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    call: FunctionCall
+    dag_call: DagCall
+    schedule: DagSchedule
+    trigger: DagTrigger
+    response: GenericResponse
+    function: Function
+    dag: Dag
+    delete_dag: DeleteDag
+    pin: PinRequest
+    unpin: UnpinRequest
+    user_message: UserMessage
+    def __init__(self, call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., trigger: _Optional[_Union[DagTrigger, _Mapping]] = ..., response: _Optional[_Union[GenericResponse, _Mapping]] = ..., function: _Optional[_Union[Function, _Mapping]] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[_Union[DeleteDag, _Mapping]] = ..., pin: _Optional[_Union[PinRequest, _Mapping]] = ..., unpin: _Optional[_Union[UnpinRequest, _Mapping]] = ..., user_message: _Optional[_Union[UserMessage, _Mapping]] = ...) -> None: ...
+
+class Envelope(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+
+class WorkerStatus(_message.Message):
+    __slots__ = ("id", "host", "pid", "pinned_dag", "pinned_function", "cached_keys", "utilisation", "queue_depth", "started_at", "updated_at", "calls_total")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    PINNED_DAG_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    CACHED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    UTILISATION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    host: str
+    pid: int
+    pinned_dag: str
+    pinned_function: str
+    cached_keys: _containers.RepeatedScalarFieldContainer[str]
+    utilisation: float
+    queue_depth: int
+    started_at: float
+    updated_at: float
+    calls_total: int
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., pinned_dag: _Optional[str] = ..., pinned_function: _Optional[str] = ..., cached_keys: _Optional[_Iterable[str]] = ..., utilisation: _Optional[float] = ..., queue_depth: _Optional[int] = ..., started_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., calls_total: _Optional[int] = ...) -> None: ...
+
+class SchedulerStatus(_message.Message):
+    __slots__ = ("id", "host", "pid", "started_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[float] = ...) -> None: ...
+
+class PinRecord(_message.Message):
+    __slots__ = ("dag_name", "function_name", "worker_id")
+    DAG_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    dag_name: str
+    function_name: str
+    worker_id: str
+    def __init__(self, dag_name: _Optional[str] = ..., function_name: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class DagRecord(_message.Message):
+    __slots__ = ("dag", "ready")
+    DAG_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    dag: Dag
+    ready: bool
+    def __init__(self, dag: _Optional[_Union[Dag, _Mapping]] = ..., ready: _Optional[bool] = ...) -> None: ...

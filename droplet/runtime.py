@@ -1,0 +1,27 @@
+"""Wiring of real services: the one place that picks RabbitMQ and etcd for a process.
+
+Schedulers, workers and clients receive a KV and a connection factory; this module builds
+them from Settings (the CLI and `droplet.connect()` call it), so nothing below imports pika or
+etcd3 directly.
+"""
+
+from __future__ import annotations
+
+from droplet.broker.interface import BrokerConnection, ConnectionFactory
+from droplet.settings import Settings
+from droplet.store.kv import KV
+
+
+def open_kv(settings: Settings) -> KV:
+    from droplet.store.etcd import EtcdKV
+
+    return EtcdKV(settings)
+
+
+def broker_factory(settings: Settings, name: str) -> ConnectionFactory:
+    from droplet.broker.rabbitmq import RabbitConnection
+
+    def connect() -> BrokerConnection:
+        return RabbitConnection(settings, name)
+
+    return connect

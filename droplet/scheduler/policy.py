@@ -1,0 +1,35 @@
+"""Placement: which queue a function call goes to. A pure function of the fleet state.
+
+A call whose arguments reference stored keys goes to the alive worker that caches the most of
+them (locality; ties go to the least loaded). Any other call goes to the shared work queue,
+which every worker consumes with prefetch 1: RabbitMQ hands it to a worker with nothing in
+hand, so a busy worker is never given a call while another sits idle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from droplet.scheduler.state import SchedulerState
+
+
+def load_of(state: SchedulerState, worker_id: str) -> float:
+    status = state.workers[worker_id]
+    return status.utilisation + status.queue_depth
+
+
+def pick_queue(state: SchedulerState, reference_keys: Sequence[str]) -> str | None:
+    """The queue for a call, or None when no worker is alive (NO_RESOURCES)."""
+    eligible = [w for w in state.workers if w not in state.backoff]
+    if not eligible:
+        return None
+    if reference_keys:
+        wanted = set(reference_keys)
+        scored = [
+            (len(wanted.intersection(state.workers[w].cached_keys)), -load_of(state, w), w)
+            for w in eligible
+        ]
+        best_hits, _, best = max(scored)
+        if best_hits > 0:
+            return state.names.worker(best)
+    return state.names.work

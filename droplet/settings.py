@@ -1,0 +1,138 @@
+"""Settings shared by every Droplet process: one frozen dataclass, built once at the edge.
+
+Nothing below the CLI or `droplet.connect()` reads the environment; everything receives a
+`Settings`. The same fields can come from keyword arguments, the environment
+(`Settings.from_env`), a broker URL (`Settings.from_url`) or a TOML file (`Settings.from_file`),
+which is how a fleet on VMs shares one configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from droplet.errors import ConfigurationError
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_ETCD = "127.0.0.1:2379"
+MiB = 1024 * 1024
+
+# Environment variable -> field name; each field also has DROPLET_<FIELD> below.
+_ENV_ALIASES = {"DROPLET_ETCD": "etcd_endpoints", "DROPLET_BROKER_URL": "broker_url"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = DEFAULT_BROKER_URL
+    etcd_endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
+    # Prefix of every queue and etcd key: several clusters (or test runs) share one broker.
+    namespace: str = "droplet"
+
+    # TLS and credentials. The broker takes them from an amqps:// URL plus these files.
+    broker_ca_file: str | None = None
+    broker_cert_file: str | None = None
+    broker_key_file: str | None = None
+    etcd_user: str | None = None
+    etcd_password: str | None = None
+    etcd_ca_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
+    # Shared fleet secret: when set, every message and function body is HMAC-signed and
+    # anything unsigned or badly signed is refused.
+    signing_key: str | None = None
+
+    # Client behaviour.
+    request_timeout_s: float = 30.0  # admin requests (register, DAG create/delete)
+    result_timeout_s: float = 60.0  # default of DropletFuture.get()
+
+    # Worker behaviour.
+    worker_lease_ttl_s: int = 10  # a dead worker leaves the fleet after this long
+    status_interval_s: float = 2.0
+    function_time_limit_s: float = 0.0  # 0 = unlimited; per-function limits override
+    result_ttl_s: int = 24 * 3600  # results under generated keys expire; 0 = keep
+    cache_max_entries: int = 1024
+    schedule_ttl_s: float = 300.0  # partial DAG state is freed after this long
+    own_queue_prefetch: int = 64
+
+    # Store limits.
+    max_value_bytes: int = 128 * MiB
+    chunk_bytes: int = 1 * MiB
+
+    # Scheduler behaviour.
+    pin_timeout_s: float = 5.0
+    dead_letter_max_redeliveries: int = 3
+
+    @property
+    def etcd_prefix(self) -> str:
+        return f"/{self.namespace}/"
+
+    def with_(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_url(cls, broker_url: str, **overrides: Any) -> Settings:
+        return cls(broker_url=broker_url, **overrides)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Reads DROPLET_<FIELD> variables (and DROPLET_ETCD, DROPLET_BROKER_URL)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, raw in env.items():
+            if key in _ENV_ALIASES:
+                values[_ENV_ALIASES[key]] = raw
+            elif key.startswith("DROPLET_") and key[8:].lower() in names:
+                values[key[8:].lower()] = raw
+        if config := env.get("DROPLET_CONFIG"):
+            values = {**_read_toml(Path(config)), **values}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls._build(values)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> Settings:
+        values = _read_toml(Path(path))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls._build(values)
+
+    @classmethod
+    def _build(cls, values: Mapping[str, Any]) -> Settings:
+        kwargs: dict[str, Any] = {}
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name, raw in values.items():
+            if name not in types:
+                raise ConfigurationError(f"unknown setting {name!r}")
+            kwargs[name] = _coerce(name, str(types[name]), raw)
+        return cls(**kwargs)
+
+
+def _coerce(name: str, type_name: str, raw: Any) -> Any:
+    try:
+        if name == "etcd_endpoints":
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            endpoints = tuple(item.strip() for item in items if item.strip())
+            if not endpoints:
+                raise ValueError("no endpoint")
+            return endpoints
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+        return None if raw in ("", None) else str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"setting {name!r}: bad value {raw!r} ({exc})") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The [droplet] table of a TOML file (or the whole file when it has none)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read configuration {path}: {exc}") from None
+    table = data.get("droplet", data)
+    return {k: v for k, v in table.items() if not isinstance(v, dict)}

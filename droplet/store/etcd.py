@@ -1,0 +1,299 @@
+"""etcd behind the `KV` interface: the only module that imports etcd3 (python3-etcd3).
+
+Every gRPC or client failure leaves this module as a `StoreError`; a failed endpoint is
+retried after half a second (the library's default would shun it for five minutes, so one etcd
+restart would take a single-endpoint process down for that long).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import etcd3
+import grpc
+from etcd3 import etcdrpc
+from etcd3.etcdrpc import kv_pb2
+from etcd3 import transactions as tx
+from etcd3 import utils as etcd_utils
+
+from droplet.errors import StoreError
+from droplet.settings import Settings
+from droplet.store.kv import (
+    Compare,
+    Delete,
+    Entry,
+    ErrorCallback,
+    ModRevisionBelow,
+    Op,
+    Put,
+    ValueIs,
+    VersionIs,
+    WatchCallback,
+    WatchEvent,
+)
+
+log = logging.getLogger(__name__)
+
+_REQUEST_TIMEOUT_S = 5.0
+_ENDPOINT_RETRY_S = 0.5
+_GRPC_OPTIONS = {
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+}
+
+
+def _fail(action: str, exc: BaseException) -> StoreError:
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, grpc.RpcError):
+        detail = f"{exc.code().name}: {exc.details()}"
+    return StoreError(f"etcd {action} failed: {detail}")
+
+
+class EtcdLease:
+    def __init__(self, kv: EtcdKV, lease: Any) -> None:
+        self._kv = kv
+        self._lease = lease
+
+    @property
+    def id(self) -> int:
+        return int(self._lease.id)
+
+    def refresh(self) -> None:
+        responses = self._kv.call("lease refresh", lambda c: list(c.refresh_lease(self.id)))
+        if not responses or responses[0].TTL <= 0:
+            raise StoreError(f"lease {self.id} expired")
+
+    def revoke(self) -> None:
+        self._kv.call("lease revoke", lambda c: c.revoke_lease(self.id))
+
+
+class EtcdKV:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._client = self._connect()
+
+    def _connect(self) -> Any:
+        s = self._settings
+        creds = None
+        secure = bool(s.etcd_ca_file)
+        if secure:
+            creds = _read_credentials(s.etcd_ca_file, s.etcd_key_file, s.etcd_cert_file)
+        endpoints = []
+        for spec in s.etcd_endpoints:
+            host, _, port = spec.rpartition(":")
+            if not host or not port.isdigit():
+                raise StoreError(f"bad etcd endpoint {spec!r}: expected host:port")
+            endpoints.append(
+                etcd3.Endpoint(
+                    host, int(port), secure=secure, creds=creds,
+                    time_retry=_ENDPOINT_RETRY_S, opts=list(_GRPC_OPTIONS.items()),
+                )
+            )
+        try:
+            return etcd3.MultiEndpointEtcd3Client(
+                endpoints=endpoints, timeout=_REQUEST_TIMEOUT_S,
+                user=s.etcd_user, password=s.etcd_password, failover=True,
+            )
+        except Exception as exc:
+            raise _fail("connect", exc) from None
+
+    def call(self, action: str, fn: Callable[[Any], Any]) -> Any:
+        """Runs fn(client), converting failures; an expired auth token gets one reconnect."""
+        try:
+            return fn(self._client)
+        except Exception as exc:
+            if self._settings.etcd_user and "token" in str(exc).lower():
+                with self._lock:
+                    self._client = self._connect()
+                try:
+                    return fn(self._client)
+                except Exception as retry_exc:
+                    raise _fail(action, retry_exc) from None
+            raise _fail(action, exc) from None
+
+    def get(self, key: str) -> bytes | None:
+        value, _ = self.call("get", lambda c: c.get(key))
+        return value  # type: ignore[no-any-return]
+
+    def get_entries(self, keys: Sequence[str], revision: int = 0) -> dict[str, Entry]:
+        if revision:
+            found: dict[str, Entry] = {}
+            for key in keys:
+                resp = self.call("get", lambda c, k=key: c.get_response(k, revision=revision))
+                for kv in resp.kvs:
+                    found[key] = Entry(kv.value, kv.mod_revision)
+            return found
+        if len(keys) == 1:
+            resp = self.call("get", lambda c: c.get_response(keys[0]))
+            return {keys[0]: Entry(resp.kvs[0].value, resp.kvs[0].mod_revision)} if resp.kvs else {}
+        _ok, responses = self.call(
+            "get", lambda c: c.transaction(compare=[], success=[tx.Get(k) for k in keys])
+        )
+        out: dict[str, Entry] = {}
+        for key, rows in zip(keys, responses, strict=True):
+            for value, meta in rows:
+                out[key] = Entry(value, meta.mod_revision)
+        return out
+
+    def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
+        resp = self.call("get prefix", lambda c: c.get_prefix_response(prefix))
+        entries = {kv.key.decode(): kv.value for kv in resp.kvs}
+        return entries, int(resp.header.revision)
+
+    def put(self, key: str, value: bytes, lease: int | None = None) -> int:
+        resp = self.call("put", lambda c: c.put(key, value, lease=lease))
+        return int(resp.header.revision)
+
+    def delete(self, key: str, prefix: bool = False) -> int:
+        if prefix:
+            resp = self.call("delete", lambda c: c.delete_prefix(key))
+        else:
+            resp = self.call("delete", lambda c: c.delete(key, return_response=True))
+        return int(resp.deleted)
+
+    def txn(
+        self, compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op] = ()
+    ) -> tuple[bool, int]:
+        cmp = [_compare(c) for c in compares]
+        ok_ops = [_op(o) for o in success]
+        fail_ops = [_op(o) for o in failure]
+
+        def run(c: Any) -> tuple[bool, int]:
+            request = etcd3.etcdrpc.TxnRequest(
+                compare=[x.build_message() for x in cmp],
+                success=c._ops_to_requests(ok_ops),
+                failure=c._ops_to_requests(fail_ops),
+            )
+            resp = c.kvstub.Txn(
+                request, c.timeout, credentials=c.call_credentials, metadata=c.metadata
+            )
+            return bool(resp.succeeded), int(resp.header.revision)
+
+        return self.call("transaction", run)  # type: ignore[no-any-return]
+
+    def revision(self) -> int:
+        resp = self.call("revision", lambda c: c.get_response("\0", count_only=True))
+        return int(resp.header.revision)
+
+    def grant_lease(self, ttl_s: int) -> EtcdLease:
+        return EtcdLease(self, self.call("lease grant", lambda c: c.lease(ttl_s)))
+
+    def watch_prefix(
+        self,
+        prefix: str,
+        on_events: WatchCallback,
+        on_error: ErrorCallback,
+        start_revision: int = 0,
+    ) -> Callable[[], None]:
+        watch = _PrefixWatch(self._client, prefix, start_revision, on_events, on_error)
+        watch.start()
+        return watch.cancel
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:
+            log.debug("etcd client close failed", exc_info=True)
+
+
+class _PrefixWatch(threading.Thread):
+    """One gRPC watch stream on a prefix. (The library's own watcher swallows stream errors,
+    so a watch would die silently across an etcd restart; this one reports them.)"""
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str,
+        start_revision: int,
+        on_events: WatchCallback,
+        on_error: ErrorCallback,
+    ) -> None:
+        super().__init__(daemon=True, name=f"etcd-watch {prefix}")
+        self._client = client
+        self._on_events = on_events
+        self._on_error = on_error
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._cancelled = threading.Event()
+        self._stream: Any = None
+        key = prefix.encode()
+        create = etcdrpc.WatchCreateRequest(
+            key=key, range_end=etcd_utils.prefix_range_end(key), prev_kv=True,
+            start_revision=start_revision,
+        )
+        self._requests.put(etcdrpc.WatchRequest(create_request=create))
+
+    def _request_stream(self) -> Iterator[Any]:
+        while (request := self._requests.get()) is not None:
+            yield request
+
+    def run(self) -> None:
+        try:
+            client = self._client
+            stub = etcdrpc.WatchStub(client.channel)
+            self._stream = stub.Watch(
+                self._request_stream(), credentials=client.call_credentials,
+                metadata=client.metadata,
+            )
+            for response in self._stream:
+                if response.compact_revision:
+                    raise StoreError(f"watch start compacted ({response.compact_revision})")
+                if response.canceled:
+                    raise StoreError(f"watch canceled by etcd: {response.cancel_reason}")
+                events = [_event(e) for e in response.events]
+                if events:
+                    self._on_events(events)
+            raise StoreError("watch stream ended")
+        except Exception as exc:
+            if not self._cancelled.is_set():
+                self._on_error(exc if isinstance(exc, StoreError) else _fail("watch", exc))
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._requests.put(None)
+        if self._stream is not None:
+            self._stream.cancel()
+
+
+def _event(raw: Any) -> WatchEvent:
+    deleted = raw.type == kv_pb2.Event.DELETE
+    return WatchEvent(
+        key=raw.kv.key.decode(),
+        value=None if deleted else raw.kv.value,
+        revision=int(raw.kv.mod_revision),
+        prev_value=raw.prev_kv.value if raw.HasField("prev_kv") else None,
+    )
+
+
+def _read_credentials(ca: str | None, key: str | None, cert: str | None) -> Any:
+    def read(path: str | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    return grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
+
+
+def _compare(c: Compare) -> Any:
+    if isinstance(c, VersionIs):
+        return tx.Version(c.key) == c.version
+    if isinstance(c, ValueIs):
+        return tx.Value(c.key) == c.value
+    if isinstance(c, ModRevisionBelow):
+        return tx.Mod(c.key) < c.revision
+    raise TypeError(f"unknown compare {c!r}")
+
+
+def _op(o: Op) -> Any:
+    if isinstance(o, Put):
+        return tx.Put(o.key, o.value, lease=o.lease)
+    if isinstance(o, Delete):
+        end = etcd_utils.prefix_range_end(etcd_utils.to_bytes(o.key)) if o.prefix else None
+        return tx.Delete(o.key, range_end=end)
+    raise TypeError(f"unknown op {o!r}")

@@ -1,0 +1,80 @@
+"""Fleet membership: a process's status record under an etcd lease it keeps alive.
+
+A process that dies (kill -9, lost VM) stops refreshing, and etcd deletes its record when the
+lease runs out, which every scheduler sees through its watch. When etcd itself was away long
+enough for the lease to lapse, the record is re-created under a fresh lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from droplet.store.kv import KV, Lease
+
+log = logging.getLogger(__name__)
+
+
+class Membership:
+    def __init__(
+        self,
+        kv: KV,
+        key: str,
+        ttl_s: int,
+        record: Callable[[], bytes],
+        interval_s: float | None = None,
+    ) -> None:
+        self._kv = kv
+        self._key = key
+        self._ttl_s = max(2, ttl_s)
+        self._record = record
+        self._interval_s = interval_s or self._ttl_s / 3
+        self._lease: Lease | None = None
+        self._lease_id: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def lease_id(self) -> int | None:
+        return self._lease_id
+
+    def join(self) -> None:
+        """Registers now (raises StoreError when etcd is unreachable), then keeps alive."""
+        self._register()
+        self._thread = threading.Thread(target=self._keepalive, daemon=True, name="membership")
+        self._thread.start()
+
+    def publish(self) -> None:
+        """Writes the current record (status changes between keepalives)."""
+        if self._lease_id is not None:
+            self._kv.put(self._key, self._record(), self._lease_id)
+
+    def leave(self) -> None:
+        self._stop.set()
+        if self._lease is not None:
+            try:
+                self._kv.delete(self._key)
+                self._lease.revoke()
+            except Exception as exc:
+                log.debug("leaving the fleet cleanly failed: %s", exc)
+            self._lease = None
+            self._lease_id = None
+
+    def _register(self) -> None:
+        self._lease = self._kv.grant_lease(self._ttl_s)
+        self._lease_id = self._lease.id
+        self._kv.put(self._key, self._record(), self._lease_id)
+
+    def _keepalive(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                if self._lease_id is None:
+                    self._register()
+                    log.info("re-registered %s under a new lease", self._key)
+                elif self._lease is not None:
+                    self._lease.refresh()
+                    self._kv.put(self._key, self._record(), self._lease_id)
+            except Exception as exc:
+                log.warning("keepalive of %s failed: %s", self._key, exc)
+                self._lease_id = None

@@ -1,0 +1,183 @@
+"""An in-process `KV` with etcd's semantics (revisions, transactions, leases, watches).
+
+For narrow unit tests of handlers and caches only: everything end to end runs on real etcd.
+Watch callbacks run synchronously in the writing thread; leases expire only when a test calls
+`expire_lease`, so tests stay deterministic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from droplet.errors import StoreError
+from droplet.store.kv import (
+    Compare,
+    Delete,
+    Entry,
+    ErrorCallback,
+    ModRevisionBelow,
+    Op,
+    Put,
+    ValueIs,
+    VersionIs,
+    WatchCallback,
+    WatchEvent,
+)
+
+
+@dataclass
+class _Record:
+    value: bytes
+    mod_revision: int
+    version: int
+    lease: int | None
+
+
+class MemoryLease:
+    def __init__(self, kv: MemoryKV, lease_id: int) -> None:
+        self._kv = kv
+        self._id = lease_id
+
+    @property
+    def id(self) -> int:
+        return self._id
+
+    def refresh(self) -> None:
+        if self._id not in self._kv.leases:
+            raise StoreError(f"lease {self._id} expired")
+
+    def revoke(self) -> None:
+        self._kv.expire_lease(self._id)
+
+
+class MemoryKV:
+    def __init__(self) -> None:
+        self._data: dict[str, _Record] = {}
+        self._history: list[tuple[int, str, bytes | None]] = []
+        self._revision = 1
+        self._lock = threading.RLock()
+        self._watches: dict[int, tuple[str, WatchCallback]] = {}
+        self._ids = itertools.count(1)
+        self.leases: set[int] = set()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            rec = self._data.get(key)
+            return rec.value if rec else None
+
+    def get_entries(self, keys: Sequence[str], revision: int = 0) -> dict[str, Entry]:
+        with self._lock:
+            if not revision:
+                return {
+                    k: Entry(r.value, r.mod_revision) for k in keys if (r := self._data.get(k))
+                }
+            found: dict[str, Entry] = {}
+            for rev, key, value in self._history:
+                if rev > revision or key not in keys:
+                    continue
+                if value is None:
+                    found.pop(key, None)
+                else:
+                    found[key] = Entry(value, rev)
+            return found
+
+    def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
+        with self._lock:
+            items = {k: r.value for k, r in self._data.items() if k.startswith(prefix)}
+            return items, self._revision
+
+    def put(self, key: str, value: bytes, lease: int | None = None) -> int:
+        return self.txn([], [Put(key, value, lease)])[1]
+
+    def delete(self, key: str, prefix: bool = False) -> int:
+        with self._lock:
+            count = len(self._matching(key, prefix))
+            self.txn([], [Delete(key, prefix)])
+            return count
+
+    def txn(
+        self, compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op] = ()
+    ) -> tuple[bool, int]:
+        with self._lock:
+            ok = all(self._holds(c) for c in compares)
+            events = self._apply(list(success if ok else failure))
+            revision = self._revision
+        self._notify(events)
+        return ok, revision
+
+    def revision(self) -> int:
+        return self._revision
+
+    def grant_lease(self, ttl_s: int) -> MemoryLease:
+        lease_id = next(self._ids)
+        self.leases.add(lease_id)
+        return MemoryLease(self, lease_id)
+
+    def expire_lease(self, lease_id: int) -> None:
+        with self._lock:
+            self.leases.discard(lease_id)
+            doomed = [Delete(k) for k, r in self._data.items() if r.lease == lease_id]
+            events = self._apply(doomed)
+        self._notify(events)
+
+    def watch_prefix(
+        self,
+        prefix: str,
+        on_events: WatchCallback,
+        on_error: ErrorCallback,
+        start_revision: int = 0,
+    ) -> Callable[[], None]:
+        watch_id = next(self._ids)
+        self._watches[watch_id] = (prefix, on_events)
+        return lambda: self._watches.pop(watch_id, None) and None
+
+    def close(self) -> None:
+        self._watches.clear()
+
+    def _matching(self, key: str, prefix: bool) -> list[str]:
+        if prefix:
+            return [k for k in self._data if k.startswith(key)]
+        return [key] if key in self._data else []
+
+    def _holds(self, c: Compare) -> bool:
+        rec = self._data.get(c.key)
+        if isinstance(c, VersionIs):
+            return (rec.version if rec else 0) == c.version
+        if isinstance(c, ValueIs):
+            return rec is not None and rec.value == c.value
+        if isinstance(c, ModRevisionBelow):
+            return (rec.mod_revision if rec else 0) < c.revision
+        raise TypeError(f"unknown compare {c!r}")
+
+    def _apply(self, ops: list[Op]) -> list[WatchEvent]:
+        if not ops:
+            return []
+        self._revision += 1
+        rev = self._revision
+        events = []
+        for op in ops:
+            if isinstance(op, Put):
+                if op.lease is not None and op.lease not in self.leases:
+                    raise StoreError(f"lease {op.lease} not found")
+                old = self._data.get(op.key)
+                version = old.version + 1 if old else 1
+                self._data[op.key] = _Record(op.value, rev, version, op.lease)
+                self._history.append((rev, op.key, op.value))
+                events.append(WatchEvent(op.key, op.value, rev, old.value if old else None))
+            else:
+                for key in self._matching(op.key, op.prefix):
+                    old = self._data.pop(key)
+                    self._history.append((rev, key, None))
+                    events.append(WatchEvent(key, None, rev, old.value))
+        return events
+
+    def _notify(self, events: list[WatchEvent]) -> None:
+        if not events:
+            return
+        for prefix, callback in list(self._watches.values()):
+            mine = [e for e in events if e.key.startswith(prefix)]
+            if mine:
+                callback(mine)

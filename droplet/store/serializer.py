@@ -1,0 +1,103 @@
+"""The one serializer of values: arguments, results, stored objects, trigger payloads.
+
+Builtin scalars and containers of them take the C pickler (fast, and loadable anywhere);
+everything else goes through cloudpickle, which carries classes and functions defined in a
+client's `__main__` by value. References travel as their key so the scheduler can read them
+without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from droplet.errors import InvalidArgumentError
+from droplet.proto import pb
+
+_PROTOCOL = 5
+_BUILTIN_SCALARS = (int, float, str, bytes, bool, type(None), complex)
+
+
+@dataclass(frozen=True)
+class DropletReference:
+    """An argument the worker replaces with the value stored under `key` before the call."""
+
+    key: str
+    deserialize: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key:
+            raise InvalidArgumentError("a DropletReference needs a non-empty string key")
+
+
+def _is_plain(obj: Any, depth: int = 0) -> bool:
+    """True for values the C pickler can encode so that any process can load them."""
+    kind = type(obj)
+    if kind in _BUILTIN_SCALARS:
+        return True
+    if depth > 3:
+        return False
+    if kind in (list, tuple, set, frozenset):
+        return len(obj) <= 64 and all(_is_plain(item, depth + 1) for item in obj)
+    if kind is dict:
+        return len(obj) <= 64 and all(
+            _is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in obj.items()
+        )
+    return False
+
+
+def dump(obj: Any, into: pb.Value | None = None) -> pb.Value:
+    """Serializes obj into a Value; raises InvalidArgumentError when it cannot be pickled."""
+    value = pb.Value() if into is None else into
+    if isinstance(obj, DropletReference):
+        value.type = pb.REFERENCE
+        value.body = obj.key.encode()
+        return value
+    if _is_plain(obj):
+        value.type = pb.PICKLE
+        value.body = pickle.dumps(obj, _PROTOCOL)
+        return value
+    try:
+        value.body = cloudpickle.dumps(obj, _PROTOCOL)
+    except Exception as exc:  # cloudpickle raises many kinds: all mean "cannot send this"
+        raise InvalidArgumentError(
+            f"cannot serialize {type(obj).__name__} value: {exc}"
+        ) from None
+    value.type = pb.CLOUDPICKLE
+    return value
+
+
+def dump_error(info: pb.ErrorInfo, into: pb.Value | None = None) -> pb.Value:
+    value = pb.Value() if into is None else into
+    value.type = pb.ERROR
+    value.body = info.SerializeToString()
+    return value
+
+
+def load(value: pb.Value) -> Any:
+    """Deserializes a Value; an ERROR value comes back as its pb.ErrorInfo."""
+    if value.type == pb.REFERENCE:
+        return DropletReference(value.body.decode())
+    if value.type == pb.ERROR:
+        info = pb.ErrorInfo()
+        info.ParseFromString(value.body)
+        return info
+    return pickle.loads(value.body)
+
+
+def reference_keys(values: Any) -> list[str]:
+    """Keys of the references among serialized arguments, without unpickling anything."""
+    return [v.body.decode() for v in values if v.type == pb.REFERENCE]
+
+
+def to_bytes(value: pb.Value) -> bytes:
+    return value.SerializeToString()
+
+
+def from_bytes(data: bytes) -> pb.Value:
+    value = pb.Value()
+    value.ParseFromString(data)
+    return value

@@ -1,0 +1,69 @@
+"""Running one user function: arguments in, a result Value or an ERROR Value out.
+
+Nothing a function does can kill the worker: exceptions (SystemExit included) become
+EXECUTION_ERROR values carrying the message and the traceback. A time limit is enforced with
+SIGALRM when running on the main thread, which interrupts sleeps and pure-Python loops alike.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from droplet.errors import InvalidArgumentError
+from droplet.proto import pb
+from droplet.store import serializer
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised inside a function past its time limit; BaseException so that a function's own
+    `except Exception` does not swallow it."""
+
+
+def error_value(code: int, message: str, tb: str = "", exc_type: str = "") -> pb.Value:
+    info = pb.ErrorInfo(code=code, message=message, traceback=tb, exception_type=exc_type)  # type: ignore[arg-type]
+    return serializer.dump_error(info)
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    usable = seconds > 0 and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise TimeLimitExceeded(f"the function ran past its time limit of {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_function(
+    fn: Callable[..., Any], lib: Any, args: list[Any], time_limit_s: float = 0.0
+) -> pb.Value:
+    try:
+        with _time_limit(time_limit_s):
+            result = fn(lib, *args)
+    except TimeLimitExceeded as exc:
+        return error_value(pb.TIMEOUT, str(exc), traceback.format_exc(), "TimeLimitExceeded")
+    except (Exception, SystemExit) as exc:
+        return error_value(
+            pb.EXECUTION_ERROR,
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+            f"{type(exc).__module__}.{type(exc).__qualname__}",
+        )
+    try:
+        return serializer.dump(result)
+    except InvalidArgumentError as exc:
+        return error_value(pb.EXECUTION_ERROR, f"the result cannot be serialized: {exc}")

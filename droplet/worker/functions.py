@@ -1,0 +1,78 @@
+"""Registered functions as a worker holds them: loaded once, verified, reused across calls.
+
+A function registered as a class is built once per worker with its `init_args` (expensive
+set-up lives in `__init__`), and each call runs its `run(lib, *args)`. Re-registering a name
+invalidates the cached copy through the functions watch.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from droplet.errors import DropletError, ExecutionError, SignatureError
+from droplet.proto import pb
+from droplet.store import serializer
+
+
+@dataclass(frozen=True)
+class LoadedFunction:
+    name: str
+    run: Callable[..., Any]
+    spec: pb.Function
+
+
+class FunctionCache:
+    def __init__(self, loader: Callable[[str], pb.Function | None]) -> None:
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._loaded: dict[str, LoadedFunction] = {}
+
+    def get(self, name: str) -> LoadedFunction | None:
+        """The function, or None when no such name is registered.
+
+        Raises SignatureError for a body that fails verification and ExecutionError for one
+        that cannot be unpickled or whose class cannot be constructed.
+        """
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
+        spec = self._loader(name)
+        if spec is None:
+            return None
+        loaded = LoadedFunction(name, _build(spec), spec)
+        with self._lock:
+            self._loaded[name] = loaded
+        return loaded
+
+    def invalidate(self, name: str) -> None:
+        with self._lock:
+            self._loaded.pop(name, None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._loaded
+
+
+def _build(spec: pb.Function) -> Callable[..., Any]:
+    try:
+        obj = pickle.loads(spec.body)
+    except SignatureError:
+        raise
+    except Exception as exc:
+        raise ExecutionError(f"function {spec.name!r} cannot be loaded: {exc}") from None
+    if not spec.is_class:
+        if not callable(obj):
+            raise ExecutionError(f"function {spec.name!r} is not callable")
+        return obj  # type: ignore[no-any-return]
+    try:
+        args = [serializer.load(v) for v in spec.init_args.values]
+        instance = obj(*args)
+    except Exception as exc:
+        raise ExecutionError(f"class {spec.name!r} failed to initialise: {exc!r}") from None
+    run = getattr(instance, "run", None)
+    if not callable(run):
+        raise DropletError(f"class {spec.name!r} has no run(self, lib, ...) method")
+    return run  # type: ignore[no-any-return]

@@ -1,0 +1,131 @@
+"""Worker handlers for function calls and for the pin protocol.
+
+Plain functions of (message, WorkerState, Outbox): the outcome of a call is handed to the
+outbox (reply to the caller, result for the store) and the service loop makes it happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from droplet.broker_config.names import QueueNames
+from droplet.errors import DropletError
+from droplet.outbox import Outbox, deliver_outcome
+from droplet.proto import pb
+from droplet.store import serializer
+from droplet.worker.executor import error_value, run_function
+from droplet.worker.functions import FunctionCache, LoadedFunction
+from droplet.worker.joins import ScheduleTable
+from droplet.worker.library import UserLibrary
+
+INLINE_REPLY_BYTES = 1024 * 1024
+
+
+@dataclass
+class WorkerState:
+    worker_id: str
+    names: QueueNames
+    functions: FunctionCache
+    library: UserLibrary
+    schedules: ScheduleTable
+    # The pin record in etcd for this worker, read when a pin request arrives.
+    pin_record: Callable[[], pb.PinRecord | None]
+    default_time_limit_s: float = 0.0
+    pinned: tuple[str, str] | None = None  # (dag, function)
+    calls_total: int = 0
+    errors_total: int = 0
+    cached_keys: list[str] = field(default_factory=list)
+
+
+def resolve_arguments(values: Any, lib: UserLibrary) -> list[Any]:
+    """Deserializes arguments, replacing each DropletReference with its stored value."""
+    args = []
+    for value in values:
+        if value.type == pb.REFERENCE:
+            args.append(lib.get(value.body.decode()))
+        else:
+            args.append(serializer.load(value))
+    return args
+
+
+def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Value | None]:
+    """The loaded function, or the ERROR value that a call of it must answer with."""
+    try:
+        function = state.functions.get(name)
+    except DropletError as exc:
+        return None, error_value(exc.code or pb.EXECUTION_ERROR, str(exc))
+    if function is None:
+        return None, error_value(pb.FUNC_NOT_FOUND, f"no function named {name!r}")
+    return function, None
+
+
+def execute(state: WorkerState, name: str, arguments: Any, extra: list[Any]) -> pb.Value:
+    """Runs a registered function; every failure comes back as an ERROR value."""
+    function, failure = lookup(state, name)
+    if function is None:
+        assert failure is not None
+        return failure
+    try:
+        args = resolve_arguments(arguments, state.library) + extra
+    except DropletError as exc:
+        return error_value(pb.EXECUTION_ERROR, f"cannot resolve arguments: {exc}")
+    limit = function.spec.time_limit_s or state.default_time_limit_s
+    state.calls_total += 1
+    value = run_function(function.run, state.library, args, limit)
+    if value.type == pb.ERROR:
+        state.errors_total += 1
+    return value
+
+
+def exec_function(call: pb.FunctionCall, state: WorkerState, out: Outbox) -> pb.Value:
+    value = execute(state, call.name, call.arguments.values, [])
+    deliver_outcome(
+        out,
+        response_id=call.response_key,
+        value=value,
+        call_id=call.call_id or call.response_key,
+        response_address=call.response_address,
+        store=not call.direct_response,
+        expires=True,
+        inline_limit_bytes=INLINE_REPLY_BYTES,
+    )
+    return value
+
+
+def pin(
+    request: pb.PinRequest,
+    reply_to: str | None,
+    correlation_id: str | None,
+    state: WorkerState,
+    out: Outbox,
+) -> bool:
+    """Accepts a pin when nothing is pinned here and etcd records this very pin."""
+    accepted = _may_pin(request, state)
+    if accepted:
+        state.pinned = (request.dag_name, request.function_name)
+    response = pb.GenericResponse(success=accepted, response_id=request.function_name)
+    if not accepted:
+        response.error = pb.NO_RESOURCES
+    out.reply(reply_to, response, correlation_id=correlation_id)
+    return accepted
+
+
+def _may_pin(request: pb.PinRequest, state: WorkerState) -> bool:
+    if state.pinned is not None:
+        return False
+    record = state.pin_record()
+    if record is None or (record.dag_name, record.function_name) != (
+        request.dag_name, request.function_name,
+    ):
+        return False
+    function, _ = lookup(state, request.function_name)
+    return function is not None
+
+
+def unpin(request: pb.UnpinRequest, state: WorkerState) -> bool:
+    if state.pinned == (request.dag_name, request.function_name):
+        state.pinned = None
+        return True
+    return False

@@ -1,0 +1,49 @@
+"""The user library: the first argument of every function (`lib`).
+
+It gives a running function the store (`get`, `put`, `put_many`, `delete`), its worker's id
+(`getid`, also the address for messages), and, through the worker, messages to other running
+functions. Bad use raises a DropletError inside the calling function, which the worker turns
+into that call's EXECUTION_ERROR; it never reaches the worker itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from droplet.errors import InvalidArgumentError
+from droplet.store import serializer
+from droplet.store.values import ValueStore
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidArgumentError(f"store keys are non-empty strings, not {key!r}")
+    return key
+
+
+class UserLibrary:
+    def __init__(self, worker_id: str, values: ValueStore) -> None:
+        self._worker_id = worker_id
+        self._values = values
+
+    def getid(self) -> str:
+        return self._worker_id
+
+    def get(self, key: str | Iterable[str]) -> Any:
+        """The value under key (None when missing), or a {key: value} dict for several keys."""
+        if isinstance(key, str):
+            return self._values.get(_check_key(key))
+        keys = [_check_key(k) for k in key]
+        found = self._values.get_values(keys)
+        return {k: serializer.load(found[k]) if k in found else None for k in keys}
+
+    def put(self, key: str, value: Any) -> None:
+        self._values.put(_check_key(key), value)
+
+    def put_many(self, values: Mapping[str, Any]) -> None:
+        """Writes several keys in one etcd transaction: readers see all or none."""
+        self._values.put_values({_check_key(k): serializer.dump(v) for k, v in values.items()})
+
+    def delete(self, key: str) -> None:
+        self._values.delete(_check_key(key))

@@ -1,0 +1,144 @@
+"""The brief's API contract for functions and objects, end to end through RabbitMQ and etcd."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import droplet
+
+pytestmark = pytest.mark.e2e
+
+
+def test_register_and_call_returns_a_future(client: Any, unique: str) -> None:
+    incr = client.register(lambda lib, x: x + 1, unique)
+    assert isinstance(incr, droplet.DropletFunction)
+    fut = incr(1)
+    assert isinstance(fut, droplet.DropletFuture)
+    assert fut.get(timeout=10) == 2
+    assert fut.get(timeout=0) == 2, "a settled future answers at once"
+
+
+def test_call_by_name(client: Any, unique: str) -> None:
+    client.register(lambda lib, x, y: x * y, unique)
+    assert client.call(unique, 6, 7).get(timeout=10) == 42
+
+
+def test_a_class_is_built_once_per_worker_and_run_per_call(client: Any, unique: str) -> None:
+    class Model:
+        def __init__(self, scale: int) -> None:
+            self.scale = scale
+
+        def run(self, lib: Any, x: Any) -> Any:
+            return x * self.scale
+
+    model = client.register(Model, unique, init_args=(3,))
+    assert model("2").get(timeout=10) == "222"
+    assert model(5).get(timeout=10) == 15
+
+
+def test_exec_func_returns_the_key_the_result_lands_under(client: Any, unique: str) -> None:
+    client.register(lambda lib, x: x + 1, unique)
+    key = client.exec_func(unique, [1])
+    assert isinstance(key, str) and key
+    deadline = time.monotonic() + 10
+    while client.get_object(key) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.get_object(key) == 2
+
+
+def test_put_and_get_objects(client: Any, unique: str) -> None:
+    client.put_object(unique, {"a": [1, 2, 3]})
+    assert client.get_object(unique) == {"a": [1, 2, 3]}
+    assert client.get_object(unique + "-missing") is None
+
+
+def test_references_are_resolved_by_the_worker(client: Any, unique: str) -> None:
+    incr = client.register(lambda lib, x: x + 1, unique)
+    client.put_object(unique + "-k", 41)
+    assert incr(droplet.DropletReference(unique + "-k")).get(timeout=10) == 42
+
+
+def test_lib_reaches_the_store_and_names_its_worker(client: Any, unique: str) -> None:
+    def fn(lib: Any, key: str) -> Any:
+        lib.put(key, "written-by-function")
+        return lib.getid(), lib.get(key), lib.get(key + "-missing")
+
+    client.register(fn, unique)
+    worker_id, value, missing = client.call(unique, unique + "-key").get(timeout=10)
+    assert value == "written-by-function" and missing is None
+    assert client.get_object(unique + "-key") == "written-by-function"
+    from droplet.cli.status import collect
+
+    assert worker_id in {w["id"] for w in collect(client.settings)["workers"]}
+
+
+def test_a_raising_function_raises_execution_error_with_remote_traceback(
+    client: Any, unique: str
+) -> None:
+    def broken(lib: Any, x: Any) -> None:
+        raise ValueError("This is a broken function!")
+
+    client.register(broken, unique)
+    with pytest.raises(droplet.ExecutionError) as info:
+        client.call(unique, 1).get(timeout=10)
+    assert info.value.code == droplet.EXECUTION_ERROR
+    assert "This is a broken function!" in str(info.value)
+    assert "Traceback" in info.value.remote_traceback
+    # The worker survived and keeps serving.
+    client.register(lambda lib: "alive", unique + "-ok")
+    assert client.call(unique + "-ok").get(timeout=10) == "alive"
+
+
+def test_calling_an_unknown_function_raises_func_not_found(client: Any, unique: str) -> None:
+    with pytest.raises(droplet.FunctionNotFoundError) as info:
+        client.call(unique).get(timeout=10)
+    assert info.value.code == droplet.FUNC_NOT_FOUND
+
+
+def test_get_times_out_with_timeout_error(client: Any, unique: str) -> None:
+    client.register(lambda lib: __import__("time").sleep(3), unique)
+    fut = client.call(unique)
+    with pytest.raises(TimeoutError):
+        fut.get(timeout=0.3)
+    assert fut.get(timeout=15) is None, "the result still arrives later"
+
+
+def test_list_names_registered_functions(client: Any, unique: str) -> None:
+    client.register(lambda lib: 1, unique + "-a")
+    client.register(lambda lib: 2, unique + "-b")
+    assert client.list(unique) == [unique + "-a", unique + "-b"]
+
+
+def test_bad_input_is_refused_before_sending(client: Any, unique: str) -> None:
+    import threading
+
+    with pytest.raises(droplet.InvalidArgumentError):
+        client.register(lambda lib: 1, "bad name with spaces")
+    with pytest.raises(droplet.InvalidArgumentError):
+        client.register(42, unique)
+    with pytest.raises(droplet.InvalidArgumentError):
+        client.put_object(123, "value")
+    with pytest.raises(droplet.InvalidArgumentError):
+        client.call(unique, threading.Lock())
+
+
+def test_many_concurrent_calls_all_return(client: Any, unique: str) -> None:
+    square = client.register(lambda lib, x: x * x, unique)
+    futures = [square(i) for i in range(300)]
+    assert [f.get(timeout=30) for f in futures] == [i * i for i in range(300)]
+
+
+def test_a_busy_worker_is_not_handed_a_call_while_another_is_idle(
+    client: Any, unique: str
+) -> None:
+    slow = client.register(lambda lib: (__import__("time").sleep(2), lib.getid())[1], unique)
+    quick = client.register(lambda lib: lib.getid(), unique + "-q")
+    busy = slow()
+    time.sleep(0.3)
+    started = time.monotonic()
+    idle_worker = quick().get(timeout=10)
+    assert time.monotonic() - started < 1.5, "the quick call did not wait behind the slow one"
+    assert busy.get(timeout=10) != idle_worker

@@ -1,0 +1,100 @@
+"""Builders for handler tests: in-memory store, fleet state and recorded outboxes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from droplet.broker_config.names import QueueNames
+from droplet.proto import pb
+from droplet.scheduler.state import SchedulerState
+from droplet.settings import Settings
+from droplet.signing import Signer
+from droplet.store import serializer
+from droplet.store.memory import MemoryKV
+from droplet.store.metadata import Metadata
+from droplet.store.values import ValueStore
+from droplet.worker.functions import FunctionCache
+from droplet.worker.handlers import WorkerState
+from droplet.worker.joins import ScheduleTable
+from droplet.worker.library import UserLibrary
+
+SETTINGS = Settings(namespace="unit")
+NAMES = QueueNames("unit")
+
+
+def metadata(kv: MemoryKV) -> Metadata:
+    return Metadata(kv, SETTINGS, Signer(None))
+
+
+def create_function(md: Metadata, fn: Callable[..., Any], name: str) -> None:
+    md.put_function(pb.Function(name=name, body=cloudpickle.dumps(fn)))
+
+
+def function_call(name: str, args: list[Any], response_key: str = "resp-key") -> pb.FunctionCall:
+    call = pb.FunctionCall(name=name, request_id=12, response_key=response_key,
+                           call_id=response_key)
+    for arg in args:
+        serializer.dump(arg, call.arguments.values.add())
+    return call
+
+
+def worker_status(worker_id: str, cached: list[str] | None = None) -> pb.WorkerStatus:
+    return pb.WorkerStatus(id=worker_id, host="h", pid=1, cached_keys=cached or [])
+
+
+def scheduler_state(*worker_ids: str) -> SchedulerState:
+    state = SchedulerState(NAMES)
+    for w in worker_ids:
+        state.workers[w] = worker_status(w)
+    return state
+
+
+def worker_state(kv: MemoryKV, worker_id: str = "w1") -> WorkerState:
+    md = metadata(kv)
+    return WorkerState(
+        worker_id=worker_id,
+        names=NAMES,
+        functions=FunctionCache(md.get_function),
+        library=UserLibrary(worker_id, ValueStore(kv, SETTINGS)),
+        schedules=ScheduleTable(60.0),
+        pin_record=lambda: _pin(kv, md, worker_id),
+    )
+
+
+def _pin(kv: MemoryKV, md: Metadata, worker_id: str) -> pb.PinRecord | None:
+    raw = kv.get(md.keys.pin(worker_id))
+    if raw is None:
+        return None
+    record = pb.PinRecord()
+    record.ParseFromString(raw)
+    return record
+
+
+def linear_dag(name: str, functions: list[str]) -> pb.Dag:
+    dag = pb.Dag(name=name, functions=functions)
+    for source, sink in zip(functions, functions[1:], strict=False):
+        dag.connections.add(source=source, sink=sink)
+    return dag
+
+
+class RecordingPins:
+    """The PinPort of a test: answers from a queue, records every request (seed pin_socket)."""
+
+    def __init__(self, answers: list[bool] | None = None) -> None:
+        self.answers = list(answers or [])
+        self.pinned: list[tuple[str, str, str]] = []
+        self.unpinned: list[tuple[str, str, str]] = []
+
+    def pin(self, worker_id: str, dag_name: str, function_name: str) -> bool:
+        self.pinned.append((worker_id, dag_name, function_name))
+        return self.answers.pop(0) if self.answers else False
+
+    def unpin(self, worker_id: str, dag_name: str, function_name: str) -> None:
+        self.unpinned.append((worker_id, dag_name, function_name))
+
+
+def stored(kv: MemoryKV, key: str) -> Any:
+    return ValueStore(kv, SETTINGS).get(key)

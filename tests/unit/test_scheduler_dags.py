@@ -1,0 +1,223 @@
+"""Seed behaviours of DAG creation, deletion and calls in the scheduler, driven directly."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from droplet.outbox import Outbox
+from droplet.proto import pb
+from droplet.scheduler import dags
+from droplet.store.memory import MemoryKV
+
+from .helpers import NAMES, RecordingPins, linear_dag, metadata, scheduler_state
+
+
+def exists(name: str) -> bool:
+    return True
+
+
+def test_create_dag_pins_each_function_on_a_distinct_free_worker() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1", "w2")
+    pins = RecordingPins([True, True])
+    dag = linear_dag("dag", ["source", "sink"])
+
+    response = dags.create_dag(dag, state, md, pins, exists)
+
+    assert response.success
+    assert {p[2] for p in pins.pinned} == {"source", "sink"}
+    assert {p[0] for p in pins.pinned} == {"w1", "w2"}, "distinct workers"
+    assert state.free_workers() == []
+    assert state.dag_locations("dag").keys() == {"source", "sink"}
+    # Persisted in etcd: the DAG (ready) and one pin record per worker.
+    record = md.get_dag("dag")
+    assert record is not None and record.ready and record.dag == dag
+    assert sorted((p.worker_id, p.function_name) for p in md.pins()) == sorted(
+        (p[0], p[2]) for p in pins.pinned
+    )
+    assert pins.unpinned == []
+
+
+def test_create_dag_already_exists_changes_nothing() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1", "w2")
+    dag = linear_dag("dag", ["source", "sink"])
+    assert dags.create_dag(dag, state, md, RecordingPins([True, True]), exists).success
+    before = kv.get_prefix(md.keys.prefix)[0]
+    state.workers["w3"] = pb.WorkerStatus(id="w3")
+    pins = RecordingPins([True, True])
+
+    response = dags.create_dag(dag, state, md, pins, exists)
+
+    assert not response.success
+    assert response.error == pb.DAG_ALREADY_EXISTS
+    assert pins.pinned == [] and pins.unpinned == []
+    assert kv.get_prefix(md.keys.prefix)[0] == before
+    assert state.free_workers() == ["w3"]
+
+
+def test_create_dag_insufficient_resources_rolls_back() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1")
+    pins = RecordingPins([True])
+    before = kv.get_prefix(md.keys.prefix)[0]
+
+    response = dags.create_dag(linear_dag("dag", ["source", "sink"]), state, md, pins, exists)
+
+    assert not response.success
+    assert response.error == pb.NO_RESOURCES
+    assert pins.pinned == [("w1", "dag", "source")]
+    assert pins.unpinned == [("w1", "dag", "source")], "what was pinned is unpinned"
+    assert kv.get_prefix(md.keys.prefix)[0] == before, "metadata exactly as before"
+    assert state.pins == {} and state.dags == {}
+    assert state.free_workers() == ["w1"]
+
+
+def test_a_rejected_pin_moves_on_to_another_free_worker() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1", "w2", "w3")
+    pins = RecordingPins([False, True, True])
+
+    response = dags.create_dag(
+        linear_dag("dag", ["a", "b"]), state, md, pins, exists, rng=random.Random(1)
+    )
+
+    assert response.success
+    assert len(pins.pinned) == 3
+    rejected_worker = pins.pinned[0][0]
+    assert rejected_worker not in state.pins, "the rejecting worker holds no pin"
+    assert len({p.worker_id for p in md.pins()}) == 2
+
+
+def test_register_dag_refuses_an_unregistered_function() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1", "w2")
+    pins = RecordingPins([True, True])
+
+    response = dags.create_dag(
+        linear_dag("dag", ["known", "unknown"]), state, md, pins, lambda n: n == "known"
+    )
+
+    assert response.error == pb.FUNC_NOT_FOUND
+    assert pins.pinned == [] and md.get_dag("dag") is None
+
+
+@pytest.mark.parametrize(
+    ("functions", "connections", "why"),
+    [
+        (["a", "b"], [("a", "b"), ("b", "a")], "cycle"),
+        (["a"], [("a", "zz")], "outside"),
+        (["a", "a"], [], "once"),
+        ([], [], "at least one"),
+        (["a", "b"], [("a", "b"), ("a", "b")], "twice"),
+    ],
+)
+def test_malformed_dags_are_refused(
+    functions: list[str], connections: list[tuple[str, str]], why: str
+) -> None:
+    dag = pb.Dag(name="bad", functions=functions)
+    for s, t in connections:
+        dag.connections.add(source=s, sink=t)
+    kv = MemoryKV()
+    response = dags.create_dag(dag, scheduler_state("w1", "w2"), metadata(kv), RecordingPins(),
+                               exists)
+    assert response.error == pb.INVALID_REQUEST
+    assert why in response.message
+
+
+def test_delete_dag_unpins_every_function_and_clears_metadata() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1", "w2")
+    assert dags.create_dag(linear_dag("dag", ["source", "sink"]), state, md,
+                           RecordingPins([True, True]), exists).success
+    pins = RecordingPins()
+
+    response = dags.delete_dag("dag", state, md, pins)
+
+    assert response.success
+    assert sorted(p[2] for p in pins.unpinned) == ["sink", "source"]
+    assert {p[0] for p in pins.unpinned} == {"w1", "w2"}
+    assert md.get_dag("dag") is None and md.pins() == []
+    assert state.dags == {} and state.pins == {}
+    assert state.free_workers() == ["w1", "w2"], "freed workers take new pins at once"
+
+
+def test_delete_nonexistent_dag_changes_nothing() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state()
+    pins = RecordingPins()
+
+    response = dags.delete_dag("dag", state, md, pins)
+
+    assert not response.success
+    assert response.error == pb.NO_SUCH_DAG
+    assert pins.unpinned == [] and kv.get_prefix(md.keys.prefix)[0] == {}
+
+
+def _ready_dag_state(dag: pb.Dag) -> tuple[MemoryKV, object]:
+    kv = MemoryKV()
+    state = scheduler_state(*[f"w-{f}" for f in dag.functions])
+    pins = RecordingPins([True] * len(dag.functions))
+    assert dags.create_dag(dag, state, metadata(kv), pins, exists).success
+    return kv, state
+
+
+def test_call_dag_sends_schedules_and_begin_triggers() -> None:
+    dag = linear_dag("dag", ["source", "sink"])
+    _, state = _ready_dag_state(dag)
+    out = Outbox()
+    call = pb.DagCall(name="dag", call_id="sched-1")
+    call.function_args["source"].values.add(type=pb.PICKLE, body=b"\x80\x05K\x01.")
+
+    response = dags.call_dag(call, "reply-addr", state, out, now=1.0)  # type: ignore[arg-type]
+
+    assert response.success and response.response_id == "sched-1"
+    locations = state.dag_locations("dag")  # type: ignore[attr-defined]
+    schedules = [o for o in out.sent if o.message.WhichOneof("kind") == "schedule"]
+    triggers = [o for o in out.sent if o.message.WhichOneof("kind") == "trigger"]
+    assert len(schedules) == 2
+    by_target = {o.message.schedule.target_function: o for o in schedules}
+    assert list(by_target["source"].message.schedule.triggers) == ["BEGIN"]
+    assert list(by_target["sink"].message.schedule.triggers) == ["source"]
+    for fn, o in by_target.items():
+        assert o.queue == NAMES.worker(locations[fn])
+        assert o.message.schedule.id == "sched-1"
+        assert o.message.schedule.response_address == "reply-addr"
+        assert dict(o.message.schedule.locations) == locations
+    assert len(by_target["source"].message.schedule.arguments["source"].values) == 1
+    assert len(triggers) == 1
+    trigger = triggers[0].message.trigger
+    assert (trigger.id, trigger.source, trigger.target_function) == ("sched-1", "BEGIN", "source")
+    assert triggers[0].queue == NAMES.worker(locations["source"])
+
+
+def test_call_dag_answers_with_the_output_key() -> None:
+    _, state = _ready_dag_state(linear_dag("dag", ["a", "b"]))
+    response = dags.call_dag(pb.DagCall(name="dag", output_key="out"), None, state, Outbox())  # type: ignore[arg-type]
+    assert response.response_id == "out"
+
+
+def test_call_unknown_dag_answers_no_such_dag() -> None:
+    out = Outbox()
+    response = dags.call_dag(pb.DagCall(name="nope", call_id="c"), "addr", scheduler_state(), out)
+    assert response.error == pb.NO_SUCH_DAG
+    assert [o.queue for o in out.sent] == ["addr"]
+    assert out.sent[0].message.response.call_id == "c"
+
+
+def test_call_dag_with_a_dead_worker_answers_no_resources() -> None:
+    _, state = _ready_dag_state(linear_dag("dag", ["a", "b"]))
+    state.workers.pop("w-b")  # type: ignore[attr-defined]
+    out = Outbox()
+    response = dags.call_dag(pb.DagCall(name="dag"), "addr", state, out)  # type: ignore[arg-type]
+    assert response.error == pb.NO_RESOURCES
+    assert all(o.queue == "addr" for o in out.sent)

@@ -1,0 +1,182 @@
+"""Seed behaviours of the worker: executing calls and the pin protocol, driven directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from droplet.outbox import Outbox
+from droplet.proto import pb
+from droplet.store import serializer
+from droplet.store.memory import MemoryKV
+from droplet.store.serializer import DropletReference
+from droplet.store.values import ValueStore
+from droplet.worker import handlers
+
+from .helpers import SETTINGS, create_function, function_call, metadata, stored, worker_state
+
+
+def run_call(kv: MemoryKV, call: pb.FunctionCall) -> Outbox:
+    out = Outbox()
+    handlers.exec_function(call, worker_state(kv), out)
+    ValueStore(kv, SETTINGS).write_results(out.results)
+    return out
+
+
+def test_exec_function_nonexistent_stores_func_not_found_and_sends_nothing() -> None:
+    kv = MemoryKV()
+    out = run_call(kv, function_call("bad_func", [1]))
+
+    assert out.sent == []
+    result = stored(kv, "resp-key")
+    assert isinstance(result, pb.ErrorInfo)
+    assert result.code == pb.FUNC_NOT_FOUND
+
+
+def test_exec_function_with_error_stores_execution_error_with_message() -> None:
+    kv = MemoryKV()
+    e_msg = "This is a broken_function!"
+
+    def func(_: Any, x: Any) -> None:
+        raise ValueError(e_msg)
+
+    create_function(metadata(kv), func, "func")
+    run_call(kv, function_call("func", [""]))
+
+    result = stored(kv, "resp-key")
+    assert isinstance(result, pb.ErrorInfo)
+    assert result.code == pb.EXECUTION_ERROR
+    assert e_msg in result.message
+    assert "ValueError" in result.traceback
+
+
+def test_exec_function_replies_and_stores_the_result() -> None:
+    kv = MemoryKV()
+    create_function(metadata(kv), lambda _, x: x + 1, "incr")
+    call = function_call("incr", [1])
+    call.response_address = "client-addr"
+
+    out = run_call(kv, call)
+
+    assert stored(kv, "resp-key") == 2
+    [reply] = out.messages_to("client-addr")
+    assert reply.response.success and reply.response.call_id == "resp-key"
+    assert serializer.load(reply.response.value) == 2
+
+
+def test_direct_response_is_not_stored() -> None:
+    kv = MemoryKV()
+    create_function(metadata(kv), lambda _, x: x + 1, "incr")
+    call = function_call("incr", [1])
+    call.response_address = "client-addr"
+    call.direct_response = True
+    out = run_call(kv, call)
+    assert stored(kv, "resp-key") is None
+    assert len(out.messages_to("client-addr")) == 1
+
+
+def test_references_are_resolved_from_the_store() -> None:
+    kv = MemoryKV()
+    ValueStore(kv, SETTINGS).put("k", 41)
+    create_function(metadata(kv), lambda _, x, y: (x, y), "pair")
+    run_call(kv, function_call("pair", [DropletReference("k"), DropletReference("missing")]))
+    assert stored(kv, "resp-key") == (41, None)
+
+
+def test_a_class_is_built_once_and_its_run_method_called() -> None:
+    kv = MemoryKV()
+
+    class Counter:
+        built = 0
+
+        def __init__(self, step: int) -> None:
+            Counter.built += 1
+            self.step = step
+            self.total = 0
+
+        def run(self, _lib: Any, x: int) -> int:
+            self.total += x * self.step
+            return self.total
+
+    md = metadata(kv)
+    import cloudpickle
+
+    spec = pb.Function(name="counter", body=cloudpickle.dumps(Counter), is_class=True)
+    serializer.dump(10, spec.init_args.values.add())
+    md.put_function(spec)
+    state = worker_state(kv)
+    for i in range(3):
+        handlers.exec_function(function_call("counter", [1], f"k{i}"), state, Outbox())
+    out = Outbox()
+    value = handlers.exec_function(function_call("counter", [1], "k9"), state, out)
+    assert serializer.load(value) == 40, "one instance kept its state across calls"
+
+
+def test_the_user_library_reaches_the_store_and_knows_its_worker() -> None:
+    kv = MemoryKV()
+
+    def func(lib: Any, key: str) -> tuple[str, Any, Any]:
+        lib.put(key, "v")
+        return lib.getid(), lib.get(key), lib.get("nothing-here")
+
+    create_function(metadata(kv), func, "libuser")
+    run_call(kv, function_call("libuser", ["mykey"]))
+    assert stored(kv, "resp-key") == ("w1", "v", None)
+    assert stored(kv, "mykey") == "v"
+
+
+def _pin_request(kv: MemoryKV, fname: str, worker_id: str = "w1") -> pb.PinRequest:
+    assert metadata(kv).claim_pin(worker_id, "dag", fname)
+    return pb.PinRequest(dag_name="dag", function_name=fname)
+
+
+def test_successful_pin_records_metadata_and_answers_success() -> None:
+    kv = MemoryKV()
+    create_function(metadata(kv), lambda _, x: x + 1, "incr")
+    state = worker_state(kv)
+    out = Outbox()
+
+    accepted = handlers.pin(_pin_request(kv, "incr"), "sched-addr", "corr", state, out)
+
+    assert accepted
+    assert state.pinned == ("dag", "incr")
+    assert "incr" in state.functions
+    [reply] = out.sent
+    assert reply.queue == "sched-addr" and reply.correlation_id == "corr"
+    assert reply.message.response.success
+    fn = state.functions.get("incr")
+    assert fn is not None and fn.run("", 1) == 2
+
+
+def test_occupied_worker_rejects_a_pin_without_touching_its_state() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    create_function(md, lambda _, x: x + 1, "incr")
+    state = worker_state(kv)
+    state.pinned = ("other", "square")
+    request = pb.PinRequest(dag_name="dag", function_name="incr")
+    out = Outbox()
+
+    accepted = handlers.pin(request, "sched-addr", "corr", state, out)
+
+    assert not accepted
+    assert state.pinned == ("other", "square")
+    assert "incr" not in state.functions
+    assert not out.sent[0].message.response.success
+
+
+def test_a_pin_no_scheduler_recorded_is_rejected() -> None:
+    kv = MemoryKV()
+    create_function(metadata(kv), lambda _, x: x, "f")
+    state = worker_state(kv)
+    out = Outbox()
+    assert not handlers.pin(pb.PinRequest(dag_name="dag", function_name="f"), "a", "c", state, out)
+    assert state.pinned is None
+
+
+def test_unpin_frees_the_worker() -> None:
+    kv = MemoryKV()
+    state = worker_state(kv)
+    state.pinned = ("dag", "f")
+    assert not handlers.unpin(pb.UnpinRequest(dag_name="dag", function_name="g"), state)
+    assert handlers.unpin(pb.UnpinRequest(dag_name="dag", function_name="f"), state)
+    assert state.pinned is None
