@@ -18,7 +18,7 @@ services: $(STAMP)
 demo: services
 	$(PY) examples/demo.py
 
-test: services
+test: services lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -15,7 +15,8 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     cluster = subprocess.Popen(
-        [sys.executable, "-m", "droplet.cli.main", "--log-level", "WARNING", "up", "--workers", "2"],
+        [sys.executable, "-m", "droplet.cli.main", "--log-level", "WARNING", "up", "--workers",
+         "2"],
         stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
     )
     try:

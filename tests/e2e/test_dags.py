@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def test_more_functions_than_workers_answers_no_resources(dclient: Any, unique: 
     fns = {f"f{i}": (lambda lib, *a: 0) for i in range(5)}
     n = _register(dclient, unique, **fns)
     chain = list(n.values())
-    result = dclient.register_dag(unique + "-big", chain, list(zip(chain, chain[1:], strict=False)))
+    result = dclient.register_dag(unique + "-big", chain, list(itertools.pairwise(chain)))
     assert result == (False, droplet.NO_RESOURCES)
     # Rolled back: every worker is free again, so a smaller DAG fits at once.
     assert dclient.register_dag(unique + "-small", chain[:4], []) == (True, None)

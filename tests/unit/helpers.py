@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -75,7 +76,7 @@ def _pin(kv: MemoryKV, md: Metadata, worker_id: str) -> pb.PinRecord | None:
 
 def linear_dag(name: str, functions: list[str]) -> pb.Dag:
     dag = pb.Dag(name=name, functions=functions)
-    for source, sink in zip(functions, functions[1:], strict=False):
+    for source, sink in itertools.pairwise(functions):
         dag.connections.add(source=source, sink=sink)
     return dag
 
