@@ -36,6 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show the fleet")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    bench = sub.add_parser("bench", help="measure call and DAG latency and throughput")
+    bench.add_argument("--workers", type=int, default=2,
+                       help="workers of the local cluster (default 2)")
+    bench.add_argument("--external", action="store_true",
+                       help="measure the configured cluster instead of starting one")
+    bench.add_argument("--calls", type=int, help="sequential calls timed (default 300)")
+    bench.add_argument("--dag-calls", type=int, help="sequential DAG calls timed (default 300)")
+    bench.add_argument("--burst", type=int, help="calls submitted at once (default 2000)")
+    bench.add_argument("--map", type=int, help="calls through client.map (default 5000)")
+    bench.add_argument("--warmup", type=int, help="untimed calls first (default 50)")
+    bench.add_argument("--quick", action="store_true", help="tiny counts, for smoke tests")
+    bench.add_argument("--sweep", help="burst again on fresh clusters of these sizes: 1,2,4")
+    bench.add_argument("--floor", metavar="PATH", help="raw-pika floor script to compare with")
+    bench.add_argument("--progress", action="store_true",
+                       help="progress bar on stderr even when it is not a terminal")
     return parser
 
 
@@ -65,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from droplet.cli.status import run_status
 
             return run_status(settings, args.json)
+        if args.command == "bench":
+            from droplet.cli.bench import run_bench
+
+            return run_bench(settings, args)
     except DropletError as exc:
         print(f"droplet: {exc}", file=sys.stderr)
         return 1
