@@ -18,10 +18,10 @@ def open_kv(settings: Settings) -> KV:
     return EtcdKV(settings)
 
 
-def broker_factory(settings: Settings, name: str) -> ConnectionFactory:
+def broker_factory(settings: Settings, name: str, confirms: bool = True) -> ConnectionFactory:
     from droplet.broker.rabbitmq import RabbitConnection
 
     def connect() -> BrokerConnection:
-        return RabbitConnection(settings, name)
+        return RabbitConnection(settings, name, confirms)
 
     return connect

@@ -65,7 +65,11 @@ def _converted(action: str) -> Iterator[None]:
 
 
 class RabbitConnection:
-    def __init__(self, settings: Settings, name: str = "droplet") -> None:
+    """`confirms=False` suits a client, which re-sends whatever is unanswered after a
+    reconnect anyway: it saves the broker and itself a frame per message."""
+
+    def __init__(self, settings: Settings, name: str = "droplet", confirms: bool = True) -> None:
+        self._confirms = confirms
         self._inbox: list[Delivery] = []
         self._consumers: dict[str, str] = {}  # consumer tag -> queue
         self._publish_seq = 0
@@ -78,13 +82,15 @@ class RabbitConnection:
 
     def _open_channel(self) -> None:
         self._channel: BlockingChannel = self._conn.channel()
+        self._publish_seq = 0
+        if not self._confirms:
+            return
         impl = self._channel._impl
         selected: list[bool] = []
         impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
         impl.add_on_return_callback(self._on_return)
         while not selected:
             self._conn.process_data_events(time_limit=0.005)
-        self._publish_seq = 0
 
     @property
     def is_open(self) -> bool:
@@ -128,9 +134,13 @@ class RabbitConnection:
             headers=dict(headers) if headers else None,
             message_id=str(seq) if mandatory else None,
         )
-        self._unconfirmed[seq] = on_confirm
+        if self._confirms:
+            self._unconfirmed[seq] = on_confirm
         with _converted(f"publish to {queue}"):
             self._channel.basic_publish("", queue, body, properties=props, mandatory=mandatory)
+        if not self._confirms and on_confirm is not None:
+            self._confirmed.append((on_confirm, True))
+            self._conn.call_later(0, self._run_confirmed)
 
     def _on_return(self, _ch: Any, _method: Any, props: pika.BasicProperties, _body: bytes) -> None:
         if props.message_id and props.message_id.isdigit():
@@ -245,5 +255,5 @@ class RabbitConnection:
             log.debug("broker close failed", exc_info=True)
 
 
-def connect(settings: Settings, name: str = "droplet") -> RabbitConnection:
-    return RabbitConnection(settings, name)
+def connect(settings: Settings, name: str = "droplet", confirms: bool = True) -> RabbitConnection:
+    return RabbitConnection(settings, name, confirms)

@@ -32,7 +32,8 @@ def connect(
         )
     kv = open_kv(settings)
     try:
-        return DropletClient(settings, kv, broker_factory(settings, "droplet-client"))
+        connect_broker = broker_factory(settings, "droplet-client", confirms=False)
+        return DropletClient(settings, kv, connect_broker)
     except BaseException:
         kv.close()
         raise

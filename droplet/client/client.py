@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import itertools
+import sys
+import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from droplet.broker.interface import ConnectionFactory
@@ -41,6 +45,24 @@ def _key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError(f"keys are non-empty strings, not {key!r}")
     return key
+
+
+class _ProgressBar:
+    """A one-line count of finished calls on stderr for map(progress=True)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self._last > 0.2:
+            self._last = now
+            print(f"\rdroplet map: {done} calls done", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr, flush=True)
 
 
 class DropletClient:
@@ -116,6 +138,47 @@ class DropletClient:
         for arg in args:
             serializer.dump(arg, call.arguments.values.add())
         return call
+
+    def map(
+        self,
+        function: DropletFunction | str,
+        *iterables: Iterable[Any],
+        chunk_size: int = 128,
+        window: int = 8192,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> Iterator[Any]:
+        """Calls `function` on each item (or on zipped items of several iterables) and
+        yields the results in order. Calls travel `chunk_size` to a message and at most
+        `window` are in flight, so an unbounded iterable streams; the first failed call
+        raises its error when its turn to be yielded comes."""
+        name = function.name if isinstance(function, DropletFunction) else function
+        if not isinstance(name, str):
+            raise InvalidArgumentError("map() takes a registered DropletFunction or its name")
+        if chunk_size < 1 or window < chunk_size:
+            raise InvalidArgumentError("map() needs 1 <= chunk_size <= window")
+        if not iterables:
+            raise InvalidArgumentError("map() needs at least one iterable")
+        bar = _ProgressBar(progress)
+        pending: deque[DropletFuture] = deque()
+        items = zip(*iterables, strict=False)
+        done = 0
+        while True:
+            chunk = list(itertools.islice(items, chunk_size))
+            if chunk:
+                calls = [self._function_call(name, args) for args in chunk]
+                for call in calls:
+                    future = DropletFuture(call.response_key, self)
+                    weakref.finalize(future, self.pump.forget, call.response_key)
+                    pending.append(future)
+                self._send_calls(calls)
+            while pending and (not chunk or len(pending) > window - chunk_size):
+                yield pending.popleft().get(timeout)
+                done += 1
+                bar.update(done)
+            if not chunk and not pending:
+                bar.close()
+                return
 
     def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
         body = envelope.encode((pb.Message(call=c) for c in calls), self.signer)

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker_config.names import QueueNames
@@ -28,6 +29,14 @@ _KEEPALIVE_S = 2.0
 _DRIVE_SLICE_S = 0.05
 
 
+@dataclass
+class _Request:
+    queue: str
+    body: bytes
+    correlation_id: str | None
+    waiting: set[str]
+
+
 class ReplyPump:
     def __init__(self, connect: ConnectionFactory, names: QueueNames, signer: Signer) -> None:
         self._connect = connect
@@ -39,7 +48,9 @@ class ReplyPump:
         self._reply_address = ""
         self._responses: dict[str, pb.GenericResponse] = {}
         self._expected: set[str] = set()
-        self._inflight: dict[str, tuple[str, bytes, str | None]] = {}
+        # Requests not fully answered yet, re-sent after a reconnect: first id -> request.
+        self._inflight: dict[str, _Request] = {}
+        self._request_of: dict[str, str] = {}
         self.generation = 0
         self._closed = threading.Event()
         with self._io:
@@ -58,8 +69,9 @@ class ReplyPump:
             raise DropletError("the client is closed")
         with self._cond:
             self._expected.update(ids)
-            for key in ids[:1]:
-                self._inflight[key] = (queue, body, correlation_id)
+            self._inflight[ids[0]] = _Request(queue, body, correlation_id, set(ids))
+            for key in ids:
+                self._request_of[key] = ids[0]
         try:
             self._with_connection(
                 lambda conn: conn.publish(
@@ -124,7 +136,16 @@ class ReplyPump:
         with self._cond:
             self._expected.discard(key)
             self._responses.pop(key, None)
-            self._inflight.pop(key, None)
+            self._answered(key)
+
+    def _answered(self, key: str) -> None:
+        """Drops key from its request; the request is done once all its keys are."""
+        first = self._request_of.pop(key, None)
+        request = self._inflight.get(first) if first is not None else None
+        if request is not None:
+            request.waiting.discard(key)
+            if not request.waiting:
+                del self._inflight[first]  # type: ignore[arg-type]
 
     def _drive(self, timeout_s: float) -> None:
         try:
@@ -150,7 +171,7 @@ class ReplyPump:
                         continue
                     response = message.response
                     key = delivery.correlation_id or response.call_id or response.response_id
-                    self._inflight.pop(key, None)
+                    self._answered(key)
                     if key in self._expected:
                         self._responses[key] = message.response
             self._cond.notify_all()
@@ -169,9 +190,9 @@ class ReplyPump:
             self._reply_address = conn.consume_replies()
             with self._cond:
                 pending = list(self._inflight.values())
-            for queue, body, correlation_id in pending:
-                conn.publish(queue, body, reply_to=self._reply_address,
-                             correlation_id=correlation_id)
+            for request in pending:
+                conn.publish(request.queue, request.body, reply_to=self._reply_address,
+                             correlation_id=request.correlation_id)
         except BaseException:
             conn.close()
             raise

@@ -119,15 +119,21 @@ def call_dag(
     out: Outbox,
     now: float | None = None,
 ) -> pb.GenericResponse:
-    """Sends each function's worker a DagSchedule and each source a BEGIN trigger."""
-    schedule_id = dag_call.call_id or str(uuid.uuid4())
-    response_id = dag_call.output_key or schedule_id
+    """Sends each function's worker a DagSchedule and each source a BEGIN trigger.
+
+    Every scheduling gets a fresh schedule id, even for a re-sent call, so that joins left by
+    an earlier attempt never mix with this one; the call id ties attempts together (replies,
+    and the write-once result).
+    """
+    schedule_id = str(uuid.uuid4())
+    call_id = dag_call.call_id or schedule_id
+    response_id = dag_call.output_key or call_id
     address = reply_to or dag_call.response_address
     record = state.dags.get(dag_call.name)
     failure = None
     if record is None or not record.ready:
         failure = error_response(
-            response_id, pb.NO_SUCH_DAG, f"no DAG named {dag_call.name!r}", call_id=schedule_id
+            response_id, pb.NO_SUCH_DAG, f"no DAG named {dag_call.name!r}", call_id=call_id
         )
     else:
         locations = state.dag_locations(dag_call.name)
@@ -135,13 +141,13 @@ def call_dag(
         if lost:
             failure = error_response(
                 response_id, pb.NO_RESOURCES, f"no live worker holds functions {lost}",
-                call_id=schedule_id,
+                call_id=call_id,
             )
     if failure is not None:
         out.reply(address, failure)
         if not dag_call.direct_response:
             out.store_result(
-                ResultWrite(response_id, failure.value, schedule_id, not dag_call.output_key)
+                ResultWrite(response_id, failure.value, call_id, not dag_call.output_key)
             )
         return failure
 
@@ -149,6 +155,7 @@ def call_dag(
     dag = record.dag
     schedule = pb.DagSchedule(
         id=schedule_id,
+        call_id=call_id,
         start_time=time.time() if now is None else now,
         consistency=dag_call.consistency,
         output_key=dag_call.output_key,
@@ -171,4 +178,4 @@ def call_dag(
     for source in sources(dag):
         trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source)
         out.send(state.names.worker(locations[source]), pb.Message(trigger=trigger))
-    return pb.GenericResponse(success=True, response_id=response_id, call_id=schedule_id)
+    return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)

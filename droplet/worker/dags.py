@@ -89,11 +89,12 @@ def _forward(
 
 
 def _deliver(schedule: pb.DagSchedule, value: pb.Value, out: Outbox) -> None:
+    call_id = schedule.call_id or schedule.id
     deliver_outcome(
         out,
-        response_id=schedule.output_key or schedule.id,
+        response_id=schedule.output_key or call_id,
         value=value,
-        call_id=schedule.id,
+        call_id=call_id,
         response_address=schedule.response_address,
         store=not schedule.direct_response,
         expires=not schedule.output_key,

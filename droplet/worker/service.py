@@ -239,6 +239,8 @@ class WorkerService:
         immediate = [o for o in out.sent if not o.after_store]
         later = [o for o in out.sent if o.after_store]
         gates: list[dispatch.AckGate] = []
+        published = threading.Event()
+        has_results = bool(out.results)
 
         def publish_now(conn: BrokerConnection) -> None:
             for tag in rejected:
@@ -246,12 +248,16 @@ class WorkerService:
             gate = dispatch.AckGate(conn, accepted)
             gates.append(gate)
             dispatch.publish(conn, self.signer, immediate, gate)
-            if not out.results:
+            published.set()
+            if not has_results:
                 gate.release()
 
         self._submit(generation, publish_now)
-        if not out.results:
+        if not has_results:
             return
+        # Replies first: the store write waits until they are on the wire, so it does not
+        # compete with them for the interpreter.
+        published.wait(0.5)
         stored = True
         try:
             self.values.write_results(out.results)
@@ -261,6 +267,8 @@ class WorkerService:
             stored = False
 
         def finish(conn: BrokerConnection) -> None:
+            if not gates:
+                return
             gate = gates[0]
             if stored:
                 dispatch.publish(conn, self.signer, later, gate)

@@ -142,3 +142,21 @@ def test_a_busy_worker_is_not_handed_a_call_while_another_is_idle(
     idle_worker = quick().get(timeout=10)
     assert time.monotonic() - started < 1.5, "the quick call did not wait behind the slow one"
     assert busy.get(timeout=10) != idle_worker
+
+
+def test_map_yields_results_in_order(client: Any, unique: str) -> None:
+    square = client.register(lambda lib, x: x * x, unique)
+    assert list(client.map(square, range(500), chunk_size=64, window=256)) == [
+        i * i for i in range(500)
+    ]
+    add = client.register(lambda lib, x, y: x + y, unique + "-add")
+    assert list(client.map(add.name, [1, 2, 3], [10, 20, 30])) == [11, 22, 33]
+
+
+def test_map_raises_the_first_failure_in_order(client: Any, unique: str) -> None:
+    inverse = client.register(lambda lib, x: 1 / x, unique)
+    results = client.map(inverse, [1, 2, 0, 4])
+    assert next(results) == 1.0
+    assert next(results) == 0.5
+    with pytest.raises(droplet.ExecutionError, match="ZeroDivisionError"):
+        next(results)

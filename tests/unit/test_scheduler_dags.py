@@ -181,6 +181,8 @@ def test_call_dag_sends_schedules_and_begin_triggers() -> None:
     response = dags.call_dag(call, "reply-addr", state, out, now=1.0)  # type: ignore[arg-type]
 
     assert response.success and response.response_id == "sched-1"
+    schedule_id = out.sent[0].message.schedule.id
+    assert schedule_id and schedule_id != "sched-1", "each scheduling has its own id"
     locations = state.dag_locations("dag")  # type: ignore[attr-defined]
     schedules = [o for o in out.sent if o.message.WhichOneof("kind") == "schedule"]
     triggers = [o for o in out.sent if o.message.WhichOneof("kind") == "trigger"]
@@ -190,13 +192,14 @@ def test_call_dag_sends_schedules_and_begin_triggers() -> None:
     assert list(by_target["sink"].message.schedule.triggers) == ["source"]
     for fn, o in by_target.items():
         assert o.queue == NAMES.worker(locations[fn])
-        assert o.message.schedule.id == "sched-1"
+        assert o.message.schedule.id == schedule_id
+        assert o.message.schedule.call_id == "sched-1"
         assert o.message.schedule.response_address == "reply-addr"
         assert dict(o.message.schedule.locations) == locations
     assert len(by_target["source"].message.schedule.arguments["source"].values) == 1
     assert len(triggers) == 1
     trigger = triggers[0].message.trigger
-    assert (trigger.id, trigger.source, trigger.target_function) == ("sched-1", "BEGIN", "source")
+    assert (trigger.id, trigger.source, trigger.target_function) == (schedule_id, "BEGIN", "source")
     assert triggers[0].queue == NAMES.worker(locations["source"])
 
 

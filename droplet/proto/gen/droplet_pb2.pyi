@@ -195,7 +195,7 @@ class DagCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision")
+    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +223,7 @@ class DagSchedule(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -236,7 +237,8 @@ class DagSchedule(_message.Message):
     client_id: str
     direct_response: bool
     snapshot_revision: int
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ...) -> None: ...
+    call_id: str
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
     __slots__ = ("id", "source", "target_function", "result", "aborted")
