@@ -98,3 +98,35 @@ def deliver_outcome(
     else:
         response.value.CopyFrom(value)
         out.reply(response_address, response)
+
+
+INLINE_REPLY_BYTES = 1024 * 1024
+
+
+def call_ref(schedule: pb.DagSchedule) -> pb.CallRef:
+    return pb.CallRef(
+        call_id=schedule.call_id or schedule.id,
+        response_address=schedule.response_address,
+        output_key=schedule.output_key,
+        direct_response=schedule.direct_response,
+    )
+
+
+def deliver_call_outcome(out: Outbox, ref: pb.CallRef, value: pb.Value) -> None:
+    """Delivers the outcome of a DAG call (result or ERROR value) as its CallRef says."""
+    deliver_outcome(
+        out,
+        response_id=ref.output_key or ref.call_id,
+        value=value,
+        call_id=ref.call_id,
+        response_address=ref.response_address,
+        store=not ref.direct_response,
+        expires=not ref.output_key,
+        inline_limit_bytes=INLINE_REPLY_BYTES,
+    )
+
+
+def fail_call(out: Outbox, ref: pb.CallRef, code: int, message: str) -> None:
+    info = pb.ErrorInfo(code=code, message=message)  # type: ignore[arg-type]
+    value = pb.Value(type=pb.ERROR, body=info.SerializeToString())
+    deliver_call_outcome(out, ref, value)

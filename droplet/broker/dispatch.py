@@ -90,9 +90,15 @@ def publish(
     gate: AckGate | None = None,
     chunked_queue: str = "",
     chunk: int = 1,
+    on_lost: Callable[[list[Outgoing]], bool] | None = None,
 ) -> None:
+    """Publishes the batches; `on_lost(items)` may take over a batch the broker could not
+    route (returning True), which then no longer fails the gate."""
     for queue, persistent, correlation_id, items in group(outgoing, chunked_queue, chunk):
         body = envelope.encode((i.message for i in items), signer)
+        confirmed = gate.expect() if gate is not None else None
+        if confirmed is not None and on_lost is not None:
+            confirmed = _rescued(confirmed, items, on_lost)
         conn.publish(
             queue,
             body,
@@ -100,5 +106,16 @@ def publish(
             # A durable message must reach a queue: a missing worker queue is a failure.
             mandatory=persistent,
             correlation_id=correlation_id,
-            on_confirm=gate.expect() if gate is not None else None,
+            on_confirm=confirmed,
         )
+
+
+def _rescued(
+    confirmed: Callable[[bool], None],
+    items: list[Outgoing],
+    on_lost: Callable[[list[Outgoing]], bool],
+) -> Callable[[bool], None]:
+    def callback(ok: bool) -> None:
+        confirmed(ok or on_lost(items))
+
+    return callback

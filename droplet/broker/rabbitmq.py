@@ -72,6 +72,7 @@ class RabbitConnection:
         self._confirms = confirms
         self._inbox: list[Delivery] = []
         self._consumers: dict[str, str] = {}  # consumer tag -> queue
+        self._cancelled: list[str] = []
         self._publish_seq = 0
         self._unconfirmed: dict[int, ConfirmCallback | None] = {}
         self._returned: set[int] = set()
@@ -82,6 +83,7 @@ class RabbitConnection:
 
     def _open_channel(self) -> None:
         self._channel: BlockingChannel = self._conn.channel()
+        self._channel.add_on_cancel_callback(self._on_cancelled)
         self._publish_seq = 0
         if not self._confirms:
             return
@@ -142,6 +144,11 @@ class RabbitConnection:
             self._confirmed.append((on_confirm, True))
             self._conn.call_later(0, self._run_confirmed)
 
+    def _on_cancelled(self, frame: Any) -> None:
+        """The broker cancelled a consumer (its queue was deleted): make poll() fail so the
+        owner reconnects and declares the queue again."""
+        self._cancelled.append(self._consumers.get(frame.method.consumer_tag, "?"))
+
     def _on_return(self, _ch: Any, _method: Any, props: pika.BasicProperties, _body: bytes) -> None:
         if props.message_id and props.message_id.isdigit():
             self._returned.add(int(props.message_id))
@@ -196,6 +203,8 @@ class RabbitConnection:
     def poll(self, timeout_s: float) -> list[Delivery]:
         with _converted("poll"):
             self._conn.process_data_events(time_limit=0 if self._inbox else timeout_s)
+        if self._cancelled:
+            raise BrokerError(f"the broker cancelled consuming {self._cancelled}")
         out, self._inbox = self._inbox, []
         return out
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from droplet.graph import BEGIN, shape_error, sources, upstreams
-from droplet.outbox import Outbox, error_response
+from droplet.outbox import Outbox, call_ref, error_response
 from droplet.proto import pb
 from droplet.scheduler.state import SchedulerState
 from droplet.store.metadata import Metadata
@@ -175,7 +175,8 @@ def call_dag(
         one.target_function = function
         one.triggers.extend(upstreams(dag, function) or [BEGIN])
         out.send(state.names.worker(locations[function]), pb.Message(schedule=one))
+    ref = call_ref(schedule)
     for source in sources(dag):
-        trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source)
+        trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source, call=ref)
         out.send(state.names.worker(locations[source]), pb.Message(trigger=trigger))
     return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)

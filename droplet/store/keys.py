@@ -15,6 +15,10 @@ class StoreKeys:
         self.workers = prefix + "workers/"
         self.schedulers = prefix + "schedulers/"
         self.claims = prefix + "claims/"
+        # Every worker that ever joined, without a lease: a dead one stays listed until a
+        # scheduler has re-routed what was left in its queue.
+        self.fleet = prefix + "fleet/"
+        self.reaping = prefix + "reaping/"
 
     def value(self, key: str) -> str:
         return self.values + key
@@ -42,6 +46,12 @@ class StoreKeys:
 
     def scheduler(self, scheduler_id: str) -> str:
         return self.schedulers + scheduler_id
+
+    def fleet_member(self, worker_id: str) -> str:
+        return self.fleet + worker_id
+
+    def reaper(self, worker_id: str) -> str:
+        return self.reaping + worker_id
 
     def claim(self, call_id: str) -> str:
         return self.claims + call_id

@@ -11,10 +11,10 @@ triggers flow downstream so that nothing else runs and every join is freed.
 from __future__ import annotations
 
 from droplet.graph import BEGIN, OUTPUT, downstreams, sinks
-from droplet.outbox import Outbox, deliver_outcome
+from droplet.outbox import Outbox, call_ref, deliver_call_outcome
 from droplet.proto import pb
 from droplet.store import serializer
-from droplet.worker.handlers import INLINE_REPLY_BYTES, WorkerState, execute
+from droplet.worker.handlers import WorkerState, execute
 from droplet.worker.joins import Join
 
 
@@ -74,7 +74,8 @@ def _forward(
         return
     for target in targets:
         trigger = pb.DagTrigger(
-            id=schedule.id, source=source, target_function=target, aborted=value is None
+            id=schedule.id, source=source, target_function=target, aborted=value is None,
+            call=call_ref(schedule),
         )
         if value is not None:
             trigger.result.CopyFrom(value)
@@ -89,14 +90,4 @@ def _forward(
 
 
 def _deliver(schedule: pb.DagSchedule, value: pb.Value, out: Outbox) -> None:
-    call_id = schedule.call_id or schedule.id
-    deliver_outcome(
-        out,
-        response_id=schedule.output_key or call_id,
-        value=value,
-        call_id=call_id,
-        response_address=schedule.response_address,
-        store=not schedule.direct_response,
-        expires=not schedule.output_key,
-        inline_limit_bytes=INLINE_REPLY_BYTES,
-    )
+    deliver_call_outcome(out, call_ref(schedule), value)

@@ -12,15 +12,13 @@ from typing import Any
 
 from droplet.broker_config.names import QueueNames
 from droplet.errors import DropletError
-from droplet.outbox import Outbox, deliver_outcome
+from droplet.outbox import INLINE_REPLY_BYTES, Outbox, deliver_outcome
 from droplet.proto import pb
 from droplet.store import serializer
 from droplet.worker.executor import error_value, run_function
 from droplet.worker.functions import FunctionCache, LoadedFunction
 from droplet.worker.joins import ScheduleTable
 from droplet.worker.library import UserLibrary
-
-INLINE_REPLY_BYTES = 1024 * 1024
 
 
 @dataclass

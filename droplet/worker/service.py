@@ -1,9 +1,9 @@
-"""The worker process: an I/O thread that owns the broker connection, and the main thread that
-runs functions (so SIGALRM time limits work, and a long function never starves heartbeats).
+"""The worker process: the main thread runs functions (so SIGALRM time limits work) while an
+I/O thread owns the broker connection (so a long function never starves heartbeats).
 
-For each batch of deliveries the main thread runs the handlers, then hands the I/O thread the
-messages to publish; it writes results to etcd meanwhile; the inbound deliveries are acked only
-once every publish is confirmed and every result is stored.
+For each batch of deliveries the main thread runs the handlers, hands the I/O thread the
+messages to publish, then writes results to etcd; the inbound deliveries are acked only once
+every publish is confirmed and every result is stored.
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ import queue
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 
 from droplet.broker import dispatch
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
-from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import shared_topology, worker_topology
 from droplet.errors import DropletError
-from droplet.outbox import Outbox
+from droplet.outbox import Outbox, Outgoing, fail_call
 from droplet.proto import envelope, pb
 from droplet.settings import Settings
 from droplet.signing import Signer
@@ -34,12 +31,13 @@ from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.worker import dags, handlers
 from droplet.worker.functions import FunctionCache
+from droplet.worker.io_thread import IoThread
 from droplet.worker.joins import ScheduleTable
 from droplet.worker.library import UserLibrary
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[BrokerConnection], None]
+_SWEEP_INTERVAL_S = 5.0
 
 
 def default_worker_id() -> str:
@@ -61,7 +59,6 @@ class WorkerService:
         self.metadata = Metadata(kv, settings, self.signer)
         self.values = ValueStore(kv, settings)
         self._kv = kv
-        self._connect = connect
         self.state = handlers.WorkerState(
             worker_id=self.id,
             names=self.names,
@@ -72,13 +69,11 @@ class WorkerService:
             default_time_limit_s=settings.function_time_limit_s,
         )
         self._inbox: queue.Queue[tuple[int, list[Delivery]]] = queue.Queue()
-        self._jobs: deque[tuple[int, Job]] = deque()
-        self._lock = threading.Lock()
-        self._conn: BrokerConnection | None = None
-        self._generation = 0
-        self._exec_stop = threading.Event()
-        self._io_stop = threading.Event()
-        self._io_thread: threading.Thread | None = None
+        # Triggers whose destination worker is gone: their calls fail with WORKER_LOST.
+        self._lost: queue.Queue[list[pb.DagTrigger]] = queue.Queue()
+        self._stop = threading.Event()
+        self.io = IoThread(f"worker {self.id}", connect, self._setup_connection,
+                           lambda gen, ds: self._inbox.put((gen, ds)))
         self._functions_mirror: PrefixMirror | None = None
         self._started_at = time.time()
         self._busy_s = 0.0
@@ -95,13 +90,9 @@ class WorkerService:
         mirror = PrefixMirror(self._kv, self.metadata.keys.functions)
         mirror.on_change(lambda name, _value: self.state.functions.invalidate(name))
         self._functions_mirror = mirror.start()
-        self._io_thread = threading.Thread(
-            target=run_with_reconnect,
-            args=(f"worker {self.id}", self._connect, self._io_session, self._io_stop),
-            daemon=True,
-            name="worker-io",
-        )
-        self._io_thread.start()
+        # Listed for good (no lease) until a scheduler has drained this worker's queue.
+        self._kv.put(self.metadata.keys.fleet_member(self.id), socket.gethostname().encode())
+        self.io.start()
         self.membership.join()
         log.info("worker %s started", self.id)
 
@@ -115,42 +106,45 @@ class WorkerService:
 
     def serve(self) -> None:
         last_sweep = time.monotonic()
-        while not self._exec_stop.is_set():
-            try:
-                generation, deliveries = self._inbox.get(timeout=0.5)
-            except queue.Empty:
-                generation, deliveries = 0, []
-            while deliveries:
-                try:
-                    more_gen, more = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more_gen != generation:
-                    self._process(generation, deliveries)
-                    generation, deliveries = more_gen, []
-                deliveries.extend(more)
-            if deliveries:
-                self._process(generation, deliveries)
-            if time.monotonic() - last_sweep > 5:
+        while not self._stop.is_set():
+            batch = self._next_batch(timeout_s=0.5)
+            if batch is not None:
+                self._process(*batch)
+            while not self._lost.empty():
+                self._fail_lost(self._lost.get_nowait())
+            if time.monotonic() - last_sweep > _SWEEP_INTERVAL_S:
                 last_sweep = time.monotonic()
                 if freed := self.state.schedules.sweep():
                     log.info("freed %d abandoned DAG schedule joins", freed)
 
     def stop(self) -> None:
-        self._exec_stop.set()
+        self._stop.set()
 
     def shutdown(self) -> None:
-        """Lets the I/O thread finish pending publishes and acks, then leaves the fleet."""
-        deadline = time.monotonic() + 5
-        while self._jobs and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self._io_stop.set()
-        if self._io_thread is not None:
-            self._io_thread.join(timeout=5)
+        """Finishes pending publishes and acks, gives up the pin, and leaves the fleet; a
+        scheduler then moves the pin and drains whatever is left in this worker's queue."""
+        self.io.stop()
         if self._functions_mirror is not None:
             self._functions_mirror.close()
+        pin = self._read_pin_quietly()
+        if pin is not None:
+            self.metadata.release_pin(pin)
         self.membership.leave()
         log.info("worker %s stopped", self.id)
+
+    def _next_batch(self, timeout_s: float) -> tuple[int, list[Delivery]] | None:
+        """Everything waiting from one connection, so it is handled (and acked) together."""
+        try:
+            generation, deliveries = self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+        while not self._inbox.empty():
+            more_generation, more = self._inbox.queue[0]
+            if more_generation != generation:
+                break
+            self._inbox.get_nowait()
+            deliveries.extend(more)
+        return generation, deliveries
 
     # -- status ----------------------------------------------------------------------------
 
@@ -158,13 +152,30 @@ class WorkerService:
         raw = self._kv.get(self.metadata.keys.pin(self.id))
         return None if raw is None else parse_pin(raw)
 
+    def _read_pin_quietly(self) -> pb.PinRecord | None:
+        try:
+            return self._read_pin()
+        except DropletError:
+            return None
+
     def _status_record(self) -> bytes:
+        """The status published under the lease; also where a stale local pin is dropped
+        (a scheduler moved it while this worker was cut off from etcd)."""
         now = time.monotonic()
         window = now - self._window_start
         if window >= self.settings.status_interval_s:
             self._utilisation = min(1.0, self._busy_s / window)
             self._busy_s = 0.0
             self._window_start = now
+        if self.state.pinned is not None:
+            try:
+                record = self._read_pin()
+            except DropletError:
+                record = pb.PinRecord(dag_name=self.state.pinned[0],
+                                      function_name=self.state.pinned[1])  # unknown: keep it
+            if record is None or (record.dag_name, record.function_name) != self.state.pinned:
+                log.warning("pin %s was moved away from this worker", self.state.pinned)
+                self.state.pinned = None
         dag, function = self.state.pinned or ("", "")
         status = pb.WorkerStatus(
             id=self.id, host=socket.gethostname(), pid=os.getpid(),
@@ -172,54 +183,18 @@ class WorkerService:
             cached_keys=self.state.cached_keys, utilisation=self._utilisation,
             queue_depth=self._inbox.qsize(), started_at=self._started_at,
             updated_at=time.time(), calls_total=self.state.calls_total,
+            errors_total=self.state.errors_total,
         )
         return status.SerializeToString()
 
-    # -- the I/O thread --------------------------------------------------------------------
+    # -- the main thread -------------------------------------------------------------------
 
-    def _io_session(self, conn: BrokerConnection) -> None:
+    def _setup_connection(self, conn: BrokerConnection) -> None:
+        """Runs on the I/O thread for each (re)connection."""
         conn.declare(shared_topology(self.names))
         conn.declare(worker_topology(self.names, self.id))
         conn.consume(self.names.worker(self.id), prefetch=self.settings.own_queue_prefetch)
         conn.consume(self.names.work, prefetch=1)
-        with self._lock:
-            self._generation += 1
-            generation = self._generation
-            self._conn = conn
-        try:
-            while not self._io_stop.is_set():
-                deliveries = conn.poll(0.2)
-                if deliveries:
-                    self._inbox.put((generation, deliveries))
-        finally:
-            with self._lock:
-                self._conn = None
-                self._jobs.clear()
-
-    def _submit(self, generation: int, job: Job) -> None:
-        """Queues job(conn) for the I/O thread; dropped if that connection is gone (its
-        deliveries are then redelivered by the broker)."""
-        with self._lock:
-            conn = self._conn
-            if conn is None or generation != self._generation:
-                return
-            self._jobs.append((generation, job))
-        try:
-            conn.call_soon_threadsafe(self._run_jobs)
-        except DropletError:
-            log.debug("connection closed before a job could be scheduled")
-
-    def _run_jobs(self) -> None:
-        while True:
-            with self._lock:
-                if not self._jobs:
-                    return
-                generation, job = self._jobs.popleft()
-                conn = self._conn
-            if conn is not None and generation == self._generation:
-                job(conn)
-
-    # -- the main thread -------------------------------------------------------------------
 
     def _process(self, generation: int, deliveries: list[Delivery]) -> None:
         started = time.monotonic()
@@ -236,6 +211,22 @@ class WorkerService:
                 log.exception("dead-lettering a message from %s", delivery.queue)
                 rejected.append(delivery.tag)
         self._busy_s += time.monotonic() - started
+        self._commit(generation, out, accepted, rejected)
+
+    def _fail_lost(self, triggers: list[pb.DagTrigger]) -> None:
+        out = Outbox()
+        failed: set[str] = set()
+        for trigger in triggers:
+            if trigger.call.call_id and trigger.call.call_id not in failed:
+                failed.add(trigger.call.call_id)
+                fail_call(out, trigger.call, pb.WORKER_LOST,
+                          f"the worker that held {trigger.target_function!r} is gone")
+        self._commit(self.io.generation, out, [], [])
+
+    def _commit(
+        self, generation: int, out: Outbox, accepted: list[int], rejected: list[int]
+    ) -> None:
+        """Publishes the outbox, stores results, and acks `accepted` once both are safe."""
         immediate = [o for o in out.sent if not o.after_store]
         later = [o for o in out.sent if o.after_store]
         gates: list[dispatch.AckGate] = []
@@ -247,12 +238,12 @@ class WorkerService:
                 conn.reject(tag, requeue=False)
             gate = dispatch.AckGate(conn, accepted)
             gates.append(gate)
-            dispatch.publish(conn, self.signer, immediate, gate)
+            dispatch.publish(conn, self.signer, immediate, gate, on_lost=self._on_lost)
             published.set()
             if not has_results:
                 gate.release()
 
-        self._submit(generation, publish_now)
+        self.io.submit(generation, publish_now)
         if not has_results:
             return
         # Replies first: the store write waits until they are on the wire, so it does not
@@ -269,14 +260,22 @@ class WorkerService:
         def finish(conn: BrokerConnection) -> None:
             if not gates:
                 return
-            gate = gates[0]
             if stored:
-                dispatch.publish(conn, self.signer, later, gate)
+                dispatch.publish(conn, self.signer, later, gates[0])
             else:
-                gate.fail()
-            gate.release()
+                gates[0].fail()
+            gates[0].release()
 
-        self._submit(generation, finish)
+        self.io.submit(generation, finish)
+
+    def _on_lost(self, items: list[Outgoing]) -> bool:
+        """A batch found no queue: triggers for a dead worker fail their calls instead of
+        being retried forever; anything else is retried through a requeue."""
+        triggers = [i.message.trigger for i in items if i.message.WhichOneof("kind") == "trigger"]
+        if len(triggers) != len(items):
+            return False
+        self._lost.put(triggers)
+        return True
 
     def _dispatch(self, message: pb.Message, delivery: Delivery, out: Outbox) -> None:
         kind = message.WhichOneof("kind")

@@ -241,18 +241,32 @@ class DagSchedule(_message.Message):
     def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
-    __slots__ = ("id", "source", "target_function", "result", "aborted")
+    __slots__ = ("id", "source", "target_function", "result", "aborted", "call")
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ABORTED_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     target_function: str
     result: Value
     aborted: bool
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ...) -> None: ...
+    call: CallRef
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ...) -> None: ...
+
+class CallRef(_message.Message):
+    __slots__ = ("call_id", "response_address", "output_key", "direct_response")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    response_address: str
+    output_key: str
+    direct_response: bool
+    def __init__(self, call_id: _Optional[str] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., direct_response: _Optional[bool] = ...) -> None: ...
 
 class PinRequest(_message.Message):
     __slots__ = ("dag_name", "function_name")
@@ -319,7 +333,7 @@ class Envelope(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class WorkerStatus(_message.Message):
-    __slots__ = ("id", "host", "pid", "pinned_dag", "pinned_function", "cached_keys", "utilisation", "queue_depth", "started_at", "updated_at", "calls_total")
+    __slots__ = ("id", "host", "pid", "pinned_dag", "pinned_function", "cached_keys", "utilisation", "queue_depth", "started_at", "updated_at", "calls_total", "metrics_port", "errors_total")
     ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +345,8 @@ class WorkerStatus(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     CALLS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    METRICS_PORT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     host: str
     pid: int
@@ -342,7 +358,9 @@ class WorkerStatus(_message.Message):
     started_at: float
     updated_at: float
     calls_total: int
-    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., pinned_dag: _Optional[str] = ..., pinned_function: _Optional[str] = ..., cached_keys: _Optional[_Iterable[str]] = ..., utilisation: _Optional[float] = ..., queue_depth: _Optional[int] = ..., started_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., calls_total: _Optional[int] = ...) -> None: ...
+    metrics_port: int
+    errors_total: int
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., pinned_dag: _Optional[str] = ..., pinned_function: _Optional[str] = ..., cached_keys: _Optional[_Iterable[str]] = ..., utilisation: _Optional[float] = ..., queue_depth: _Optional[int] = ..., started_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., calls_total: _Optional[int] = ..., metrics_port: _Optional[int] = ..., errors_total: _Optional[int] = ...) -> None: ...
 
 class SchedulerStatus(_message.Message):
     __slots__ = ("id", "host", "pid", "started_at")
@@ -367,9 +385,11 @@ class PinRecord(_message.Message):
     def __init__(self, dag_name: _Optional[str] = ..., function_name: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class DagRecord(_message.Message):
-    __slots__ = ("dag", "ready")
+    __slots__ = ("dag", "ready", "creator")
     DAG_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_FIELD_NUMBER: _ClassVar[int]
     dag: Dag
     ready: bool
-    def __init__(self, dag: _Optional[_Union[Dag, _Mapping]] = ..., ready: _Optional[bool] = ...) -> None: ...
+    creator: str
+    def __init__(self, dag: _Optional[_Union[Dag, _Mapping]] = ..., ready: _Optional[bool] = ..., creator: _Optional[str] = ...) -> None: ...
