@@ -120,10 +120,17 @@ def _coerce(name: str, type_name: str, raw: Any) -> Any:
                 raise ValueError("no endpoint")
             return endpoints
         if type_name.startswith("int"):
-            return int(raw)
+            number = float(raw) if isinstance(raw, float) else int(raw)
+            if number != int(number):
+                raise ValueError("a whole number is needed")
+            return int(number)
         if type_name.startswith("float"):
             return float(raw)
-        return None if raw in ("", None) else str(raw)
+        if raw in ("", None):
+            if "None" not in type_name:
+                raise ValueError("must not be empty")
+            return None
+        return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"setting {name!r}: bad value {raw!r} ({exc})") from None
 
@@ -135,4 +142,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read configuration {path}: {exc}") from None
     table = data.get("droplet", data)
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{path}: [droplet] must be a table of settings")
     return {k: v for k, v in table.items() if not isinstance(v, dict)}

@@ -89,7 +89,8 @@ class StubBroker:
                 index = (self._turn + offset) % len(self.consumers)
                 consumer = self.consumers[index]
                 queue = self.queues.get(consumer.queue)
-                if queue is None or not queue.ready or consumer.unacked >= consumer.prefetch:
+                full = consumer.prefetch and consumer.unacked >= consumer.prefetch
+                if queue is None or not queue.ready or full:
                     continue
                 message = queue.ready.popleft()
                 consumer.unacked += 1
@@ -257,7 +258,8 @@ class StubConnection:
             if not self._open:
                 return
             self._open = False
-            for consumer, message in self._unacked.values():
+            for tag in sorted(self._unacked, reverse=True):  # back in their original order
+                consumer, message = self._unacked[tag]
                 queue = self._broker.queues.get(consumer.queue)
                 if queue is not None:
                     message.redelivered = True

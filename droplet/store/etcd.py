@@ -134,7 +134,8 @@ class EtcdKV:
             resp = self.call("get", lambda c: c.get_response(keys[0]))
             return {keys[0]: Entry(resp.kvs[0].value, resp.kvs[0].mod_revision)} if resp.kvs else {}
         _ok, responses = self.call(
-            "get", lambda c: c.transaction(compare=[], success=[tx.Get(k) for k in keys])
+            "get",
+            lambda c: c.transaction(compare=[], success=[tx.Get(k) for k in keys], failure=[]),
         )
         out: dict[str, Entry] = {}
         for key, rows in zip(keys, responses, strict=True):
@@ -161,11 +162,23 @@ class EtcdKV:
     def txn(
         self, compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op] = ()
     ) -> tuple[bool, int]:
-        cmp = [_compare(c) for c in compares]
-        ok_ops = [_op(o) for o in success]
-        fail_ops = [_op(o) for o in failure]
+        ok, revision, _ = self._txn(compares, success, failure, previous=False)
+        return ok, revision
 
-        def run(c: Any) -> tuple[bool, int]:
+    def txn_previous(
+        self, compares: Iterable[Compare], success: Iterable[Op]
+    ) -> tuple[bool, int, dict[str, bytes]]:
+        return self._txn(compares, success, (), previous=True)
+
+    def _txn(
+        self, compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op],
+        previous: bool,
+    ) -> tuple[bool, int, dict[str, bytes]]:
+        cmp = [_compare(c) for c in compares]
+        ok_ops = [_op(o, previous) for o in success]
+        fail_ops = [_op(o, False) for o in failure]
+
+        def run(c: Any) -> tuple[bool, int, dict[str, bytes]]:
             request = etcd3.etcdrpc.TxnRequest(
                 compare=[x.build_message() for x in cmp],
                 success=c._ops_to_requests(ok_ops),
@@ -174,7 +187,17 @@ class EtcdKV:
             resp = c.kvstub.Txn(
                 request, c.timeout, credentials=c.call_credentials, metadata=c.metadata
             )
-            return bool(resp.succeeded), int(resp.header.revision)
+            old: dict[str, bytes] = {}
+            if previous and resp.succeeded:
+                for item in resp.responses:
+                    kind = item.WhichOneof("response")
+                    if kind == "response_put" and item.response_put.HasField("prev_kv"):
+                        kv = item.response_put.prev_kv
+                        old[kv.key.decode()] = kv.value
+                    elif kind == "response_delete_range":
+                        for kv in item.response_delete_range.prev_kvs:
+                            old[kv.key.decode()] = kv.value
+            return bool(resp.succeeded), int(resp.header.revision), old
 
         return self.call("transaction", run)  # type: ignore[no-any-return]
 
@@ -295,10 +318,10 @@ def _compare(c: Compare) -> Any:
     raise TypeError(f"unknown compare {c!r}")
 
 
-def _op(o: Op) -> Any:
+def _op(o: Op, previous: bool) -> Any:
     if isinstance(o, Put):
-        return tx.Put(o.key, o.value, lease=o.lease)
+        return tx.Put(o.key, o.value, lease=o.lease, prev_kv=previous)
     if isinstance(o, Delete):
         end = etcd_utils.prefix_range_end(etcd_utils.to_bytes(o.key)) if o.prefix else None
-        return tx.Delete(o.key, range_end=end)
+        return tx.Delete(o.key, range_end=end, prev_kv=previous)
     raise TypeError(f"unknown op {o!r}")

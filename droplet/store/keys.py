@@ -7,6 +7,7 @@ class StoreKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.values = prefix + "values/"
+        self.results = prefix + "results/"
         self.chunks = prefix + "chunks/"
         self.calls = prefix + "calls/"
         self.functions = prefix + "functions/"
@@ -22,6 +23,9 @@ class StoreKeys:
 
     def value(self, key: str) -> str:
         return self.values + key
+
+    def result(self, key: str) -> str:
+        return self.results + key
 
     def blob(self, blob_id: str) -> str:
         return f"{self.chunks}{blob_id}/"

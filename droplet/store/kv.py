@@ -96,7 +96,13 @@ class KV(Protocol):
         self, compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op] = ()
     ) -> tuple[bool, int]:
         """Applies success ops when every compare holds, else failure ops; returns
-        (succeeded, revision after)."""
+        (succeeded, revision after). A key may appear in one op only."""
+        ...
+
+    def txn_previous(
+        self, compares: Iterable[Compare], success: Iterable[Op]
+    ) -> tuple[bool, int, dict[str, bytes]]:
+        """Like txn, and also returns the values the success ops overwrote or deleted."""
         ...
 
     def revision(self) -> int: ...

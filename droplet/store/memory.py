@@ -101,12 +101,42 @@ class MemoryKV:
     def txn(
         self, compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op] = ()
     ) -> tuple[bool, int]:
+        ok, revision, _ = self._txn(list(compares), list(success), list(failure))
+        return ok, revision
+
+    def txn_previous(
+        self, compares: Iterable[Compare], success: Iterable[Op]
+    ) -> tuple[bool, int, dict[str, bytes]]:
+        return self._txn(list(compares), list(success), [])
+
+    def _txn(
+        self, compares: list[Compare], success: list[Op], failure: list[Op]
+    ) -> tuple[bool, int, dict[str, bytes]]:
+        for ops in (success, failure):
+            self._check(ops)
         with self._lock:
             ok = all(self._holds(c) for c in compares)
-            events = self._apply(list(success if ok else failure))
+            ops = success if ok else failure
+            previous = {
+                k: self._data[k].value
+                for op in ops
+                for k in self._matching(op.key, isinstance(op, Delete) and op.prefix)
+            }
+            events = self._apply(ops)
             revision = self._revision
         self._notify(events)
-        return ok, revision
+        return ok, revision, previous
+
+    def _check(self, ops: Sequence[Op]) -> None:
+        """Refuses what etcd refuses, before anything is applied (a txn is atomic)."""
+        keys = [op.key for op in ops]
+        prefixes = [op.key for op in ops if isinstance(op, Delete) and op.prefix]
+        overlapping = any(k.startswith(p) and k != p for k in keys for p in prefixes)
+        if len(set(keys)) != len(keys) or overlapping:
+            raise StoreError("etcd refuses a transaction naming a key twice")
+        for op in ops:
+            if isinstance(op, Put) and op.lease is not None and op.lease not in self.leases:
+                raise StoreError(f"lease {op.lease} not found")
 
     def revision(self) -> int:
         return self._revision
@@ -153,15 +183,16 @@ class MemoryKV:
         raise TypeError(f"unknown compare {c!r}")
 
     def _apply(self, ops: Sequence[Op]) -> list[WatchEvent]:
-        if not ops:
+        changes = any(
+            isinstance(op, Put) or self._matching(op.key, op.prefix) for op in ops
+        )
+        if not changes:
             return []
         self._revision += 1
         rev = self._revision
         events = []
         for op in ops:
             if isinstance(op, Put):
-                if op.lease is not None and op.lease not in self.leases:
-                    raise StoreError(f"lease {op.lease} not found")
                 old = self._data.get(op.key)
                 version = old.version + 1 if old else 1
                 self._data[op.key] = _Record(op.value, rev, version, op.lease)

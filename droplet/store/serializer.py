@@ -19,11 +19,13 @@ from droplet.proto import pb
 
 _PROTOCOL = 5
 _BUILTIN_SCALARS = (int, float, str, bytes, bool, type(None), complex)
+_REFERENCES = (pb.REFERENCE, pb.RAW_REFERENCE)
 
 
 @dataclass(frozen=True)
 class DropletReference:
-    """An argument the worker replaces with the value stored under `key` before the call."""
+    """An argument the worker replaces with the value stored under `key` before the call
+    (with `deserialize=False`, with the stored pickle bytes, left for the function to load)."""
 
     key: str
     deserialize: bool = True
@@ -53,7 +55,7 @@ def dump(obj: Any, into: pb.Value | None = None) -> pb.Value:
     """Serializes obj into a Value; raises InvalidArgumentError when it cannot be pickled."""
     value = pb.Value() if into is None else into
     if isinstance(obj, DropletReference):
-        value.type = pb.REFERENCE
+        value.type = pb.REFERENCE if obj.deserialize else pb.RAW_REFERENCE
         value.body = obj.key.encode()
         return value
     if _is_plain(obj):
@@ -79,8 +81,8 @@ def dump_error(info: pb.ErrorInfo, into: pb.Value | None = None) -> pb.Value:
 
 def load(value: pb.Value) -> Any:
     """Deserializes a Value; an ERROR value comes back as its pb.ErrorInfo."""
-    if value.type == pb.REFERENCE:
-        return DropletReference(value.body.decode())
+    if value.type in _REFERENCES:
+        return DropletReference(value.body.decode(), value.type == pb.REFERENCE)
     if value.type == pb.ERROR:
         info = pb.ErrorInfo()
         info.ParseFromString(value.body)
@@ -90,7 +92,7 @@ def load(value: pb.Value) -> Any:
 
 def reference_keys(values: Any) -> list[str]:
     """Keys of the references among serialized arguments, without unpickling anything."""
-    return [v.body.decode() for v in values if v.type == pb.REFERENCE]
+    return [v.body.decode() for v in values if v.type in _REFERENCES]
 
 
 def to_bytes(value: pb.Value) -> bytes:

@@ -1,10 +1,15 @@
 """User values and call results in etcd, including values larger than one etcd request.
 
-A value at most `chunk_bytes` long is stored inline under its key. A larger one is split into
-chunks under a fresh blob id, and only then is the key pointed at the blob with a small
-manifest, so a reader sees the old value or the new one, never a mix. Replaced blobs are
-deleted after the switch. Results are written once per call id (a done-marker in the same
-transaction), so a re-run after a redelivery never replaces an outcome already stored.
+A value of at most `INLINE_MAX_BYTES` is stored inline under its key. A larger one is split
+into `chunk_bytes` chunks under a fresh blob id, and only then is the key pointed at the blob
+with a small manifest, so a reader sees the old value or the new one, never a mix; the blob a
+write replaced is deleted after the switch. Keeping heads small also keeps any number of them
+inside one etcd transaction.
+
+Values written by users (and results under a caller's `output_key`) live under `values/`;
+results under generated response keys live under `results/` and expire after
+`result_ttl_s`. Reads look in both. Results are written once per call id (a done-marker in
+the same transaction), so a re-run after a redelivery never replaces an outcome.
 """
 
 from __future__ import annotations
@@ -21,10 +26,16 @@ from droplet.proto import pb
 from droplet.settings import Settings
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
-from droplet.store.kv import KV, Delete, Put, VersionIs
+from droplet.store.kv import KV, Compare, Delete, Put, VersionIs
 
+INLINE_MAX_BYTES = 64 * 1024
+_TXN_MAX_BYTES = 1024 * 1024  # etcd refuses requests over 1.5 MiB by default
+_TXN_MAX_OPS = 120  # and transactions over 128 operations
 _CHUNK_READ_BATCH = 16
-_MAX_TXN_OPS = 120  # etcd's default --max-txn-ops is 128
+
+
+class _Replaced(Exception):
+    """A chunk vanished while reading: the value was replaced meanwhile; read it again."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,14 @@ class ResultWrite:
     value: pb.Value
     call_id: str
     expires: bool  # generated response keys expire after result_ttl_s; output keys do not
+
+
+@dataclass
+class _Prepared:
+    key: str  # full etcd key of the head
+    head: bytes
+    chunks: list[Put]
+    blob_id: str | None
 
 
 class ExpiryLeases:
@@ -66,73 +85,99 @@ class ValueStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def encode(self, value: pb.Value) -> tuple[bytes, list[Put]]:
-        """The head bytes for a value and the chunk writes that must land before it."""
-        raw = value.SerializeToString()
+    def _prepare(self, full_key: str, value: pb.Value, lease: int | None) -> _Prepared:
         if len(value.body) > self._max_bytes:
             raise ValueTooLargeError(
                 f"value of {len(value.body)} bytes exceeds the limit of {self._max_bytes} bytes"
                 " (settings.max_value_bytes)"
             )
-        if len(raw) <= self._chunk_bytes:
-            return raw, []
+        raw = value.SerializeToString()
+        if len(raw) <= min(INLINE_MAX_BYTES, self._chunk_bytes):
+            return _Prepared(full_key, raw, [], None)
         blob_id = uuid.uuid4().hex
-        body = value.body
-        step = self._chunk_bytes
+        body, step = value.body, self._chunk_bytes
         chunks = [
-            Put(self.keys.chunk(blob_id, i // step), body[i : i + step])
+            Put(self.keys.chunk(blob_id, i // step), body[i : i + step], lease)
             for i in range(0, len(body), step)
         ]
         manifest = pb.ChunkManifest(
             blob_id=blob_id, chunk_count=len(chunks), size_bytes=len(body), inner_type=value.type
         )
         head = pb.Value(type=pb.CHUNKED, body=manifest.SerializeToString())
-        return head.SerializeToString(), chunks
+        return _Prepared(full_key, head.SerializeToString(), chunks, blob_id)
+
+    def _write_chunks(self, prepared: Iterable[_Prepared]) -> None:
+        for item in prepared:
+            for chunk in item.chunks:
+                self.kv.put(chunk.key, chunk.value, chunk.lease)
 
     def put(self, key: str, obj: Any, lease: int | None = None) -> None:
         self.put_values({key: serializer.dump(obj)}, lease)
 
     def put_values(self, values: Mapping[str, pb.Value], lease: int | None = None) -> int:
-        """Writes several values atomically (their heads in one transaction)."""
-        heads: list[Put] = []
-        for key, value in values.items():
-            head, chunks = self.encode(value)
-            for chunk in chunks:
-                self.kv.put(chunk.key, chunk.value)
-            heads.append(Put(self.keys.value(key), head, lease))
-        old_blobs = self._blobs_of([self.keys.value(k) for k in values])
-        _, revision = self.kv.txn([], heads)
-        self._drop_blobs(old_blobs)
+        """Writes several values atomically: one transaction switches all their heads."""
+        prepared = [self._prepare(self.keys.value(k), v, lease) for k, v in values.items()]
+        self._write_chunks(prepared)
+        ops: list[Put | Delete] = [Put(p.key, p.head, lease) for p in prepared]
+        # A new value under values/ hides any expiring result of the same name.
+        ops += [Delete(self.keys.result(k)) for k in values]
+        try:
+            _, revision, previous = self.kv.txn_previous([], ops)
+        except StoreError:
+            self._drop_blobs(p.blob_id for p in prepared)
+            raise
+        self._drop_blobs(_blob_ids(previous.values()))
         return revision
 
     def delete(self, key: str) -> None:
-        old_blobs = self._blobs_of([self.keys.value(key)])
-        self.kv.delete(self.keys.value(key))
-        self._drop_blobs(old_blobs)
+        ops = [Delete(self.keys.value(key)), Delete(self.keys.result(key))]
+        _, _, previous = self.kv.txn_previous([], ops)
+        self._drop_blobs(_blob_ids(previous.values()))
 
     def write_results(self, results: Sequence[ResultWrite]) -> None:
         """Stores each result unless its call already has one (idempotent under re-runs)."""
-        prepared = []
-        for result in results:
-            head, chunks = self.encode(result.value)
-            for chunk in chunks:
-                self.kv.put(chunk.key, chunk.value)
-            lease = self.expiry.current() if result.expires else None
-            prepared.append((result, head, lease))
-        for start in range(0, len(prepared), _MAX_TXN_OPS // 2):
-            batch = prepared[start : start + _MAX_TXN_OPS // 2]
-            if not self._write_batch(batch):
-                for one in batch:  # some call was already stored: settle them one by one
-                    self._write_batch([one])
+        for batch in self._batches(results):
+            prepared = [self._prepare_result(r) for r in batch]
+            self._write_chunks(prepared)
+            if not self._write_batch(batch, prepared):
+                for one, item in zip(batch, prepared, strict=True):
+                    if not self._write_batch([one], [item]):
+                        self._drop_blobs([item.blob_id])  # the call already had an outcome
 
-    def _write_batch(self, batch: list[tuple[ResultWrite, bytes, int | None]]) -> bool:
+    def _prepare_result(self, result: ResultWrite) -> _Prepared:
+        if result.expires:
+            return self._prepare(self.keys.result(result.key), result.value,
+                                 self.expiry.current())
+        return self._prepare(self.keys.value(result.key), result.value, None)
+
+    def _batches(self, results: Sequence[ResultWrite]) -> Iterable[list[ResultWrite]]:
+        """Splits results so that no batch names a key or a call twice or grows too big."""
+        batch: list[ResultWrite] = []
+        names: set[str] = set()
+        size = 0
+        for result in results:
+            cost = min(len(result.value.body), INLINE_MAX_BYTES) + 256
+            clash = result.key in names or result.call_id in names
+            if batch and (clash or size + cost > _TXN_MAX_BYTES or len(batch) * 2 >= _TXN_MAX_OPS):
+                yield batch
+                batch, names, size = [], set(), 0
+            batch.append(result)
+            names.update((result.key, result.call_id))
+            size += cost
+        if batch:
+            yield batch
+
+    def _write_batch(self, batch: list[ResultWrite], prepared: list[_Prepared]) -> bool:
         done_lease = self.expiry.current()
-        compares = [VersionIs(self.keys.call_done(r.call_id), 0) for r, _, _ in batch]
+        compares: list[Compare] = [VersionIs(self.keys.call_done(r.call_id), 0) for r in batch]
         ops: list[Put | Delete] = []
-        for result, head, lease in batch:
-            ops.append(Put(self.keys.value(result.key), head, lease))
+        for result, item in zip(batch, prepared, strict=True):
+            lease = done_lease if result.expires else None
+            ops.append(Put(item.key, item.head, lease))
             ops.append(Put(self.keys.call_done(result.call_id), b"", done_lease))
-        ok, _ = self.kv.txn(compares, ops)
+        ok, _, previous = self.kv.txn_previous(compares, ops)
+        if ok:
+            self._drop_blobs(_blob_ids(previous.values()))
         return ok
 
     # -- reading ---------------------------------------------------------------------------
@@ -142,20 +187,28 @@ class ValueStore:
 
     def get_values(self, keys: Sequence[str], revision: int = 0) -> dict[str, pb.Value]:
         """One consistent read of several keys; missing keys are absent from the result."""
-        full = [self.keys.value(k) for k in keys]
-        entries = self.kv.get_entries(full, revision)
-        out: dict[str, pb.Value] = {}
-        for key, full_key in zip(keys, full, strict=True):
-            entry = entries.get(full_key)
-            if entry is not None:
-                out[key] = self._resolve(key, serializer.from_bytes(entry.value))
-        return out
+        for attempt in range(3):
+            full = [self.keys.value(k) for k in keys] + [self.keys.result(k) for k in keys]
+            entries = self.kv.get_entries(full, revision)
+            out: dict[str, pb.Value] = {}
+            try:
+                for key in keys:
+                    entry = entries.get(self.keys.value(key)) or entries.get(self.keys.result(key))
+                    if entry is not None:
+                        out[key] = self._resolve(key, serializer.from_bytes(entry.value), revision)
+                return out
+            except _Replaced:
+                if revision or attempt == 2:
+                    raise StoreError(f"{list(keys)} replaced while being read, again") from None
+        return {}
 
     def get(self, key: str) -> Any:
         value = self.get_value(key)
         return None if value is None else serializer.load(value)
 
-    def _resolve(self, key: str, head: pb.Value) -> pb.Value:
+    def _resolve(self, key: str, head: pb.Value, revision: int) -> pb.Value:
+        """The value a head stands for; a snapshot read (revision) reads its chunks at that
+        revision too. A blob deleted under a current read means the value was replaced."""
         if head.type != pb.CHUNKED:
             return head
         manifest = pb.ChunkManifest()
@@ -164,26 +217,32 @@ class ValueStore:
         parts: list[bytes] = []
         for start in range(0, len(names), _CHUNK_READ_BATCH):
             batch = names[start : start + _CHUNK_READ_BATCH]
-            found = self.kv.get_entries(batch)
+            found = self.kv.get_entries(batch, revision)
             for name in batch:
                 if name not in found:
-                    raise StoreError(f"value {key!r} was replaced while being read; read again")
+                    raise _Replaced(key)
                 parts.append(found[name].value)
         body = b"".join(parts)
         if len(body) != manifest.size_bytes:
             raise StoreError(f"value {key!r} is damaged: {len(body)} of {manifest.size_bytes}")
         return pb.Value(type=manifest.inner_type, body=body)
 
-    def _blobs_of(self, full_keys: Iterable[str]) -> list[str]:
-        blobs = []
-        for entry in self.kv.get_entries(list(full_keys)).values():
-            head = serializer.from_bytes(entry.value)
-            if head.type == pb.CHUNKED:
-                manifest = pb.ChunkManifest()
-                manifest.ParseFromString(head.body)
-                blobs.append(manifest.blob_id)
-        return blobs
-
-    def _drop_blobs(self, blob_ids: Iterable[str]) -> None:
+    def _drop_blobs(self, blob_ids: Iterable[str | None]) -> None:
         for blob_id in blob_ids:
-            self.kv.delete(self.keys.blob(blob_id), prefix=True)
+            if blob_id:
+                self.kv.delete(self.keys.blob(blob_id), prefix=True)
+
+
+def _blob_ids(heads: Iterable[bytes]) -> list[str]:
+    """Blob ids of the chunked values among some stored heads."""
+    ids = []
+    for raw in heads:
+        try:
+            head = serializer.from_bytes(raw)
+        except Exception:
+            continue  # a done-marker or another non-value key
+        if head.type == pb.CHUNKED:
+            manifest = pb.ChunkManifest()
+            manifest.ParseFromString(head.body)
+            ids.append(manifest.blob_id)
+    return ids

@@ -39,10 +39,12 @@ class WorkerState:
 
 def resolve_arguments(values: Any, lib: UserLibrary) -> list[Any]:
     """Deserializes arguments, replacing each DropletReference with its stored value."""
-    args = []
+    args: list[Any] = []
     for value in values:
         if value.type == pb.REFERENCE:
             args.append(lib.get(value.body.decode()))
+        elif value.type == pb.RAW_REFERENCE:
+            args.append(lib.get_raw(value.body.decode()))
         else:
             args.append(serializer.load(value))
     return args

@@ -38,6 +38,11 @@ class UserLibrary:
         found = self._values.get_values(keys)
         return {k: serializer.load(found[k]) if k in found else None for k in keys}
 
+    def get_raw(self, key: str) -> bytes | None:
+        """The stored bytes of a value (a pickle), without loading them."""
+        value = self._values.get_value(_check_key(key))
+        return None if value is None else value.body
+
     def put(self, key: str, value: Any) -> None:
         self._values.put(_check_key(key), value)
 

@@ -24,14 +24,6 @@ MiB = 1024 * 1024
 # EtcdKV.get_entries reads several keys with client.transaction(compare=[], success=[...]) and
 # no failure list; python3-etcd3 0.13 iterates failure=None and raises TypeError. Every read of
 # a value of two or more chunks, every put_values and get_values of two or more keys, fails.
-MULTI_KEY_READ_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=StoreError,
-    reason="EtcdKV.get_entries of several keys calls transaction() without failure=[]: "
-    "'NoneType' object is not iterable",
-)
-
-
 @pytest.fixture
 def kv(settings: Settings) -> Iterator[EtcdKV]:
     """An EtcdKV on the test's fresh namespace; its whole prefix is deleted afterwards."""
@@ -76,7 +68,6 @@ def test_put_overwrites_and_delete_removes(store: ValueStore) -> None:
     assert store.get("k") is None
 
 
-@MULTI_KEY_READ_BUG
 def test_a_64_mib_value_is_chunked_and_read_back_equal(kv: EtcdKV, store: ValueStore) -> None:
     data = os.urandom(64 * MiB)
 
@@ -96,7 +87,6 @@ def test_a_64_mib_value_is_chunked_and_read_back_equal(kv: EtcdKV, store: ValueS
     assert chunk_count(kv, store) == 0, "deleting the value deletes its chunks"
 
 
-@MULTI_KEY_READ_BUG
 def test_overwriting_a_chunked_value_deletes_the_old_chunks(
     kv: EtcdKV, store: ValueStore
 ) -> None:
@@ -121,7 +111,6 @@ def test_a_value_over_the_configured_max_is_refused(kv: EtcdKV, settings: Settin
     assert kv.get_prefix(settings.etcd_prefix)[0] == {}
 
 
-@MULTI_KEY_READ_BUG
 def test_get_values_of_several_keys(store: ValueStore) -> None:
     big = os.urandom(2 * MiB)
     store.put("a", 1)
@@ -136,7 +125,6 @@ def test_get_values_of_several_keys(store: ValueStore) -> None:
     assert serializer.load(values["c"]) == big
 
 
-@MULTI_KEY_READ_BUG
 def test_put_values_is_one_revision(kv: EtcdKV, store: ValueStore) -> None:
     revision = store.put_values({"x": serializer.dump(1), "y": serializer.dump(2)})
 
@@ -145,15 +133,6 @@ def test_put_values_is_one_revision(kv: EtcdKV, store: ValueStore) -> None:
     assert {e.mod_revision for e in entries.values()} == {revision}
 
 
-TXN_TOO_LARGE_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=StoreError,
-    reason="inline heads of up to chunk_bytes (1 MiB) each go into one txn: two of them "
-    "exceed etcd's 1.5 MiB request limit ('request is too large')",
-)
-
-
-@TXN_TOO_LARGE_BUG
 def test_put_values_of_two_inline_values_near_chunk_size(store: ValueStore) -> None:
     first = pb.Value(type=pb.PICKLE, body=os.urandom(900 * 1024))
     second = pb.Value(type=pb.PICKLE, body=os.urandom(900 * 1024))
@@ -164,7 +143,6 @@ def test_put_values_of_two_inline_values_near_chunk_size(store: ValueStore) -> N
     assert store.get_value("q") == second
 
 
-@TXN_TOO_LARGE_BUG
 def test_write_results_of_two_inline_results_near_chunk_size(store: ValueStore) -> None:
     first = pb.Value(type=pb.PICKLE, body=os.urandom(900 * 1024))
     second = pb.Value(type=pb.PICKLE, body=os.urandom(900 * 1024))
@@ -198,12 +176,6 @@ def test_write_results_is_idempotent_per_call_id(kv: EtcdKV, store: ValueStore) 
     assert kv.get(store.keys.call_done("call-1")) == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StoreError,
-    reason="write_results puts both heads (or both done-markers) in one txn and etcd refuses "
-    "a txn naming a key twice ('duplicate key given in txn request')",
-)
 @pytest.mark.parametrize(
     ("keys", "call_ids"), [(("same", "same"), ("c1", "c2")), (("k1", "k2"), ("c1", "c1"))],
     ids=["same-key", "same-call-id"],
@@ -221,7 +193,6 @@ def test_write_results_naming_a_key_twice_in_one_batch(
     assert store.get(keys[0]) in ("first", "second")
 
 
-@MULTI_KEY_READ_BUG
 def test_write_results_of_a_chunked_result(store: ValueStore) -> None:
     data = os.urandom(3 * MiB)
 
@@ -289,7 +260,6 @@ def test_kv_get_entries_at_an_older_revision(kv: EtcdKV, settings: Settings) -> 
     assert {k: (e.value, e.mod_revision) for k, e in then.items()} == {a: (b"old", ra)}
 
 
-@MULTI_KEY_READ_BUG
 def test_kv_get_entries_of_several_keys(kv: EtcdKV, settings: Settings) -> None:
     a, b = raw_key(settings, "a"), raw_key(settings, "b")
     ra = kv.put(a, b"1")

@@ -227,11 +227,6 @@ def test_delete_prefix_inside_a_txn() -> None:
     assert kv.get_entries(["/e/3"])["/e/3"].mod_revision == rev
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MemoryKV applies an op list even when it changes nothing and bumps the revision; "
-    "etcd only advances the revision when a write changed something",
-)
 def test_deleting_a_missing_key_keeps_the_revision() -> None:
     kv = MemoryKV()
     kv.put("/present", b"1")
@@ -241,11 +236,6 @@ def test_deleting_a_missing_key_keeps_the_revision() -> None:
     assert kv.revision() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MemoryKV._apply raises on an unknown lease after applying earlier ops: "
-    "the txn is not atomic",
-)
 def test_txn_with_an_unknown_lease_changes_nothing() -> None:
     kv = MemoryKV()
     before = kv.revision()
@@ -257,11 +247,6 @@ def test_txn_with_an_unknown_lease_changes_nothing() -> None:
     assert kv.revision() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MemoryKV accepts a txn naming one key twice; etcd refuses it with 'duplicate key "
-    "given in txn request', so unit tests cannot see ValueStore.write_results fail on it",
-)
 @pytest.mark.parametrize(
     "ops",
     [

@@ -125,10 +125,6 @@ def test_reference_round_trips_as_its_key() -> None:
     assert back == DropletReference("some/key")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DropletReference.deserialize is not serialized: load always returns True",
-)
 def test_reference_deserialize_flag_survives_the_wire() -> None:
     _, back = roundtrip(DropletReference("k", deserialize=False))
 

@@ -123,11 +123,6 @@ def test_from_env_empty_optional_string_means_none() -> None:
     assert s.etcd_user == "root"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_coerce turns '' into None for every str field, so DROPLET_NAMESPACE='' gives "
-    "namespace=None and etcd_prefix '/None/'",
-)
 def test_from_env_empty_required_string_is_refused_or_defaulted() -> None:
     try:
         s = Settings.from_env({"DROPLET_NAMESPACE": ""})
@@ -226,10 +221,6 @@ def test_from_file_invalid_toml_is_a_configuration_error(tmp_path: Path) -> None
         Settings.from_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_read_toml calls .items() on a non-table 'droplet' value: AttributeError escapes",
-)
 def test_from_file_droplet_key_that_is_not_a_table_is_a_configuration_error(
     tmp_path: Path,
 ) -> None:
@@ -239,10 +230,6 @@ def test_from_file_droplet_key_that_is_not_a_table_is_a_configuration_error(
         Settings.from_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_coerce uses int(raw): a TOML float for an int setting is silently truncated",
-)
 def test_from_file_fractional_value_for_an_int_setting_is_refused(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[droplet]\nworker_lease_ttl_s = 2.9\n")
 

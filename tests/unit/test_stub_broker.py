@@ -240,9 +240,6 @@ def test_consumers_share_a_queue_round_robin(
     assert len(got_a) == len(got_b) == 2
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the stub treats prefetch=0 as 'deliver nothing'; in AMQP 0 = unlimited"
-)
 def test_prefetch_zero_means_unlimited(broker: StubBroker, conns: list[StubConnection]) -> None:
     conn = connect(broker, conns)
     declare(conn, QueueSpec("q"))
@@ -328,11 +325,6 @@ def test_close_requeues_unacked_deliveries_as_redelivered(
     assert again.redelivered is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StubConnection.close appendlefts unacked messages in tag order, reversing them; "
-    "RabbitMQ puts requeued messages back in their original order",
-)
 def test_close_requeues_several_unacked_in_their_original_order(
     broker: StubBroker, conns: list[StubConnection]
 ) -> None:

@@ -322,11 +322,6 @@ def test_no_expiry_lease_when_result_ttl_is_zero(kv: MemoryKV) -> None:
     assert store.get("gen") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write_results puts a losing result's chunks before its txn fails and never "
-    "deletes them: orphan chunks",
-)
 def test_a_refused_duplicate_chunked_result_leaves_no_chunks(
     kv: MemoryKV, store: ValueStore
 ) -> None:
@@ -338,10 +333,6 @@ def test_a_refused_duplicate_chunked_result_leaves_no_chunks(
     assert chunk_keys(kv, store) == kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chunks are written without the head's lease, so they outlive an expired result",
-)
 def test_an_expired_chunked_result_leaves_no_chunks(kv: MemoryKV, store: ValueStore) -> None:
     store.write_results([result("gen", os.urandom(10_000), "c-gen", expires=True)])
     lease_id = store.expiry.current()
@@ -353,10 +344,6 @@ def test_an_expired_chunked_result_leaves_no_chunks(kv: MemoryKV, store: ValueSt
     assert chunk_keys(kv, store) == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write_results does not drop the blob of the value it replaces (put_values does)",
-)
 def test_a_result_replacing_a_chunked_value_drops_its_chunks(
     kv: MemoryKV, store: ValueStore
 ) -> None:

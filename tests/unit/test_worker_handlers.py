@@ -180,3 +180,13 @@ def test_unpin_frees_the_worker() -> None:
     assert not handlers.unpin(pb.UnpinRequest(dag_name="dag", function_name="g"), state)
     assert handlers.unpin(pb.UnpinRequest(dag_name="dag", function_name="f"), state)
     assert state.pinned is None
+
+
+def test_a_raw_reference_passes_the_stored_bytes() -> None:
+    import pickle
+
+    kv = MemoryKV()
+    ValueStore(kv, SETTINGS).put("k", {"a": 1})
+    create_function(metadata(kv), lambda _, raw: (type(raw).__name__, pickle.loads(raw)), "raw")
+    run_call(kv, function_call("raw", [DropletReference("k", deserialize=False)]))
+    assert stored(kv, "resp-key") == ("bytes", {"a": 1})

@@ -32,6 +32,7 @@ class ValueType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFERENCE: _ClassVar[ValueType]
     ERROR: _ClassVar[ValueType]
     CHUNKED: _ClassVar[ValueType]
+    RAW_REFERENCE: _ClassVar[ValueType]
 NO_ERROR: ErrorCode
 FUNC_NOT_FOUND: ErrorCode
 EXECUTION_ERROR: ErrorCode
@@ -49,6 +50,7 @@ CLOUDPICKLE: ValueType
 REFERENCE: ValueType
 ERROR: ValueType
 CHUNKED: ValueType
+RAW_REFERENCE: ValueType
 
 class Value(_message.Message):
     __slots__ = ("type", "body")
