@@ -46,13 +46,13 @@ def create_dag(
     missing = [f for f in dag.functions if not function_exists(f)]
     if missing:
         return error_response(dag.name, pb.FUNC_NOT_FOUND, f"unregistered functions: {missing}")
-    if dag.name in state.dags or not metadata.create_dag(dag):
+    if not _claim_name(dag, state, metadata, pins):
         return error_response(dag.name, pb.DAG_ALREADY_EXISTS, f"DAG {dag.name!r} exists")
 
     pinned: list[pb.PinRecord] = []
     tried: set[str] = set()
     for function in dag.functions:
-        record = _pin_one(dag.name, function, state, metadata, pins, tried, rng)
+        record = pin_function(dag.name, function, state, metadata, pins, tried, rng)
         if record is None:
             for done in pinned:
                 pins.unpin(done.worker_id, done.dag_name, done.function_name)
@@ -69,7 +69,25 @@ def create_dag(
     return pb.GenericResponse(success=True, response_id=dag.name)
 
 
-def _pin_one(
+def _claim_name(dag: pb.Dag, state: SchedulerState, metadata: Metadata, pins: PinPort) -> bool:
+    """Claims the DAG's name in etcd. A half-created DAG whose creating scheduler died is
+    cleared first (its request was redelivered here)."""
+    if dag.name in state.dags and state.dags[dag.name].ready:
+        return False
+    if metadata.create_dag(dag, state.scheduler_id):
+        return True
+    existing = metadata.get_dag(dag.name)
+    if existing is None or existing.ready or is_alive_creator(existing, state):
+        return False
+    remove_dag(dag.name, state, metadata, pins)
+    return metadata.create_dag(dag, state.scheduler_id)
+
+
+def is_alive_creator(record: pb.DagRecord, state: SchedulerState) -> bool:
+    return record.creator == state.scheduler_id or record.creator in state.schedulers
+
+
+def pin_function(
     dag_name: str,
     function: str,
     state: SchedulerState,
@@ -102,6 +120,12 @@ def delete_dag(
     record = state.dags.get(name) or metadata.get_dag(name)
     if record is None:
         return error_response(name, pb.NO_SUCH_DAG, f"no DAG named {name!r}")
+    remove_dag(name, state, metadata, pins)
+    return pb.GenericResponse(success=True, response_id=name)
+
+
+def remove_dag(name: str, state: SchedulerState, metadata: Metadata, pins: PinPort) -> None:
+    """Unpins every function of a DAG and deletes it and its pins from etcd."""
     for pin in metadata.pins():
         if pin.dag_name == name:
             pins.unpin(pin.worker_id, pin.dag_name, pin.function_name)
@@ -109,7 +133,6 @@ def delete_dag(
             state.pins.pop(pin.worker_id, None)
     metadata.delete_dag(name)
     state.dags.pop(name, None)
-    return pb.GenericResponse(success=True, response_id=name)
 
 
 def call_dag(

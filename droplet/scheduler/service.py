@@ -23,8 +23,9 @@ from droplet.broker_config.topology import shared_topology
 from droplet.errors import DropletError
 from droplet.outbox import Outbox
 from droplet.proto import envelope, pb
-from droplet.scheduler import calls, dags
+from droplet.scheduler import calls, dags, healing
 from droplet.scheduler.pinning import BrokerPins
+from droplet.scheduler.reaper import Reaper
 from droplet.scheduler.state import SchedulerState
 from droplet.settings import Settings
 from droplet.signing import Signer
@@ -37,6 +38,7 @@ from droplet.store.values import ValueStore
 log = logging.getLogger(__name__)
 
 _CALL_PREFETCH = 256
+_RECONCILE_INTERVAL_S = 2.0
 _WORK_CHUNK_MAX = 16
 
 
@@ -52,18 +54,21 @@ class SchedulerService:
         self.id = scheduler_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.names = QueueNames(settings.namespace)
         self.signer = Signer(settings.signing_key)
-        self.state = SchedulerState(self.names)
+        self.state = SchedulerState(self.names, scheduler_id=self.id)
         self.metadata = Metadata(kv, settings, self.signer)
         self.values = ValueStore(kv, settings)
         self._kv = kv
         self._connect = connect
         self._stop = threading.Event()
+        self._fleet_changed = threading.Event()
         self._threads: list[threading.Thread] = []
         self._mirrors: list[PrefixMirror] = []
         self._started_at = time.time()
         self.membership = Membership(
             kv, self.metadata.keys.scheduler(self.id), settings.worker_lease_ttl_s, self._record
         )
+        self.reaper = Reaper(connect, self.names, self.signer, self.state, kv, self.values,
+                             lambda: self.membership.lease_id)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -72,6 +77,7 @@ class SchedulerService:
         self._mirror(keys.workers, self._on_worker)
         self._mirror(keys.pins, self._on_pin)
         self._mirror(keys.dags, self._on_dag)
+        self._mirror(keys.schedulers, self._on_scheduler)
         self.membership.join()
         for name, session in (("calls", self._calls_session), ("admin", self._admin_session)):
             thread = threading.Thread(
@@ -110,6 +116,7 @@ class SchedulerService:
     def _on_worker(self, name: str, value: bytes | None) -> None:
         if value is None:
             self.state.workers.pop(name, None)
+            self._fleet_changed.set()
         else:
             self.state.workers[name] = parse_worker(value)
         self._track_revision()
@@ -119,6 +126,13 @@ class SchedulerService:
             self.state.pins.pop(name, None)
         else:
             self.state.pins[name] = parse_pin(value)
+
+    def _on_scheduler(self, name: str, value: bytes | None) -> None:
+        if value is None:
+            self.state.schedulers.discard(name)
+            self._fleet_changed.set()
+        else:
+            self.state.schedulers.add(name)
 
     def _on_dag(self, name: str, value: bytes | None) -> None:
         if value is None:
@@ -173,10 +187,26 @@ class SchedulerService:
         reply_address = conn.consume_replies()
         conn.consume(self.names.admin, prefetch=1)
         pins = BrokerPins(conn, self.names, self.signer, reply_address, self.settings)
+        next_reconcile = 0.0
         while not self._stop.is_set():
-            for delivery in conn.poll(0.5) + pins.take_stashed():
+            for delivery in conn.poll(0.2) + pins.take_stashed():
                 if delivery.queue == self.names.admin:
                     self._handle_admin(conn, delivery, pins)
+            if self._fleet_changed.is_set() or time.monotonic() >= next_reconcile:
+                self._fleet_changed.clear()
+                self._reconcile(pins)
+                next_reconcile = time.monotonic() + _RECONCILE_INTERVAL_S
+
+    def _reconcile(self, pins: BrokerPins) -> None:
+        """Moves pins off dead workers and settles what dead workers left in their queues."""
+        try:
+            for action in healing.heal_pins(self.state, self.metadata, pins):
+                log.info("healing: %s", action)
+            for worker_id in self.reaper.dead_members():
+                if settled := self.reaper.reap(worker_id):
+                    log.info("settled %d messages left by dead worker %s", settled, worker_id)
+        except DropletError as exc:
+            log.warning("reconciliation failed, will retry: %s", exc)
 
     def _handle_admin(self, conn: BrokerConnection, delivery: Delivery, pins: BrokerPins) -> None:
         try:

@@ -15,7 +15,9 @@ from droplet.proto import pb
 @dataclass
 class SchedulerState:
     names: QueueNames
+    scheduler_id: str = ""
     workers: dict[str, pb.WorkerStatus] = field(default_factory=dict)  # alive workers
+    schedulers: set[str] = field(default_factory=set)  # alive schedulers
     pins: dict[str, pb.PinRecord] = field(default_factory=dict)  # worker id -> pin
     dags: dict[str, pb.DagRecord] = field(default_factory=dict)
     # Workers that reported themselves overloaded: no new placements until they recover.

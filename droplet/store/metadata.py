@@ -47,9 +47,9 @@ class Metadata:
 
     # -- DAGs ------------------------------------------------------------------------------
 
-    def create_dag(self, dag: pb.Dag) -> bool:
+    def create_dag(self, dag: pb.Dag, creator: str = "") -> bool:
         """Claims the DAG's name (not ready yet); False when the name is taken."""
-        record = pb.DagRecord(dag=dag, ready=False).SerializeToString()
+        record = pb.DagRecord(dag=dag, ready=False, creator=creator).SerializeToString()
         key = self.keys.dag(dag.name)
         ok, _ = self.kv.txn([VersionIs(key, 0)], [Put(key, record)])
         return ok

@@ -39,6 +39,7 @@ class IoThread:
         self._conn: BrokerConnection | None = None
         self.generation = 0
         self._stop = threading.Event()
+        self.ready = threading.Event()  # set once the first connection is set up
         self._thread = threading.Thread(target=self._run, daemon=True, name="worker-io")
 
     def start(self) -> None:
@@ -74,6 +75,7 @@ class IoThread:
             self.generation += 1
             generation = self.generation
             self._conn = conn
+        self.ready.set()
         try:
             while not self._stop.is_set():
                 deliveries = conn.poll(0.2)

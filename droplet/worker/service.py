@@ -38,6 +38,7 @@ from droplet.worker.library import UserLibrary
 log = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL_S = 5.0
+_READY_TIMEOUT_S = 30.0
 
 
 def default_worker_id() -> str:
@@ -90,10 +91,12 @@ class WorkerService:
         mirror = PrefixMirror(self._kv, self.metadata.keys.functions)
         mirror.on_change(lambda name, _value: self.state.functions.invalidate(name))
         self._functions_mirror = mirror.start()
+        self.io.start()
+        if not self.io.ready.wait(_READY_TIMEOUT_S):
+            log.warning("no broker connection yet; joining the fleet anyway")
+        self.membership.join()
         # Listed for good (no lease) until a scheduler has drained this worker's queue.
         self._kv.put(self.metadata.keys.fleet_member(self.id), socket.gethostname().encode())
-        self.io.start()
-        self.membership.join()
         log.info("worker %s started", self.id)
 
     def run(self) -> None:

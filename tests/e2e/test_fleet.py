@@ -1,0 +1,119 @@
+"""The fleet under faults: killed workers and schedulers, with real processes (kill -9)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import droplet
+from droplet.cli.status import collect
+from tests.conftest import Cluster, Services, purge_namespace, start_cluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
+
+
+@pytest.fixture
+def cluster(services: Services, tmp_path: Any) -> Iterator[Cluster]:
+    settings = services.settings(worker_lease_ttl_s=2, status_interval_s=0.5)
+    c = start_cluster(settings, tmp_path, workers=3)
+    yield c
+    c.stop()
+    purge_namespace(settings, c.worker_ids())
+
+
+@pytest.fixture
+def fclient(cluster: Cluster) -> Iterator[Any]:
+    c = droplet.connect(settings=cluster.settings)
+    yield c
+    c.close()
+
+
+def _workers(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {w["id"]: w for w in collect(cluster.settings)["workers"]}
+
+
+def _wait(condition: Any, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"{what} did not happen within {timeout_s}s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_kill_9_a_worker_under_load_loses_no_call(cluster: Cluster, fclient: Any,
+                                                  unique: str) -> None:
+    slowish = fclient.register(lambda lib, x: (__import__("time").sleep(0.01), x * 2)[1], unique)
+    futures = [slowish(i) for i in range(300)]
+    time.sleep(0.3)
+    victim = cluster.workers[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    results = [f.get(timeout=60) for f in futures]
+    assert results == [i * 2 for i in range(300)], "every call completed, each result correct"
+    print(f"kill -9 under load: 300 calls in flight, 300 completed, victim pid {victim.pid}")
+
+
+def test_a_dag_whose_worker_was_killed_answers_again(cluster: Cluster, fclient: Any,
+                                                     unique: str) -> None:
+    fclient.register(lambda lib, x: x + 1, unique + "-a")
+    fclient.register(lambda lib, x: x * 10, unique + "-b")
+    dag = unique + "-dag"
+    assert fclient.register_dag(dag, [unique + "-a", unique + "-b"],
+                                [(unique + "-a", unique + "-b")]) == (True, None)
+    assert fclient.call_dag(dag, {unique + "-a": [1]}, direct_response=True, timeout=10) == 20
+    holder = next(w for w in _workers(cluster).values() if w["pinned"] == f"{dag}/{unique}-b")
+    os.kill(holder["pid"], signal.SIGKILL)
+
+    gone_after = _wait(lambda: holder["id"] not in _workers(cluster), 20, "the worker vanishing")
+
+    def answers() -> bool:
+        try:
+            return fclient.call_dag(dag, {unique + "-a": [2]}, direct_response=True,
+                                    timeout=2) == 30
+        except droplet.DropletError:
+            return False
+
+    healed_after = _wait(answers, 30, "the DAG answering again")
+    pinned = {w["pinned"] for w in _workers(cluster).values()}
+    assert f"{dag}/{unique}-b" in pinned, "the function is pinned on a live worker"
+    print(f"worker vanished after {gone_after:.1f}s; DAG answered again "
+          f"{healed_after:.1f}s later")
+
+
+def test_an_in_flight_dag_call_on_a_killed_worker_fails_instead_of_hanging(
+    cluster: Cluster, fclient: Any, unique: str
+) -> None:
+    fclient.register(lambda lib, x: x, unique + "-a")
+    fclient.register(lambda lib, x: (__import__("time").sleep(30), x)[1], unique + "-slow")
+    dag = unique + "-dag"
+    assert fclient.register_dag(dag, [unique + "-a", unique + "-slow"],
+                                [(unique + "-a", unique + "-slow")]) == (True, None)
+    holder = next(w for w in _workers(cluster).values()
+                  if w["pinned"] == f"{dag}/{unique}-slow")
+    future = fclient.call_dag(dag, {unique + "-a": [1]})
+    time.sleep(1.0)  # the slow function is running
+    os.kill(holder["pid"], signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(droplet.WorkerLostError):
+        future.get(timeout=25)
+    print(f"in-flight DAG call failed with WORKER_LOST {time.monotonic() - started:.1f}s "
+          "after the kill")
+
+
+def test_a_second_scheduler_adds_capacity_and_can_be_killed(cluster: Cluster, fclient: Any,
+                                                            unique: str) -> None:
+    cluster.start_scheduler()
+    cluster.wait_ready(3)
+    assert len(collect(cluster.settings)["schedulers"]) == 2
+    double = fclient.register(lambda lib, x: 2 * x, unique)
+    futures = [double(i) for i in range(400)]
+    os.kill(cluster.schedulers[0].pid, signal.SIGKILL)
+    more = [double(i) for i in range(400, 600)]
+    assert [f.get(timeout=60) for f in futures + more] == [2 * i for i in range(600)]
+    _wait(lambda: len(collect(cluster.settings)["schedulers"]) == 1, 20, "the dead scheduler "
+          "leaving the fleet")
