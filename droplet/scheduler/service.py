@@ -127,6 +127,13 @@ class SchedulerService:
         else:
             self.state.pins[name] = parse_pin(value)
 
+    def _refresh_fleet(self) -> None:
+        """Reads workers and pins straight from etcd instead of waiting for the watches."""
+        for status in self.metadata.workers():
+            self.state.workers.setdefault(status.id, status)
+        for pin in self.metadata.pins():
+            self.state.pins.setdefault(pin.worker_id, pin)
+
     def _on_scheduler(self, name: str, value: bytes | None) -> None:
         if value is None:
             self.state.schedulers.discard(name)
@@ -229,6 +236,8 @@ class SchedulerService:
             if kind == "function":
                 return calls.register_function(message.function, self.metadata)
             if kind == "dag":
+                if len(self.state.free_workers()) < len(message.dag.functions):
+                    self._refresh_fleet()  # the watch may lag a worker that just joined
                 return dags.create_dag(
                     message.dag, self.state, self.metadata, pins,
                     lambda name: self.metadata.get_function(name) is not None,
