@@ -325,7 +325,7 @@ def test_workers_on_one_host_serve_a_client_on_another(hosts: TwoHosts) -> None:
     assert len(status["schedulers"]) == 1, status
 
     # A rolling restart of one slot: SIGTERM (the worker finishes what it holds and leaves),
-    # then the same id again; plain calls keep working throughout.
+    # then the same id again: it rejoins under that id and calls are served.
     hosts.stop("worker-1")
     hosts.spawn("worker-1", b, [py, "-m", "droplet.cli.main", "worker", "--id", f"{b}-1"])
     again = hosts.run(a, [py, HERE, "client", "--workers", "2", "--timeout", "20",
