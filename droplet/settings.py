@@ -144,4 +144,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     table = data.get("droplet", data)
     if not isinstance(table, dict):
         raise ConfigurationError(f"{path}: [droplet] must be a table of settings")
-    return {k: v for k, v in table.items() if not isinstance(v, dict)}
+    nested = sorted(k for k, v in table.items() if isinstance(v, dict))
+    if nested:
+        raise ConfigurationError(
+            f"{path}: unexpected table(s) {nested}; settings go in one [droplet] table"
+        )
+    return dict(table)

@@ -34,8 +34,15 @@ def run_scheduler(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, worker_id: str | None) -> int:
+    from droplet.broker_config.names import check_name
+    from droplet.errors import ConfigurationError
     from droplet.worker.service import WorkerService
 
+    if worker_id is not None:
+        try:
+            check_name("worker id", worker_id)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
     kv = open_kv(settings)
     service = WorkerService(settings, kv, broker_factory(settings, "droplet-worker"), worker_id)
     _on_stop_signals(service.stop)

@@ -24,7 +24,7 @@ from droplet.scheduler.healing import handle_orphan
 from droplet.scheduler.state import SchedulerState
 from droplet.signing import Signer
 from droplet.store.keys import StoreKeys
-from droplet.store.kv import KV, Put, VersionIs
+from droplet.store.kv import KV, Delete, Put, ValueIs, VersionIs
 from droplet.store.values import ValueStore
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,18 @@ class Reaper:
         self._keys = StoreKeys(values.keys.prefix)
         self._lease_id = lease_id
 
-    def dead_members(self) -> list[str]:
-        """Workers listed in the fleet that are not alive (by this scheduler's view)."""
+    def dead_members(self) -> dict[str, bytes]:
+        """Workers listed in the fleet that are not alive (by this scheduler's view), with
+        their fleet entries."""
         items, _ = self._kv.get_prefix(self._keys.fleet)
-        members = [StoreKeys.tail(k, self._keys.fleet) for k in items]
-        return [w for w in members if w not in self._state.workers]
+        members = {StoreKeys.tail(k, self._keys.fleet): v for k, v in items.items()}
+        return {w: v for w, v in members.items() if w not in self._state.workers}
 
-    def reap(self, worker_id: str) -> int:
-        """Settles what worker_id left behind; returns how many messages were settled."""
+    def reap(self, worker_id: str, entry: bytes) -> int:
+        """Settles what worker_id left behind; returns how many messages were settled.
+
+        A worker restarted under the same id meanwhile writes a new fleet entry and comes
+        alive again: the queue is then left to it and its entry is kept."""
         claim = self._keys.reaper(worker_id)
         claimed, _ = self._kv.txn(
             [VersionIs(claim, 0)],
@@ -69,13 +73,17 @@ class Reaper:
         if not claimed:
             return 0
         try:
-            if self._kv.get(self._keys.worker(worker_id)) is not None:
-                return 0  # it came back
+            if self._alive(worker_id):
+                return 0
             settled = self._drain(worker_id)
-            self._kv.delete(self._keys.fleet_member(worker_id))
+            member = self._keys.fleet_member(worker_id)
+            self._kv.txn([ValueIs(member, entry)], [Delete(member)])
             return settled
         finally:
             self._kv.delete(claim)
+
+    def _alive(self, worker_id: str) -> bool:
+        return self._kv.get(self._keys.worker(worker_id)) is not None
 
     def _drain(self, worker_id: str) -> int:
         queue = self._names.worker(worker_id)
@@ -88,7 +96,8 @@ class Reaper:
             settled += self._drain_once(conn, queue, worker_id)
             time.sleep(_SETTLE_PAUSE_S)
             settled += self._drain_once(conn, queue, worker_id)
-            conn.delete_queue(queue)
+            if not self._alive(worker_id):
+                conn.delete_queue(queue)
         finally:
             conn.close()
         return settled

@@ -209,8 +209,8 @@ class SchedulerService:
         try:
             for action in healing.heal_pins(self.state, self.metadata, pins):
                 log.info("healing: %s", action)
-            for worker_id in self.reaper.dead_members():
-                if settled := self.reaper.reap(worker_id):
+            for worker_id, entry in self.reaper.dead_members().items():
+                if settled := self.reaper.reap(worker_id, entry):
                     log.info("settled %d messages left by dead worker %s", settled, worker_id)
         except DropletError as exc:
             log.warning("reconciliation failed, will retry: %s", exc)

@@ -82,7 +82,7 @@ class EtcdKV:
     def _connect(self) -> Any:
         s = self._settings
         creds = None
-        secure = bool(s.etcd_ca_file)
+        secure = bool(s.etcd_ca_file or s.etcd_cert_file or s.etcd_key_file)
         if secure:
             creds = _read_credentials(s.etcd_ca_file, s.etcd_key_file, s.etcd_cert_file)
         endpoints = []

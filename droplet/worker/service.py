@@ -96,7 +96,8 @@ class WorkerService:
             log.warning("no broker connection yet; joining the fleet anyway")
         self.membership.join()
         # Listed for good (no lease) until a scheduler has drained this worker's queue.
-        self._kv.put(self.metadata.keys.fleet_member(self.id), socket.gethostname().encode())
+        token = f"{socket.gethostname()} {os.getpid()} {self._started_at}".encode()
+        self._kv.put(self.metadata.keys.fleet_member(self.id), token)
         log.info("worker %s started", self.id)
 
     def run(self) -> None:

@@ -281,3 +281,13 @@ def test_droplet_config_with_unknown_key_is_a_configuration_error(tmp_path: Path
 def test_droplet_config_pointing_nowhere_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
         Settings.from_env({"DROPLET_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_a_misspelled_or_nested_table_is_a_configuration_error(tmp_path: Path) -> None:
+    misspelled = write_toml(tmp_path, '[dropplet]\nnamespace = "x"\n')
+    with pytest.raises(ConfigurationError, match="dropplet"):
+        Settings.from_file(misspelled)
+    nested = tmp_path / "nested.toml"
+    nested.write_text('[droplet]\nnamespace = "x"\n[droplet.extra]\na = 1\n')
+    with pytest.raises(ConfigurationError, match="extra"):
+        Settings.from_file(nested)
