@@ -1,10 +1,12 @@
 """RabbitMQ behind `BrokerConnection`: the only module that imports pika.
 
-One pika BlockingConnection and one channel. Publisher confirms are asynchronous: the channel is
-put in confirm mode at pika's channel level, so `publish` returns at once and the caller's
-`on_confirm` runs (inside a later `poll`) when the broker has taken responsibility for the
-message. Services ack an inbound message only from that callback, so a forward is never lost
-and the message flow itself never waits for a confirm.
+One pika BlockingConnection with two channels. Durable messages go on a channel in confirm mode,
+with asynchronous confirms: `publish` returns at once and the caller's `on_confirm` runs (inside
+a later `poll`) when the broker has taken responsibility for the message. Services ack an
+inbound message only from that callback, so a forward is never lost and the message flow never
+waits for a confirm. Transient messages (replies to clients) go on a second channel without
+confirms: a reply is only a fast path, what must last is in the store, and a confirm per reply
+would cost the broker and the worker a frame for nothing.
 
 Every pika exception leaves as a `BrokerError` (or `UnroutableError`), after which the
 connection is dropped and the owning service reconnects, re-declares and resumes; unacked
@@ -80,6 +82,7 @@ class RabbitConnection:
         with _converted("connect"):
             self._conn = pika.BlockingConnection(connection_parameters(settings, name))
             self._open_channel()
+            self._fast: BlockingChannel = self._conn.channel() if confirms else self._channel
 
     def _open_channel(self) -> None:
         self._channel: BlockingChannel = self._conn.channel()
@@ -96,7 +99,7 @@ class RabbitConnection:
 
     @property
     def is_open(self) -> bool:
-        return bool(self._conn.is_open and self._channel.is_open)
+        return bool(self._conn.is_open and self._channel.is_open and self._fast.is_open)
 
     def declare(self, topology: Topology) -> None:
         with _converted("declare"):
@@ -127,20 +130,23 @@ class RabbitConnection:
         mandatory: bool = False,
         on_confirm: ConfirmCallback | None = None,
     ) -> None:
-        self._publish_seq += 1
+        confirmed = self._confirms and (persistent or mandatory)
+        if confirmed:
+            self._publish_seq += 1
         seq = self._publish_seq
         props = pika.BasicProperties(
             delivery_mode=_PERSISTENT if persistent else _TRANSIENT,
             reply_to=reply_to,
             correlation_id=correlation_id,
             headers=dict(headers) if headers else None,
-            message_id=str(seq) if mandatory else None,
+            message_id=str(seq) if mandatory and confirmed else None,
         )
-        if self._confirms:
+        channel = self._channel if confirmed else self._fast
+        if confirmed:
             self._unconfirmed[seq] = on_confirm
         with _converted(f"publish to {queue}"):
-            self._channel.basic_publish("", queue, body, properties=props, mandatory=mandatory)
-        if not self._confirms and on_confirm is not None:
+            channel.basic_publish("", queue, body, properties=props, mandatory=mandatory)
+        if not confirmed and on_confirm is not None:
             self._confirmed.append((on_confirm, True))
             self._conn.call_later(0, self._run_confirmed)
 
@@ -243,7 +249,10 @@ class RabbitConnection:
             return int(frame.method.message_count)
         except pex.ChannelClosedByBroker:
             with _converted("reopen channel"):
+                fast_is_main = self._fast is self._channel
                 self._open_channel()
+                if fast_is_main:
+                    self._fast = self._channel
             return None
         except (pex.AMQPError, OSError) as exc:
             raise BrokerError(f"RabbitMQ queue depth failed: {exc}") from None

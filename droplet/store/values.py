@@ -168,13 +168,24 @@ class ValueStore:
             yield batch
 
     def _write_batch(self, batch: list[ResultWrite], prepared: list[_Prepared]) -> bool:
-        done_lease = self.expiry.current()
-        compares: list[Compare] = [VersionIs(self.keys.call_done(r.call_id), 0) for r in batch]
+        """One transaction for a batch. A result under a generated key (unique to its call) is
+        its own write-once marker; one under a caller's output key, which later calls reuse,
+        gets a done-marker for its call id."""
+        lease = self.expiry.current()
+        compares: list[Compare] = []
         ops: list[Put | Delete] = []
         for result, item in zip(batch, prepared, strict=True):
-            lease = done_lease if result.expires else None
-            ops.append(Put(item.key, item.head, lease))
-            ops.append(Put(self.keys.call_done(result.call_id), b"", done_lease))
+            if result.expires and result.key == result.call_id:
+                compares.append(VersionIs(item.key, 0))
+                ops.append(Put(item.key, item.head, lease))
+            else:
+                marker = self.keys.call_done(result.call_id)
+                compares.append(VersionIs(marker, 0))
+                ops.append(Put(item.key, item.head, lease if result.expires else None))
+                ops.append(Put(marker, b"", lease))
+        if all(r.expires for r in batch):
+            ok, _ = self.kv.txn(compares, ops)  # fresh keys: nothing to replace
+            return ok
         ok, _, previous = self.kv.txn_previous(compares, ops)
         if ok:
             self._drop_blobs(_blob_ids(previous.values()))
