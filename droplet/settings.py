@@ -46,6 +46,9 @@ class Settings:
     # anything unsigned or badly signed is refused.
     signing_key: str | None = None
 
+    # Broker connections: a peer silent for two heartbeats is taken for dead.
+    broker_heartbeat_s: int = 30
+
     # Client behaviour.
     request_timeout_s: float = 30.0  # admin requests (register, DAG create/delete)
     result_timeout_s: float = 60.0  # default of DropletFuture.get()

@@ -154,6 +154,7 @@ class Cluster:
             DROPLET_NAMESPACE=self.settings.namespace,
             DROPLET_WORKER_LEASE_TTL_S=str(self.settings.worker_lease_ttl_s),
             DROPLET_STATUS_INTERVAL_S=str(self.settings.status_interval_s),
+            DROPLET_BROKER_HEARTBEAT_S=str(self.settings.broker_heartbeat_s),
             PYTHONUNBUFFERED="1",
         )
         if self.settings.signing_key:

@@ -32,7 +32,6 @@ from droplet.settings import Settings
 log = logging.getLogger(__name__)
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-_HEARTBEAT_S = 30
 _PERSISTENT = 2
 _TRANSIENT = 1
 
@@ -42,7 +41,7 @@ def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
         params = pika.URLParameters(settings.broker_url)
     except Exception as exc:
         raise BrokerError(f"bad broker URL: {exc}") from None
-    params.heartbeat = _HEARTBEAT_S
+    params.heartbeat = settings.broker_heartbeat_s
     params.blocked_connection_timeout = 60
     params.connection_attempts = 1
     params.socket_timeout = 5
@@ -213,6 +212,10 @@ class RabbitConnection:
             raise BrokerError(f"the broker cancelled consuming {self._cancelled}")
         out, self._inbox = self._inbox, []
         return out
+
+    def pump(self) -> None:
+        with _converted("pump"):
+            self._conn.process_data_events(time_limit=0)
 
     @property
     def unconfirmed(self) -> int:

@@ -197,6 +197,15 @@ class StubConnection:
         out, self._pending = self._pending, []
         return out
 
+    def pump(self) -> None:
+        """Runs pending callbacks; deliveries stay for the next poll()."""
+        self._check()
+        with self._broker.lock:
+            callbacks = list(self._callbacks)
+            self._callbacks.clear()
+        for callback in callbacks:
+            callback()
+
     def _settle(self, tag: int) -> tuple[_Consumer, _Message]:
         entry = self._unacked.pop(tag, None)
         if entry is None:

@@ -1,22 +1,23 @@
-"""The worker process: the main thread runs functions (so SIGALRM time limits work) while an
-I/O thread owns the broker connection (so a long function never starves heartbeats).
+"""The worker process. The main thread does everything for a call: receive it, run it (so
+SIGALRM time limits work), publish the outcome, store the result, ack. No hand-off between
+threads on that path; a keeper thread services the broker connection only while a function
+runs long (see keeper.py).
 
-For each batch of deliveries the main thread runs the handlers, hands the I/O thread the
-messages to publish, then writes results to etcd; the inbound deliveries are acked only once
-every publish is confirmed and every result is stored.
+Inbound deliveries are acked only once every publish they caused is confirmed and every
+result they produced is stored.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 
 from droplet.broker import dispatch
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
+from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import shared_topology, worker_topology
 from droplet.errors import DropletError
@@ -31,14 +32,14 @@ from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.worker import dags, handlers
 from droplet.worker.functions import FunctionCache
-from droplet.worker.io_thread import IoThread
 from droplet.worker.joins import ScheduleTable
+from droplet.worker.keeper import ConnectionKeeper
 from droplet.worker.library import UserLibrary
 
 log = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL_S = 5.0
-_READY_TIMEOUT_S = 30.0
+_POLL_S = 0.5
 
 
 def default_worker_id() -> str:
@@ -69,12 +70,13 @@ class WorkerService:
             pin_record=self._read_pin,
             default_time_limit_s=settings.function_time_limit_s,
         )
-        self._inbox: queue.Queue[tuple[int, list[Delivery]]] = queue.Queue()
+        self._connect = connect
+        self.keeper = ConnectionKeeper()
         # Triggers whose destination worker is gone: their calls fail with WORKER_LOST.
-        self._lost: queue.Queue[list[pb.DagTrigger]] = queue.Queue()
+        self._lost: list[pb.DagTrigger] = []
         self._stop = threading.Event()
-        self.io = IoThread(f"worker {self.id}", connect, self._setup_connection,
-                           lambda gen, ds: self._inbox.put((gen, ds)))
+        self._joined = False
+        self._last_sweep = time.monotonic()
         self._functions_mirror: PrefixMirror | None = None
         self._started_at = time.time()
         self._busy_s = 0.0
@@ -87,47 +89,24 @@ class WorkerService:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def run(self) -> None:
+        """Serves on the calling thread until stop(); then shuts down cleanly."""
         mirror = PrefixMirror(self._kv, self.metadata.keys.functions)
         mirror.on_change(lambda name, _value: self.state.functions.invalidate(name))
         self._functions_mirror = mirror.start()
-        self.io.start()
-        if not self.io.ready.wait(_READY_TIMEOUT_S):
-            log.warning("no broker connection yet; joining the fleet anyway")
-        self.membership.join()
-        # Listed for good (no lease) until a scheduler has drained this worker's queue.
-        token = f"{socket.gethostname()} {os.getpid()} {self._started_at}".encode()
-        self._kv.put(self.metadata.keys.fleet_member(self.id), token)
-        log.info("worker %s started", self.id)
-
-    def run(self) -> None:
-        """Runs functions on the calling thread until stop(); then shuts down cleanly."""
-        self.start()
+        self.keeper.start()
         try:
-            self.serve()
+            run_with_reconnect(f"worker {self.id}", self._connect, self._session, self._stop)
         finally:
             self.shutdown()
-
-    def serve(self) -> None:
-        last_sweep = time.monotonic()
-        while not self._stop.is_set():
-            batch = self._next_batch(timeout_s=0.5)
-            if batch is not None:
-                self._process(*batch)
-            while not self._lost.empty():
-                self._fail_lost(self._lost.get_nowait())
-            if time.monotonic() - last_sweep > _SWEEP_INTERVAL_S:
-                last_sweep = time.monotonic()
-                if freed := self.state.schedules.sweep():
-                    log.info("freed %d abandoned DAG schedule joins", freed)
 
     def stop(self) -> None:
         self._stop.set()
 
     def shutdown(self) -> None:
-        """Finishes pending publishes and acks, gives up the pin, and leaves the fleet; a
-        scheduler then moves the pin and drains whatever is left in this worker's queue."""
-        self.io.stop()
+        """Gives up the pin and leaves the fleet; a scheduler then moves the pin and drains
+        whatever is left in this worker's queue."""
+        self.keeper.stop()
         if self._functions_mirror is not None:
             self._functions_mirror.close()
         pin = self._read_pin_quietly()
@@ -136,19 +115,37 @@ class WorkerService:
         self.membership.leave()
         log.info("worker %s stopped", self.id)
 
-    def _next_batch(self, timeout_s: float) -> tuple[int, list[Delivery]] | None:
-        """Everything waiting from one connection, so it is handled (and acked) together."""
-        try:
-            generation, deliveries = self._inbox.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-        while not self._inbox.empty():
-            more_generation, more = self._inbox.queue[0]
-            if more_generation != generation:
-                break
-            self._inbox.get_nowait()
-            deliveries.extend(more)
-        return generation, deliveries
+    def _join_fleet(self) -> None:
+        """Once the worker's queue exists: alive under a lease, and listed for good (no
+        lease) until a scheduler has drained its queue after its death."""
+        self.membership.join()
+        token = f"{socket.gethostname()} {os.getpid()} {self._started_at}".encode()
+        self._kv.put(self.metadata.keys.fleet_member(self.id), token)
+        self._joined = True
+        log.info("worker %s started", self.id)
+
+    def _session(self, conn: BrokerConnection) -> None:
+        conn.declare(shared_topology(self.names))
+        conn.declare(worker_topology(self.names, self.id))
+        conn.consume(self.names.worker(self.id), prefetch=self.settings.own_queue_prefetch)
+        conn.consume(self.names.work, prefetch=1)
+        if not self._joined:
+            self._join_fleet()
+        with self.keeper.attached(conn):
+            while not self._stop.is_set():
+                with self.keeper.using():
+                    deliveries = conn.poll(_POLL_S)
+                if deliveries:
+                    self._process(conn, deliveries)
+                if self._lost:
+                    self._fail_lost(conn)
+                self._sweep()
+
+    def _sweep(self) -> None:
+        if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL_S:
+            self._last_sweep = time.monotonic()
+            if freed := self.state.schedules.sweep():
+                log.info("freed %d abandoned DAG schedule joins", freed)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -185,39 +182,34 @@ class WorkerService:
             id=self.id, host=socket.gethostname(), pid=os.getpid(),
             pinned_dag=dag, pinned_function=function,
             cached_keys=self.state.cached_keys, utilisation=self._utilisation,
-            queue_depth=self._inbox.qsize(), started_at=self._started_at,
+            started_at=self._started_at,
             updated_at=time.time(), calls_total=self.state.calls_total,
             errors_total=self.state.errors_total,
         )
         return status.SerializeToString()
 
-    # -- the main thread -------------------------------------------------------------------
+    # -- handling ----------------------------------------------------------------------------
 
-    def _setup_connection(self, conn: BrokerConnection) -> None:
-        """Runs on the I/O thread for each (re)connection."""
-        conn.declare(shared_topology(self.names))
-        conn.declare(worker_topology(self.names, self.id))
-        conn.consume(self.names.worker(self.id), prefetch=self.settings.own_queue_prefetch)
-        conn.consume(self.names.work, prefetch=1)
-
-    def _process(self, generation: int, deliveries: list[Delivery]) -> None:
+    def _process(self, conn: BrokerConnection, deliveries: list[Delivery]) -> None:
         started = time.monotonic()
         out = Outbox()
         accepted: list[int] = []
         rejected: list[int] = []
-        for delivery in deliveries:
-            try:
-                messages = envelope.decode(delivery.body, self.signer)
-                for message in messages:
-                    self._dispatch(message, delivery, out)
-                accepted.append(delivery.tag)
-            except Exception:
-                log.exception("dead-lettering a message from %s", delivery.queue)
-                rejected.append(delivery.tag)
+        with self.keeper.running():
+            for delivery in deliveries:
+                try:
+                    messages = envelope.decode(delivery.body, self.signer)
+                    for message in messages:
+                        self._dispatch(message, delivery, out)
+                    accepted.append(delivery.tag)
+                except Exception:
+                    log.exception("dead-lettering a message from %s", delivery.queue)
+                    rejected.append(delivery.tag)
         self._busy_s += time.monotonic() - started
-        self._commit(generation, out, accepted, rejected)
+        self._commit(conn, out, accepted, rejected)
 
-    def _fail_lost(self, triggers: list[pb.DagTrigger]) -> None:
+    def _fail_lost(self, conn: BrokerConnection) -> None:
+        triggers, self._lost = self._lost, []
         out = Outbox()
         failed: set[str] = set()
         for trigger in triggers:
@@ -225,34 +217,23 @@ class WorkerService:
                 failed.add(trigger.call.call_id)
                 fail_call(out, trigger.call, pb.WORKER_LOST,
                           f"the worker that held {trigger.target_function!r} is gone")
-        self._commit(self.io.generation, out, [], [])
+        self._commit(conn, out, [], [])
 
     def _commit(
-        self, generation: int, out: Outbox, accepted: list[int], rejected: list[int]
+        self, conn: BrokerConnection, out: Outbox, accepted: list[int], rejected: list[int]
     ) -> None:
-        """Publishes the outbox, stores results, and acks `accepted` once both are safe."""
+        """Publishes the outbox (replies first), stores results, and acks `accepted` once
+        both are safe; a failed store requeues them instead."""
         immediate = [o for o in out.sent if not o.after_store]
         later = [o for o in out.sent if o.after_store]
-        gates: list[dispatch.AckGate] = []
-        published = threading.Event()
-        has_results = bool(out.results)
-
-        def publish_now(conn: BrokerConnection) -> None:
+        with self.keeper.using():
             for tag in rejected:
                 conn.reject(tag, requeue=False)
             gate = dispatch.AckGate(conn, accepted)
-            gates.append(gate)
             dispatch.publish(conn, self.signer, immediate, gate, on_lost=self._on_lost)
-            published.set()
-            if not has_results:
+            if not out.results:
                 gate.release()
-
-        self.io.submit(generation, publish_now)
-        if not has_results:
-            return
-        # Replies first: the store write waits until they are on the wire, so it does not
-        # compete with them for the interpreter.
-        published.wait(0.5)
+                return
         stored = True
         try:
             self.values.write_results(out.results)
@@ -260,17 +241,12 @@ class WorkerService:
             log.warning("could not store %d results (%s); they will be redelivered",
                         len(out.results), exc)
             stored = False
-
-        def finish(conn: BrokerConnection) -> None:
-            if not gates:
-                return
+        with self.keeper.using():
             if stored:
-                dispatch.publish(conn, self.signer, later, gates[0])
+                dispatch.publish(conn, self.signer, later, gate)
             else:
-                gates[0].fail()
-            gates[0].release()
-
-        self.io.submit(generation, finish)
+                gate.fail()
+            gate.release()
 
     def _on_lost(self, items: list[Outgoing]) -> bool:
         """A batch found no queue: triggers for a dead worker fail their calls instead of
@@ -278,7 +254,7 @@ class WorkerService:
         triggers = [i.message.trigger for i in items if i.message.WhichOneof("kind") == "trigger"]
         if len(triggers) != len(items):
             return False
-        self._lost.put(triggers)
+        self._lost.extend(triggers)
         return True
 
     def _dispatch(self, message: pb.Message, delivery: Delivery, out: Outbox) -> None:

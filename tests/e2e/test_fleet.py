@@ -117,3 +117,31 @@ def test_a_second_scheduler_adds_capacity_and_can_be_killed(cluster: Cluster, fc
     assert [f.get(timeout=60) for f in futures + more] == [2 * i for i in range(600)]
     _wait(lambda: len(collect(cluster.settings)["schedulers"]) == 1, 20, "the dead scheduler "
           "leaving the fleet")
+
+
+def test_a_call_longer_than_the_heartbeat_timeout_keeps_its_connection(
+    services: Services, tmp_path: Any, unique: str
+) -> None:
+    """With 1 s heartbeats the broker drops a connection silent for ~2 s; a 5 s call must not
+    let that happen (it would be redelivered and run twice)."""
+    settings = services.settings(broker_heartbeat_s=1, worker_lease_ttl_s=3)
+    cluster = start_cluster(settings, tmp_path, workers=1)
+    try:
+        with droplet.connect(settings=settings) as c:
+            def slow(lib: Any, key: str) -> int:
+                import time as t
+
+                runs = (lib.get(key) or 0) + 1
+                lib.put(key, runs)
+                t.sleep(5)
+                return runs
+
+            c.register(slow, unique)
+            assert c.call(unique, unique + "-runs").get(timeout=30) == 1
+            time.sleep(1)
+            assert c.get_object(unique + "-runs") == 1, "the call ran exactly once"
+        log = (tmp_path / "worker-1.log").read_text()
+        assert "connection lost" not in log
+    finally:
+        cluster.stop()
+        purge_namespace(settings, cluster.worker_ids())

@@ -1,0 +1,80 @@
+"""Keeping the worker's broker connection alive while a function runs.
+
+The main thread does everything for a call (receive, run, publish, ack) with no hand-off
+between threads, which is what makes a short call cheap. But a broker connection must be
+serviced (heartbeats) even while a function runs for minutes, so this keeper watches: once a
+function has run longer than `grace_s`, it takes the connection and pumps it every
+`interval_s` until the function returns. Deliveries that arrive meanwhile stay buffered in
+the connection for the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from droplet.broker.interface import BrokerConnection
+from droplet.errors import DropletError
+
+log = logging.getLogger(__name__)
+
+
+class ConnectionKeeper:
+    def __init__(self, grace_s: float = 1.0, interval_s: float = 0.5) -> None:
+        self._grace_s = grace_s
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._conn: BrokerConnection | None = None
+        self._busy_since: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="conn-keeper")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @contextmanager
+    def attached(self, conn: BrokerConnection) -> Iterator[None]:
+        """Makes conn the one to keep alive for the duration of a session."""
+        with self._lock:
+            self._conn = conn
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._conn = None
+
+    @contextmanager
+    def using(self) -> Iterator[None]:
+        """Held by the main thread while it touches the connection."""
+        with self._lock:
+            yield
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Marks the stretch in which functions run (the connection is not touched)."""
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            since = self._busy_since
+            if since is None or time.monotonic() - since < self._grace_s:
+                continue
+            with self._lock:
+                conn = self._conn
+                if conn is None or self._busy_since is None:
+                    continue
+                try:
+                    conn.pump()
+                except DropletError as exc:
+                    # The main thread finds the connection broken at its next use.
+                    log.warning("broker connection lost during a long call: %s", exc)
