@@ -79,8 +79,11 @@ def deliver_outcome(
 ) -> None:
     """Hands a call's outcome (result or ERROR value) to its caller and/or the store.
 
-    The reply goes out first and carries the value inline when it is small; a large value is
-    only announced (`stored`), after the store write, and the client reads it from etcd.
+    The reply carries the value inline when it is small; a large value is only announced
+    (`stored`) and the client reads it from etcd. The reply goes out before the store write
+    only for results under generated keys, which nobody reads by key before the future has
+    its value; under a caller's output key it waits for the write, so that a caller who has
+    its answer always finds the key written.
     """
     failed = value.type == pb.ERROR
     response = pb.GenericResponse(success=not failed, response_id=response_id, call_id=call_id)
@@ -94,10 +97,9 @@ def deliver_outcome(
         out.store_result(ResultWrite(response_id, value, call_id, expires))
     if big and store:
         response.stored = True
-        out.reply(response_address, response, after_store=True)
     else:
         response.value.CopyFrom(value)
-        out.reply(response_address, response)
+    out.reply(response_address, response, after_store=store and (big or not expires))
 
 
 INLINE_REPLY_BYTES = 1024 * 1024

@@ -15,6 +15,7 @@ from typing import Any
 
 from droplet.broker.interface import ConnectionFactory
 from droplet.broker_config.names import QueueNames, check_name
+from droplet.client.batcher import CallBatcher
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
 from droplet.client.pump import ReplyPump
@@ -74,6 +75,7 @@ class DropletClient:
         self.values = ValueStore(kv, settings)
         self.metadata = Metadata(kv, settings, self.signer)
         self.pump = ReplyPump(connect, self.names, self.signer)
+        self.batcher = CallBatcher(self._send_calls)
         self._request_id = 0
 
     def __enter__(self) -> DropletClient:
@@ -83,6 +85,7 @@ class DropletClient:
         self.close()
 
     def close(self) -> None:
+        self.batcher.close()
         self.pump.close()
         self.kv.close()
 
@@ -116,13 +119,14 @@ class DropletClient:
         call = self._function_call(name, args)
         future = DropletFuture(call.response_key, self)
         weakref.finalize(future, self.pump.forget, call.response_key)
-        self._send_calls([call])
+        self.batcher.add(call)
         return future
 
     def exec_func(self, name: str, args: Sequence[Any]) -> str:
         """Calls a function; returns the key its result will be stored under (seed API)."""
         call = self._function_call(name, args)
-        self._send_calls([call])
+        self.batcher.add(call)
+        self.batcher.flush()
         self.pump.forget(call.response_key)
         return call.response_key
 

@@ -43,6 +43,7 @@ class DropletFuture:
         (default: settings.result_timeout_s)."""
         if not self.done():
             limit = self._client.settings.result_timeout_s if timeout is None else timeout
+            self._client.batcher.flush()
             self._await(limit)
         if self._error is not None:
             raise self._error

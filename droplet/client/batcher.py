@@ -1,0 +1,61 @@
+"""Coalescing calls made in quick succession into one broker message.
+
+Calls submitted back to back (`[f(x) for x in xs]`) travel together, up to `max_batch` to a
+message: the broker, the scheduler and the worker then handle one message instead of many.
+A call never waits for company it is not going to get: waiting on any future flushes at
+once, and anything else goes out after at most `linger_s`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from droplet.proto import pb
+
+Sender = Callable[[list[pb.FunctionCall]], None]
+
+
+class CallBatcher:
+    def __init__(self, send: Sender, linger_s: float = 0.001, max_batch: int = 64) -> None:
+        self._send = send
+        self._linger_s = linger_s
+        self._max_batch = max_batch
+        self._cond = threading.Condition()
+        self._pending: list[pb.FunctionCall] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._linger, daemon=True,
+                                        name="droplet-call-batcher")
+        self._thread.start()
+
+    def add(self, call: pb.FunctionCall) -> None:
+        with self._cond:
+            self._pending.append(call)
+            full = len(self._pending) >= self._max_batch
+            if not full:
+                self._cond.notify()
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._cond:
+            batch, self._pending = self._pending, []
+        if batch:
+            self._send(batch)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self.flush()
+
+    def _linger(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            time.sleep(self._linger_s)
+            self.flush()
