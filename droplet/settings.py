@@ -58,7 +58,8 @@ class Settings:
     status_interval_s: float = 2.0
     function_time_limit_s: float = 0.0  # 0 = unlimited; per-function limits override
     result_ttl_s: int = 24 * 3600  # results under generated keys expire; 0 = keep
-    cache_max_entries: int = 1024
+    cache_max_entries: int = 4096
+    cache_max_bytes: int = 256 * MiB
     schedule_ttl_s: float = 300.0  # partial DAG state is freed after this long
     own_queue_prefetch: int = 64
 

@@ -39,6 +39,13 @@ class _Replaced(Exception):
 
 
 @dataclass(frozen=True)
+class Stored:
+    value: pb.Value
+    mod_revision: int
+    user_value: bool  # under values/ (False: a result under a generated key)
+
+
+@dataclass(frozen=True)
 class ResultWrite:
     key: str
     value: pb.Value
@@ -198,15 +205,21 @@ class ValueStore:
 
     def get_values(self, keys: Sequence[str], revision: int = 0) -> dict[str, pb.Value]:
         """One consistent read of several keys; missing keys are absent from the result."""
+        return {k: stored.value for k, stored in self.read(keys, revision).items()}
+
+    def read(self, keys: Sequence[str], revision: int = 0) -> dict[str, Stored]:
+        """Like get_values, with each value's revision and where it lives."""
         for attempt in range(3):
             full = [self.keys.value(k) for k in keys] + [self.keys.result(k) for k in keys]
             entries = self.kv.get_entries(full, revision)
-            out: dict[str, pb.Value] = {}
+            out: dict[str, Stored] = {}
             try:
                 for key in keys:
-                    entry = entries.get(self.keys.value(key)) or entries.get(self.keys.result(key))
+                    user = entries.get(self.keys.value(key))
+                    entry = user or entries.get(self.keys.result(key))
                     if entry is not None:
-                        out[key] = self._resolve(key, serializer.from_bytes(entry.value), revision)
+                        value = self._resolve(key, serializer.from_bytes(entry.value), revision)
+                        out[key] = Stored(value, entry.mod_revision, user is not None)
                 return out
             except _Replaced:
                 if revision or attempt == 2:

@@ -7,7 +7,7 @@ outbox (reply to the caller, result for the store) and the service loop makes it
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from droplet.broker_config.names import QueueNames
@@ -34,7 +34,6 @@ class WorkerState:
     pinned: tuple[str, str] | None = None  # (dag, function)
     calls_total: int = 0
     errors_total: int = 0
-    cached_keys: list[str] = field(default_factory=list)
 
 
 def resolve_arguments(values: Any, lib: UserLibrary) -> list[Any]:

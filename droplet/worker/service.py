@@ -31,6 +31,7 @@ from droplet.store.metadata import Metadata, parse_pin
 from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.worker import dags, handlers
+from droplet.worker.cache import ValueCache
 from droplet.worker.functions import FunctionCache
 from droplet.worker.joins import ScheduleTable
 from droplet.worker.keeper import ConnectionKeeper
@@ -60,12 +61,13 @@ class WorkerService:
         self.signer = Signer(settings.signing_key)
         self.metadata = Metadata(kv, settings, self.signer)
         self.values = ValueStore(kv, settings)
+        self.cache = ValueCache(self.values, settings.cache_max_entries, settings.cache_max_bytes)
         self._kv = kv
         self.state = handlers.WorkerState(
             worker_id=self.id,
             names=self.names,
             functions=FunctionCache(self.metadata.get_function),
-            library=UserLibrary(self.id, self.values),
+            library=UserLibrary(self.id, self.values, self.cache),
             schedules=ScheduleTable(settings.schedule_ttl_s),
             pin_record=self._read_pin,
             default_time_limit_s=settings.function_time_limit_s,
@@ -94,6 +96,7 @@ class WorkerService:
         mirror = PrefixMirror(self._kv, self.metadata.keys.functions)
         mirror.on_change(lambda name, _value: self.state.functions.invalidate(name))
         self._functions_mirror = mirror.start()
+        self.cache.start()
         self.keeper.start()
         try:
             run_with_reconnect(f"worker {self.id}", self._connect, self._session, self._stop)
@@ -107,6 +110,7 @@ class WorkerService:
         """Gives up the pin and leaves the fleet; a scheduler then moves the pin and drains
         whatever is left in this worker's queue."""
         self.keeper.stop()
+        self.cache.close()
         if self._functions_mirror is not None:
             self._functions_mirror.close()
         pin = self._read_pin_quietly()
@@ -181,7 +185,7 @@ class WorkerService:
         status = pb.WorkerStatus(
             id=self.id, host=socket.gethostname(), pid=os.getpid(),
             pinned_dag=dag, pinned_function=function,
-            cached_keys=self.state.cached_keys, utilisation=self._utilisation,
+            cached_keys=self.cache.keys(), utilisation=self._utilisation,
             started_at=self._started_at,
             updated_at=time.time(), calls_total=self.state.calls_total,
             errors_total=self.state.errors_total,

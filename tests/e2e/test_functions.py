@@ -160,3 +160,26 @@ def test_map_raises_the_first_failure_in_order(client: Any, unique: str) -> None
     assert next(results) == 0.5
     with pytest.raises(droplet.ExecutionError, match="ZeroDivisionError"):
         next(results)
+
+
+def test_calls_on_a_reference_run_where_the_key_is_cached(client: Any, unique: str) -> None:
+    from droplet.signing import Signer
+    from droplet.store.metadata import Metadata
+
+    key = unique + "-data"
+    client.put_object(key, list(range(100)))
+    where = client.register(lambda lib, xs: (lib.getid(), len(xs)), unique)
+    holder, size = where(droplet.DropletReference(key)).get(timeout=10)
+    assert size == 100
+    metadata = Metadata(client.kv, client.settings, Signer(None))
+
+    def reported() -> bool:
+        return any(w.id == holder and key in w.cached_keys for w in metadata.workers())
+
+    deadline = time.monotonic() + 10
+    while not reported():
+        assert time.monotonic() < deadline, "the worker never reported the cached key"
+        time.sleep(0.1)
+    time.sleep(0.5)  # the scheduler's watch carries the status over
+    runs = {where(droplet.DropletReference(key)).get(timeout=10)[0] for _ in range(10)}
+    assert runs == {holder}, "every call on the reference ran where the key is cached"

@@ -1,0 +1,141 @@
+"""The worker's cache of stored values: reads served from memory, kept current by a watch.
+
+Values a worker reads or writes stay here (least recently used go first, bounded by entries
+and bytes). A watch on the values prefix replaces or drops an entry as soon as anyone writes
+or deletes its key, so a cached read is at most one watch delay behind etcd. The cached keys
+are reported in the worker's status, which is what the scheduler's locality placement uses.
+Results under generated keys are not cached: they are read once, by the client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from droplet.proto import pb
+from droplet.store import serializer
+from droplet.store.kv import WatchEvent
+from droplet.store.values import ValueStore
+
+REPORTED_KEYS = 256
+
+
+_RECENT_WRITES = 4096
+
+
+@dataclass(frozen=True)
+class Cached:
+    value: pb.Value
+    size: int
+    revision: int
+
+
+class ValueCache:
+    def __init__(self, values: ValueStore, max_entries: int, max_bytes: int) -> None:
+        self._values = values
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, Cached] = OrderedDict()
+        # Revisions of recent writes to keys not cached: a read that raced one is not cached.
+        self._recent: OrderedDict[str, int] = OrderedDict()
+        self._bytes = 0
+        self._cancel: Callable[[], None] | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def start(self) -> None:
+        prefix = self._values.keys.values
+        self._cancel = self._values.kv.watch_prefix(prefix, self._on_events, self._on_error)
+
+    def close(self) -> None:
+        if self._cancel is not None:
+            self._cancel()
+
+    def get_values(self, keys: Sequence[str]) -> dict[str, pb.Value]:
+        """Cached values, the rest read from etcd in one request (and cached)."""
+        found: dict[str, pb.Value] = {}
+        missing: list[str] = []
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None:
+                    missing.append(key)
+                else:
+                    self._entries.move_to_end(key)
+                    found[key] = entry.value
+            self.hits += len(found)
+            self.misses += len(missing)
+        if missing:
+            for key, stored in self._values.read(missing).items():
+                if stored.user_value:
+                    self.store(key, stored.value, stored.mod_revision)
+                found[key] = stored.value
+        return found
+
+    def store(self, key: str, value: pb.Value, revision: int) -> None:
+        size = len(value.body)
+        if size > self._max_bytes // 4:
+            return  # one huge value would push everything else out
+        with self._lock:
+            if self._recent.get(key, 0) > revision:
+                return  # written again since this copy was read
+            current = self._entries.get(key)
+            if current is not None and current.revision > revision:
+                return
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            self._entries[key] = Cached(value, size, revision)
+            self._bytes += size
+            while self._entries and (
+                len(self._entries) > self._max_entries or self._bytes > self._max_bytes
+            ):
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.size
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+
+    def keys(self, limit: int = REPORTED_KEYS) -> list[str]:
+        """The most recently used keys, for the status record."""
+        with self._lock:
+            return list(self._entries)[-limit:]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def _on_events(self, events: list[WatchEvent]) -> None:
+        prefix = len(self._values.keys.values)
+        for event in events:
+            key = event.key[prefix:]
+            head = serializer.from_bytes(event.value) if event.value is not None else None
+            if key in self._entries and head is not None and head.type != pb.CHUNKED:
+                self.store(key, head, event.revision)
+                continue
+            self.drop(key)
+            with self._lock:
+                self._recent[key] = event.revision
+                self._recent.move_to_end(key)
+                if len(self._recent) > _RECENT_WRITES:
+                    self._recent.popitem(last=False)
+
+    def _on_error(self, error: Exception) -> None:
+        """Without the watch nothing here can be trusted: start over, and watch again."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+        timer = threading.Timer(0.5, self._restart)
+        timer.daemon = True
+        timer.start()
+
+    def _restart(self) -> None:
+        try:
+            self.start()
+        except Exception as exc:
+            self._on_error(exc)
