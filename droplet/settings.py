@@ -63,6 +63,9 @@ class Settings:
     schedule_ttl_s: float = 300.0  # partial DAG state is freed after this long
     own_queue_prefetch: int = 64
 
+    # Prometheus endpoint of schedulers and workers: the first free port from here (0: off).
+    metrics_port: int = 0
+
     # Store limits.
     max_value_bytes: int = 128 * MiB
     chunk_bytes: int = 1 * MiB

@@ -157,6 +157,8 @@ class Cluster:
             DROPLET_BROKER_HEARTBEAT_S=str(self.settings.broker_heartbeat_s),
             PYTHONUNBUFFERED="1",
         )
+        if self.settings.metrics_port:
+            env["DROPLET_METRICS_PORT"] = str(self.settings.metrics_port)
         if self.settings.signing_key:
             env["DROPLET_SIGNING_KEY"] = self.settings.signing_key
         if self.settings.function_time_limit_s:

@@ -27,7 +27,8 @@ def collect(settings: Settings) -> dict[str, Any]:
                 "id": w.id, "host": w.host, "pid": w.pid, "alive": True,
                 "pinned": f"{pin.dag_name}/{pin.function_name}" if pin else None,
                 "utilisation": round(w.utilisation, 3), "queue_depth": w.queue_depth,
-                "calls_total": w.calls_total, "cached_keys": len(w.cached_keys),
+                "calls_total": w.calls_total, "errors_total": w.errors_total,
+                "cached_keys": len(w.cached_keys), "metrics_port": w.metrics_port or None,
                 "uptime_s": round(now - w.started_at, 1),
             })
         alive = {w["id"] for w in workers}
@@ -48,7 +49,7 @@ def collect(settings: Settings) -> dict[str, Any]:
             })
         schedulers = [
             {"id": s.id, "host": s.host, "pid": s.pid, "alive": True,
-             "uptime_s": round(now - s.started_at, 1)}
+             "uptime_s": round(now - s.started_at, 1), "metrics_port": s.metrics_port or None}
             for s in metadata.schedulers()
         ]
         return {

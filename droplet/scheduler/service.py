@@ -21,6 +21,7 @@ from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import shared_topology
 from droplet.errors import DropletError
+from droplet.metrics import Metrics
 from droplet.outbox import Outbox
 from droplet.proto import envelope, pb
 from droplet.scheduler import calls, dags, healing
@@ -69,6 +70,8 @@ class SchedulerService:
         )
         self.reaper = Reaper(connect, self.names, self.signer, self.state, kv, self.values,
                              lambda: self.membership.lease_id)
+        self.metrics = Metrics("scheduler")
+        self._inspector: BrokerConnection | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -78,6 +81,7 @@ class SchedulerService:
         self._mirror(keys.pins, self._on_pin)
         self._mirror(keys.dags, self._on_dag)
         self._mirror(keys.schedulers, self._on_scheduler)
+        self.metrics.serve(self.settings.metrics_port)
         self.membership.join()
         for name, session in (("calls", self._calls_session), ("admin", self._admin_session)):
             thread = threading.Thread(
@@ -100,7 +104,8 @@ class SchedulerService:
 
     def _record(self) -> bytes:
         status = pb.SchedulerStatus(
-            id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self._started_at
+            id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self._started_at,
+            metrics_port=self.metrics.port,
         )
         return status.SerializeToString()
 
@@ -179,13 +184,16 @@ class SchedulerService:
 
     def _dispatch_call(self, message: pb.Message, reply_to: str | None, out: Outbox) -> None:
         kind = message.WhichOneof("kind")
+        self.metrics.message(kind or "empty")
         if kind == "call":
-            calls.call_function(message.call, reply_to, self.state, out)
+            response = calls.call_function(message.call, reply_to, self.state, out)
         elif kind == "dag_call":
             self._track_revision()
-            dags.call_dag(message.dag_call, reply_to, self.state, out)
+            response = dags.call_dag(message.dag_call, reply_to, self.state, out)
         else:
             raise DropletError(f"unexpected {kind} message on the call queue")
+        if not response.success:
+            self.metrics.error(pb.ErrorCode.Name(response.error))
 
     # -- the admin loop --------------------------------------------------------------------
 
@@ -204,8 +212,27 @@ class SchedulerService:
                 self._reconcile(pins)
                 next_reconcile = time.monotonic() + _RECONCILE_INTERVAL_S
 
+    def _measure_fleet(self) -> None:
+        """Fleet gauges, and the depth of the shared queues (through a connection of its
+        own: inspecting a queue can close a channel)."""
+        self.metrics.workers.set(len(self.state.workers))
+        self.metrics.pins.set(len(self.state.pins))
+        if self.metrics.port == 0:
+            return
+        try:
+            if self._inspector is None or not self._inspector.is_open:
+                self._inspector = self._connect()
+            for queue in (self.names.calls, self.names.admin, self.names.work, self.names.dead):
+                depth = self._inspector.queue_depth(queue)
+                if depth is not None:
+                    self.metrics.queue_depth.labels(queue).set(depth)
+        except DropletError as exc:
+            log.debug("queue depths unavailable: %s", exc)
+            self._inspector = None
+
     def _reconcile(self, pins: BrokerPins) -> None:
         """Moves pins off dead workers and settles what dead workers left in their queues."""
+        self._measure_fleet()
         try:
             for action in healing.heal_pins(self.state, self.metadata, pins):
                 log.info("healing: %s", action)

@@ -6,6 +6,7 @@ outbox (reply to the caller, result for the store) and the service loop makes it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ class WorkerState:
     pinned: tuple[str, str] | None = None  # (dag, function)
     calls_total: int = 0
     errors_total: int = 0
+    # Told of every run: (function, seconds, outcome); the service feeds its metrics with it.
+    observe: Callable[[str, float, pb.Value], None] | None = None
 
 
 def resolve_arguments(values: Any, lib: UserLibrary) -> list[Any]:
@@ -72,9 +75,12 @@ def execute(state: WorkerState, name: str, arguments: Any, extra: list[Any]) -> 
         return error_value(pb.EXECUTION_ERROR, f"cannot resolve arguments: {exc}")
     limit = function.spec.time_limit_s or state.default_time_limit_s
     state.calls_total += 1
+    started = time.perf_counter()
     value = run_function(function.run, state.library, args, limit)
     if value.type == pb.ERROR:
         state.errors_total += 1
+    if state.observe is not None:
+        state.observe(name, time.perf_counter() - started, value)
     return value
 
 

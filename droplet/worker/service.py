@@ -21,6 +21,7 @@ from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import shared_topology, worker_topology
 from droplet.errors import DropletError
+from droplet.metrics import Metrics
 from droplet.outbox import Outbox, Outgoing, fail_call
 from droplet.proto import envelope, pb
 from droplet.settings import Settings
@@ -73,6 +74,8 @@ class WorkerService:
             default_time_limit_s=settings.function_time_limit_s,
         )
         self._connect = connect
+        self.metrics = Metrics("worker")
+        self.state.observe = self._observe
         self.keeper = ConnectionKeeper()
         # Triggers whose destination worker is gone: their calls fail with WORKER_LOST.
         self._lost: list[pb.DagTrigger] = []
@@ -96,6 +99,7 @@ class WorkerService:
         mirror = PrefixMirror(self._kv, self.metadata.keys.functions)
         mirror.on_change(lambda name, _value: self.state.functions.invalidate(name))
         self._functions_mirror = mirror.start()
+        self.metrics.serve(self.settings.metrics_port)
         self.cache.start()
         self.keeper.start()
         try:
@@ -188,7 +192,7 @@ class WorkerService:
             cached_keys=self.cache.keys(), utilisation=self._utilisation,
             started_at=self._started_at,
             updated_at=time.time(), calls_total=self.state.calls_total,
-            errors_total=self.state.errors_total,
+            errors_total=self.state.errors_total, metrics_port=self.metrics.port,
         )
         return status.SerializeToString()
 
@@ -261,8 +265,16 @@ class WorkerService:
         self._lost.extend(triggers)
         return True
 
+    def _observe(self, function: str, seconds: float, value: pb.Value) -> None:
+        self.metrics.run_seconds.labels(function).observe(seconds)
+        if value.type == pb.ERROR:
+            info = pb.ErrorInfo()
+            info.ParseFromString(value.body)
+            self.metrics.error(pb.ErrorCode.Name(info.code))
+
     def _dispatch(self, message: pb.Message, delivery: Delivery, out: Outbox) -> None:
         kind = message.WhichOneof("kind")
+        self.metrics.message(kind or "empty")
         state = self.state
         if kind == "call":
             handlers.exec_function(message.call, state, out)
