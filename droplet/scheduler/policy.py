@@ -1,9 +1,11 @@
 """Placement: which queue a function call goes to. A pure function of the fleet state.
 
 A call whose arguments reference stored keys goes to the alive worker that caches the most of
-them (locality; ties go to the least loaded). Any other call goes to the shared work queue,
-which every worker consumes with prefetch 1: RabbitMQ hands it to a worker with nothing in
-hand, so a busy worker is never given a call while another sits idle.
+them (locality; ties go to the least loaded), unless that worker is in back-off (reported
+itself saturated). Any other call goes to the shared work queue, which every worker consumes
+with prefetch 1: RabbitMQ hands it to a worker with nothing in hand, so a busy worker is never
+given a call while another sits idle, and under full load calls wait in the queue rather than
+fail. NO_RESOURCES only when no worker is alive.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from droplet.scheduler.state import SchedulerState
+
+# A worker busier than this over its last status interval takes no locality placements.
+BACKOFF_UTILISATION = 0.9
 
 
 def load_of(state: SchedulerState, worker_id: str) -> float:
@@ -20,10 +25,10 @@ def load_of(state: SchedulerState, worker_id: str) -> float:
 
 def pick_queue(state: SchedulerState, reference_keys: Sequence[str]) -> str | None:
     """The queue for a call, or None when no worker is alive (NO_RESOURCES)."""
-    eligible = [w for w in state.workers if w not in state.backoff]
-    if not eligible:
+    if not state.workers:
         return None
-    if reference_keys:
+    eligible = [w for w in state.workers if w not in state.backoff]
+    if reference_keys and eligible:
         wanted = set(reference_keys)
         scored = [
             (len(wanted.intersection(state.workers[w].cached_keys)), -load_of(state, w), w)

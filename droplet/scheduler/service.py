@@ -24,7 +24,7 @@ from droplet.errors import DropletError
 from droplet.metrics import Metrics
 from droplet.outbox import Outbox
 from droplet.proto import envelope, pb
-from droplet.scheduler import calls, dags, healing
+from droplet.scheduler import calls, dags, healing, policy
 from droplet.scheduler.pinning import BrokerPins
 from droplet.scheduler.reaper import Reaper
 from droplet.scheduler.state import SchedulerState
@@ -121,9 +121,15 @@ class SchedulerService:
     def _on_worker(self, name: str, value: bytes | None) -> None:
         if value is None:
             self.state.workers.pop(name, None)
+            self.state.backoff.discard(name)
             self._fleet_changed.set()
         else:
-            self.state.workers[name] = parse_worker(value)
+            status = parse_worker(value)
+            self.state.workers[name] = status
+            if status.utilisation >= policy.BACKOFF_UTILISATION:
+                self.state.backoff.add(name)
+            else:
+                self.state.backoff.discard(name)
         self._track_revision()
 
     def _on_pin(self, name: str, value: bytes | None) -> None:

@@ -86,9 +86,11 @@ def test_function_call_no_resources() -> None:
     assert isinstance(result, pb.ErrorInfo) and result.code == pb.NO_RESOURCES
 
 
-def test_workers_in_backoff_are_skipped() -> None:
-    state = scheduler_state("w1")
+def test_a_worker_in_backoff_takes_no_locality_placement_but_calls_still_queue() -> None:
+    state = scheduler_state()
+    state.workers["w1"] = worker_status("w1", cached=["k"])
     state.backoff.add("w1")
     out = Outbox()
-    response = calls.call_function(function_call("f", [1]), None, state, out)
-    assert response.error == pb.NO_RESOURCES
+    response = calls.call_function(function_call("f", [DropletReference("k")]), None, state, out)
+    assert response.success
+    assert [o.queue for o in out.sent] == [NAMES.work]
