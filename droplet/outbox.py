@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from droplet.errors import SignatureError
 from droplet.proto import pb
 from droplet.store.values import ResultWrite
 
@@ -132,3 +133,40 @@ def fail_call(out: Outbox, ref: pb.CallRef, code: int, message: str) -> None:
     info = pb.ErrorInfo(code=code, message=message)  # type: ignore[arg-type]
     value = pb.Value(type=pb.ERROR, body=info.SerializeToString())
     deliver_call_outcome(out, ref, value)
+
+
+def refuse(
+    out: Outbox,
+    messages: list[pb.Message],
+    reply_to: str | None,
+    correlation_id: str | None,
+    code: int,
+    reason: str,
+) -> None:
+    """Tells whoever waits on refused messages why, so a bad request fails at once instead
+    of timing out. The messages come from envelope.peek: only their addresses are used."""
+    told = False
+    for message in messages:
+        kind = message.WhichOneof("kind")
+        if kind == "call":
+            call = message.call
+            address = reply_to or call.response_address
+            out.reply(address, error_response(call.response_key, code, reason,
+                                              call_id=call.call_id))
+            told = told or bool(address)
+        elif kind == "dag_call":
+            response_id = message.dag_call.output_key or message.dag_call.call_id
+            out.reply(reply_to, error_response(response_id, code, reason,
+                                               call_id=message.dag_call.call_id))
+            told = told or bool(reply_to)
+        elif kind == "schedule":
+            ref = call_ref(message.schedule)
+            out.reply(ref.response_address, error_response(
+                ref.output_key or ref.call_id, code, reason, call_id=ref.call_id))
+            told = told or bool(ref.response_address)
+    if not told and reply_to and correlation_id:
+        out.reply(reply_to, error_response("", code, reason), correlation_id=correlation_id)
+
+
+def refusal_code(error: Exception) -> int:
+    return pb.UNAUTHORIZED if isinstance(error, SignatureError) else pb.INVALID_REQUEST

@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the fleet")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    dead = sub.add_parser("dead-letters", help="inspect, requeue or purge refused messages")
+    dead.add_argument("--json", action="store_true", help="machine-readable output")
+    dead.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    action = dead.add_mutually_exclusive_group()
+    action.add_argument("--requeue", action="store_true",
+                        help="send them back to the queue they died in")
+    action.add_argument("--purge", action="store_true", help="drop them")
+
     bench = sub.add_parser("bench", help="measure call and DAG latency and throughput")
     bench.add_argument("--workers", type=int, default=2,
                        help="workers of the local cluster (default 2)")
@@ -81,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from droplet.cli.status import run_status
 
             return run_status(settings, args.json)
+        if args.command == "dead-letters":
+            from droplet.cli.dead_letters import run_dead_letters
+
+            return run_dead_letters(settings, args.json, args.limit, args.requeue, args.purge)
         if args.command == "bench":
             from droplet.cli.bench import run_bench
 

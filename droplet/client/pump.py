@@ -20,6 +20,7 @@ from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delive
 from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import shared_topology
 from droplet.errors import BrokerError, DropletError
+from droplet.outbox import error_response
 from droplet.proto import envelope, pb
 from droplet.signing import Signer
 
@@ -163,17 +164,26 @@ class ReplyPump:
             for delivery in deliveries:
                 try:
                     messages = envelope.decode(delivery.body, self._signer)
+                    trusted = True
                 except DropletError as exc:
-                    log.warning("ignoring an unreadable reply: %s", exc)
-                    continue
+                    # Not to be believed; but whoever waits for it learns why nothing comes.
+                    log.warning("a reply failed verification: %s", exc)
+                    messages, trusted = envelope.peek(delivery.body), False
                 for message in messages:
                     if message.WhichOneof("kind") != "response":
                         continue
                     response = message.response
                     key = delivery.correlation_id or response.call_id or response.response_id
                     self._answered(key)
-                    if key in self._expected:
-                        self._responses[key] = message.response
+                    if key not in self._expected:
+                        continue
+                    if not trusted:
+                        response = error_response(
+                            response.response_id, pb.UNAUTHORIZED,
+                            "a reply failed signature verification: does this client use "
+                            "the fleet's signing_key?", call_id=response.call_id,
+                        )
+                    self._responses[key] = response
             self._cond.notify_all()
 
     # -- connection ------------------------------------------------------------------------

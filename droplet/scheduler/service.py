@@ -22,7 +22,7 @@ from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import shared_topology
 from droplet.errors import DropletError
 from droplet.metrics import Metrics
-from droplet.outbox import Outbox
+from droplet.outbox import Outbox, refusal_code, refuse
 from droplet.proto import envelope, pb
 from droplet.scheduler import calls, dags, healing, policy
 from droplet.scheduler.pinning import BrokerPins
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _CALL_PREFETCH = 256
 _RECONCILE_INTERVAL_S = 2.0
+_ADMIN_KINDS = {"function", "dag", "delete_dag"}
 _WORK_CHUNK_MAX = 16
 
 
@@ -173,12 +174,17 @@ class SchedulerService:
         accepted: list[int] = []
         for delivery in deliveries:
             try:
-                for message in envelope.decode(delivery.body, self.signer):
+                messages = envelope.decode(delivery.body, self.signer)
+            except DropletError as exc:
+                self._refuse(conn, delivery, exc, out)
+                continue
+            try:
+                for message in messages:
                     self._dispatch_call(message, delivery.reply_to, out)
                 accepted.append(delivery.tag)
             except Exception as exc:
-                log.warning("dead-lettering a call message: %s", exc)
-                conn.reject(delivery.tag, requeue=False)
+                log.exception("dead-lettering a call message whose handling failed")
+                self._refuse(conn, delivery, exc, out)
         gate = dispatch.AckGate(conn, accepted)
         if out.results:
             self.values.write_results(out.results)
@@ -187,6 +193,16 @@ class SchedulerService:
         chunk = min(_WORK_CHUNK_MAX, max(1, math.ceil(forwarded / workers)))
         dispatch.publish(conn, self.signer, out.sent, gate, self.names.work, chunk)
         gate.release()
+
+    def _refuse(self, conn: BrokerConnection, delivery: Delivery, error: Exception,
+                out: Outbox) -> None:
+        """Dead-letters a message and tells its sender why (see outbox.refuse)."""
+        log.warning("dead-lettering a message from %s: %s", delivery.queue, error)
+        code = refusal_code(error)
+        self.metrics.error(pb.ErrorCode.Name(code))
+        refuse(out, envelope.peek(delivery.body), delivery.reply_to, delivery.correlation_id,
+               code, f"refused: {error}")
+        conn.reject(delivery.tag, requeue=False)
 
     def _dispatch_call(self, message: pb.Message, reply_to: str | None, out: Outbox) -> None:
         kind = message.WhichOneof("kind")
@@ -249,13 +265,16 @@ class SchedulerService:
             log.warning("reconciliation failed, will retry: %s", exc)
 
     def _handle_admin(self, conn: BrokerConnection, delivery: Delivery, pins: BrokerPins) -> None:
+        out = Outbox()
         try:
             messages = envelope.decode(delivery.body, self.signer)
-        except Exception as exc:
-            log.warning("dead-lettering an admin message: %s", exc)
-            conn.reject(delivery.tag, requeue=False)
+            unexpected = {m.WhichOneof("kind") for m in messages} - _ADMIN_KINDS
+            if unexpected:
+                raise DropletError(f"unexpected {sorted(map(str, unexpected))} on the admin queue")
+        except DropletError as exc:
+            self._refuse(conn, delivery, exc, out)
+            dispatch.publish(conn, self.signer, out.sent)
             return
-        out = Outbox()
         for message in messages:
             response = self._admin_response(message, pins)
             out.reply(delivery.reply_to, response, correlation_id=delivery.correlation_id)

@@ -22,7 +22,7 @@ from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import shared_topology, worker_topology
 from droplet.errors import DropletError
 from droplet.metrics import Metrics
-from droplet.outbox import Outbox, Outgoing, fail_call
+from droplet.outbox import Outbox, Outgoing, fail_call, refusal_code, refuse
 from droplet.proto import envelope, pb
 from droplet.settings import Settings
 from droplet.signing import Signer
@@ -210,8 +210,14 @@ class WorkerService:
                     for message in messages:
                         self._dispatch(message, delivery, out)
                     accepted.append(delivery.tag)
-                except Exception:
-                    log.exception("dead-lettering a message from %s", delivery.queue)
+                except Exception as exc:
+                    if not isinstance(exc, DropletError):
+                        log.exception("handling a message from %s failed", delivery.queue)
+                    log.warning("dead-lettering a message from %s: %s", delivery.queue, exc)
+                    code = refusal_code(exc)
+                    self.metrics.error(pb.ErrorCode.Name(code))
+                    refuse(out, envelope.peek(delivery.body), delivery.reply_to,
+                           delivery.correlation_id, code, f"refused: {exc}")
                     rejected.append(delivery.tag)
         self._busy_s += time.monotonic() - started
         self._commit(conn, out, accepted, rejected)

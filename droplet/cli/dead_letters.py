@@ -1,0 +1,95 @@
+"""`droplet dead-letters`: what was refused (undecodable, unsigned, crashing its handler, or
+redelivered too often), where it came from, and what to do with it.
+
+Inspecting leaves the queue as it was: messages are taken without an ack and go back when
+the connection closes. `--requeue` sends them back to the queue they died in (after you fixed
+the cause); `--purge` drops them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from droplet.broker.interface import Delivery
+from droplet.broker_config.names import QueueNames
+from droplet.errors import DropletError
+from droplet.proto import envelope
+from droplet.runtime import broker_factory
+from droplet.settings import Settings
+from droplet.signing import Signer
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def origin(delivery: Delivery) -> tuple[str, str]:
+    """(queue, reason) of the last death recorded in the x-death header."""
+    deaths = (delivery.headers or {}).get("x-death") or []
+    if not deaths:
+        return "", ""
+    last = deaths[0]
+    return _text(last.get("queue", "")), _text(last.get("reason", ""))
+
+
+def describe(delivery: Delivery, signer: Signer) -> dict[str, Any]:
+    queue, reason = origin(delivery)
+    entry: dict[str, Any] = {"from_queue": queue, "reason": reason, "bytes": len(delivery.body)}
+    try:
+        messages = envelope.decode(delivery.body, signer)
+        entry["verified"] = True
+    except DropletError as exc:
+        messages = envelope.peek(delivery.body)
+        entry["verified"] = False
+        entry["problem"] = str(exc)
+    entry["messages"] = [_summary(m) for m in messages]
+    return entry
+
+
+def _summary(message: Any) -> dict[str, str]:
+    kind = message.WhichOneof("kind") or "?"
+    inner = getattr(message, kind) if kind != "?" else None
+    summary = {"kind": kind}
+    for field in ("name", "call_id", "function_name", "target_function", "id"):
+        value = getattr(inner, field, "") if inner is not None else ""
+        if value:
+            summary[field] = str(value)
+    return summary
+
+
+def run_dead_letters(
+    settings: Settings, as_json: bool, limit: int, requeue: bool, purge: bool
+) -> int:
+    names = QueueNames(settings.namespace)
+    signer = Signer(settings.signing_key)
+    conn = broker_factory(settings, "droplet-dead-letters")()
+    entries: list[dict[str, Any]] = []
+    try:
+        if conn.queue_depth(names.dead) is None:
+            print(f"no dead-letter queue {names.dead!r} (nothing has been declared yet)")
+            return 0
+        while len(entries) < limit and (delivery := conn.get(names.dead)) is not None:
+            entry = describe(delivery, signer)
+            if requeue and entry["from_queue"]:
+                conn.publish(entry["from_queue"], delivery.body, reply_to=delivery.reply_to,
+                             correlation_id=delivery.correlation_id)
+                entry["requeued"] = True
+            if (requeue and entry["from_queue"]) or purge:
+                conn.ack(delivery.tag)
+            entries.append(entry)
+        conn.poll(0.2)  # let confirms of re-published messages arrive
+    finally:
+        conn.close()  # what was not acked goes back to the queue
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    action = "requeued" if requeue else "purged" if purge else "inspected"
+    print(f"{len(entries)} dead letters {action} in {names.dead}")
+    for entry in entries:
+        kinds = ", ".join(
+            m["kind"] + (f" {m['name']}" if "name" in m else "") for m in entry["messages"]
+        ) or "undecodable"
+        note = "" if entry.get("verified") else f"  [{entry.get('problem', 'unverified')}]"
+        print(f"  from {entry['from_queue'] or '?'} ({entry['reason'] or '?'}): {kinds}{note}")
+    return 0
