@@ -57,6 +57,12 @@ class SignatureError(DropletError):
     code = pb.UNAUTHORIZED
 
 
+class PoisonMessageError(DropletError):
+    """A message redelivered so often that it probably kills whoever handles it."""
+
+    code = pb.EXECUTION_ERROR
+
+
 class RequestError(DropletError):
     """A request was answered with an error code (raised from futures and admin calls)."""
 
@@ -116,6 +122,11 @@ _BY_CODE: dict[int, type[RequestError]] = {
         WorkerLostError,
     )
 }
+
+
+def qualified_names(cls: type) -> tuple[str, ...]:
+    """module.QualName of a class and of every class it derives from (matches retry_on)."""
+    return tuple(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__)
 
 
 def error_from_info(info: pb.ErrorInfo) -> RequestError:

@@ -169,4 +169,7 @@ def refuse(
 
 
 def refusal_code(error: Exception) -> int:
-    return pb.UNAUTHORIZED if isinstance(error, SignatureError) else pb.INVALID_REQUEST
+    if isinstance(error, SignatureError):
+        return pb.UNAUTHORIZED
+    code = getattr(error, "code", pb.NO_ERROR)
+    return code if code != pb.NO_ERROR else pb.INVALID_REQUEST

@@ -72,7 +72,8 @@ class Settings:
 
     # Scheduler behaviour.
     pin_timeout_s: float = 5.0
-    dead_letter_max_redeliveries: int = 3
+    dead_letter_max_redeliveries: int = 5  # then a message is dead-lettered as poison
+    hard_kill_grace_s: float = 10.0  # a function ignoring its time limit this long: exit
 
     @property
     def etcd_prefix(self) -> str:

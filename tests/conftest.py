@@ -157,12 +157,12 @@ class Cluster:
             DROPLET_BROKER_HEARTBEAT_S=str(self.settings.broker_heartbeat_s),
             PYTHONUNBUFFERED="1",
         )
+        for name in ("dead_letter_max_redeliveries", "hard_kill_grace_s", "function_time_limit_s"):
+            env[f"DROPLET_{name.upper()}"] = str(getattr(self.settings, name))
         if self.settings.metrics_port:
             env["DROPLET_METRICS_PORT"] = str(self.settings.metrics_port)
         if self.settings.signing_key:
             env["DROPLET_SIGNING_KEY"] = self.settings.signing_key
-        if self.settings.function_time_limit_s:
-            env["DROPLET_FUNCTION_TIME_LIMIT_S"] = str(self.settings.function_time_limit_s)
         return env
 
     def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:

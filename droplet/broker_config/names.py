@@ -11,6 +11,8 @@ the namespace, so several clusters, or several test runs, can share one broker.
     <ns>.worker.<id>       one worker's own queue: DagSchedule, DagTrigger, Pin, Unpin,
                            UserMessage, and calls placed on it for data locality
     <ns>.dead              dead letters: undecodable, unsigned or handler-crashing messages
+    <ns>.retry.<N>ms       calls waiting out a retry back-off; on expiry they go back to
+                           <ns>.scheduler.calls
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def retry_bucket_ms(delay_ms: int) -> int:
+    bucket = 1
+    while bucket < min(max(delay_ms, 1), 24 * 3600 * 1000):
+        bucket *= 2
+    return bucket
+
+
 class QueueNames:
     def __init__(self, namespace: str) -> None:
         check_name("namespace", namespace)
@@ -38,6 +47,17 @@ class QueueNames:
         self.work = f"{namespace}.work"
         self.dead = f"{namespace}.dead"
         self.worker_prefix = f"{namespace}.worker."
+
+    def retry(self, delay_ms: int) -> str:
+        """A queue where calls wait out a retry delay, then return to the scheduler; delays
+        are rounded up to a power of two milliseconds, so only a few such queues exist."""
+        return f"{self.namespace}.retry.{retry_bucket_ms(delay_ms)}ms"
+
+    def retry_delay_ms(self, queue: str) -> int | None:
+        prefix = f"{self.namespace}.retry."
+        if queue.startswith(prefix) and queue.endswith("ms"):
+            return int(queue[len(prefix):-2])
+        return None
 
     def worker(self, worker_id: str) -> str:
         return self.worker_prefix + worker_id

@@ -31,3 +31,14 @@ def shared_topology(names: QueueNames) -> Topology:
 def worker_topology(names: QueueNames, worker_id: str) -> Topology:
     queue = names.worker(worker_id)
     return Topology(queues=[_dead_lettered(names, queue, **{"x-expires": WORKER_QUEUE_EXPIRY_MS})])
+
+
+def retry_topology(names: QueueNames, delay_ms: int) -> Topology:
+    """A queue whose messages expire after delay_ms into the scheduler's call queue."""
+    queue = names.retry(delay_ms)
+    bucket = names.retry_delay_ms(queue)
+    return Topology(queues=[QueueSpec(queue, durable=True, arguments={
+        "x-message-ttl": bucket,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": names.calls,
+    })])

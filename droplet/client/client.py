@@ -25,6 +25,7 @@ from droplet.errors import (
     InvalidArgumentError,
     RequestError,
     error_from_info,
+    qualified_names,
 )
 from droplet.proto import envelope, pb
 from droplet.settings import Settings
@@ -98,17 +99,33 @@ class DropletClient:
         *,
         init_args: Sequence[Any] = (),
         time_limit_s: float = 0.0,
+        retries: int = 0,
+        retry_on: Sequence[type[BaseException]] = (Exception,),
+        retry_backoff_s: float = 1.0,
     ) -> DropletFunction:
         """Registers a function `f(lib, *args)`, or a class whose instances (built once per
-        worker with `init_args`) are called through `run(self, lib, *args)`."""
+        worker with `init_args`) are called through `run(self, lib, *args)`.
+
+        `time_limit_s` stops a call that runs longer (TIMEOUT). With `retries`, a call that
+        raises one of `retry_on` runs again, up to that many more times, after
+        `retry_backoff_s`, then twice that, and so on; the caller sees only the last outcome.
+        """
         name = _name("function", name)
         is_class = inspect.isclass(function)
         if is_class and not callable(getattr(function, "run", None)):
             raise InvalidArgumentError(f"class {function.__name__} has no run(self, lib, ...)")
         if not is_class and not callable(function):
             raise InvalidArgumentError(f"{function!r} is neither a function nor a class")
+        if time_limit_s < 0 or retries < 0 or retry_backoff_s <= 0:
+            raise InvalidArgumentError("time_limit_s, retries and retry_backoff_s must be >= 0")
+        if not all(inspect.isclass(c) and issubclass(c, BaseException) for c in retry_on):
+            raise InvalidArgumentError("retry_on is a sequence of exception classes")
         body = serializer.dump(function)
-        spec = pb.Function(name=name, body=body.body, is_class=is_class, time_limit_s=time_limit_s)
+        spec = pb.Function(
+            name=name, body=body.body, is_class=is_class, time_limit_s=time_limit_s,
+            max_retries=retries, retry_backoff_s=retry_backoff_s,
+            retry_on=[qualified_names(c)[0] for c in retry_on],
+        )
         for arg in init_args:
             serializer.dump(arg, spec.init_args.values.add())
         self._admin(pb.Message(function=spec))

@@ -20,6 +20,7 @@ class StoreKeys:
         # scheduler has re-routed what was left in its queue.
         self.fleet = prefix + "fleet/"
         self.reaping = prefix + "reaping/"
+        self.deliveries = prefix + "deliveries/"  # redelivery counts of suspect messages
 
     def value(self, key: str) -> str:
         return self.values + key
@@ -56,6 +57,9 @@ class StoreKeys:
 
     def reaper(self, worker_id: str) -> str:
         return self.reaping + worker_id
+
+    def delivery_count(self, digest: str) -> str:
+        return self.deliveries + digest
 
     def claim(self, call_id: str) -> str:
         return self.claims + call_id

@@ -29,7 +29,8 @@ class Membership:
         self._key = key
         self._ttl_s = max(2, ttl_s)
         self._record = record
-        self._interval_s = interval_s or self._ttl_s / 3
+        # Refresh well inside the lease, however slowly the status is meant to change.
+        self._interval_s = min(interval_s or self._ttl_s, self._ttl_s / 3)
         self._lease: Lease | None = None
         self._lease_id: int | None = None
         self._stop = threading.Event()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from droplet.errors import InvalidArgumentError
+from droplet.errors import InvalidArgumentError, qualified_names
 from droplet.proto import pb
 from droplet.store import serializer
 
@@ -50,20 +50,22 @@ def _time_limit(seconds: float) -> Iterator[None]:
 
 def run_function(
     fn: Callable[..., Any], lib: Any, args: list[Any], time_limit_s: float = 0.0
-) -> pb.Value:
+) -> tuple[pb.Value, tuple[str, ...]]:
+    """The outcome, and when the function raised, the qualified names of its exception's
+    classes (so that retries can match `retry_on`)."""
     try:
         with _time_limit(time_limit_s):
             result = fn(lib, *args)
     except TimeLimitExceeded as exc:
-        return error_value(pb.TIMEOUT, str(exc), traceback.format_exc(), "TimeLimitExceeded")
+        value = error_value(pb.TIMEOUT, str(exc), traceback.format_exc(), "TimeLimitExceeded")
+        return value, ()
     except (Exception, SystemExit) as exc:
-        return error_value(
-            pb.EXECUTION_ERROR,
-            f"{type(exc).__name__}: {exc}",
-            traceback.format_exc(),
-            f"{type(exc).__module__}.{type(exc).__qualname__}",
+        names = qualified_names(type(exc))
+        value = error_value(
+            pb.EXECUTION_ERROR, f"{type(exc).__name__}: {exc}", traceback.format_exc(), names[0]
         )
+        return value, names
     try:
-        return serializer.dump(result)
+        return serializer.dump(result), ()
     except InvalidArgumentError as exc:
-        return error_value(pb.EXECUTION_ERROR, f"the result cannot be serialized: {exc}")
+        return error_value(pb.EXECUTION_ERROR, f"the result cannot be serialized: {exc}"), ()

@@ -35,6 +35,8 @@ class WorkerState:
     pinned: tuple[str, str] | None = None  # (dag, function)
     calls_total: int = 0
     errors_total: int = 0
+    # When the function running now must be stopped, hard (see keeper.py); None: no limit.
+    deadline: float | None = None
     # Told of every run: (function, seconds, outcome); the service feeds its metrics with it.
     observe: Callable[[str, float, pb.Value], None] | None = None
 
@@ -65,27 +67,53 @@ def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Val
 
 def execute(state: WorkerState, name: str, arguments: Any, extra: list[Any]) -> pb.Value:
     """Runs a registered function; every failure comes back as an ERROR value."""
+    return run(state, name, arguments, extra)[0]
+
+
+def run(
+    state: WorkerState, name: str, arguments: Any, extra: list[Any]
+) -> tuple[pb.Value, bool]:
+    """The outcome, and whether the function's retry policy asks for another attempt."""
     function, failure = lookup(state, name)
     if function is None:
         assert failure is not None
-        return failure
+        return failure, False
     try:
         args = resolve_arguments(arguments, state.library) + extra
     except DropletError as exc:
-        return error_value(pb.EXECUTION_ERROR, f"cannot resolve arguments: {exc}")
+        return error_value(pb.EXECUTION_ERROR, f"cannot resolve arguments: {exc}"), False
     limit = function.spec.time_limit_s or state.default_time_limit_s
     state.calls_total += 1
     started = time.perf_counter()
-    value = run_function(function.run, state.library, args, limit)
+    state.deadline = time.monotonic() + limit if limit > 0 else None
+    try:
+        value, raised = run_function(function.run, state.library, args, limit)
+    finally:
+        state.deadline = None
     if value.type == pb.ERROR:
         state.errors_total += 1
     if state.observe is not None:
         state.observe(name, time.perf_counter() - started, value)
-    return value
+    retry_on = set(function.spec.retry_on)
+    return value, bool(raised) and any(n in retry_on for n in raised)
+
+
+def retry_delay_s(spec: pb.Function, attempt: int) -> float:
+    """Exponential back-off: retry_backoff_s, then twice that, and so on."""
+    backoff_s = float(spec.retry_backoff_s or 1.0)
+    return backoff_s * float(2**attempt)
 
 
 def exec_function(call: pb.FunctionCall, state: WorkerState, out: Outbox) -> pb.Value:
-    value = execute(state, call.name, call.arguments.values, [])
+    value, retryable = run(state, call.name, call.arguments.values, [])
+    function = state.functions.get(call.name) if retryable else None
+    if function is not None and call.attempt < function.spec.max_retries:
+        again = pb.FunctionCall()
+        again.CopyFrom(call)
+        again.attempt = call.attempt + 1
+        delay_ms = int(retry_delay_s(function.spec, call.attempt) * 1000)
+        out.send(state.names.retry(delay_ms), pb.Message(call=again))
+        return value
     deliver_outcome(
         out,
         response_id=call.response_key,

@@ -6,14 +6,20 @@ serviced (heartbeats) even while a function runs for minutes, so this keeper wat
 function has run longer than `grace_s`, it takes the connection and pumps it every
 `interval_s` until the function returns. Deliveries that arrive meanwhile stay buffered in
 the connection for the main thread.
+
+It is also the last line of the time limit: a function that ignores SIGALRM (stuck in C
+code) for `HARD_KILL_GRACE_S` past its deadline gets the whole worker process exited; the
+supervisor (systemd, `droplet up`) starts a fresh one and the call is redelivered, until
+the poison counter dead-letters it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from droplet.broker.interface import BrokerConnection
@@ -21,10 +27,20 @@ from droplet.errors import DropletError
 
 log = logging.getLogger(__name__)
 
+HARD_KILL_GRACE_S = 10.0
+
 
 class ConnectionKeeper:
-    def __init__(self, grace_s: float = 1.0, interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        grace_s: float = 1.0,
+        interval_s: float = 0.5,
+        deadline: Callable[[], float | None] = lambda: None,
+        hard_kill_grace_s: float = HARD_KILL_GRACE_S,
+    ) -> None:
         self._grace_s = grace_s
+        self._hard_kill_grace_s = hard_kill_grace_s
+        self._deadline = deadline
         self._interval_s = interval_s
         self._lock = threading.Lock()
         self._conn: BrokerConnection | None = None
@@ -66,6 +82,12 @@ class ConnectionKeeper:
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval_s):
+            deadline = self._deadline()
+            if deadline is not None and time.monotonic() > deadline + self._hard_kill_grace_s:
+                log.critical("a function ignored its time limit for %gs: exiting the worker",
+                             self._hard_kill_grace_s)
+                logging.shutdown()
+                os._exit(70)
             since = self._busy_since
             if since is None or time.monotonic() - since < self._grace_s:
                 continue

@@ -9,6 +9,7 @@ result they produced is stored.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -19,8 +20,8 @@ from droplet.broker import dispatch
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import QueueNames
-from droplet.broker_config.topology import shared_topology, worker_topology
-from droplet.errors import DropletError
+from droplet.broker_config.topology import retry_topology, shared_topology, worker_topology
+from droplet.errors import DropletError, PoisonMessageError
 from droplet.metrics import Metrics
 from droplet.outbox import Outbox, Outgoing, fail_call, refusal_code, refuse
 from droplet.proto import envelope, pb
@@ -76,11 +77,14 @@ class WorkerService:
         self._connect = connect
         self.metrics = Metrics("worker")
         self.state.observe = self._observe
-        self.keeper = ConnectionKeeper()
+        self.keeper = ConnectionKeeper(
+            deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s
+        )
         # Triggers whose destination worker is gone: their calls fail with WORKER_LOST.
         self._lost: list[pb.DagTrigger] = []
         self._stop = threading.Event()
         self._joined = False
+        self._declared: set[tuple[BrokerConnection, str]] = set()
         self._last_sweep = time.monotonic()
         self._functions_mirror: PrefixMirror | None = None
         self._started_at = time.time()
@@ -206,6 +210,7 @@ class WorkerService:
         with self.keeper.running():
             for delivery in deliveries:
                 try:
+                    self._check_redeliveries(delivery)
                     messages = envelope.decode(delivery.body, self.signer)
                     for message in messages:
                         self._dispatch(message, delivery, out)
@@ -221,6 +226,21 @@ class WorkerService:
                     rejected.append(delivery.tag)
         self._busy_s += time.monotonic() - started
         self._commit(conn, out, accepted, rejected)
+
+    def _check_redeliveries(self, delivery: Delivery) -> None:
+        """Counts deliveries of a redelivered message across the fleet; past the limit it is
+        poison (it keeps killing its worker) and goes to the dead-letter queue."""
+        if not delivery.redelivered:
+            return
+        key = self.metadata.keys.delivery_count(hashlib.sha1(delivery.body).hexdigest())
+        count = int(self._kv.get(key) or b"0") + 1
+        self._kv.put(key, str(count).encode(), self.values.expiry.current())
+        limit = self.settings.dead_letter_max_redeliveries
+        if count > limit:
+            raise PoisonMessageError(
+                f"delivered {count} times without completing (limit {limit}): it may crash "
+                "the worker that runs it"
+            )
 
     def _fail_lost(self, conn: BrokerConnection) -> None:
         triggers, self._lost = self._lost, []
@@ -241,6 +261,7 @@ class WorkerService:
         immediate = [o for o in out.sent if not o.after_store]
         later = [o for o in out.sent if o.after_store]
         with self.keeper.using():
+            self._declare_retry_queues(conn, out)
             for tag in rejected:
                 conn.reject(tag, requeue=False)
             gate = dispatch.AckGate(conn, accepted)
@@ -261,6 +282,14 @@ class WorkerService:
             else:
                 gate.fail()
             gate.release()
+
+    def _declare_retry_queues(self, conn: BrokerConnection, out: Outbox) -> None:
+        """Retry queues are declared when first needed (a few per namespace at most)."""
+        for item in out.sent:
+            delay_ms = self.names.retry_delay_ms(item.queue)
+            if delay_ms is not None and (conn, item.queue) not in self._declared:
+                conn.declare(retry_topology(self.names, delay_ms))
+                self._declared.add((conn, item.queue))
 
     def _on_lost(self, items: list[Outgoing]) -> bool:
         """A batch found no queue: triggers for a dead worker fail their calls instead of
