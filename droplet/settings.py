@@ -66,6 +66,9 @@ class Settings:
     # Prometheus endpoint of schedulers and workers: the first free port from here (0: off).
     metrics_port: int = 0
 
+    # How long etcd calls retry while etcd is unreachable before failing.
+    store_retry_s: float = 15.0
+
     # Store limits.
     max_value_bytes: int = 128 * MiB
     chunk_bytes: int = 1 * MiB

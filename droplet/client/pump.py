@@ -27,6 +27,8 @@ from droplet.signing import Signer
 log = logging.getLogger(__name__)
 
 _KEEPALIVE_S = 2.0
+# Marks a request sent again after a reconnect: it may have been done already.
+RESENT_HEADER = {"x-droplet-resent": 1}
 _DRIVE_SLICE_S = 0.05
 
 
@@ -202,7 +204,7 @@ class ReplyPump:
                 pending = list(self._inflight.values())
             for request in pending:
                 conn.publish(request.queue, request.body, reply_to=self._reply_address,
-                             correlation_id=request.correlation_id)
+                             correlation_id=request.correlation_id, headers=RESENT_HEADER)
         except BaseException:
             conn.close()
             raise

@@ -178,8 +178,11 @@ class SchedulerService:
             except DropletError as exc:
                 self._refuse(conn, delivery, exc, out)
                 continue
+            resent = bool((delivery.headers or {}).get("x-droplet-resent"))
             try:
                 for message in messages:
+                    if resent and message.WhichOneof("kind") == "call":
+                        message.call.maybe_done = True
                     self._dispatch_call(message, delivery.reply_to, out)
                 accepted.append(delivery.tag)
             except Exception as exc:
@@ -187,7 +190,11 @@ class SchedulerService:
                 self._refuse(conn, delivery, exc, out)
         gate = dispatch.AckGate(conn, accepted)
         if out.results:
-            self.values.write_results(out.results)
+            try:
+                self.values.write_results(out.results)
+            except DropletError as exc:
+                log.warning("could not store refusals (%s); the calls go back", exc)
+                gate.fail()
         workers = max(1, len(self.state.workers))
         forwarded = sum(1 for o in out.sent if o.queue == self.names.work)
         chunk = min(_WORK_CHUNK_MAX, max(1, math.ceil(forwarded / workers)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -105,18 +106,22 @@ class EtcdKV:
             raise _fail("connect", exc) from None
 
     def call(self, action: str, fn: Callable[[Any], Any]) -> Any:
-        """Runs fn(client), converting failures; an expired auth token gets one reconnect."""
-        try:
-            return fn(self._client)
-        except Exception as exc:
-            if self._settings.etcd_user and "token" in str(exc).lower():
-                with self._lock:
-                    self._client = self._connect()
-                try:
-                    return fn(self._client)
-                except Exception as retry_exc:
-                    raise _fail(action, retry_exc) from None
-            raise _fail(action, exc) from None
+        """Runs fn(client), converting failures. While etcd is unreachable (a restart, a
+        leader election) it retries with back-off for up to `store_retry_s`; an expired auth
+        token gets a reconnect."""
+        deadline = time.monotonic() + self._settings.store_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return fn(self._client)
+            except Exception as exc:
+                if self._settings.etcd_user and "token" in str(exc).lower():
+                    with self._lock:
+                        self._client = self._connect()
+                elif not _transient(exc) or time.monotonic() + delay > deadline:
+                    raise _fail(action, exc) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def get(self, key: str) -> bytes | None:
         value, _ = self.call("get", lambda c: c.get(key))
@@ -292,6 +297,22 @@ def _event(raw: Any) -> WatchEvent:
         revision=int(raw.kv.mod_revision),
         prev_value=raw.prev_kv.value if raw.HasField("prev_kv") else None,
     )
+
+
+def _transient(exc: BaseException) -> bool:
+    """Failures that mean "etcd is not reachable right now", as opposed to a refusal."""
+    if isinstance(exc, _TRANSIENT_ERRORS):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, ValueError) and "failed node" in str(exc)
+
+
+_TRANSIENT_ERRORS = (
+    etcd3.exceptions.ConnectionFailedError,
+    etcd3.exceptions.ConnectionTimeoutError,
+    etcd3.exceptions.NoServerAvailableError,
+)
 
 
 def _get_at(client: Any, key: str, revision: int) -> Any:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from droplet.broker_config.names import QueueNames
-from droplet.errors import DropletError
+from droplet.errors import DropletError, StoreError
 from droplet.outbox import INLINE_REPLY_BYTES, Outbox, deliver_outcome
 from droplet.proto import pb
 from droplet.store import serializer
@@ -58,6 +58,8 @@ def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Val
     """The loaded function, or the ERROR value that a call of it must answer with."""
     try:
         function = state.functions.get(name)
+    except StoreError:
+        raise  # etcd is away: the call waits in its queue rather than fail
     except DropletError as exc:
         return None, error_value(exc.code or pb.EXECUTION_ERROR, str(exc))
     if function is None:
@@ -104,7 +106,17 @@ def retry_delay_s(spec: pb.Function, attempt: int) -> float:
     return backoff_s * float(2**attempt)
 
 
-def exec_function(call: pb.FunctionCall, state: WorkerState, out: Outbox) -> pb.Value:
+def exec_function(
+    call: pb.FunctionCall, state: WorkerState, out: Outbox, redelivered: bool = False
+) -> pb.Value:
+    """Runs a call. One that may have run already (redelivered by the broker, or sent again
+    by its client after a reconnect) first looks for its stored result: found, it is only
+    delivered again, not run twice."""
+    if (redelivered or call.maybe_done) and not call.direct_response:
+        done = state.library.stored_result(call.response_key)
+        if done is not None:
+            _deliver_call(call, done, out, store=False)
+            return done
     value, retryable = run(state, call.name, call.arguments.values, [])
     function = state.functions.get(call.name) if retryable else None
     if function is not None and call.attempt < function.spec.max_retries:
@@ -114,17 +126,21 @@ def exec_function(call: pb.FunctionCall, state: WorkerState, out: Outbox) -> pb.
         delay_ms = int(retry_delay_s(function.spec, call.attempt) * 1000)
         out.send(state.names.retry(delay_ms), pb.Message(call=again))
         return value
+    _deliver_call(call, value, out, store=not call.direct_response)
+    return value
+
+
+def _deliver_call(call: pb.FunctionCall, value: pb.Value, out: Outbox, store: bool) -> None:
     deliver_outcome(
         out,
         response_id=call.response_key,
         value=value,
         call_id=call.call_id or call.response_key,
         response_address=call.response_address,
-        store=not call.direct_response,
+        store=store,
         expires=True,
         inline_limit_bytes=INLINE_REPLY_BYTES,
     )
-    return value
 
 
 def pin(

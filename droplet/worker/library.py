@@ -63,6 +63,10 @@ class UserLibrary:
         if self._cache is not None:
             self._cache.drop(key)
 
+    def stored_result(self, key: str) -> pb.Value | None:
+        """A call's stored outcome, read past the cache (results are not cached)."""
+        return self._values.get_value(key)
+
     def _read(self, keys: list[str]) -> dict[str, pb.Value]:
         if self._cache is not None:
             return self._cache.get_values(keys)

@@ -21,7 +21,7 @@ from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delive
 from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import retry_topology, shared_topology, worker_topology
-from droplet.errors import DropletError, PoisonMessageError
+from droplet.errors import DropletError, PoisonMessageError, StoreError
 from droplet.metrics import Metrics
 from droplet.outbox import Outbox, Outgoing, fail_call, refusal_code, refuse
 from droplet.proto import envelope, pb
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL_S = 5.0
 _POLL_S = 0.5
+_STORE_BACKOFF_S = 1.0
 
 
 def default_worker_id() -> str:
@@ -207,6 +208,7 @@ class WorkerService:
         out = Outbox()
         accepted: list[int] = []
         rejected: list[int] = []
+        requeued: list[int] = []
         with self.keeper.running():
             for delivery in deliveries:
                 try:
@@ -215,6 +217,9 @@ class WorkerService:
                     for message in messages:
                         self._dispatch(message, delivery, out)
                     accepted.append(delivery.tag)
+                except StoreError as exc:
+                    log.warning("etcd is unavailable (%s); the message goes back", exc)
+                    requeued.append(delivery.tag)
                 except Exception as exc:
                     if not isinstance(exc, DropletError):
                         log.exception("handling a message from %s failed", delivery.queue)
@@ -225,6 +230,11 @@ class WorkerService:
                            delivery.correlation_id, code, f"refused: {exc}")
                     rejected.append(delivery.tag)
         self._busy_s += time.monotonic() - started
+        if requeued:
+            with self.keeper.using():
+                for tag in requeued:
+                    conn.reject(tag, requeue=True)
+            time.sleep(_STORE_BACKOFF_S)  # etcd is away: do not spin on the same messages
         self._commit(conn, out, accepted, rejected)
 
     def _check_redeliveries(self, delivery: Delivery) -> None:
@@ -312,7 +322,7 @@ class WorkerService:
         self.metrics.message(kind or "empty")
         state = self.state
         if kind == "call":
-            handlers.exec_function(message.call, state, out)
+            handlers.exec_function(message.call, state, out, delivery.redelivered)
         elif kind == "schedule":
             dags.on_schedule(message.schedule, state, out)
         elif kind == "trigger":

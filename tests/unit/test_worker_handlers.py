@@ -190,3 +190,26 @@ def test_a_raw_reference_passes_the_stored_bytes() -> None:
     create_function(metadata(kv), lambda _, raw: (type(raw).__name__, pickle.loads(raw)), "raw")
     run_call(kv, function_call("raw", [DropletReference("k", deserialize=False)]))
     assert stored(kv, "resp-key") == ("bytes", {"a": 1})
+
+
+def test_a_call_that_may_have_run_is_answered_from_its_stored_result() -> None:
+    kv = MemoryKV()
+    create_function(metadata(kv), lambda _, x: x * 2, "double")
+    state = worker_state(kv)
+    first = Outbox()
+    handlers.exec_function(function_call("double", [21]), state, first)
+    ValueStore(kv, SETTINGS).write_results(first.results)
+
+    again = function_call("double", [21])
+    again.maybe_done = True
+    again.response_address = "client"
+    out = Outbox()
+    value = handlers.exec_function(again, state, out)
+
+    assert serializer.load(value) == 42
+    assert out.results == [], "nothing stored twice"
+    assert serializer.load(out.messages_to("client")[0].response.value) == 42
+    redelivered = Outbox()
+    handlers.exec_function(function_call("double", [21]), state, redelivered, redelivered=True)
+    assert redelivered.results == []
+    assert state.calls_total == 1, "it ran once"

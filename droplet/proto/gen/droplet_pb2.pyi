@@ -111,7 +111,7 @@ class Function(_message.Message):
     def __init__(self, name: _Optional[str] = ..., body: _Optional[bytes] = ..., init_args: _Optional[_Union[Arguments, _Mapping]] = ..., is_class: _Optional[bool] = ..., time_limit_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., retry_on: _Optional[_Iterable[str]] = ..., retry_backoff_s: _Optional[float] = ...) -> None: ...
 
 class FunctionCall(_message.Message):
-    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt")
+    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt", "maybe_done")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class FunctionCall(_message.Message):
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MAYBE_DONE_FIELD_NUMBER: _ClassVar[int]
     name: str
     request_id: int
     response_key: str
@@ -132,7 +133,8 @@ class FunctionCall(_message.Message):
     call_id: str
     direct_response: bool
     attempt: int
-    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ...) -> None: ...
+    maybe_done: bool
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ..., maybe_done: _Optional[bool] = ...) -> None: ...
 
 class GenericResponse(_message.Message):
     __slots__ = ("success", "error", "response_id", "value", "stored", "message", "call_id")
