@@ -62,6 +62,9 @@ class Settings:
     cache_max_bytes: int = 256 * MiB
     schedule_ttl_s: float = 300.0  # partial DAG state is freed after this long
     own_queue_prefetch: int = 64
+    # A call running longer than this is acked and held as a claim in etcd instead: keep it
+    # well under RabbitMQ's consumer_timeout (30 min by default).
+    long_call_s: float = 600.0
 
     # Prometheus endpoint of schedulers and workers: the first free port from here (0: off).
     metrics_port: int = 0

@@ -155,6 +155,7 @@ class Cluster:
             DROPLET_WORKER_LEASE_TTL_S=str(self.settings.worker_lease_ttl_s),
             DROPLET_STATUS_INTERVAL_S=str(self.settings.status_interval_s),
             DROPLET_BROKER_HEARTBEAT_S=str(self.settings.broker_heartbeat_s),
+            DROPLET_LONG_CALL_S=str(self.settings.long_call_s),
             PYTHONUNBUFFERED="1",
         )
         for name in ("dead_letter_max_redeliveries", "hard_kill_grace_s", "function_time_limit_s"):

@@ -19,7 +19,7 @@ from droplet.broker.interface import BrokerConnection, ConnectionFactory
 from droplet.broker_config.names import QueueNames
 from droplet.errors import DropletError
 from droplet.outbox import Outbox
-from droplet.proto import envelope
+from droplet.proto import envelope, pb
 from droplet.scheduler.healing import handle_orphan
 from droplet.scheduler.state import SchedulerState
 from droplet.signing import Signer
@@ -81,6 +81,39 @@ class Reaper:
             return settled
         finally:
             self._kv.delete(claim)
+
+    def settle_claims(self) -> int:
+        """Settles long calls that a dead worker had acked and held as claims."""
+        items, _ = self._kv.get_prefix(self._keys.claims)
+        orphaned = []
+        for key, raw in items.items():
+            claim = pb.Claim()
+            claim.ParseFromString(raw)
+            if claim.worker_id not in self._state.workers and not self._alive(claim.worker_id):
+                orphaned.append((key, raw, claim))
+        if not orphaned:
+            return 0
+        settled = 0
+        conn = self._connect()
+        try:
+            for key, raw, claim in orphaned:
+                failed: set[str] = set()
+                out = Outbox()
+                try:
+                    messages = envelope.decode(claim.body, self._signer)
+                except DropletError as exc:
+                    log.warning("dropping an unreadable claim of %s: %s", claim.worker_id, exc)
+                    messages = []
+                for message in messages:
+                    handle_orphan(message, self._state, out, failed, claim.worker_id)
+                if out.results:
+                    self._values.write_results(out.results)
+                self._publish_and_wait(conn, out)
+                self._kv.txn([ValueIs(key, raw)], [Delete(key)])
+                settled += len(messages)
+        finally:
+            conn.close()
+        return settled
 
     def _alive(self, worker_id: str) -> bool:
         return self._kv.get(self._keys.worker(worker_id)) is not None

@@ -268,6 +268,8 @@ class SchedulerService:
             for worker_id, entry in self.reaper.dead_members().items():
                 if settled := self.reaper.reap(worker_id, entry):
                     log.info("settled %d messages left by dead worker %s", settled, worker_id)
+            if settled := self.reaper.settle_claims():
+                log.info("settled %d long calls held by dead workers", settled)
         except DropletError as exc:
             log.warning("reconciliation failed, will retry: %s", exc)
 

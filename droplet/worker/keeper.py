@@ -7,6 +7,11 @@ function has run longer than `grace_s`, it takes the connection and pumps it eve
 `interval_s` until the function returns. Deliveries that arrive meanwhile stay buffered in
 the connection for the main thread.
 
+Past `long_call_s` it calls `on_long_call(conn)` once, which hands the deliveries in hand over
+to claims in etcd and acks them: the broker closes a channel that keeps a message unacked
+longer than its consumer timeout (30 minutes by default), which would redeliver a call that is
+still running.
+
 It is also the last line of the time limit: a function that ignores SIGALRM (stuck in C
 code) for `HARD_KILL_GRACE_S` past its deadline gets the whole worker process exited; the
 supervisor (systemd, `droplet up`) starts a fresh one and the call is redelivered, until
@@ -37,8 +42,13 @@ class ConnectionKeeper:
         interval_s: float = 0.5,
         deadline: Callable[[], float | None] = lambda: None,
         hard_kill_grace_s: float = HARD_KILL_GRACE_S,
+        long_call_s: float = 0.0,
+        on_long_call: Callable[[BrokerConnection], None] | None = None,
     ) -> None:
         self._grace_s = grace_s
+        self._long_call_s = long_call_s
+        self._on_long_call = on_long_call
+        self._long_call_handled = False
         self._hard_kill_grace_s = hard_kill_grace_s
         self._deadline = deadline
         self._interval_s = interval_s
@@ -75,6 +85,7 @@ class ConnectionKeeper:
     def running(self) -> Iterator[None]:
         """Marks the stretch in which functions run (the connection is not touched)."""
         self._busy_since = time.monotonic()
+        self._long_call_handled = False
         try:
             yield
         finally:
@@ -97,6 +108,11 @@ class ConnectionKeeper:
                     continue
                 try:
                     conn.pump()
+                    running_s = time.monotonic() - since
+                    long_run = 0 < self._long_call_s < running_s
+                    if long_run and not self._long_call_handled and self._on_long_call:
+                        self._long_call_handled = True
+                        self._on_long_call(conn)
                 except DropletError as exc:
                     # The main thread finds the connection broken at its next use.
                     log.warning("broker connection lost during a long call: %s", exc)

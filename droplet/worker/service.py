@@ -34,6 +34,7 @@ from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.worker import dags, handlers
 from droplet.worker.cache import ValueCache
+from droplet.worker.claims import LongCallClaims
 from droplet.worker.functions import FunctionCache
 from droplet.worker.joins import ScheduleTable
 from droplet.worker.keeper import ConnectionKeeper
@@ -78,8 +79,10 @@ class WorkerService:
         self._connect = connect
         self.metrics = Metrics("worker")
         self.state.observe = self._observe
+        self.claims = LongCallClaims(kv, self.metadata.keys, self.id)
         self.keeper = ConnectionKeeper(
-            deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s
+            deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
+            long_call_s=settings.long_call_s, on_long_call=self.claims.claim_in_hand,
         )
         # Triggers whose destination worker is gone: their calls fail with WORKER_LOST.
         self._lost: list[pb.DagTrigger] = []
@@ -209,7 +212,7 @@ class WorkerService:
         accepted: list[int] = []
         rejected: list[int] = []
         requeued: list[int] = []
-        with self.keeper.running():
+        with self.keeper.running(), self.claims.holding(deliveries):
             for delivery in deliveries:
                 try:
                     self._check_redeliveries(delivery)
@@ -230,12 +233,18 @@ class WorkerService:
                            delivery.correlation_id, code, f"refused: {exc}")
                     rejected.append(delivery.tag)
         self._busy_s += time.monotonic() - started
+        claimed = self.claims.take()  # acked during a long call: not to be settled again
         if requeued:
             with self.keeper.using():
                 for tag in requeued:
-                    conn.reject(tag, requeue=True)
+                    if tag not in claimed:
+                        conn.reject(tag, requeue=True)
             time.sleep(_STORE_BACKOFF_S)  # etcd is away: do not spin on the same messages
-        self._commit(conn, out, accepted, rejected)
+        done = self._commit(conn, out, [t for t in accepted if t not in claimed],
+                            [t for t in rejected if t not in claimed])
+        if claimed:
+            with self.keeper.using():
+                self.claims.settle(conn, claimed, deliveries, done and not requeued)
 
     def _check_redeliveries(self, delivery: Delivery) -> None:
         """Counts deliveries of a redelivered message across the fleet; past the limit it is
@@ -265,9 +274,9 @@ class WorkerService:
 
     def _commit(
         self, conn: BrokerConnection, out: Outbox, accepted: list[int], rejected: list[int]
-    ) -> None:
+    ) -> bool:
         """Publishes the outbox (replies first), stores results, and acks `accepted` once
-        both are safe; a failed store requeues them instead."""
+        both are safe; a failed store requeues them instead (and returns False)."""
         immediate = [o for o in out.sent if not o.after_store]
         later = [o for o in out.sent if o.after_store]
         with self.keeper.using():
@@ -278,7 +287,7 @@ class WorkerService:
             dispatch.publish(conn, self.signer, immediate, gate, on_lost=self._on_lost)
             if not out.results:
                 gate.release()
-                return
+                return True
         stored = True
         try:
             self.values.write_results(out.results)
@@ -292,6 +301,7 @@ class WorkerService:
             else:
                 gate.fail()
             gate.release()
+        return stored
 
     def _declare_retry_queues(self, conn: BrokerConnection, out: Outbox) -> None:
         """Retry queues are declared when first needed (a few per namespace at most)."""

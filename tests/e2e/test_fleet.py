@@ -145,3 +145,44 @@ def test_a_call_longer_than_the_heartbeat_timeout_keeps_its_connection(
     finally:
         cluster.stop()
         purge_namespace(settings, cluster.worker_ids())
+
+
+def test_a_long_call_is_acked_and_held_as_a_claim_and_settled_if_its_worker_dies(
+    services: Services, tmp_path: Any, unique: str
+) -> None:
+    """Past long_call_s a call is acked (RabbitMQ's consumer timeout would otherwise cut it
+    off) and held as a claim in etcd; the claim goes when it completes, and when its worker
+    dies a scheduler places the call again."""
+    settings = services.settings(long_call_s=1.0, worker_lease_ttl_s=2)
+    cluster = start_cluster(settings, tmp_path, workers=2)
+    try:
+        with droplet.connect(settings=settings) as c:
+            def slow(lib: Any, key: str, seconds: float) -> int:
+                import time as t
+
+                runs = (lib.get(key) or 0) + 1
+                lib.put(key, runs)
+                t.sleep(seconds)
+                return runs
+
+            c.register(slow, unique)
+            claims = c.values.keys.claims
+            assert c.call(unique, unique + "-a", 3.0).get(timeout=20) == 1
+            _wait(lambda: c.kv.get_prefix(claims)[0] == {}, 5, "the claim going with the call")
+
+            future = c.call(unique, unique + "-b", 6.0)
+            deadline = time.monotonic() + 10
+            while not c.kv.get_prefix(claims)[0]:
+                assert time.monotonic() < deadline, "no claim appeared"
+                time.sleep(0.1)
+            [raw] = c.kv.get_prefix(claims)[0].values()
+            from droplet.proto import pb
+
+            holder = pb.Claim.FromString(raw).worker_id
+            pid = next(w["pid"] for w in _workers(cluster).values() if w["id"] == holder)
+            os.kill(pid, signal.SIGKILL)
+            assert future.get(timeout=40) == 2, "placed again and run on the other worker"
+            _wait(lambda: c.kv.get_prefix(claims)[0] == {}, 5, "the settled claim going")
+    finally:
+        cluster.stop()
+        purge_namespace(settings, cluster.worker_ids())

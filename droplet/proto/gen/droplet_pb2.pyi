@@ -390,6 +390,20 @@ class PinRecord(_message.Message):
     worker_id: str
     def __init__(self, dag_name: _Optional[str] = ..., function_name: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
+class Claim(_message.Message):
+    __slots__ = ("worker_id", "queue", "body", "reply_to", "correlation_id")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    queue: str
+    body: bytes
+    reply_to: str
+    correlation_id: str
+    def __init__(self, worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., body: _Optional[bytes] = ..., reply_to: _Optional[str] = ..., correlation_id: _Optional[str] = ...) -> None: ...
+
 class DagRecord(_message.Message):
     __slots__ = ("dag", "ready", "creator")
     DAG_FIELD_NUMBER: _ClassVar[int]
