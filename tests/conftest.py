@@ -147,23 +147,17 @@ class Cluster:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def _env(self) -> dict[str, str]:
+        """The test's settings, as the environment of the processes (DROPLET_<FIELD>)."""
+        import dataclasses
+
         env = {k: v for k, v in os.environ.items() if not k.startswith("DROPLET_")}
-        env.update(
-            DROPLET_BROKER_URL=self.settings.broker_url,
-            DROPLET_ETCD=",".join(self.settings.etcd_endpoints),
-            DROPLET_NAMESPACE=self.settings.namespace,
-            DROPLET_WORKER_LEASE_TTL_S=str(self.settings.worker_lease_ttl_s),
-            DROPLET_STATUS_INTERVAL_S=str(self.settings.status_interval_s),
-            DROPLET_BROKER_HEARTBEAT_S=str(self.settings.broker_heartbeat_s),
-            DROPLET_LONG_CALL_S=str(self.settings.long_call_s),
-            PYTHONUNBUFFERED="1",
-        )
-        for name in ("dead_letter_max_redeliveries", "hard_kill_grace_s", "function_time_limit_s"):
-            env[f"DROPLET_{name.upper()}"] = str(getattr(self.settings, name))
-        if self.settings.metrics_port:
-            env["DROPLET_METRICS_PORT"] = str(self.settings.metrics_port)
-        if self.settings.signing_key:
-            env["DROPLET_SIGNING_KEY"] = self.settings.signing_key
+        env["PYTHONUNBUFFERED"] = "1"
+        for setting in dataclasses.fields(self.settings):
+            value = getattr(self.settings, setting.name)
+            if value is None:
+                continue
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            env[f"DROPLET_{setting.name.upper()}"] = text
         return env
 
     def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from droplet.errors import ConfigurationError
@@ -26,13 +28,24 @@ def find_etcd_binary() -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
-def etcd_answers(endpoint: str, timeout_s: float = 1.0) -> bool:
-    """True when an etcd serves /health at host:port."""
+def etcd_answers(endpoint: str, timeout_s: float = 1.0, ca_file: str | None = None) -> bool:
+    """True when an etcd serves /health at host:port (over TLS when ca_file is given)."""
+    scheme = "https" if ca_file else "http"
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(f"http://{endpoint}/health", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(
+            f"{scheme}://{endpoint}/health", timeout=timeout_s, context=context
+        ) as resp:
             return b"true" in resp.read()
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class EtcdTls:
+    cert_file: str
+    key_file: str
+    ca_file: str
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,8 +57,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class LocalEtcd:
     """One etcd member on loopback, its data in `data_dir`, stopped with stop()."""
 
-    def __init__(self, data_dir: Path, endpoint: str = "", log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        endpoint: str = "",
+        log_path: Path | None = None,
+        tls: EtcdTls | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.tls = tls
         host, _, port = (endpoint or f"127.0.0.1:{free_port()}").rpartition(":")
         self.host = host or "127.0.0.1"
         self.port = int(port)
@@ -63,7 +83,7 @@ class LocalEtcd:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.peer_port = self.peer_port or free_port(self.host)  # the same after a restart
         peer = f"http://{self.host}:{self.peer_port}"
-        client = f"http://{self.endpoint}"
+        client = f"{'https' if self.tls else 'http'}://{self.endpoint}"
         args = [
             binary, "--name", "droplet", "--data-dir", str(self.data_dir),
             "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -73,6 +93,9 @@ class LocalEtcd:
             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
             "--log-level", "warn",
         ]
+        if self.tls is not None:
+            # Server TLS only: etcd asks clients for certificates once given a trusted CA.
+            args += ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self._proc = subprocess.Popen(args, stdout=log, stderr=log,
                                       start_new_session=True)
@@ -81,7 +104,7 @@ class LocalEtcd:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise ConfigurationError(f"etcd exited at start; see {self.log_path}")
-            if etcd_answers(self.endpoint, 0.5):
+            if etcd_answers(self.endpoint, 0.5, self.tls.ca_file if self.tls else None):
                 return self
             time.sleep(0.1)
         self.stop()
