@@ -74,6 +74,9 @@ class Settings:
 
     # Store limits.
     max_value_bytes: int = 128 * MiB
+    # Arguments travel inside messages: larger ones belong in the store (put_object and a
+    # DropletReference), which is what the error says.
+    max_message_bytes: int = 16 * MiB
     chunk_bytes: int = 1 * MiB
 
     # Scheduler behaviour.

@@ -24,6 +24,7 @@ from droplet.errors import (
     DropletTimeoutError,
     InvalidArgumentError,
     RequestError,
+    ValueTooLargeError,
     error_from_info,
     qualified_names,
 )
@@ -158,7 +159,16 @@ class DropletClient:
         )
         for arg in args:
             serializer.dump(arg, call.arguments.values.add())
+        self._check_size(call.arguments.ByteSize(), f"arguments of {name!r}")
         return call
+
+    def _check_size(self, size: int, what: str) -> None:
+        limit = self.settings.max_message_bytes
+        if size > limit:
+            raise ValueTooLargeError(
+                f"{what} take {size} bytes, over max_message_bytes ({limit}): store large "
+                "values with put_object() and pass a DropletReference to them instead"
+            )
 
     def map(
         self,
@@ -283,6 +293,7 @@ class DropletClient:
             target = call.function_args[_name("function", function)]
             for arg in args:
                 serializer.dump(arg, target.values.add())
+        self._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
         future = DropletFuture(call.output_key or call.call_id, self, call.call_id)
         weakref.finalize(future, self.pump.forget, call.call_id)
         body = envelope.encode([pb.Message(dag_call=call)], self.signer)

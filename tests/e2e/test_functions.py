@@ -183,3 +183,25 @@ def test_calls_on_a_reference_run_where_the_key_is_cached(client: Any, unique: s
     time.sleep(0.5)  # the scheduler's watch carries the status over
     runs = {where(droplet.DropletReference(key)).get(timeout=10)[0] for _ in range(10)}
     assert runs == {holder}, "every call on the reference ran where the key is cached"
+
+
+def test_oversize_arguments_are_refused_with_a_hint(client: Any, unique: str) -> None:
+    with pytest.raises(droplet.ValueTooLargeError, match="DropletReference"):
+        client.call(unique, b"x" * (17 * 1024 * 1024))
+    with pytest.raises(droplet.ValueTooLargeError):
+        client.put_object(unique, b"x" * (129 * 1024 * 1024))
+
+
+def test_values_beyond_etcds_request_limit_round_trip_through_a_function(
+    client: Any, unique: str
+) -> None:
+    blob = bytes(range(256)) * (12 * 1024 * 1024 // 256)  # 12 MiB, chunked in etcd
+    client.put_object(unique, blob)
+    size = client.register(lambda lib, b: (len(b), b[:4], b[-4:]), unique + "-size")
+    assert size(droplet.DropletReference(unique)).get(timeout=30) == (
+        len(blob), blob[:4], blob[-4:]
+    )
+    echo = client.register(lambda lib, n: b"y" * n, unique + "-echo")
+    assert echo(3 * 1024 * 1024).get(timeout=30) == b"y" * (3 * 1024 * 1024), (
+        "a result over the inline reply limit is read from the store"
+    )
