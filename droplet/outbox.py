@@ -27,6 +27,8 @@ class Outgoing:
 class Outbox:
     sent: list[Outgoing] = field(default_factory=list)
     results: list[ResultWrite] = field(default_factory=list)
+    # MULTI calls that ended: their buffered writes, committed in one transaction each.
+    commits: list[tuple[dict[str, pb.Value], set[str]]] = field(default_factory=list)
 
     def send(self, queue: str, message: pb.Message, *, persistent: bool = True) -> None:
         self.sent.append(Outgoing(queue, message, persistent))
@@ -49,9 +51,14 @@ class Outbox:
     def messages_to(self, queue: str) -> list[pb.Message]:
         return [o.message for o in self.sent if o.queue == queue]
 
+    def commit(self, writes: dict[str, pb.Value], deletes: set[str]) -> None:
+        if writes or deletes:
+            self.commits.append((dict(writes), set(deletes)))
+
     def clear(self) -> None:
         self.sent.clear()
         self.results.clear()
+        self.commits.clear()
 
 
 def error_response(
@@ -77,6 +84,7 @@ def deliver_outcome(
     store: bool,
     expires: bool,
     inline_limit_bytes: int,
+    revision: int = 0,
 ) -> None:
     """Hands a call's outcome (result or ERROR value) to its caller and/or the store.
 
@@ -87,7 +95,9 @@ def deliver_outcome(
     its answer always finds the key written.
     """
     failed = value.type == pb.ERROR
-    response = pb.GenericResponse(success=not failed, response_id=response_id, call_id=call_id)
+    response = pb.GenericResponse(
+        success=not failed, response_id=response_id, call_id=call_id, revision=revision
+    )
     if failed:
         info = pb.ErrorInfo()
         info.ParseFromString(value.body)
@@ -115,10 +125,13 @@ def call_ref(schedule: pb.DagSchedule) -> pb.CallRef:
     )
 
 
-def deliver_call_outcome(out: Outbox, ref: pb.CallRef, value: pb.Value) -> None:
+def deliver_call_outcome(
+    out: Outbox, ref: pb.CallRef, value: pb.Value, revision: int = 0
+) -> None:
     """Delivers the outcome of a DAG call (result or ERROR value) as its CallRef says."""
     deliver_outcome(
         out,
+        revision=revision,
         response_id=ref.output_key or ref.call_id,
         value=value,
         call_id=ref.call_id,

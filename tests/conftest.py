@@ -251,7 +251,9 @@ def purge_namespace(settings: Settings, worker_ids: list[str] | None = None) -> 
         return
     try:
         queues = [names.calls, names.admin, names.work, names.dead]
-        for queue in queues + [names.worker(w) for w in worker_ids or []]:
+        for worker in worker_ids or []:
+            queues += [names.worker(worker), names.inbox(worker)]
+        for queue in queues:
             conn.delete_queue(queue)
     finally:
         conn.close()

@@ -10,6 +10,7 @@ the namespace, so several clusters, or several test runs, can share one broker.
                            consumes it with prefetch 1, so an idle worker takes it first
     <ns>.worker.<id>       one worker's own queue: DagSchedule, DagTrigger, Pin, Unpin,
                            UserMessage, and calls placed on it for data locality
+    <ns>.inbox.<id>        messages to functions on one worker (lib.send / lib.recv)
     <ns>.dead              dead letters: undecodable, unsigned or handler-crashing messages
     <ns>.retry.<N>ms       calls waiting out a retry back-off; on expiry they go back to
                            <ns>.scheduler.calls
@@ -61,6 +62,9 @@ class QueueNames:
 
     def worker(self, worker_id: str) -> str:
         return self.worker_prefix + worker_id
+
+    def inbox(self, worker_id: str) -> str:
+        return f"{self.namespace}.inbox.{worker_id}"
 
     def worker_id_of(self, queue: str) -> str | None:
         return queue[len(self.worker_prefix):] if queue.startswith(self.worker_prefix) else None

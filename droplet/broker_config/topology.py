@@ -29,8 +29,11 @@ def shared_topology(names: QueueNames) -> Topology:
 
 
 def worker_topology(names: QueueNames, worker_id: str) -> Topology:
-    queue = names.worker(worker_id)
-    return Topology(queues=[_dead_lettered(names, queue, **{"x-expires": WORKER_QUEUE_EXPIRY_MS})])
+    expiry = {"x-expires": WORKER_QUEUE_EXPIRY_MS}
+    return Topology(queues=[
+        _dead_lettered(names, names.worker(worker_id), **expiry),
+        _dead_lettered(names, names.inbox(worker_id), **expiry),
+    ])
 
 
 def retry_topology(names: QueueNames, delay_ms: int) -> Topology:

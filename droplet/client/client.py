@@ -79,6 +79,8 @@ class DropletClient:
         self.pump = ReplyPump(connect, self.names, self.signer)
         self.batcher = CallBatcher(self._send_calls)
         self._request_id = 0
+        # client_id -> newest store revision its calls have seen (monotonic reads).
+        self._sessions: dict[str, int] = {}
 
     def __enter__(self) -> DropletClient:
         return self
@@ -285,6 +287,10 @@ class DropletClient:
             call.output_key = _key(output_key)
         if client_id is not None:
             call.client_id = str(client_id)
+            call.min_revision = self._sessions.get(call.client_id, 0)
+        if consistency == pb.MULTI:
+            # Everything written before the call, this client's own writes included.
+            call.snapshot_revision = self.kv.revision()
         if not isinstance(arg_map, Mapping):
             raise InvalidArgumentError("arg_map maps function names to argument lists")
         for function, args in arg_map.items():
@@ -294,13 +300,20 @@ class DropletClient:
             for arg in args:
                 serializer.dump(arg, target.values.add())
         self._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
-        future = DropletFuture(call.output_key or call.call_id, self, call.call_id)
+        session = call.client_id
+        future = DropletFuture(
+            call.output_key or call.call_id, self, call.call_id,
+            on_revision=(lambda revision: self._saw(session, revision)) if session else None,
+        )
         weakref.finalize(future, self.pump.forget, call.call_id)
         body = envelope.encode([pb.Message(dag_call=call)], self.signer)
         self.pump.send(self.names.calls, body, [call.call_id])
         if direct_response:
             return future.get(timeout)
         return future
+
+    def _saw(self, client_id: str, revision: int) -> None:
+        self._sessions[client_id] = max(self._sessions.get(client_id, 0), revision)
 
     # -- admin requests --------------------------------------------------------------------
 

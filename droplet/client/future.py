@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from droplet.errors import DropletTimeoutError, error_from_info
@@ -24,9 +25,16 @@ class DropletFuture:
     future reads the result from the store instead, where it is kept durably.
     """
 
-    def __init__(self, response_id: str, client: DropletClient, call_id: str = "") -> None:
+    def __init__(
+        self,
+        response_id: str,
+        client: DropletClient,
+        call_id: str = "",
+        on_revision: Callable[[int], None] | None = None,
+    ) -> None:
         self.response_id = response_id
         self.call_id = call_id or response_id
+        self._on_revision = on_revision
         self._client = client
         self._value: Any = _UNSET
         self._error: BaseException | None = None
@@ -77,6 +85,8 @@ class DropletFuture:
                     return
 
     def _settle_response(self, response: pb.GenericResponse) -> None:
+        if self._on_revision is not None and response.revision:
+            self._on_revision(response.revision)
         if response.stored:
             stored = self._client.values.get_value(self.response_id)
             if stored is None:

@@ -185,7 +185,9 @@ def call_dag(
         response_address=address or "",
         client_id=dag_call.client_id,
         direct_response=dag_call.direct_response,
-        snapshot_revision=state.revision if dag_call.consistency == pb.MULTI else 0,
+        snapshot_revision=(dag_call.snapshot_revision or state.revision)
+        if dag_call.consistency == pb.MULTI else 0,
+        min_revision=dag_call.min_revision,
     )
     schedule.dag.CopyFrom(dag)
     for function in dag.functions:

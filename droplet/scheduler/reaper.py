@@ -131,6 +131,9 @@ class Reaper:
             settled += self._drain_once(conn, queue, worker_id)
             if not self._alive(worker_id):
                 conn.delete_queue(queue)
+                # Messages to functions on a dead worker have no one left to read them.
+                if conn.queue_depth(self._names.inbox(worker_id)) is not None:
+                    conn.delete_queue(self._names.inbox(worker_id))
         finally:
             conn.close()
         return settled

@@ -121,13 +121,19 @@ class ValueStore:
     def put(self, key: str, obj: Any, lease: int | None = None) -> None:
         self.put_values({key: serializer.dump(obj)}, lease)
 
-    def put_values(self, values: Mapping[str, pb.Value], lease: int | None = None) -> int:
-        """Writes several values atomically: one transaction switches all their heads."""
+    def put_values(
+        self, values: Mapping[str, pb.Value], lease: int | None = None,
+        deletes: Iterable[str] = (),
+    ) -> int:
+        """Writes (and deletes) several values atomically: one transaction switches all."""
         prepared = [self._prepare(self.keys.value(k), v, lease) for k, v in values.items()]
         self._write_chunks(prepared)
         ops: list[Put | Delete] = [Put(p.key, p.head, lease) for p in prepared]
         # A new value under values/ hides any expiring result of the same name.
         ops += [Delete(self.keys.result(k)) for k in values]
+        gone = [k for k in deletes if k not in values]
+        ops += [Delete(self.keys.value(k)) for k in gone] + [Delete(self.keys.result(k))
+                                                             for k in gone]
         try:
             _, revision, previous = self.kv.txn_previous([], ops)
         except StoreError:

@@ -45,10 +45,16 @@ class ValueCache:
         self._cancel: Callable[[], None] | None = None
         self.hits = 0
         self.misses = 0
+        # The store revision this cache is known to be current with (sessions compare it).
+        self.revision = 0
 
     def start(self) -> None:
         prefix = self._values.keys.values
-        self._cancel = self._values.kv.watch_prefix(prefix, self._on_events, self._on_error)
+        start = self._values.kv.revision()
+        self._cancel = self._values.kv.watch_prefix(
+            prefix, self._on_events, self._on_error, start_revision=start + 1
+        )
+        self.revision = start
 
     def close(self) -> None:
         if self._cancel is not None:
@@ -56,7 +62,11 @@ class ValueCache:
 
     def get_values(self, keys: Sequence[str]) -> dict[str, pb.Value]:
         """Cached values, the rest read from etcd in one request (and cached)."""
-        found: dict[str, pb.Value] = {}
+        return {key: value for key, (value, _) in self.read(keys).items()}
+
+    def read(self, keys: Sequence[str]) -> dict[str, tuple[pb.Value, int]]:
+        """Like get_values, with the revision each value was written at."""
+        found: dict[str, tuple[pb.Value, int]] = {}
         missing: list[str] = []
         with self._lock:
             for key in keys:
@@ -65,14 +75,14 @@ class ValueCache:
                     missing.append(key)
                 else:
                     self._entries.move_to_end(key)
-                    found[key] = entry.value
+                    found[key] = (entry.value, entry.revision)
             self.hits += len(found)
             self.misses += len(missing)
         if missing:
             for key, stored in self._values.read(missing).items():
                 if stored.user_value:
                     self.store(key, stored.value, stored.mod_revision)
-                found[key] = stored.value
+                found[key] = (stored.value, stored.mod_revision)
         return found
 
     def store(self, key: str, value: pb.Value, revision: int) -> None:
@@ -113,6 +123,7 @@ class ValueCache:
     def _on_events(self, events: list[WatchEvent]) -> None:
         prefix = len(self._values.keys.values)
         for event in events:
+            self.revision = max(self.revision, event.revision)
             key = event.key[prefix:]
             head = serializer.from_bytes(event.value) if event.value is not None else None
             if key in self._entries and head is not None and head.type != pb.CHUNKED:
@@ -130,6 +141,7 @@ class ValueCache:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+            self.revision = 0
         timer = threading.Timer(0.5, self._restart)
         timer.daemon = True
         timer.start()

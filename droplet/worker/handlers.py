@@ -19,7 +19,7 @@ from droplet.store import serializer
 from droplet.worker.executor import error_value, run_function
 from droplet.worker.functions import FunctionCache, LoadedFunction
 from droplet.worker.joins import ScheduleTable
-from droplet.worker.library import UserLibrary
+from droplet.worker.library import CallContext, UserLibrary
 
 
 @dataclass
@@ -67,15 +67,20 @@ def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Val
     return function, None
 
 
-def execute(state: WorkerState, name: str, arguments: Any, extra: list[Any]) -> pb.Value:
+def execute(
+    state: WorkerState, name: str, arguments: Any, extra: list[Any],
+    context: CallContext | None = None,
+) -> pb.Value:
     """Runs a registered function; every failure comes back as an ERROR value."""
-    return run(state, name, arguments, extra)[0]
+    return run(state, name, arguments, extra, context)[0]
 
 
 def run(
-    state: WorkerState, name: str, arguments: Any, extra: list[Any]
+    state: WorkerState, name: str, arguments: Any, extra: list[Any],
+    context: CallContext | None = None,
 ) -> tuple[pb.Value, bool]:
     """The outcome, and whether the function's retry policy asks for another attempt."""
+    state.library.begin(context or CallContext())
     function, failure = lookup(state, name)
     if function is None:
         assert failure is not None

@@ -39,12 +39,14 @@ from droplet.worker.functions import FunctionCache
 from droplet.worker.joins import ScheduleTable
 from droplet.worker.keeper import ConnectionKeeper
 from droplet.worker.library import UserLibrary
+from droplet.worker.messaging import WorkerPort
 
 log = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL_S = 5.0
 _POLL_S = 0.5
 _STORE_BACKOFF_S = 1.0
+_MAILBOX_PREFETCH = 256
 
 
 def default_worker_id() -> str:
@@ -67,11 +69,21 @@ class WorkerService:
         self.values = ValueStore(kv, settings)
         self.cache = ValueCache(self.values, settings.cache_max_entries, settings.cache_max_bytes)
         self._kv = kv
+        self._conn: BrokerConnection | None = None
+        self.claims = LongCallClaims(kv, self.metadata.keys, self.id)
+        self.keeper = ConnectionKeeper(
+            deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
+            long_call_s=settings.long_call_s, on_long_call=self.claims.claim_in_hand,
+        )
+        self.port = WorkerPort(
+            self.id, self.names, self.signer, self.keeper, lambda: self._conn,
+            lambda worker: kv.get(self.metadata.keys.worker(worker)) is not None,
+        )
         self.state = handlers.WorkerState(
             worker_id=self.id,
             names=self.names,
             functions=FunctionCache(self.metadata.get_function),
-            library=UserLibrary(self.id, self.values, self.cache),
+            library=UserLibrary(self.id, self.values, self.cache, self.port),
             schedules=ScheduleTable(settings.schedule_ttl_s),
             pin_record=self._read_pin,
             default_time_limit_s=settings.function_time_limit_s,
@@ -79,11 +91,6 @@ class WorkerService:
         self._connect = connect
         self.metrics = Metrics("worker")
         self.state.observe = self._observe
-        self.claims = LongCallClaims(kv, self.metadata.keys, self.id)
-        self.keeper = ConnectionKeeper(
-            deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
-            long_call_s=settings.long_call_s, on_long_call=self.claims.claim_in_hand,
-        )
         # Triggers whose destination worker is gone: their calls fail with WORKER_LOST.
         self._lost: list[pb.DagTrigger] = []
         self._stop = threading.Event()
@@ -145,17 +152,27 @@ class WorkerService:
         conn.declare(worker_topology(self.names, self.id))
         conn.consume(self.names.worker(self.id), prefetch=self.settings.own_queue_prefetch)
         conn.consume(self.names.work, prefetch=1)
+        conn.consume(self.names.inbox(self.id), prefetch=_MAILBOX_PREFETCH)
         if not self._joined:
             self._join_fleet()
-        with self.keeper.attached(conn):
-            while not self._stop.is_set():
-                with self.keeper.using():
-                    deliveries = conn.poll(_POLL_S)
-                if deliveries:
-                    self._process(conn, deliveries)
-                if self._lost:
-                    self._fail_lost(conn)
-                self._sweep()
+        self.port.mailbox.clear()  # unacked: the broker has them back after a reconnect
+        self.port.stash.clear()
+        self._conn = conn
+        try:
+            with self.keeper.attached(conn):
+                while not self._stop.is_set():
+                    deliveries, self.port.stash = self.port.stash, []
+                    if not deliveries:
+                        with self.keeper.using():
+                            deliveries = conn.poll(_POLL_S)
+                    deliveries = self.port.sort(deliveries)
+                    if deliveries:
+                        self._process(conn, deliveries)
+                    if self._lost:
+                        self._fail_lost(conn)
+                    self._sweep()
+        finally:
+            self._conn = None
 
     def _sweep(self) -> None:
         if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL_S:
@@ -276,7 +293,18 @@ class WorkerService:
         self, conn: BrokerConnection, out: Outbox, accepted: list[int], rejected: list[int]
     ) -> bool:
         """Publishes the outbox (replies first), stores results, and acks `accepted` once
-        both are safe; a failed store requeues them instead (and returns False)."""
+        both are safe; a failed store requeues them instead (and returns False). The writes
+        of MULTI calls that ended are committed first, so their replies never run ahead."""
+        try:
+            for writes, deletes in out.commits:
+                self.values.put_values(writes, deletes=deletes)
+        except DropletError as exc:
+            log.warning("could not commit a MULTI call's writes (%s); it will be redelivered",
+                        exc)
+            with self.keeper.using():
+                for tag in accepted:
+                    conn.reject(tag, requeue=True)
+            return False
         immediate = [o for o in out.sent if not o.after_store]
         later = [o for o in out.sent if o.after_store]
         with self.keeper.using():

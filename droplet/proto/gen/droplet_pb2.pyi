@@ -137,7 +137,7 @@ class FunctionCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ..., maybe_done: _Optional[bool] = ...) -> None: ...
 
 class GenericResponse(_message.Message):
-    __slots__ = ("success", "error", "response_id", "value", "stored", "message", "call_id")
+    __slots__ = ("success", "error", "response_id", "value", "stored", "message", "call_id", "revision")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +145,7 @@ class GenericResponse(_message.Message):
     STORED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     success: bool
     error: ErrorCode
     response_id: str
@@ -152,7 +153,8 @@ class GenericResponse(_message.Message):
     stored: bool
     message: str
     call_id: str
-    def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[ErrorCode, str]] = ..., response_id: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., stored: _Optional[bool] = ..., message: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
+    revision: int
+    def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[ErrorCode, str]] = ..., response_id: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., stored: _Optional[bool] = ..., message: _Optional[str] = ..., call_id: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class Dag(_message.Message):
     __slots__ = ("name", "functions", "connections")
@@ -172,7 +174,7 @@ class Dag(_message.Message):
     def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Connection, _Mapping]]] = ...) -> None: ...
 
 class DagCall(_message.Message):
-    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response")
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision")
     class FunctionArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +190,8 @@ class DagCall(_message.Message):
     RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     function_args: _containers.MessageMap[str, Arguments]
     consistency: ConsistencyMode
@@ -196,10 +200,12 @@ class DagCall(_message.Message):
     response_address: str
     call_id: str
     direct_response: bool
-    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ...) -> None: ...
+    snapshot_revision: int
+    min_revision: int
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id")
+    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id", "min_revision")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +234,7 @@ class DagSchedule(_message.Message):
     DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_REVISION_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -242,23 +249,37 @@ class DagSchedule(_message.Message):
     direct_response: bool
     snapshot_revision: int
     call_id: str
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ...) -> None: ...
+    min_revision: int
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ..., min_revision: _Optional[int] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
-    __slots__ = ("id", "source", "target_function", "result", "aborted", "call")
+    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision")
+    class WritesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ABORTED_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    DELETES_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_REVISION_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     target_function: str
     result: Value
     aborted: bool
     call: CallRef
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ...) -> None: ...
+    writes: _containers.MessageMap[str, Value]
+    deletes: _containers.RepeatedScalarFieldContainer[str]
+    observed_revision: int
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ...) -> None: ...
 
 class CallRef(_message.Message):
     __slots__ = ("call_id", "response_address", "output_key", "direct_response")

@@ -1,0 +1,106 @@
+"""Messages between running functions (lib.send / lib.recv) and calls started from inside a
+function (lib.call), over the worker's broker connection.
+
+Each worker has an inbox queue. `send` publishes to the destination's inbox and waits for the
+broker's confirm, so a message to an unknown worker fails in the sender. Inbox messages the
+worker's loop receives wait in a mailbox until a function calls `recv`, and are acked only
+then: a busy receiver, or one that dies, loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from droplet.broker.interface import BrokerConnection, Delivery
+from droplet.broker_config.names import QueueNames
+from droplet.errors import DropletError, InvalidArgumentError
+from droplet.proto import envelope, pb
+from droplet.signing import Signer
+from droplet.worker.keeper import ConnectionKeeper
+
+_CONFIRM_TIMEOUT_S = 10.0
+_RECEIVE_SLICE_S = 0.05
+
+
+class WorkerPort:
+    def __init__(
+        self,
+        worker_id: str,
+        names: QueueNames,
+        signer: Signer,
+        keeper: ConnectionKeeper,
+        connection: Callable[[], BrokerConnection | None],
+        is_alive: Callable[[str], bool],
+    ) -> None:
+        self._worker_id = worker_id
+        self._names = names
+        self._signer = signer
+        self._keeper = keeper
+        self._connection = connection
+        self._is_alive = is_alive
+        self.mailbox: list[Delivery] = []
+        # Other deliveries that arrived while a function waited in recv(), for the loop.
+        self.stash: list[Delivery] = []
+
+    def sort(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Moves inbox messages to the mailbox; returns the rest."""
+        inbox = self._names.inbox(self._worker_id)
+        rest: list[Delivery] = []
+        for delivery in deliveries:
+            (self.mailbox if delivery.queue == inbox else rest).append(delivery)
+        return rest
+
+    def send(self, destination: str, message: pb.UserMessage) -> None:
+        if not self._is_alive(destination):
+            raise InvalidArgumentError(f"no live worker {destination!r} to send a message to")
+        body = envelope.encode([pb.Message(user_message=message)], self._signer)
+        self._publish_confirmed(self._names.inbox(destination), body, f"to {destination!r}")
+
+    def start_call(self, call: pb.FunctionCall) -> None:
+        body = envelope.encode([pb.Message(call=call)], self._signer)
+        self._publish_confirmed(self._names.calls, body, f"of {call.name!r}")
+
+    def receive(self, timeout_s: float) -> list[pb.UserMessage]:
+        deadline = time.monotonic() + timeout_s
+        while not self.mailbox:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            conn = self._need_connection()
+            with self._keeper.using():
+                arrived = conn.poll(min(remaining, _RECEIVE_SLICE_S))
+            self.stash.extend(self.sort(arrived))
+        taken, self.mailbox = self.mailbox, []
+        messages: list[pb.UserMessage] = []
+        conn = self._need_connection()
+        with self._keeper.using():
+            for delivery in taken:
+                try:
+                    for message in envelope.decode(delivery.body, self._signer):
+                        if message.WhichOneof("kind") == "user_message":
+                            messages.append(message.user_message)
+                    conn.ack(delivery.tag)
+                except DropletError:
+                    conn.reject(delivery.tag, requeue=False)  # not ours to read: dead-letter
+        return messages
+
+    def _publish_confirmed(self, queue: str, body: bytes, what: str) -> None:
+        outcome: list[bool] = []
+        conn = self._need_connection()
+        with self._keeper.using():
+            conn.publish(queue, body, mandatory=True, on_confirm=outcome.append)
+        deadline = time.monotonic() + _CONFIRM_TIMEOUT_S
+        while not outcome and time.monotonic() < deadline:
+            with self._keeper.using():
+                conn.pump()
+            if not outcome:
+                time.sleep(0.001)
+        if not outcome or not outcome[0]:
+            raise DropletError(f"the broker did not take the message {what}")
+
+    def _need_connection(self) -> BrokerConnection:
+        conn = self._connection()
+        if conn is None:
+            raise DropletError("the worker is not connected to the broker right now")
+        return conn
