@@ -1,4 +1,4 @@
-"""`make demo`: start a local cluster, run the quickstart against it, stop the cluster."""
+"""`make demo`: start a local cluster, run the examples against it, stop the cluster."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def main() -> int:
         else:
             raise SystemExit("droplet up exited before it was ready")
         runpy.run_path(str(HERE / "quickstart.py"), run_name="__main__")
+        print()
+        runpy.run_path(str(HERE / "stateful.py"), run_name="__main__")
         return 0
     finally:
         cluster.send_signal(signal.SIGINT)

@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "up":
             from droplet.cli.up import run_up
 
-            return run_up(settings, args.workers, args.state_dir)
+            return run_up(settings, args.workers, args.state_dir, args.log_level)
         if args.command == "scheduler":
             from droplet.cli.services import run_scheduler
 

@@ -44,14 +44,16 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 class Child:
-    def __init__(self, role: str, env: dict[str, str]) -> None:
+    def __init__(self, role: str, env: dict[str, str], log_level: str) -> None:
         self.role = role
         self.env = env
+        self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "droplet.cli.main", self.role]
+        command = [sys.executable, "-m", "droplet.cli.main", "--log-level", self.log_level,
+                   self.role]
         self.proc = subprocess.Popen(command, env=self.env)
 
     def alive(self) -> bool:
@@ -72,7 +74,9 @@ class Child:
             self.proc.wait(5)
 
 
-def run_up(settings: Settings, workers: int, state_dir: str | None) -> int:
+def run_up(
+    settings: Settings, workers: int, state_dir: str | None, log_level: str = "INFO"
+) -> int:
     if workers < 1:
         raise DropletError("--workers must be at least 1")
     stop = threading.Event()
@@ -90,7 +94,8 @@ def run_up(settings: Settings, workers: int, state_dir: str | None) -> int:
         etcd = LocalEtcd(root / f"etcd-{endpoint.replace(':', '-')}", endpoint).start()
         log.info("started an embedded etcd at %s (data in %s)", endpoint, etcd.data_dir)
     env = child_env(settings)
-    children = [Child("scheduler", env)] + [Child("worker", env) for _ in range(workers)]
+    children = [Child("scheduler", env, log_level)]
+    children += [Child("worker", env, log_level) for _ in range(workers)]
     try:
         for child in children:
             child.start()

@@ -131,3 +131,21 @@ def test_droplet_up_starts_and_stops_an_embedded_etcd(services: Services, tmp_pa
         up.communicate(timeout=30)
     assert up.returncode == 0
     assert not etcd_answers(endpoint), "Ctrl-C stopped the embedded etcd too"
+
+
+def test_the_examples_run_against_a_cluster(services: Services, tmp_path: Any) -> None:
+    settings = services.settings()
+    cluster = start_cluster(settings, tmp_path, workers=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPLET_")}
+    env.update(DROPLET_BROKER_URL=settings.broker_url, DROPLET_ETCD=settings.etcd_endpoints[0],
+               DROPLET_NAMESPACE=settings.namespace)
+    try:
+        for example, expected in (("quickstart.py", "call_dag direct       -> 4"),
+                                  ("stateful.py", "['hello', 'from', 'droplet']")):
+            run = subprocess.run([sys.executable, str(ROOT / "examples" / example)], env=env,
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 0, run.stderr
+            assert expected in run.stdout
+    finally:
+        cluster.stop()
+        purge_namespace(settings, cluster.worker_ids())
