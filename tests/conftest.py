@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd
 from droplet.settings import DEFAULT_BROKER_URL, Settings
 
@@ -136,148 +136,51 @@ def settings(services: Services) -> Settings:
 
 # -- clusters of real processes -------------------------------------------------------------
 
-
-class Cluster:
-    """A scheduler and workers as real `droplet` processes on the test's namespace."""
-
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.settings = settings
-        self.log_dir = log_dir
-        self.schedulers: list[subprocess.Popen[bytes]] = []
-        self.workers: list[subprocess.Popen[bytes]] = []
-
-    def _env(self) -> dict[str, str]:
-        """The test's settings, as the environment of the processes (DROPLET_<FIELD>)."""
-        import dataclasses
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DROPLET_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        for setting in dataclasses.fields(self.settings):
-            value = getattr(self.settings, setting.name)
-            if value is None:
-                continue
-            text = ",".join(value) if isinstance(value, tuple) else str(value)
-            env[f"DROPLET_{setting.name.upper()}"] = text
-        return env
-
-    def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
-        index = len(self.schedulers) + len(self.workers)
-        log = open(self.log_dir / f"{role}-{index}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "droplet.cli.main", role, *args],
-            env=self._env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
-        log.close()
-        return proc
-
-    def start_scheduler(self) -> subprocess.Popen[bytes]:
-        proc = self._spawn("scheduler")
-        self.schedulers.append(proc)
-        return proc
-
-    def start_worker(self, worker_id: str | None = None) -> subprocess.Popen[bytes]:
-        proc = self._spawn("worker", *(["--id", worker_id] if worker_id else []))
-        self.workers.append(proc)
-        return proc
-
-    def worker_ids(self) -> list[str]:
-        """Default ids of the workers started so far (<host>-<pid>)."""
-        import socket
-
-        return [f"{socket.gethostname()}-{p.pid}" for p in self.workers]
-
-    def wait_ready(self, workers: int, timeout_s: float = 30.0) -> None:
-        from droplet.runtime import open_kv
-        from droplet.signing import Signer
-        from droplet.store.metadata import Metadata
-
-        kv = open_kv(self.settings)
-        md = Metadata(kv, self.settings, Signer(None))
-        deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                dead = [p for p in self.schedulers + self.workers if p.poll() is not None]
-                if dead:
-                    raise RuntimeError(f"a cluster process exited; logs in {self.log_dir}")
-                if len(md.workers()) >= workers and len(md.schedulers()) >= len(self.schedulers):
-                    return
-                time.sleep(0.05)
-            raise TimeoutError(f"cluster not ready in {timeout_s}s; logs in {self.log_dir}")
-        finally:
-            kv.close()
-
-    def stop(self) -> None:
-        procs = self.schedulers + self.workers
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+Cluster = LocalCluster
 
 
 def start_cluster(settings: Settings, log_dir: Path, workers: int = 2,
                   schedulers: int = 1) -> Cluster:
-    cluster = Cluster(settings, log_dir)
-    for _ in range(schedulers):
-        cluster.start_scheduler()
-    for _ in range(workers):
-        cluster.start_worker()
+    """A scheduler and workers as real `droplet` processes on the test's namespace."""
+    cluster = Cluster(settings, log_dir).start(workers, schedulers)
     try:
-        cluster.wait_ready(workers)
+        cluster.wait_ready(workers, timeout_s=30)
     except BaseException:
         cluster.stop()
         raise
     return cluster
 
 
-def purge_namespace(settings: Settings, worker_ids: list[str] | None = None) -> None:
-    """Deletes a test namespace's queues and keys."""
-    from droplet.broker_config.names import QueueNames
-    from droplet.runtime import broker_factory, open_kv
+def cluster_fixture(workers: int, scope: str = "module", **overrides: Any) -> Any:
+    """A fixture yielding a cluster of `workers` workers with these settings, cleaned up."""
 
-    kv = open_kv(settings)
-    try:
-        kv.delete(settings.etcd_prefix, prefix=True)
-    finally:
-        kv.close()
-    names = QueueNames(settings.namespace)
-    try:
-        conn = broker_factory(settings, "droplet-test-cleanup")()
-    except Exception:
-        return
-    try:
-        queues = [names.calls, names.admin, names.work, names.dead]
-        for worker in worker_ids or []:
-            queues += [names.worker(worker), names.inbox(worker)]
-        for queue in queues:
-            conn.delete_queue(queue)
-    finally:
-        conn.close()
+    @pytest.fixture(scope=scope)  # type: ignore[misc]
+    def cluster(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+        settings = services.settings(**overrides)
+        started = start_cluster(settings, tmp_path_factory.mktemp("cluster"), workers)
+        yield started
+        started.stop()
+        purge_namespace(settings, started.worker_ids())
+
+    return cluster
 
 
-@pytest.fixture(scope="module")
-def module_cluster(
-    services: Services, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    """Two workers and a scheduler shared by one test module (tests use unique names)."""
-    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
-    cluster = start_cluster(settings, tmp_path_factory.mktemp("cluster"), workers=2)
-    yield cluster
-    cluster.stop()
-    purge_namespace(settings, cluster.worker_ids())
+def client_fixture(cluster_name: str) -> Any:
+    """A fixture yielding a client connected to the named cluster fixture."""
+
+    @pytest.fixture
+    def client(request: pytest.FixtureRequest) -> Iterator[Any]:
+        import droplet
+
+        cluster = request.getfixturevalue(cluster_name)
+        with droplet.connect(settings=cluster.settings) as connected:
+            yield connected
+
+    return client
 
 
-@pytest.fixture
-def client(module_cluster: Cluster) -> Iterator[object]:
-    import droplet
-
-    c = droplet.connect(settings=module_cluster.settings)
-    yield c
-    c.close()
+module_cluster = cluster_fixture(workers=2, worker_lease_ttl_s=3, status_interval_s=0.5)
+client = client_fixture("module_cluster")
 
 
 @pytest.fixture

@@ -193,17 +193,8 @@ class RabbitConnection:
     def _on_message(
         self, _ch: Any, method: Any, props: pika.BasicProperties, body: bytes
     ) -> None:
-        self._inbox.append(
-            Delivery(
-                queue=self._consumers.get(method.consumer_tag, ""),
-                body=body,
-                tag=method.delivery_tag,
-                reply_to=props.reply_to,
-                correlation_id=props.correlation_id,
-                redelivered=bool(method.redelivered),
-                headers=props.headers,
-            )
-        )
+        self._inbox.append(_delivery(self._consumers.get(method.consumer_tag, ""), method,
+                                     props, body))
 
     def poll(self, timeout_s: float) -> list[Delivery]:
         with _converted("poll"):
@@ -232,17 +223,7 @@ class RabbitConnection:
     def get(self, queue: str) -> Delivery | None:
         with _converted(f"get from {queue}"):
             method, props, body = self._channel.basic_get(queue, auto_ack=False)
-        if method is None:
-            return None
-        return Delivery(
-            queue=queue,
-            body=body,
-            tag=method.delivery_tag,
-            reply_to=props.reply_to,
-            correlation_id=props.correlation_id,
-            redelivered=bool(method.redelivered),
-            headers=props.headers,
-        )
+        return None if method is None else _delivery(queue, method, props, body)
 
     def queue_depth(self, queue: str) -> int | None:
         """Passive declare. A missing queue closes the channel and a fresh one is opened, which
@@ -274,6 +255,18 @@ class RabbitConnection:
                 self._conn.close()
         except Exception:  # closing a broken connection: nothing more to do
             log.debug("broker close failed", exc_info=True)
+
+
+def _delivery(queue: str, method: Any, props: pika.BasicProperties, body: bytes) -> Delivery:
+    return Delivery(
+        queue=queue,
+        body=body,
+        tag=method.delivery_tag,
+        reply_to=props.reply_to,
+        correlation_id=props.correlation_id,
+        redelivered=bool(method.redelivered),
+        headers=props.headers,
+    )
 
 
 def connect(settings: Settings, name: str = "droplet", confirms: bool = True) -> RabbitConnection:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,21 +20,17 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, closing, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 import droplet
-from droplet.broker_config.names import QueueNames
+from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
-from droplet.cli.up import child_env
 from droplet.client.client import DropletClient
 from droplet.errors import DropletError
 from droplet.proto import pb
-from droplet.runtime import broker_factory, open_kv
 from droplet.settings import Settings
-from droplet.signing import Signer
-from droplet.store.metadata import Metadata
 
 FULL = {"calls": 300, "dag_calls": 300, "burst": 2000, "map": 5000, "warmup": 50}
 QUICK = {"calls": 20, "dag_calls": 20, "burst": 100, "map": 200, "warmup": 5}
@@ -92,57 +87,24 @@ def local_cluster(base: Settings, workers: int, workdir: Path) -> Iterator[Setti
         etcd = LocalEtcd(workdir / f"etcd-{namespace}", log_path=workdir / f"{namespace}-etcd.log")
         endpoint = etcd.start().endpoint
     settings = base.with_(namespace=namespace, etcd_endpoints=(endpoint,))
-    env = child_env(settings) | {"PYTHONUNBUFFERED": "1"}
-    procs: list[subprocess.Popen[bytes]] = []
+    logs = workdir / namespace
+    logs.mkdir()
+    cluster = LocalCluster(settings, logs)
     try:
-        for index, role in enumerate(["scheduler"] + ["worker"] * workers):
-            with open(workdir / f"{namespace}-{role}-{index}.log", "wb") as log:
-                command = [sys.executable, "-m", "droplet.cli.main", role]
-                procs.append(subprocess.Popen(command, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT))
-        _wait_ready(settings, workers, procs, workdir)
+        cluster.start(workers)
+        try:
+            cluster.wait_ready(workers, READY_TIMEOUT_S)
+        except DropletError as exc:
+            raise BenchError(str(exc)) from None
         yield settings
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        _purge(settings, [f"{socket.gethostname()}-{p.pid}" for p in procs[1:]])
+        cluster.stop()
+        try:
+            purge_namespace(settings, cluster.worker_ids())
+        except DropletError as exc:  # must not hide the error that ended the bench
+            print(f"droplet bench: clean-up of {namespace} failed: {exc}", file=sys.stderr)
         if etcd is not None:
             etcd.stop()
-
-
-def _wait_ready(settings: Settings, workers: int, procs: list[subprocess.Popen[bytes]],
-                workdir: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    with closing(open_kv(settings)) as kv:
-        metadata = Metadata(kv, settings, Signer(settings.signing_key))
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in procs):
-                raise BenchError(f"a cluster process exited at start; logs in {workdir}")
-            if len(metadata.workers()) >= workers and metadata.schedulers():
-                return
-            time.sleep(0.1)
-    raise BenchError(f"cluster not ready within {READY_TIMEOUT_S:g}s; logs in {workdir}")
-
-
-def _purge(settings: Settings, worker_ids: list[str]) -> None:
-    """Best effort: a failing clean-up must not hide the error that ended the bench."""
-    names = QueueNames(settings.namespace)
-    try:
-        with closing(open_kv(settings)) as kv:
-            kv.delete(settings.etcd_prefix, prefix=True)
-        with closing(broker_factory(settings, "bench")()) as conn:
-            for queue in [names.calls, names.admin, names.work, names.dead,
-                          *(names.worker(w) for w in worker_ids)]:
-                conn.delete_queue(queue)
-    except DropletError as exc:
-        print(f"droplet bench: clean-up of {settings.namespace} failed: {exc}", file=sys.stderr)
 
 
 def _latencies(n: int, call: Callable[[int], Any], want: Callable[[int], Any], what: str,

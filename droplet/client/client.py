@@ -279,6 +279,8 @@ class DropletClient:
     ) -> Any:
         """Runs a DAG. With direct_response the result is returned (waiting up to `timeout`);
         otherwise a DropletFuture for the result stored under output_key or the schedule id."""
+        if consistency not in (pb.NORMAL, pb.MULTI):
+            raise InvalidArgumentError("consistency is droplet.NORMAL or droplet.MULTI")
         call = pb.DagCall(
             name=_name("DAG", name), consistency=consistency,  # type: ignore[arg-type]
             call_id=uuid.uuid4().hex, direct_response=direct_response,

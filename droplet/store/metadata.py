@@ -97,12 +97,7 @@ class Metadata:
 
     def schedulers(self) -> list[pb.SchedulerStatus]:
         items, _ = self.kv.get_prefix(self.keys.schedulers)
-        out = []
-        for raw in items.values():
-            status = pb.SchedulerStatus()
-            status.ParseFromString(raw)
-            out.append(status)
-        return out
+        return [pb.SchedulerStatus.FromString(raw) for raw in items.values()]
 
 
 def parse_dag_record(raw: bytes) -> pb.DagRecord:

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import droplet
-from tests.conftest import Cluster, Services, purge_namespace, start_cluster
+from tests.conftest import Cluster, client_fixture, cluster_fixture
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def dag_cluster(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
-    cluster = start_cluster(settings, tmp_path_factory.mktemp("dags"), workers=4)
-    yield cluster
-    cluster.stop()
-    purge_namespace(settings, cluster.worker_ids())
-
-
-@pytest.fixture
-def dclient(dag_cluster: Cluster) -> Iterator[Any]:
-    c = droplet.connect(settings=dag_cluster.settings)
-    yield c
-    c.close()
+dag_cluster = cluster_fixture(workers=4, worker_lease_ttl_s=3, status_interval_s=0.5)
+dclient = client_fixture("dag_cluster")
 
 
 def _register(client: Any, unique: str, **functions: Any) -> dict[str, str]:

@@ -5,32 +5,27 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import droplet
 from droplet.cli.status import collect
-from tests.conftest import Cluster, Services, purge_namespace, start_cluster
+from tests.conftest import (
+    Cluster,
+    Services,
+    client_fixture,
+    cluster_fixture,
+    purge_namespace,
+    start_cluster,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 
-@pytest.fixture
-def cluster(services: Services, tmp_path: Any) -> Iterator[Cluster]:
-    settings = services.settings(worker_lease_ttl_s=2, status_interval_s=0.5)
-    c = start_cluster(settings, tmp_path, workers=3)
-    yield c
-    c.stop()
-    purge_namespace(settings, c.worker_ids())
-
-
-@pytest.fixture
-def fclient(cluster: Cluster) -> Iterator[Any]:
-    c = droplet.connect(settings=cluster.settings)
-    yield c
-    c.close()
+cluster = cluster_fixture(workers=3, scope="function", worker_lease_ttl_s=2,
+                          status_interval_s=0.5)
+fclient = client_fixture("cluster")
 
 
 def _workers(cluster: Cluster) -> dict[str, dict[str, Any]]:

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import droplet
-from tests.conftest import Cluster, Services, purge_namespace, start_cluster
+from tests.conftest import Cluster, client_fixture, cluster_fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 
-@pytest.fixture
-def cluster(services: Services, tmp_path: Any) -> Iterator[Cluster]:
-    settings = services.settings(
-        worker_lease_ttl_s=2, hard_kill_grace_s=1.0, dead_letter_max_redeliveries=1
-    )
-    c = start_cluster(settings, tmp_path, workers=3)
-    yield c
-    c.stop()
-    purge_namespace(settings, c.worker_ids())
-
-
-@pytest.fixture
-def lclient(cluster: Cluster) -> Iterator[Any]:
-    c = droplet.connect(settings=cluster.settings)
-    yield c
-    c.close()
+cluster = cluster_fixture(workers=3, scope="function", worker_lease_ttl_s=2,
+                          hard_kill_grace_s=1.0, dead_letter_max_redeliveries=1)
+lclient = client_fixture("cluster")
 
 
 def test_a_runaway_function_is_stopped_and_the_worker_keeps_serving(

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,20 +17,15 @@ from droplet.proto import envelope, pb
 from droplet.runtime import broker_factory
 from droplet.signing import Signer
 from droplet.store import serializer
-from tests.conftest import Cluster, Services, purge_namespace, start_cluster
+from tests.conftest import Cluster, cluster_fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 SECRET = "fleet-secret-for-tests"
 
 
-@pytest.fixture
-def signed_cluster(services: Services, tmp_path: Any) -> Iterator[Cluster]:
-    settings = services.settings(signing_key=SECRET, status_interval_s=0.5)
-    cluster = start_cluster(settings, tmp_path, workers=2)
-    yield cluster
-    cluster.stop()
-    purge_namespace(settings, cluster.worker_ids())
+signed_cluster = cluster_fixture(workers=2, scope="function", signing_key=SECRET,
+                                 status_interval_s=0.5)
 
 
 def _dead_letters(settings: Any) -> list[dict[str, Any]]:

@@ -5,33 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import droplet
-from tests.conftest import Cluster, Services, purge_namespace, start_cluster
+from tests.conftest import client_fixture, cluster_fixture
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def state_cluster(
-    services: Services, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    settings = services.settings(status_interval_s=0.5)
-    cluster = start_cluster(settings, tmp_path_factory.mktemp("state"), workers=4)
-    yield cluster
-    cluster.stop()
-    purge_namespace(settings, cluster.worker_ids())
-
-
-@pytest.fixture
-def sclient(state_cluster: Cluster) -> Iterator[Any]:
-    c = droplet.connect(settings=state_cluster.settings)
-    yield c
-    c.close()
+state_cluster = cluster_fixture(workers=4, status_interval_s=0.5)
+sclient = client_fixture("state_cluster")
 
 
 def test_every_store_call_of_the_library(sclient: Any, unique: str) -> None:
