@@ -97,7 +97,9 @@ def run_status(settings: Settings, as_json: bool) -> int:
     for d in report["dags"]:
         edges = ", ".join(f"{a}->{b}" for a, b in d["connections"]) or "-"
         print(f"  {d['name']:<24} {' '.join(d['functions'])}  [{edges}]")
-    print(f"\nFUNCTIONS ({len(report['functions'])})\n  " + " ".join(report["functions"]))
+    print(f"\nFUNCTIONS ({len(report['functions'])})")
+    if report["functions"]:
+        print("  " + " ".join(report["functions"]))
     print("\nQUEUES")
     for name, depth in report["queues"].items():
         print(f"  {name:<48} {'-' if depth is None else depth}")

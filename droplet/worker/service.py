@@ -95,6 +95,7 @@ class WorkerService:
         self._lost: list[pb.DagTrigger] = []
         self._stop = threading.Event()
         self._joined = False
+        self._in_hand = 0  # deliveries being handled: the load the status reports
         self._declared: set[tuple[BrokerConnection, str]] = set()
         self._last_sweep = time.monotonic()
         self._functions_mirror: PrefixMirror | None = None
@@ -215,7 +216,7 @@ class WorkerService:
             id=self.id, host=socket.gethostname(), pid=os.getpid(),
             pinned_dag=dag, pinned_function=function,
             cached_keys=self.cache.keys(), utilisation=self._utilisation,
-            started_at=self._started_at,
+            queue_depth=self._in_hand + len(self.port.stash), started_at=self._started_at,
             updated_at=time.time(), calls_total=self.state.calls_total,
             errors_total=self.state.errors_total, metrics_port=self.metrics.port,
         )
@@ -225,6 +226,7 @@ class WorkerService:
 
     def _process(self, conn: BrokerConnection, deliveries: list[Delivery]) -> None:
         started = time.monotonic()
+        self._in_hand = len(deliveries)
         out = Outbox()
         accepted: list[int] = []
         rejected: list[int] = []
@@ -250,6 +252,7 @@ class WorkerService:
                            delivery.correlation_id, code, f"refused: {exc}")
                     rejected.append(delivery.tag)
         self._busy_s += time.monotonic() - started
+        self._in_hand = 0
         claimed = self.claims.take()  # acked during a long call: not to be settled again
         if requeued:
             with self.keeper.using():
