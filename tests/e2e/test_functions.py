@@ -134,14 +134,23 @@ def test_many_concurrent_calls_all_return(client: Any, unique: str) -> None:
 def test_a_busy_worker_is_not_handed_a_call_while_another_is_idle(
     client: Any, unique: str
 ) -> None:
-    slow = client.register(lambda lib: (__import__("time").sleep(2), lib.getid())[1], unique)
-    quick = client.register(lambda lib: lib.getid(), unique + "-q")
-    busy = slow()
-    time.sleep(0.3)
-    started = time.monotonic()
-    idle_worker = quick().get(timeout=10)
-    assert time.monotonic() - started < 1.5, "the quick call did not wait behind the slow one"
-    assert busy.get(timeout=10) != idle_worker
+    def slow(lib: Any, key: str) -> str:
+        import time as t
+
+        lib.put(key, "started")
+        t.sleep(3)
+        lib.put(key, "finished")
+        return str(lib.getid())
+
+    client.register(slow, unique)
+    quick = client.register(lambda lib, key: (lib.getid(), lib.get(key)), unique + "-q")
+    key = unique + "-state"
+    busy = client.call(unique, key)
+    while client.get_object(key) != "started":
+        time.sleep(0.02)
+    idle_worker, slow_state = quick(key).get(timeout=10)
+    assert slow_state == "started", "the quick call ran while the slow one was still running"
+    assert busy.get(timeout=10) != idle_worker, "on the idle worker"
 
 
 def test_map_yields_results_in_order(client: Any, unique: str) -> None:

@@ -27,11 +27,9 @@ def test_a_runaway_function_is_stopped_and_the_worker_keeps_serving(
 
     lclient.register(runaway, unique, time_limit_s=0.5)
     lclient.register(lambda lib: "fine", unique + "-ok")
-    started = time.monotonic()
     with pytest.raises(droplet.FunctionTimeoutError) as info:
         lclient.call(unique).get(timeout=20)
     assert info.value.code == droplet.TIMEOUT
-    assert time.monotonic() - started < 10
     assert [lclient.call(unique + "-ok").get(timeout=10) for _ in range(6)] == ["fine"] * 6
 
 
@@ -58,17 +56,19 @@ def test_a_function_deaf_to_its_time_limit_takes_its_worker_down_and_becomes_poi
 
 def test_retries_with_back_off_until_success(lclient: Any, unique: str) -> None:
     def flaky(lib: Any, key: str) -> int:
-        attempts = (lib.get(key) or 0) + 1
-        lib.put(key, attempts)
-        if attempts < 3:
-            raise ConnectionError(f"attempt {attempts} failed")
-        return attempts
+        import time as t
+
+        starts = (lib.get(key) or []) + [t.time()]
+        lib.put(key, starts)
+        if len(starts) < 3:
+            raise ConnectionError(f"attempt {len(starts)} failed")
+        return len(starts)
 
     lclient.register(flaky, unique, retries=3, retry_on=(ConnectionError,),
                      retry_backoff_s=0.1)
-    started = time.monotonic()
     assert lclient.call(unique, unique + "-n").get(timeout=20) == 3
-    assert time.monotonic() - started >= 0.3, "waited 0.1 s then 0.2 s between attempts"
+    first, second, third = lclient.get_object(unique + "-n")
+    assert second - first >= 0.1 and third - second >= 0.2, "backed off 0.1 s, then 0.2 s"
 
 
 def test_retries_stop_at_the_limit_and_only_for_listed_exceptions(

@@ -288,7 +288,6 @@ def hosts(netns_available: str, tmp_path: Path) -> Iterator[TwoHosts]:
 
 @pytest.mark.timeout(120)
 def test_workers_on_one_host_serve_a_client_on_another(hosts: TwoHosts) -> None:
-    started = time.monotonic()
     a, b = hosts.a, hosts.b
     py = sys.executable
 
@@ -332,8 +331,6 @@ def test_workers_on_one_host_serve_a_client_on_another(hosts: TwoHosts) -> None:
                           "--calls-only"], timeout=30)
     assert again["incr"] == [2, 3, 4], again
     assert again["workers"] == [f"{b}-1", f"{b}-2"], again
-
-    assert time.monotonic() - started < 60, "the multi-host test should stay under a minute"
 
 
 # -- the script side: run inside the namespaces -----------------------------------------------
