@@ -208,10 +208,6 @@ class RabbitConnection:
         with _converted("pump"):
             self._conn.process_data_events(time_limit=0)
 
-    @property
-    def unconfirmed(self) -> int:
-        return len(self._unconfirmed)
-
     def ack(self, tag: int, multiple: bool = False) -> None:
         with _converted("ack"):
             self._channel.basic_ack(tag, multiple=multiple)

@@ -65,6 +65,3 @@ class QueueNames:
 
     def inbox(self, worker_id: str) -> str:
         return f"{self.namespace}.inbox.{worker_id}"
-
-    def worker_id_of(self, queue: str) -> str | None:
-        return queue[len(self.worker_prefix):] if queue.startswith(self.worker_prefix) else None

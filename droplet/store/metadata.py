@@ -85,12 +85,6 @@ class Metadata:
 
     # -- membership ------------------------------------------------------------------------
 
-    def put_worker_status(self, status: pb.WorkerStatus, lease: int) -> None:
-        self.kv.put(self.keys.worker(status.id), status.SerializeToString(), lease)
-
-    def put_scheduler_status(self, status: pb.SchedulerStatus, lease: int) -> None:
-        self.kv.put(self.keys.scheduler(status.id), status.SerializeToString(), lease)
-
     def workers(self) -> list[pb.WorkerStatus]:
         items, _ = self.kv.get_prefix(self.keys.workers)
         return [parse_worker(raw) for raw in items.values()]
