@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -53,66 +53,59 @@ def private_etcd(tmp_path: Any) -> Iterator[LocalEtcd]:
     etcd.stop()
 
 
+def _survives(settings: Any, tmp_path: Any, calls: int, restart: Callable[[], None],
+              what: str) -> None:
+    """Submits `calls` calls, runs `restart` while they are in flight, and checks that every
+    call completed correctly and the fleet is whole again; prints the figures."""
+    cluster = start_cluster(settings, tmp_path, workers=2)
+    name = f"u{uuid.uuid4().hex[:8]}"
+    try:
+        with droplet.connect(settings=settings) as c:
+            _recording_function(c, name)
+            futures = [c.call(name, i) for i in range(calls)]
+            time.sleep(0.3)
+            down_at = time.monotonic()
+            restart()
+            results = [f.get(timeout=90) for f in futures]
+            recovered_s = time.monotonic() - down_at
+            assert results == [i * 3 for i in range(calls)]
+            runs = _executions(c, name)
+            assert set(runs) == set(range(calls)), "every call ran"
+            extra = sum(runs.values()) - calls
+            # The fleet is whole again: new calls and new registrations work.
+            assert c.call(name, 1000).get(timeout=30) == 3000
+            c.register(lambda lib: "after", name + "-after")
+            assert c.call(name + "-after").get(timeout=30) == "after"
+        print(f"{what}: {calls} calls in flight, {calls} completed, {extra} re-runs, "
+              f"all results {recovered_s:.1f}s after it began")
+    finally:
+        cluster.stop()
+        purge_namespace(settings, cluster.worker_ids())
+
+
 def test_etcd_restart_with_calls_in_flight(
     services: Services, private_etcd: LocalEtcd, tmp_path: Any
 ) -> None:
     settings = services.settings(worker_lease_ttl_s=3).with_(
         etcd_endpoints=(private_etcd.endpoint,)
     )
-    cluster = start_cluster(settings, tmp_path, workers=2)
-    name = f"u{uuid.uuid4().hex[:8]}"
-    try:
-        with droplet.connect(settings=settings) as c:
-            _recording_function(c, name)
-            futures = [c.call(name, i) for i in range(100)]
-            time.sleep(0.3)
-            private_etcd.kill()
-            down_at = time.monotonic()
-            time.sleep(3)
-            private_etcd.start()
-            results = [f.get(timeout=60) for f in futures]
-            recovered_s = time.monotonic() - down_at
-            assert results == [i * 3 for i in range(100)]
-            runs = _executions(c, name)
-            assert set(runs) == set(range(100)), "every call ran"
-            extra = sum(runs.values()) - 100
-            # The fleet is whole again: new calls and new registrations work.
-            assert c.call(name, 1000).get(timeout=20) == 3000
-            c.register(lambda lib: "after", name + "-after")
-            assert c.call(name + "-after").get(timeout=20) == "after"
-        print(f"etcd restart: 100 calls in flight, 100 completed, {extra} re-runs, "
-              f"all results {recovered_s:.1f}s after etcd went down (3 s outage)")
-    finally:
-        cluster.stop()
-        purge_namespace(settings, cluster.worker_ids())
+
+    def restart() -> None:
+        private_etcd.kill()
+        time.sleep(3)
+        private_etcd.start()
+
+    _survives(settings, tmp_path, 100, restart, "etcd down for 3 s")
 
 
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 def test_rabbitmq_restart_with_calls_in_flight(services: Services, tmp_path: Any) -> None:
     if services.mode != "local":
         pytest.skip("restarts the broker: only where the tests run it locally")
-    settings = services.settings(worker_lease_ttl_s=3)
-    cluster = start_cluster(settings, tmp_path, workers=2)
-    name = f"u{uuid.uuid4().hex[:8]}"
-    try:
-        with droplet.connect(settings=settings) as c:
-            _recording_function(c, name)
-            futures = [c.call(name, i) for i in range(200)]
-            time.sleep(0.3)
-            down_at = time.monotonic()
-            subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True,
-                           timeout=60)
-            subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True,
-                           timeout=60)
-            results = [f.get(timeout=90) for f in futures]
-            recovered_s = time.monotonic() - down_at
-            assert results == [i * 3 for i in range(200)]
-            runs = _executions(c, name)
-            assert set(runs) == set(range(200)), "every call ran"
-            extra = sum(runs.values()) - 200
-            assert c.call(name, 1000).get(timeout=30) == 3000
-        print(f"RabbitMQ restart: 200 calls in flight, 200 completed, {extra} re-runs, "
-              f"all results {recovered_s:.1f}s after the restart began")
-    finally:
-        cluster.stop()
-        purge_namespace(settings, cluster.worker_ids())
+
+    def restart() -> None:
+        for action in ("stop_app", "start_app"):
+            subprocess.run(["rabbitmqctl", action], check=True, capture_output=True, timeout=60)
+
+    _survives(services.settings(worker_lease_ttl_s=3), tmp_path, 200, restart,
+              "RabbitMQ restart")
