@@ -55,12 +55,8 @@ class AckGate:
         if not self._tags or not self._conn.is_open:
             return  # closed: the broker requeues the deliveries itself
         if self._ok:
-            last = max(self._tags)
-            if len(self._tags) == 1:
-                self._conn.ack(last)
-            else:
-                for tag in self._tags:
-                    self._conn.ack(tag)
+            for tag in self._tags:
+                self._conn.ack(tag)
         else:
             log.warning("requeueing %d deliveries: a publish was not confirmed", len(self._tags))
             for tag in self._tags:

@@ -8,7 +8,7 @@ waits for a confirm. Transient messages (replies to clients) go on a second chan
 confirms: a reply is only a fast path, what must last is in the store, and a confirm per reply
 would cost the broker and the worker a frame for nothing.
 
-Every pika exception leaves as a `BrokerError` (or `UnroutableError`), after which the
+Every pika exception leaves as a `BrokerError`, after which the
 connection is dropped and the owning service reconnects, re-declares and resumes; unacked
 deliveries are requeued by the broker meanwhile, which makes delivery at-least-once.
 """
@@ -26,7 +26,7 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from droplet.broker.interface import ConfirmCallback, Delivery, Topology
-from droplet.errors import BrokerError, UnroutableError
+from droplet.errors import BrokerError
 from droplet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,6 @@ def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
 def _converted(action: str) -> Iterator[None]:
     try:
         yield
-    except pex.UnroutableError:
-        raise UnroutableError(f"{action}: message was not routed to any queue") from None
     except (pex.AMQPError, OSError, AssertionError) as exc:
         detail = str(exc) or repr(exc)
         raise BrokerError(f"RabbitMQ {action} failed: {type(exc).__name__}: {detail}") from None

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from droplet.errors import DropletError, ExecutionError, SignatureError
+from droplet.errors import DropletError, ExecutionError
 from droplet.proto import pb
 from droplet.store import serializer
 
@@ -59,8 +59,6 @@ class FunctionCache:
 def _build(spec: pb.Function) -> Callable[..., Any]:
     try:
         obj = pickle.loads(spec.body)
-    except SignatureError:
-        raise
     except Exception as exc:
         raise ExecutionError(f"function {spec.name!r} cannot be loaded: {exc}") from None
     if not spec.is_class:
