@@ -51,6 +51,11 @@ class StoreError(DropletError):
     """etcd could not be reached or refused an operation."""
 
 
+class CompactedError(StoreError):
+    """A read asked for a store revision that etcd has compacted away (a MULTI snapshot that
+    is too old): the call runs again on a fresh snapshot."""
+
+
 class SignatureError(DropletError):
     """A payload was unsigned or its signature did not verify."""
 
@@ -108,6 +113,13 @@ class WorkerLostError(RequestError):
     code = pb.WORKER_LOST
 
 
+class ConflictError(RequestError):
+    """A MULTI call lost its commit to concurrent writers on every attempt: nothing of it
+    was written."""
+
+    code = pb.CONFLICT
+
+
 _BY_CODE: dict[int, type[RequestError]] = {
     cls.code: cls
     for cls in (
@@ -120,6 +132,7 @@ _BY_CODE: dict[int, type[RequestError]] = {
         InvalidRequestError,
         UnauthorizedError,
         WorkerLostError,
+        ConflictError,
     )
 }
 

@@ -11,6 +11,9 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from droplet.middleware import Middleware
+from droplet.proto import pb
+
 log = logging.getLogger(__name__)
 
 _PORT_ATTEMPTS = 100
@@ -62,3 +65,26 @@ class Metrics:
 
     def error(self, code_name: str) -> None:
         self.errors.labels(self.role, code_name).inc()
+
+
+class MetricsMiddleware(Middleware):
+    """Counts what the message cycle and the executor report."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def after_message(self, kind: str, error_code: int) -> None:
+        self.metrics.message(kind)
+        if error_code != pb.NO_ERROR:
+            self.metrics.error(_code_name(error_code))
+
+    def after_run(self, function: str, seconds: float, outcome: pb.Value) -> None:
+        self.metrics.run_seconds.labels(function).observe(seconds)
+        if outcome.type == pb.ERROR:
+            info = pb.ErrorInfo()
+            info.ParseFromString(outcome.body)
+            self.metrics.error(_code_name(info.code))
+
+
+def _code_name(code: int) -> str:
+    return pb.ErrorCode.Name(code) if code in pb.ErrorCode.values() else str(code)

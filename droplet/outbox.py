@@ -1,17 +1,26 @@
-"""The outbound port of every handler: what it wants sent and stored, nothing done yet.
+"""The outbound port of every handler: what it wants stored and sent, nothing done yet.
 
-Handlers are plain functions of (decoded message, state, outbox); the service loop around
-them publishes `sent` (grouped into one envelope per destination), writes `results`, and only
-then acks the inbound message. Tests fill an inbox, call a handler and read the outbox.
+Handlers are plain functions of (decoded message, state, outbox). They never publish or write
+themselves: `cycle.py` commits an outbox (durable writes first, then the messages that depend
+on them) and only then acks the inbound message. Tests fill an inbox, call a handler and read
+the outbox.
+
+A call's outcome is handed over with `deliver`: stored write-once under the call id (unless the
+call asked for a direct response only), answered to the caller once stored, and answered with
+the stored outcome instead when the call turns out to have had one already.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from droplet.errors import SignatureError
 from droplet.proto import pb
-from droplet.store.values import ResultWrite
+from droplet.proto.replies import response_for
+from droplet.store.commits import Commit, MultiWrites, Outcome
+
+# A result bigger than this is not carried by the reply: the caller reads it from the store.
+INLINE_REPLY_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -19,101 +28,102 @@ class Outgoing:
     queue: str
     message: pb.Message
     persistent: bool = True
-    after_store: bool = False  # publish only once the results are written
     correlation_id: str | None = None
+
+
+@dataclass
+class Reply:
+    """An answer on a reply address (transient: what must last is in the store)."""
+
+    address: str
+    response: pb.GenericResponse
+    correlation_id: str | None = None
+
+
+@dataclass
+class Durable:
+    """Writes that must be stored before anything that depends on them is sent."""
+
+    commit: Commit
+    reply: Reply | None = None  # the outcome's answer, completed from what was stored
+    then: list[Outgoing] = field(default_factory=list)  # sent only if the commit took effect
+    # MULTI: sent instead when the commit lost to a concurrent writer (the call runs again);
+    # when empty, the call fails with CONFLICT.
+    on_conflict: list[Outgoing] = field(default_factory=list)
 
 
 @dataclass
 class Outbox:
     sent: list[Outgoing] = field(default_factory=list)
-    results: list[ResultWrite] = field(default_factory=list)
-    # MULTI calls that ended: their buffered writes, committed in one transaction each.
-    commits: list[tuple[dict[str, pb.Value], set[str]]] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    durable: list[Durable] = field(default_factory=list)
 
     def send(self, queue: str, message: pb.Message, *, persistent: bool = True) -> None:
         self.sent.append(Outgoing(queue, message, persistent))
 
-    def reply(
-        self,
-        address: str | None,
-        response: pb.GenericResponse,
-        after_store: bool = False,
-        correlation_id: str | None = None,
-    ) -> None:
-        """Pushes a response to a reply address (transient: what must last is in the store)."""
+    def reply(self, address: str | None, response: pb.GenericResponse,
+              correlation_id: str | None = None) -> None:
         if address:
-            message = pb.Message(response=response)
-            self.sent.append(Outgoing(address, message, False, after_store, correlation_id))
+            self.replies.append(Reply(address, response, correlation_id))
 
-    def store_result(self, write: ResultWrite) -> None:
-        self.results.append(write)
+    def store(self, commit: Commit, *, then: Iterable[Outgoing] = (),
+              reply: Reply | None = None, on_conflict: Iterable[Outgoing] = ()) -> None:
+        self.durable.append(Durable(commit, reply, list(then), list(on_conflict)))
 
     def messages_to(self, queue: str) -> list[pb.Message]:
-        return [o.message for o in self.sent if o.queue == queue]
+        """Everything addressed to queue, whatever it waits for (for tests)."""
+        found = [o.message for o in self.sent if o.queue == queue]
+        for item in self.durable:
+            found += [o.message for o in item.then + item.on_conflict if o.queue == queue]
+        return found
 
-    def commit(self, writes: dict[str, pb.Value], deletes: set[str]) -> None:
-        if writes or deletes:
-            self.commits.append((dict(writes), set(deletes)))
+    def responses_to(self, address: str) -> list[pb.GenericResponse]:
+        """Every answer to address, stored outcomes included (for tests)."""
+        found = [r.response for r in self.replies if r.address == address]
+        return found + [d.reply.response for d in self.durable
+                        if d.reply is not None and d.reply.address == address]
 
-    def clear(self) -> None:
-        self.sent.clear()
-        self.results.clear()
-        self.commits.clear()
-
-
-def error_response(
-    response_id: str, code: int, message: str = "", traceback: str = "", call_id: str = ""
-) -> pb.GenericResponse:
-    info = pb.ErrorInfo(code=code, message=message, traceback=traceback)  # type: ignore[arg-type]
-    response = pb.GenericResponse(
-        success=False, error=code, response_id=response_id, call_id=call_id  # type: ignore[arg-type]
-    )
-    response.value.type = pb.ERROR
-    response.value.body = info.SerializeToString()
-    response.message = message
-    return response
+    def outcomes(self) -> list[Outcome]:
+        return [d.commit.outcome for d in self.durable if d.commit.outcome is not None]
 
 
-def deliver_outcome(
+def deliver(
     out: Outbox,
     *,
+    call_id: str,
     response_id: str,
     value: pb.Value,
-    call_id: str,
-    response_address: str,
+    address: str,
     store: bool,
-    expires: bool,
-    inline_limit_bytes: int,
+    output_key: str = "",
+    keep: bool = False,
     revision: int = 0,
+    multi: MultiWrites | None = None,
+    on_conflict: Iterable[Outgoing] = (),
+    then: Iterable[Outgoing] = (),
+    join: Commit | None = None,
 ) -> None:
-    """Hands a call's outcome (result or ERROR value) to its caller and/or the store.
+    """Hands a call's outcome (result or ERROR value) to the store and to its caller.
 
-    The reply carries the value inline when it is small; a large value is only announced
-    (`stored`) and the client reads it from etcd. The reply goes out before the store write
-    only for results under generated keys, which nobody reads by key before the future has
-    its value; under a caller's output key it waits for the write, so that a caller who has
-    its answer always finds the key written.
+    Stored, the answer goes once the outcome is written (or, when the call already had one,
+    carries that one instead); a MULTI call's writes commit in the same transaction, and so do
+    the records of the join that produced the outcome (`join`). Not stored (a direct response),
+    it is answered at once.
     """
-    failed = value.type == pb.ERROR
-    response = pb.GenericResponse(
-        success=not failed, response_id=response_id, call_id=call_id, revision=revision
-    )
-    if failed:
-        info = pb.ErrorInfo()
-        info.ParseFromString(value.body)
-        response.error = info.code
-        response.message = info.message
-    big = len(value.body) > inline_limit_bytes
-    if store:
-        out.store_result(ResultWrite(response_id, value, call_id, expires))
-    if big and store:
-        response.stored = True
-    else:
-        response.value.CopyFrom(value)
-    out.reply(response_address, response, after_store=store and (big or not expires))
-
-
-INLINE_REPLY_BYTES = 1024 * 1024
+    if not store and multi is None and join is None:
+        out.reply(address, response_for(call_id, response_id, value, revision))
+        out.sent.extend(then)
+        return
+    response = response_for(call_id, response_id, value, revision, INLINE_REPLY_BYTES)
+    big = len(value.body) > INLINE_REPLY_BYTES
+    commit = join or Commit()
+    commit.multi = multi
+    if store or multi is not None:
+        commit.outcome = Outcome(call_id, value, output_key if store else "", keep=keep or big)
+    elif address:
+        out.reply(address, response_for(call_id, response_id, value, revision))
+    reply = Reply(address, response) if address and commit.outcome is not None else None
+    out.store(commit, reply=reply, then=then, on_conflict=on_conflict)
 
 
 def call_ref(schedule: pb.DagSchedule) -> pb.CallRef:
@@ -125,64 +135,16 @@ def call_ref(schedule: pb.DagSchedule) -> pb.CallRef:
     )
 
 
-def deliver_call_outcome(
-    out: Outbox, ref: pb.CallRef, value: pb.Value, revision: int = 0
-) -> None:
+def deliver_call_outcome(out: Outbox, ref: pb.CallRef, value: pb.Value, revision: int = 0,
+                         **durable: object) -> None:
     """Delivers the outcome of a DAG call (result or ERROR value) as its CallRef says."""
-    deliver_outcome(
-        out,
-        revision=revision,
-        response_id=ref.output_key or ref.call_id,
-        value=value,
-        call_id=ref.call_id,
-        response_address=ref.response_address,
-        store=not ref.direct_response,
-        expires=not ref.output_key,
-        inline_limit_bytes=INLINE_REPLY_BYTES,
+    deliver(
+        out, call_id=ref.call_id, response_id=ref.output_key or ref.call_id, value=value,
+        address=ref.response_address, store=not ref.direct_response,
+        output_key=ref.output_key, revision=revision, **durable,  # type: ignore[arg-type]
     )
 
 
 def fail_call(out: Outbox, ref: pb.CallRef, code: int, message: str) -> None:
     info = pb.ErrorInfo(code=code, message=message)  # type: ignore[arg-type]
-    value = pb.Value(type=pb.ERROR, body=info.SerializeToString())
-    deliver_call_outcome(out, ref, value)
-
-
-def refuse(
-    out: Outbox,
-    messages: list[pb.Message],
-    reply_to: str | None,
-    correlation_id: str | None,
-    code: int,
-    reason: str,
-) -> None:
-    """Tells whoever waits on refused messages why, so a bad request fails at once instead
-    of timing out. The messages come from envelope.peek: only their addresses are used."""
-    told = False
-    for message in messages:
-        kind = message.WhichOneof("kind")
-        if kind == "call":
-            call = message.call
-            address = reply_to or call.response_address
-            out.reply(address, error_response(call.response_key, code, reason,
-                                              call_id=call.call_id))
-            told = told or bool(address)
-        elif kind == "dag_call":
-            response_id = message.dag_call.output_key or message.dag_call.call_id
-            out.reply(reply_to, error_response(response_id, code, reason,
-                                               call_id=message.dag_call.call_id))
-            told = told or bool(reply_to)
-        elif kind == "schedule":
-            ref = call_ref(message.schedule)
-            out.reply(ref.response_address, error_response(
-                ref.output_key or ref.call_id, code, reason, call_id=ref.call_id))
-            told = told or bool(ref.response_address)
-    if not told and reply_to and correlation_id:
-        out.reply(reply_to, error_response("", code, reason), correlation_id=correlation_id)
-
-
-def refusal_code(error: Exception) -> int:
-    if isinstance(error, SignatureError):
-        return pb.UNAUTHORIZED
-    code = getattr(error, "code", pb.NO_ERROR)
-    return code if code != pb.NO_ERROR else pb.INVALID_REQUEST
+    deliver_call_outcome(out, ref, pb.Value(type=pb.ERROR, body=info.SerializeToString()))

@@ -42,9 +42,15 @@ class Settings:
     etcd_ca_file: str | None = None
     etcd_cert_file: str | None = None
     etcd_key_file: str | None = None
-    # Shared fleet secret: when set, every message and function body is HMAC-signed and
-    # anything unsigned or badly signed is refused.
+    # Shared fleet secret: when set, every message, function body and stored value is
+    # HMAC-signed and anything unsigned or badly signed is refused.
     signing_key: str | None = None
+    # Schedulers and workers refuse to run without a signing_key against a broker or etcd that
+    # is not on this machine's loopback, unless this says that is what you want.
+    allow_unsigned: bool = False
+    # With a signing_key: admin requests (register, DAG create/delete) older than this are
+    # refused, so a captured request cannot be replayed later.
+    admin_max_age_s: float = 300.0
 
     # Broker connections: a peer silent for two heartbeats is taken for dead.
     broker_heartbeat_s: int = 30
@@ -57,7 +63,12 @@ class Settings:
     worker_lease_ttl_s: int = 10  # a dead worker leaves the fleet after this long
     status_interval_s: float = 2.0
     function_time_limit_s: float = 0.0  # 0 = unlimited; per-function limits override
-    result_ttl_s: int = 24 * 3600  # results under generated keys expire; 0 = keep
+    # A call's outcome is kept this long when its caller reads it by key later (exec_func,
+    # results too large for a reply); 0 = keep.
+    result_ttl_s: int = 24 * 3600
+    # Every other outcome (the caller had its reply) is kept this long, to recognise a call
+    # that runs again (a redelivery, a re-send) and answer it with its first outcome.
+    result_window_s: int = 300
     cache_max_entries: int = 4096
     cache_max_bytes: int = 256 * MiB
     schedule_ttl_s: float = 300.0  # partial DAG state is freed after this long
@@ -78,6 +89,12 @@ class Settings:
     # DropletReference), which is what the error says.
     max_message_bytes: int = 16 * MiB
     chunk_bytes: int = 1 * MiB
+
+    # A MULTI call that loses its commit to concurrent writers runs again on a fresh snapshot,
+    # at most this many runs in all; then it fails with CONFLICT.
+    multi_max_attempts: int = 10
+    # etcd's --max-txn-ops: a MULTI call commits at most about this many keys at once.
+    etcd_max_txn_ops: int = 128
 
     # Scheduler behaviour.
     pin_timeout_s: float = 5.0
@@ -143,6 +160,13 @@ def _coerce(name: str, type_name: str, raw: Any) -> Any:
             return int(number)
         if type_name.startswith("float"):
             return float(raw)
+        if type_name.startswith("bool"):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError("expected true or false")
+            return text in ("1", "true", "yes", "on")
         if raw in ("", None):
             if "None" not in type_name:
                 raise ValueError("must not be empty")

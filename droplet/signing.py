@@ -1,8 +1,14 @@
 """HMAC signing of payloads that are, or may carry, code.
 
-Function bodies and call arguments are cloudpickle: unpickling one runs code. With a fleet
-secret configured, every envelope and every stored function body carries an HMAC-SHA256 tag,
-and receivers refuse anything whose tag is missing or wrong *before* unpickling it.
+Function bodies, call arguments, stored values and results are pickles: unpickling one runs
+code. With a fleet secret configured, each of them carries an HMAC-SHA256 tag, and receivers
+refuse anything whose tag is missing or wrong *before* unpickling it.
+
+A tag covers a context as well as the payload, so a signed payload is valid only where it was
+meant to be: a stored value only under its own key, a function body only under its own name
+and registration (see store/metadata.py), a broker envelope only as an envelope. Copying signed
+bytes from one place to another makes them fail verification.
+
 Without a secret, payloads are framed the same way but untagged, and anything is accepted.
 """
 
@@ -16,6 +22,18 @@ from droplet.errors import SignatureError
 _UNSIGNED = b"\x01"
 _SIGNED = b"\x02"
 _TAG_BYTES = 32
+ENVELOPE = b"envelope"
+
+
+def value_context(store_key: str) -> bytes:
+    """The context of a stored value: its key below the namespace (values/k, results/k)."""
+    return b"value\0" + store_key.encode()
+
+
+def function_context(name: str, created: int, version: int) -> bytes:
+    """The context of a function body: its name and the etcd (create revision, version) of the
+    registration, so an older signed body restored under the same name is refused."""
+    return f"function\0{name}\0{created}\0{version}".encode()
 
 
 class Signer:
@@ -26,14 +44,20 @@ class Signer:
     def enabled(self) -> bool:
         return bool(self._key)
 
-    def seal(self, payload: bytes) -> bytes:
+    def _tag(self, context: bytes, payload: bytes) -> bytes:
+        assert self._key
+        mac = hmac.new(self._key, len(context).to_bytes(4, "big"), hashlib.sha256)
+        mac.update(context)
+        mac.update(payload)
+        return mac.digest()
+
+    def seal(self, payload: bytes, context: bytes = ENVELOPE) -> bytes:
         """Frames a payload: one marker byte, then the tag (when signing), then the payload."""
         if not self._key:
             return _UNSIGNED + payload
-        tag = hmac.new(self._key, payload, hashlib.sha256).digest()
-        return _SIGNED + tag + payload
+        return _SIGNED + self._tag(context, payload) + payload
 
-    def open(self, framed: bytes) -> bytes:
+    def open(self, framed: bytes, context: bytes = ENVELOPE) -> bytes:
         """Returns the payload of a framed blob, refusing it when it fails verification."""
         marker = framed[:1]
         if marker == _UNSIGNED:
@@ -43,8 +67,12 @@ class Signer:
         if marker == _SIGNED:
             payload = framed[1 + _TAG_BYTES :]
             if self._key:
-                tag = hmac.new(self._key, payload, hashlib.sha256).digest()
-                if not hmac.compare_digest(tag, framed[1 : 1 + _TAG_BYTES]):
-                    raise SignatureError("payload signature does not verify")
+                expected = self._tag(context, payload)
+                if not hmac.compare_digest(expected, framed[1 : 1 + _TAG_BYTES]):
+                    raise SignatureError("payload signature does not verify here")
             return payload
         raise SignatureError("payload has no Droplet frame")
+
+    @staticmethod
+    def is_framed(data: bytes) -> bool:
+        return data[:1] in (_UNSIGNED, _SIGNED)

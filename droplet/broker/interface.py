@@ -23,6 +23,7 @@ class Delivery:
     correlation_id: str | None = None
     redelivered: bool = False
     headers: Mapping[str, Any] | None = None
+    claim: str = ""  # set once acked early and held as a claim in etcd (a long call)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,17 @@ class BrokerConnection(Protocol):
         ...
 
     def consume(self, queue: str, *, prefetch: int, exclusive: bool = False) -> None: ...
+
+    def pause(self, queue: str) -> None:
+        """Stops consuming queue; returns once the broker confirmed it, so every delivery it
+        sent before has arrived (for the next poll) and none comes after."""
+        ...
+
+    def resume(self, queue: str) -> None:
+        """Consumes a paused queue again, with the same prefetch."""
+        ...
+
+    def consuming(self, queue: str) -> bool: ...
 
     def consume_replies(self) -> str:
         """Starts consuming this connection's direct-reply address; returns its name."""

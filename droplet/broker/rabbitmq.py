@@ -71,6 +71,8 @@ class RabbitConnection:
         self._confirms = confirms
         self._inbox: list[Delivery] = []
         self._consumers: dict[str, str] = {}  # consumer tag -> queue
+        self._by_queue: dict[str, tuple[str, int, bool]] = {}  # queue -> (tag, prefetch, excl)
+        self._paused: dict[str, tuple[str, int, bool]] = {}
         self._cancelled: list[str] = []
         self._publish_seq = 0
         self._unconfirmed: dict[int, ConfirmCallback | None] = {}
@@ -152,6 +154,12 @@ class RabbitConnection:
         owner reconnects and declares the queue again."""
         self._cancelled.append(self._consumers.get(frame.method.consumer_tag, "?"))
 
+    def _on_message(
+        self, _ch: Any, method: Any, props: pika.BasicProperties, body: bytes
+    ) -> None:
+        self._inbox.append(_delivery(self._consumers.get(method.consumer_tag, ""), method,
+                                     props, body))
+
     def _on_return(self, _ch: Any, _method: Any, props: pika.BasicProperties, _body: bytes) -> None:
         if props.message_id and props.message_id.isdigit():
             self._returned.add(int(props.message_id))
@@ -177,22 +185,48 @@ class RabbitConnection:
             callback(ok)
 
     def consume(self, queue: str, *, prefetch: int, exclusive: bool = False) -> None:
+        """Starts consuming queue with its own prefetch (per consumer)."""
         with _converted(f"consume {queue}"):
             self._channel.basic_qos(prefetch_count=prefetch)
             tag = self._channel.basic_consume(queue, self._on_message, exclusive=exclusive)
         self._consumers[tag] = queue
+        self._by_queue[queue] = (tag, prefetch, exclusive)
+
+    def pause(self, queue: str) -> None:
+        """Stops the consumer of queue and waits until the broker confirms it: every delivery
+        the broker sent before that has arrived (the next poll returns it) and none arrives
+        after. (pika's own cancel would reject what crosses the cancel, and a rejected delivery
+        comes back marked as redelivered, as after a crash: so the cancel goes through pika's
+        channel implementation, which is told to keep delivering until the broker's CancelOk.)"""
+        held = self._by_queue.pop(queue, None)
+        if held is None:
+            return
+        tag = held[0]
+        impl = self._channel._impl
+        done: list[bool] = []
+        with _converted(f"pause {queue}"):
+            impl.basic_cancel(tag, callback=lambda _frame: done.append(True))
+            impl._cancelled.discard(tag)
+            while not done and not self._cancelled:
+                self._conn.process_data_events(time_limit=0.005)
+            self._conn.process_data_events(time_limit=0)  # hand over what crossed the cancel
+            self._channel._consumer_infos.pop(tag, None)
+        self._paused[queue] = held
+
+    def resume(self, queue: str) -> None:
+        """Consumes a paused queue again."""
+        held = self._paused.pop(queue, None)
+        if held is not None:
+            self.consume(queue, prefetch=held[1], exclusive=held[2])
+
+    def consuming(self, queue: str) -> bool:
+        return queue in self._by_queue
 
     def consume_replies(self) -> str:
         with _converted("consume replies"):
             tag = self._channel.basic_consume(DIRECT_REPLY_TO, self._on_message, auto_ack=True)
         self._consumers[tag] = DIRECT_REPLY_TO
         return DIRECT_REPLY_TO
-
-    def _on_message(
-        self, _ch: Any, method: Any, props: pika.BasicProperties, body: bytes
-    ) -> None:
-        self._inbox.append(_delivery(self._consumers.get(method.consumer_tag, ""), method,
-                                     props, body))
 
     def poll(self, timeout_s: float) -> list[Delivery]:
         with _converted("poll"):

@@ -3,7 +3,8 @@
 Queues, per-consumer prefetch, acks, requeue of unacked deliveries when a connection closes,
 dead-lettering through `x-dead-letter-routing-key`, and direct reply addresses. It is not a
 substitute for RabbitMQ in end-to-end tests; it exists so that the thin service loops can be
-exercised without a server, as Dramatiq's StubBroker does.
+exercised without a server, as Dramatiq's StubBroker does, and so that faults (a publish the
+broker does not confirm, a connection that drops mid-cycle) can be injected at a chosen step.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class _Consumer:
     queue: str
     prefetch: int
     unacked: int = 0
+    paused: bool = False
 
 
 class StubBroker:
@@ -53,6 +55,8 @@ class StubBroker:
         self.consumers: list[_Consumer] = []
         self._ids = itertools.count(1)
         self._turn = 0
+        # Fault injection: (queue, body) -> True makes that publish fail its confirm, unrouted.
+        self.nack_when: Callable[[str, bytes], bool] | None = None
 
     def connect(self, name: str = "stub") -> StubConnection:
         return StubConnection(self, next(self._ids))
@@ -90,7 +94,7 @@ class StubBroker:
                 consumer = self.consumers[index]
                 queue = self.queues.get(consumer.queue)
                 full = consumer.prefetch and consumer.unacked >= consumer.prefetch
-                if queue is None or not queue.ready or full:
+                if queue is None or not queue.ready or full or consumer.paused:
                     continue
                 message = queue.ready.popleft()
                 consumer.unacked += 1
@@ -144,11 +148,15 @@ class StubConnection:
         if reply_to == "amq.rabbitmq.reply-to":
             reply_to = f"{_REPLY_PREFIX}{self.id}"
         message = _Message(body, reply_to, correlation_id, headers)
-        try:
-            self._broker.route(queue, message, mandatory)
-            ok = True
-        except UnroutableError:
-            ok = False
+        nack = self._broker.nack_when
+        if nack is not None and nack(queue, body):
+            ok = False  # injected: the broker lost it (or would not take it)
+        else:
+            try:
+                self._broker.route(queue, message, mandatory)
+                ok = True
+            except UnroutableError:
+                ok = False
         if on_confirm is not None:
             with self._broker.lock:
                 self._callbacks.append(lambda: on_confirm(ok))
@@ -160,6 +168,27 @@ class StubConnection:
             if queue not in self._broker.queues:
                 raise BrokerError(f"no queue {queue!r} to consume")
             self._broker.consumers.append(_Consumer(self, queue, prefetch))
+
+    def pause(self, queue: str) -> None:
+        self._check()
+        with self._broker.lock:
+            mine = [c for c in self._broker.consumers if c.conn is self and c.queue == queue]
+            for consumer in mine:
+                consumer.paused = True
+            self._broker.lock.notify_all()
+
+    def resume(self, queue: str) -> None:
+        self._check()
+        with self._broker.lock:
+            for consumer in self._broker.consumers:
+                if consumer.conn is self and consumer.queue == queue:
+                    consumer.paused = False
+            self._broker.lock.notify_all()
+
+    def consuming(self, queue: str) -> bool:
+        with self._broker.lock:
+            return any(c.conn is self and c.queue == queue and not c.paused
+                       for c in self._broker.consumers)
 
     def consume_replies(self) -> str:
         with self._broker.lock:

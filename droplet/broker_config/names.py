@@ -21,6 +21,19 @@ from __future__ import annotations
 import re
 
 _VALID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+# Reply addresses: RabbitMQ's direct reply-to pseudo-queues (and the stub broker's). An answer
+# to a message that failed verification goes only to such an address, never to a real queue.
+REPLY_PREFIXES = ("amq.rabbitmq.reply-to", "stub.reply.")
+# Header of a message sent again (a client's re-send after a reconnect, a dead worker's queue
+# moved, a long call's claim settled): it may have run already, so its outcome is looked up.
+RESENT_HEADER = "x-droplet-resent"
+# Headers of a message dead-lettered by Droplet itself (one message of an envelope).
+DEAD_FROM_HEADER = "x-droplet-from"
+DEAD_REASON_HEADER = "x-droplet-reason"
+
+
+def is_reply_address(address: str | None) -> bool:
+    return bool(address) and str(address).startswith(REPLY_PREFIXES)
 
 
 def check_name(kind: str, name: str) -> str:
@@ -62,6 +75,9 @@ class QueueNames:
 
     def worker(self, worker_id: str) -> str:
         return self.worker_prefix + worker_id
+
+    def is_worker_queue(self, queue: str) -> bool:
+        return queue.startswith(self.worker_prefix)
 
     def inbox(self, worker_id: str) -> str:
         return f"{self.namespace}.inbox.{worker_id}"

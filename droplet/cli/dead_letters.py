@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from droplet.broker.interface import Delivery
-from droplet.broker_config.names import QueueNames
+from droplet.broker_config.names import DEAD_FROM_HEADER, DEAD_REASON_HEADER, QueueNames
 from droplet.errors import DropletError
 from droplet.proto import envelope
 from droplet.runtime import broker_factory
@@ -25,8 +25,12 @@ def _text(value: Any) -> str:
 
 
 def origin(delivery: Delivery) -> tuple[str, str]:
-    """(queue, reason) of the last death recorded in the x-death header."""
-    deaths = (delivery.headers or {}).get("x-death") or []
+    """(queue, reason) of the death: what Droplet recorded when it dead-lettered one message
+    of an envelope, else the last death in RabbitMQ's x-death header."""
+    headers = delivery.headers or {}
+    if DEAD_FROM_HEADER in headers:
+        return _text(headers[DEAD_FROM_HEADER]), _text(headers.get(DEAD_REASON_HEADER, ""))
+    deaths = headers.get("x-death") or []
     if not deaths:
         return "", ""
     last = deaths[0]

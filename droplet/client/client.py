@@ -143,8 +143,10 @@ class DropletClient:
         return future
 
     def exec_func(self, name: str, args: Sequence[Any]) -> str:
-        """Calls a function; returns the key its result will be stored under (seed API)."""
+        """Calls a function; returns the key its result will be stored under (seed API),
+        kept `result_ttl_s` for get_object."""
         call = self._function_call(name, args)
+        call.keep_result = True
         self.batcher.add(call)
         self.batcher.flush()
         self.pump.forget(call.response_key)
@@ -306,6 +308,7 @@ class DropletClient:
         future = DropletFuture(
             call.output_key or call.call_id, self, call.call_id,
             on_revision=(lambda revision: self._saw(session, revision)) if session else None,
+            stored=not direct_response,
         )
         weakref.finalize(future, self.pump.forget, call.call_id)
         body = envelope.encode([pb.Message(dag_call=call)], self.signer)
@@ -333,7 +336,8 @@ class DropletClient:
 
     def _admin_response(self, message: pb.Message) -> pb.GenericResponse:
         correlation_id = uuid.uuid4().hex
-        body = envelope.encode([message], self.signer)
+        # The request id: a redelivered (or replayed) request gets the first answer.
+        body = envelope.encode([message], self.signer, nonce=correlation_id)
         self.pump.send(self.names.admin, body, [correlation_id], correlation_id=correlation_id)
         timeout = self.settings.request_timeout_s
         response = self.pump.wait(correlation_id, timeout)

@@ -18,11 +18,13 @@ _UNSET = object()
 
 
 class DropletFuture:
-    """The eventual result stored under `response_id`.
+    """The eventual outcome of one call.
 
-    `get()` returns the value or raises the call's DropletError. The worker pushes the result
-    to this client as soon as it exists; if that push is lost (the client reconnected), the
-    future reads the result from the store instead, where it is kept durably.
+    `get()` returns the value or raises the call's DropletError. The worker pushes the outcome
+    to this client as soon as it is stored; if that push is lost (the client reconnected), the
+    future reads the outcome of THIS call from the store (results/<call id>), never whatever an
+    output key holds now (another call may have written it since). `response_id` is the key
+    the result can be read under with get_object (the output key, or the call's own key).
     """
 
     def __init__(
@@ -31,10 +33,12 @@ class DropletFuture:
         client: DropletClient,
         call_id: str = "",
         on_revision: Callable[[int], None] | None = None,
+        stored: bool = True,
     ) -> None:
         self.response_id = response_id
         self.call_id = call_id or response_id
         self._on_revision = on_revision
+        self._stored = stored  # False: a direct response, nothing in the store to look for
         self._client = client
         self._value: Any = _UNSET
         self._error: BaseException | None = None
@@ -75,10 +79,12 @@ class DropletFuture:
             if response is not None:
                 self._settle_response(response)
                 return
+            if not self._stored:
+                continue
             if pump.generation != generation or time.monotonic() >= next_store_check:
                 generation = pump.generation
                 next_store_check = time.monotonic() + _STORE_CHECK_S
-                stored = self._client.values.get_value(self.response_id)
+                stored = self._client.values.outcome(self.call_id)
                 if stored is not None:
                     pump.forget(self.call_id)
                     self._settle_value(stored)
@@ -88,7 +94,7 @@ class DropletFuture:
         if self._on_revision is not None and response.revision:
             self._on_revision(response.revision)
         if response.stored:
-            stored = self._client.values.get_value(self.response_id)
+            stored = self._client.values.outcome(self.call_id)
             if stored is None:
                 raise DropletTimeoutError(f"result {self.response_id!r} has expired")
             self._settle_value(stored)

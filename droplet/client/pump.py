@@ -17,18 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
-from droplet.broker_config.names import QueueNames
+from droplet.broker_config.names import RESENT_HEADER, QueueNames
 from droplet.broker_config.topology import shared_topology
 from droplet.errors import BrokerError, DropletError
-from droplet.outbox import error_response
 from droplet.proto import envelope, pb
+from droplet.proto.replies import error_response
 from droplet.signing import Signer
 
 log = logging.getLogger(__name__)
 
 _KEEPALIVE_S = 2.0
-# Marks a request sent again after a reconnect: it may have been done already.
-RESENT_HEADER = {"x-droplet-resent": 1}
 _DRIVE_SLICE_S = 0.05
 
 
@@ -204,7 +202,8 @@ class ReplyPump:
                 pending = list(self._inflight.values())
             for request in pending:
                 conn.publish(request.queue, request.body, reply_to=self._reply_address,
-                             correlation_id=request.correlation_id, headers=RESENT_HEADER)
+                             correlation_id=request.correlation_id,
+                             headers={RESENT_HEADER: 1})
         except BaseException:
             conn.close()
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from google.protobuf.message import DecodeError
@@ -17,13 +18,22 @@ class MalformedMessageError(DropletError):
     code = pb.INVALID_REQUEST
 
 
-def encode(messages: Iterable[pb.Message], signer: Signer) -> bytes:
-    envelope = pb.Envelope()
+def encode(messages: Iterable[pb.Message], signer: Signer, nonce: str = "") -> bytes:
+    """A signed body. `nonce` (admin requests) is the request id the answer is kept under;
+    the issue time lets receivers refuse a captured request replayed much later."""
+    envelope = pb.Envelope(nonce=nonce)
+    if nonce:
+        envelope.issued_at_ms = int(time.time() * 1000)
     envelope.messages.extend(messages)
     return signer.seal(envelope.SerializeToString())
 
 
-def decode(body: bytes, signer: Signer) -> list[pb.Message]:
+def encode_unsigned(messages: Iterable[pb.Message]) -> bytes:
+    """A body deliberately left unsigned (refusals of messages that failed verification)."""
+    return encode(messages, Signer(None))
+
+
+def decode_envelope(body: bytes, signer: Signer) -> pb.Envelope:
     """Raises SignatureError or MalformedMessageError; never returns a partial envelope."""
     payload = signer.open(body)
     envelope = pb.Envelope()
@@ -33,7 +43,11 @@ def decode(body: bytes, signer: Signer) -> list[pb.Message]:
         raise MalformedMessageError("body is not a Droplet envelope") from None
     if not envelope.messages:
         raise MalformedMessageError("empty envelope")
-    return list(envelope.messages)
+    return envelope
+
+
+def decode(body: bytes, signer: Signer) -> list[pb.Message]:
+    return list(decode_envelope(body, signer).messages)
 
 
 def peek(body: bytes) -> list[pb.Message]:

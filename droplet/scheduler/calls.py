@@ -5,22 +5,25 @@ from __future__ import annotations
 import uuid
 
 from droplet.broker_config.names import check_name
-from droplet.outbox import Outbox, error_response
+from droplet.outbox import Outbox, deliver
 from droplet.proto import pb
+from droplet.proto.replies import error_response, error_value
 from droplet.scheduler.policy import pick_queue
 from droplet.scheduler.state import SchedulerState
 from droplet.store import serializer
 from droplet.store.metadata import Metadata
-from droplet.store.values import ResultWrite
 
 
 def call_function(
-    call: pb.FunctionCall, reply_to: str | None, state: SchedulerState, out: Outbox
+    call: pb.FunctionCall, reply_to: str | None, state: SchedulerState, out: Outbox,
+    maybe_done: bool = False,
 ) -> pb.GenericResponse:
     """Places a call on a worker queue, or answers NO_RESOURCES when no worker is alive.
 
     The client names the response key and call id itself, so a successful placement needs no
-    answer; a call that arrives without a key gets one, and is told it (seed behaviour).
+    answer; a call that arrives without a key gets one, and is told it (seed behaviour). A call
+    that may have run already (the scheduler's own delivery was redelivered, or the call comes
+    back from a dead worker) is marked so, and the worker looks for its outcome first.
     """
     generated = not call.response_key
     if generated:
@@ -29,15 +32,16 @@ def call_function(
         call.call_id = call.response_key
     if reply_to:
         call.response_address = reply_to
+    if maybe_done:
+        call.maybe_done = True
     queue = pick_queue(state, serializer.reference_keys(call.arguments.values))
     if queue is None:
-        response = error_response(
-            call.response_key, pb.NO_RESOURCES, "no worker is available", call_id=call.call_id
-        )
-        out.reply(call.response_address, response)
-        if not call.direct_response:
-            out.store_result(ResultWrite(call.response_key, response.value, call.call_id, True))
-        return response
+        failure = error_value(pb.NO_RESOURCES, "no worker is available")
+        deliver(out, call_id=call.call_id, response_id=call.response_key, value=failure,
+                address=call.response_address, store=not call.direct_response,
+                keep=call.keep_result)
+        return error_response(call.response_key, pb.NO_RESOURCES, "no worker is available",
+                              call_id=call.call_id)
     out.send(queue, pb.Message(call=call))
     response = pb.GenericResponse(
         success=True, response_id=call.response_key, call_id=call.call_id

@@ -1,10 +1,15 @@
-"""Handlers for DAGs: create (pin each function on its own worker), delete, and call.
+"""Handlers for DAGs: create (pin each function on its own worker), delete, call, re-route.
 
 The pin protocol follows the seed system: ask a free worker to pin a function; it accepts when
 it holds nothing pinned, rejects otherwise; when free workers run out, everything pinned for
 the DAG is unpinned again and the request answers NO_RESOURCES with metadata as before. Pins
 are claimed in etcd (a transaction) before the worker is asked, so two schedulers never pin
-two functions on one worker.
+two functions on one worker, nor one function twice.
+
+A create is idempotent by request id: the half-made DAG is recorded with the request id under
+the creating scheduler's lease, so a redelivered request (its scheduler died while pinning)
+waits for that DAG to become ready or to vanish with the lease, then answers as one request;
+every failure path unpins what it pinned before answering.
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from droplet.graph import BEGIN, shape_error, sources, upstreams
-from droplet.outbox import Outbox, call_ref, error_response
+from droplet.graph import BEGIN, OUTPUT, shape_error, sinks, sources, upstreams
+from droplet.outbox import Outbox, call_ref, deliver_call_outcome
 from droplet.proto import pb
+from droplet.proto.replies import error_response, error_value
 from droplet.scheduler.state import SchedulerState
-from droplet.store.metadata import Metadata
-from droplet.store.values import ResultWrite
+from droplet.store.metadata import Answer, Metadata
+
+# A trigger whose step has no live worker is tried again this often, for this long, while
+# the fleet heals (a dead worker's pin moves within seconds).
+REROUTE_DELAY_MS = 1000
+REROUTE_DEADLINE_S = 60.0
 
 
 class PinPort(Protocol):
@@ -30,6 +40,10 @@ class PinPort(Protocol):
 
     def unpin(self, worker_id: str, dag_name: str, function_name: str) -> None: ...
 
+    def wait(self, seconds: float) -> None:
+        """Lets time pass (the service keeps its connection serviced meanwhile)."""
+        ...
+
 
 def create_dag(
     dag: pb.Dag,
@@ -37,54 +51,79 @@ def create_dag(
     metadata: Metadata,
     pins: PinPort,
     function_exists: Callable[[str], bool],
+    request_id: str = "",
+    lease: int | None = None,
+    wait_s: float = 0.0,
     rng: random.Random | None = None,
 ) -> pb.GenericResponse:
     rng = rng or random.Random()
+    request_id = request_id or uuid.uuid4().hex
     problem = shape_error(dag)
     if problem:
         return error_response(dag.name, pb.INVALID_REQUEST, problem)
     missing = [f for f in dag.functions if not function_exists(f)]
     if missing:
         return error_response(dag.name, pb.FUNC_NOT_FOUND, f"unregistered functions: {missing}")
-    if not _claim_name(dag, state, metadata, pins):
-        return error_response(dag.name, pb.DAG_ALREADY_EXISTS, f"DAG {dag.name!r} exists")
-
+    pending = _claim_name(dag, state, metadata, pins, request_id, lease, wait_s)
+    if isinstance(pending, pb.GenericResponse):
+        return pending
+    _unpin_all(dag.name, state, metadata, pins)  # left by an attempt whose scheduler died
     pinned: list[pb.PinRecord] = []
-    tried: set[str] = set()
-    for function in dag.functions:
-        record = pin_function(dag.name, function, state, metadata, pins, tried, rng)
-        if record is None:
-            for done in pinned:
-                pins.unpin(done.worker_id, done.dag_name, done.function_name)
-                metadata.release_pin(done)
-                state.pins.pop(done.worker_id, None)
-            metadata.delete_dag(dag.name)
-            return error_response(
-                dag.name, pb.NO_RESOURCES,
-                f"not enough free workers to pin {len(dag.functions)} functions",
-            )
-        pinned.append(record)
-    metadata.mark_dag_ready(dag)
-    state.dags[dag.name] = pb.DagRecord(dag=dag, ready=True)
-    return pb.GenericResponse(success=True, response_id=dag.name)
+    done = pb.GenericResponse(success=True, response_id=dag.name)
+    try:
+        tried: set[str] = set()
+        for function in dag.functions:
+            record = pin_function(dag.name, function, state, metadata, pins, tried, rng)
+            if record is None:
+                _roll_back(dag.name, pinned, state, metadata, pins, pending)
+                return error_response(
+                    dag.name, pb.NO_RESOURCES,
+                    f"not enough free workers to pin {len(dag.functions)} functions",
+                )
+            pinned.append(record)
+        if not metadata.mark_dag_ready(dag, pending, Answer(request_id, done, lease=None)):
+            _roll_back(dag.name, pinned, state, metadata, pins, None)
+            return error_response(dag.name, pb.INVALID_REQUEST,
+                                  f"DAG {dag.name!r} was deleted while it was being created")
+    except BaseException:
+        _roll_back(dag.name, pinned, state, metadata, pins, pending)
+        raise
+    state.dags[dag.name] = pb.DagRecord(dag=dag, ready=True, request_id=request_id)
+    return done
 
 
-def _claim_name(dag: pb.Dag, state: SchedulerState, metadata: Metadata, pins: PinPort) -> bool:
-    """Claims the DAG's name in etcd. A half-created DAG whose creating scheduler died is
-    cleared first (its request was redelivered here)."""
-    if dag.name in state.dags and state.dags[dag.name].ready:
-        return False
-    if metadata.create_dag(dag, state.scheduler_id):
-        return True
-    existing = metadata.get_dag(dag.name)
-    if existing is None or existing.ready or is_alive_creator(existing, state):
-        return False
-    remove_dag(dag.name, state, metadata, pins)
-    return metadata.create_dag(dag, state.scheduler_id)
+def _claim_name(dag: pb.Dag, state: SchedulerState, metadata: Metadata, pins: PinPort,
+                request_id: str, lease: int | None,
+                wait_s: float) -> bytes | pb.GenericResponse:
+    """The pending record of a DAG this request may now create, or the answer to give."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        pending = metadata.create_dag(dag, state.scheduler_id, request_id, lease)
+        if pending is not None:
+            return pending
+        existing = metadata.get_dag(dag.name)
+        if existing is None:
+            continue  # vanished between the two reads: claim again
+        if existing.request_id != request_id:
+            return error_response(dag.name, pb.DAG_ALREADY_EXISTS, f"DAG {dag.name!r} exists")
+        if existing.ready:
+            return pb.GenericResponse(success=True, response_id=dag.name)
+        # This very request is being created by a scheduler that got it before (and may have
+        # died): wait for its DAG to become ready, or to vanish with its creator's lease.
+        if time.monotonic() > deadline:
+            return error_response(dag.name, pb.NO_RESOURCES,
+                                  f"DAG {dag.name!r} is still being created; try again")
+        pins.wait(0.2)
 
 
-def is_alive_creator(record: pb.DagRecord, state: SchedulerState) -> bool:
-    return record.creator == state.scheduler_id or record.creator in state.schedulers
+def _roll_back(name: str, pinned: list[pb.PinRecord], state: SchedulerState,
+               metadata: Metadata, pins: PinPort, pending: bytes | None) -> None:
+    for done in pinned:
+        pins.unpin(done.worker_id, done.dag_name, done.function_name)
+        metadata.release_pin(done)
+        state.pins.pop(done.worker_id, None)
+    if pending is not None:
+        metadata.delete_pending_dag(name, pending)
 
 
 def pin_function(
@@ -106,33 +145,46 @@ def pin_function(
         # rejected because it holds another one.
         tried.add(worker_id)
         if not metadata.claim_pin(worker_id, dag_name, function):
-            continue  # another scheduler pinned it a moment ago
+            continue  # another scheduler pinned it (or this function) a moment ago
         record = pb.PinRecord(dag_name=dag_name, function_name=function, worker_id=worker_id)
-        if pins.pin(worker_id, dag_name, function):
+        try:
+            accepted = pins.pin(worker_id, dag_name, function)
+        except BaseException:
+            metadata.release_pin(record)
+            raise
+        if accepted:
             state.pins[worker_id] = record
             return record
         metadata.release_pin(record)
 
 
 def delete_dag(
-    name: str, state: SchedulerState, metadata: Metadata, pins: PinPort
+    name: str, state: SchedulerState, metadata: Metadata, pins: PinPort, request_id: str = "",
 ) -> pb.GenericResponse:
-    record = state.dags.get(name) or metadata.get_dag(name)
+    record = metadata.get_dag(name)
     if record is None:
+        state.dags.pop(name, None)
         return error_response(name, pb.NO_SUCH_DAG, f"no DAG named {name!r}")
-    remove_dag(name, state, metadata, pins)
-    return pb.GenericResponse(success=True, response_id=name)
+    done = pb.GenericResponse(success=True, response_id=name)
+    remove_dag(name, state, metadata, pins, Answer(request_id, done) if request_id else None)
+    return done
 
 
-def remove_dag(name: str, state: SchedulerState, metadata: Metadata, pins: PinPort) -> None:
-    """Unpins every function of a DAG and deletes it and its pins from etcd."""
+def remove_dag(name: str, state: SchedulerState, metadata: Metadata, pins: PinPort,
+               answer: Answer | None = None) -> None:
+    """Unpins every function of a DAG and deletes it and its pins from etcd; the record goes
+    last, so a delete cut short is completed by the next attempt."""
+    _unpin_all(name, state, metadata, pins)
+    metadata.delete_dag(name, answer)
+    state.dags.pop(name, None)
+
+
+def _unpin_all(name: str, state: SchedulerState, metadata: Metadata, pins: PinPort) -> None:
     for pin in metadata.pins():
         if pin.dag_name == name:
             pins.unpin(pin.worker_id, pin.dag_name, pin.function_name)
             metadata.release_pin(pin)
             state.pins.pop(pin.worker_id, None)
-    metadata.delete_dag(name)
-    state.dags.pop(name, None)
 
 
 def call_dag(
@@ -142,52 +194,43 @@ def call_dag(
     out: Outbox,
     now: float | None = None,
 ) -> pb.GenericResponse:
-    """Sends each function's worker a DagSchedule and each source a BEGIN trigger.
+    """Sends each function's worker a DagSchedule (notice of what is coming) and each source a
+    BEGIN trigger; every trigger carries the whole schedule.
 
     Every scheduling gets a fresh schedule id, even for a re-sent call, so that joins left by
     an earlier attempt never mix with this one; the call id ties attempts together (replies,
-    and the write-once result).
+    and the write-once outcome).
     """
     schedule_id = str(uuid.uuid4())
     call_id = dag_call.call_id or schedule_id
     response_id = dag_call.output_key or call_id
     address = reply_to or dag_call.response_address
+    ref = pb.CallRef(call_id=call_id, response_address=address or "",
+                     output_key=dag_call.output_key, direct_response=dag_call.direct_response)
     record = state.dags.get(dag_call.name)
     failure = None
     if record is None or not record.ready:
-        failure = error_response(
-            response_id, pb.NO_SUCH_DAG, f"no DAG named {dag_call.name!r}", call_id=call_id
-        )
+        failure = (pb.NO_SUCH_DAG, f"no DAG named {dag_call.name!r}")
     else:
         locations = state.dag_locations(dag_call.name)
         lost = [f for f in record.dag.functions if f not in locations]
         if lost:
-            failure = error_response(
-                response_id, pb.NO_RESOURCES, f"no live worker holds functions {lost}",
-                call_id=call_id,
-            )
+            failure = (pb.NO_RESOURCES, f"no live worker holds functions {lost}")
     if failure is not None:
-        out.reply(address, failure)
-        if not dag_call.direct_response:
-            out.store_result(
-                ResultWrite(response_id, failure.value, call_id, not dag_call.output_key)
-            )
-        return failure
-
+        deliver_call_outcome(out, ref, error_value(*failure))
+        return error_response(response_id, failure[0], failure[1], call_id=call_id)
     assert record is not None
     dag = record.dag
+    snapshot = 0
+    if dag_call.consistency == pb.MULTI:
+        fresh = state.fresh_revision() if dag_call.attempt else 0
+        snapshot = dag_call.snapshot_revision or fresh or state.revision
     schedule = pb.DagSchedule(
-        id=schedule_id,
-        call_id=call_id,
-        start_time=time.time() if now is None else now,
-        consistency=dag_call.consistency,
-        output_key=dag_call.output_key,
-        response_address=address or "",
-        client_id=dag_call.client_id,
-        direct_response=dag_call.direct_response,
-        snapshot_revision=(dag_call.snapshot_revision or state.revision)
-        if dag_call.consistency == pb.MULTI else 0,
-        min_revision=dag_call.min_revision,
+        id=schedule_id, call_id=call_id, start_time=time.time() if now is None else now,
+        consistency=dag_call.consistency, output_key=dag_call.output_key,
+        response_address=address or "", client_id=dag_call.client_id,
+        direct_response=dag_call.direct_response, snapshot_revision=snapshot,
+        min_revision=dag_call.min_revision, attempt=dag_call.attempt,
     )
     schedule.dag.CopyFrom(dag)
     for function in dag.functions:
@@ -200,8 +243,36 @@ def call_dag(
         one.target_function = function
         one.triggers.extend(upstreams(dag, function) or [BEGIN])
         out.send(state.names.worker(locations[function]), pb.Message(schedule=one))
-    ref = call_ref(schedule)
     for source in sources(dag):
-        trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source, call=ref)
+        trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source,
+                                call=call_ref(schedule))
+        trigger.schedule.CopyFrom(schedule)
         out.send(state.names.worker(locations[source]), pb.Message(trigger=trigger))
     return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)
+
+
+def reroute(trigger: pb.DagTrigger, state: SchedulerState, out: Outbox,
+            now: float | None = None) -> None:
+    """A trigger whose worker queue is gone (the worker died): sent on to wherever the step
+    is pinned now; while no live worker holds it, tried again a little later, and after
+    REROUTE_DEADLINE_S the call fails with WORKER_LOST."""
+    schedule = trigger.schedule
+    dag = schedule.dag
+    record = state.dags.get(dag.name)
+    locations = state.dag_locations(dag.name) if record is not None and record.ready else {}
+    missing = [f for f in dag.functions if f not in locations]
+    if not missing:
+        moved = pb.DagTrigger()
+        moved.CopyFrom(trigger)
+        for function, worker in locations.items():
+            moved.schedule.locations[function] = worker
+        target = trigger.target_function
+        worker = locations[sinks(dag)[0] if target == OUTPUT else target]
+        out.send(state.names.worker(worker), pb.Message(trigger=moved))
+        return
+    waited = (time.time() if now is None else now) - schedule.start_time
+    if record is not None and waited < REROUTE_DEADLINE_S:
+        out.send(state.names.retry(REROUTE_DELAY_MS), pb.Message(trigger=trigger))
+        return
+    deliver_call_outcome(out, call_ref(schedule), error_value(
+        pb.WORKER_LOST, f"no live worker holds {missing} of DAG {dag.name!r}"))

@@ -72,6 +72,13 @@ class BrokerPins:
             m.WhichOneof("kind") == "response" and m.response.success for m in messages
         )
 
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            for delivery in self._conn.poll(min(remaining, 0.1)):
+                if delivery.queue == self._names.admin:
+                    self._stashed.append(delivery)
+
     def unpin(self, worker_id: str, dag_name: str, function_name: str) -> None:
         request = pb.UnpinRequest(dag_name=dag_name, function_name=function_name)
         self._conn.publish(

@@ -1,8 +1,13 @@
-"""The scheduler process: thin loops around the handlers in calls.py and dags.py.
+"""The scheduler process: thin loops around the message cycle (cycle.py) and the handlers.
 
-Two consume loops, each on its own broker connection: the call loop (FunctionCall, DagCall:
-fast, never blocks) and the admin loop (Function, Dag, DeleteDag: may wait on pin replies).
-Fleet state comes from etcd mirrors, so the call path reads nothing from etcd.
+Two consume loops, each on its own broker connection: the call loop (FunctionCall, DagCall,
+and whatever comes back from dead workers: fast, never blocks) and the admin loop (Function,
+Dag, DeleteDag: may wait on pin replies; also heals the fleet). Fleet state comes from etcd
+mirrors, so the call path reads nothing from etcd.
+
+Admin requests carry a request id: the answer is kept in etcd under it, so a redelivered or
+replayed request gets the first answer instead of running again; with a fleet secret, a
+request older than `admin_max_age_s` is refused outright.
 """
 
 from __future__ import annotations
@@ -14,74 +19,73 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
-from droplet.broker import dispatch
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
-from droplet.broker_config.names import QueueNames
-from droplet.broker_config.topology import shared_topology
-from droplet.errors import DropletError
-from droplet.metrics import Metrics
-from droplet.outbox import Outbox, refusal_code, refuse
-from droplet.proto import envelope, pb
-from droplet.scheduler import calls, dags, healing, policy
+from droplet.broker_config.names import RESENT_HEADER, QueueNames, is_reply_address
+from droplet.broker_config.topology import retry_topology, shared_topology
+from droplet.cycle import Cycle
+from droplet.errors import DropletError, UnauthorizedError
+from droplet.metrics import Metrics, MetricsMiddleware
+from droplet.middleware import Chain, Middleware
+from droplet.outbox import Outbox
+from droplet.proto import pb
+from droplet.scheduler import calls, dags
+from droplet.scheduler.fleet import FleetView
 from droplet.scheduler.pinning import BrokerPins
 from droplet.scheduler.reaper import Reaper
+from droplet.scheduler.reconcile import Reconciler
 from droplet.scheduler.state import SchedulerState
 from droplet.settings import Settings
 from droplet.signing import Signer
+from droplet.store.commits import Committer
 from droplet.store.kv import KV
 from droplet.store.membership import Membership
-from droplet.store.metadata import Metadata, parse_dag_record, parse_pin, parse_worker
-from droplet.store.mirror import PrefixMirror
+from droplet.store.metadata import Answer, Metadata
 from droplet.store.values import ValueStore
 
 log = logging.getLogger(__name__)
 
 _CALL_PREFETCH = 256
-_RECONCILE_INTERVAL_S = 2.0
 _ADMIN_KINDS = {"function", "dag", "delete_dag"}
 _WORK_CHUNK_MAX = 16
+_ANSWER_TTL_S = 3600
 
 
 class SchedulerService:
-    def __init__(
-        self,
-        settings: Settings,
-        kv: KV,
-        connect: ConnectionFactory,
-        scheduler_id: str | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, kv: KV, connect: ConnectionFactory,
+                 scheduler_id: str | None = None, middleware: Sequence[Middleware] = ()) -> None:
         self.settings = settings
         self.id = scheduler_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.names = QueueNames(settings.namespace)
         self.signer = Signer(settings.signing_key)
-        self.state = SchedulerState(self.names, scheduler_id=self.id)
+        self.state = SchedulerState(self.names, scheduler_id=self.id,
+                                    fresh_revision=kv.revision)
         self.metadata = Metadata(kv, settings, self.signer)
-        self.values = ValueStore(kv, settings)
+        self.values = ValueStore(kv, settings, self.signer)
+        self.committer = Committer(self.values, settings.etcd_max_txn_ops)
         self._kv = kv
         self._connect = connect
         self._stop = threading.Event()
-        self._fleet_changed = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._mirrors: list[PrefixMirror] = []
         self._started_at = time.time()
+        self.metrics = Metrics("scheduler")
+        self.middleware = Chain([MetricsMiddleware(self.metrics), *middleware])
         self.membership = Membership(
             kv, self.metadata.keys.scheduler(self.id), settings.worker_lease_ttl_s, self._record
         )
-        self.reaper = Reaper(connect, self.names, self.signer, self.state, kv, self.values,
-                             lambda: self.membership.lease_id)
-        self.metrics = Metrics("scheduler")
-        self._inspector: BrokerConnection | None = None
+        self.fleet = FleetView(kv, self.metadata, self.state)
+        reaper = Reaper(connect, self.names, self.state, kv, self.metadata.keys,
+                        lambda: self.membership.lease_id)
+        self.reconciler = Reconciler(settings, self.state, self.metadata, self.values, reaper,
+                                     self.metrics, connect)
+        self._declared: set[tuple[int, str]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        keys = self.metadata.keys
-        self._mirror(keys.workers, self._on_worker)
-        self._mirror(keys.pins, self._on_pin)
-        self._mirror(keys.dags, self._on_dag)
-        self._mirror(keys.schedulers, self._on_scheduler)
+        self.fleet.start(on_change=self.reconciler.fleet_changed.set)
         self.metrics.serve(self.settings.metrics_port)
         self.membership.join()
         for name, session in (("calls", self._calls_session), ("admin", self._admin_session)):
@@ -99,8 +103,7 @@ class SchedulerService:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
-        for mirror in self._mirrors:
-            mirror.close()
+        self.fleet.close()
         self.membership.leave()
 
     def _record(self) -> bytes:
@@ -110,119 +113,48 @@ class SchedulerService:
         )
         return status.SerializeToString()
 
-    def _mirror(self, prefix: str, listener: object) -> None:
-        mirror = PrefixMirror(self._kv, prefix)
-        mirror.on_change(listener)  # type: ignore[arg-type]
-        mirror.start()
-        self._mirrors.append(mirror)
+    def _cycle(self, conn: BrokerConnection) -> Cycle:
+        return Cycle(conn, self.signer, self.names, self.committer, middleware=self.middleware,
+                     prepare=lambda queue: self._prepare(conn, queue))
 
-    def _track_revision(self) -> None:
-        self.state.revision = max([self.state.revision, *(m.revision for m in self._mirrors)])
-
-    def _on_worker(self, name: str, value: bytes | None) -> None:
-        if value is None:
-            self.state.workers.pop(name, None)
-            self.state.backoff.discard(name)
-            self._fleet_changed.set()
-        else:
-            status = parse_worker(value)
-            self.state.workers[name] = status
-            if status.utilisation >= policy.BACKOFF_UTILISATION:
-                self.state.backoff.add(name)
-            else:
-                self.state.backoff.discard(name)
-        self._track_revision()
-
-    def _on_pin(self, name: str, value: bytes | None) -> None:
-        if value is None:
-            self.state.pins.pop(name, None)
-        else:
-            self.state.pins[name] = parse_pin(value)
-
-    def _refresh_fleet(self) -> None:
-        """Reads workers and pins straight from etcd instead of waiting for the watches."""
-        for status in self.metadata.workers():
-            self.state.workers.setdefault(status.id, status)
-        for pin in self.metadata.pins():
-            self.state.pins.setdefault(pin.worker_id, pin)
-
-    def _on_scheduler(self, name: str, value: bytes | None) -> None:
-        if value is None:
-            self.state.schedulers.discard(name)
-            self._fleet_changed.set()
-        else:
-            self.state.schedulers.add(name)
-
-    def _on_dag(self, name: str, value: bytes | None) -> None:
-        if value is None:
-            self.state.dags.pop(name, None)
-        else:
-            self.state.dags[name] = parse_dag_record(value)
+    def _prepare(self, conn: BrokerConnection, queue: str) -> None:
+        delay_ms = self.names.retry_delay_ms(queue)
+        if delay_ms is not None and (id(conn), queue) not in self._declared:
+            conn.declare(retry_topology(self.names, delay_ms))
+            self._declared.add((id(conn), queue))
 
     # -- the call loop ---------------------------------------------------------------------
 
     def _calls_session(self, conn: BrokerConnection) -> None:
         conn.declare(shared_topology(self.names))
         conn.consume(self.names.calls, prefetch=_CALL_PREFETCH)
+        cycle = self._cycle(conn)
         while not self._stop.is_set():
-            deliveries = conn.poll(0.5)
-            if deliveries:
-                self._handle_calls(conn, deliveries)
+            for delivery in conn.poll(0.5):
+                self.serve_call(cycle, delivery)
 
-    def _handle_calls(self, conn: BrokerConnection, deliveries: list[Delivery]) -> None:
-        out = Outbox()
-        accepted: list[int] = []
-        for delivery in deliveries:
-            try:
-                messages = envelope.decode(delivery.body, self.signer)
-            except DropletError as exc:
-                self._refuse(conn, delivery, exc, out)
-                continue
-            resent = bool((delivery.headers or {}).get("x-droplet-resent"))
-            try:
-                for message in messages:
-                    if resent and message.WhichOneof("kind") == "call":
-                        message.call.maybe_done = True
-                    self._dispatch_call(message, delivery.reply_to, out)
-                accepted.append(delivery.tag)
-            except Exception as exc:
-                log.exception("dead-lettering a call message whose handling failed")
-                self._refuse(conn, delivery, exc, out)
-        gate = dispatch.AckGate(conn, accepted)
-        if out.results:
-            try:
-                self.values.write_results(out.results)
-            except DropletError as exc:
-                log.warning("could not store refusals (%s); the calls go back", exc)
-                gate.fail()
+    def serve_call(self, cycle: Cycle, delivery: Delivery) -> None:
+        """One delivery of the call queue; a burst of calls is split among idle workers."""
         workers = max(1, len(self.state.workers))
-        forwarded = sum(1 for o in out.sent if o.queue == self.names.work)
-        chunk = min(_WORK_CHUNK_MAX, max(1, math.ceil(forwarded / workers)))
-        dispatch.publish(conn, self.signer, out.sent, gate, self.names.work, chunk)
-        gate.release()
+        cycle.split[self.names.work] = min(_WORK_CHUNK_MAX, max(1, math.ceil(64 / workers)))
+        cycle.run(delivery, self._handle_call)
 
-    def _refuse(self, conn: BrokerConnection, delivery: Delivery, error: Exception,
-                out: Outbox) -> None:
-        """Dead-letters a message and tells its sender why (see outbox.refuse)."""
-        log.warning("dead-lettering a message from %s: %s", delivery.queue, error)
-        code = refusal_code(error)
-        self.metrics.error(pb.ErrorCode.Name(code))
-        refuse(out, envelope.peek(delivery.body), delivery.reply_to, delivery.correlation_id,
-               code, f"refused: {error}")
-        conn.reject(delivery.tag, requeue=False)
-
-    def _dispatch_call(self, message: pb.Message, reply_to: str | None, out: Outbox) -> None:
+    def _handle_call(self, message: pb.Message, delivery: Delivery, _env: pb.Envelope,
+                     out: Outbox) -> None:
         kind = message.WhichOneof("kind")
-        self.metrics.message(kind or "empty")
+        reply_to = delivery.reply_to if is_reply_address(delivery.reply_to) else None
+        resent = delivery.redelivered or bool((delivery.headers or {}).get(RESENT_HEADER))
         if kind == "call":
-            response = calls.call_function(message.call, reply_to, self.state, out)
+            calls.call_function(message.call, reply_to, self.state, out, maybe_done=resent)
         elif kind == "dag_call":
-            self._track_revision()
-            response = dags.call_dag(message.dag_call, reply_to, self.state, out)
+            self.fleet.track_revision()
+            dags.call_dag(message.dag_call, reply_to, self.state, out)
+        elif kind == "trigger":
+            dags.reroute(message.trigger, self.state, out)
+        elif kind == "schedule":
+            pass  # notice for a worker that is gone: its triggers are re-routed
         else:
             raise DropletError(f"unexpected {kind} message on the call queue")
-        if not response.success:
-            self.metrics.error(pb.ErrorCode.Name(response.error))
 
     # -- the admin loop --------------------------------------------------------------------
 
@@ -231,85 +163,50 @@ class SchedulerService:
         reply_address = conn.consume_replies()
         conn.consume(self.names.admin, prefetch=1)
         pins = BrokerPins(conn, self.names, self.signer, reply_address, self.settings)
-        next_reconcile = 0.0
+        cycle = self._cycle(conn)
+
+        def handle(message: pb.Message, delivery: Delivery, received: pb.Envelope,
+                   out: Outbox) -> None:
+            self._handle_admin(message, delivery, received, out, pins)
+
         while not self._stop.is_set():
             for delivery in conn.poll(0.2) + pins.take_stashed():
                 if delivery.queue == self.names.admin:
-                    self._handle_admin(conn, delivery, pins)
-            if self._fleet_changed.is_set() or time.monotonic() >= next_reconcile:
-                self._fleet_changed.clear()
-                self._reconcile(pins)
-                next_reconcile = time.monotonic() + _RECONCILE_INTERVAL_S
+                    cycle.run(delivery, handle)
+            self.reconciler.maybe_run(pins)
 
-    def _measure_fleet(self) -> None:
-        """Fleet gauges, and the depth of the shared queues (through a connection of its
-        own: inspecting a queue can close a channel)."""
-        self.metrics.workers.set(len(self.state.workers))
-        self.metrics.pins.set(len(self.state.pins))
-        if self.metrics.port == 0:
-            return
-        try:
-            if self._inspector is None or not self._inspector.is_open:
-                self._inspector = self._connect()
-            for queue in (self.names.calls, self.names.admin, self.names.work, self.names.dead):
-                depth = self._inspector.queue_depth(queue)
-                if depth is not None:
-                    self.metrics.queue_depth.labels(queue).set(depth)
-        except DropletError as exc:
-            log.debug("queue depths unavailable: %s", exc)
-            self._inspector = None
-
-    def _reconcile(self, pins: BrokerPins) -> None:
-        """Moves pins off dead workers and settles what dead workers left in their queues."""
-        self._measure_fleet()
-        try:
-            for action in healing.heal_pins(self.state, self.metadata, pins):
-                log.info("healing: %s", action)
-            for worker_id, entry in self.reaper.dead_members().items():
-                if settled := self.reaper.reap(worker_id, entry):
-                    log.info("settled %d messages left by dead worker %s", settled, worker_id)
-            if settled := self.reaper.settle_claims():
-                log.info("settled %d long calls held by dead workers", settled)
-        except DropletError as exc:
-            log.warning("reconciliation failed, will retry: %s", exc)
-
-    def _handle_admin(self, conn: BrokerConnection, delivery: Delivery, pins: BrokerPins) -> None:
-        out = Outbox()
-        try:
-            messages = envelope.decode(delivery.body, self.signer)
-            unexpected = {m.WhichOneof("kind") for m in messages} - _ADMIN_KINDS
-            if unexpected:
-                raise DropletError(f"unexpected {sorted(map(str, unexpected))} on the admin queue")
-        except DropletError as exc:
-            self._refuse(conn, delivery, exc, out)
-            dispatch.publish(conn, self.signer, out.sent)
-            return
-        for message in messages:
-            response = self._admin_response(message, pins)
-            out.reply(delivery.reply_to, response, correlation_id=delivery.correlation_id)
-        gate = dispatch.AckGate(conn, [delivery.tag])
-        dispatch.publish(conn, self.signer, out.sent, gate)
-        gate.release()
-
-    def _admin_response(self, message: pb.Message, pins: BrokerPins) -> pb.GenericResponse:
+    def _handle_admin(self, message: pb.Message, delivery: Delivery, received: pb.Envelope,
+                      out: Outbox, pins: BrokerPins) -> None:
         kind = message.WhichOneof("kind")
-        try:
-            if kind == "function":
-                return calls.register_function(message.function, self.metadata)
-            if kind == "dag":
-                if len(self.state.free_workers()) < len(message.dag.functions):
-                    self._refresh_fleet()  # the watch may lag a worker that just joined
-                return dags.create_dag(
-                    message.dag, self.state, self.metadata, pins,
-                    lambda name: self.metadata.get_function(name) is not None,
-                )
-            if kind == "delete_dag":
-                return dags.delete_dag(message.delete_dag.name, self.state, self.metadata, pins)
-        except DropletError as exc:
-            log.exception("admin request %s failed", kind)
-            response = pb.GenericResponse(success=False, message=str(exc))
-            response.error = exc.code or pb.INVALID_REQUEST  # type: ignore[assignment]
-            return response
-        return pb.GenericResponse(
-            success=False, error=pb.INVALID_REQUEST, message=f"unexpected {kind} message"
-        )
+        if kind not in _ADMIN_KINDS:
+            raise DropletError(f"unexpected {kind} message on the admin queue")
+        age_s = time.time() - received.issued_at_ms / 1000
+        if self.signer.enabled and age_s > self.settings.admin_max_age_s:
+            raise UnauthorizedError(f"an admin request issued {age_s:.0f}s ago is refused "
+                                    f"(admin_max_age_s is {self.settings.admin_max_age_s:g})")
+        request_id = received.nonce
+        answer = self.metadata.answer_of(request_id)
+        if answer is None:
+            answer = self._admin_response(message, pins, request_id)
+            lease = self.values.leases.lease(max(_ANSWER_TTL_S,
+                                                 2 * self.settings.admin_max_age_s))
+            self.metadata.keep_answer(Answer(request_id, answer, lease))
+        out.reply(delivery.reply_to, answer, correlation_id=delivery.correlation_id)
+
+    def _admin_response(self, message: pb.Message, pins: BrokerPins,
+                        request_id: str) -> pb.GenericResponse:
+        kind = message.WhichOneof("kind")
+        if kind == "function":
+            return calls.register_function(message.function, self.metadata)
+        if kind == "dag":
+            if len(self.state.free_workers()) < len(message.dag.functions):
+                self.fleet.refresh()  # the watch may lag a worker that just joined
+            wait_s = self.settings.worker_lease_ttl_s * 1.5 + self.settings.pin_timeout_s * (
+                len(message.dag.functions) + 1)
+            return dags.create_dag(
+                message.dag, self.state, self.metadata, pins,
+                lambda name: self.metadata.get_function(name) is not None,
+                request_id=request_id, lease=self.membership.lease_id, wait_s=wait_s,
+            )
+        return dags.delete_dag(message.delete_dag.name, self.state, self.metadata, pins,
+                               request_id)

@@ -6,6 +6,7 @@ write that matters goes to etcd first (see store/metadata.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from droplet.broker_config.names import QueueNames
@@ -24,6 +25,9 @@ class SchedulerState:
     backoff: set[str] = field(default_factory=set)
     # Latest etcd revision seen by this scheduler's watches: the snapshot of a MULTI call.
     revision: int = 0
+    # The store's current revision, read from etcd: the snapshot of a MULTI call run again
+    # after it lost a commit race (the watches may lag behind the write it lost to).
+    fresh_revision: Callable[[], int] = lambda: 0
 
     def free_workers(self) -> list[str]:
         """Alive workers without a pin, which can accept one."""

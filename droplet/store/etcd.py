@@ -22,7 +22,7 @@ from etcd3 import transactions as tx
 from etcd3 import utils as etcd_utils
 from etcd3.etcdrpc import kv_pb2
 
-from droplet.errors import StoreError
+from droplet.errors import CompactedError, StoreError
 from droplet.settings import Settings
 from droplet.store.kv import (
     Compare,
@@ -30,6 +30,7 @@ from droplet.store.kv import (
     Entry,
     ErrorCallback,
     ModRevisionBelow,
+    ModRevisionIs,
     Op,
     Put,
     ValueIs,
@@ -52,6 +53,8 @@ def _fail(action: str, exc: BaseException) -> StoreError:
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, grpc.RpcError):
         detail = f"{exc.code().name}: {exc.details()}"
+        if "compacted" in str(exc.details()):
+            return CompactedError(f"etcd {action} failed: {detail}")
     return StoreError(f"etcd {action} failed: {detail}")
 
 
@@ -133,11 +136,11 @@ class EtcdKV:
             for key in keys:
                 resp = self.call("get", partial(_get_at, key=key, revision=revision))
                 for kv in resp.kvs:
-                    found[key] = Entry(kv.value, kv.mod_revision)
+                    found[key] = _entry(kv)
             return found
         if len(keys) == 1:
             resp = self.call("get", lambda c: c.get_response(keys[0]))
-            return {keys[0]: Entry(resp.kvs[0].value, resp.kvs[0].mod_revision)} if resp.kvs else {}
+            return {keys[0]: _entry(resp.kvs[0])} if resp.kvs else {}
         _ok, responses = self.call(
             "get",
             lambda c: c.transaction(compare=[], success=[tx.Get(k) for k in keys], failure=[]),
@@ -145,7 +148,7 @@ class EtcdKV:
         out: dict[str, Entry] = {}
         for key, rows in zip(keys, responses, strict=True):
             for value, meta in rows:
-                out[key] = Entry(value, meta.mod_revision)
+                out[key] = Entry(value, meta.mod_revision, meta.create_revision, meta.version)
         return out
 
     def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
@@ -296,7 +299,13 @@ def _event(raw: Any) -> WatchEvent:
         value=None if deleted else raw.kv.value,
         revision=int(raw.kv.mod_revision),
         prev_value=raw.prev_kv.value if raw.HasField("prev_kv") else None,
+        create_revision=int(raw.kv.create_revision),
+        version=int(raw.kv.version),
     )
+
+
+def _entry(kv: Any) -> Entry:
+    return Entry(kv.value, int(kv.mod_revision), int(kv.create_revision), int(kv.version))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -336,6 +345,8 @@ def _compare(c: Compare) -> Any:
         return tx.Value(c.key) == c.value
     if isinstance(c, ModRevisionBelow):
         return tx.Mod(c.key) < c.revision
+    if isinstance(c, ModRevisionIs):
+        return tx.Mod(c.key) == c.revision
     raise TypeError(f"unknown compare {c!r}")
 
 

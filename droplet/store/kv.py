@@ -46,7 +46,20 @@ class ModRevisionBelow:
     revision: int
 
 
-Compare = VersionIs | ValueIs | ModRevisionBelow
+@dataclass(frozen=True)
+class ModRevisionIs:
+    """True when the key was last written at exactly `revision` (0: it does not exist), that
+    is, nobody wrote or deleted it since it was read at that revision."""
+
+    key: str
+    revision: int
+
+
+Compare = VersionIs | ValueIs | ModRevisionBelow | ModRevisionIs
+
+# etcd refuses a transaction with more compares, or more operations in a branch, than its
+# --max-txn-ops (128 by default); MemoryKV refuses the same.
+MAX_TXN_OPS = 128
 Op = Put | Delete
 
 
@@ -56,12 +69,16 @@ class WatchEvent:
     value: bytes | None  # None: deleted (or expired with its lease)
     revision: int
     prev_value: bytes | None = None
+    create_revision: int = 0
+    version: int = 0
 
 
 @dataclass(frozen=True)
 class Entry:
     value: bytes
     mod_revision: int
+    create_revision: int = 0
+    version: int = 0
 
 
 class Lease(Protocol):

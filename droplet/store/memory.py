@@ -2,7 +2,8 @@
 
 For narrow unit tests of handlers and caches only: everything end to end runs on real etcd.
 Watch callbacks run synchronously in the writing thread; leases expire only when a test calls
-`expire_lease`, so tests stay deterministic.
+`expire_lease`, so tests stay deterministic. `fail_when` injects store failures: the in-process
+fault tests make a chosen write fail at a chosen step of the message cycle.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from droplet.errors import StoreError
+from droplet.errors import CompactedError, StoreError
 from droplet.store.kv import (
+    MAX_TXN_OPS,
     Compare,
     Delete,
     Entry,
     ErrorCallback,
     ModRevisionBelow,
+    ModRevisionIs,
     Op,
     Put,
     ValueIs,
@@ -34,6 +37,10 @@ class _Record:
     mod_revision: int
     version: int
     lease: int | None
+    create_revision: int = 0
+
+    def entry(self) -> Entry:
+        return Entry(self.value, self.mod_revision, self.create_revision, self.version)
 
 
 class MemoryLease:
@@ -56,35 +63,50 @@ class MemoryLease:
 class MemoryKV:
     def __init__(self) -> None:
         self._data: dict[str, _Record] = {}
-        self._history: list[tuple[int, str, bytes | None]] = []
+        self._history: list[tuple[int, str, _Record | None]] = []
+        self.compacted = 0  # reads below this revision fail, as after etcd's compaction
+        # Fault injection: called with (operation, ops) before every request; True -> fails.
+        self.fail_when: Callable[[str, Sequence[Op]], bool] | None = None
         self._revision = 1
         self._lock = threading.RLock()
         self._watches: dict[int, tuple[str, WatchCallback]] = {}
         self._ids = itertools.count(1)
         self.leases: set[int] = set()
 
+    def _maybe_fail(self, operation: str, ops: Sequence[Op] = ()) -> None:
+        if self.fail_when is not None and self.fail_when(operation, ops):
+            raise StoreError(f"injected failure of {operation}")
+
     def get(self, key: str) -> bytes | None:
+        self._maybe_fail("get")
         with self._lock:
             rec = self._data.get(key)
             return rec.value if rec else None
 
     def get_entries(self, keys: Sequence[str], revision: int = 0) -> dict[str, Entry]:
+        self._maybe_fail("get")
         with self._lock:
             if not revision:
-                return {
-                    k: Entry(r.value, r.mod_revision) for k in keys if (r := self._data.get(k))
-                }
+                return {k: r.entry() for k in keys if (r := self._data.get(k))}
+            if revision < self.compacted:
+                raise CompactedError(f"revision {revision} has been compacted")
             found: dict[str, Entry] = {}
-            for rev, key, value in self._history:
+            for rev, key, record in self._history:
                 if rev > revision or key not in keys:
                     continue
-                if value is None:
+                if record is None:
                     found.pop(key, None)
                 else:
-                    found[key] = Entry(value, rev)
+                    found[key] = record.entry()
             return found
 
+    def compact(self, revision: int) -> None:
+        """Forgets history below revision (reads at older revisions fail)."""
+        with self._lock:
+            self.compacted = revision
+
     def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
+        self._maybe_fail("get")
         with self._lock:
             items = {k: r.value for k, r in self._data.items() if k.startswith(prefix)}
             return items, self._revision
@@ -112,6 +134,9 @@ class MemoryKV:
     def _txn(
         self, compares: list[Compare], success: list[Op], failure: list[Op]
     ) -> tuple[bool, int, dict[str, bytes]]:
+        self._maybe_fail("txn", success)
+        if max(len(compares), len(success), len(failure)) > MAX_TXN_OPS:
+            raise StoreError("etcdserver: too many operations in txn request")
         for ops in (success, failure):
             self._check(ops)
         with self._lock:
@@ -180,6 +205,8 @@ class MemoryKV:
             return rec is not None and rec.value == c.value
         if isinstance(c, ModRevisionBelow):
             return (rec.mod_revision if rec else 0) < c.revision
+        if isinstance(c, ModRevisionIs):
+            return (rec.mod_revision if rec else 0) == c.revision
         raise TypeError(f"unknown compare {c!r}")
 
     def _apply(self, ops: Sequence[Op]) -> list[WatchEvent]:
@@ -195,9 +222,12 @@ class MemoryKV:
             if isinstance(op, Put):
                 old = self._data.get(op.key)
                 version = old.version + 1 if old else 1
-                self._data[op.key] = _Record(op.value, rev, version, op.lease)
-                self._history.append((rev, op.key, op.value))
-                events.append(WatchEvent(op.key, op.value, rev, old.value if old else None))
+                created = old.create_revision if old else rev
+                record = _Record(op.value, rev, version, op.lease, created)
+                self._data[op.key] = record
+                self._history.append((rev, op.key, record))
+                events.append(WatchEvent(op.key, op.value, rev, old.value if old else None,
+                                         created, version))
             else:
                 for key in self._matching(op.key, op.prefix):
                     old = self._data.pop(key)

@@ -1,17 +1,39 @@
 """Cluster metadata in etcd: functions, DAGs, pins, and fleet membership records.
 
-Function bodies are stored signed (see signing.py), so a worker refuses a body that did not
-come through a holder of the fleet secret even if someone could write to etcd directly. Writes
-that two schedulers could race on (DAG names, pins) are etcd transactions on the key's version.
+Function bodies are code. With a fleet secret they are stored signed, and the signature is bound
+to the function's name and to the etcd (create revision, version) of its registration: a body
+copied under another name, or an older body restored under the same name (even after deleting
+and re-creating the key), fails verification, so someone who can write to etcd cannot make
+workers run code. A first registration therefore reserves its key before signing.
+
+Writes that two schedulers could race on are etcd transactions: a DAG's name, its pins (a pin
+under pins/<worker> and a placement under placements/<dag>/<function>, claimed together, so a
+worker holds one function and a function one worker), and a DAG becoming ready (only if it was
+not deleted meanwhile). A DAG being created lives under its creator's lease until it is ready:
+if the creator dies, the half-made DAG disappears on its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from droplet.errors import StoreError
 from droplet.proto import pb
 from droplet.settings import Settings
-from droplet.signing import Signer
+from droplet.signing import Signer, function_context
 from droplet.store.keys import StoreKeys
-from droplet.store.kv import KV, Delete, Put, ValueIs, VersionIs
+from droplet.store.kv import KV, Delete, Entry, ModRevisionIs, Put, ValueIs, VersionIs
+
+_REGISTRATION_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to an admin request, kept under its request id."""
+
+    request_id: str
+    response: pb.GenericResponse
+    lease: int | None = None
 
 
 class Metadata:
@@ -23,65 +45,135 @@ class Metadata:
     # -- functions -------------------------------------------------------------------------
 
     def put_function(self, function: pb.Function) -> None:
-        self.kv.put(self.keys.function(function.name), self.seal_function(function))
+        key = self.keys.function(function.name)
+        payload = function.SerializeToString()
+        if not self._signer.enabled:
+            self.kv.put(key, self._signer.seal(payload))
+            return
+        for _ in range(_REGISTRATION_ATTEMPTS):
+            entry = self.kv.get_entries([key]).get(key)
+            if entry is None:
+                self.kv.txn([VersionIs(key, 0)], [Put(key, b"")])  # reserve the key
+                continue
+            context = function_context(function.name, entry.create_revision, entry.version + 1)
+            sealed = self._signer.seal(payload, context)
+            ok, _ = self.kv.txn([ModRevisionIs(key, entry.mod_revision)], [Put(key, sealed)])
+            if ok:
+                return
+        raise StoreError(f"registering {function.name!r} raced other registrations; try again")
 
-    def seal_function(self, function: pb.Function) -> bytes:
-        return self._signer.seal(function.SerializeToString())
-
-    def open_function(self, raw: bytes) -> pb.Function:
-        """Parses a stored function; raises SignatureError when its signature is wrong."""
+    def open_function(self, name: str, entry: Entry) -> pb.Function | None:
+        """Parses a stored function; raises SignatureError when its signature is wrong here.
+        None for a key reserved by a registration in progress."""
+        if not entry.value:
+            return None
+        context = function_context(name, entry.create_revision, entry.version)
         function = pb.Function()
-        function.ParseFromString(self._signer.open(raw))
+        function.ParseFromString(self._signer.open(entry.value, context))
         return function
 
     def get_function(self, name: str) -> pb.Function | None:
-        raw = self.kv.get(self.keys.function(name))
-        return None if raw is None else self.open_function(raw)
+        key = self.keys.function(name)
+        entry = self.kv.get_entries([key]).get(key)
+        return None if entry is None else self.open_function(name, entry)
 
     def function_names(self) -> list[str]:
         items, _ = self.kv.get_prefix(self.keys.functions)
-        return sorted(StoreKeys.tail(k, self.keys.functions) for k in items)
+        return sorted(StoreKeys.tail(k, self.keys.functions) for k, v in items.items() if v)
 
     def delete_function(self, name: str) -> bool:
         return self.kv.delete(self.keys.function(name)) > 0
 
     # -- DAGs ------------------------------------------------------------------------------
 
-    def create_dag(self, dag: pb.Dag, creator: str = "") -> bool:
-        """Claims the DAG's name (not ready yet); False when the name is taken."""
-        record = pb.DagRecord(dag=dag, ready=False, creator=creator).SerializeToString()
+    def create_dag(self, dag: pb.Dag, creator: str, request_id: str,
+                   lease: int | None) -> bytes | None:
+        """Claims the DAG's name (not ready yet, under the creator's lease); returns the record
+        written, or None when the name is taken."""
+        record = pb.DagRecord(dag=dag, ready=False, creator=creator,
+                              request_id=request_id).SerializeToString()
         key = self.keys.dag(dag.name)
-        ok, _ = self.kv.txn([VersionIs(key, 0)], [Put(key, record)])
+        ok, _ = self.kv.txn([VersionIs(key, 0)], [Put(key, record, lease)])
+        return record if ok else None
+
+    def mark_dag_ready(self, dag: pb.Dag, pending: bytes, answer: Answer | None = None) -> bool:
+        """Makes a DAG ready (for good, no lease) unless its record changed: deleted, or its
+        creator's lease ran out meanwhile. The request's answer is kept in the same step."""
+        key = self.keys.dag(dag.name)
+        request_id = answer.request_id if answer else ""
+        record = pb.DagRecord(dag=dag, ready=True, request_id=request_id).SerializeToString()
+        ok, _ = self.kv.txn([ValueIs(key, pending)], [Put(key, record), *self._keep(answer)])
         return ok
 
-    def mark_dag_ready(self, dag: pb.Dag) -> None:
-        self.kv.put(self.keys.dag(dag.name), pb.DagRecord(dag=dag, ready=True).SerializeToString())
+    def delete_pending_dag(self, name: str, pending: bytes) -> bool:
+        """Deletes a half-made DAG, only if it is still the one this request made."""
+        key = self.keys.dag(name)
+        ok, _ = self.kv.txn([ValueIs(key, pending)], [Delete(key)])
+        return ok
 
     def get_dag(self, name: str) -> pb.DagRecord | None:
         raw = self.kv.get(self.keys.dag(name))
         return None if raw is None else parse_dag_record(raw)
 
-    def delete_dag(self, name: str) -> bool:
-        return self.kv.delete(self.keys.dag(name)) > 0
+    def delete_dag(self, name: str, answer: Answer | None = None) -> bool:
+        """Deletes a DAG record; with an answer, keeps it in the same transaction, so that a
+        redelivered delete answers as the first one did."""
+        key = self.keys.dag(name)
+        raw = self.kv.get(key)
+        if raw is None:
+            return False
+        ok, _ = self.kv.txn([ValueIs(key, raw)], [Delete(key), *self._keep(answer)])
+        return ok
+
+    # -- answers to admin requests ---------------------------------------------------------
+
+    def keep_answer(self, answer: Answer) -> None:
+        self.kv.txn([], self._keep(answer))
+
+    def _keep(self, answer: Answer | None) -> list[Put]:
+        if answer is None or not answer.request_id:
+            return []
+        raw = answer.response.SerializeToString()
+        return [Put(self.keys.request(answer.request_id), raw, answer.lease)]
+
+    def answer_of(self, request_id: str) -> pb.GenericResponse | None:
+        """The answer given to an admin request, kept a while (redeliveries, replays)."""
+        raw = self.kv.get(self.keys.request(request_id)) if request_id else None
+        return None if raw is None else pb.GenericResponse.FromString(raw)
 
     # -- pins ------------------------------------------------------------------------------
 
     def claim_pin(self, worker_id: str, dag_name: str, function_name: str) -> bool:
-        """Records a pin unless the worker already has one (two schedulers never share one)."""
+        """Records a pin unless the worker holds one or the function is placed already (two
+        schedulers never share a worker, nor pin a function twice)."""
         key = self.keys.pin(worker_id)
+        placement = self.keys.placement(dag_name, function_name)
         record = pb.PinRecord(dag_name=dag_name, function_name=function_name, worker_id=worker_id)
-        ok, _ = self.kv.txn([VersionIs(key, 0)], [Put(key, record.SerializeToString())])
+        ok, _ = self.kv.txn(
+            [VersionIs(key, 0), VersionIs(placement, 0)],
+            [Put(key, record.SerializeToString()), Put(placement, worker_id.encode())],
+        )
         return ok
 
     def release_pin(self, record: pb.PinRecord) -> bool:
-        """Deletes a pin only if it is still the one given (a re-pin is never undone)."""
+        """Deletes a pin only if it is still the one given (a re-pin is never undone), and its
+        placement if that still names this worker."""
         key = self.keys.pin(record.worker_id)
-        ok, _ = self.kv.txn([ValueIs(key, record.SerializeToString())], [Delete(key)])
+        placement = self.keys.placement(record.dag_name, record.function_name)
+        raw = record.SerializeToString()
+        ok, _ = self.kv.txn([ValueIs(key, raw), ValueIs(placement, record.worker_id.encode())],
+                            [Delete(key), Delete(placement)])
+        if not ok:
+            ok, _ = self.kv.txn([ValueIs(key, raw)], [Delete(key)])
         return ok
 
     def pins(self) -> list[pb.PinRecord]:
         items, _ = self.kv.get_prefix(self.keys.pins)
         return [parse_pin(raw) for raw in items.values()]
+
+    def pin_of(self, worker_id: str) -> pb.PinRecord | None:
+        raw = self.kv.get(self.keys.pin(worker_id))
+        return None if raw is None else parse_pin(raw)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -110,4 +202,3 @@ def parse_worker(raw: bytes) -> pb.WorkerStatus:
     status = pb.WorkerStatus()
     status.ParseFromString(raw)
     return status
-

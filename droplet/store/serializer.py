@@ -72,13 +72,6 @@ def dump(obj: Any, into: pb.Value | None = None) -> pb.Value:
     return value
 
 
-def dump_error(info: pb.ErrorInfo, into: pb.Value | None = None) -> pb.Value:
-    value = pb.Value() if into is None else into
-    value.type = pb.ERROR
-    value.body = info.SerializeToString()
-    return value
-
-
 def load(value: pb.Value) -> Any:
     """Deserializes a Value; an ERROR value comes back as its pb.ErrorInfo."""
     if value.type in _REFERENCES:

@@ -4,7 +4,11 @@ Values a worker reads or writes stay here (least recently used go first, bounded
 and bytes). A watch on the values prefix replaces or drops an entry as soon as anyone writes
 or deletes its key, so a cached read is at most one watch delay behind etcd. The cached keys
 are reported in the worker's status, which is what the scheduler's locality placement uses.
-Results under generated keys are not cached: they are read once, by the client.
+Call outcomes under results/ are not cached: they are read once, by the client.
+
+Without its watch the cache cannot be trusted: when the watch breaks, the cache is emptied and
+serves nothing (reads go to etcd) until a new watch runs, and a read that started before the
+break never fills the cache after it (an epoch counter tells).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from droplet.proto import pb
-from droplet.store import serializer
 from droplet.store.kv import WatchEvent
 from droplet.store.values import ValueStore
 
@@ -47,14 +50,26 @@ class ValueCache:
         self.misses = 0
         # The store revision this cache is known to be current with (sessions compare it).
         self.revision = 0
+        self.healthy = False
+        self._epoch = 0
 
     def start(self) -> None:
         prefix = self._values.keys.values
         start = self._values.kv.revision()
-        self._cancel = self._values.kv.watch_prefix(
+        cancel = self._values.kv.watch_prefix(
             prefix, self._on_events, self._on_error, start_revision=start + 1
         )
-        self.revision = start
+        with self._lock:
+            self._cancel = cancel
+            self._entries.clear()  # anything stored while the watch was away
+            self._bytes = 0
+            self._epoch += 1
+            self.revision = start
+            self.healthy = True
+
+    def fresh_for(self, min_revision: int) -> bool:
+        """True when a read from the cache is at least as new as min_revision."""
+        return self.healthy and self.revision >= min_revision
 
     def close(self) -> None:
         if self._cancel is not None:
@@ -68,6 +83,7 @@ class ValueCache:
         """Like get_values, with the revision each value was written at."""
         found: dict[str, tuple[pb.Value, int]] = {}
         missing: list[str] = []
+        epoch = self._epoch
         with self._lock:
             for key in keys:
                 entry = self._entries.get(key)
@@ -81,15 +97,17 @@ class ValueCache:
         if missing:
             for key, stored in self._values.read(missing).items():
                 if stored.user_value:
-                    self.store(key, stored.value, stored.mod_revision)
+                    self.store(key, stored.value, stored.mod_revision, epoch)
                 found[key] = (stored.value, stored.mod_revision)
         return found
 
-    def store(self, key: str, value: pb.Value, revision: int) -> None:
+    def store(self, key: str, value: pb.Value, revision: int, epoch: int | None = None) -> None:
         size = len(value.body)
         if size > self._max_bytes // 4:
             return  # one huge value would push everything else out
         with self._lock:
+            if not self.healthy or (epoch is not None and epoch != self._epoch):
+                return  # the watch broke since this value was read
             if self._recent.get(key, 0) > revision:
                 return  # written again since this copy was read
             current = self._entries.get(key)
@@ -125,7 +143,7 @@ class ValueCache:
         for event in events:
             self.revision = max(self.revision, event.revision)
             key = event.key[prefix:]
-            head = serializer.from_bytes(event.value) if event.value is not None else None
+            head = self._head(event)
             if key in self._entries and head is not None and head.type != pb.CHUNKED:
                 self.store(key, head, event.revision)
                 continue
@@ -136,9 +154,19 @@ class ValueCache:
                 if len(self._recent) > _RECENT_WRITES:
                     self._recent.popitem(last=False)
 
+    def _head(self, event: WatchEvent) -> pb.Value | None:
+        if event.value is None:
+            return None
+        try:
+            return self._values.blobs.open_head(event.key, event.value)
+        except Exception:
+            return None  # unverifiable: dropped, and read (and refused) from etcd if asked
+
     def _on_error(self, error: Exception) -> None:
         """Without the watch nothing here can be trusted: start over, and watch again."""
         with self._lock:
+            self.healthy = False
+            self._epoch += 1
             self._entries.clear()
             self._bytes = 0
             self.revision = 0

@@ -1,132 +1,223 @@
 """Worker handlers for DAG schedules and triggers.
 
-A function runs when its schedule and all its triggers are in (see joins.py), with its own
-arguments first and then its upstreams' results in connection order. Its result travels as a
-DagTrigger to each downstream function's worker; a sink delivers the DAG's result, or, when the
-DAG has several sinks, sends it to the first sink's worker, which joins them into
+Every trigger carries the whole schedule of its call, so a worker keeps no DAG state in memory:
+a step runs when its trigger arrives (one upstream) or when the last of its upstreams' triggers
+arrives (fan-in, see joins.py for the durable partials). The step gets its own arguments first
+and then its upstreams' results in connection order; its result travels on as a trigger to each
+downstream function's worker. The last step delivers the DAG's outcome, or, when the DAG has
+several sinks, each sink sends its result to the first sink's worker, which joins them into
 {sink: result}. A failure is delivered at once by the worker where it happened, and "aborted"
-triggers flow downstream so that nothing else runs and every join is freed.
+triggers flow downstream so that nothing else runs. The `DagSchedule` a worker receives ahead
+of its triggers is only notice: it warms the function up.
 
 Consistency travels with the triggers too. In a MULTI call every function reads the snapshot
-taken when the call started, plus the writes of the functions upstream (carried in the
-triggers); nothing is written until the call ends, when the sink (or the joining worker)
-commits all its writes in one transaction. A client_id session carries the newest revision
-it has seen, so that no function of a later call reads anything older.
+taken when the call started, plus the writes of the functions upstream, and remembers what it
+read; nothing is written until the call ends, when the last step commits all the writes in the
+transaction that stores the outcome, and only if nothing read or written changed since the
+snapshot. A call that loses that race runs again on a fresh snapshot (up to
+`multi_max_attempts` runs), then fails with CONFLICT. A client_id session carries the newest
+revision it has seen, so that no function of a later call reads anything older.
 """
 
 from __future__ import annotations
 
-from droplet.graph import BEGIN, OUTPUT, downstreams, sinks
-from droplet.outbox import Outbox, call_ref, deliver_call_outcome
+import contextlib
+import random
+
+from droplet.errors import DropletError
+from droplet.graph import BEGIN, OUTPUT, downstreams, sinks, upstreams
+from droplet.outbox import Outbox, Outgoing, call_ref, deliver, deliver_call_outcome
 from droplet.proto import pb
+from droplet.proto.replies import error_value
 from droplet.store import serializer
-from droplet.worker.handlers import WorkerState, execute
-from droplet.worker.joins import Join
-from droplet.worker.library import CallContext
+from droplet.store.commits import Commit, MultiWrites
+from droplet.worker.handlers import WorkerState, run
+from droplet.worker.library import RunContext
+
+_RETRY_BASE_MS = 10.0
 
 
 def on_schedule(schedule: pb.DagSchedule, state: WorkerState, out: Outbox) -> None:
-    join = state.schedules.add_schedule(schedule)
-    if join is not None:
-        _run(join, state, out)
+    """Notice of a step to come: load the function now, not when its trigger arrives."""
+    with contextlib.suppress(DropletError):  # the trigger will find out, and tell the caller
+        state.functions.get(schedule.target_function)
+
+
+def expected_sources(dag: pb.Dag, target: str) -> list[str]:
+    return sinks(dag) if target == OUTPUT else (upstreams(dag, target) or [BEGIN])
 
 
 def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
-    join = state.schedules.add_trigger(trigger)
-    if join is not None:
-        _run(join, state, out)
+    if not trigger.HasField("schedule"):
+        raise DropletError("a DAG trigger without its schedule")
+    schedule = trigger.schedule
+    target = trigger.target_function
+    expected = expected_sources(schedule.dag, target)
+    if trigger.source not in expected:
+        raise DropletError(f"{target!r} does not wait for {trigger.source!r}")
+    if len(expected) == 1:
+        _step(schedule, target, {trigger.source: trigger}, state, out, joined=False)
+        return
+    join = state.joins.read(schedule.id, target)
+    if join.done is not None:
+        _send_on(schedule, target, join.done, state, out)
+        return
+    parts = dict(join.parts)
+    parts.setdefault(trigger.source, trigger)
+    complete = all(s in parts for s in expected)
+    if not complete and not any(p.aborted for p in parts.values()):
+        key = state.keys.join_part(schedule.id, target, trigger.source)
+        out.store(Commit(records={key: state.joins.seal(key, trigger)}))
+        return
+    _step(schedule, target, parts, state, out, joined=True)
 
 
-def context_of(join: Join) -> CallContext:
-    """The reads-and-writes context of a join: its schedule's mode, its upstreams' writes
-    (later connections win) and the newest revision any of them saw."""
-    schedule = join.schedule
-    assert schedule is not None
+def context_of(schedule: pb.DagSchedule, parts: dict[str, pb.DagTrigger],
+               expected: list[str]) -> RunContext:
+    """The reads-and-writes context of a step: its schedule's mode, its upstreams' writes and
+    reads (later connections win) and the newest revision any of them saw."""
     multi = schedule.consistency == pb.MULTI
-    context = CallContext(
+    context = RunContext(
         snapshot_revision=schedule.snapshot_revision if multi else 0,
         writes={} if multi else None,
         min_revision=schedule.min_revision,
     )
-    for source in join.expected():
-        trigger = join.triggers.get(source)
+    for source in expected:
+        trigger = parts.get(source)
         if trigger is None:
             continue
         if context.writes is not None:
             context.writes.update(trigger.writes)
             context.deletes.difference_update(trigger.writes)
             context.deletes.update(trigger.deletes)
+            context.reads.update(trigger.reads)
         context.min_revision = max(context.min_revision, trigger.observed_revision)
     context.observed_revision = context.min_revision
     return context
 
 
-def _run(join: Join, state: WorkerState, out: Outbox) -> None:
-    schedule = join.schedule
-    if join.aborted:
-        if schedule is not None and join.key[1] != OUTPUT:
-            _forward(schedule, join.key[1], None, CallContext(), state, out)
-        return
-    assert schedule is not None
-    context = context_of(join)
-    if join.key[1] == OUTPUT:
-        results = {name: serializer.load(join.triggers[name].result) for name in join.expected()}
-        _finish(schedule, serializer.dump(results), context, out)
-        return
-    target = schedule.target_function
-    upstream_results = [
-        serializer.load(join.triggers[source].result)
-        for source in schedule.triggers
-        if source != BEGIN
-    ]
-    value = execute(state, target, schedule.arguments[target].values, upstream_results, context)
-    if value.type == pb.ERROR:
-        deliver_call_outcome(out, call_ref(schedule), value)  # a MULTI call writes nothing
-        _forward(schedule, target, None, context, state, out)
-    else:
-        _forward(schedule, target, value, context, state, out)
-
-
-def _forward(
-    schedule: pb.DagSchedule,
-    source: str,
-    value: pb.Value | None,
-    context: CallContext,
-    state: WorkerState,
-    out: Outbox,
-) -> None:
-    """Sends `source`'s result (or an abort, when value is None) to whoever waits for it."""
+def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger],
+          state: WorkerState, out: Outbox, joined: bool) -> None:
     dag = schedule.dag
-    targets = downstreams(dag, source)
-    all_sinks = sinks(dag)
-    if not targets and len(all_sinks) > 1:
-        targets = [OUTPUT]
-    elif not targets:
-        if value is not None:
-            _finish(schedule, value, context, out)
+    expected = expected_sources(dag, target)
+    context = context_of(schedule, parts, expected)
+    value: pb.Value | None = None
+    if not any(p.aborted for p in parts.values()):
+        try:
+            if target == OUTPUT:
+                loaded = {name: serializer.load(parts[name].result) for name in expected}
+                value = serializer.dump(loaded)
+            else:
+                upstream = [serializer.load(parts[s].result) for s in upstreams(dag, target)]
+        except Exception as exc:  # an upstream result that cannot be loaded here
+            value = error_value(pb.EXECUTION_ERROR, f"cannot load an upstream result: {exc}")
+        else:
+            if target != OUTPUT:
+                outcome = run(state, target, schedule.arguments[target].values, upstream,
+                              context)
+                value, context = outcome.value, outcome.context
+    done = _done_record(schedule, target, value, context)
+    join = _join_commit(schedule, target, done, state) if joined else None
+    final = target == OUTPUT or (not downstreams(dag, target) and len(sinks(dag)) == 1)
+    if value is not None and value.type != pb.ERROR and final:
+        _finish(schedule, value, context, state, out, join)
         return
+    forwards = _forwards(schedule, target, done, state)
+    if value is not None and value.type == pb.ERROR:
+        # The failure is the call's outcome; nothing downstream runs (a MULTI call writes
+        # nothing).
+        deliver_call_outcome(out, call_ref(schedule), value, then=forwards, join=join)
+    elif join is not None:
+        out.store(join, then=forwards)
+    else:
+        out.sent.extend(forwards)
+
+
+def _done_record(schedule: pb.DagSchedule, target: str, value: pb.Value | None,
+                 context: RunContext) -> pb.DagTrigger:
+    """What a step produced, as its downstream triggers carry it (without routing)."""
+    done = pb.DagTrigger(id=schedule.id, source=target, aborted=value is None,
+                         observed_revision=context.observed_revision)
+    if value is not None and value.type == pb.ERROR:
+        done.aborted = True
+    elif value is not None:
+        done.result.CopyFrom(value)
+        for key, written in (context.writes or {}).items():
+            done.writes[key].CopyFrom(written)
+        done.deletes.extend(sorted(context.deletes))
+        for key, revision in context.reads.items():
+            done.reads[key] = revision
+    return done
+
+
+def _join_commit(schedule: pb.DagSchedule, target: str, done: pb.DagTrigger,
+                 state: WorkerState) -> Commit:
+    """Completes a fan-in: the partials go, `done` records the step, once only."""
+    key = state.keys.join_done(schedule.id, target)
+    return Commit(records={key: state.joins.seal(key, done)},
+                  clears=[state.joins.parts_prefix(schedule.id, target)], absent=key)
+
+
+def _forwards(schedule: pb.DagSchedule, source: str, done: pb.DagTrigger,
+              state: WorkerState) -> list[Outgoing]:
+    """Triggers carrying `source`'s result (or an abort) to whoever waits for it."""
+    dag = schedule.dag
+    all_sinks = sinks(dag)
+    targets = downstreams(dag, source) if source != OUTPUT else []
+    if not targets and len(all_sinks) > 1 and source != OUTPUT:
+        targets = [OUTPUT]
+    sent = []
     for target in targets:
-        trigger = pb.DagTrigger(
-            id=schedule.id, source=source, target_function=target, aborted=value is None,
-            call=call_ref(schedule), observed_revision=context.observed_revision,
-        )
-        if value is not None:
-            trigger.result.CopyFrom(value)
-            for key, written in (context.writes or {}).items():
-                trigger.writes[key].CopyFrom(written)
-            trigger.deletes.extend(sorted(context.deletes))
+        trigger = pb.DagTrigger()
+        trigger.CopyFrom(done)
+        trigger.target_function = target
+        trigger.schedule.CopyFrom(schedule)
         worker = schedule.locations[all_sinks[0] if target == OUTPUT else target]
-        out.send(state.names.worker(worker), pb.Message(trigger=trigger))
-    if OUTPUT in targets and source == all_sinks[0]:
-        # This worker hosts the first sink: it is the one that joins all sinks' results.
-        output = pb.DagSchedule()
-        output.CopyFrom(schedule)
-        output.target_function = OUTPUT
-        on_schedule(output, state, out)
+        sent.append(Outgoing(state.names.worker(worker), pb.Message(trigger=trigger)))
+    return sent
 
 
-def _finish(schedule: pb.DagSchedule, value: pb.Value, context: CallContext, out: Outbox) -> None:
-    """The call's end: a MULTI call's writes become visible together, then the result goes."""
+def _send_on(schedule: pb.DagSchedule, target: str, done: pb.DagTrigger, state: WorkerState,
+             out: Outbox) -> None:
+    """A trigger for a step that already ran: send its result on again (the first run may
+    have died before its messages were confirmed); the final step answers again."""
+    final = target == OUTPUT or (not downstreams(schedule.dag, target)
+                                 and len(sinks(schedule.dag)) == 1)
+    if not final or done.aborted:
+        out.sent.extend(_forwards(schedule, target, done, state))
+        return
+    ref = call_ref(schedule)
+    stored = state.stored_outcome(ref.call_id) if not ref.direct_response else None
+    deliver(out, call_id=ref.call_id, response_id=ref.output_key or ref.call_id,
+            value=stored or done.result, address=ref.response_address, store=False,
+            revision=done.observed_revision)
+
+
+def _finish(schedule: pb.DagSchedule, value: pb.Value, context: RunContext, state: WorkerState,
+            out: Outbox, join: Commit | None) -> None:
+    """The call's end: its outcome is stored (with a MULTI call's writes) and answered."""
+    multi = None
+    retry: list[Outgoing] = []
     if context.writes is not None:
-        out.commit(context.writes, context.deletes)
-    deliver_call_outcome(out, call_ref(schedule), value, context.observed_revision)
+        multi = MultiWrites(dict(context.writes), set(context.deletes), dict(context.reads),
+                            schedule.snapshot_revision)
+        retry = _run_again(schedule, state)
+    deliver_call_outcome(out, call_ref(schedule), value, context.observed_revision,
+                         multi=multi, on_conflict=retry, join=join)
+
+
+def _run_again(schedule: pb.DagSchedule, state: WorkerState) -> list[Outgoing]:
+    """The DagCall that runs a MULTI call again after it lost its commit, after a jittered
+    back-off; none once the attempts are spent."""
+    if schedule.attempt + 1 >= state.multi_max_attempts:
+        return []
+    call = pb.DagCall(
+        name=schedule.dag.name, consistency=pb.MULTI, output_key=schedule.output_key,
+        client_id=schedule.client_id, response_address=schedule.response_address,
+        call_id=schedule.call_id, direct_response=schedule.direct_response,
+        min_revision=schedule.min_revision, attempt=schedule.attempt + 1,
+    )
+    for function, args in schedule.arguments.items():
+        call.function_args[function].CopyFrom(args)
+    delay_ms = _RETRY_BASE_MS * 2 ** min(schedule.attempt, 8) * random.uniform(0.5, 1.5)
+    return [Outgoing(state.names.retry(int(delay_ms)), pb.Message(dag_call=call))]

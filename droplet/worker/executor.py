@@ -16,17 +16,13 @@ from typing import Any
 
 from droplet.errors import InvalidArgumentError, qualified_names
 from droplet.proto import pb
+from droplet.proto.replies import error_value
 from droplet.store import serializer
 
 
 class TimeLimitExceeded(BaseException):
     """Raised inside a function past its time limit; BaseException so that a function's own
     `except Exception` does not swallow it."""
-
-
-def error_value(code: int, message: str, tb: str = "", exc_type: str = "") -> pb.Value:
-    info = pb.ErrorInfo(code=code, message=message, traceback=tb, exception_type=exc_type)  # type: ignore[arg-type]
-    return serializer.dump_error(info)
 
 
 @contextmanager

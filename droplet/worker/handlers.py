@@ -1,44 +1,52 @@
 """Worker handlers for function calls and for the pin protocol.
 
 Plain functions of (message, WorkerState, Outbox): the outcome of a call is handed to the
-outbox (reply to the caller, result for the store) and the service loop makes it happen.
+outbox (stored write-once under the call id, and answered) and the message cycle makes it
+happen. A call that may have run already (redelivered, re-sent, placed again) first looks up
+its stored outcome and, when there is one, only answers with it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from droplet.broker_config.names import QueueNames
 from droplet.errors import DropletError, StoreError
-from droplet.outbox import INLINE_REPLY_BYTES, Outbox, deliver_outcome
+from droplet.middleware import Chain, Middleware
+from droplet.outbox import Outbox, deliver
 from droplet.proto import pb
+from droplet.proto.replies import error_value
 from droplet.store import serializer
-from droplet.worker.executor import error_value, run_function
+from droplet.store.keys import StoreKeys
+from droplet.worker.executor import run_function
 from droplet.worker.functions import FunctionCache, LoadedFunction
-from droplet.worker.joins import ScheduleTable
-from droplet.worker.library import CallContext, UserLibrary
+from droplet.worker.joins import JoinRecords
+from droplet.worker.library import Library, RunContext, RunOutcome, UserLibrary
 
 
 @dataclass
 class WorkerState:
     worker_id: str
     names: QueueNames
+    keys: StoreKeys
     functions: FunctionCache
-    library: UserLibrary
-    schedules: ScheduleTable
+    library: Library
+    joins: JoinRecords
+    # The stored outcome of a call id (None: none yet): what a duplicate run answers with.
+    stored_outcome: Callable[[str], pb.Value | None]
     # The pin record in etcd for this worker, read when a pin request arrives.
     pin_record: Callable[[], pb.PinRecord | None]
     default_time_limit_s: float = 0.0
+    multi_max_attempts: int = 10
     pinned: tuple[str, str] | None = None  # (dag, function)
     calls_total: int = 0
     errors_total: int = 0
     # When the function running now must be stopped, hard (see keeper.py); None: no limit.
     deadline: float | None = None
-    # Told of every run: (function, seconds, outcome); the service feeds its metrics with it.
-    observe: Callable[[str, float, pb.Value], None] | None = None
+    middleware: Middleware = field(default_factory=Chain)
 
 
 def resolve_arguments(values: Any, lib: UserLibrary) -> list[Any]:
@@ -67,42 +75,35 @@ def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Val
     return function, None
 
 
-def execute(
-    state: WorkerState, name: str, arguments: Any, extra: list[Any],
-    context: CallContext | None = None,
-) -> pb.Value:
+def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
+        context: RunContext | None = None) -> RunOutcome:
     """Runs a registered function; every failure comes back as an ERROR value."""
-    return run(state, name, arguments, extra, context)[0]
-
-
-def run(
-    state: WorkerState, name: str, arguments: Any, extra: list[Any],
-    context: CallContext | None = None,
-) -> tuple[pb.Value, bool]:
-    """The outcome, and whether the function's retry policy asks for another attempt."""
-    state.library.begin(context or CallContext())
+    context = context or RunContext()
     function, failure = lookup(state, name)
     if function is None:
         assert failure is not None
-        return failure, False
+        return RunOutcome(failure, context)
+    lib = state.library.for_run(context)
     try:
-        args = resolve_arguments(arguments, state.library) + extra
+        args = resolve_arguments(arguments, lib) + extra
+    except StoreError:
+        raise
     except DropletError as exc:
-        return error_value(pb.EXECUTION_ERROR, f"cannot resolve arguments: {exc}"), False
+        return RunOutcome(error_value(pb.EXECUTION_ERROR, f"cannot resolve arguments: {exc}"),
+                          context)
     limit = function.spec.time_limit_s or state.default_time_limit_s
     state.calls_total += 1
     started = time.perf_counter()
     state.deadline = time.monotonic() + limit if limit > 0 else None
     try:
-        value, raised = run_function(function.run, state.library, args, limit)
+        value, raised = run_function(function.run, lib, args, limit)
     finally:
         state.deadline = None
     if value.type == pb.ERROR:
         state.errors_total += 1
-    if state.observe is not None:
-        state.observe(name, time.perf_counter() - started, value)
+    state.middleware.after_run(name, time.perf_counter() - started, value)
     retry_on = set(function.spec.retry_on)
-    return value, bool(raised) and any(n in retry_on for n in raised)
+    return RunOutcome(value, context, bool(raised) and any(n in retry_on for n in raised))
 
 
 def retry_delay_s(spec: pb.Function, attempt: int) -> float:
@@ -114,38 +115,31 @@ def retry_delay_s(spec: pb.Function, attempt: int) -> float:
 def exec_function(
     call: pb.FunctionCall, state: WorkerState, out: Outbox, redelivered: bool = False
 ) -> pb.Value:
-    """Runs a call. One that may have run already (redelivered by the broker, or sent again
-    by its client after a reconnect) first looks for its stored result: found, it is only
-    delivered again, not run twice."""
+    """Runs a call, unless it has an outcome already (then it is only answered again)."""
+    call_id = call.call_id or call.response_key
     if (redelivered or call.maybe_done) and not call.direct_response:
-        done = state.library.stored_result(call.response_key)
+        done = state.stored_outcome(call_id)
         if done is not None:
-            _deliver_call(call, done, out, store=False)
+            _answer(call, call_id, done, out, store=False)
             return done
-    value, retryable = run(state, call.name, call.arguments.values, [])
-    function = state.functions.get(call.name) if retryable else None
+    outcome = run(state, call.name, call.arguments.values, [])
+    function = state.functions.get(call.name) if outcome.retryable else None
     if function is not None and call.attempt < function.spec.max_retries:
         again = pb.FunctionCall()
         again.CopyFrom(call)
         again.attempt = call.attempt + 1
+        again.maybe_done = False
         delay_ms = int(retry_delay_s(function.spec, call.attempt) * 1000)
         out.send(state.names.retry(delay_ms), pb.Message(call=again))
-        return value
-    _deliver_call(call, value, out, store=not call.direct_response)
-    return value
+        return outcome.value
+    _answer(call, call_id, outcome.value, out, store=not call.direct_response)
+    return outcome.value
 
 
-def _deliver_call(call: pb.FunctionCall, value: pb.Value, out: Outbox, store: bool) -> None:
-    deliver_outcome(
-        out,
-        response_id=call.response_key,
-        value=value,
-        call_id=call.call_id or call.response_key,
-        response_address=call.response_address,
-        store=store,
-        expires=True,
-        inline_limit_bytes=INLINE_REPLY_BYTES,
-    )
+def _answer(call: pb.FunctionCall, call_id: str, value: pb.Value, out: Outbox,
+            store: bool) -> None:
+    deliver(out, call_id=call_id, response_id=call.response_key or call_id, value=value,
+            address=call.response_address, store=store, keep=call.keep_result)
 
 
 def pin(
@@ -167,12 +161,11 @@ def pin(
 
 
 def _may_pin(request: pb.PinRequest, state: WorkerState) -> bool:
-    if state.pinned is not None:
-        return False
+    wanted = (request.dag_name, request.function_name)
     record = state.pin_record()
-    if record is None or (record.dag_name, record.function_name) != (
-        request.dag_name, request.function_name,
-    ):
+    if record is None or (record.dag_name, record.function_name) != wanted:
+        return False
+    if state.pinned is not None and state.pinned != wanted:
         return False
     function, _ = lookup(state, request.function_name)
     return function is not None

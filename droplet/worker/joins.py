@@ -1,91 +1,62 @@
-"""Per-schedule DAG state on a worker: a function runs once its schedule and every trigger it
-waits for have arrived (fan-in). Arrival order does not matter; a trigger seen twice (a
-redelivery) counts once. State that can never complete is freed after `ttl_s`.
+"""Fan-in state of DAG steps, kept in etcd so that a worker can die at any moment.
+
+A step with one upstream needs no state: its trigger carries the whole schedule and the
+upstream's result, and runs at once. A step with several upstreams (or the join of several
+sinks' results) waits for all of them: each trigger that arrives before the last is stored
+under `joins/<schedule>/<step>/src/<source>` (then acked); the last one reads them back, runs
+the step, and in the transaction that stores the step's outcome clears the partials and writes
+`joins/<schedule>/<step>/done` with what the step produced. So
+
+* a trigger counts once (a redelivered partial overwrites itself);
+* a worker that dies, or restarts under the same id, loses nothing: the unacked trigger comes
+  back and finds the partials where they were;
+* a late duplicate of the last trigger finds `done` and only sends the step's result on again.
+
+Every record lives under a lease of `schedule_ttl_s`, so a join that can never complete (a
+branch failed and told its caller already) disappears on its own. Records carry results, that
+is pickles: with a fleet secret they are signed, bound to their key, like every stored value.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from droplet.graph import OUTPUT, sinks
 from droplet.proto import pb
-
-JoinKey = tuple[str, str]  # (schedule id, target function)
+from droplet.signing import Signer, value_context
+from droplet.store.keys import StoreKeys
+from droplet.store.kv import KV
 
 
 @dataclass
-class Join:
-    key: JoinKey
-    created: float
-    schedule: pb.DagSchedule | None = None
-    triggers: dict[str, pb.DagTrigger] = field(default_factory=dict)
-
-    def expected(self) -> list[str]:
-        if self.schedule is None:
-            return []
-        if self.key[1] == OUTPUT:
-            return sinks(self.schedule.dag)
-        return list(self.schedule.triggers)
-
-    @property
-    def aborted(self) -> bool:
-        return any(t.aborted for t in self.triggers.values())
-
-    @property
-    def ready(self) -> bool:
-        if self.aborted:
-            return True
-        return self.schedule is not None and all(s in self.triggers for s in self.expected())
+class JoinState:
+    parts: dict[str, pb.DagTrigger] = field(default_factory=dict)  # source -> trigger
+    done: pb.DagTrigger | None = None  # what the step produced, once it ran
 
 
-class ScheduleTable:
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._joins: dict[JoinKey, Join] = {}
-        self._finished: dict[JoinKey, float] = {}
+class JoinRecords:
+    def __init__(self, kv: KV, keys: StoreKeys, signer: Signer) -> None:
+        self._kv = kv
+        self.keys = keys
+        self._signer = signer
 
-    def __len__(self) -> int:
-        return len(self._joins)
+    def seal(self, key: str, trigger: pb.DagTrigger) -> bytes:
+        return self._signer.seal(trigger.SerializeToString(),
+                                 value_context(self.keys.relative(key)))
 
-    def _join(self, key: JoinKey) -> Join | None:
-        if key in self._finished:
-            return None  # already ran or was abandoned: late arrivals are dropped
-        join = self._joins.get(key)
-        if join is None:
-            join = self._joins[key] = Join(key, self._clock())
-        return join
+    def read(self, schedule_id: str, target: str) -> JoinState:
+        prefix = self.keys.join(schedule_id, target)
+        items, _ = self._kv.get_prefix(prefix)
+        state = JoinState()
+        done_key = self.keys.join_done(schedule_id, target)
+        parts_prefix = self.parts_prefix(schedule_id, target)
+        for key, raw in items.items():
+            trigger = pb.DagTrigger()
+            trigger.ParseFromString(self._signer.open(raw, value_context(self.keys.relative(key))))
+            if key == done_key:
+                state.done = trigger
+            elif key.startswith(parts_prefix):
+                state.parts[key[len(parts_prefix):]] = trigger
+        return state
 
-    def add_schedule(self, schedule: pb.DagSchedule) -> Join | None:
-        """Records a schedule; returns the join when it just became ready."""
-        join = self._join((schedule.id, schedule.target_function))
-        if join is None:
-            return None
-        join.schedule = schedule
-        return self._take_if_ready(join)
-
-    def add_trigger(self, trigger: pb.DagTrigger) -> Join | None:
-        join = self._join((trigger.id, trigger.target_function))
-        if join is None:
-            return None
-        join.triggers.setdefault(trigger.source, trigger)
-        return self._take_if_ready(join)
-
-    def _take_if_ready(self, join: Join) -> Join | None:
-        if not join.ready:
-            return None
-        del self._joins[join.key]
-        self._finished[join.key] = self._clock()
-        return join
-
-    def sweep(self) -> int:
-        """Frees joins older than ttl_s (their missing triggers will never come)."""
-        now = self._clock()
-        stale = [k for k, j in self._joins.items() if now - j.created > self._ttl_s]
-        for key in stale:
-            del self._joins[key]
-            self._finished[key] = now
-        self._finished = {k: t for k, t in self._finished.items() if now - t <= self._ttl_s}
-        return len(stale)
+    def parts_prefix(self, schedule_id: str, target: str) -> str:
+        return self.keys.join(schedule_id, target) + "src/"

@@ -83,13 +83,16 @@ class ConnectionKeeper:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        """Marks the stretch in which functions run (the connection is not touched)."""
+        """Marks the stretch in which a function runs; the main thread touches the connection
+        only through using() until it ends. On the way out it waits for a pump in progress,
+        so that afterwards the main thread has the connection to itself."""
         self._busy_since = time.monotonic()
         self._long_call_handled = False
         try:
             yield
         finally:
-            self._busy_since = None
+            with self._lock:
+                self._busy_since = None
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval_s):

@@ -6,10 +6,11 @@ It gives a running function the store (`get`, `put`, `put_many`, `delete`), its 
 the calling function, which the worker turns into that call's EXECUTION_ERROR; it never
 reaches the worker itself.
 
-How reads and writes behave depends on the call being run (see `CallContext`): NORMAL reads
-the newest value this worker knows (its cache, kept current by a watch); a MULTI DAG call
-reads one snapshot of the store and buffers its writes until the call ends; a client_id
-session never reads older than what the session has already seen.
+Each run gets a library of its own, bound to a `RunContext` that says how reads and writes
+behave: NORMAL reads the newest value this worker knows (its cache, kept current by a watch);
+a MULTI DAG call reads one snapshot of the store, remembers what it read, and buffers its
+writes until the call ends; a client_id session never reads older than what the session has
+already seen. What a run read and wrote comes back in its `RunOutcome`.
 """
 
 from __future__ import annotations
@@ -29,18 +30,26 @@ from droplet.worker.cache import ValueCache
 
 
 @dataclass
-class CallContext:
-    """What the call being run asks of reads and writes."""
+class RunContext:
+    """What the call being run asks of reads and writes, and what it did."""
 
     snapshot_revision: int = 0  # MULTI: every read at this revision
     writes: dict[str, pb.Value] | None = None  # MULTI: buffered writes (None: write through)
     deletes: set[str] = field(default_factory=set)  # MULTI: buffered deletes
+    reads: dict[str, int] = field(default_factory=dict)  # MULTI: store key -> revision read
     min_revision: int = 0  # session: no read older than this
     observed_revision: int = 0  # newest revision read or written: reported to the session
 
     @property
     def buffered(self) -> bool:
         return self.writes is not None
+
+
+@dataclass
+class RunOutcome:
+    value: pb.Value  # the result, or an ERROR value
+    context: RunContext
+    retryable: bool = False  # the function's retry policy asks for another attempt
 
 
 class MessagePort(Protocol):
@@ -62,14 +71,14 @@ def _check_key(key: object) -> str:
 class CallHandle:
     """A call started with lib.call(); its result is read from the store."""
 
-    def __init__(self, key: str, values: ValueStore) -> None:
-        self.key = key
+    def __init__(self, call_id: str, values: ValueStore) -> None:
+        self.key = call_id
         self._values = values
 
     def get(self, timeout: float = 60.0) -> Any:
         deadline = time.monotonic() + timeout
         pause = 0.005
-        while (value := self._values.get_value(self.key)) is None:
+        while (value := self._values.outcome(self.key)) is None:
             if time.monotonic() + pause > deadline:
                 raise DropletTimeoutError(f"no result for {self.key!r} within {timeout:g}s")
             time.sleep(pause)
@@ -77,26 +86,27 @@ class CallHandle:
         return _load(value)
 
 
-class UserLibrary:
-    def __init__(
-        self,
-        worker_id: str,
-        values: ValueStore,
-        cache: ValueCache | None = None,
-        port: MessagePort | None = None,
-    ) -> None:
-        self._worker_id = worker_id
-        self._values = values
-        self._cache = cache
-        self._port = port
-        self.context = CallContext()
+class Library:
+    """What every run's library shares: the worker's id, store, cache and message port."""
 
-    def begin(self, context: CallContext) -> None:
-        """Set by the worker before each run."""
-        self.context = context
+    def __init__(self, worker_id: str, values: ValueStore, cache: ValueCache | None = None,
+                 port: MessagePort | None = None) -> None:
+        self.worker_id = worker_id
+        self.values = values
+        self.cache = cache
+        self.port = port
+
+    def for_run(self, context: RunContext) -> UserLibrary:
+        return UserLibrary(self, context)
+
+
+class UserLibrary:
+    def __init__(self, shared: Library, context: RunContext) -> None:
+        self._shared = shared
+        self._context = context
 
     def getid(self) -> str:
-        return self._worker_id
+        return self._shared.worker_id
 
     # -- the store -------------------------------------------------------------------------
 
@@ -120,51 +130,51 @@ class UserLibrary:
     def put_many(self, values: Mapping[str, Any]) -> None:
         """Writes several keys in one etcd transaction: readers see all or none."""
         dumped = {_check_key(k): serializer.dump(v) for k, v in values.items()}
-        context = self.context
+        context = self._context
         if context.writes is not None:
             context.writes.update(dumped)
             context.deletes.difference_update(dumped)
             return
-        revision = self._values.put_values(dumped)
+        revision = self._shared.values.put_values(dumped)
         context.observed_revision = max(context.observed_revision, revision)
-        if self._cache is not None:
+        cache = self._shared.cache
+        if cache is not None:
             for key, value in dumped.items():
-                self._cache.store(key, value, revision)
+                cache.store(key, value, revision)
 
     def delete(self, key: str) -> None:
         key = _check_key(key)
-        if self.context.writes is not None:
-            self.context.writes.pop(key, None)
-            self.context.deletes.add(key)
+        context = self._context
+        if context.writes is not None:
+            context.writes.pop(key, None)
+            context.deletes.add(key)
             return
-        self._values.delete(key)
-        if self._cache is not None:
-            self._cache.drop(key)
-
-    def stored_result(self, key: str) -> pb.Value | None:
-        """A call's stored outcome, read past the cache (results are not cached)."""
-        return self._values.get_value(key)
+        revision = self._shared.values.delete(key)
+        context.observed_revision = max(context.observed_revision, revision)
+        if self._shared.cache is not None:
+            self._shared.cache.drop(key)
 
     def _read(self, keys: list[str]) -> dict[str, pb.Value]:
-        context = self.context
+        context = self._context
         found: dict[str, pb.Value] = {}
-        if context.buffered:
-            assert context.writes is not None
+        if context.writes is not None:
             for key in keys:
                 if key in context.writes:
                     found[key] = context.writes[key]
             keys = [k for k in keys if k not in found and k not in context.deletes]
         if not keys:
             return found
-        cache_fresh = self._cache is not None and self._cache.revision >= context.min_revision
+        cache = self._shared.cache
+        cache_fresh = cache is not None and cache.fresh_for(context.min_revision)
         if context.snapshot_revision or not cache_fresh:
-            stored = self._values.read(keys, context.snapshot_revision)
+            seen = context.reads if context.snapshot_revision else None
+            stored = self._shared.values.read(keys, context.snapshot_revision, seen)
             for key, item in stored.items():
                 found[key] = item.value
                 context.observed_revision = max(context.observed_revision, item.mod_revision)
         else:
-            assert self._cache is not None
-            for key, (value, revision) in self._cache.read(keys).items():
+            assert cache is not None
+            for key, (value, revision) in cache.read(keys).items():
                 found[key] = value
                 context.observed_revision = max(context.observed_revision, revision)
         return found
@@ -179,9 +189,9 @@ class UserLibrary:
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from None
         body = serializer.dump(message)
+        worker_id = self._shared.worker_id
         self._need_port().send(
-            destination,
-            pb.UserMessage(sender=self._worker_id, destination=destination, body=body),
+            destination, pb.UserMessage(sender=worker_id, destination=destination, body=body),
         )
 
     def recv(self, timeout: float = 0.0) -> list[tuple[str, Any]]:
@@ -198,16 +208,17 @@ class UserLibrary:
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from None
         call_id = uuid.uuid4().hex
-        call = pb.FunctionCall(name=name, response_key=call_id, call_id=call_id)
+        call = pb.FunctionCall(name=name, response_key=call_id, call_id=call_id,
+                               keep_result=True)
         for arg in args:
             serializer.dump(arg, call.arguments.values.add())
         self._need_port().start_call(call)
-        return CallHandle(call_id, self._values)
+        return CallHandle(call_id, self._shared.values)
 
     def _need_port(self) -> MessagePort:
-        if self._port is None:
+        if self._shared.port is None:
             raise InvalidArgumentError("messages and calls need a worker's broker connection")
-        return self._port
+        return self._shared.port
 
 
 def _load(value: pb.Value) -> Any:

@@ -2,9 +2,11 @@
 function (lib.call), over the worker's broker connection.
 
 Each worker has an inbox queue. `send` publishes to the destination's inbox and waits for the
-broker's confirm, so a message to an unknown worker fails in the sender. Inbox messages the
-worker's loop receives wait in a mailbox until a function calls `recv`, and are acked only
-then: a busy receiver, or one that dies, loses nothing.
+broker's confirm, so a message to an unknown worker fails in the sender. Nobody consumes an
+inbox: `recv` takes messages from it (basic.get) only when a function asks, and acks each once
+decoded. Until then a message is simply ready in its queue, so a receiver that is busy for
+hours, or dies, loses nothing, and no unacked message ever runs into the broker's consumer
+timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from droplet.broker.interface import BrokerConnection, Delivery
+from droplet.broker.interface import BrokerConnection
 from droplet.broker_config.names import QueueNames
 from droplet.errors import DropletError, InvalidArgumentError
 from droplet.proto import envelope, pb
@@ -20,7 +22,9 @@ from droplet.signing import Signer
 from droplet.worker.keeper import ConnectionKeeper
 
 _CONFIRM_TIMEOUT_S = 10.0
-_RECEIVE_SLICE_S = 0.05
+_FIRST_PAUSE_S = 0.001
+_MAX_PAUSE_S = 0.05
+_MAX_TAKEN = 256
 
 
 class WorkerPort:
@@ -39,17 +43,6 @@ class WorkerPort:
         self._keeper = keeper
         self._connection = connection
         self._is_alive = is_alive
-        self.mailbox: list[Delivery] = []
-        # Other deliveries that arrived while a function waited in recv(), for the loop.
-        self.stash: list[Delivery] = []
-
-    def sort(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Moves inbox messages to the mailbox; returns the rest."""
-        inbox = self._names.inbox(self._worker_id)
-        rest: list[Delivery] = []
-        for delivery in deliveries:
-            (self.mailbox if delivery.queue == inbox else rest).append(delivery)
-        return rest
 
     def send(self, destination: str, message: pb.UserMessage) -> None:
         if not self._is_alive(destination):
@@ -63,19 +56,22 @@ class WorkerPort:
 
     def receive(self, timeout_s: float) -> list[pb.UserMessage]:
         deadline = time.monotonic() + timeout_s
-        while not self.mailbox:
+        pause = _FIRST_PAUSE_S
+        while True:
+            messages = self._take()
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            conn = self._need_connection()
-            with self._keeper.using():
-                arrived = conn.poll(min(remaining, _RECEIVE_SLICE_S))
-            self.stash.extend(self.sort(arrived))
-        taken, self.mailbox = self.mailbox, []
-        messages: list[pb.UserMessage] = []
+            if messages or remaining <= 0:
+                return messages
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _MAX_PAUSE_S)
+
+    def _take(self) -> list[pb.UserMessage]:
+        """Everything waiting in this worker's inbox (up to a bound), acked as it is read."""
         conn = self._need_connection()
+        inbox = self._names.inbox(self._worker_id)
+        messages: list[pb.UserMessage] = []
         with self._keeper.using():
-            for delivery in taken:
+            while len(messages) < _MAX_TAKEN and (delivery := conn.get(inbox)) is not None:
                 try:
                     for message in envelope.decode(delivery.body, self._signer):
                         if message.WhichOneof("kind") == "user_message":

@@ -1,10 +1,16 @@
-"""The worker process. The main thread does everything for a call: receive it, run it (so
-SIGALRM time limits work), publish the outcome, store the result, ack. No hand-off between
-threads on that path; a keeper thread services the broker connection only while a function
-runs long (see keeper.py).
+"""The worker process: a thin loop around the message cycle (cycle.py) and the handlers.
 
-Inbound deliveries are acked only once every publish they caused is confirmed and every
-result they produced is stored.
+The main thread does everything for a delivery: receive it, run it (so SIGALRM time limits
+work), commit its outcome, ack. It takes one delivery at a time and ends each before the next,
+so no result waits for other calls. A keeper thread services the broker connection only while
+a function runs long (see keeper.py).
+
+Idle first: the worker consumes its own queue (pinned DAG steps, pins) and the shared work
+queue with prefetch 1. Before it starts a step from its own queue it pauses the shared
+consumer (and runs first whatever the broker handed it before the pause took effect), so a
+worker busy with a step is never handed a plain call while another worker sits idle; it
+consumes the shared queue again once its own queue is drained. During a long call it stops
+consuming altogether and holds what it has as claims (claims.py).
 """
 
 from __future__ import annotations
@@ -15,38 +21,42 @@ import os
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 
-from droplet.broker import dispatch
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
-from droplet.broker_config.names import QueueNames
+from droplet.broker_config.names import RESENT_HEADER, QueueNames
 from droplet.broker_config.topology import retry_topology, shared_topology, worker_topology
-from droplet.errors import DropletError, PoisonMessageError, StoreError
-from droplet.metrics import Metrics
-from droplet.outbox import Outbox, Outgoing, fail_call, refusal_code, refuse
-from droplet.proto import envelope, pb
+from droplet.cycle import Cycle
+from droplet.errors import DropletError, PoisonMessageError
+from droplet.metrics import Metrics, MetricsMiddleware
+from droplet.middleware import Chain, Middleware
+from droplet.outbox import Outbox
+from droplet.proto import pb
 from droplet.settings import Settings
 from droplet.signing import Signer
+from droplet.store.commits import Committer
 from droplet.store.kv import KV
 from droplet.store.membership import Membership
-from droplet.store.metadata import Metadata, parse_pin
+from droplet.store.metadata import Metadata
 from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.worker import dags, handlers
 from droplet.worker.cache import ValueCache
 from droplet.worker.claims import LongCallClaims
 from droplet.worker.functions import FunctionCache
-from droplet.worker.joins import ScheduleTable
+from droplet.worker.joins import JoinRecords
 from droplet.worker.keeper import ConnectionKeeper
-from droplet.worker.library import UserLibrary
+from droplet.worker.library import Library
 from droplet.worker.messaging import WorkerPort
+from droplet.worker.status import StatusReport
 
 log = logging.getLogger(__name__)
 
-_SWEEP_INTERVAL_S = 5.0
 _POLL_S = 0.5
 _STORE_BACKOFF_S = 1.0
-_MAILBOX_PREFETCH = 256
+_DELIVERY_COUNT_TTL_S = 3600
 
 
 def default_worker_id() -> str:
@@ -54,65 +64,62 @@ def default_worker_id() -> str:
 
 
 class WorkerService:
-    def __init__(
-        self,
-        settings: Settings,
-        kv: KV,
-        connect: ConnectionFactory,
-        worker_id: str | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, kv: KV, connect: ConnectionFactory,
+                 worker_id: str | None = None, middleware: Sequence[Middleware] = ()) -> None:
         self.settings = settings
         self.id = worker_id or default_worker_id()
+        self.incarnation = uuid.uuid4().hex
         self.names = QueueNames(settings.namespace)
         self.signer = Signer(settings.signing_key)
         self.metadata = Metadata(kv, settings, self.signer)
-        self.values = ValueStore(kv, settings)
+        self.keys = self.metadata.keys
+        self.values = ValueStore(kv, settings, self.signer)
+        self.committer = Committer(self.values, settings.etcd_max_txn_ops)
         self.cache = ValueCache(self.values, settings.cache_max_entries, settings.cache_max_bytes)
         self._kv = kv
+        self._connect = connect
         self._conn: BrokerConnection | None = None
-        self.claims = LongCallClaims(kv, self.metadata.keys, self.id)
         self.keeper = ConnectionKeeper(
             deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
-            long_call_s=settings.long_call_s, on_long_call=self.claims.claim_in_hand,
+            long_call_s=settings.long_call_s, on_long_call=self._go_long,
         )
         self.port = WorkerPort(
             self.id, self.names, self.signer, self.keeper, lambda: self._conn,
-            lambda worker: kv.get(self.metadata.keys.worker(worker)) is not None,
+            lambda worker: kv.get(self.keys.worker(worker)) is not None,
         )
-        self.state = handlers.WorkerState(
-            worker_id=self.id,
-            names=self.names,
-            functions=FunctionCache(self.metadata.get_function),
-            library=UserLibrary(self.id, self.values, self.cache, self.port),
-            schedules=ScheduleTable(settings.schedule_ttl_s),
-            pin_record=self._read_pin,
-            default_time_limit_s=settings.function_time_limit_s,
-        )
-        self._connect = connect
+        self.claims = LongCallClaims(kv, self.keys, self.names, self.id, self.incarnation,
+                                     lambda: self._conn)
         self.metrics = Metrics("worker")
-        self.state.observe = self._observe
-        # Triggers whose destination worker is gone: their calls fail with WORKER_LOST.
-        self._lost: list[pb.DagTrigger] = []
+        self.state = handlers.WorkerState(
+            worker_id=self.id, names=self.names, keys=self.keys,
+            functions=FunctionCache(self.metadata.get_function),
+            library=Library(self.id, self.values, self.cache, self.port),
+            joins=JoinRecords(kv, self.keys, self.signer),
+            stored_outcome=self.values.outcome,
+            pin_record=lambda: self.metadata.pin_of(self.id),
+            default_time_limit_s=settings.function_time_limit_s,
+            multi_max_attempts=settings.multi_max_attempts,
+            middleware=Chain([MetricsMiddleware(self.metrics), *middleware]),
+        )
+        self.status = StatusReport(self.state, self.cache, self.incarnation,
+                                   settings.status_interval_s, self.state.pin_record,
+                                   lambda: self.metrics.port)
+        self.membership = Membership(kv, self.keys.worker(self.id), settings.worker_lease_ttl_s,
+                                     self.status.record, settings.status_interval_s)
         self._stop = threading.Event()
         self._joined = False
-        self._in_hand = 0  # deliveries being handled: the load the status reports
-        self._declared: set[tuple[BrokerConnection, str]] = set()
-        self._last_sweep = time.monotonic()
+        self._buffer: list[Delivery] = []
+        self._buffer_lock = threading.Lock()
+        self._long = False  # consumers stopped for a long call
+        self._declared: set[tuple[int, str]] = set()
         self._functions_mirror: PrefixMirror | None = None
-        self._started_at = time.time()
-        self._busy_s = 0.0
-        self._window_start = time.monotonic()
-        self._utilisation = 0.0
-        self.membership = Membership(
-            kv, self.metadata.keys.worker(self.id), settings.worker_lease_ttl_s,
-            self._status_record, settings.status_interval_s,
-        )
+        self._current: Delivery | None = None  # the delivery being run (for long calls)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> None:
         """Serves on the calling thread until stop(); then shuts down cleanly."""
-        mirror = PrefixMirror(self._kv, self.metadata.keys.functions)
+        mirror = PrefixMirror(self._kv, self.keys.functions)
         mirror.on_change(lambda name, _value: self.state.functions.invalidate(name))
         self._functions_mirror = mirror.start()
         self.metrics.serve(self.settings.metrics_port)
@@ -133,147 +140,138 @@ class WorkerService:
         self.cache.close()
         if self._functions_mirror is not None:
             self._functions_mirror.close()
-        pin = self._read_pin_quietly()
-        if pin is not None:
-            self.metadata.release_pin(pin)
+        try:
+            pin = self.metadata.pin_of(self.id)
+            if pin is not None:
+                self.metadata.release_pin(pin)
+        except DropletError as exc:
+            log.warning("could not give up the pin: %s", exc)
         self.membership.leave()
         log.info("worker %s stopped", self.id)
 
-    def _join_fleet(self) -> None:
+    def join_fleet(self) -> None:
         """Once the worker's queue exists: alive under a lease, and listed for good (no
-        lease) until a scheduler has drained its queue after its death."""
+        lease) until a scheduler has drained its queue after its death. A pin recorded for
+        this id (a restart under the same id) is taken up again."""
+        pin = self.metadata.pin_of(self.id)
+        if pin is not None:
+            self.state.pinned = (pin.dag_name, pin.function_name)
         self.membership.join()
-        token = f"{socket.gethostname()} {os.getpid()} {self._started_at}".encode()
-        self._kv.put(self.metadata.keys.fleet_member(self.id), token)
+        token = f"{socket.gethostname()} {os.getpid()} {self.incarnation}".encode()
+        self._kv.put(self.keys.fleet_member(self.id), token)
         self._joined = True
-        log.info("worker %s started", self.id)
+        log.info("worker %s started (incarnation %s)", self.id, self.incarnation[:8])
 
     def _session(self, conn: BrokerConnection) -> None:
+        cycle = self.open_session(conn)
+        try:
+            with self.keeper.attached(conn):
+                while not self._stop.is_set():
+                    self.serve_once(conn, cycle, _POLL_S)
+        finally:
+            self._conn = None
+
+    def open_session(self, conn: BrokerConnection) -> Cycle:
+        """Declares, consumes and joins; returns the cycle for serve_once (tests drive these
+        two directly over the stub broker)."""
         conn.declare(shared_topology(self.names))
         conn.declare(worker_topology(self.names, self.id))
         conn.consume(self.names.worker(self.id), prefetch=self.settings.own_queue_prefetch)
         conn.consume(self.names.work, prefetch=1)
-        conn.consume(self.names.inbox(self.id), prefetch=_MAILBOX_PREFETCH)
         if not self._joined:
-            self._join_fleet()
-        self.port.mailbox.clear()  # unacked: the broker has them back after a reconnect
-        self.port.stash.clear()
+            self.join_fleet()
+        with self._buffer_lock:
+            self._buffer = []  # unacked: the broker has them back after a reconnect
+        self._long = False
         self._conn = conn
-        try:
-            with self.keeper.attached(conn):
-                while not self._stop.is_set():
-                    deliveries, self.port.stash = self.port.stash, []
-                    if not deliveries:
-                        with self.keeper.using():
-                            deliveries = conn.poll(_POLL_S)
-                    deliveries = self.port.sort(deliveries)
-                    if deliveries:
-                        self._process(conn, deliveries)
-                    if self._lost:
-                        self._fail_lost(conn)
-                    self._sweep()
-        finally:
-            self._conn = None
+        return Cycle(conn, self.signer, self.names, self.committer,
+                     middleware=self.state.middleware, admit=self._admit,
+                     settlement=self.claims, prepare=lambda queue: self._prepare(conn, queue))
 
-    def _sweep(self) -> None:
-        if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL_S:
-            self._last_sweep = time.monotonic()
-            if freed := self.state.schedules.sweep():
-                log.info("freed %d abandoned DAG schedule joins", freed)
+    # -- the loop --------------------------------------------------------------------------
 
-    # -- status ----------------------------------------------------------------------------
-
-    def _read_pin(self) -> pb.PinRecord | None:
-        raw = self._kv.get(self.metadata.keys.pin(self.id))
-        return None if raw is None else parse_pin(raw)
-
-    def _read_pin_quietly(self) -> pb.PinRecord | None:
-        try:
-            return self._read_pin()
-        except DropletError:
-            return None
-
-    def _status_record(self) -> bytes:
-        """The status published under the lease; also where a stale local pin is dropped
-        (a scheduler moved it while this worker was cut off from etcd)."""
-        now = time.monotonic()
-        window = now - self._window_start
-        if window >= self.settings.status_interval_s:
-            self._utilisation = min(1.0, self._busy_s / window)
-            self._busy_s = 0.0
-            self._window_start = now
-        if self.state.pinned is not None:
-            try:
-                record = self._read_pin()
-            except DropletError:
-                record = pb.PinRecord(dag_name=self.state.pinned[0],
-                                      function_name=self.state.pinned[1])  # unknown: keep it
-            if record is None or (record.dag_name, record.function_name) != self.state.pinned:
-                log.warning("pin %s was moved away from this worker", self.state.pinned)
-                self.state.pinned = None
-        dag, function = self.state.pinned or ("", "")
-        status = pb.WorkerStatus(
-            id=self.id, host=socket.gethostname(), pid=os.getpid(),
-            pinned_dag=dag, pinned_function=function,
-            cached_keys=self.cache.keys(), utilisation=self._utilisation,
-            queue_depth=self._in_hand + len(self.port.stash), started_at=self._started_at,
-            updated_at=time.time(), calls_total=self.state.calls_total,
-            errors_total=self.state.errors_total, metrics_port=self.metrics.port,
-        )
-        return status.SerializeToString()
-
-    # -- handling ----------------------------------------------------------------------------
-
-    def _process(self, conn: BrokerConnection, deliveries: list[Delivery]) -> None:
+    def serve_once(self, conn: BrokerConnection, cycle: Cycle, timeout_s: float) -> bool:
+        """Takes and ends one delivery (waiting up to timeout_s); False when none came."""
+        if self._long:
+            self._long = False
+            conn.resume(self.names.worker(self.id))
+            conn.resume(self.names.work)
+        delivery = self._next(conn, timeout_s)
+        if delivery is None:
+            return False
         started = time.monotonic()
-        self._in_hand = len(deliveries)
-        out = Outbox()
-        accepted: list[int] = []
-        rejected: list[int] = []
-        requeued: list[int] = []
-        with self.keeper.running(), self.claims.holding(deliveries):
-            for delivery in deliveries:
-                try:
-                    self._check_redeliveries(delivery)
-                    messages = envelope.decode(delivery.body, self.signer)
-                    for message in messages:
-                        self._dispatch(message, delivery, out)
-                    accepted.append(delivery.tag)
-                except StoreError as exc:
-                    log.warning("etcd is unavailable (%s); the message goes back", exc)
-                    requeued.append(delivery.tag)
-                except Exception as exc:
-                    if not isinstance(exc, DropletError):
-                        log.exception("handling a message from %s failed", delivery.queue)
-                    log.warning("dead-lettering a message from %s: %s", delivery.queue, exc)
-                    code = refusal_code(exc)
-                    self.metrics.error(pb.ErrorCode.Name(code))
-                    refuse(out, envelope.peek(delivery.body), delivery.reply_to,
-                           delivery.correlation_id, code, f"refused: {exc}")
-                    rejected.append(delivery.tag)
-        self._busy_s += time.monotonic() - started
-        self._in_hand = 0
-        claimed = self.claims.take()  # acked during a long call: not to be settled again
-        if requeued:
-            with self.keeper.using():
-                for tag in requeued:
-                    if tag not in claimed:
-                        conn.reject(tag, requeue=True)
-            time.sleep(_STORE_BACKOFF_S)  # etcd is away: do not spin on the same messages
-        done = self._commit(conn, out, [t for t in accepted if t not in claimed],
-                            [t for t in rejected if t not in claimed])
-        if claimed:
-            with self.keeper.using():
-                self.claims.settle(conn, claimed, deliveries, done and not requeued)
+        self.status.in_hand = 1 + len(self._buffer)
+        gate = cycle.run(delivery, self._dispatch)
+        self.status.busy(time.monotonic() - started)
+        self.status.in_hand = len(self._buffer)
+        if gate.store_unavailable:
+            time.sleep(_STORE_BACKOFF_S)  # etcd is away: do not spin on the same message
+        return True
 
-    def _check_redeliveries(self, delivery: Delivery) -> None:
+    def _next(self, conn: BrokerConnection, timeout_s: float) -> Delivery | None:
+        """The next delivery to run: what the shared queue handed over first (it came while
+        this worker was idle), then its own queue, with the shared consumer paused."""
+        own, work = self.names.worker(self.id), self.names.work
+        with self._buffer_lock:
+            if not self._buffer:
+                self._buffer += conn.poll(timeout_s)
+            if not any(d.queue == own for d in self._buffer) and not conn.consuming(work):
+                conn.resume(work)
+            if any(d.queue == own for d in self._buffer) and conn.consuming(work):
+                conn.pause(work)
+                self._buffer += conn.poll(0)
+            if not self._buffer:
+                return None
+            index = next((i for i, d in enumerate(self._buffer) if d.queue != own), 0)
+            return self._buffer.pop(index)
+
+    def _go_long(self, conn: BrokerConnection) -> None:
+        """On the keeper thread, a call has run long_call_s: stop consuming, and hold what is
+        in hand as claims (the broker's consumer timeout never cuts them off)."""
+        with self._buffer_lock:
+            conn.pause(self.names.work)
+            conn.pause(self.names.worker(self.id))
+            self._buffer += conn.poll(0)
+            self._long = True
+            in_hand = [d for d in [self._current, *self._buffer] if d is not None]
+            self.claims.hold(conn, in_hand)
+
+    def _dispatch(self, message: pb.Message, delivery: Delivery, _env: pb.Envelope,
+                  out: Outbox) -> None:
+        kind = message.WhichOneof("kind")
+        state = self.state
+        self._current = delivery
+        try:
+            if kind == "call":
+                maybe_done = delivery.redelivered or bool(
+                    (delivery.headers or {}).get(RESENT_HEADER))
+                with self.keeper.running():
+                    handlers.exec_function(message.call, state, out, maybe_done)
+            elif kind == "trigger":
+                with self.keeper.running():
+                    dags.on_trigger(message.trigger, state, out)
+            elif kind == "schedule":
+                dags.on_schedule(message.schedule, state, out)
+            elif kind == "pin":
+                if handlers.pin(message.pin, delivery.reply_to, delivery.correlation_id,
+                                state, out):
+                    self.membership.publish()
+            elif kind == "unpin":
+                if handlers.unpin(message.unpin, state):
+                    self.membership.publish()
+            else:
+                raise DropletError(f"unexpected {kind} message on a worker queue")
+        finally:
+            self._current = None
+
+    def _admit(self, delivery: Delivery) -> None:
         """Counts deliveries of a redelivered message across the fleet; past the limit it is
         poison (it keeps killing its worker) and goes to the dead-letter queue."""
         if not delivery.redelivered:
             return
-        key = self.metadata.keys.delivery_count(hashlib.sha1(delivery.body).hexdigest())
+        key = self.keys.delivery_count(hashlib.sha1(delivery.body).hexdigest())
         count = int(self._kv.get(key) or b"0") + 1
-        self._kv.put(key, str(count).encode(), self.values.expiry.current())
+        self._kv.put(key, str(count).encode(), self.values.leases.lease(_DELIVERY_COUNT_TTL_S))
         limit = self.settings.dead_letter_max_redeliveries
         if count > limit:
             raise PoisonMessageError(
@@ -281,98 +279,9 @@ class WorkerService:
                 "the worker that runs it"
             )
 
-    def _fail_lost(self, conn: BrokerConnection) -> None:
-        triggers, self._lost = self._lost, []
-        out = Outbox()
-        failed: set[str] = set()
-        for trigger in triggers:
-            if trigger.call.call_id and trigger.call.call_id not in failed:
-                failed.add(trigger.call.call_id)
-                fail_call(out, trigger.call, pb.WORKER_LOST,
-                          f"the worker that held {trigger.target_function!r} is gone")
-        self._commit(conn, out, [], [])
-
-    def _commit(
-        self, conn: BrokerConnection, out: Outbox, accepted: list[int], rejected: list[int]
-    ) -> bool:
-        """Publishes the outbox (replies first), stores results, and acks `accepted` once
-        both are safe; a failed store requeues them instead (and returns False). The writes
-        of MULTI calls that ended are committed first, so their replies never run ahead."""
-        try:
-            for writes, deletes in out.commits:
-                self.values.put_values(writes, deletes=deletes)
-        except DropletError as exc:
-            log.warning("could not commit a MULTI call's writes (%s); it will be redelivered",
-                        exc)
-            with self.keeper.using():
-                for tag in accepted:
-                    conn.reject(tag, requeue=True)
-            return False
-        immediate = [o for o in out.sent if not o.after_store]
-        later = [o for o in out.sent if o.after_store]
-        with self.keeper.using():
-            self._declare_retry_queues(conn, out)
-            for tag in rejected:
-                conn.reject(tag, requeue=False)
-            gate = dispatch.AckGate(conn, accepted)
-            dispatch.publish(conn, self.signer, immediate, gate, on_lost=self._on_lost)
-            if not out.results:
-                gate.release()
-                return True
-        stored = True
-        try:
-            self.values.write_results(out.results)
-        except DropletError as exc:
-            log.warning("could not store %d results (%s); they will be redelivered",
-                        len(out.results), exc)
-            stored = False
-        with self.keeper.using():
-            if stored:
-                dispatch.publish(conn, self.signer, later, gate)
-            else:
-                gate.fail()
-            gate.release()
-        return stored
-
-    def _declare_retry_queues(self, conn: BrokerConnection, out: Outbox) -> None:
+    def _prepare(self, conn: BrokerConnection, queue: str) -> None:
         """Retry queues are declared when first needed (a few per namespace at most)."""
-        for item in out.sent:
-            delay_ms = self.names.retry_delay_ms(item.queue)
-            if delay_ms is not None and (conn, item.queue) not in self._declared:
-                conn.declare(retry_topology(self.names, delay_ms))
-                self._declared.add((conn, item.queue))
-
-    def _on_lost(self, items: list[Outgoing]) -> bool:
-        """A batch found no queue: triggers for a dead worker fail their calls instead of
-        being retried forever; anything else is retried through a requeue."""
-        triggers = [i.message.trigger for i in items if i.message.WhichOneof("kind") == "trigger"]
-        if len(triggers) != len(items):
-            return False
-        self._lost.extend(triggers)
-        return True
-
-    def _observe(self, function: str, seconds: float, value: pb.Value) -> None:
-        self.metrics.run_seconds.labels(function).observe(seconds)
-        if value.type == pb.ERROR:
-            info = pb.ErrorInfo()
-            info.ParseFromString(value.body)
-            self.metrics.error(pb.ErrorCode.Name(info.code))
-
-    def _dispatch(self, message: pb.Message, delivery: Delivery, out: Outbox) -> None:
-        kind = message.WhichOneof("kind")
-        self.metrics.message(kind or "empty")
-        state = self.state
-        if kind == "call":
-            handlers.exec_function(message.call, state, out, delivery.redelivered)
-        elif kind == "schedule":
-            dags.on_schedule(message.schedule, state, out)
-        elif kind == "trigger":
-            dags.on_trigger(message.trigger, state, out)
-        elif kind == "pin":
-            if handlers.pin(message.pin, delivery.reply_to, delivery.correlation_id, state, out):
-                self.membership.publish()
-        elif kind == "unpin":
-            if handlers.unpin(message.unpin, state):
-                self.membership.publish()
-        else:
-            raise DropletError(f"unexpected {kind} message on a worker queue")
+        delay_ms = self.names.retry_delay_ms(queue)
+        if delay_ms is not None and (id(conn), queue) not in self._declared:
+            conn.declare(retry_topology(self.names, delay_ms))
+            self._declared.add((id(conn), queue))

@@ -13,9 +13,18 @@ from droplet.errors import StoreError, ValueTooLargeError
 from droplet.proto import pb
 from droplet.settings import Settings
 from droplet.store import serializer
+from droplet.store.commits import Commit, Committer, MultiWrites, Outcome, Status
 from droplet.store.etcd import EtcdKV
-from droplet.store.kv import Delete, ModRevisionBelow, Put, ValueIs, VersionIs, WatchEvent
-from droplet.store.values import ResultWrite, ValueStore
+from droplet.store.kv import (
+    Delete,
+    ModRevisionBelow,
+    ModRevisionIs,
+    Put,
+    ValueIs,
+    VersionIs,
+    WatchEvent,
+)
+from droplet.store.values import ValueStore
 
 pytestmark = pytest.mark.e2e
 
@@ -143,15 +152,17 @@ def test_put_values_of_two_inline_values_near_chunk_size(store: ValueStore) -> N
     assert store.get_value("q") == second
 
 
-def test_write_results_of_two_inline_results_near_chunk_size(store: ValueStore) -> None:
+def test_two_outcomes_near_the_chunk_size_in_one_transaction_each(
+    store: ValueStore, settings: Settings
+) -> None:
+    committer = Committer(store, settings.etcd_max_txn_ops)
     first = pb.Value(type=pb.PICKLE, body=os.urandom(900 * 1024))
     second = pb.Value(type=pb.PICKLE, body=os.urandom(900 * 1024))
 
-    store.write_results(
-        [ResultWrite("r1", first, "call-r1", False), ResultWrite("r2", second, "call-r2", False)]
-    )
+    committer.apply(Commit(outcome=Outcome("r1", first, output_key="out1")))
+    committer.apply(Commit(outcome=Outcome("r2", second)))
 
-    assert store.get_value("r1") == first
+    assert store.outcome("r1") == first and store.get_value("out1") == first
     assert store.get_value("r2") == second
 
 
@@ -165,40 +176,47 @@ def test_get_value_at_an_older_revision(store: ValueStore) -> None:
     assert store.get("k") == "v2"
 
 
-def test_write_results_is_idempotent_per_call_id(kv: EtcdKV, store: ValueStore) -> None:
-    store.write_results([ResultWrite("out", serializer.dump("first"), "call-1", False)])
+def test_an_outcome_is_written_once_per_call(store: ValueStore, settings: Settings) -> None:
+    committer = Committer(store, settings.etcd_max_txn_ops)
+    done = committer.apply(Commit(outcome=Outcome("call-1", serializer.dump("first"), "out")))
+    again = committer.apply(Commit(outcome=Outcome("call-1", serializer.dump("second"), "out")))
 
-    store.write_results([ResultWrite("out", serializer.dump("second"), "call-1", False)])
-    store.write_results([ResultWrite("out2", serializer.dump("other"), "call-2", True)])
-
+    assert done.status is Status.DONE and again.status is Status.DUPLICATE
+    assert again.existing is not None and serializer.load(again.existing) == "first"
     assert store.get("out") == "first"
-    assert store.get("out2") == "other"
-    assert kv.get(store.keys.call_done("call-1")) == b""
 
 
-@pytest.mark.parametrize(
-    ("keys", "call_ids"), [(("same", "same"), ("c1", "c2")), (("k1", "k2"), ("c1", "c1"))],
-    ids=["same-key", "same-call-id"],
-)
-def test_write_results_naming_a_key_twice_in_one_batch(
-    store: ValueStore, keys: tuple[str, str], call_ids: tuple[str, str]
+def test_a_multi_commit_on_etcd_conflicts_with_a_later_write_and_respects_the_op_bound(
+    kv: EtcdKV, store: ValueStore, settings: Settings
 ) -> None:
-    writes = [
-        ResultWrite(keys[0], serializer.dump("first"), call_ids[0], False),
-        ResultWrite(keys[1], serializer.dump("second"), call_ids[1], False),
-    ]
+    committer = Committer(store, settings.etcd_max_txn_ops)
+    store.put("balance", 100)
+    snapshot = kv.revision()
+    seen: dict[str, int] = {}
+    store.read(["balance", "absent"], snapshot, seen)
+    writes = {"balance": serializer.dump(90)}
+    store.put("balance", 50)
+    lost = committer.apply(Commit(outcome=Outcome("t1", serializer.dump("ok")),
+                                  multi=MultiWrites(writes, set(), seen, snapshot)))
+    assert lost.status is Status.CONFLICT and store.get("balance") == 50
 
-    store.write_results(writes)
+    many = {f"k{i}": serializer.dump(i) for i in range(100)}
+    fits = committer.apply(Commit(outcome=Outcome("t2", serializer.dump("ok")),
+                                  multi=MultiWrites(many, set(), {}, kv.revision())))
+    assert fits.status is Status.DONE and store.get("k99") == 99
+    with pytest.raises(StoreError, match="too many operations"):
+        kv.txn([], [Put(raw_key(settings, f"x{i}"), b"") for i in range(129)])
 
-    assert store.get(keys[0]) in ("first", "second")
 
-
-def test_write_results_of_a_chunked_result(store: ValueStore) -> None:
-    data = os.urandom(3 * MiB)
-
-    store.write_results([ResultWrite("big", serializer.dump(data), "call-big", True)])
-
-    assert store.get("big") == data
+def test_entries_carry_their_create_revision_and_version(kv: EtcdKV, settings: Settings) -> None:
+    key = raw_key(settings, "versioned")
+    created = kv.put(key, b"1")
+    kv.put(key, b"2")
+    entry = kv.get_entries([key])[key]
+    assert (entry.create_revision, entry.version) == (created, 2)
+    assert kv.txn([ModRevisionIs(raw_key(settings, "absent"), 0)], [])[0] is True
+    assert kv.txn([ModRevisionIs(key, entry.mod_revision)], [])[0] is True
+    assert kv.txn([ModRevisionIs(key, created)], [])[0] is False
 
 
 # -- EtcdKV ----------------------------------------------------------------------------------

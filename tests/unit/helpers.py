@@ -9,18 +9,21 @@ from typing import Any
 import cloudpickle
 
 from droplet.broker_config.names import QueueNames
+from droplet.outbox import Outbox
 from droplet.proto import pb
 from droplet.scheduler.state import SchedulerState
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store import serializer
+from droplet.store.commits import Committed, Committer
+from droplet.store.keys import StoreKeys
 from droplet.store.memory import MemoryKV
 from droplet.store.metadata import Metadata
 from droplet.store.values import ValueStore
 from droplet.worker.functions import FunctionCache
 from droplet.worker.handlers import WorkerState
-from droplet.worker.joins import ScheduleTable
-from droplet.worker.library import UserLibrary
+from droplet.worker.joins import JoinRecords
+from droplet.worker.library import Library
 
 SETTINGS = Settings(namespace="unit")
 NAMES = QueueNames("unit")
@@ -55,12 +58,16 @@ def scheduler_state(*worker_ids: str) -> SchedulerState:
 
 def worker_state(kv: MemoryKV, worker_id: str = "w1") -> WorkerState:
     md = metadata(kv)
+    values = ValueStore(kv, SETTINGS)
+    keys = StoreKeys(SETTINGS.etcd_prefix)
     return WorkerState(
         worker_id=worker_id,
         names=NAMES,
+        keys=keys,
         functions=FunctionCache(md.get_function),
-        library=UserLibrary(worker_id, ValueStore(kv, SETTINGS)),
-        schedules=ScheduleTable(60.0),
+        library=Library(worker_id, values),
+        joins=JoinRecords(kv, keys, Signer(None)),
+        stored_outcome=values.outcome,
         pin_record=lambda: _pin(kv, md, worker_id),
     )
 
@@ -88,6 +95,8 @@ class RecordingPins:
         self.answers = list(answers or [])
         self.pinned: list[tuple[str, str, str]] = []
         self.unpinned: list[tuple[str, str, str]] = []
+        self.waited = 0.0
+        self.on_wait: Callable[[], None] | None = None  # what "time passing" does
 
     def pin(self, worker_id: str, dag_name: str, function_name: str) -> bool:
         self.pinned.append((worker_id, dag_name, function_name))
@@ -96,6 +105,17 @@ class RecordingPins:
     def unpin(self, worker_id: str, dag_name: str, function_name: str) -> None:
         self.unpinned.append((worker_id, dag_name, function_name))
 
+    def wait(self, seconds: float) -> None:
+        self.waited += seconds
+        if self.on_wait is not None:
+            self.on_wait()
+
 
 def stored(kv: MemoryKV, key: str) -> Any:
     return ValueStore(kv, SETTINGS).get(key)
+
+
+def commit(kv: MemoryKV, out: Outbox) -> list[Committed]:
+    """Stores an outbox's durable writes, as the message cycle would."""
+    committer = Committer(ValueStore(kv, SETTINGS), SETTINGS.etcd_max_txn_ops)
+    return [committer.apply(item.commit) for item in out.durable]

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import random
 
-from droplet.outbox import Outbox
 from droplet.proto import pb
 from droplet.scheduler import dags, healing
-from droplet.store import serializer
 from droplet.store.memory import MemoryKV
 
-from .helpers import NAMES, RecordingPins, function_call, linear_dag, metadata, scheduler_state
+from .helpers import RecordingPins, linear_dag, metadata, scheduler_state
 
 
 def _pinned_dag(kv: MemoryKV, workers: list[str]) -> object:
@@ -54,50 +52,37 @@ def test_without_a_free_worker_the_function_stays_unplaced_until_one_comes() -> 
     assert state.dag_locations("dag")["b"] == "w9"  # type: ignore[attr-defined]
 
 
-def test_a_half_created_dag_of_a_dead_scheduler_is_cleared() -> None:
+def test_a_half_made_dag_of_a_dead_scheduler_vanishes_and_its_pins_are_released() -> None:
     kv = MemoryKV()
     md = metadata(kv)
+    lease = kv.grant_lease(10)
+    assert md.create_dag(linear_dag("orphan", ["a"]), "gone-scheduler", "req", lease.id)
+    assert md.claim_pin("w1", "orphan", "a")
+    kv.expire_lease(lease.id)  # the creating scheduler died
     state = scheduler_state("w1")
-    state.scheduler_id = "me"
-    assert md.create_dag(linear_dag("orphan", ["a"]), creator="gone-scheduler")
-    state.dags["orphan"] = md.get_dag("orphan")  # type: ignore[assignment]
+    state.pins["w1"] = pb.PinRecord(dag_name="orphan", function_name="a", worker_id="w1")
+    pins = RecordingPins()
 
-    healing.heal_pins(state, md, RecordingPins())
+    healing.heal_pins(state, md, pins)
 
-    assert md.get_dag("orphan") is None and "orphan" not in state.dags
+    assert md.get_dag("orphan") is None and md.pins() == []
+    assert pins.unpinned == [("w1", "orphan", "a")]
+    assert state.free_workers() == ["w1"]
 
 
-def test_a_redelivered_create_takes_over_a_dead_creators_half_made_dag() -> None:
+def test_two_schedulers_healing_at_once_pin_a_function_once() -> None:
     kv = MemoryKV()
     md = metadata(kv)
-    state = scheduler_state("w1", "w2")
-    state.scheduler_id = "me"
-    assert md.create_dag(linear_dag("dag", ["a", "b"]), creator="crashed")
+    first = _pinned_dag(kv, ["w1", "w2", "w3", "w4"])
+    dead = first.dag_locations("dag")["a"]  # type: ignore[attr-defined]
+    second = scheduler_state(*[w for w in ["w1", "w2", "w3", "w4"] if w != dead])
+    second.dags = dict(first.dags)  # type: ignore[attr-defined]
+    second.pins = dict(first.pins)  # type: ignore[attr-defined]
+    first.workers.pop(dead)  # type: ignore[attr-defined]
 
-    response = dags.create_dag(linear_dag("dag", ["a", "b"]), state, md,
-                               RecordingPins([True, True]), lambda _: True)
+    healing.heal_pins(first, md, RecordingPins([True, True]))  # type: ignore[arg-type]
+    second.pins.pop(dead)  # its view of the release arrives, but not yet the new pin
+    healing.heal_pins(second, md, RecordingPins([True, True]))  # type: ignore[arg-type]
 
-    assert response.success
-
-
-def test_orphaned_calls_are_placed_again_and_dag_messages_fail_once() -> None:
-    state = scheduler_state("w-alive")
-    out = Outbox()
-    failed: set[str] = set()
-    call = function_call("f", [1])
-    call.response_address = "client-a"
-    schedule = pb.DagSchedule(id="s", call_id="c1", response_address="client-b")
-    trigger = pb.DagTrigger(id="s", source="x", target_function="y",
-                            call=pb.CallRef(call_id="c1", response_address="client-b"))
-
-    for message in (pb.Message(call=call), pb.Message(schedule=schedule),
-                    pb.Message(trigger=trigger), pb.Message(unpin=pb.UnpinRequest())):
-        healing.handle_orphan(message, state, out, failed, "w-dead")
-
-    [replaced] = out.messages_to(NAMES.work)
-    assert replaced.call.response_address == "client-a"
-    [failure] = out.messages_to("client-b")
-    assert failure.response.error == pb.WORKER_LOST
-    assert failure.response.call_id == "c1"
-    [stored] = out.results
-    assert stored.key == "c1" and serializer.load(stored.value).code == pb.WORKER_LOST
+    holders = [p.worker_id for p in md.pins() if p.function_name == "a"]
+    assert len(holders) == 1, f"function a pinned on {holders}"

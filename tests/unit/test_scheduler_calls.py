@@ -39,9 +39,9 @@ def test_call_without_response_key_gets_one_and_is_told_it() -> None:
 
     forwarded = out.messages_to(NAMES.work)[0].call
     assert forwarded.response_key, "a response key is assigned"
-    replies = out.messages_to("reply-addr")
+    replies = out.responses_to("reply-addr")
     assert len(replies) == 1
-    assert replies[0].response.response_id == forwarded.response_key == response.response_id
+    assert replies[0].response_id == forwarded.response_key == response.response_id
 
 
 def test_call_function_with_refs_prefers_the_worker_caching_them() -> None:
@@ -74,14 +74,12 @@ def test_function_call_no_resources() -> None:
     assert not response.success
     assert response.error == pb.NO_RESOURCES
     assert out.messages_to(NAMES.work) == []
-    replies = out.messages_to("reply-addr")
-    assert len(replies) == 1 and replies[0].response.error == pb.NO_RESOURCES
-    # The error is also stored, so a future reading the store sees it.
-    from droplet.store.values import ValueStore
+    replies = out.responses_to("reply-addr")
+    assert len(replies) == 1 and replies[0].error == pb.NO_RESOURCES
+    # The error is the call's stored outcome, so a future reading the store sees it.
+    from .helpers import commit
 
-    from .helpers import SETTINGS
-
-    ValueStore(kv, SETTINGS).write_results(out.results)
+    commit(kv, out)
     result = stored(kv, "resp-key")
     assert isinstance(result, pb.ErrorInfo) and result.code == pb.NO_RESOURCES
 

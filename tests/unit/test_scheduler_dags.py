@@ -201,6 +201,8 @@ def test_call_dag_sends_schedules_and_begin_triggers() -> None:
     trigger = triggers[0].message.trigger
     assert (trigger.id, trigger.source, trigger.target_function) == (schedule_id, "BEGIN", "source")
     assert triggers[0].queue == NAMES.worker(locations["source"])
+    assert trigger.schedule.id == schedule_id, "the trigger carries the whole schedule"
+    assert dict(trigger.schedule.locations) == locations
 
 
 def test_call_dag_answers_with_the_output_key() -> None:
@@ -213,8 +215,11 @@ def test_call_unknown_dag_answers_no_such_dag() -> None:
     out = Outbox()
     response = dags.call_dag(pb.DagCall(name="nope", call_id="c"), "addr", scheduler_state(), out)
     assert response.error == pb.NO_SUCH_DAG
-    assert [o.queue for o in out.sent] == ["addr"]
-    assert out.sent[0].message.response.call_id == "c"
+    assert out.sent == []
+    [answer] = out.responses_to("addr")
+    assert answer.call_id == "c" and answer.error == pb.NO_SUCH_DAG
+    [outcome] = out.outcomes()
+    assert outcome.call_id == "c", "the failure is the call's stored outcome"
 
 
 def test_call_dag_with_a_dead_worker_answers_no_resources() -> None:
@@ -223,4 +228,105 @@ def test_call_dag_with_a_dead_worker_answers_no_resources() -> None:
     out = Outbox()
     response = dags.call_dag(pb.DagCall(name="dag"), "addr", state, out)  # type: ignore[arg-type]
     assert response.error == pb.NO_RESOURCES
-    assert all(o.queue == "addr" for o in out.sent)
+    assert out.sent == [] and out.responses_to("addr")[0].error == pb.NO_RESOURCES
+
+
+def test_a_redelivered_create_gets_the_same_answer() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1", "w2")
+    dag = linear_dag("dag", ["a", "b"])
+    assert dags.create_dag(dag, state, md, RecordingPins([True, True]), exists,
+                           request_id="req-1").success
+    pins = RecordingPins()
+    again = dags.create_dag(dag, state, md, pins, exists, request_id="req-1")
+    assert again.success, "the same request: the same answer, not DAG_ALREADY_EXISTS"
+    assert pins.pinned == [] and pins.unpinned == []
+    other = dags.create_dag(dag, state, md, RecordingPins(), exists, request_id="req-2")
+    assert other.error == pb.DAG_ALREADY_EXISTS
+
+
+def test_a_create_whose_scheduler_died_mid_way_is_taken_over() -> None:
+    """Scheduler 1 claimed the name (under its lease) and pinned one function, then died;
+    its request comes back to scheduler 2, which waits for the half-made DAG to vanish with
+    the lease, releases the orphaned pin's worker through healing, and creates the DAG."""
+    kv = MemoryKV()
+    md = metadata(kv)
+    dag = linear_dag("dag", ["a", "b"])
+    lease = kv.grant_lease(10)
+    assert md.create_dag(dag, "sched-1", "req-1", lease.id) is not None
+    assert md.claim_pin("w1", "dag", "a")
+    state = scheduler_state("w1", "w2", "w3")
+    state.scheduler_id = "sched-2"
+    state.pins["w1"] = pb.PinRecord(dag_name="dag", function_name="a", worker_id="w1")
+    pins = RecordingPins([True, True])
+    pins.on_wait = lambda: kv.expire_lease(lease.id)
+
+    response = dags.create_dag(dag, state, md, pins, exists, request_id="req-1", wait_s=30)
+
+    assert response.success
+    assert pins.waited > 0, "it waited for the half-made DAG instead of answering at once"
+    assert ("w1", "dag", "a") in pins.unpinned, "the dead attempt's pin was undone"
+    assert sorted(p.function_name for p in md.pins()) == ["a", "b"]
+    assert len({p.worker_id for p in md.pins()}) == 2
+    record = md.get_dag("dag")
+    assert record is not None and record.ready
+
+
+def test_a_create_that_cannot_finish_unpins_what_it_pinned_on_every_path() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1", "w2")
+
+    class Failing(RecordingPins):
+        def pin(self, worker_id: str, dag_name: str, function_name: str) -> bool:
+            if self.pinned:
+                raise RuntimeError("the broker went away")
+            return super().pin(worker_id, dag_name, function_name)
+
+    pins = Failing([True])
+    with pytest.raises(RuntimeError):
+        dags.create_dag(linear_dag("dag", ["a", "b"]), state, md, pins, exists)
+    assert [p[2] for p in pins.unpinned] == ["a"]
+    assert md.get_dag("dag") is None and md.pins() == []
+
+
+def test_a_dag_deleted_while_being_created_is_not_brought_back() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    state = scheduler_state("w1", "w2")
+
+    class Deleting(RecordingPins):
+        def pin(self, worker_id: str, dag_name: str, function_name: str) -> bool:
+            md.delete_dag(dag_name)  # a concurrent delete_dag
+            return super().pin(worker_id, dag_name, function_name)
+
+    response = dags.create_dag(linear_dag("dag", ["a", "b"]), state, md, Deleting([True, True]),
+                               exists)
+    assert not response.success
+    assert md.get_dag("dag") is None and md.pins() == []
+
+
+def test_a_trigger_for_a_dead_worker_goes_where_the_step_is_pinned_now() -> None:
+    dag = linear_dag("dag", ["a", "b"])
+    _, state = _ready_dag_state(dag)
+    schedule = pb.DagSchedule(id="s", call_id="c", start_time=100.0)
+    schedule.dag.CopyFrom(dag)
+    schedule.locations["a"], schedule.locations["b"] = "w-a", "dead"
+    trigger = pb.DagTrigger(id="s", source="a", target_function="b")
+    trigger.schedule.CopyFrom(schedule)
+    out = Outbox()
+    dags.reroute(trigger, state, out, now=101.0)  # type: ignore[arg-type]
+    [moved] = out.sent
+    holder = state.dag_locations("dag")["b"]  # type: ignore[attr-defined]
+    assert moved.queue == NAMES.worker(holder)
+    assert moved.message.trigger.schedule.locations["b"] == holder
+
+    state.workers.pop(holder)  # type: ignore[attr-defined]
+    later = Outbox()
+    dags.reroute(trigger, state, later, now=101.0)  # type: ignore[arg-type]
+    assert [o.queue for o in later.sent] == [NAMES.retry(dags.REROUTE_DELAY_MS)]
+    given_up = Outbox()
+    dags.reroute(trigger, state, given_up, now=100.0 + dags.REROUTE_DEADLINE_S + 1)  # type: ignore[arg-type]
+    [outcome] = given_up.outcomes()
+    assert outcome.call_id == "c" and outcome.value.type == pb.ERROR

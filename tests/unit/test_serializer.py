@@ -10,6 +10,7 @@ import pytest
 
 from droplet.errors import InvalidArgumentError
 from droplet.proto import pb
+from droplet.proto.replies import error_value
 from droplet.store import serializer
 from droplet.store.serializer import DropletReference
 
@@ -153,9 +154,8 @@ def test_reference_needs_a_non_empty_string_key(key: Any) -> None:
         DropletReference(key)
 
 
-def test_dump_error_loads_back_as_error_info() -> None:
-    info = pb.ErrorInfo(code=pb.EXECUTION_ERROR, message="boom", traceback="tb")
-    value = serializer.dump_error(info)
+def test_an_error_value_loads_back_as_error_info() -> None:
+    value = error_value(pb.EXECUTION_ERROR, "boom", "tb")
 
     back = serializer.load(serializer.from_bytes(serializer.to_bytes(value)))
 

@@ -8,13 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from droplet.broker.dispatch import MAX_ENVELOPE_MESSAGES, AckGate, group, publish
 from droplet.broker.interface import Delivery, QueueSpec, Topology
 from droplet.broker.stub import StubBroker, StubConnection
 from droplet.errors import BrokerError
-from droplet.outbox import Outgoing
-from droplet.proto import envelope, pb
-from droplet.signing import Signer
 
 TICK = 0.02  # poll timeout when nothing is expected; never asserted on
 
@@ -414,224 +410,29 @@ def test_call_soon_threadsafe_runs_inside_poll_and_wakes_it(
     assert ran_in == [threading.current_thread()]
 
 
-# -- AckGate ---------------------------------------------------------------------------------
-
-
-class RecordingConn:
-    """Just enough of a BrokerConnection for AckGate: records acks and rejects."""
-
-    def __init__(self, is_open: bool = True) -> None:
-        self.is_open = is_open
-        self.acked: list[int] = []
-        self.rejected: list[tuple[int, bool]] = []
-
-    def ack(self, tag: int, multiple: bool = False) -> None:
-        self.acked.append(tag)
-
-    def reject(self, tag: int, requeue: bool) -> None:
-        self.rejected.append((tag, requeue))
-
-
-def test_gate_without_publishes_acks_on_release() -> None:
-    conn = RecordingConn()
-    gate = AckGate(conn, [7])  # type: ignore[arg-type]
-    assert conn.acked == []
-
-    gate.release()
-
-    assert conn.acked == [7]
-
-
-def test_gate_waits_for_every_confirmation_after_release() -> None:
-    conn = RecordingConn()
-    gate = AckGate(conn, [1, 2])  # type: ignore[arg-type]
-    first, second = gate.expect(), gate.expect()
-
-    gate.release()
-    assert conn.acked == []
-    first(True)
-    assert conn.acked == []
-    second(True)
-
-    assert sorted(conn.acked) == [1, 2]
-    assert conn.rejected == []
-
-
-def test_gate_waits_for_release_after_confirmations() -> None:
-    conn = RecordingConn()
-    gate = AckGate(conn, [3])  # type: ignore[arg-type]
-    confirm = gate.expect()
-
-    confirm(True)
-    assert conn.acked == []
-    gate.release()
-
-    assert conn.acked == [3]
-
-
-def test_gate_requeues_when_a_confirmation_failed() -> None:
-    conn = RecordingConn()
-    gate = AckGate(conn, [4, 5])  # type: ignore[arg-type]
-    ok, bad = gate.expect(), gate.expect()
-
-    bad(False)
-    ok(True)
-    gate.release()
-
-    assert conn.acked == []
-    assert sorted(conn.rejected) == [(4, True), (5, True)]
-
-
-def test_gate_requeues_after_fail() -> None:
-    conn = RecordingConn()
-    gate = AckGate(conn, [6])  # type: ignore[arg-type]
-
-    gate.fail()
-    gate.release()
-
-    assert conn.acked == [] and conn.rejected == [(6, True)]
-
-
-def test_gate_settles_once() -> None:
-    conn = RecordingConn()
-    gate = AckGate(conn, [8])  # type: ignore[arg-type]
-
-    gate.release()
-    gate.release()
-
-    assert conn.acked == [8]
-
-
-def test_gate_does_nothing_on_a_closed_connection() -> None:
-    conn = RecordingConn(is_open=False)
-    gate = AckGate(conn, [9])  # type: ignore[arg-type]
-
-    gate.release()
-
-    assert conn.acked == [] and conn.rejected == []
-
-
-def test_gate_over_the_stub_requeues_the_inbound_message_when_a_publish_is_unroutable(
+def test_a_paused_consumer_gets_nothing_until_resumed(
     broker: StubBroker, conns: list[StubConnection]
 ) -> None:
     conn = connect(broker, conns)
-    declare(conn, QueueSpec("inbound"), QueueSpec("out"))
-    conn.consume("inbound", prefetch=1)
-    conn.publish("inbound", b"request")
-    [inbound] = poll_until(conn, 1)
-    gate = AckGate(conn, [inbound.tag])
-    outgoing = [
-        Outgoing("out", pb.Message(delete_dag=pb.DeleteDag())),
-        Outgoing("gone-worker", pb.Message(delete_dag=pb.DeleteDag())),
-    ]
-
-    publish(conn, Signer(None), outgoing, gate)
-    gate.release()
-    redelivered = poll_until(conn, 1)  # runs the confirmations, then delivers the requeue
-
-    assert [(d.body, d.redelivered) for d in redelivered] == [(b"request", True)]
+    declare(conn, QueueSpec("q"))
+    conn.consume("q", prefetch=1)
+    assert conn.consuming("q")
+    conn.pause("q")
+    conn.publish("q", b"m")
+    assert conn.poll(TICK) == [] and not conn.consuming("q")
+    conn.resume("q")
+    assert [d.body for d in poll_until(conn, 1)] == [b"m"]
 
 
-def test_gate_over_the_stub_acks_when_every_publish_is_confirmed(
+def test_an_injected_nack_fails_the_confirm_and_routes_nothing(
     broker: StubBroker, conns: list[StubConnection]
 ) -> None:
     conn = connect(broker, conns)
-    declare(conn, QueueSpec("inbound"), QueueSpec("out"))
-    conn.consume("inbound", prefetch=1)
-    conn.publish("inbound", b"request")
-    [inbound] = poll_until(conn, 1)
-    gate = AckGate(conn, [inbound.tag])
-
-    publish(conn, Signer(None), [Outgoing("out", pb.Message(delete_dag=pb.DeleteDag()))], gate)
-    gate.release()
+    declare(conn, QueueSpec("q"))
+    broker.nack_when = lambda queue, body: body == b"lost"
+    confirms: list[bool] = []
+    conn.publish("q", b"lost", on_confirm=confirms.append)
+    conn.publish("q", b"kept", on_confirm=confirms.append)
     conn.poll(TICK)
-    conn.close()
-
-    assert broker.queue_depth("inbound") == 0, "acked, so not requeued by close"
-    assert broker.queue_depth("out") == 1
-
-
-# -- dispatch.group and dispatch.publish -----------------------------------------------------
-
-
-def call(name: str) -> pb.Message:
-    return pb.Message(call=pb.FunctionCall(name=name))
-
-
-def names(items: list[Outgoing]) -> list[str]:
-    return [o.message.call.name for o in items]
-
-
-def test_group_splits_the_chunked_queue_and_keeps_one_batch_per_other_queue() -> None:
-    outgoing = [Outgoing("work", call(f"w{i}")) for i in range(5)]
-    outgoing[1:1] = [Outgoing("worker.a", call(f"a{i}")) for i in range(3)]
-    outgoing.append(Outgoing("worker.b", call("b0")))
-
-    batches = group(outgoing, chunked_queue="work", chunk=2)
-
-    assert [(q, names(items)) for q, _, _, items in batches] == [
-        ("work", ["w0", "w1"]),
-        ("work", ["w2", "w3"]),
-        ("work", ["w4"]),
-        ("worker.a", ["a0", "a1", "a2"]),
-        ("worker.b", ["b0"]),
-    ]
-
-
-def test_group_chunk_below_one_means_one_message_per_envelope() -> None:
-    outgoing = [Outgoing("work", call(f"w{i}")) for i in range(3)]
-
-    batches = group(outgoing, chunked_queue="work", chunk=0)
-
-    assert [names(items) for _, _, _, items in batches] == [["w0"], ["w1"], ["w2"]]
-
-
-def test_group_separates_persistence_and_correlation_ids() -> None:
-    outgoing = [
-        Outgoing("q", call("p1")),
-        Outgoing("q", call("t1"), persistent=False),
-        Outgoing("q", call("c1"), correlation_id="c"),
-        Outgoing("q", call("p2")),
-    ]
-
-    batches = group(outgoing)
-
-    assert [(p, c, names(items)) for _, p, c, items in batches] == [
-        (True, None, ["p1", "p2"]),
-        (False, None, ["t1"]),
-        (True, "c", ["c1"]),
-    ]
-
-
-def test_group_caps_other_queues_at_the_envelope_limit() -> None:
-    outgoing = [Outgoing("worker.a", call(str(i))) for i in range(MAX_ENVELOPE_MESSAGES + 1)]
-
-    batches = group(outgoing, chunked_queue="work", chunk=2)
-
-    assert [len(items) for _, _, _, items in batches] == [MAX_ENVELOPE_MESSAGES, 1]
-
-
-def test_group_of_nothing_is_empty() -> None:
-    assert group([], chunked_queue="work", chunk=4) == []
-
-
-def test_publish_sends_one_signed_envelope_per_batch(
-    broker: StubBroker, conns: list[StubConnection]
-) -> None:
-    signer = Signer("k")
-    conn = connect(broker, conns)
-    declare(conn, QueueSpec("work"), QueueSpec("worker.a"))
-    outgoing = [Outgoing("work", call(f"w{i}")) for i in range(3)]
-    outgoing += [Outgoing("worker.a", call("a0"), correlation_id="cid"),
-                 Outgoing("worker.a", call("a1"), correlation_id="cid")]
-
-    publish(conn, signer, outgoing, chunked_queue="work", chunk=2)
-
-    work = [conn.get("work") for _ in range(2)]
-    own = conn.get("worker.a")
-    assert conn.get("work") is None and conn.get("worker.a") is None
-    assert [[m.call.name for m in envelope.decode(d.body, signer)] for d in work if d] == [
-        ["w0", "w1"], ["w2"]
-    ]
-    assert own is not None and own.correlation_id == "cid"
-    assert [m.call.name for m in envelope.decode(own.body, signer)] == ["a0", "a1"]
+    assert confirms == [False, True]
+    assert broker.queue_depth("q") == 1

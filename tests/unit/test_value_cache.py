@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from droplet.store import serializer
+from droplet.store.commits import Commit, Committer, Outcome
 from droplet.store.memory import MemoryKV
-from droplet.store.values import ResultWrite, ValueStore
+from droplet.store.values import ValueStore
 from droplet.worker.cache import ValueCache
-from droplet.worker.library import UserLibrary
+from droplet.worker.library import Library, RunContext
 
 from .helpers import SETTINGS
 
@@ -67,16 +68,33 @@ def test_the_byte_bound_holds() -> None:
     assert 1 <= len(cache.keys()) <= 4
 
 
-def test_results_under_generated_keys_are_not_cached() -> None:
+def test_call_outcomes_are_not_cached() -> None:
     store, cache = make()
-    store.write_results([ResultWrite("call-1", serializer.dump(5), "call-1", True)])
+    Committer(store, 128).apply(Commit(outcome=Outcome("call-1", serializer.dump(5))))
     assert serializer.load(cache.get_values(["call-1"])["call-1"]) == 5
     assert "call-1" not in cache
 
 
+def test_after_its_watch_breaks_the_cache_serves_nothing_until_a_new_watch_runs() -> None:
+    """A read in flight when the watch broke must not fill the cache afterwards: writes
+    made while no watch ran would never reach that entry."""
+    store, cache = make()
+    store.put("k", "v1")
+    cache.get_values(["k"])
+    cache._on_error(RuntimeError("watch lost"))  # restarts itself half a second later
+    assert not cache.fresh_for(0) and "k" not in cache
+    store.put("k", "v2")
+    assert serializer.load(cache.get_values(["k"])["k"]) == "v2"
+    assert "k" not in cache, "nothing is cached while no watch runs"
+    cache.start()
+    store.put("k", "v3")
+    assert serializer.load(cache.get_values(["k"])["k"]) == "v3"
+    assert cache.fresh_for(0)
+
+
 def test_the_library_writes_through_and_caches_its_own_writes() -> None:
     store, cache = make()
-    lib = UserLibrary("w1", store, cache)
+    lib = Library("w1", store, cache).for_run(RunContext())
     lib.put("mine", {"n": 1})
     assert "mine" in cache
     assert store.get("mine") == {"n": 1}

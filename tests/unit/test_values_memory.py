@@ -1,4 +1,4 @@
-"""droplet.store.values.ValueStore over MemoryKV: inline and chunked values, results, limits."""
+"""droplet.store.values.ValueStore over MemoryKV: inline and chunked values, limits, signatures."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from droplet.errors import StoreError, ValueTooLargeError
+from droplet.errors import SignatureError, StoreError, ValueTooLargeError
 from droplet.proto import pb
 from droplet.settings import Settings
 from droplet.store import serializer
 from droplet.store.kv import WatchEvent
 from droplet.store.memory import MemoryKV
-from droplet.store.values import ResultWrite, ValueStore
+from droplet.store.values import ValueStore
 
 CHUNK = 1024
 LIMIT = 100_000
@@ -221,135 +221,53 @@ def test_get_values_at_an_older_revision(store: ValueStore) -> None:
     assert store.get("k") == "v2"
 
 
-def test_put_with_a_lease_expires_with_it(kv: MemoryKV, store: ValueStore) -> None:
-    lease = kv.grant_lease(30)
-    store.put("leased", "v", lease=lease.id)
-
-    kv.expire_lease(lease.id)
-
-    assert store.get("leased") is None
+# -- signatures and orphans ------------------------------------------------------------------
 
 
-# -- results ---------------------------------------------------------------------------------
+def signed_store(kv: MemoryKV) -> ValueStore:
+    return ValueStore(kv, SETTINGS.with_(signing_key="fleet-secret"))
 
 
-def result(key: str, obj: object, call_id: str, expires: bool = False) -> ResultWrite:
-    return ResultWrite(key, serializer.dump(obj), call_id, expires)
+def test_with_a_fleet_secret_a_value_written_without_it_is_refused_unread(kv: MemoryKV) -> None:
+    """A pickle planted straight into etcd must never be loaded: it could run code."""
+    store = signed_store(kv)
+    planted = serializer.dump(os.system)  # a callable: loading it would import os.system
+    kv.put(store.keys.value("k"), planted.SerializeToString())
+    with pytest.raises(SignatureError):
+        store.get("k")
+    with pytest.raises(SignatureError):
+        store.read(["k"])
 
 
-def test_write_results_stores_value_and_done_marker(kv: MemoryKV, store: ValueStore) -> None:
-    store.write_results([result("r1", 42, "call-1")])
-
-    assert store.get("r1") == 42
-    assert kv.get(store.keys.call_done("call-1")) == b""
-
-
-def test_second_result_for_the_same_call_keeps_the_first(store: ValueStore) -> None:
-    store.write_results([result("out", "first", "call-1")])
-
-    store.write_results([result("out", "second", "call-1")])
-
-    assert store.get("out") == "first"
+def test_a_signed_value_copied_to_another_key_is_refused(kv: MemoryKV) -> None:
+    store = signed_store(kv)
+    store.put("a", "for a only")
+    kv.put(store.keys.value("b"), kv.get(store.keys.value("a")) or b"")
+    assert store.get("a") == "for a only"
+    with pytest.raises(SignatureError):
+        store.get("b")
 
 
-def test_same_call_id_writing_another_key_is_refused_too(store: ValueStore) -> None:
-    store.write_results([result("out-a", "first", "call-1")])
-
-    store.write_results([result("out-b", "second", "call-1")])
-
-    assert store.get("out-a") == "first"
-    assert store.get("out-b") is None
-
-
-def test_a_batch_with_one_duplicate_still_writes_the_others(store: ValueStore) -> None:
-    store.write_results([result("r2", "old", "c2")])
-
-    store.write_results(
-        [result("r1", "one", "c1"), result("r2", "new", "c2"), result("r3", "three", "c3")]
-    )
-
-    assert store.get_values(["r1", "r2", "r3"]).keys() == {"r1", "r2", "r3"}
-    assert store.get("r1") == "one"
-    assert store.get("r2") == "old"
-    assert store.get("r3") == "three"
-
-
-def test_more_results_than_one_transaction_holds(store: ValueStore) -> None:
-    writes = [result(f"r{i}", i, f"c{i}") for i in range(150)]
-
-    store.write_results(writes)
-
-    stored = store.get_values([f"r{i}" for i in range(150)])
-    assert {k: serializer.load(v) for k, v in stored.items()} == {f"r{i}": i for i in range(150)}
-
-
-def test_error_results_are_stored_as_error_info(store: ValueStore) -> None:
-    info = pb.ErrorInfo(code=pb.EXECUTION_ERROR, message="boom")
-    store.write_results([ResultWrite("err", serializer.dump_error(info), "c-err", False)])
-
-    back = store.get("err")
-
-    assert isinstance(back, pb.ErrorInfo) and back.message == "boom"
-
-
-def test_chunked_result_is_stored_and_read_back(store: ValueStore) -> None:
-    data = os.urandom(20_000)
-
-    store.write_results([result("big", data, "c-big")])
-
+def test_a_large_signed_value_is_checked_chunk_by_chunk(kv: MemoryKV) -> None:
+    store = signed_store(kv)
+    data = os.urandom(CHUNK * 3)
+    store.put("big", data)
     assert store.get("big") == data
+    chunk = sorted(chunk_keys(kv, store))[1]
+    kv.put(chunk, os.urandom(CHUNK))  # the head is intact and signed; a chunk is not
+    with pytest.raises(StoreError, match="damaged"):
+        store.get("big")
 
 
-def test_expiring_results_go_away_with_the_expiry_lease(kv: MemoryKV, store: ValueStore) -> None:
-    store.write_results([result("gen", 1, "c-gen", expires=True), result("out", 2, "c-out")])
-    lease_id = store.expiry.current()
-    assert lease_id is not None
-
-    kv.expire_lease(lease_id)
-
-    assert store.get("gen") is None, "a generated response key expires"
-    assert store.get("out") == 2, "an output key does not"
-    assert kv.get(store.keys.call_done("c-gen")) is None
-
-
-def test_no_expiry_lease_when_result_ttl_is_zero(kv: MemoryKV) -> None:
-    store = ValueStore(kv, SETTINGS.with_(result_ttl_s=0))
-
-    store.write_results([result("gen", 1, "c1", expires=True)])
-
-    assert store.expiry.current() is None
-    assert kv.leases == set()
-    assert store.get("gen") == 1
-
-
-def test_a_refused_duplicate_chunked_result_leaves_no_chunks(
+def test_chunks_of_a_writer_that_died_before_linking_them_are_swept(
     kv: MemoryKV, store: ValueStore
 ) -> None:
-    store.write_results([result("out", os.urandom(10_000), "call-1")])
-    kept = chunk_keys(kv, store)
-
-    store.write_results([result("out", os.urandom(10_000), "call-1")])
-
-    assert chunk_keys(kv, store) == kept
-
-
-def test_an_expired_chunked_result_leaves_no_chunks(kv: MemoryKV, store: ValueStore) -> None:
-    store.write_results([result("gen", os.urandom(10_000), "c-gen", expires=True)])
-    lease_id = store.expiry.current()
-    assert lease_id is not None and chunk_keys(kv, store)
-
-    kv.expire_lease(lease_id)
-
-    assert store.get("gen") is None
-    assert chunk_keys(kv, store) == set()
-
-
-def test_a_result_replacing_a_chunked_value_drops_its_chunks(
-    kv: MemoryKV, store: ValueStore
-) -> None:
-    store.put("out", os.urandom(10_000))
-
-    store.write_results([result("out", "small", "c1")])
-
-    assert store.get("out") == "small"
-    assert chunk_keys(kv, store) == set()
+    prepared = store.blobs.prepare(store.keys.value("never"), raw_value(CHUNK * 3), None)
+    store.blobs.write_chunks([prepared])  # ... and the writer died here
+    store.put("linked", os.urandom(CHUNK * 3))
+    assert chunk_keys(kv, store) and kv.get_prefix(store.keys.pending)[0]
+    assert store.blobs.sweep_pending(older_than_s=3600) == 0, "too young to be an orphan"
+    assert store.blobs.sweep_pending(older_than_s=-1) == 1
+    manifest = manifest_of(kv, store, "linked")
+    assert {k.split("/")[-2] for k in chunk_keys(kv, store)} == {manifest.blob_id}
+    assert store.get("linked") is not None

@@ -7,18 +7,27 @@ from typing import Any
 from droplet.outbox import Outbox
 from droplet.proto import pb
 from droplet.store import serializer
+from droplet.store.commits import Status
 from droplet.store.memory import MemoryKV
 from droplet.store.serializer import DropletReference
 from droplet.store.values import ValueStore
 from droplet.worker import handlers
 
-from .helpers import SETTINGS, create_function, function_call, metadata, stored, worker_state
+from .helpers import (
+    SETTINGS,
+    commit,
+    create_function,
+    function_call,
+    metadata,
+    stored,
+    worker_state,
+)
 
 
 def run_call(kv: MemoryKV, call: pb.FunctionCall) -> Outbox:
     out = Outbox()
     handlers.exec_function(call, worker_state(kv), out)
-    ValueStore(kv, SETTINGS).write_results(out.results)
+    commit(kv, out)
     return out
 
 
@@ -58,9 +67,9 @@ def test_exec_function_replies_and_stores_the_result() -> None:
     out = run_call(kv, call)
 
     assert stored(kv, "resp-key") == 2
-    [reply] = out.messages_to("client-addr")
-    assert reply.response.success and reply.response.call_id == "resp-key"
-    assert serializer.load(reply.response.value) == 2
+    [reply] = out.responses_to("client-addr")
+    assert reply.success and reply.call_id == "resp-key"
+    assert serializer.load(reply.value) == 2
 
 
 def test_direct_response_is_not_stored() -> None:
@@ -71,7 +80,7 @@ def test_direct_response_is_not_stored() -> None:
     call.direct_response = True
     out = run_call(kv, call)
     assert stored(kv, "resp-key") is None
-    assert len(out.messages_to("client-addr")) == 1
+    assert len(out.responses_to("client-addr")) == 1
 
 
 def test_references_are_resolved_from_the_store() -> None:
@@ -140,9 +149,9 @@ def test_successful_pin_records_metadata_and_answers_success() -> None:
     assert accepted
     assert state.pinned == ("dag", "incr")
     assert "incr" in state.functions
-    [reply] = out.sent
-    assert reply.queue == "sched-addr" and reply.correlation_id == "corr"
-    assert reply.message.response.success
+    [reply] = out.replies
+    assert reply.address == "sched-addr" and reply.correlation_id == "corr"
+    assert reply.response.success
     fn = state.functions.get("incr")
     assert fn is not None and fn.run("", 1) == 2
 
@@ -161,7 +170,7 @@ def test_occupied_worker_rejects_a_pin_without_touching_its_state() -> None:
     assert not accepted
     assert state.pinned == ("other", "square")
     assert "incr" not in state.functions
-    assert not out.sent[0].message.response.success
+    assert not out.replies[0].response.success
 
 
 def test_a_pin_no_scheduler_recorded_is_rejected() -> None:
@@ -198,7 +207,7 @@ def test_a_call_that_may_have_run_is_answered_from_its_stored_result() -> None:
     state = worker_state(kv)
     first = Outbox()
     handlers.exec_function(function_call("double", [21]), state, first)
-    ValueStore(kv, SETTINGS).write_results(first.results)
+    commit(kv, first)
 
     again = function_call("double", [21])
     again.maybe_done = True
@@ -207,9 +216,28 @@ def test_a_call_that_may_have_run_is_answered_from_its_stored_result() -> None:
     value = handlers.exec_function(again, state, out)
 
     assert serializer.load(value) == 42
-    assert out.results == [], "nothing stored twice"
-    assert serializer.load(out.messages_to("client")[0].response.value) == 42
+    assert out.durable == [], "nothing stored twice"
+    assert serializer.load(out.responses_to("client")[0].value) == 42
     redelivered = Outbox()
     handlers.exec_function(function_call("double", [21]), state, redelivered, redelivered=True)
-    assert redelivered.results == []
+    assert redelivered.durable == []
     assert state.calls_total == 1, "it ran once"
+
+
+def test_a_second_run_that_loses_the_write_once_race_answers_the_first_outcome() -> None:
+    """Two runs of one call (a duplicate no lookup caught): the stored outcome is the first
+    one, and the second run's reply carries the first outcome, not its own."""
+    kv = MemoryKV()
+    counter = iter(range(100))
+    create_function(metadata(kv), lambda _, x: x + next(counter), "drifting")
+    state = worker_state(kv)
+    first, second = Outbox(), Outbox()
+    call = function_call("drifting", [10])
+    call.response_address = "client"
+    handlers.exec_function(call, state, first)
+    handlers.exec_function(call, state, second)
+    [won] = commit(kv, first)
+    [lost] = commit(kv, second)
+    assert won.status is Status.DONE and lost.status is Status.DUPLICATE
+    assert lost.existing is not None and serializer.load(lost.existing) == 10
+    assert stored(kv, "resp-key") == 10

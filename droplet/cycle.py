@@ -1,0 +1,393 @@
+"""The one message cycle of every consume loop: decode, handle, commit, then ack or refuse.
+
+Schedulers (calls and admin), workers, the reaper draining a dead worker's queue and the
+settling of long-call claims all run their deliveries through `Cycle.run`:
+
+1. decode and verify the envelope; one that fails is dead-lettered, and whoever waits for an
+   answer is told so by an UNSIGNED reply, only ever to a reply address (never a signed message
+   to an address nobody vouched for);
+2. hand each message to the loop's handler, which fills an Outbox;
+3. commit each message's outbox before the next message runs: durable writes first (a call's
+   outcome, written once; MULTI writes; join records), then every message that depends on them,
+   published with confirms. The answer to a call always carries the outcome that was stored;
+4. ack the delivery once every publish it caused is confirmed. A store that is away, or a
+   publish the broker did not take, requeues it instead; a handler that crashes on a message
+   dead-letters that message alone and fails the calls it concerns (their callers are told).
+
+A message addressed to a worker queue that no longer exists (its worker died) goes to the
+schedulers instead, which place it again. Transport knows nothing of any of this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from droplet.broker.interface import BrokerConnection, Delivery
+from droplet.broker_config.names import (
+    DEAD_FROM_HEADER,
+    DEAD_REASON_HEADER,
+    QueueNames,
+    is_reply_address,
+)
+from droplet.errors import DropletError, PoisonMessageError, SignatureError, StoreError
+from droplet.middleware import Chain, Middleware
+from droplet.outbox import (
+    INLINE_REPLY_BYTES,
+    Durable,
+    Outbox,
+    Outgoing,
+    Reply,
+    call_ref,
+    fail_call,
+)
+from droplet.proto import envelope, pb
+from droplet.proto.replies import error_response, error_value, response_for
+from droplet.signing import Signer
+from droplet.store.commits import Commit, Committed, Committer, Outcome, Status
+
+log = logging.getLogger(__name__)
+
+MAX_ENVELOPE_MESSAGES = 256
+Handler = Callable[[pb.Message, Delivery, pb.Envelope, Outbox], None]
+
+
+class Settlement(Protocol):
+    """Ends deliveries that were acked early (long-call claims, see worker/claims.py)."""
+
+    def release(self, delivery: Delivery, action: str) -> None: ...
+
+
+class AckGate:
+    """Ends one delivery (ack, requeue or dead-letter) once every expected confirm is in and
+    release() was called. A confirm that fails turns an ack into a requeue."""
+
+    def __init__(self, conn: BrokerConnection, delivery: Delivery | None,
+                 settlement: Settlement | None = None) -> None:
+        self._conn = conn
+        self._delivery = delivery
+        self._settlement = settlement
+        self._pending = 0
+        self._released = False
+        self.action = "ack"
+        self.done = False
+        self.store_unavailable = False  # requeued because etcd was away
+
+    def expect(self) -> Callable[[bool], None]:
+        self._pending += 1
+        return self._confirmed
+
+    def _confirmed(self, ok: bool) -> None:
+        self._pending -= 1
+        if not ok and self.action == "ack":
+            log.warning("a publish was not confirmed: the delivery goes back to its queue")
+            self.action = "requeue"
+        self._settle()
+
+    def requeue(self) -> None:
+        self.action = "requeue"
+
+    def dead(self) -> None:
+        if self.action == "ack":
+            self.action = "dead"
+
+    def release(self) -> None:
+        self._released = True
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.done or not self._released or self._pending > 0:
+            return
+        self.done = True
+        delivery = self._delivery
+        if delivery is None:
+            return
+        if delivery.claim and self._settlement is not None:
+            self._settlement.release(delivery, self.action)
+        elif delivery.tag and self._conn.is_open:  # closed: the broker requeues it itself
+            if self.action == "ack":
+                self._conn.ack(delivery.tag)
+            else:
+                self._conn.reject(delivery.tag, requeue=self.action == "requeue")
+
+
+class Cycle:
+    def __init__(
+        self,
+        conn: BrokerConnection,
+        signer: Signer,
+        names: QueueNames,
+        committer: Committer | None,
+        *,
+        middleware: Middleware | None = None,
+        admit: Callable[[Delivery], None] | None = None,
+        settlement: Settlement | None = None,
+        split: dict[str, int] | None = None,
+        prepare: Callable[[str], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.signer = signer
+        self.names = names
+        self.committer = committer
+        self.middleware = middleware or Chain()
+        self._admit = admit
+        self._settlement = settlement
+        self.split = split or {}
+        self._prepare = prepare  # declares a destination queue made on demand (retry queues)
+
+    # -- one delivery ----------------------------------------------------------------------
+
+    def run(self, delivery: Delivery, handle: Handler) -> AckGate:
+        gate = AckGate(self.conn, delivery, self._settlement)
+        try:
+            received = envelope.decode_envelope(delivery.body, self.signer)
+        except DropletError as exc:
+            self._refuse_unverified(delivery, exc)
+            gate.dead()
+            gate.release()
+            return gate
+        try:
+            if self._admit is not None:
+                self._admit(delivery)
+        except PoisonMessageError as exc:
+            self._refuse_all(received.messages, delivery, exc, gate)
+            gate.dead()
+            gate.release()
+            return gate
+        except StoreError as exc:
+            log.warning("etcd is unavailable (%s); the message goes back", exc)
+            gate.requeue()
+            gate.store_unavailable = True
+            gate.release()
+            return gate
+        for message in received.messages:
+            if not self._run_one(message, delivery, received, handle, gate):
+                gate.requeue()
+                gate.store_unavailable = True
+                break
+        gate.release()
+        return gate
+
+    def _run_one(self, message: pb.Message, delivery: Delivery, received: pb.Envelope,
+                 handle: Handler, gate: AckGate) -> bool:
+        """Handles and commits one message; False when the delivery must go back (etcd)."""
+        kind = message.WhichOneof("kind") or "empty"
+        out = Outbox()
+        try:
+            handle(message, delivery, received, out)
+            self.commit(out, gate)
+            self.middleware.after_message(kind, pb.NO_ERROR)
+            return True
+        except StoreError as exc:
+            log.warning("etcd is unavailable (%s); the message goes back", exc)
+            return False
+        except Exception as exc:
+            if not isinstance(exc, DropletError):
+                log.exception("handling a %s message from %s failed", kind, delivery.queue)
+            log.warning("dead-lettering a %s message from %s: %s", kind, delivery.queue, exc)
+            failure = exc
+        try:
+            self._refuse_all([message], delivery, failure, gate)
+            self._dead_letter(message, delivery, str(failure), gate)
+        except StoreError:
+            return False
+        return True
+
+    # -- commit ----------------------------------------------------------------------------
+
+    def commit(self, out: Outbox, gate: AckGate | None = None) -> None:
+        """Stores the outbox's durable writes, then publishes what it sends and answers."""
+        sending = list(out.sent)
+        replies = list(out.replies)
+        for item in out.durable:
+            sending += self._store(item, replies)
+        self.publish(sending, gate)
+        self.publish([Outgoing(r.address, pb.Message(response=r.response), False,
+                               r.correlation_id) for r in replies], gate)
+
+    def _store(self, item: Durable, replies: list[Reply]) -> list[Outgoing]:
+        if self.committer is None:
+            raise DropletError("this loop cannot store outcomes")
+        commit = item.commit
+        done = self.committer.apply(commit)
+        if done.status is Status.TOO_LARGE:
+            limit = self.committer.max_ops
+            done, commit = self._fail(commit, pb.INVALID_REQUEST, (
+                f"this call's commit needs more than {limit} operations in one etcd "
+                "transaction (etcd_max_txn_ops): write fewer keys in one MULTI call"))
+        elif done.status is Status.CONFLICT:
+            if commit.multi is None:
+                raise StoreError("an outcome changed while it was being written; again")
+            if item.on_conflict:
+                return item.on_conflict  # the call runs again on a fresh snapshot
+            done, commit = self._fail(commit, pb.CONFLICT, (
+                "this MULTI call's commit lost to concurrent writers on every attempt; "
+                "nothing of it was written"))
+        if done.status is Status.TAKEN:
+            return []
+        self._answer(item, commit, done, replies)
+        return item.then if done.status is Status.DONE else []
+
+    def _fail(self, commit: Commit, code: int, message: str) -> tuple[Committed, Commit]:
+        """Replaces a commit that cannot happen by the call's error outcome alone."""
+        assert self.committer is not None and commit.outcome is not None
+        failed = Commit(outcome=Outcome(commit.outcome.call_id, error_value(code, message)))
+        return self.committer.apply(failed), failed
+
+    def _answer(self, item: Durable, commit: Commit, done: Committed,
+                replies: list[Reply]) -> None:
+        outcome = commit.outcome
+        if outcome is None:
+            return
+        value = done.existing if done.status is Status.DUPLICATE else outcome.value
+        assert value is not None
+        self.middleware.after_outcome(outcome.call_id, value)
+        if item.reply is None:
+            return
+        skeleton = item.reply.response
+        revision = skeleton.revision
+        if commit.multi is not None or done.status is Status.DUPLICATE:
+            revision = max(revision, done.revision)
+        response = response_for(skeleton.call_id, skeleton.response_id, value, revision,
+                                INLINE_REPLY_BYTES)
+        replies.append(Reply(item.reply.address, response, item.reply.correlation_id))
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(self, outgoing: Iterable[Outgoing], gate: AckGate | None = None) -> None:
+        """Publishes in envelopes per destination; a durable message must reach a queue (one
+        for a worker that is gone is handed to the schedulers instead)."""
+        for queue, persistent, correlation_id, items in group(outgoing, self.split):
+            if self._prepare is not None:
+                self._prepare(queue)
+            body = envelope.encode((i.message for i in items), self.signer)
+            confirmed = gate.expect() if gate is not None and persistent else None
+            if confirmed is not None and self.names.is_worker_queue(queue):
+                confirmed = self._rescuing(confirmed, items, gate)
+            self.conn.publish(queue, body, persistent=persistent, mandatory=persistent,
+                              correlation_id=correlation_id, on_confirm=confirmed)
+
+    def _rescuing(self, confirmed: Callable[[bool], None], items: list[Outgoing],
+                  gate: AckGate | None) -> Callable[[bool], None]:
+        def callback(ok: bool) -> None:
+            if not ok:
+                log.info("a worker queue is gone: %d messages go to the schedulers", len(items))
+                again = [Outgoing(self.names.calls, i.message) for i in items]
+                held = gate.expect() if gate is not None else None  # until they are sent
+
+                def resend() -> None:
+                    self.publish(again, gate)
+                    if held is not None:
+                        held(True)
+
+                self.conn.call_soon_threadsafe(resend)
+            confirmed(True)
+
+        return callback
+
+    # -- refusing --------------------------------------------------------------------------
+
+    def _refuse_unverified(self, delivery: Delivery, error: Exception) -> None:
+        """Dead-letters what cannot be trusted; the sender, if it waits on a reply address,
+        learns why from an unsigned answer (which a client shows as UNAUTHORIZED)."""
+        log.warning("dead-lettering an unverified message from %s: %s", delivery.queue, error)
+        code = pb.UNAUTHORIZED if isinstance(error, SignatureError) else pb.INVALID_REQUEST
+        self.middleware.after_message("unverified", code)
+        told: set[str] = set()
+        for message in envelope.peek(delivery.body):
+            for ref in callers_of(message, delivery):
+                address = ref.response_address
+                if is_reply_address(address) and ref.call_id not in told:
+                    told.add(ref.call_id)
+                    self._send_unsigned(address, error_response(
+                        ref.output_key or ref.call_id, code, f"refused: {error}",
+                        call_id=ref.call_id), None)
+        if not told and is_reply_address(delivery.reply_to) and delivery.correlation_id:
+            self._send_unsigned(delivery.reply_to or "", error_response(
+                "", code, f"refused: {error}"), delivery.correlation_id)
+
+    def _send_unsigned(self, address: str, response: pb.GenericResponse,
+                       correlation_id: str | None) -> None:
+        body = envelope.encode_unsigned([pb.Message(response=response)])
+        self.conn.publish(address, body, persistent=False, correlation_id=correlation_id)
+
+    def _refuse_all(self, messages: Sequence[pb.Message], delivery: Delivery, error: Exception,
+                    gate: AckGate) -> None:
+        """Fails every call the (verified) messages concern, through their write-once
+        outcomes, so a caller never waits for an answer that will not come."""
+        code = getattr(error, "code", pb.NO_ERROR) or pb.INVALID_REQUEST
+        out = Outbox()
+        for message in messages:
+            kind = message.WhichOneof("kind") or "empty"
+            self.middleware.after_message(kind, code)
+            if kind in ("function", "dag", "delete_dag"):
+                out.reply(delivery.reply_to, error_response(
+                    "", code, f"refused: {error}"), delivery.correlation_id)
+            for ref in callers_of(message, delivery):
+                fail_call(out, ref, code, f"refused: {error}")
+        if self.committer is None:
+            out.durable = []
+        self.commit(out, gate)
+
+    def _dead_letter(self, message: pb.Message, delivery: Delivery, reason: str,
+                     gate: AckGate) -> None:
+        headers = {DEAD_FROM_HEADER: delivery.queue, DEAD_REASON_HEADER: reason[:500]}
+        body = envelope.encode([message], self.signer)
+        self.conn.publish(self.names.dead, body, headers=headers, mandatory=True,
+                          on_confirm=gate.expect())
+
+
+def callers_of(message: pb.Message, delivery: Delivery) -> list[pb.CallRef]:
+    """Whom a message's calls answer to: what a refusal or a lost worker must tell."""
+    kind = message.WhichOneof("kind")
+    if kind == "call":
+        call = message.call
+        address = delivery.reply_to if is_reply_address(delivery.reply_to) else ""
+        return [pb.CallRef(call_id=call.call_id or call.response_key,
+                           response_address=address or call.response_address,
+                           direct_response=call.direct_response)]
+    if kind == "dag_call":
+        dag_call = message.dag_call
+        address = delivery.reply_to if is_reply_address(delivery.reply_to) else ""
+        return [pb.CallRef(call_id=dag_call.call_id, output_key=dag_call.output_key,
+                           response_address=address or dag_call.response_address,
+                           direct_response=dag_call.direct_response)]
+    if kind == "schedule":
+        return [call_ref(message.schedule)]
+    if kind == "trigger":
+        trigger = message.trigger
+        if trigger.HasField("schedule"):
+            return [call_ref(trigger.schedule)]
+        return [trigger.call] if trigger.call.call_id else []
+    return []
+
+
+Batch = tuple[str, bool, str | None, list[Outgoing]]
+
+
+def group(outgoing: Iterable[Outgoing], split: dict[str, int] | None = None) -> list[Batch]:
+    """(queue, persistent, correlation id, items) batches, in first-seen order; a queue in
+    `split` gets envelopes of at most that many messages (so idle workers share a burst)."""
+    batches: dict[tuple[str, bool, str | None], list[Outgoing]] = {}
+    for item in outgoing:
+        batches.setdefault((item.queue, item.persistent, item.correlation_id), []).append(item)
+    out = []
+    for (queue, persistent, correlation_id), items in batches.items():
+        size = max(1, (split or {}).get(queue, MAX_ENVELOPE_MESSAGES))
+        for start in range(0, len(items), size):
+            out.append((queue, persistent, correlation_id, items[start : start + size]))
+    return out
+
+
+def wait_settled(conn: BrokerConnection, gates: Iterable[AckGate], timeout_s: float) -> bool:
+    """Pumps the connection until every gate has ended its delivery; for loops that take
+    messages one by one (`get`) on a connection without consumers."""
+    pending = list(gates)
+    deadline = time.monotonic() + timeout_s
+    while any(not g.done for g in pending):
+        if time.monotonic() > deadline:
+            return False
+        conn.poll(0.02)
+    return True

@@ -1,0 +1,57 @@
+"""Middleware: the one extension point of schedulers and workers.
+
+The message cycle tells every middleware what it handles and how it ended, and the worker
+tells it about every function it runs. Metrics are middleware; so is anything that wants to
+trace calls or record them for a dashboard. A middleware must be quick and must not raise:
+it runs on the hot path, and an exception in it is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from droplet.proto import pb
+
+log = logging.getLogger(__name__)
+
+
+class Middleware:
+    """Override what you need; every hook does nothing by default."""
+
+    def after_message(self, kind: str, error_code: int) -> None:
+        """A message was handled (error_code NO_ERROR) or refused."""
+
+    def after_run(self, function: str, seconds: float, outcome: pb.Value) -> None:
+        """A function ran, with this outcome (an ERROR value when it failed)."""
+
+    def after_outcome(self, call_id: str, outcome: pb.Value) -> None:
+        """A call's outcome was delivered (stored, when the call stores it)."""
+
+
+class Chain(Middleware):
+    """Several middlewares, each called in turn; one that raises is logged and skipped."""
+
+    def __init__(self, middlewares: Sequence[Middleware] = ()) -> None:
+        self.middlewares = list(middlewares)
+
+    def after_message(self, kind: str, error_code: int) -> None:
+        for middleware in self.middlewares:
+            try:
+                middleware.after_message(kind, error_code)
+            except Exception:
+                log.exception("middleware %r failed", middleware)
+
+    def after_run(self, function: str, seconds: float, outcome: pb.Value) -> None:
+        for middleware in self.middlewares:
+            try:
+                middleware.after_run(function, seconds, outcome)
+            except Exception:
+                log.exception("middleware %r failed", middleware)
+
+    def after_outcome(self, call_id: str, outcome: pb.Value) -> None:
+        for middleware in self.middlewares:
+            try:
+                middleware.after_outcome(call_id, outcome)
+            except Exception:
+                log.exception("middleware %r failed", middleware)

@@ -1,0 +1,145 @@
+"""The transaction that makes a handler's work durable: a call's outcome, written once.
+
+Every stored outcome lives under `results/<call id>`, and that key is its own write-once marker:
+the transaction holds only while it does not exist, so a call that ran twice (a redelivery, a
+re-send) keeps its first outcome, and the second run learns it (`DUPLICATE`, with the stored
+outcome to answer with instead). In the same transaction go, when the call has them:
+
+* the result under the caller's `output_key` (values/), so the key and the outcome agree;
+* a MULTI call's buffered writes, with a compare per key it read (its mod revision must still
+  be the one the snapshot saw) and per key it writes (unchanged since the snapshot): a commit
+  that would overwrite a concurrent change fails instead (`CONFLICT`), and nothing is written;
+* bookkeeping records of DAG joins (partials to add, partials to clear, a done marker).
+
+etcd bounds a transaction to `max_ops` compares and operations; a commit that needs more is
+refused whole (`TOO_LARGE`) rather than split, which would break its atomicity.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from droplet.proto import pb
+from droplet.store.blobs import Prepared
+from droplet.store.kv import Compare, Delete, ModRevisionBelow, ModRevisionIs, Put, VersionIs
+from droplet.store.values import ValueStore
+
+
+@dataclass
+class Outcome:
+    call_id: str
+    value: pb.Value
+    output_key: str = ""  # also stored under values/<output_key>
+    keep: bool = False  # kept result_ttl_s (read by key later); else result_window_s
+
+
+@dataclass
+class MultiWrites:
+    writes: dict[str, pb.Value] = field(default_factory=dict)
+    deletes: set[str] = field(default_factory=set)
+    reads: dict[str, int] = field(default_factory=dict)  # store key -> mod revision seen
+    snapshot_revision: int = 0
+
+
+@dataclass
+class Commit:
+    outcome: Outcome | None = None
+    multi: MultiWrites | None = None
+    records: dict[str, bytes] = field(default_factory=dict)  # full key -> bytes (leased)
+    clears: list[str] = field(default_factory=list)  # full-key prefixes to delete
+    absent: str | None = None  # a full key that must not exist (a join's done marker)
+
+
+class Status(enum.Enum):
+    DONE = "done"
+    DUPLICATE = "duplicate"  # the call already had an outcome: `existing`
+    CONFLICT = "conflict"  # a MULTI compare failed: something changed since the snapshot
+    TAKEN = "taken"  # the `absent` key exists: someone else completed this
+    TOO_LARGE = "too large"  # more than etcd allows in one transaction
+
+
+@dataclass
+class Committed:
+    status: Status
+    revision: int = 0
+    existing: pb.Value | None = None
+
+
+class Committer:
+    def __init__(self, values: ValueStore, max_ops: int) -> None:
+        self.values = values
+        self._keys = values.keys
+        self.max_ops = max_ops
+
+    def apply(self, commit: Commit) -> Committed:
+        settings = self.values.settings
+        leases = self.values.leases
+        compares: list[Compare] = []
+        ops: list[Put | Delete] = []
+        prepared: list[Prepared] = []
+
+        def link(full_key: str, value: pb.Value, lease: int | None) -> None:
+            item = self.values.blobs.prepare(full_key, value, lease)
+            prepared.append(item)
+            guard, linked = item.link(lease)
+            compares.extend(guard)
+            ops.extend(linked)
+
+        outcome = commit.outcome
+        if outcome is not None:
+            marker = self._keys.result(outcome.call_id)
+            compares.append(VersionIs(marker, 0))
+            ttl = settings.result_ttl_s if outcome.keep else settings.result_window_s
+            link(marker, outcome.value, leases.lease(ttl))
+            if outcome.output_key:
+                link(self._keys.value(outcome.output_key), outcome.value, None)
+        if commit.multi is not None:
+            self._multi(commit.multi, outcome.output_key if outcome else "", compares, ops, link)
+        if commit.absent:
+            compares.append(VersionIs(commit.absent, 0))
+        if commit.records:
+            lease = leases.lease(settings.schedule_ttl_s)
+            ops += [Put(key, raw, lease) for key, raw in commit.records.items()]
+        ops += [Delete(prefix, prefix=True) for prefix in commit.clears]
+        if len(ops) > self.max_ops or len(compares) > self.max_ops:
+            return Committed(Status.TOO_LARGE)
+        self.values.blobs.write_chunks(prepared)
+        try:
+            ok, revision, previous = self.values.kv.txn_previous(compares, ops)
+        except Exception:
+            self.values.blobs.drop(p.blob_id for p in prepared)
+            raise
+        if ok:
+            replaced = {k: v for k, v in previous.items() if k.startswith(self._keys.values)}
+            self.values.blobs.drop(self.values.blobs.blob_ids(replaced))
+            return Committed(Status.DONE, revision)
+        self.values.blobs.drop(p.blob_id for p in prepared)
+        return self._why_not(commit, revision)
+
+    def _multi(self, multi: MultiWrites, output_key: str, compares: list[Compare],
+               ops: list[Put | Delete], link: object) -> None:
+        if not multi.writes and not multi.deletes:
+            return  # a reader: its snapshot was consistent, and it changes nothing
+        prefix = self._keys.prefix
+        for store_key, mod_revision in sorted(multi.reads.items()):
+            compares.append(ModRevisionIs(prefix + store_key, mod_revision))
+        written = (set(multi.writes) | multi.deletes) - {output_key}
+        for key in sorted(written):
+            if self._keys.relative(self._keys.value(key)) not in multi.reads:
+                compares.append(ModRevisionBelow(self._keys.value(key),
+                                                 multi.snapshot_revision + 1))
+        for key, value in multi.writes.items():
+            if key != output_key:
+                link(self._keys.value(key), value, None)  # type: ignore[operator]
+        for key in sorted(multi.deletes - set(multi.writes) - {output_key}):
+            ops += [Delete(self._keys.value(key)), Delete(self._keys.result(key))]
+
+    def _why_not(self, commit: Commit, revision: int) -> Committed:
+        if commit.outcome is not None:
+            existing = self.values.outcome(commit.outcome.call_id)
+            if existing is not None:
+                return Committed(Status.DUPLICATE, revision, existing)
+        if commit.absent and self.values.kv.get(commit.absent) is not None:
+            return Committed(Status.TAKEN, revision)
+        return Committed(Status.CONFLICT, revision)
