@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck proto services clean bench
+.PHONY: demo test unit lint typecheck proto services clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: services
 
 test: services lint
 	$(PY) -m pytest -q
+
+# The unit tests alone, in-process fault tests included: no RabbitMQ, no etcd.
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check droplet tests examples

@@ -10,6 +10,7 @@ from droplet.client import DropletClient, DropletFunction, DropletFuture, connec
 from droplet.errors import (
     BrokerError,
     ConfigurationError,
+    ConflictError,
     DagAlreadyExistsError,
     DropletError,
     DropletTimeoutError,
@@ -44,10 +45,12 @@ TIMEOUT: int = pb.TIMEOUT
 INVALID_REQUEST: int = pb.INVALID_REQUEST
 UNAUTHORIZED: int = pb.UNAUTHORIZED
 WORKER_LOST: int = pb.WORKER_LOST
+CONFLICT: int = pb.CONFLICT
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONFLICT",
     "DAG_ALREADY_EXISTS",
     "EXECUTION_ERROR",
     "FUNC_NOT_FOUND",
@@ -62,6 +65,7 @@ __all__ = [
     "WORKER_LOST",
     "BrokerError",
     "ConfigurationError",
+    "ConflictError",
     "DagAlreadyExistsError",
     "DropletClient",
     "DropletError",

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 import droplet
+from droplet.broker_config.names import QueueNames
 from droplet.cli.status import collect
+from droplet.runtime import broker_factory
 from tests.conftest import (
     Cluster,
     Services,
@@ -183,6 +185,34 @@ def test_a_long_call_is_acked_and_held_as_a_claim_and_settled_if_its_worker_dies
             os.kill(pid, signal.SIGKILL)
             assert future.get(timeout=40) == 2, "placed again and run on the other worker"
             _wait(lambda: c.kv.get_prefix(claims)[0] == {}, 5, "the settled claim going")
+    finally:
+        cluster.stop()
+        purge_namespace(settings, cluster.worker_ids())
+
+
+def test_during_a_long_call_the_worker_takes_nothing_new_and_holds_nothing_unacked(
+    services: Services, tmp_path: Any, unique: str
+) -> None:
+    """Past long_call_s the worker stops consuming: a call arriving meanwhile waits ready in
+    the queue (for another worker, or for this one when it is done), never unacked behind a
+    call that may run for an hour."""
+    settings = services.settings(long_call_s=1.0, worker_lease_ttl_s=3)
+    cluster = start_cluster(settings, tmp_path, workers=1)
+    try:
+        with droplet.connect(settings=settings) as c:
+            c.register(lambda lib, s: (__import__("time").sleep(s), lib.getid())[1], unique)
+            claims = c.values.keys.claims
+            long_call = c.call(unique, 4.0)
+            _wait(lambda: bool(c.kv.get_prefix(claims)[0]), 10, "the long call's claim")
+            later = c.call(unique, 0.0)
+            names = QueueNames(settings.namespace)
+            conn = broker_factory(settings, "inspect")()
+            try:
+                _wait(lambda: conn.queue_depth(names.work) == 1, 5, "the call waiting, ready")
+            finally:
+                conn.close()
+            assert long_call.get(timeout=20) == later.get(timeout=20)
+            _wait(lambda: c.kv.get_prefix(claims)[0] == {}, 5, "the claim going")
     finally:
         cluster.stop()
         purge_namespace(settings, cluster.worker_ids())
