@@ -43,8 +43,12 @@ class Settings:
     etcd_cert_file: str | None = None
     etcd_key_file: str | None = None
     # Shared fleet secret: when set, every message, function body and stored value is
-    # HMAC-signed and anything unsigned or badly signed is refused.
+    # HMAC-signed and anything unsigned or badly signed is refused. signing_key_file names a
+    # file holding it instead (`droplet up` writes one in its state directory).
     signing_key: str | None = None
+    signing_key_file: str | None = None
+    # Without a configured secret, use the one `droplet up` made on this machine (if any).
+    local_fleet_secret: bool = True
     # Schedulers and workers refuse to run without a signing_key against a broker or etcd that
     # is not on this machine's loopback, unless this says that is what you want.
     allow_unsigned: bool = False
@@ -105,6 +109,43 @@ class Settings:
     def etcd_prefix(self) -> str:
         return f"/{self.namespace}/"
 
+    def with_secret_file(self) -> Settings:
+        """A copy whose signing_key is read from signing_key_file, when only that is set."""
+        if self.signing_key or not self.signing_key_file:
+            return self
+        path = Path(self.signing_key_file).expanduser()
+        try:
+            secret = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the fleet secret {path}: {exc}") from None
+        if not secret:
+            raise ConfigurationError(f"the fleet secret file {path} is empty")
+        return self.with_(signing_key=secret)
+
+    def with_local_fleet_secret(self) -> Settings:
+        """For clients on the machine of a `droplet up` cluster: the secret it generated
+        (in its default state directory), unless a secret is configured already."""
+        if self.signing_key or self.signing_key_file or not self.local_fleet_secret:
+            return self.with_secret_file()
+        local = fleet_secret_path(default_state_dir())
+        return self.with_(signing_key_file=str(local)).with_secret_file() if local.exists() \
+            else self
+
+    def unsigned_exposure(self) -> list[str]:
+        """The endpoints off this machine's loopback that an unsigned fleet would trust
+        (empty when signed, allowed, or all on loopback)."""
+        if self.signing_key or self.allow_unsigned:
+            return []
+        exposed = []
+        host = _url_host(self.broker_url)
+        if not _is_loopback(host):
+            exposed.append(f"broker {host}")
+        for endpoint in self.etcd_endpoints:
+            etcd_host = (endpoint.rpartition(":")[0] or endpoint).strip("[]")
+            if not _is_loopback(etcd_host):
+                exposed.append(f"etcd {endpoint}")
+        return exposed
+
     def with_(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -143,6 +184,36 @@ class Settings:
                 raise ConfigurationError(f"unknown setting {name!r}")
             kwargs[name] = _coerce(name, str(types[name]), raw)
         return cls(**kwargs)
+
+
+def default_state_dir() -> Path:
+    """Where `droplet up` keeps its embedded etcd's data and the fleet secret it made."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "droplet"
+
+
+def fleet_secret_path(state_dir: Path) -> Path:
+    return state_dir / "fleet.key"
+
+
+def _url_host(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    rest = rest.rsplit("@", 1)[-1]
+    host = rest.split("/", 1)[0]
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _coerce(name: str, type_name: str, raw: Any) -> Any:

@@ -25,6 +25,9 @@ from droplet.cli.etcd_local import LocalEtcd
 from droplet.settings import DEFAULT_BROKER_URL, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests configure every secret explicitly: no process they start may pick up the fleet secret
+# a `droplet up` left on this machine.
+os.environ["DROPLET_LOCAL_FLEET_SECRET"] = "false"
 
 
 def _docker_answers() -> bool:

@@ -26,10 +26,14 @@ from droplet.store.metadata import Metadata
 
 
 def child_env(settings: Settings) -> dict[str, str]:
+    """Exactly the parent's settings; a secret kept in a file is passed as the file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPLET_")}
     env["PYTHONUNBUFFERED"] = "1"
+    settings = settings.with_(local_fleet_secret=False)
     for setting in dataclasses.fields(settings):
         value = getattr(settings, setting.name)
+        if setting.name == "signing_key" and settings.signing_key_file:
+            continue
         if value is not None:
             text = ",".join(value) if isinstance(value, tuple) else str(value)
             env[f"DROPLET_{setting.name.upper()}"] = text

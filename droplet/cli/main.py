@@ -12,9 +12,10 @@ from droplet.settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
+    settings = Settings.from_env(
         broker_url=args.broker_url, etcd_endpoints=args.etcd, namespace=args.namespace
     )
+    return settings if args.command == "up" else settings.with_local_fleet_secret()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import signal
 import threading
 from types import FrameType
 
+from droplet.errors import ConfigurationError
 from droplet.runtime import broker_factory, open_kv
 from droplet.settings import Settings
 
@@ -18,9 +19,25 @@ def _on_stop_signals(callback: object) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def require_signed_off_loopback(settings: Settings) -> Settings:
+    """Anyone who can publish to an unsigned fleet's broker runs code on its workers: refuse
+    to serve one whose broker or etcd is reachable from other machines, unless the
+    configuration says so."""
+    settings = settings.with_secret_file()
+    exposed = settings.unsigned_exposure()
+    if exposed:
+        raise ConfigurationError(
+            f"refusing to run without a fleet secret against {', '.join(exposed)}: anyone "
+            "who can publish there could run code on the workers. Set signing_key (or "
+            "signing_key_file) to a shared secret, or allow_unsigned = true to accept that."
+        )
+    return settings
+
+
 def run_scheduler(settings: Settings) -> int:
     from droplet.scheduler.service import SchedulerService
 
+    settings = require_signed_off_loopback(settings)
     kv = open_kv(settings)
     service = SchedulerService(settings, kv, broker_factory(settings, "droplet-scheduler"))
     stop = threading.Event()
@@ -35,7 +52,6 @@ def run_scheduler(settings: Settings) -> int:
 
 def run_worker(settings: Settings, worker_id: str | None) -> int:
     from droplet.broker_config.names import check_name
-    from droplet.errors import ConfigurationError
     from droplet.worker.service import WorkerService
 
     if worker_id is not None:
@@ -43,6 +59,7 @@ def run_worker(settings: Settings, worker_id: str | None) -> int:
             check_name("worker id", worker_id)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+    settings = require_signed_off_loopback(settings)
     kv = open_kv(settings)
     service = WorkerService(settings, kv, broker_factory(settings, "droplet-worker"), worker_id)
     _on_stop_signals(service.stop)

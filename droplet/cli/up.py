@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 from pathlib import Path
@@ -18,16 +19,27 @@ from types import FrameType
 from droplet.cli.cluster import LocalCluster
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
 from droplet.errors import DropletError
-from droplet.settings import Settings
+from droplet.settings import Settings, default_state_dir, fleet_secret_path
 
 log = logging.getLogger("droplet.up")
 
 _READY_TIMEOUT_S = 60.0
 
 
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "droplet"
+def ensure_fleet_secret(settings: Settings, root: Path) -> Settings:
+    """A local cluster is signed: with no secret configured, one is made (once) in the state
+    directory, readable by this user only, where clients on this machine find it."""
+    settings = settings.with_secret_file()
+    if settings.signing_key:
+        return settings
+    path = fleet_secret_path(root)
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+        log.info("made a fleet secret in %s", path)
+    return settings.with_(signing_key_file=str(path)).with_secret_file()
 
 
 def run_up(
@@ -45,8 +57,9 @@ def run_up(
 
     etcd: LocalEtcd | None = None
     endpoint = settings.etcd_endpoints[0]
+    root = Path(state_dir) if state_dir else default_state_dir()
+    settings = ensure_fleet_secret(settings, root)
     if not etcd_answers(endpoint, ca_file=settings.etcd_ca_file):
-        root = Path(state_dir) if state_dir else default_state_dir()
         etcd = LocalEtcd(root / f"etcd-{endpoint.replace(':', '-')}", endpoint).start()
         log.info("started an embedded etcd at %s (data in %s)", endpoint, etcd.data_dir)
     cluster = LocalCluster(settings, log_level=log_level)
@@ -55,7 +68,8 @@ def run_up(
         cluster.wait_ready(workers, _READY_TIMEOUT_S)
         print(
             f"droplet up: ready — 1 scheduler, {workers} workers; broker "
-            f"{_redacted(settings.broker_url)}, etcd {endpoint}; Ctrl-C stops",
+            f"{_redacted(settings.broker_url)}, etcd {endpoint}; signed with the fleet secret in "
+            f"{settings.signing_key_file or 'your configuration'}; Ctrl-C stops",
             flush=True,
         )
         while not stop.wait(0.5):

@@ -22,14 +22,16 @@ def connect(
 
     Unset arguments come from the environment (DROPLET_BROKER_URL, DROPLET_ETCD, DROPLET_*,
     or a DROPLET_CONFIG file), then from the defaults: RabbitMQ on 127.0.0.1:5672 as guest,
-    etcd on 127.0.0.1:2379.
+    etcd on 127.0.0.1:2379, and the fleet secret `droplet up` made on this machine.
     """
     from droplet.runtime import broker_factory, open_kv
 
     if settings is None:
         settings = Settings.from_env(
             broker_url=broker_url, etcd_endpoints=etcd, namespace=namespace, **overrides
-        )
+        ).with_local_fleet_secret()
+    else:
+        settings = settings.with_secret_file()
     kv = open_kv(settings)
     try:
         connect_broker = broker_factory(settings, "droplet-client", confirms=False)

@@ -146,6 +146,7 @@ class TwoHosts:
             DROPLET_ETCD=f"{self.addr_a}:2379",
             DROPLET_NAMESPACE=self.namespace,
             DROPLET_WORKER_LEASE_TTL_S="3",
+            DROPLET_SIGNING_KEY="multihost-fleet-secret",  # off loopback: a signed fleet
             DROPLET_STATUS_INTERVAL_S="0.5",
             PYTHONUNBUFFERED="1",
         )

@@ -73,10 +73,13 @@ def test_status_and_metrics_show_the_fleet_and_its_work(
 
 
 def test_droplet_up_replaces_a_worker_that_dies(services: Services, tmp_path: Any) -> None:
+    """...and runs signed: with no secret configured it makes one in its state directory,
+    readable by its user only, where clients on the machine find it."""
     settings = services.settings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPLET_")}
     env.update(DROPLET_BROKER_URL=settings.broker_url, DROPLET_ETCD=settings.etcd_endpoints[0],
-               DROPLET_NAMESPACE=settings.namespace, DROPLET_WORKER_LEASE_TTL_S="2")
+               DROPLET_NAMESPACE=settings.namespace, DROPLET_WORKER_LEASE_TTL_S="2",
+               XDG_STATE_HOME=str(tmp_path))
     up = subprocess.Popen(
         [sys.executable, "-m", "droplet.cli.main", "up", "--workers", "2"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -84,6 +87,14 @@ def test_droplet_up_replaces_a_worker_that_dies(services: Services, tmp_path: An
     try:
         assert up.stdout is not None
         assert "ready" in up.stdout.readline()
+        secret = tmp_path / "droplet" / "fleet.key"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        settings = settings.with_(signing_key_file=str(secret)).with_secret_file()
+        unsigned = services.settings(namespace=settings.namespace)
+        with droplet.connect(settings=unsigned) as outsider, pytest.raises(
+            droplet.UnauthorizedError
+        ):
+            outsider.call("anything").get(timeout=10)
         before = {w["id"]: w["pid"] for w in _status(settings)["workers"]}
         assert len(before) == 2
         victim = sorted(before.values())[0]
@@ -138,7 +149,7 @@ def test_the_examples_run_against_a_cluster(services: Services, tmp_path: Any) -
     cluster = start_cluster(settings, tmp_path, workers=2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPLET_")}
     env.update(DROPLET_BROKER_URL=settings.broker_url, DROPLET_ETCD=settings.etcd_endpoints[0],
-               DROPLET_NAMESPACE=settings.namespace)
+               DROPLET_NAMESPACE=settings.namespace, DROPLET_LOCAL_FLEET_SECRET="false")
     try:
         for example, expected in (("quickstart.py", "call_dag direct       -> 4"),
                                   ("stateful.py", "['hello', 'from', 'droplet']")):
@@ -149,3 +160,17 @@ def test_the_examples_run_against_a_cluster(services: Services, tmp_path: Any) -
     finally:
         cluster.stop()
         purge_namespace(settings, cluster.worker_ids())
+
+
+def test_services_refuse_to_run_unsigned_against_a_broker_off_this_machine(
+    services: Services, tmp_path: Any
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPLET_")}
+    env.update(DROPLET_BROKER_URL="amqp://guest:guest@192.0.2.10:5672/%2F",
+               DROPLET_ETCD=services.etcd_endpoint, DROPLET_LOCAL_FLEET_SECRET="false")
+    for role in ("scheduler", "worker"):
+        run = subprocess.run([sys.executable, "-m", "droplet.cli.main", role], env=env,
+                             cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 1
+        assert "refusing to run without a fleet secret against broker 192.0.2.10" in run.stderr
+        assert "allow_unsigned" in run.stderr

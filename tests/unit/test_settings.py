@@ -291,3 +291,37 @@ def test_a_misspelled_or_nested_table_is_a_configuration_error(tmp_path: Path) -
     nested.write_text('[droplet]\nnamespace = "x"\n[droplet.extra]\na = 1\n')
     with pytest.raises(ConfigurationError, match="extra"):
         Settings.from_file(nested)
+
+
+# -- secure by default ------------------------------------------------------------------------
+
+
+def test_an_unsigned_fleet_is_exposed_only_off_loopback() -> None:
+    local = Settings(broker_url="amqp://u:p@127.0.0.1:5672/%2F",
+                     etcd_endpoints=("localhost:2379", "[::1]:2379"))
+    assert local.unsigned_exposure() == []
+    remote = Settings(broker_url="amqps://u:p@rabbit.example:5671/vh",
+                      etcd_endpoints=("127.0.0.1:2379", "10.0.0.5:2379"))
+    assert remote.unsigned_exposure() == ["broker rabbit.example", "etcd 10.0.0.5:2379"]
+    assert remote.with_(signing_key="s").unsigned_exposure() == []
+    assert remote.with_(allow_unsigned=True).unsigned_exposure() == []
+    assert Settings.from_env({"DROPLET_ALLOW_UNSIGNED": "true"}).allow_unsigned is True
+    with pytest.raises(ConfigurationError, match="true or false"):
+        Settings.from_env({"DROPLET_ALLOW_UNSIGNED": "maybe"})
+
+
+def test_the_secret_droplet_up_made_is_found_by_clients_on_the_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from droplet.cli.up import ensure_fleet_secret
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert Settings().with_local_fleet_secret().signing_key is None, "none made yet"
+    made = ensure_fleet_secret(Settings(), tmp_path / "droplet")
+    assert made.signing_key and (tmp_path / "droplet" / "fleet.key").stat().st_mode & 0o777 == 0o600
+    assert ensure_fleet_secret(Settings(), tmp_path / "droplet").signing_key == made.signing_key
+    assert Settings().with_local_fleet_secret().signing_key == made.signing_key
+    assert Settings(local_fleet_secret=False).with_local_fleet_secret().signing_key is None
+    assert Settings(signing_key="own").with_local_fleet_secret().signing_key == "own"
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        Settings(signing_key_file=str(tmp_path / "missing")).with_secret_file()
