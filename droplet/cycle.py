@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
 
+from droplet.acks import AckGate, Settlement, group
 from droplet.broker.interface import BrokerConnection, Delivery
 from droplet.broker_config.names import (
     DEAD_FROM_HEADER,
@@ -50,67 +50,7 @@ from droplet.store.commits import Commit, Committed, Committer, Outcome, Status
 
 log = logging.getLogger(__name__)
 
-MAX_ENVELOPE_MESSAGES = 256
 Handler = Callable[[pb.Message, Delivery, pb.Envelope, Outbox], None]
-
-
-class Settlement(Protocol):
-    """Ends deliveries that were acked early (long-call claims, see worker/claims.py)."""
-
-    def release(self, delivery: Delivery, action: str) -> None: ...
-
-
-class AckGate:
-    """Ends one delivery (ack, requeue or dead-letter) once every expected confirm is in and
-    release() was called. A confirm that fails turns an ack into a requeue."""
-
-    def __init__(self, conn: BrokerConnection, delivery: Delivery | None,
-                 settlement: Settlement | None = None) -> None:
-        self._conn = conn
-        self._delivery = delivery
-        self._settlement = settlement
-        self._pending = 0
-        self._released = False
-        self.action = "ack"
-        self.done = False
-        self.store_unavailable = False  # requeued because etcd was away
-
-    def expect(self) -> Callable[[bool], None]:
-        self._pending += 1
-        return self._confirmed
-
-    def _confirmed(self, ok: bool) -> None:
-        self._pending -= 1
-        if not ok and self.action == "ack":
-            log.warning("a publish was not confirmed: the delivery goes back to its queue")
-            self.action = "requeue"
-        self._settle()
-
-    def requeue(self) -> None:
-        self.action = "requeue"
-
-    def dead(self) -> None:
-        if self.action == "ack":
-            self.action = "dead"
-
-    def release(self) -> None:
-        self._released = True
-        self._settle()
-
-    def _settle(self) -> None:
-        if self.done or not self._released or self._pending > 0:
-            return
-        self.done = True
-        delivery = self._delivery
-        if delivery is None:
-            return
-        if delivery.claim and self._settlement is not None:
-            self._settlement.release(delivery, self.action)
-        elif delivery.tag and self._conn.is_open:  # closed: the broker requeues it itself
-            if self.action == "ack":
-                self._conn.ack(delivery.tag)
-            else:
-                self._conn.reject(delivery.tag, requeue=self.action == "requeue")
 
 
 class Cycle:
@@ -126,6 +66,8 @@ class Cycle:
         settlement: Settlement | None = None,
         split: dict[str, int] | None = None,
         prepare: Callable[[str], None] | None = None,
+        expect_slow: Callable[[pb.Message], bool] | None = None,
+        linger_s: float = 0.002,
     ) -> None:
         self.conn = conn
         self.signer = signer
@@ -136,6 +78,11 @@ class Cycle:
         self._settlement = settlement
         self.split = split or {}
         self._prepare = prepare  # declares a destination queue made on demand (retry queues)
+        # Outcomes of quick messages in one delivery are committed together, unless they have
+        # waited linger_s or the next message is expected to take long (see worker/pace.py):
+        # no result waits for a slow call that happens to follow it.
+        self._expect_slow = expect_slow
+        self.linger_s = linger_s
 
     # -- one delivery ----------------------------------------------------------------------
 
@@ -162,22 +109,52 @@ class Cycle:
             gate.store_unavailable = True
             gate.release()
             return gate
+        pending = Outbox()  # handled messages whose outboxes are not committed yet
+        since = 0.0
         for message in received.messages:
-            if not self._run_one(message, delivery, received, handle, gate):
-                gate.requeue()
-                gate.store_unavailable = True
-                break
+            if self._due(pending, since, message) and not self._flush(pending, gate):
+                return self._requeued(gate)
+            if pending.empty():
+                since = time.monotonic()
+            if not self._run_one(message, delivery, received, handle, gate, pending):
+                return self._requeued(gate)
+        if not self._flush(pending, gate):
+            return self._requeued(gate)
         gate.release()
         return gate
 
+    def _due(self, pending: Outbox, since: float, upcoming: pb.Message) -> bool:
+        """Whether what is pending must be committed before the upcoming message runs."""
+        if pending.empty():
+            return False
+        if time.monotonic() - since > self.linger_s:
+            return True
+        return self._expect_slow is not None and self._expect_slow(upcoming)
+
+    def _requeued(self, gate: AckGate) -> AckGate:
+        gate.requeue()
+        gate.store_unavailable = True
+        gate.release()
+        return gate
+
+    def _flush(self, pending: Outbox, gate: AckGate) -> bool:
+        try:
+            self.commit(pending, gate)
+        except StoreError as exc:
+            log.warning("etcd is unavailable (%s); the message goes back", exc)
+            return False
+        pending.clear()
+        return True
+
     def _run_one(self, message: pb.Message, delivery: Delivery, received: pb.Envelope,
-                 handle: Handler, gate: AckGate) -> bool:
-        """Handles and commits one message; False when the delivery must go back (etcd)."""
+                 handle: Handler, gate: AckGate, pending: Outbox) -> bool:
+        """Handles one message into `pending`; False when the delivery must go back (etcd).
+        A message whose handler fails is refused and dead-lettered on its own."""
         kind = message.WhichOneof("kind") or "empty"
         out = Outbox()
         try:
             handle(message, delivery, received, out)
-            self.commit(out, gate)
+            pending.extend(out)
             self.middleware.after_message(kind, pb.NO_ERROR)
             return True
         except StoreError as exc:
@@ -198,20 +175,24 @@ class Cycle:
     # -- commit ----------------------------------------------------------------------------
 
     def commit(self, out: Outbox, gate: AckGate | None = None) -> None:
-        """Stores the outbox's durable writes, then publishes what it sends and answers."""
+        """Stores the outbox's durable writes (plain outcomes together, in as few etcd
+        transactions as fit), then publishes what it sends and answers."""
         sending = list(out.sent)
         replies = list(out.replies)
-        for item in out.durable:
-            sending += self._store(item, replies)
+        if out.durable:
+            if self.committer is None:
+                raise DropletError("this loop cannot store outcomes")
+            results = self.committer.apply_all([item.commit for item in out.durable])
+            for item, done in zip(out.durable, results, strict=True):
+                sending += self._settle(item, done, replies)
         self.publish(sending, gate)
         self.publish([Outgoing(r.address, pb.Message(response=r.response), False,
                                r.correlation_id) for r in replies], gate)
 
-    def _store(self, item: Durable, replies: list[Reply]) -> list[Outgoing]:
-        if self.committer is None:
-            raise DropletError("this loop cannot store outcomes")
+    def _settle(self, item: Durable, done: Committed, replies: list[Reply]) -> list[Outgoing]:
+        """What a durable item's commit leads to: its answer, and what it sends."""
+        assert self.committer is not None
         commit = item.commit
-        done = self.committer.apply(commit)
         if done.status is Status.TOO_LARGE:
             limit = self.committer.max_ops
             done, commit = self._fail(commit, pb.INVALID_REQUEST, (
@@ -364,30 +345,3 @@ def callers_of(message: pb.Message, delivery: Delivery) -> list[pb.CallRef]:
     return []
 
 
-Batch = tuple[str, bool, str | None, list[Outgoing]]
-
-
-def group(outgoing: Iterable[Outgoing], split: dict[str, int] | None = None) -> list[Batch]:
-    """(queue, persistent, correlation id, items) batches, in first-seen order; a queue in
-    `split` gets envelopes of at most that many messages (so idle workers share a burst)."""
-    batches: dict[tuple[str, bool, str | None], list[Outgoing]] = {}
-    for item in outgoing:
-        batches.setdefault((item.queue, item.persistent, item.correlation_id), []).append(item)
-    out = []
-    for (queue, persistent, correlation_id), items in batches.items():
-        size = max(1, (split or {}).get(queue, MAX_ENVELOPE_MESSAGES))
-        for start in range(0, len(items), size):
-            out.append((queue, persistent, correlation_id, items[start : start + size]))
-    return out
-
-
-def wait_settled(conn: BrokerConnection, gates: Iterable[AckGate], timeout_s: float) -> bool:
-    """Pumps the connection until every gate has ended its delivery; for loops that take
-    messages one by one (`get`) on a connection without consumers."""
-    pending = list(gates)
-    deadline = time.monotonic() + timeout_s
-    while any(not g.done for g in pending):
-        if time.monotonic() > deadline:
-            return False
-        conn.poll(0.02)
-    return True

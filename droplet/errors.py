@@ -56,6 +56,12 @@ class CompactedError(StoreError):
     is too old): the call runs again on a fresh snapshot."""
 
 
+class SnapshotExpired(BaseException):
+    """Raised inside a MULTI call whose snapshot etcd has compacted away: a BaseException so
+    that the function's own `except Exception` does not swallow it; the call runs again on a
+    fresh snapshot."""
+
+
 class SignatureError(DropletError):
     """A payload was unsigned or its signature did not verify."""
 

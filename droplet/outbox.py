@@ -70,6 +70,19 @@ class Outbox:
               reply: Reply | None = None, on_conflict: Iterable[Outgoing] = ()) -> None:
         self.durable.append(Durable(commit, reply, list(then), list(on_conflict)))
 
+    def empty(self) -> bool:
+        return not (self.sent or self.replies or self.durable)
+
+    def extend(self, other: Outbox) -> None:
+        self.sent += other.sent
+        self.replies += other.replies
+        self.durable += other.durable
+
+    def clear(self) -> None:
+        self.sent.clear()
+        self.replies.clear()
+        self.durable.clear()
+
     def messages_to(self, queue: str) -> list[pb.Message]:
         """Everything addressed to queue, whatever it waits for (for tests)."""
         found = [o.message for o in self.sent if o.queue == queue]

@@ -48,6 +48,12 @@ class EtcdTls:
     ca_file: str
 
 
+# History older than this is compacted away: Droplet reads old revisions only for MULTI
+# snapshots (a MULTI call older than this runs again on a fresh snapshot), and every write
+# leaves history behind, so at full rate a longer retention is disk the store cannot give back.
+COMPACTION_RETENTION = "5m"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -63,9 +69,11 @@ class LocalEtcd:
         endpoint: str = "",
         log_path: Path | None = None,
         tls: EtcdTls | None = None,
+        compaction_retention: str = COMPACTION_RETENTION,
     ) -> None:
         self.data_dir = data_dir
         self.tls = tls
+        self.compaction_retention = compaction_retention
         host, _, port = (endpoint or f"127.0.0.1:{free_port()}").rpartition(":")
         self.host = host or "127.0.0.1"
         self.port = int(port)
@@ -90,7 +98,8 @@ class LocalEtcd:
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"droplet={peer}",
             "--quota-backend-bytes", str(8 * 1024**3),
-            "--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
+            "--auto-compaction-mode", "periodic",
+            "--auto-compaction-retention", self.compaction_retention,
             "--log-level", "warn",
         ]
         if self.tls is not None:

@@ -73,6 +73,56 @@ class Committer:
         self.max_ops = max_ops
 
     def apply(self, commit: Commit) -> Committed:
+        built = self._build(commit)
+        if built is None:
+            return Committed(Status.TOO_LARGE)
+        return self._execute(commit, *built)
+
+    def apply_all(self, commits: list[Commit]) -> list[Committed]:
+        """Applies several commits, the plain outcomes among them together in as few
+        transactions as etcd allows (a burst of calls costs one write, not one each); any
+        other commit, or a batch that fails (one of its calls had an outcome already), is
+        applied on its own."""
+        results: list[Committed | None] = [None] * len(commits)
+        group: list[int] = []
+        compares: list[Compare] = []
+        ops: list[Put | Delete] = []
+        prepared: list[Prepared] = []
+
+        def flush() -> None:
+            if not group:
+                return
+            if len(group) == 1:
+                results[group[0]] = self.apply(commits[group[0]])
+            else:
+                done = self._run(compares, ops, prepared)
+                for index in group:
+                    results[index] = done if done.status is Status.DONE else self.apply(
+                        commits[index])
+            group.clear()
+            compares.clear()
+            ops.clear()
+            prepared.clear()
+
+        for index, commit in enumerate(commits):
+            plain = (commit.outcome is not None and commit.multi is None and not commit.records
+                     and not commit.clears and commit.absent is None)
+            built = self._build(commit) if plain else None
+            if built is None:
+                results[index] = self.apply(commit)
+                continue
+            if max(len(ops) + len(built[1]), len(compares) + len(built[0])) > self.max_ops:
+                flush()
+            group.append(index)
+            compares.extend(built[0])
+            ops.extend(built[1])
+            prepared.extend(built[2])
+        flush()
+        return [r for r in results if r is not None]
+
+    def _build(self, commit: Commit
+               ) -> tuple[list[Compare], list[Put | Delete], list[Prepared]] | None:
+        """The transaction of one commit; None when it exceeds what etcd allows."""
         settings = self.values.settings
         leases = self.values.leases
         compares: list[Compare] = []
@@ -103,7 +153,16 @@ class Committer:
             ops += [Put(key, raw, lease) for key, raw in commit.records.items()]
         ops += [Delete(prefix, prefix=True) for prefix in commit.clears]
         if len(ops) > self.max_ops or len(compares) > self.max_ops:
-            return Committed(Status.TOO_LARGE)
+            return None
+        return compares, ops, prepared
+
+    def _execute(self, commit: Commit, compares: list[Compare], ops: list[Put | Delete],
+                 prepared: list[Prepared]) -> Committed:
+        done = self._run(compares, ops, prepared)
+        return done if done.status is Status.DONE else self._why_not(commit, done.revision)
+
+    def _run(self, compares: list[Compare], ops: list[Put | Delete],
+             prepared: list[Prepared]) -> Committed:
         self.values.blobs.write_chunks(prepared)
         try:
             ok, revision, previous = self.values.kv.txn_previous(compares, ops)
@@ -115,7 +174,7 @@ class Committer:
             self.values.blobs.drop(self.values.blobs.blob_ids(replaced))
             return Committed(Status.DONE, revision)
         self.values.blobs.drop(p.blob_id for p in prepared)
-        return self._why_not(commit, revision)
+        return Committed(Status.CONFLICT, revision)
 
     def _multi(self, multi: MultiWrites, output_key: str, compares: list[Compare],
                ops: list[Put | Delete], link: object) -> None:

@@ -156,6 +156,10 @@ class EtcdKV:
         entries = {kv.key.decode(): kv.value for kv in resp.kvs}
         return entries, int(resp.header.revision)
 
+    def count_prefix(self, prefix: str) -> int:
+        resp = self.call("count", lambda c: c.get_prefix_response(prefix, count_only=True))
+        return int(resp.count)
+
     def put(self, key: str, value: bytes, lease: int | None = None) -> int:
         resp = self.call("put", lambda c: c.put(key, value, lease=lease))
         return int(resp.header.revision)

@@ -111,6 +111,10 @@ class MemoryKV:
             items = {k: r.value for k, r in self._data.items() if k.startswith(prefix)}
             return items, self._revision
 
+    def count_prefix(self, prefix: str) -> int:
+        with self._lock:
+            return sum(1 for k in self._data if k.startswith(prefix))
+
     def put(self, key: str, value: bytes, lease: int | None = None) -> int:
         return self.txn([], [Put(key, value, lease)])[1]
 

@@ -122,6 +122,9 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
     if value is not None and value.type != pb.ERROR and final:
         _finish(schedule, value, context, state, out, join)
         return
+    if value is not None and _snapshot_gone(value) and (again := _run_again(schedule, state)):
+        out.sent.extend(again)  # compacted away under a long MULTI call: a fresh snapshot
+        return
     forwards = _forwards(schedule, target, done, state)
     if value is not None and value.type == pb.ERROR:
         # The failure is the call's outcome; nothing downstream runs (a MULTI call writes
@@ -131,6 +134,12 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
         out.store(join, then=forwards)
     else:
         out.sent.extend(forwards)
+
+
+def _snapshot_gone(value: pb.Value) -> bool:
+    if value.type != pb.ERROR:
+        return False
+    return pb.ErrorInfo.FromString(value.body).code == pb.CONFLICT
 
 
 def _done_record(schedule: pb.DagSchedule, target: str, value: pb.Value | None,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from droplet.errors import InvalidArgumentError, qualified_names
+from droplet.errors import InvalidArgumentError, SnapshotExpired, qualified_names
 from droplet.proto import pb
 from droplet.proto.replies import error_value
 from droplet.store import serializer
@@ -54,6 +54,10 @@ def run_function(
             result = fn(lib, *args)
     except TimeLimitExceeded as exc:
         value = error_value(pb.TIMEOUT, str(exc), traceback.format_exc(), "TimeLimitExceeded")
+        return value, ()
+    except SnapshotExpired as exc:
+        value = error_value(pb.CONFLICT, f"the call's snapshot is gone: {exc}", "",
+                            "SnapshotExpired")
         return value, ()
     except (Exception, SystemExit) as exc:
         names = qualified_names(type(exc))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from droplet.broker_config.names import QueueNames
-from droplet.errors import DropletError, StoreError
+from droplet.errors import DropletError, SnapshotExpired, StoreError
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import Outbox, deliver
 from droplet.proto import pb
@@ -90,6 +90,9 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
         raise
     except DropletError as exc:
         return RunOutcome(error_value(pb.EXECUTION_ERROR, f"cannot resolve arguments: {exc}"),
+                          context)
+    except SnapshotExpired as exc:
+        return RunOutcome(error_value(pb.CONFLICT, f"the call's snapshot is gone: {exc}"),
                           context)
     limit = function.spec.time_limit_s or state.default_time_limit_s
     state.calls_total += 1

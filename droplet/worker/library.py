@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from droplet.broker_config.names import check_name
-from droplet.errors import DropletTimeoutError, InvalidArgumentError, error_from_info
+from droplet.errors import (
+    CompactedError,
+    DropletTimeoutError,
+    InvalidArgumentError,
+    SnapshotExpired,
+    error_from_info,
+)
 from droplet.proto import pb
 from droplet.store import serializer
 from droplet.store.values import ValueStore
@@ -168,7 +174,11 @@ class UserLibrary:
         cache_fresh = cache is not None and cache.fresh_for(context.min_revision)
         if context.snapshot_revision or not cache_fresh:
             seen = context.reads if context.snapshot_revision else None
-            stored = self._shared.values.read(keys, context.snapshot_revision, seen)
+            try:
+                stored = self._shared.values.read(keys, context.snapshot_revision, seen)
+            except CompactedError:
+                raise SnapshotExpired(f"snapshot {context.snapshot_revision} was compacted") \
+                    from None
             for key, item in stored.items():
                 found[key] = item.value
                 context.observed_revision = max(context.observed_revision, item.mod_revision)

@@ -33,7 +33,7 @@ from droplet.errors import DropletError, PoisonMessageError
 from droplet.metrics import Metrics, MetricsMiddleware
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import Outbox
-from droplet.proto import pb
+from droplet.proto import envelope, pb
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store.commits import Committer
@@ -50,6 +50,7 @@ from droplet.worker.joins import JoinRecords
 from droplet.worker.keeper import ConnectionKeeper
 from droplet.worker.library import Library
 from droplet.worker.messaging import WorkerPort
+from droplet.worker.pace import Pace
 from droplet.worker.status import StatusReport
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class WorkerService:
         self.claims = LongCallClaims(kv, self.keys, self.names, self.id, self.incarnation,
                                      lambda: self._conn)
         self.metrics = Metrics("worker")
+        self.pace = Pace()
         self.state = handlers.WorkerState(
             worker_id=self.id, names=self.names, keys=self.keys,
             functions=FunctionCache(self.metadata.get_function),
@@ -99,7 +101,7 @@ class WorkerService:
             pin_record=lambda: self.metadata.pin_of(self.id),
             default_time_limit_s=settings.function_time_limit_s,
             multi_max_attempts=settings.multi_max_attempts,
-            middleware=Chain([MetricsMiddleware(self.metrics), *middleware]),
+            middleware=Chain([MetricsMiddleware(self.metrics), self.pace, *middleware]),
         )
         self.status = StatusReport(self.state, self.cache, self.incarnation,
                                    settings.status_interval_s, self.state.pin_record,
@@ -186,7 +188,8 @@ class WorkerService:
         self._conn = conn
         return Cycle(conn, self.signer, self.names, self.committer,
                      middleware=self.state.middleware, admit=self._admit,
-                     settlement=self.claims, prepare=lambda queue: self._prepare(conn, queue))
+                     settlement=self.claims, prepare=lambda queue: self._prepare(conn, queue),
+                     expect_slow=self.pace.expect_slow)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -210,20 +213,28 @@ class WorkerService:
 
     def _next(self, conn: BrokerConnection, timeout_s: float) -> Delivery | None:
         """The next delivery to run: what the shared queue handed over first (it came while
-        this worker was idle), then its own queue, with the shared consumer paused."""
+        this worker was idle), then its own queue. Before a step that may take a while, the
+        shared consumer is paused (and what crossed the pause runs first), so no plain call
+        is handed to a worker busy with one."""
         own, work = self.names.worker(self.id), self.names.work
         with self._buffer_lock:
             if not self._buffer:
                 self._buffer += conn.poll(timeout_s)
-            if not any(d.queue == own for d in self._buffer) and not conn.consuming(work):
+            mine = [d for d in self._buffer if d.queue == own]
+            if not mine and not conn.consuming(work):
                 conn.resume(work)
-            if any(d.queue == own for d in self._buffer) and conn.consuming(work):
+            elif mine and conn.consuming(work) and any(self._may_take_long(d) for d in mine):
                 conn.pause(work)
                 self._buffer += conn.poll(0)
             if not self._buffer:
                 return None
             index = next((i for i, d in enumerate(self._buffer) if d.queue != own), 0)
             return self._buffer.pop(index)
+
+    def _may_take_long(self, delivery: Delivery) -> bool:
+        """Whether a delivery runs a function that is not known to be quick here (read from
+        the unverified body: it only decides when to pause, the cycle verifies it)."""
+        return any(self.pace.expect_slow(m) for m in envelope.peek(delivery.body))
 
     def _go_long(self, conn: BrokerConnection) -> None:
         """On the keeper thread, a call has run long_call_s: stop consuming, and hold what is

@@ -229,3 +229,30 @@ def test_a_message_nobody_receives_waits_ready_in_its_inbox_not_unacked(
         if received:
             break
     assert [m for _, m in received] == ["hello"]
+
+
+def test_a_session_reads_its_own_multi_writes_on_any_worker(gclient: Any, unique: str) -> None:
+    """The answer to a MULTI call carries the revision of its commit, so the session's next
+    read, wherever it runs, is at least that fresh."""
+
+    def write(lib: Any, key: str, value: int) -> str:
+        lib.put(key, value)
+        return lib.getid()
+
+    def read(lib: Any, key: str) -> Any:
+        return lib.getid(), lib.get(key)
+
+    write_dag = _one_step_dag(gclient, unique + "-w", write)
+    read_dag = _one_step_dag(gclient, unique + "-r", read)
+    key = unique + "-k"
+    try:
+        for i in range(15):
+            writer = gclient.call_dag(write_dag, {unique + "-w": [key, i]},
+                                      consistency=droplet.MULTI, client_id=unique).get(20)
+            reader, seen = gclient.call_dag(read_dag, {unique + "-r": [key]},
+                                            client_id=unique).get(20)
+            assert reader != writer
+            assert seen == i, f"the session read {seen} after writing {i}"
+    finally:
+        gclient.delete_dag(write_dag)
+        gclient.delete_dag(read_dag)

@@ -201,3 +201,21 @@ def test_a_multi_call_that_spent_its_attempts_is_not_run_again() -> None:
     final = Outbox()
     dags.on_trigger(out.sent[0].message.trigger, state, final)
     assert final.durable[0].on_conflict == [], "the cycle answers CONFLICT instead"
+
+
+def test_a_multi_call_whose_snapshot_was_compacted_runs_again_on_a_fresh_one() -> None:
+    kv = MemoryKV()
+    dag = _multi_dag(kv)
+
+    def reader(lib: Any) -> Any:
+        return lib.get("x")
+
+    create_function(metadata(kv), reader, "first")
+    trigger = _multi_trigger(kv, dag)
+    kv.put("/unit/values/x", b"")  # history moves on...
+    kv.compact(kv.revision())  # ...and the snapshot's revision is compacted away
+    out = Outbox()
+    dags.on_trigger(trigger, worker_state(kv, "w-first"), out)
+    [again] = out.sent
+    assert again.message.WhichOneof("kind") == "dag_call"
+    assert again.message.dag_call.attempt == 1 and out.durable == []
