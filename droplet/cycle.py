@@ -44,7 +44,7 @@ from droplet.outbox import (
     fail_call,
 )
 from droplet.proto import envelope, pb
-from droplet.proto.replies import error_response, error_value, response_for
+from droplet.proto.replies import error_response, error_value, response_for, stamp
 from droplet.signing import Signer
 from droplet.store.commits import Commit, Committed, Committer, Outcome, Status
 
@@ -233,6 +233,8 @@ class Cycle:
             revision = max(revision, done.revision)
         response = response_for(skeleton.call_id, skeleton.response_id, value, revision,
                                 INLINE_REPLY_BYTES)
+        response.trace.extend(skeleton.trace)
+        stamp(response.trace, "stored")
         replies.append(Reply(item.reply.address, response, item.reply.correlation_id))
 
     # -- publishing ------------------------------------------------------------------------

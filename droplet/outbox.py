@@ -115,6 +115,7 @@ def deliver(
     on_conflict: Iterable[Outgoing] = (),
     then: Iterable[Outgoing] = (),
     join: Commit | None = None,
+    trace: Iterable[pb.Stamp] = (),
 ) -> None:
     """Hands a call's outcome (result or ERROR value) to the store and to its caller.
 
@@ -124,10 +125,13 @@ def deliver(
     it is answered at once.
     """
     if not store and multi is None and join is None:
-        out.reply(address, response_for(call_id, response_id, value, revision))
+        direct = response_for(call_id, response_id, value, revision)
+        direct.trace.extend(trace)
+        out.reply(address, direct)
         out.sent.extend(then)
         return
     response = response_for(call_id, response_id, value, revision, INLINE_REPLY_BYTES)
+    response.trace.extend(trace)
     big = len(value.body) > INLINE_REPLY_BYTES
     commit = join or Commit()
     commit.multi = multi

@@ -10,26 +10,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 import droplet
+from droplet.cli.bench_measure import (
+    CALL_TIMEOUT_S,
+    BenchError,
+    Progress,
+    burst,
+    latencies,
+    measure,
+    register_incr,
+)
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
-from droplet.client.client import DropletClient
 from droplet.errors import DropletError
-from droplet.proto import pb
 from droplet.settings import Settings
 
 FULL = {"calls": 300, "dag_calls": 300, "burst": 2000, "map": 5000, "warmup": 50}
@@ -37,43 +41,6 @@ QUICK = {"calls": 20, "dag_calls": 20, "burst": 100, "map": 200, "warmup": 5}
 # Fewer samples than this make p99 the maximum of a handful: noise, not a tail.
 MIN_LATENCY_SAMPLES = 300
 READY_TIMEOUT_S = 60.0
-CALL_TIMEOUT_S = 10.0
-
-
-class BenchError(DropletError):
-    """A wrong or missing result, or a cluster that would not start: no figure is trustworthy."""
-
-
-class Progress:
-    """A one-line bar on stderr; silent unless someone is watching, so logs stay clean."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._shown = (-1, "")
-
-    def show(self, label: str, done: int, total: int) -> None:
-        filled = 30 * done // max(1, total)
-        if not self.enabled or ((filled, label) == self._shown and done < total):
-            return  # redraw only when the bar moves: a write per call would skew latency
-        self._shown = (filled, label)
-        bar = "#" * filled + "." * (30 - filled)
-        sys.stderr.write(f"\r[{bar}] {label} {done}/{total}\x1b[K")
-        sys.stderr.flush()
-
-    def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-
-
-def percentiles(samples_ms: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples_ms)
-    return statistics.median(ordered), ordered[math.ceil(0.99 * len(ordered)) - 1]
-
-
-def _check(got: Any, want: Any, what: str) -> None:
-    if got != want:
-        raise BenchError(f"{what}: expected {want!r}, got {got!r}")
 
 
 @contextmanager
@@ -107,101 +74,27 @@ def local_cluster(base: Settings, workers: int, workdir: Path) -> Iterator[Setti
             etcd.stop()
 
 
-def _latencies(n: int, call: Callable[[int], Any], want: Callable[[int], Any], what: str,
-               progress: Progress) -> list[float]:
-    samples = []
-    for i in range(n):
-        start = time.perf_counter()
-        got = call(i)
-        samples.append((time.perf_counter() - start) * 1e3)
-        _check(got, want(i), f"{what} {i}")
-        progress.show(what, i + 1, n)
-    return samples
-
-
-def _burst(client: DropletClient, fn: str, n: int, progress: Progress) -> float:
-    start = time.perf_counter()
-    futures = [client.call(fn, i) for i in range(n)]
-    deadline = start + max(60.0, n / 20)
-    for i, future in enumerate(futures):
-        _check(future.get(timeout=max(0.1, deadline - time.perf_counter())), i + 1, f"burst {i}")
-        progress.show("burst", i + 1, n)
-    return n / (time.perf_counter() - start)
-
-
-def _register_incr(client: DropletClient, tag: str) -> str:
-    name = f"bench_incr_{tag}"
-    client.register(lambda lib, x: x + 1, name)
-    return name
-
-
-def measure(client: DropletClient, counts: dict[str, int], progress: Progress,
-            notes: list[str]) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
-    incr, square, dag = _register_incr(client, tag), f"bench_square_{tag}", f"bench_dag2_{tag}"
-    client.register(lambda lib, x: x * x, square)
-    out: dict[str, Any] = {}
-    try:
-        pinned = {p.worker_id for p in client.metadata.pins()}
-        free = sum(w.id not in pinned for w in client.metadata.workers())
-        has_dag = free >= 2
-        if has_dag:
-            has_dag, code = client.register_dag(dag, [incr, square], [(incr, square)])
-            if code is not None and code != pb.NO_RESOURCES:  # lost a race for workers: skip
-                raise BenchError(f"registering the DAG failed with error code {code}")
-        if not has_dag:
-            notes.append(f"DAG figures skipped: a 2-function DAG needs 2 free workers, {free} free")
-
-        def call(i: int) -> Any:
-            return client.call(incr, i).get(timeout=CALL_TIMEOUT_S)
-
-        def call_dag(i: int) -> Any:
-            return client.call_dag(dag, {incr: [i]}, direct_response=True,
-                                   timeout=CALL_TIMEOUT_S)
-
-        warm = counts["warmup"]
-        _latencies(warm, call, lambda i: i + 1, "warm-up calls", progress)
-        if has_dag:
-            _latencies(warm, call_dag, lambda i: (i + 1) ** 2, "warm-up DAG calls", progress)
-        samples = _latencies(counts["calls"], call, lambda i: i + 1, "calls", progress)
-        out["call_p50_ms"], out["call_p99_ms"] = percentiles(samples)
-        if has_dag:
-            samples = _latencies(counts["dag_calls"], call_dag, lambda i: (i + 1) ** 2,
-                                 "DAG calls", progress)
-            out["dag2_p50_ms"], out["dag2_p99_ms"] = percentiles(samples)
-        out["burst_calls_per_s"] = _burst(client, incr, counts["burst"], progress)
-        mapper = getattr(client, "map", None)
-        if mapper is not None:
-            progress.show("map", 0, 1)
-            start = time.perf_counter()
-            results = list(mapper(incr, range(counts["map"])))
-            out["map_calls_per_s"] = counts["map"] / (time.perf_counter() - start)
-            _check(results, [i + 1 for i in range(counts["map"])], "map results")
-        else:
-            notes.append("map_calls_per_s omitted: this client has no map()")
-    finally:
-        with suppress(DropletError):  # frees the pinned workers of an external cluster
-            client.delete_dag(dag)
-            for name in (incr, square):
-                client.metadata.delete_function(name)
-    return out
-
-
 def _sweep_one(base: Settings, workers: int, counts: dict[str, int], workdir: Path,
                progress: Progress) -> float:
     with local_cluster(base, workers, workdir) as settings, droplet.connect(
         settings=settings
     ) as client:
-        incr = _register_incr(client, uuid.uuid4().hex[:8])
-        _latencies(counts["warmup"], lambda i: client.call(incr, i).get(timeout=CALL_TIMEOUT_S),
+        incr = register_incr(client, uuid.uuid4().hex[:8])
+        latencies(counts["warmup"], lambda i: client.call(incr, i).get(timeout=CALL_TIMEOUT_S),
                    lambda i: i + 1, f"warm-up {workers} workers", progress)
-        return _burst(client, incr, counts["burst"], progress)
+        return burst(client, incr, counts["burst"], progress)
 
 
-def run_floor(path: str, broker_url: str) -> dict[str, Any]:
+# Scripts `--peers DIR` runs when present (none of them is a dependency of Droplet): the
+# raw-pika floor and the peer systems, measured the way droplet bench measures.
+PEER_SCRIPTS = {"floor": "pika_floor.py", "celery": "celery_bench.py",
+                "dramatiq": "dramatiq_bench.py"}
+
+
+def run_floor(path: str, broker_url: str, python: str = sys.executable) -> dict[str, Any]:
     env = dict(os.environ, BENCH_BROKER=broker_url)
-    done = subprocess.run([sys.executable, path], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
+    done = subprocess.run([python, path], env=env, capture_output=True, text=True,
+                          timeout=900, check=False, cwd=str(Path(path).parent))
     lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
     with suppress(json.JSONDecodeError, IndexError):
         floor = json.loads(lines[-1])
@@ -214,11 +107,45 @@ def run_floor(path: str, broker_url: str) -> dict[str, Any]:
 def _ratios(out: dict[str, Any]) -> None:
     floor = out.get("floor", {})
     pairs = [("call_p50_vs_floor3", "call_p50_ms", "hops3_p50_ms"),
+             ("direct_call_p50_vs_floor2", "direct_call_p50_ms", "hops2_p50_ms"),
              ("dag2_p50_vs_floor3", "dag2_p50_ms", "hops3_p50_ms"),
-             ("burst_vs_floor3", "burst_calls_per_s", "hops3_burst_msgs_per_s")]
+             ("burst_vs_floor3", "burst_calls_per_s", "hops3_burst_msgs_per_s"),
+             ("map_vs_floor3", "map_calls_per_s", "hops3_burst_msgs_per_s")]
     for key, ours, theirs in pairs:
         if ours in out and floor.get(theirs):
             out[key] = out[ours] / floor[theirs]
+    for peer, figures in out.get("peers", {}).items():
+        pairs = [(f, f) for f in ("call_p50_ms", "call_p99_ms", "dag2_p50_ms", "dag2_p99_ms",
+                                  "burst_calls_per_s")]
+        pairs += [("direct_call_p50_ms", "call_p50_ms"), ("direct_call_p99_ms", "call_p99_ms"),
+                  ("map_calls_per_s", "burst_calls_per_s")]
+        for ours, theirs in pairs:
+            if ours in out and figures.get(theirs):
+                out[f"{ours}_vs_{peer}"] = out[ours] / figures[theirs]
+
+
+def _run_peers(folder: Path, broker_url: str, python: str | None, progress: Progress,
+               notes: list[str]) -> dict[str, Any]:
+    """The floor and the peers' figures, each script run if the folder has it."""
+    if not folder.is_dir():
+        raise BenchError(f"--peers {folder}: no such folder")
+    found: dict[str, Any] = {"peers": {}}
+    for name, script in PEER_SCRIPTS.items():
+        path = folder / script
+        if not path.exists():
+            notes.append(f"{script} not in {folder}: {name} skipped")
+            continue
+        progress.show(name, 0, 1)
+        try:
+            figures = run_floor(str(path), broker_url, python or sys.executable)
+        except (BenchError, subprocess.TimeoutExpired) as exc:
+            notes.append(f"{name} could not be measured: {exc}")
+            continue
+        if name == "floor":
+            found["floor"] = figures
+        else:
+            found["peers"][name] = figures
+    return found
 
 
 def _counts(args: argparse.Namespace) -> dict[str, int]:
@@ -244,8 +171,12 @@ def _table(out: dict[str, Any]) -> list[str]:
     rows = [(k, v, unit(k)) for k, v in out.items() if isinstance(v, float)]
     rows += [(f"floor {k}", v, unit(k)) for k, v in out.get("floor", {}).items()
              if isinstance(v, (int, float))]
+    rows += [(f"{peer} {k}", v, unit(k)) for peer, figures in out.get("peers", {}).items()
+             for k, v in figures.items() if isinstance(v, (int, float))]
+    rows += [(f"stage {stage}", v["p50_ms"], "ms p50") for stage, v
+             in out.get("breakdown", {}).items()]
     rows += [(f"sweep {n} workers", v, "calls/s") for n, v in out.get("sweep", {}).items()]
-    lines += [f"  {name:<28}{value:>12.3f} {unit}" for name, value, unit in rows]
+    lines += [f"  {name:<40}{value:>12.3f} {unit}" for name, value, unit in rows]
     return lines + [f"  note: {note}" for note in out.get("notes", [])]
 
 
@@ -276,6 +207,9 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         if args.floor:  # first, while no cluster of ours is loading the machine
             progress.show("floor", 0, 1)
             out["floor"] = run_floor(args.floor, settings.broker_url)
+        if args.peers:
+            out.update(_run_peers(Path(args.peers), settings.broker_url, args.peers_python,
+                                  progress, notes))
         cluster: AbstractContextManager[Settings] = (
             nullcontext(settings) if args.external
             else local_cluster(settings, args.workers, workdir))
@@ -283,7 +217,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             out["cluster"] = {"workers": len(client.metadata.workers()),
                               "schedulers": len(client.metadata.schedulers()),
                               "external": bool(args.external), "namespace": used.namespace}
-            out.update(measure(client, counts, progress, notes))
+            out.update(measure(client, counts, progress, notes, traced=args.breakdown))
         if sweep:
             out["sweep"] = {str(n): _sweep_one(settings, n, counts, workdir, progress)
                             for n in sweep}

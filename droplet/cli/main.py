@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny counts, for smoke tests")
     bench.add_argument("--sweep", help="burst again on fresh clusters of these sizes: 1,2,4")
     bench.add_argument("--floor", metavar="PATH", help="raw-pika floor script to compare with")
+    bench.add_argument("--peers", metavar="DIR",
+                       help="run pika_floor.py, celery_bench.py, dramatiq_bench.py from DIR "
+                            "(those present) first, and print the ratios")
+    bench.add_argument("--peers-python", metavar="PYTHON",
+                       help="the interpreter that has the peers' packages (default: this one)")
+    bench.add_argument("--breakdown", action="store_true",
+                       help="also trace calls and print where their time goes, stage by stage")
     bench.add_argument("--progress", action="store_true",
                        help="progress bar on stderr even when it is not a terminal")
     return parser

@@ -19,6 +19,7 @@ from droplet.client.batcher import CallBatcher
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
 from droplet.client.pump import ReplyPump
+from droplet.client.routing import CallRouter
 from droplet.errors import (
     DropletError,
     DropletTimeoutError,
@@ -29,6 +30,7 @@ from droplet.errors import (
     qualified_names,
 )
 from droplet.proto import envelope, pb
+from droplet.proto.replies import error_response
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store import serializer
@@ -77,6 +79,8 @@ class DropletClient:
         self.values = ValueStore(kv, settings)
         self.metadata = Metadata(kv, settings, self.signer)
         self.pump = ReplyPump(connect, self.names, self.signer)
+        self.router = CallRouter(kv, self.metadata.keys, self.names, self.signer,
+                                 self.pump.send)
         self.batcher = CallBatcher(self._send_calls)
         self._request_id = 0
         # client_id -> newest store revision its calls have seen (monotonic reads).
@@ -105,6 +109,7 @@ class DropletClient:
         retries: int = 0,
         retry_on: Sequence[type[BaseException]] = (Exception,),
         retry_backoff_s: float = 1.0,
+        direct_response: bool = False,
     ) -> DropletFunction:
         """Registers a function `f(lib, *args)`, or a class whose instances (built once per
         worker with `init_args`) are called through `run(self, lib, *args)`.
@@ -112,6 +117,8 @@ class DropletClient:
         `time_limit_s` stops a call that runs longer (TIMEOUT). With `retries`, a call that
         raises one of `retry_on` runs again, up to that many more times, after
         `retry_backoff_s`, then twice that, and so on; the caller sees only the last outcome.
+        With `direct_response`, calls through the returned handle answer without storing
+        their results (see call_direct).
         """
         name = _name("function", name)
         is_class = inspect.isclass(function)
@@ -132,12 +139,27 @@ class DropletClient:
         for arg in init_args:
             serializer.dump(arg, spec.init_args.values.add())
         self._admin(pb.Message(function=spec))
-        return DropletFunction(name, self)
+        return DropletFunction(name, self, direct_response)
 
     def call(self, name: str, *args: Any) -> DropletFuture:
         """Calls a registered function by name; the future's get() returns its result."""
+        return self.submit(name, args)
+
+    def call_direct(self, name: str, *args: Any) -> DropletFuture:
+        """Like call(), but the result is only answered, not stored: faster, and what it
+        gives up is that a call run twice (a redelivery, a re-send after a reconnect) is not
+        recognised, and a caller that loses its connection loses the result."""
+        return self.submit(name, args, direct=True)
+
+    def submit(self, name: str, args: Sequence[Any], *, direct: bool = False,
+               traced: bool = False) -> DropletFuture:
+        """A call with its options spelled out; `traced` stamps every stage it goes through
+        (the future's `trace` after get(); what `droplet bench --breakdown` reads)."""
         call = self._function_call(name, args)
-        future = DropletFuture(call.response_key, self)
+        call.direct_response = direct
+        if traced:
+            call.trace.add(stage="client.send", at_s=time.time())
+        future = DropletFuture(call.response_key, self, stored=not direct)
         weakref.finalize(future, self.pump.forget, call.response_key)
         self.batcher.add(call)
         return future
@@ -216,8 +238,10 @@ class DropletClient:
                 return
 
     def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
-        body = envelope.encode((pb.Message(call=c) for c in calls), self.signer)
-        self.pump.send(self.names.calls, body, [c.response_key for c in calls])
+        for call in self.router.send(calls):
+            self.pump.answer(call.response_key, error_response(
+                call.response_key, pb.NO_RESOURCES, "no worker is alive to run it",
+                call_id=call.call_id))
 
     def list(self, prefix: str = "") -> builtins.list[str]:
         """Names of the registered functions (those starting with prefix)."""

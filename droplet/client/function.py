@@ -10,12 +10,17 @@ if TYPE_CHECKING:
 
 
 class DropletFunction:
-    def __init__(self, name: str, client: DropletClient) -> None:
+    def __init__(self, name: str, client: DropletClient, direct_response: bool = False) -> None:
         self.name = name
         self._client = client
+        self.direct_response = direct_response
 
     def __repr__(self) -> str:
         return f"DropletFunction({self.name!r})"
 
     def __call__(self, *args: Any) -> DropletFuture:
-        return self._client.call(self.name, *args)
+        return self._client.submit(self.name, args, direct=self.direct_response)
+
+    def direct(self, *args: Any) -> DropletFuture:
+        """A call answered without storing its result (client.call_direct)."""
+        return self._client.submit(self.name, args, direct=True)

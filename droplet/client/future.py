@@ -39,6 +39,7 @@ class DropletFuture:
         self.call_id = call_id or response_id
         self._on_revision = on_revision
         self._stored = stored  # False: a direct response, nothing in the store to look for
+        self.trace: list[tuple[str, float]] = []  # (stage, unix time) of a traced call
         self._client = client
         self._value: Any = _UNSET
         self._error: BaseException | None = None
@@ -91,6 +92,7 @@ class DropletFuture:
                     return
 
     def _settle_response(self, response: pb.GenericResponse) -> None:
+        self.trace = [(s.stage, s.at_s) for s in response.trace]
         if self._on_revision is not None and response.revision:
             self._on_revision(response.revision)
         if response.stored:

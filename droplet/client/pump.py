@@ -133,6 +133,13 @@ class ReplyPump:
                     if key not in self._responses:
                         self._cond.wait(min(remaining, _DRIVE_SLICE_S))
 
+    def answer(self, key: str, response: pb.GenericResponse) -> None:
+        """Settles a request this client answers itself (it was never sent)."""
+        with self._cond:
+            self._expected.add(key)
+            self._responses[key] = response
+            self._cond.notify_all()
+
     def forget(self, key: str) -> None:
         with self._cond:
             self._expected.discard(key)
@@ -183,6 +190,8 @@ class ReplyPump:
                             "a reply failed signature verification: does this client use "
                             "the fleet's signing_key?", call_id=response.call_id,
                         )
+                    if len(response.trace):
+                        response.trace.add(stage="client.received", at_s=time.time())
                     self._responses[key] = response
             self._cond.notify_all()
 

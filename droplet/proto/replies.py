@@ -6,7 +6,16 @@ it cannot verify into an UNAUTHORIZED answer), so it lives with the schema.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from droplet.proto import pb
+
+
+def stamp(trace: Any, stage: str) -> None:
+    """Adds a stage's time to a traced call's stamps (nothing when it is not traced)."""
+    if len(trace):
+        trace.add(stage=stage, at_s=time.time())
 
 
 def error_value(code: int, message: str, traceback: str = "", exception_type: str = "") -> pb.Value:

@@ -7,7 +7,7 @@ import uuid
 from droplet.broker_config.names import check_name
 from droplet.outbox import Outbox, deliver
 from droplet.proto import pb
-from droplet.proto.replies import error_response, error_value
+from droplet.proto.replies import error_response, error_value, stamp
 from droplet.scheduler.policy import pick_queue
 from droplet.scheduler.state import SchedulerState
 from droplet.store import serializer
@@ -34,6 +34,7 @@ def call_function(
         call.response_address = reply_to
     if maybe_done:
         call.maybe_done = True
+    stamp(call.trace, "scheduler")
     queue = pick_queue(state, serializer.reference_keys(call.arguments.values))
     if queue is None:
         failure = error_value(pb.NO_RESOURCES, "no worker is available")

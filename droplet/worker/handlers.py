@@ -18,7 +18,7 @@ from droplet.errors import DropletError, SnapshotExpired, StoreError
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import Outbox, deliver
 from droplet.proto import pb
-from droplet.proto.replies import error_value
+from droplet.proto.replies import error_value, stamp
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
 from droplet.worker.executor import run_function
@@ -125,7 +125,9 @@ def exec_function(
         if done is not None:
             _answer(call, call_id, done, out, store=False)
             return done
+    stamp(call.trace, "worker.start")
     outcome = run(state, call.name, call.arguments.values, [])
+    stamp(call.trace, "worker.end")
     function = state.functions.get(call.name) if outcome.retryable else None
     if function is not None and call.attempt < function.spec.max_retries:
         again = pb.FunctionCall()
@@ -142,7 +144,8 @@ def exec_function(
 def _answer(call: pb.FunctionCall, call_id: str, value: pb.Value, out: Outbox,
             store: bool) -> None:
     deliver(out, call_id=call_id, response_id=call.response_key or call_id, value=value,
-            address=call.response_address, store=store, keep=call.keep_result)
+            address=call.response_address, store=store, keep=call.keep_result,
+            trace=call.trace)
 
 
 def pin(

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
-from droplet.broker_config.names import RESENT_HEADER, QueueNames
+from droplet.broker_config.names import RESENT_HEADER, QueueNames, is_reply_address
 from droplet.broker_config.topology import retry_topology, shared_topology, worker_topology
 from droplet.cycle import Cycle
 from droplet.errors import DropletError, PoisonMessageError
@@ -256,6 +256,8 @@ class WorkerService:
             if kind == "call":
                 maybe_done = delivery.redelivered or bool(
                     (delivery.headers or {}).get(RESENT_HEADER))
+                if not message.call.response_address and is_reply_address(delivery.reply_to):
+                    message.call.response_address = delivery.reply_to or ""  # sent directly
                 with self.keeper.running():
                     handlers.exec_function(message.call, state, out, maybe_done)
             elif kind == "trigger":

@@ -17,16 +17,21 @@ def test_bench_quick_reports_positive_figures(services: Services) -> None:
     command = [
         sys.executable, "-m", "droplet.cli.main",
         "--broker-url", services.broker_url, "--etcd", services.etcd_endpoint,
-        "bench", "--quick", "--workers", "2",
+        "bench", "--quick", "--workers", "2", "--breakdown",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ("call_p50_ms", "call_p99_ms", "dag2_p50_ms", "dag2_p99_ms", "burst_calls_per_s"):
+    for key in ("call_p50_ms", "call_p99_ms", "direct_call_p50_ms", "direct_call_p99_ms",
+                "dag2_p50_ms", "dag2_p99_ms", "burst_calls_per_s", "map_calls_per_s"):
         value = report[key]
         assert isinstance(value, (int, float)) and not isinstance(value, bool), key
         assert value > 0, key
     assert report["cluster"]["workers"] == 2
     assert report["cluster"]["external"] is False
     assert report["cluster"]["namespace"].startswith("bench-")
+    stages = report["breakdown"]
+    assert set(stages) == {"client.send -> worker.start", "worker.start -> worker.end",
+                           "worker.end -> stored", "stored -> client.received"}
+    assert all(s["p50_ms"] >= 0 and s["p99_ms"] >= s["p50_ms"] for s in stages.values())

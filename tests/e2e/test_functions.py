@@ -214,3 +214,35 @@ def test_values_beyond_etcds_request_limit_round_trip_through_a_function(
     assert echo(3 * 1024 * 1024).get(timeout=30) == b"y" * (3 * 1024 * 1024), (
         "a result over the inline reply limit is read from the store"
     )
+
+
+def test_a_call_with_no_worker_alive_answers_no_resources(services: Any, tmp_path: Any,
+                                                          unique: str) -> None:
+    """Plain calls go straight to the shared queue; with no worker alive the client answers
+    NO_RESOURCES at once rather than leave the call waiting for one."""
+    from tests.conftest import purge_namespace, start_cluster
+
+    settings = services.settings()
+    cluster = start_cluster(settings, tmp_path, workers=0)
+    try:
+        with droplet.connect(settings=settings) as c:
+            c.register(lambda lib: 1, unique)
+            with pytest.raises(droplet.NoResourcesError):
+                c.call(unique).get(timeout=10)
+    finally:
+        cluster.stop()
+        purge_namespace(settings)
+
+
+def test_a_direct_call_is_answered_and_not_stored(client: Any, unique: str) -> None:
+    incr = client.register(lambda lib, x: x + 1, unique)
+    direct = incr.direct(1)
+    assert direct.get(timeout=10) == 2
+    assert client.get_object(direct.response_id) is None, "nothing stored"
+    stored = incr(1)
+    assert stored.get(timeout=10) == 2
+    assert client.get_object(stored.response_id) == 2
+    always = client.register(lambda lib, x: x * 3, unique + "-d", direct_response=True)
+    future = always(2)
+    assert future.get(timeout=10) == 6 and client.get_object(future.response_id) is None
+    assert client.call_direct(unique, 5).get(timeout=10) == 6

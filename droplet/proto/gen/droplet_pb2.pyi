@@ -115,7 +115,7 @@ class Function(_message.Message):
     def __init__(self, name: _Optional[str] = ..., body: _Optional[bytes] = ..., init_args: _Optional[_Union[Arguments, _Mapping]] = ..., is_class: _Optional[bool] = ..., time_limit_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., retry_on: _Optional[_Iterable[str]] = ..., retry_backoff_s: _Optional[float] = ...) -> None: ...
 
 class FunctionCall(_message.Message):
-    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt", "maybe_done", "keep_result")
+    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt", "maybe_done", "keep_result", "trace")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class FunctionCall(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MAYBE_DONE_FIELD_NUMBER: _ClassVar[int]
     KEEP_RESULT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     request_id: int
     response_key: str
@@ -140,10 +141,19 @@ class FunctionCall(_message.Message):
     attempt: int
     maybe_done: bool
     keep_result: bool
-    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ..., maybe_done: _Optional[bool] = ..., keep_result: _Optional[bool] = ...) -> None: ...
+    trace: _containers.RepeatedCompositeFieldContainer[Stamp]
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ..., maybe_done: _Optional[bool] = ..., keep_result: _Optional[bool] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ...) -> None: ...
+
+class Stamp(_message.Message):
+    __slots__ = ("stage", "at_s")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_S_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    at_s: float
+    def __init__(self, stage: _Optional[str] = ..., at_s: _Optional[float] = ...) -> None: ...
 
 class GenericResponse(_message.Message):
-    __slots__ = ("success", "error", "response_id", "value", "stored", "message", "call_id", "revision")
+    __slots__ = ("success", "error", "response_id", "value", "stored", "message", "call_id", "revision", "trace")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +162,7 @@ class GenericResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     success: bool
     error: ErrorCode
     response_id: str
@@ -160,7 +171,8 @@ class GenericResponse(_message.Message):
     message: str
     call_id: str
     revision: int
-    def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[ErrorCode, str]] = ..., response_id: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., stored: _Optional[bool] = ..., message: _Optional[str] = ..., call_id: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    trace: _containers.RepeatedCompositeFieldContainer[Stamp]
+    def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[ErrorCode, str]] = ..., response_id: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., stored: _Optional[bool] = ..., message: _Optional[str] = ..., call_id: _Optional[str] = ..., revision: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ...) -> None: ...
 
 class Dag(_message.Message):
     __slots__ = ("name", "functions", "connections")

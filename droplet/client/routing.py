@@ -1,0 +1,72 @@
+"""Where a client's function calls go.
+
+A plain call (no argument refers to a stored key) goes straight to the shared work queue, where
+the first idle worker takes it: two broker hops from the client to its answer, as the raw
+floor of a request and a reply. The scheduler would only put it there itself. A call on
+stored keys goes through a scheduler, which places it on the worker that caches them.
+
+The router knows how many workers are alive (etcd, read at most once a second): a burst is
+split among them in that many envelopes, and when none is alive a call is answered
+NO_RESOURCES at once instead of waiting in the queue for a worker that may never come.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from droplet.broker_config.names import QueueNames
+from droplet.proto import envelope, pb
+from droplet.signing import Signer
+from droplet.store import serializer
+from droplet.store.keys import StoreKeys
+from droplet.store.kv import KV
+
+_RECHECK_S = 1.0
+_MAX_PER_ENVELOPE = 16
+
+Send = Callable[[str, bytes, list[str]], None]
+
+
+class CallRouter:
+    def __init__(self, kv: KV, keys: StoreKeys, names: QueueNames, signer: Signer,
+                 send: Send) -> None:
+        self._kv = kv
+        self._keys = keys
+        self._names = names
+        self._signer = signer
+        self._send = send
+        self._lock = threading.Lock()
+        self._workers = 0
+        self._checked_at = -math.inf
+
+    def live_workers(self) -> int:
+        with self._lock:
+            if time.monotonic() - self._checked_at < _RECHECK_S and self._workers:
+                return self._workers
+        count = self._kv.count_prefix(self._keys.workers)
+        with self._lock:
+            self._workers, self._checked_at = count, time.monotonic()
+        return count
+
+    def send(self, calls: Sequence[pb.FunctionCall]) -> list[pb.FunctionCall]:
+        """Sends calls where they belong; returns those no worker is alive to take."""
+        placed = [c for c in calls if serializer.reference_keys(c.arguments.values)]
+        plain = [c for c in calls if not serializer.reference_keys(c.arguments.values)]
+        if placed:
+            self._publish(self._names.calls, placed)
+        if not plain:
+            return []
+        workers = self.live_workers()
+        if workers == 0:
+            return plain
+        size = max(1, min(_MAX_PER_ENVELOPE, math.ceil(len(plain) / workers)))
+        for start in range(0, len(plain), size):
+            self._publish(self._names.work, plain[start: start + size])
+        return []
+
+    def _publish(self, queue: str, calls: Sequence[pb.FunctionCall]) -> None:
+        body = envelope.encode((pb.Message(call=c) for c in calls), self._signer)
+        self._send(queue, body, [c.response_key for c in calls])

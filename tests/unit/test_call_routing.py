@@ -1,0 +1,60 @@
+"""Where a client's calls go: plain calls straight to the shared queue, split among the live
+workers; calls on stored keys through a scheduler; none sent when no worker is alive."""
+
+from __future__ import annotations
+
+from droplet.broker_config.names import QueueNames
+from droplet.client.routing import CallRouter
+from droplet.proto import envelope, pb
+from droplet.signing import Signer
+from droplet.store import serializer
+from droplet.store.keys import StoreKeys
+from droplet.store.memory import MemoryKV
+from droplet.store.serializer import DropletReference
+
+NAMES = QueueNames("routing")
+KEYS = StoreKeys("/routing/")
+
+
+def calls(n: int, reference: bool = False) -> list[pb.FunctionCall]:
+    out = []
+    for i in range(n):
+        call = pb.FunctionCall(name="f", call_id=f"c{i}", response_key=f"c{i}")
+        serializer.dump(DropletReference("k") if reference else i, call.arguments.values.add())
+        out.append(call)
+    return out
+
+
+def router(kv: MemoryKV) -> tuple[CallRouter, list[tuple[str, int]]]:
+    sent: list[tuple[str, int]] = []
+
+    def send(queue: str, body: bytes, ids: list[str]) -> None:
+        assert len(envelope.decode(body, Signer(None))) == len(ids)
+        sent.append((queue, len(ids)))
+
+    return CallRouter(kv, KEYS, NAMES, Signer(None), send), sent
+
+
+def test_plain_calls_go_to_the_shared_queue_split_among_live_workers() -> None:
+    kv = MemoryKV()
+    for worker in ("w1", "w2", "w3"):
+        kv.put(KEYS.worker(worker), b"")
+    route, sent = router(kv)
+    assert route.send(calls(30)) == []
+    assert sent == [(NAMES.work, 10)] * 3, "one envelope per live worker"
+    sent.clear()
+    assert route.send(calls(1)) == [] and sent == [(NAMES.work, 1)]
+
+
+def test_calls_on_stored_keys_go_through_a_scheduler() -> None:
+    kv = MemoryKV()
+    kv.put(KEYS.worker("w1"), b"")
+    route, sent = router(kv)
+    assert route.send(calls(2, reference=True) + calls(1)) == []
+    assert sent == [(NAMES.calls, 2), (NAMES.work, 1)]
+
+
+def test_with_no_worker_alive_plain_calls_are_handed_back_unsent() -> None:
+    route, sent = router(MemoryKV())
+    refused = route.send(calls(3))
+    assert [c.call_id for c in refused] == ["c0", "c1", "c2"] and sent == []
