@@ -325,3 +325,16 @@ def test_the_secret_droplet_up_made_is_found_by_clients_on_the_machine(
     assert Settings(signing_key="own").with_local_fleet_secret().signing_key == "own"
     with pytest.raises(ConfigurationError, match="cannot read"):
         Settings(signing_key_file=str(tmp_path / "missing")).with_secret_file()
+
+
+def test_the_example_configuration_names_every_setting_and_parses() -> None:
+    import dataclasses
+    import re
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "droplet.toml.example"
+    text = example.read_text()
+    named = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M))
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert fields - named == set(), "settings the example does not mention"
+    assert named - fields == set(), "keys the example names that are no setting"
+    Settings.from_file(example)
