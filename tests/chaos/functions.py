@@ -124,7 +124,7 @@ def register_all(client: Any, salt: int) -> None:
         import random as r
         import time as t
 
-        t.sleep(r.uniform(0.05, 0.3))  # the join holds s1's trigger meanwhile
+        t.sleep(r.uniform(0.05, 0.4))  # the join holds s1's trigger meanwhile
         return x * 3 + 1
 
     def fan_j(lib: Any, x: int, r1: int, r2: int) -> list[int]:

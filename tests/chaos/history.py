@@ -35,25 +35,21 @@ class Op:
     """One client operation, from the moment it was issued to its single outcome."""
 
     id: str
-    kind: str  # call-get, call-future, exec-func, dag-direct, dag-future, dag-outkey, ...
+    kind: str  # call-get, call-burst, exec-func, chain-outkey, fan-direct, xfer-future, ...
     client: int
     input: dict[str, Any]
     start: float
     expected: Any = NO_EXPECTATION
     # Where the system stores this op's outcome (None: not stored, e.g. direct responses).
     store_key: str | None = None
-    # Checker hints: "session" and "session_op" (write/read), "marker" and "amount" for
-    # transfers, "accounts" for transfers, "output_key" for reused output keys.
+    # Checker hints: "session" and "session_op" (swrite/sread); "marker", "amount", "src"
+    # and "dst" for transfers; "output_key" for output keys reused by later ops.
     check: dict[str, Any] = field(default_factory=dict)
     end: float | None = None
     outcome: str | None = None
     value: Any = None
     error: str | None = None  # error code name (or exception class name) when outcome=error
     detail: str = ""
-
-    @property
-    def done(self) -> bool:
-        return self.outcome is not None
 
     def describe(self) -> str:
         """A short line for the report."""

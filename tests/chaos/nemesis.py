@@ -39,7 +39,7 @@ class NemesisConfig:
     scheduler_restart_s: float = 1.0
     etcd_down_s: float = 2.0
     rabbit_down_s: float = 1.0
-    targeted: float = 0.5  # share of worker faults aimed at a worker holding DAG state
+    targeted: float = 0.75  # share of worker faults aimed at a worker holding DAG state
     kinds: tuple[str, ...] = FAULT_KINDS  # which faults to inject
     seed: int = 0
 

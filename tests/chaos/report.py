@@ -21,6 +21,10 @@ def _outcome(op_outcome: str | None, error: str | None) -> str:
     return op_outcome or "none"
 
 
+def _quantile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * q))] if values else 0.0
+
+
 def render(history: History, found: dict[str, list[str]], title: str, seconds: float) -> str:
     lines = [f"== {title} ==", ""]
     ops = history.ops()
@@ -30,17 +34,15 @@ def render(history: History, found: dict[str, list[str]], title: str, seconds: f
     columns = sorted({c for row in table.values() for c in row},
                      key=lambda c: (c != "ok", c.startswith("error"), c))
     lines.append(f"operations: {len(ops)}, issued during {seconds:.0f}s")
-    header = f"  {'kind':<14}" + "".join(f"{c:>22}" for c in columns) + f"{'total':>8}"
-    lines.append(header)
+    width = max([len(c) for c in columns] + [5]) + 2
+    lines.append(f"  {'kind':<14}" + "".join(f"{c:>{width}}" for c in columns)
+                 + f"{'total':>7}{'p50':>8}{'p99':>8}{'max':>8}")
     for kind in sorted(table):
         row = table[kind]
-        cells = "".join(f"{row.get(c, 0):>22}" for c in columns)
-        lines.append(f"  {kind:<14}{cells}{sum(row.values()):>8}")
-    latencies = sorted(op.end - op.start for op in ops if op.end is not None)
-    if latencies:
-        p50 = latencies[len(latencies) // 2]
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        lines.append(f"  latency p50 {p50:.2f}s, p99 {p99:.2f}s, max {latencies[-1]:.1f}s")
+        took = sorted(o.end - o.start for o in ops if o.kind == kind and o.end is not None)
+        cells = "".join(f"{row.get(c, 0):>{width}}" for c in columns)
+        lines.append(f"  {kind:<14}{cells}{sum(row.values()):>7}" + "".join(
+            f"{_quantile(took, q):>7.2f}s" for q in (0.5, 0.99, 1.0)))
 
     faults = history.faults()
     lines += ["", f"faults injected: {len(faults)}"]
