@@ -33,7 +33,7 @@ class WorkloadConfig:
     outkey_pool: int = 3  # output keys reused per client: stale results show up
     slow_every_s: float = 10.0  # at most one slow chain step per this many seconds
     pause_s: float = 0.05  # between two ops of a client, to keep the load moderate
-    weights: tuple[tuple[str, int], ...] = (("plain", 30), ("chain", 30), ("fan", 15),
+    weights: tuple[tuple[str, int], ...] = (("plain", 35), ("chain", 30), ("fan", 10),
                                             ("xfer", 25))
 
 
