@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -181,7 +180,8 @@ class Fleet:
         self.workers[worker_id].send_signal(signum)
 
     def stop(self) -> None:
-        """Stops every process (resuming any paused one first) and purges the namespace."""
+        """Stops every process, resuming any paused one first (a stopped process cannot
+        handle SIGTERM)."""
         for proc in self.cluster.workers + self.cluster.schedulers:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
@@ -189,10 +189,6 @@ class Fleet:
 
     def purge(self) -> None:
         purge_namespace(self.settings, self.ever)
-
-    @staticmethod
-    def host() -> str:
-        return socket.gethostname()
 
 
 def waiting_workers(client: Any) -> list[str]:
