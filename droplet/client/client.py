@@ -171,7 +171,7 @@ class DropletClient:
         call.keep_result = True
         self.batcher.add(call)
         self.batcher.flush()
-        self.pump.forget(call.response_key)
+        self.pump.release(call.response_key)  # in flight until answered: re-sent if lost
         return call.response_key
 
     def _function_call(self, name: str, args: Iterable[Any]) -> pb.FunctionCall:

@@ -140,6 +140,13 @@ class ReplyPump:
             self._responses[key] = response
             self._cond.notify_all()
 
+    def release(self, key: str) -> None:
+        """Nobody will wait for this key's reply, but its request stays in flight (and is
+        re-sent after a reconnect) until the reply comes."""
+        with self._cond:
+            self._expected.discard(key)
+            self._responses.pop(key, None)
+
     def forget(self, key: str) -> None:
         with self._cond:
             self._expected.discard(key)
