@@ -254,11 +254,16 @@ class RabbitConnection:
         return None if method is None else _delivery(queue, method, props, body)
 
     def queue_depth(self, queue: str) -> int | None:
-        """Passive declare. A missing queue closes the channel and a fresh one is opened, which
-        drops this connection's consumers: use it on connections that only inspect."""
+        info = self.queue_info(queue)
+        return None if info is None else info[0]
+
+    def queue_info(self, queue: str) -> tuple[int, int] | None:
+        """(messages ready, consumers) by a passive declare. A missing queue closes the channel
+        and a fresh one is opened, which drops this connection's consumers: use it on
+        connections that only inspect."""
         try:
             frame = self._channel.queue_declare(queue, passive=True)
-            return int(frame.method.message_count)
+            return int(frame.method.message_count), int(frame.method.consumer_count)
         except pex.ChannelClosedByBroker:
             with _converted("reopen channel"):
                 fast_is_main = self._fast is self._channel

@@ -280,6 +280,14 @@ class StubConnection:
     def queue_depth(self, queue: str) -> int | None:
         return self._broker.queue_depth(queue)
 
+    def queue_info(self, queue: str) -> tuple[int, int] | None:
+        with self._broker.lock:
+            found = self._broker.queues.get(queue)
+            if found is None:
+                return None
+            consumers = sum(1 for c in self._broker.consumers if c.queue == queue)
+            return len(found.ready), consumers
+
     def delete_queue(self, queue: str) -> None:
         with self._broker.lock:
             self._broker.queues.pop(queue, None)

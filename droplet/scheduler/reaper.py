@@ -66,9 +66,10 @@ class Reaper:
         try:
             if self._alive(worker_id):
                 return 0
-            moved = self._drain(worker_id)
-            member = self._keys.fleet_member(worker_id)
-            self._kv.txn([ValueIs(member, entry)], [Delete(member)])
+            moved, gone = self._drain(worker_id)
+            if gone:
+                member = self._keys.fleet_member(worker_id)
+                self._kv.txn([ValueIs(member, entry)], [Delete(member)])
             return moved
         finally:
             self._kv.delete(claim)
@@ -101,17 +102,28 @@ class Reaper:
             return False
         return not incarnation or pb.WorkerStatus.FromString(raw).incarnation == incarnation
 
-    def _drain(self, worker_id: str) -> int:
+    def _drain(self, worker_id: str) -> tuple[int, bool]:
+        """Moves what waits in the worker's queue; (how many, whether the queue is gone).
+
+        A worker whose lease ran out may still be connected (a process paused past its
+        lease, a VM cut off from etcd but not from the broker): it holds unacked deliveries,
+        which deleting its queue would destroy. Its waiting messages are moved all the same,
+        but its queue is only deleted once it has no consumer left."""
         queue = self._names.worker(worker_id)
         conn = self._connect()
         moved = 0
         try:
-            if conn.queue_depth(queue) is None:
-                return 0
+            if conn.queue_info(queue) is None:
+                return 0, True
             # Twice, a moment apart: publishers with a stale view may still be sending.
             moved += self._drain_once(conn, queue)
             time.sleep(_SETTLE_PAUSE_S)
             moved += self._drain_once(conn, queue)
+            info = conn.queue_info(queue)
+            if info is not None and info[1] > 0:
+                log.info("worker %s is gone from etcd but still consumes: its queue stays",
+                         worker_id)
+                return moved, False
             if not self._alive(worker_id):
                 conn.delete_queue(queue)
                 # Messages to functions on a dead worker have no one left to read them.
@@ -119,7 +131,7 @@ class Reaper:
                     conn.delete_queue(self._names.inbox(worker_id))
         finally:
             conn.close()
-        return moved
+        return moved, True
 
     def _drain_once(self, conn: BrokerConnection, queue: str) -> int:
         moved = 0

@@ -244,3 +244,40 @@ def test_a_worker_with_a_step_to_run_stops_taking_plain_calls_first() -> None:
     fleet.run_until_quiet()
     assert member.conn.consuming(fleet.names.work), "consuming again once its queue is empty"
     assert_one_outcome_each(fleet, ["c-step", plain])
+
+
+def test_a_worker_paused_past_its_lease_keeps_its_queue_and_what_it_holds() -> None:
+    """Its lease ran out, but it is still connected, holding unacked deliveries: a scheduler
+    moves what waits in its queue elsewhere, and does not delete the queue (which would
+    destroy what the paused worker holds)."""
+    from droplet.scheduler.reaper import Reaper
+
+    RUNS.clear()
+    fleet = Fleet()
+    paused = fleet.start_worker("w1")
+    fleet.start_worker("w2")
+    scheduler = fleet.start_scheduler()
+    fleet.register("f", f)
+    held = fleet.call("f", 1, queue=fleet.names.worker("w1"))
+    [in_hand] = paused.conn.poll(0.05)  # delivered, unacked: then the process stops
+    # Stopped, it takes nothing more here (RabbitMQ would still fill a free prefetch slot of
+    # a stopped process; such a call waits until the process wakes or its connection dies).
+    paused.conn.pause(fleet.names.worker("w1"))
+    paused.conn.pause(fleet.names.work)
+    waiting = fleet.call("f", 2, queue=fleet.names.worker("w1"))
+    paused.service.membership.leave()  # ... and its lease runs out
+    scheduler.state.workers.pop("w1", None)
+    reaper = Reaper(fleet.broker.connect, fleet.names, scheduler.state, fleet.kv,
+                    fleet.values.keys, lambda: None)
+    [(worker, entry)] = reaper.dead_members().items()
+    assert worker == "w1"
+    reaper.reap(worker, entry)
+    assert fleet.names.worker("w1") in fleet.broker.queues, "its queue stays"
+    member = fleet.workers.pop("w1")
+    fleet.run_until_quiet()
+    assert fleet.answers().get(waiting) == [["f", 2]], "what waited ran elsewhere"
+    fleet.workers["w1"] = member
+    gate = member.cycle.run(in_hand, member.service._dispatch)  # it wakes up and goes on
+    fleet.settle("w1")
+    assert gate.done and gate.action == "ack"
+    assert_one_outcome_each(fleet, [held, waiting])
