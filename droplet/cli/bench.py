@@ -136,7 +136,9 @@ def _register_incr(client: DropletClient, tag: str) -> str:
 
 
 def measure(client: DropletClient, counts: dict[str, int], progress: Progress,
-            notes: list[str]) -> dict[str, Any]:
+            notes: list[str], samples: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """The figures; with `samples`, also every timed latency in ms (for --plot)."""
+    kept: dict[str, list[float]] = {} if samples is None else samples
     tag = uuid.uuid4().hex[:8]
     incr, square, dag = _register_incr(client, tag), f"bench_square_{tag}", f"bench_dag2_{tag}"
     client.register(lambda lib, x: x * x, square)
@@ -163,12 +165,12 @@ def measure(client: DropletClient, counts: dict[str, int], progress: Progress,
         _latencies(warm, call, lambda i: i + 1, "warm-up calls", progress)
         if has_dag:
             _latencies(warm, call_dag, lambda i: (i + 1) ** 2, "warm-up DAG calls", progress)
-        samples = _latencies(counts["calls"], call, lambda i: i + 1, "calls", progress)
-        out["call_p50_ms"], out["call_p99_ms"] = percentiles(samples)
+        kept["call"] = _latencies(counts["calls"], call, lambda i: i + 1, "calls", progress)
+        out["call_p50_ms"], out["call_p99_ms"] = percentiles(kept["call"])
         if has_dag:
-            samples = _latencies(counts["dag_calls"], call_dag, lambda i: (i + 1) ** 2,
-                                 "DAG calls", progress)
-            out["dag2_p50_ms"], out["dag2_p99_ms"] = percentiles(samples)
+            kept["dag2"] = _latencies(counts["dag_calls"], call_dag, lambda i: (i + 1) ** 2,
+                                      "DAG calls", progress)
+            out["dag2_p50_ms"], out["dag2_p99_ms"] = percentiles(kept["dag2"])
         out["burst_calls_per_s"] = _burst(client, incr, counts["burst"], progress)
         mapper = getattr(client, "map", None)
         if mapper is not None:
@@ -268,8 +270,13 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     if sweep and args.external:
         raise BenchError("--sweep starts its own clusters: it cannot be used with --external")
     progress = Progress(args.progress or sys.stderr.isatty())
+    if args.plot:
+        from droplet.cli.bench_plot import check_plot_path
+
+        check_plot_path(args.plot)
     out: dict[str, Any] = {}
     notes: list[str] = []
+    samples: dict[str, list[float]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="droplet-bench-"))
     finished = False
     try:
@@ -283,7 +290,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             out["cluster"] = {"workers": len(client.metadata.workers()),
                               "schedulers": len(client.metadata.schedulers()),
                               "external": bool(args.external), "namespace": used.namespace}
-            out.update(measure(client, counts, progress, notes))
+            out.update(measure(client, counts, progress, notes, samples))
         if sweep:
             out["sweep"] = {str(n): _sweep_one(settings, n, counts, workdir, progress)
                             for n in sweep}
@@ -299,5 +306,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     if notes:
         out["notes"] = notes
     print("\n".join(_table(out)))
+    if args.plot:
+        from droplet.cli.bench_plot import plot_bench
+
+        plot_bench(out, samples, args.plot)
+        print(f"figures drawn in {args.plot}", file=sys.stderr)
     print(json.dumps(_rounded(out), sort_keys=True), flush=True)
     return 0
