@@ -120,7 +120,7 @@ class FunctionHistory:
             if record.started_at < self._since:
                 # Running before we watched: its totals so far are a baseline, not a burst.
                 self._streams[worker] = _Stream(record.incarnation, record.published_at,
-                                                current, record.published_at)
+                                                current, max(record.published_at, quiet))
                 return
             previous = _Stream(record.incarnation, record.started_at, {}, record.started_at)
         if record.published_at <= previous.published_at:

@@ -230,10 +230,14 @@ class Sampler:
         for worker_id, row in list(self._seen.items()):
             if worker_id in live:
                 continue
-            if row.alive:
-                self._seen[worker_id] = replace(row, alive=False, utilisation=0.0, in_hand=0)
-            elif now - row.last_seen > FORGET_DEAD_S and worker_id not in known_dead:
+            if not row.alive and now - row.last_seen > FORGET_DEAD_S \
+                    and worker_id not in known_dead:
                 del self._seen[worker_id]
+                continue
+            pin = pins.get(worker_id)  # a scheduler moves a dead worker's pin away
+            self._seen[worker_id] = replace(
+                row, alive=False, utilisation=0.0, in_hand=0,
+                pinned=f"{pin.dag_name}/{pin.function_name}" if pin else "")
         self._seen.update(live)
         return sorted(self._seen.values(), key=lambda w: (not w.alive, w.id))
 

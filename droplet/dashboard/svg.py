@@ -148,14 +148,15 @@ def line_chart(title: str, series: Sequence[Series], unit: str, window_s: float,
     for index, one in enumerate(series):
         color = PALETTE[index % len(PALETTE)]
         shown = [(t, v) for t, v in one.points if t >= start and math.isfinite(v)]
-        coords = " ".join(
-            f"{left + plot_w * (t - start) / window_s:.1f},"
-            f"{top + plot_h - plot_h * (v / top_value if top_value else 0):.1f}"
-            for t, v in shown
-        )
-        if coords:
+        xy = [(left + plot_w * (t - start) / window_s,
+               top + plot_h - plot_h * (v / top_value if top_value else 0)) for t, v in shown]
+        if xy:
+            coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
             parts.append(f'<polyline class="line" fill="none" stroke="{color}" '
                          f'stroke-width="2" points="{coords}"/>')
+            # A dot per point: a lone point (one bin of data) shows too.
+            parts += [f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2.5" '
+                      f'fill="{color}"/>' for x, y in xy]
         lx = left + 8 + (index % 4) * 130
         ly = top + 14 + (index // 4) * 14
         parts.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{color}"/>'

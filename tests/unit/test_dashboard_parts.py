@@ -59,6 +59,16 @@ def test_a_burst_after_a_quiet_spell_is_not_spread_over_the_spell() -> None:
     assert min(p.at for p in points) >= 195, "within the last seconds, not since 100"
 
 
+def test_a_worker_idle_when_first_seen_is_quiet_until_then() -> None:
+    history = FunctionHistory(watching_since=500.0, bin_s=5.0)
+    history.add(_record("w", "a", 0.0, 100.0, 7), 500.0)  # last wrote long before we watched
+    history.add(_record("w", "a", 0.0, 503.0, 57), 503.5)  # 50 calls just after
+    history.add(_record("w", "a", 0.0, 503.0, 57), 510.0)
+    points = history.points("f", 0)
+    assert sum(p.calls_per_s * 5 for p in points) == pytest.approx(50)
+    assert min(p.at for p in points) >= 495, "not spread back to 100"
+
+
 def test_quantiles_are_bucket_upper_bounds() -> None:
     assert quantile(BOUNDS, [90, 9, 1, 0], 0.5) == 0.001
     assert quantile(BOUNDS, [90, 9, 1, 0], 0.99) == 0.01
@@ -114,6 +124,7 @@ def test_a_chart_draws_one_line_per_series_within_its_window() -> None:
     root = ET.fromstring(svg)
     (line,) = root.iter("{http://www.w3.org/2000/svg}polyline")
     assert len(line.get("points", "").split()) == 2, "the point outside the window is left out"
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}circle"))) == 2, "a dot per point"
     assert "5/s" in svg, "the axis goes up to a round maximum above 4"
     empty = line_chart("nothing", [], "/s", window_s=60, now=100.0)
     assert "no data yet" in empty
@@ -146,3 +157,19 @@ def test_a_confirmation_holds_only_for_what_was_asked_and_not_for_long() -> None
     with pytest.raises(Refused, match="not for this action"):
         Guard("other").redeem("requeue", "0123456789ab", str(ticket.expires), ticket.mac,
                               now=1001.0)
+
+
+def test_the_command_refuses_a_port_in_use_and_a_bad_interval_in_a_sentence(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from droplet.cli.main import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--port", str(port)]) == 1
+    assert f"127.0.0.1:{port} is in use" in capsys.readouterr().err
+    assert main(["dashboard", "--interval", "0"]) == 1
+    assert "--interval must be 0.2-60 seconds" in capsys.readouterr().err
