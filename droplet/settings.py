@@ -83,6 +83,11 @@ class Settings:
 
     # Prometheus endpoint of schedulers and workers: the first free port from here (0: off).
     metrics_port: int = 0
+    # Calls each worker keeps and publishes for the dashboard (worker/recorder.py); 0: none.
+    recent_calls: int = 200
+    # `droplet dashboard`: actions (requeue, purge dead letters) need this token; without one
+    # the dashboard is read-only.
+    dashboard_token: str | None = None
 
     # How long etcd calls retry while etcd is unreachable before failing.
     store_retry_s: float = 15.0

@@ -200,8 +200,13 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     if sweep and args.external:
         raise BenchError("--sweep starts its own clusters: it cannot be used with --external")
     progress = Progress(args.progress or sys.stderr.isatty())
+    if args.plot:
+        from droplet.cli.bench_plot import check_plot_path
+
+        check_plot_path(args.plot)
     out: dict[str, Any] = {}
     notes: list[str] = []
+    samples: dict[str, list[float]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="droplet-bench-"))
     finished = False
     try:
@@ -218,7 +223,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             out["cluster"] = {"workers": len(client.metadata.workers()),
                               "schedulers": len(client.metadata.schedulers()),
                               "external": bool(args.external), "namespace": used.namespace}
-            out.update(measure(client, counts, progress, notes, traced=args.breakdown))
+            out.update(measure(client, counts, progress, notes, traced=args.breakdown,
+                               samples=samples))
         if sweep:
             out["sweep"] = {str(n): _sweep_one(settings, n, counts, workdir, progress)
                             for n in sweep}
@@ -234,5 +240,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     if notes:
         out["notes"] = notes
     print("\n".join(_table(out)))
+    if args.plot:
+        from droplet.cli.bench_plot import plot_bench
+
+        plot_bench(out, samples, args.plot)
+        print(f"figures drawn in {args.plot}", file=sys.stderr)
     print(json.dumps(_rounded(out), sort_keys=True), flush=True)
     return 0

@@ -103,7 +103,10 @@ def breakdown(client: DropletClient, fn: str, n: int, progress: Progress) -> dic
 
 
 def measure(client: DropletClient, counts: dict[str, int], progress: Progress,
-            notes: list[str], traced: bool = False) -> dict[str, Any]:
+            notes: list[str], traced: bool = False,
+            samples: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """The figures; with `samples`, also every timed latency in ms (for --plot)."""
+    kept: dict[str, list[float]] = {} if samples is None else samples
     tag = uuid.uuid4().hex[:8]
     incr, square, dag = register_incr(client, tag), f"bench_square_{tag}", f"bench_dag2_{tag}"
     client.register(lambda lib, x: x * x, square)
@@ -133,15 +136,15 @@ def measure(client: DropletClient, counts: dict[str, int], progress: Progress,
         latencies(warm, call, lambda i: i + 1, "warm-up calls", progress)
         if has_dag:
             latencies(warm, call_dag, lambda i: (i + 1) ** 2, "warm-up DAG calls", progress)
-        samples = latencies(counts["calls"], call, lambda i: i + 1, "calls", progress)
-        out["call_p50_ms"], out["call_p99_ms"] = percentiles(samples)
-        samples = latencies(counts["calls"], call_direct, lambda i: i + 1, "direct calls",
-                             progress)
-        out["direct_call_p50_ms"], out["direct_call_p99_ms"] = percentiles(samples)
+        kept["call"] = latencies(counts["calls"], call, lambda i: i + 1, "calls", progress)
+        out["call_p50_ms"], out["call_p99_ms"] = percentiles(kept["call"])
+        kept["direct_call"] = latencies(counts["calls"], call_direct, lambda i: i + 1,
+                                        "direct calls", progress)
+        out["direct_call_p50_ms"], out["direct_call_p99_ms"] = percentiles(kept["direct_call"])
         if has_dag:
-            samples = latencies(counts["dag_calls"], call_dag, lambda i: (i + 1) ** 2,
-                                 "DAG calls", progress)
-            out["dag2_p50_ms"], out["dag2_p99_ms"] = percentiles(samples)
+            kept["dag2"] = latencies(counts["dag_calls"], call_dag, lambda i: (i + 1) ** 2,
+                                     "DAG calls", progress)
+            out["dag2_p50_ms"], out["dag2_p99_ms"] = percentiles(kept["dag2"])
         out["burst_calls_per_s"] = burst(client, incr, counts["burst"], progress)
         progress.show("map", 0, 1)
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The `droplet` command: up, scheduler, worker, status, bench, dead-letters."""
+"""The `droplet` command: up, scheduler, worker, status, dashboard, bench, dead-letters."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the fleet")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    board = sub.add_parser("dashboard", help="serve the web dashboard of the fleet")
+    board.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    board.add_argument("--port", type=int, default=8375, help="port to listen on (8375)")
+    board.add_argument("--interval", type=float, default=2.0,
+                       help="seconds between samples of etcd and the broker (2)")
+
     dead = sub.add_parser("dead-letters", help="inspect, requeue or purge refused messages")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
     dead.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
@@ -66,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the interpreter that has the peers' packages (default: this one)")
     bench.add_argument("--breakdown", action="store_true",
                        help="also trace calls and print where their time goes, stage by stage")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="also draw the figures (latencies, throughput) into this PNG")
     bench.add_argument("--progress", action="store_true",
                        help="progress bar on stderr even when it is not a terminal")
     return parser
@@ -97,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from droplet.cli.status import run_status
 
             return run_status(settings, args.json)
+        if args.command == "dashboard":
+            from droplet.cli.dashboard import run_dashboard
+
+            return run_dashboard(settings, args.host, args.port, args.interval)
         if args.command == "dead-letters":
             from droplet.cli.dead_letters import run_dead_letters
 

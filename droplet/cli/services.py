@@ -52,6 +52,8 @@ def run_scheduler(settings: Settings) -> int:
 
 def run_worker(settings: Settings, worker_id: str | None) -> int:
     from droplet.broker_config.names import check_name
+    from droplet.store.keys import StoreKeys
+    from droplet.worker.recorder import CallRecorder
     from droplet.worker.service import WorkerService
 
     if worker_id is not None:
@@ -61,8 +63,18 @@ def run_worker(settings: Settings, worker_id: str | None) -> int:
             raise ConfigurationError(str(exc)) from None
     settings = require_signed_off_loopback(settings)
     kv = open_kv(settings)
-    service = WorkerService(settings, kv, broker_factory(settings, "droplet-worker"), worker_id)
+    # What the worker runs is recorded for `droplet dashboard` (recent_calls = 0: not at all).
+    recorder = (CallRecorder(kv, StoreKeys(settings.etcd_prefix), settings.recent_calls,
+                             settings.status_interval_s) if settings.recent_calls > 0 else None)
+    service = WorkerService(settings, kv, broker_factory(settings, "droplet-worker"), worker_id,
+                            middleware=[recorder] if recorder is not None else [])
+    if recorder is not None:
+        recorder.start(service.id, service.incarnation, lambda: service.membership.lease_id)
     _on_stop_signals(service.stop)
-    service.run()
+    try:
+        service.run()
+    finally:
+        if recorder is not None:
+            recorder.stop()
     kv.close()
     return 0

@@ -13,6 +13,7 @@
     requests/<id>           answers to admin requests (a redelivery gets the same answer)
     reaping/<id>            which scheduler drains a dead worker's queue
     deliveries/<digest>     redelivery counts of suspect messages
+    recent/<worker id>      what a worker ran lately, for the dashboard (under its lease)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class StoreKeys:
         self.fleet = prefix + "fleet/"
         self.reaping = prefix + "reaping/"
         self.deliveries = prefix + "deliveries/"
+        self.recent = prefix + "recent/"
 
     def value(self, key: str) -> str:
         return self.values + key
@@ -93,6 +95,9 @@ class StoreKeys:
 
     def delivery_count(self, digest: str) -> str:
         return self.deliveries + digest
+
+    def recent_calls(self, worker_id: str) -> str:
+        return self.recent + worker_id
 
     def claim(self, claim_id: str) -> str:
         return self.claims + claim_id

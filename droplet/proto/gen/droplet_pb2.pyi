@@ -477,3 +477,73 @@ class DagRecord(_message.Message):
     creator: str
     request_id: str
     def __init__(self, dag: _Optional[_Union[Dag, _Mapping]] = ..., ready: _Optional[bool] = ..., creator: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RecentCalls(_message.Message):
+    __slots__ = ("worker_id", "incarnation", "started_at", "published_at", "calls", "totals", "bucket_bounds_s", "interval_s")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_BOUNDS_S_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    incarnation: str
+    started_at: float
+    published_at: float
+    calls: _containers.RepeatedCompositeFieldContainer[CallRecord]
+    totals: _containers.RepeatedCompositeFieldContainer[FunctionTotals]
+    bucket_bounds_s: _containers.RepeatedScalarFieldContainer[float]
+    interval_s: float
+    def __init__(self, worker_id: _Optional[str] = ..., incarnation: _Optional[str] = ..., started_at: _Optional[float] = ..., published_at: _Optional[float] = ..., calls: _Optional[_Iterable[_Union[CallRecord, _Mapping]]] = ..., totals: _Optional[_Iterable[_Union[FunctionTotals, _Mapping]]] = ..., bucket_bounds_s: _Optional[_Iterable[float]] = ..., interval_s: _Optional[float] = ...) -> None: ...
+
+class CallRecord(_message.Message):
+    __slots__ = ("seq", "call_id", "function", "started_at", "status", "error", "traceback", "exception_type", "stages")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    EXCEPTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    call_id: str
+    function: str
+    started_at: float
+    status: ErrorCode
+    error: str
+    traceback: str
+    exception_type: str
+    stages: CallStages
+    def __init__(self, seq: _Optional[int] = ..., call_id: _Optional[str] = ..., function: _Optional[str] = ..., started_at: _Optional[float] = ..., status: _Optional[_Union[ErrorCode, str]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., exception_type: _Optional[str] = ..., stages: _Optional[_Union[CallStages, _Mapping]] = ...) -> None: ...
+
+class CallStages(_message.Message):
+    __slots__ = ("queue_wait_s", "run_s", "store_s", "reply_s", "total_s")
+    QUEUE_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    RUN_S_FIELD_NUMBER: _ClassVar[int]
+    STORE_S_FIELD_NUMBER: _ClassVar[int]
+    REPLY_S_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_S_FIELD_NUMBER: _ClassVar[int]
+    queue_wait_s: float
+    run_s: float
+    store_s: float
+    reply_s: float
+    total_s: float
+    def __init__(self, queue_wait_s: _Optional[float] = ..., run_s: _Optional[float] = ..., store_s: _Optional[float] = ..., reply_s: _Optional[float] = ..., total_s: _Optional[float] = ...) -> None: ...
+
+class FunctionTotals(_message.Message):
+    __slots__ = ("function", "calls", "errors", "run_s", "buckets")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    RUN_S_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    calls: int
+    errors: int
+    run_s: float
+    buckets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, function: _Optional[str] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., run_s: _Optional[float] = ..., buckets: _Optional[_Iterable[int]] = ...) -> None: ...
