@@ -10,10 +10,10 @@ from typing import Protocol
 
 from droplet.broker.interface import BrokerConnection, Delivery
 from droplet.outbox import Outgoing
+from droplet.proto.envelope import MAX_ENVELOPE_MESSAGES, packed
 
 log = logging.getLogger(__name__)
 
-MAX_ENVELOPE_MESSAGES = 256
 
 
 class Settlement(Protocol):
@@ -87,8 +87,8 @@ def group(outgoing: Iterable[Outgoing], split: dict[str, int] | None = None) -> 
     out = []
     for (queue, persistent, correlation_id), items in batches.items():
         size = max(1, (split or {}).get(queue, MAX_ENVELOPE_MESSAGES))
-        for start in range(0, len(items), size):
-            out.append((queue, persistent, correlation_id, items[start : start + size]))
+        for chunk in packed(items, size, lambda item: item.message.ByteSize()):
+            out.append((queue, persistent, correlation_id, chunk))
     return out
 
 

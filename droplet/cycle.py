@@ -21,6 +21,7 @@ schedulers instead, which place it again. Transport knows nothing of any of this
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -83,6 +84,8 @@ class Cycle:
         # no result waits for a slow call that happens to follow it.
         self._expect_slow = expect_slow
         self.linger_s = linger_s
+        self._pending_lock = threading.Lock()
+        self._live: tuple[Outbox, AckGate] | None = None
 
     # -- one delivery ----------------------------------------------------------------------
 
@@ -99,7 +102,10 @@ class Cycle:
             if self._admit is not None:
                 self._admit(delivery)
         except PoisonMessageError as exc:
-            self._refuse_all(received.messages, delivery, exc, gate)
+            try:
+                self._refuse_all(received.messages, delivery, exc, gate)
+            except StoreError:
+                return self._requeued(gate)
             gate.dead()
             gate.release()
             return gate
@@ -111,17 +117,40 @@ class Cycle:
             return gate
         pending = Outbox()  # handled messages whose outboxes are not committed yet
         since = 0.0
-        for message in received.messages:
-            if self._due(pending, since, message) and not self._flush(pending, gate):
+        self._live = (pending, gate)
+        try:
+            for message in received.messages:
+                if self._due(pending, since, message) and not self._flush(pending, gate):
+                    return self._requeued(gate)
+                if pending.empty():
+                    since = time.monotonic()
+                if not self._run_one(message, delivery, received, handle, gate, pending):
+                    return self._requeued(gate)
+            if not self._flush(pending, gate):
                 return self._requeued(gate)
-            if pending.empty():
-                since = time.monotonic()
-            if not self._run_one(message, delivery, received, handle, gate, pending):
-                return self._requeued(gate)
-        if not self._flush(pending, gate):
-            return self._requeued(gate)
+        finally:
+            self._live = None
         gate.release()
         return gate
+
+    def flush_pending(self) -> None:
+        """Commits what the delivery in hand has produced so far (the keeper thread calls it
+        while a function runs long, holding the connection): a slow run that a function's
+        history did not predict does not hold back the results before it."""
+        live = self._live
+        if live is not None:
+            with self._pending_lock:
+                taken = Outbox()
+                taken.extend(live[0])
+                live[0].clear()
+            try:
+                self.commit(taken, live[1])
+            except BaseException:
+                with self._pending_lock:
+                    taken.extend(live[0])
+                    live[0].clear()
+                    live[0].extend(taken)  # put back, in order: the main thread retries
+                raise
 
     def _due(self, pending: Outbox, since: float, upcoming: pb.Message) -> bool:
         """Whether what is pending must be committed before the upcoming message runs."""
@@ -138,12 +167,15 @@ class Cycle:
         return gate
 
     def _flush(self, pending: Outbox, gate: AckGate) -> bool:
+        with self._pending_lock:
+            taken = Outbox()
+            taken.extend(pending)
+            pending.clear()
         try:
-            self.commit(pending, gate)
+            self.commit(taken, gate)
         except StoreError as exc:
             log.warning("etcd is unavailable (%s); the message goes back", exc)
             return False
-        pending.clear()
         return True
 
     def _run_one(self, message: pb.Message, delivery: Delivery, received: pb.Envelope,
@@ -154,7 +186,8 @@ class Cycle:
         out = Outbox()
         try:
             handle(message, delivery, received, out)
-            pending.extend(out)
+            with self._pending_lock:
+                pending.extend(out)
             self.middleware.after_message(kind, pb.NO_ERROR)
             return True
         except StoreError as exc:
@@ -229,8 +262,8 @@ class Cycle:
             return
         skeleton = item.reply.response
         revision = skeleton.revision
-        if commit.multi is not None or done.status is Status.DUPLICATE:
-            revision = max(revision, done.revision)
+        if commit.multi is not None or outcome.output_key or done.status is Status.DUPLICATE:
+            revision = max(revision, done.revision)  # the session then reads what it wrote
         response = response_for(skeleton.call_id, skeleton.response_id, value, revision,
                                 INLINE_REPLY_BYTES)
         response.trace.extend(skeleton.trace)
@@ -302,14 +335,19 @@ class Cycle:
         outcomes, so a caller never waits for an answer that will not come."""
         code = getattr(error, "code", pb.NO_ERROR) or pb.INVALID_REQUEST
         out = Outbox()
-        for message in messages:
+        told: set[str] = set()  # a call gets one refusal (a notice and its trigger travel
+        for message in messages:  # together)
             kind = message.WhichOneof("kind") or "empty"
             self.middleware.after_message(kind, code)
-            if kind in ("function", "dag", "delete_dag"):
+            if kind in ("function", "dag", "delete_dag") and is_reply_address(
+                    delivery.reply_to):
                 out.reply(delivery.reply_to, error_response(
-                    "", code, f"refused: {error}"), delivery.correlation_id)
+                    "", code, f"refused: {error}", call_id=delivery.correlation_id or ""),
+                    delivery.correlation_id)
             for ref in callers_of(message, delivery):
-                fail_call(out, ref, code, f"refused: {error}")
+                if ref.call_id not in told:
+                    told.add(ref.call_id)
+                    fail_call(out, ref, code, f"refused: {error}")
         if self.committer is None:
             out.durable = []
         self.commit(out, gate)

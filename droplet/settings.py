@@ -75,7 +75,9 @@ class Settings:
     result_window_s: int = 300
     cache_max_entries: int = 4096
     cache_max_bytes: int = 256 * MiB
-    schedule_ttl_s: float = 300.0  # partial DAG state is freed after this long
+    # Fan-in state of a DAG call (partials of a join) expires after this long: keep it above
+    # the longest a branch of a DAG may take.
+    schedule_ttl_s: float = 86400.0
     own_queue_prefetch: int = 64
     # A call running longer than this is acked and held as a claim in etcd instead: keep it
     # well under RabbitMQ's consumer_timeout (30 min by default).

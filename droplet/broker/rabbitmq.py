@@ -204,6 +204,9 @@ class RabbitConnection:
         tag = held[0]
         impl = self._channel._impl
         done: list[bool] = []
+        if tag not in impl._consumers:  # already cancelled by the broker: nothing to wait for
+            self._paused[queue] = held
+            return
         with _converted(f"pause {queue}"):
             impl.basic_cancel(tag, callback=lambda _frame: done.append(True))
             impl._cancelled.discard(tag)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from droplet.broker.interface import BrokerConnection, ConnectionFactory
@@ -13,6 +14,9 @@ log = logging.getLogger(__name__)
 
 _FIRST_DELAY_S = 0.2
 _MAX_DELAY_S = 5.0
+# A session that ends sooner than this after connecting keeps backing off (a crash loop);
+# one that ran longer starts the back-off afresh.
+_HEALTHY_S = 30.0
 
 
 def run_with_reconnect(
@@ -29,11 +33,11 @@ def run_with_reconnect(
     delay = _FIRST_DELAY_S
     while not stop.is_set():
         conn: BrokerConnection | None = None
+        started = time.monotonic()
         try:
             conn = connect()
             if delay > _FIRST_DELAY_S:
                 log.info("%s: reconnected to the broker", name)
-            delay = _FIRST_DELAY_S
             session(conn)
         except BrokerError as exc:
             log.warning("%s: broker connection lost (%s); retrying in %.1fs", name, exc, delay)
@@ -44,6 +48,8 @@ def run_with_reconnect(
         finally:
             if conn is not None:
                 conn.close()
+        if time.monotonic() - started > _HEALTHY_S:
+            delay = _FIRST_DELAY_S  # it ran well for a while: this is a new failure
         if stop.wait(delay):
             break
         delay = min(delay * 2, _MAX_DELAY_S)

@@ -30,10 +30,11 @@ from droplet.errors import (
     qualified_names,
 )
 from droplet.proto import envelope, pb
-from droplet.proto.replies import error_response
+from droplet.proto.replies import error_response, error_value
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store import serializer
+from droplet.store.commits import Commit, Committer, Outcome
 from droplet.store.kv import KV
 from droplet.store.metadata import Metadata
 from droplet.store.values import ValueStore
@@ -79,6 +80,7 @@ class DropletClient:
         self.values = ValueStore(kv, settings)
         self.metadata = Metadata(kv, settings, self.signer)
         self.pump = ReplyPump(connect, self.names, self.signer)
+        self.committer = Committer(self.values, settings.etcd_max_txn_ops)
         self.router = CallRouter(kv, self.metadata.keys, self.names, self.signer,
                                  self.pump.send)
         self.batcher = CallBatcher(self._send_calls)
@@ -239,9 +241,13 @@ class DropletClient:
 
     def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
         for call in self.router.send(calls):
+            message = "no worker is alive to run it"
+            if not call.direct_response:  # its outcome, stored like any other
+                failed = Outcome(call.call_id, error_value(pb.NO_RESOURCES, message),
+                                 keep=call.keep_result)
+                self.committer.apply(Commit(outcome=failed))
             self.pump.answer(call.response_key, error_response(
-                call.response_key, pb.NO_RESOURCES, "no worker is alive to run it",
-                call_id=call.call_id))
+                call.response_key, pb.NO_RESOURCES, message, call_id=call.call_id))
 
     def list(self, prefix: str = "") -> builtins.list[str]:
         """Names of the registered functions (those starting with prefix)."""

@@ -187,7 +187,9 @@ class ReplyPump:
                     if message.WhichOneof("kind") != "response":
                         continue
                     response = message.response
-                    key = delivery.correlation_id or response.call_id or response.response_id
+                    key = self._key_of(response, delivery.correlation_id, trusted)
+                    if key is None:
+                        continue
                     self._answered(key)
                     if key not in self._expected:
                         continue
@@ -201,6 +203,20 @@ class ReplyPump:
                         response.trace.add(stage="client.received", at_s=time.time())
                     self._responses[key] = response
             self._cond.notify_all()
+
+    @staticmethod
+    def _key_of(response: pb.GenericResponse, correlation_id: str | None,
+                trusted: bool) -> str | None:
+        """Whose answer a reply is: the signed call id it carries. The correlation id (an
+        AMQP property nobody signs) must agree with it; a verified reply whose ids disagree
+        was re-addressed by someone, and is dropped."""
+        if response.call_id:
+            if trusted and correlation_id and correlation_id != response.call_id:
+                log.warning("dropped a reply re-addressed from %s to %s", response.call_id,
+                            correlation_id)
+                return None
+            return response.call_id
+        return correlation_id or response.response_id or None
 
     # -- connection ------------------------------------------------------------------------
 

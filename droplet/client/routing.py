@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 
 from droplet.broker_config.names import QueueNames
 from droplet.proto import envelope, pb
+from droplet.proto.envelope import MAX_ENVELOPE_MESSAGES, packed
 from droplet.signing import Signer
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
 from droplet.store.kv import KV
 
 _RECHECK_S = 1.0
+_NONE_FOR_S = 1.0
 _MAX_PER_ENVELOPE = 16
 
 Send = Callable[[str, bytes, list[str]], None]
@@ -43,10 +45,16 @@ class CallRouter:
         self._checked_at = -math.inf
 
     def live_workers(self) -> int:
+        """Workers alive now; none is believed only after a second of asking again (a worker
+        re-registering after an etcd outage is briefly absent)."""
         with self._lock:
             if time.monotonic() - self._checked_at < _RECHECK_S and self._workers:
                 return self._workers
-        count = self._kv.count_prefix(self._keys.workers)
+        deadline = time.monotonic() + _NONE_FOR_S
+        while (count := self._kv.count_prefix(self._keys.workers)) == 0:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         with self._lock:
             self._workers, self._checked_at = count, time.monotonic()
         return count
@@ -63,10 +71,11 @@ class CallRouter:
         if workers == 0:
             return plain
         size = max(1, min(_MAX_PER_ENVELOPE, math.ceil(len(plain) / workers)))
-        for start in range(0, len(plain), size):
-            self._publish(self._names.work, plain[start: start + size])
+        self._publish(self._names.work, plain, size)
         return []
 
-    def _publish(self, queue: str, calls: Sequence[pb.FunctionCall]) -> None:
-        body = envelope.encode((pb.Message(call=c) for c in calls), self._signer)
-        self._send(queue, body, [c.response_key for c in calls])
+    def _publish(self, queue: str, calls: Sequence[pb.FunctionCall],
+                 most: int = MAX_ENVELOPE_MESSAGES) -> None:
+        for chunk in packed(list(calls), most, lambda call: call.ByteSize()):
+            body = envelope.encode((pb.Message(call=c) for c in chunk), self._signer)
+            self._send(queue, body, [c.response_key for c in chunk])

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
 from droplet.errors import DropletError
 from droplet.proto import pb
 from droplet.signing import Signer
+
+MAX_ENVELOPE_MESSAGES = 256
+# Well under RabbitMQ's max_message_size (128 MiB by default; often set lower).
+MAX_ENVELOPE_BYTES = 8 * 1024 * 1024
+T = TypeVar("T")
 
 
 class MalformedMessageError(DropletError):
@@ -62,3 +68,23 @@ def peek(body: bytes) -> list[pb.Message]:
         if envelope.messages:
             return list(envelope.messages)
     return []
+
+
+def packed(items: list[T], most: int, size_of: Callable[[T], int],
+           most_bytes: int = MAX_ENVELOPE_BYTES) -> list[list[T]]:
+    """Items in order, in envelopes of at most `most` items and about `most_bytes` (an item
+    larger than that alone): a burst of large calls never makes one message the broker
+    refuses (RabbitMQ's max_message_size)."""
+    chunks: list[list[T]] = []
+    current: list[T] = []
+    total = 0
+    for item in items:
+        cost = size_of(item)
+        if current and (len(current) >= most or total + cost > most_bytes):
+            chunks.append(current)
+            current, total = [], 0
+        current.append(item)
+        total += cost
+    if current:
+        chunks.append(current)
+    return chunks

@@ -254,25 +254,30 @@ def call_dag(
 def reroute(trigger: pb.DagTrigger, state: SchedulerState, out: Outbox,
             now: float | None = None) -> None:
     """A trigger whose worker queue is gone (the worker died): sent on to wherever the step
-    is pinned now; while no live worker holds it, tried again a little later, and after
-    REROUTE_DEADLINE_S the call fails with WORKER_LOST."""
+    is pinned now; while no live worker holds it, tried again a little later, and once it
+    has waited REROUTE_DEADLINE_S the call fails with WORKER_LOST."""
     schedule = trigger.schedule
     dag = schedule.dag
+    now = time.time() if now is None else now
     record = state.dags.get(dag.name)
     locations = state.dag_locations(dag.name) if record is not None and record.ready else {}
     missing = [f for f in dag.functions if f not in locations]
     if not missing:
         moved = pb.DagTrigger()
         moved.CopyFrom(trigger)
+        moved.rerouted_since = moved.rerouted_since or now  # it may have run: poison counts
         for function, worker in locations.items():
             moved.schedule.locations[function] = worker
         target = trigger.target_function
         worker = locations[sinks(dag)[0] if target == OUTPUT else target]
         out.send(state.names.worker(worker), pb.Message(trigger=moved))
         return
-    waited = (time.time() if now is None else now) - schedule.start_time
-    if record is not None and waited < REROUTE_DEADLINE_S:
-        out.send(state.names.retry(REROUTE_DELAY_MS), pb.Message(trigger=trigger))
+    waiting = pb.DagTrigger()
+    waiting.CopyFrom(trigger)
+    if not waiting.rerouted_since:
+        waiting.rerouted_since = now
+    if record is not None and now - waiting.rerouted_since < REROUTE_DEADLINE_S:
+        out.send(state.names.retry(REROUTE_DELAY_MS), pb.Message(trigger=waiting))
         return
     deliver_call_outcome(out, call_ref(schedule), error_value(
         pb.WORKER_LOST, f"no live worker holds {missing} of DAG {dag.name!r}"))

@@ -69,7 +69,8 @@ class BrokerPins:
         except Exception:
             return False
         return any(
-            m.WhichOneof("kind") == "response" and m.response.success for m in messages
+            m.WhichOneof("kind") == "response" and m.response.success
+            and m.response.call_id == delivery.correlation_id for m in messages
         )
 
     def wait(self, seconds: float) -> None:

@@ -1,11 +1,11 @@
 """Placement: which queue a function call goes to. A pure function of the fleet state.
 
-A call whose arguments reference stored keys goes to the alive worker that caches the most of
-them (locality; ties go to the least loaded), unless that worker is in back-off (reported
-itself saturated). Any other call goes to the shared work queue, which every worker consumes
-with prefetch 1: RabbitMQ hands it to a worker with nothing in hand, so a busy worker is never
-given a call while another sits idle, and under full load calls wait in the queue rather than
-fail. NO_RESOURCES only when no worker is alive.
+A call whose arguments reference stored keys goes to the idle worker (nothing in hand, not in
+back-off) that caches the most of them (locality; ties go to the least loaded); when no idle
+worker caches any, it goes to the shared work queue like any other call: idle first beats
+locality. Every worker consumes the shared queue with prefetch 1, and pauses it while it runs
+a step of its own: RabbitMQ hands a call to a worker with nothing in hand, and under full load
+calls wait in the queue rather than fail. NO_RESOURCES only when no worker is alive.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def pick_queue(state: SchedulerState, reference_keys: Sequence[str]) -> str | No
     """The queue for a call, or None when no worker is alive (NO_RESOURCES)."""
     if not state.workers:
         return None
-    eligible = [w for w in state.workers if w not in state.backoff]
+    eligible = [w for w in state.workers
+                if w not in state.backoff and state.workers[w].queue_depth == 0]
     if reference_keys and eligible:
         wanted = set(reference_keys)
         scored = [

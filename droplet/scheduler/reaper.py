@@ -20,6 +20,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from google.protobuf.message import DecodeError
+
 from droplet.broker.interface import BrokerConnection, ConnectionFactory
 from droplet.broker_config.names import RESENT_HEADER, QueueNames
 from droplet.errors import BrokerError
@@ -79,7 +81,11 @@ class Reaper:
         items, _ = self._kv.get_prefix(self._keys.claims)
         orphaned = []
         for key, raw in items.items():
-            claim = pb.Claim.FromString(raw)
+            try:
+                claim = pb.Claim.FromString(raw)
+            except DecodeError:
+                log.warning("skipping an unreadable claim %s", key)
+                continue  # whoever planted it: the other claims are settled all the same
             if not self._incarnation_alive(claim.worker_id, claim.incarnation):
                 orphaned.append((key, raw, claim))
         if not orphaned:
@@ -100,7 +106,11 @@ class Reaper:
         raw = self._kv.get(self._keys.worker(worker_id))
         if raw is None:
             return False
-        return not incarnation or pb.WorkerStatus.FromString(raw).incarnation == incarnation
+        try:
+            status = pb.WorkerStatus.FromString(raw)
+        except DecodeError:
+            return True  # an unreadable record: settle nothing on its account
+        return not incarnation or status.incarnation == incarnation
 
     def _drain(self, worker_id: str) -> tuple[int, bool]:
         """Moves what waits in the worker's queue; (how many, whether the queue is gone).

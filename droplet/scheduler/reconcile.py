@@ -7,6 +7,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 from droplet.broker.interface import BrokerConnection, ConnectionFactory
 from droplet.errors import DropletError
@@ -20,6 +23,7 @@ from droplet.store.metadata import Metadata
 from droplet.store.values import ValueStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _INTERVAL_S = 2.0
 _SWEEP_INTERVAL_S = 60.0
@@ -50,22 +54,39 @@ class Reconciler:
             self._next_run = time.monotonic() + _INTERVAL_S
 
     def run(self, pins: PinPort) -> None:
-        """Moves pins off dead workers and what dead workers left in their queues."""
+        """Moves pins off dead workers and what dead workers left in their queues. Each
+        step on its own: one that fails (etcd away, a garbage key) does not stop the others."""
         self._measure()
+        self._step("healing pins", lambda: self._heal(pins))
+        dead: dict[str, bytes] = self._step("listing dead workers", self._reaper.dead_members,
+                                            {})
+        for worker_id, entry in dead.items():
+            moved = self._step(f"settling dead worker {worker_id}",
+                               partial(self._reaper.reap, worker_id, entry), 0)
+            if moved:
+                log.info("moved %d messages left by dead worker %s", moved, worker_id)
+        if moved := self._step("settling claims", self._reaper.settle_claims, 0):
+            log.info("moved %d long calls held by dead workers", moved)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + _SWEEP_INTERVAL_S
+            swept = self._step("sweeping orphaned chunks",
+                               lambda: self._values.blobs.sweep_pending(PENDING_BLOB_AGE_S), 0)
+            if swept:
+                log.info("deleted %d orphaned large values", swept)
+
+    def _heal(self, pins: PinPort) -> None:
+        for action in healing.heal_pins(self._state, self._metadata, pins):
+            log.info("healing: %s", action)
+
+    @staticmethod
+    def _step(what: str, action: Callable[[], T], failed: T | None = None) -> T:
         try:
-            for action in healing.heal_pins(self._state, self._metadata, pins):
-                log.info("healing: %s", action)
-            for worker_id, entry in self._reaper.dead_members().items():
-                if moved := self._reaper.reap(worker_id, entry):
-                    log.info("moved %d messages left by dead worker %s", moved, worker_id)
-            if moved := self._reaper.settle_claims():
-                log.info("moved %d long calls held by dead workers", moved)
-            if time.monotonic() >= self._next_sweep:
-                self._next_sweep = time.monotonic() + _SWEEP_INTERVAL_S
-                if swept := self._values.blobs.sweep_pending(PENDING_BLOB_AGE_S):
-                    log.info("deleted %d orphaned large values", swept)
+            return action()
         except DropletError as exc:
-            log.warning("reconciliation failed, will retry: %s", exc)
+            log.warning("%s failed, will retry: %s", what, exc)
+        except Exception:
+            log.exception("%s failed, will retry", what)
+        return failed  # type: ignore[return-value]
 
     def _measure(self) -> None:
         """Fleet gauges, and the depth of the shared queues (through a connection of its

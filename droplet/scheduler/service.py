@@ -188,10 +188,14 @@ class SchedulerService:
         answer = self.metadata.answer_of(request_id)
         if answer is None:
             answer = self._admin_response(message, pins, request_id)
+            if answer.value.type != pb.ERROR:
+                answer.ClearField("value")  # an admin answer carries no pickle, ever
+            answer.call_id = request_id  # signed: the client checks it against its request
             lease = self.values.leases.lease(max(_ANSWER_TTL_S,
                                                  2 * self.settings.admin_max_age_s))
             self.metadata.keep_answer(Answer(request_id, answer, lease))
-        out.reply(delivery.reply_to, answer, correlation_id=delivery.correlation_id)
+        if is_reply_address(delivery.reply_to):
+            out.reply(delivery.reply_to, answer, correlation_id=delivery.correlation_id)
 
     def _admin_response(self, message: pb.Message, pins: BrokerPins,
                         request_id: str) -> pb.GenericResponse:

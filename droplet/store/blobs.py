@@ -156,6 +156,21 @@ class BlobLayout:
                 ids.append(manifest.blob_id)
         return ids
 
+    def landed(self, prepared: Iterable[Prepared]) -> bool:
+        """Whether a transaction that seemed to fail linked these heads after all (etcd
+        applied it but its answer was lost, and a retry then failed its compares)."""
+        for item in prepared:
+            if item.blob_id is not None and self._kv.get(item.key) == item.head:
+                return True
+        return False
+
+    def drop_unless_landed(self, prepared: list[Prepared]) -> bool:
+        """Drops the blobs of a failed write, unless it landed after all; True if it did."""
+        if self.landed(prepared):
+            return True
+        self.drop(p.blob_id for p in prepared)
+        return False
+
     def drop(self, blob_ids: Iterable[str | None]) -> None:
         for blob_id in blob_ids:
             if blob_id:

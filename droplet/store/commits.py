@@ -11,8 +11,9 @@ outcome to answer with instead). In the same transaction go, when the call has t
   that would overwrite a concurrent change fails instead (`CONFLICT`), and nothing is written;
 * bookkeeping records of DAG joins (partials to add, partials to clear, a done marker).
 
-etcd bounds a transaction to `max_ops` compares and operations; a commit that needs more is
-refused whole (`TOO_LARGE`) rather than split, which would break its atomicity.
+etcd bounds a transaction to `max_ops` compares and operations, and a request to 1.5 MiB; a
+commit that needs more is refused whole (`TOO_LARGE`) rather than split, which would break its
+atomicity.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ class Commit:
     records: dict[str, bytes] = field(default_factory=dict)  # full key -> bytes (leased)
     clears: list[str] = field(default_factory=list)  # full-key prefixes to delete
     absent: str | None = None  # a full key that must not exist (a join's done marker)
+    guards: list[Compare] = field(default_factory=list)  # must hold, else CONFLICT
+
+
+# etcd refuses a request larger than its --max-request-bytes (1.5 MiB by default): a commit is
+# kept well under it (chunks are written before, outside the transaction).
+MAX_TXN_BYTES = 1024 * 1024
+
+
+def _bytes(ops: list[Put | Delete]) -> int:
+    return sum(len(op.key) + (len(op.value) if isinstance(op, Put) else 0) + 16 for op in ops)
 
 
 class Status(enum.Enum):
@@ -88,6 +99,7 @@ class Committer:
         compares: list[Compare] = []
         ops: list[Put | Delete] = []
         prepared: list[Prepared] = []
+        keys: set[str] = set()  # etcd refuses a transaction naming a key twice
 
         def flush() -> None:
             if not group:
@@ -103,16 +115,20 @@ class Committer:
             compares.clear()
             ops.clear()
             prepared.clear()
+            keys.clear()
 
         for index, commit in enumerate(commits):
             plain = (commit.outcome is not None and commit.multi is None and not commit.records
-                     and not commit.clears and commit.absent is None)
+                     and not commit.clears and commit.absent is None and not commit.guards)
             built = self._build(commit) if plain else None
             if built is None:
                 results[index] = self.apply(commit)
                 continue
-            if max(len(ops) + len(built[1]), len(compares) + len(built[0])) > self.max_ops:
+            named = {op.key for op in built[1]}
+            too_many = max(len(ops) + len(built[1]), len(compares) + len(built[0])) > self.max_ops
+            if too_many or named & keys or _bytes(ops) + _bytes(built[1]) > MAX_TXN_BYTES:
                 flush()
+            keys.update(named)
             group.append(index)
             compares.extend(built[0])
             ops.extend(built[1])
@@ -148,11 +164,13 @@ class Committer:
             self._multi(commit.multi, outcome.output_key if outcome else "", compares, ops, link)
         if commit.absent:
             compares.append(VersionIs(commit.absent, 0))
+        compares += commit.guards
         if commit.records:
             lease = leases.lease(settings.schedule_ttl_s)
             ops += [Put(key, raw, lease) for key, raw in commit.records.items()]
         ops += [Delete(prefix, prefix=True) for prefix in commit.clears]
-        if len(ops) > self.max_ops or len(compares) > self.max_ops:
+        if len(ops) > self.max_ops or len(compares) > self.max_ops or (
+                _bytes(ops) > MAX_TXN_BYTES):
             return None
         return compares, ops, prepared
 
@@ -167,23 +185,25 @@ class Committer:
         try:
             ok, revision, previous = self.values.kv.txn_previous(compares, ops)
         except Exception:
-            self.values.blobs.drop(p.blob_id for p in prepared)
+            if self.values.blobs.drop_unless_landed(prepared):
+                return Committed(Status.DONE, self.values.kv.revision())
             raise
         if ok:
             replaced = {k: v for k, v in previous.items() if k.startswith(self._keys.values)}
             self.values.blobs.drop(self.values.blobs.blob_ids(replaced))
             return Committed(Status.DONE, revision)
-        self.values.blobs.drop(p.blob_id for p in prepared)
+        if self.values.blobs.drop_unless_landed(prepared):
+            return Committed(Status.DONE, revision)  # applied by an earlier try of this call
         return Committed(Status.CONFLICT, revision)
 
     def _multi(self, multi: MultiWrites, output_key: str, compares: list[Compare],
                ops: list[Put | Delete], link: object) -> None:
-        if not multi.writes and not multi.deletes:
+        if not multi.writes and not multi.deletes and not output_key:
             return  # a reader: its snapshot was consistent, and it changes nothing
         prefix = self._keys.prefix
         for store_key, mod_revision in sorted(multi.reads.items()):
             compares.append(ModRevisionIs(prefix + store_key, mod_revision))
-        written = (set(multi.writes) | multi.deletes) - {output_key}
+        written = set(multi.writes) | multi.deletes | ({output_key} if output_key else set())
         for key in sorted(written):
             if self._keys.relative(self._keys.value(key)) not in multi.reads:
                 compares.append(ModRevisionBelow(self._keys.value(key),

@@ -24,6 +24,7 @@ class Membership:
         ttl_s: int,
         record: Callable[[], bytes],
         interval_s: float | None = None,
+        on_register: Callable[[], None] | None = None,
     ) -> None:
         self._kv = kv
         self._key = key
@@ -31,6 +32,7 @@ class Membership:
         self._record = record
         # Refresh well inside the lease, however slowly the status is meant to change.
         self._interval_s = min(interval_s or self._ttl_s, self._ttl_s / 3)
+        self._on_register = on_register  # after a re-registration (the lease had lapsed)
         self._lease: Lease | None = None
         self._lease_id: int | None = None
         self._stop = threading.Event()
@@ -73,6 +75,8 @@ class Membership:
                 if self._lease_id is None:
                     self._register()
                     log.info("re-registered %s under a new lease", self._key)
+                    if self._on_register is not None:
+                        self._on_register()
                 elif self._lease is not None:
                     self._lease.refresh()
                     self._kv.put(self._key, self._record(), self._lease_id)

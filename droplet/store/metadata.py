@@ -15,14 +15,19 @@ if the creator dies, the half-made DAG disappears on its own.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from droplet.errors import StoreError
+from google.protobuf.message import DecodeError
+
+from droplet.errors import SignatureError, StoreError
 from droplet.proto import pb
 from droplet.settings import Settings
-from droplet.signing import Signer, function_context
+from droplet.signing import Signer, function_context, value_context
 from droplet.store.keys import StoreKeys
 from droplet.store.kv import KV, Delete, Entry, ModRevisionIs, Put, ValueIs, VersionIs
+
+log = logging.getLogger(__name__)
 
 _REGISTRATION_ATTEMPTS = 5
 
@@ -131,15 +136,30 @@ class Metadata:
         self.kv.txn([], self._keep(answer))
 
     def _keep(self, answer: Answer | None) -> list[Put]:
+        """Answers are signed, bound to their key, like stored values: one planted in etcd
+        is never handed out (signed, by a scheduler) as if it were the fleet's."""
         if answer is None or not answer.request_id:
             return []
-        raw = answer.response.SerializeToString()
-        return [Put(self.keys.request(answer.request_id), raw, answer.lease)]
+        key = self.keys.request(answer.request_id)
+        sealed = self._signer.seal(answer.response.SerializeToString(),
+                                   value_context(self.keys.relative(key)))
+        return [Put(key, sealed, answer.lease)]
 
     def answer_of(self, request_id: str) -> pb.GenericResponse | None:
-        """The answer given to an admin request, kept a while (redeliveries, replays)."""
-        raw = self.kv.get(self.keys.request(request_id)) if request_id else None
-        return None if raw is None else pb.GenericResponse.FromString(raw)
+        """The answer given to an admin request, kept a while (redeliveries, replays); None
+        when there is none, or one that fails verification (it is then answered afresh)."""
+        if not request_id:
+            return None
+        key = self.keys.request(request_id)
+        raw = self.kv.get(key)
+        if raw is None:
+            return None
+        try:
+            payload = self._signer.open(raw, value_context(self.keys.relative(key)))
+            return pb.GenericResponse.FromString(payload)
+        except (SignatureError, DecodeError):
+            log.warning("refusing an unverifiable admin answer under %s", key)
+            return None
 
     # -- pins ------------------------------------------------------------------------------
 

@@ -68,10 +68,12 @@ class ValueStore:
         try:
             ok, revision, previous = self.kv.txn_previous(compares, ops)
         except StoreError:
-            self.blobs.drop(p.blob_id for p in prepared)
+            if self.blobs.drop_unless_landed(prepared):
+                return self.kv.revision()
             raise
         if not ok:
-            self.blobs.drop(p.blob_id for p in prepared)
+            if self.blobs.drop_unless_landed(prepared):
+                return revision  # a retried transaction that had been applied already
             raise StoreError("a value was swept while being written; write it again")
         self.blobs.drop(self.blobs.blob_ids(previous))
         return revision
@@ -143,4 +145,4 @@ class ValueStore:
                 return self.blobs.resolve(full_key, self.blobs.open_head(full_key, raw), 0)
             except Replaced:
                 continue
-        return None
+        raise StoreError(f"the outcome of {call_id} cannot be read whole")

@@ -63,7 +63,32 @@ class LongCallClaims:
         conn = self._connection()
         if conn is None:
             return  # the claim stays; a scheduler settles it if this worker dies
-        queue = delivery.queue if action == "requeue" else self._names.dead
+        self._send_back(conn, delivery,
+                        delivery.queue if action == "requeue" else self._names.dead)
+
+    def recover(self, conn: BrokerConnection, kept: set[str]) -> int:
+        """At a new session: claims of this very process that no delivery in hand holds any
+        more (the connection broke while they were in hand) go back to their queues, marked
+        as maybe done, as a scheduler would settle them if this process had died."""
+        items, _ = self._kv.get_prefix(self._keys.claims)
+        recovered = 0
+        for key, raw in items.items():
+            if key in kept:
+                continue
+            try:
+                claim = pb.Claim.FromString(raw)
+            except Exception:
+                continue
+            if claim.worker_id != self._worker_id or claim.incarnation != self._incarnation:
+                continue
+            lost = Delivery(queue=claim.queue, body=claim.body, tag=0,
+                            reply_to=claim.reply_to or None,
+                            correlation_id=claim.correlation_id or None, claim=key)
+            self._send_back(conn, lost, claim.queue)
+            recovered += 1
+        return recovered
+
+    def _send_back(self, conn: BrokerConnection, delivery: Delivery, queue: str) -> None:
         claim_key = delivery.claim
 
         def published(ok: bool) -> None:

@@ -67,7 +67,9 @@ def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
     complete = all(s in parts for s in expected)
     if not complete and not any(p.aborted for p in parts.values()):
         key = state.keys.join_part(schedule.id, target, trigger.source)
-        out.store(Commit(records={key: state.joins.seal(key, trigger)}))
+        version = state.joins.version_key(schedule.id, target)
+        out.store(Commit(records={key: state.joins.seal(key, trigger), version: b""},
+                         guards=[state.joins.unchanged_since(schedule.id, target, join)]))
         return
     _step(schedule, target, parts, state, out, joined=True)
 

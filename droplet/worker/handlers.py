@@ -159,7 +159,8 @@ def pin(
     accepted = _may_pin(request, state)
     if accepted:
         state.pinned = (request.dag_name, request.function_name)
-    response = pb.GenericResponse(success=accepted, response_id=request.function_name)
+    response = pb.GenericResponse(success=accepted, response_id=request.function_name,
+                                  call_id=correlation_id or "")
     if not accepted:
         response.error = pb.NO_RESOURCES
     out.reply(reply_to, response, correlation_id=correlation_id)

@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from droplet.proto import pb
 from droplet.signing import Signer, value_context
 from droplet.store.keys import StoreKeys
-from droplet.store.kv import KV
+from droplet.store.kv import KV, Compare, ModRevisionBelow
 
 
 @dataclass
 class JoinState:
     parts: dict[str, pb.DagTrigger] = field(default_factory=dict)  # source -> trigger
     done: pb.DagTrigger | None = None  # what the step produced, once it ran
+    read_at: int = 0  # the store revision of the read: a partial is added only if nobody
+    # added one since (compared on the join's version key)
 
 
 class JoinRecords:
@@ -45,11 +47,14 @@ class JoinRecords:
 
     def read(self, schedule_id: str, target: str) -> JoinState:
         prefix = self.keys.join(schedule_id, target)
-        items, _ = self._kv.get_prefix(prefix)
-        state = JoinState()
+        items, revision = self._kv.get_prefix(prefix)
+        state = JoinState(read_at=revision)
+        version_key = self.version_key(schedule_id, target)
         done_key = self.keys.join_done(schedule_id, target)
         parts_prefix = self.parts_prefix(schedule_id, target)
         for key, raw in items.items():
+            if key == version_key:
+                continue
             trigger = pb.DagTrigger()
             trigger.ParseFromString(self._signer.open(raw, value_context(self.keys.relative(key))))
             if key == done_key:
@@ -57,6 +62,14 @@ class JoinRecords:
             elif key.startswith(parts_prefix):
                 state.parts[key[len(parts_prefix):]] = trigger
         return state
+
+    def version_key(self, schedule_id: str, target: str) -> str:
+        """Written with every partial, compared by the next: two workers adding partials at
+        once (a pin that moved while its old worker still ran) cannot both miss the other's."""
+        return self.keys.join(schedule_id, target) + "v"
+
+    def unchanged_since(self, schedule_id: str, target: str, state: JoinState) -> Compare:
+        return ModRevisionBelow(self.version_key(schedule_id, target), state.read_at + 1)
 
     def parts_prefix(self, schedule_id: str, target: str) -> str:
         return self.keys.join(schedule_id, target) + "src/"

@@ -44,8 +44,18 @@ class ConnectionKeeper:
         hard_kill_grace_s: float = HARD_KILL_GRACE_S,
         long_call_s: float = 0.0,
         on_long_call: Callable[[BrokerConnection], None] | None = None,
+        flush: Callable[[], None] | None = None,
+        flush_after_s: float = 0.02,
+        on_busy: Callable[[], None] | None = None,
     ) -> None:
         self._grace_s = grace_s
+        # While a function runs, what earlier quick calls of its delivery produced is
+        # committed from here after flush_after_s: no result waits for a slow run.
+        self._flush = flush
+        self._flush_after_s = flush_after_s
+        self._on_busy = on_busy  # once per run past grace_s: the status shows it busy
+        self._busy_told = False
+        self._last_pump = 0.0
         self._long_call_s = long_call_s
         self._on_long_call = on_long_call
         self._long_call_handled = False
@@ -56,6 +66,7 @@ class ConnectionKeeper:
         self._conn: BrokerConnection | None = None
         self._busy_since: float | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="conn-keeper")
 
     def start(self) -> None:
@@ -63,6 +74,7 @@ class ConnectionKeeper:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     @contextmanager
     def attached(self, conn: BrokerConnection) -> Iterator[None]:
@@ -88,14 +100,30 @@ class ConnectionKeeper:
         so that afterwards the main thread has the connection to itself."""
         self._busy_since = time.monotonic()
         self._long_call_handled = False
+        self._busy_told = False
+        self._wake.set()  # from its idle pace to the busy one
         try:
             yield
         finally:
             with self._lock:
                 self._busy_since = None
 
+    def busy_since(self) -> float | None:
+        """When the function running now started (monotonic), or None."""
+        return self._busy_since
+
+    def _tick_s(self) -> float:
+        return self._flush_after_s if self._busy_since is not None else self._interval_s
+
     def _watch(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while not self._stop.is_set():
+            self._wake.wait(self._tick_s())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self._flush_pending()
+            if time.monotonic() - self._last_pump < self._interval_s:
+                continue
             deadline = self._deadline()
             if deadline is not None and time.monotonic() > deadline + self._hard_kill_grace_s:
                 log.critical("a function ignored its time limit for %gs: exiting the worker",
@@ -105,10 +133,14 @@ class ConnectionKeeper:
             since = self._busy_since
             if since is None or time.monotonic() - since < self._grace_s:
                 continue
+            if self._on_busy is not None and not self._busy_told:
+                self._busy_told = True
+                self._tell_busy()
             with self._lock:
                 conn = self._conn
                 if conn is None or self._busy_since is None:
                     continue
+                self._last_pump = time.monotonic()
                 try:
                     conn.pump()
                     running_s = time.monotonic() - since
@@ -119,3 +151,22 @@ class ConnectionKeeper:
                 except DropletError as exc:
                     # The main thread finds the connection broken at its next use.
                     log.warning("broker connection lost during a long call: %s", exc)
+
+    def _flush_pending(self) -> None:
+        since = self._busy_since
+        if self._flush is None or since is None or time.monotonic() - since < self._flush_after_s:
+            return
+        with self._lock:
+            if self._conn is None or self._busy_since is None:
+                return
+            try:
+                self._flush()
+            except Exception as exc:  # the main thread commits it later, or finds out why
+                log.warning("committing finished calls during a long one failed: %s", exc)
+
+    def _tell_busy(self) -> None:
+        try:
+            assert self._on_busy is not None
+            self._on_busy()
+        except Exception as exc:
+            log.debug("could not publish the busy status: %s", exc)

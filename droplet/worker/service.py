@@ -15,7 +15,6 @@ consuming altogether and holds what it has as claims (claims.py).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -29,7 +28,7 @@ from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import RESENT_HEADER, QueueNames, is_reply_address
 from droplet.broker_config.topology import retry_topology, shared_topology, worker_topology
 from droplet.cycle import Cycle
-from droplet.errors import DropletError, PoisonMessageError
+from droplet.errors import DropletError
 from droplet.metrics import Metrics, MetricsMiddleware
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import Outbox
@@ -51,6 +50,7 @@ from droplet.worker.keeper import ConnectionKeeper
 from droplet.worker.library import Library
 from droplet.worker.messaging import WorkerPort
 from droplet.worker.pace import Pace
+from droplet.worker.poison import PoisonCounter
 from droplet.worker.status import StatusReport
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,12 @@ class WorkerService:
         self._kv = kv
         self._connect = connect
         self._conn: BrokerConnection | None = None
+        self._cycle: Cycle | None = None
         self.keeper = ConnectionKeeper(
             deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
             long_call_s=settings.long_call_s, on_long_call=self._go_long,
+            flush=lambda: self._cycle.flush_pending() if self._cycle is not None else None,
+            on_busy=lambda: self.membership.publish(),
         )
         self.port = WorkerPort(
             self.id, self.names, self.signer, self.keeper, lambda: self._conn,
@@ -103,11 +106,14 @@ class WorkerService:
             multi_max_attempts=settings.multi_max_attempts,
             middleware=Chain([MetricsMiddleware(self.metrics), self.pace, *middleware]),
         )
+        self.poison = PoisonCounter(kv, self.keys, self.values.leases,
+                                    settings.dead_letter_max_redeliveries)
         self.status = StatusReport(self.state, self.cache, self.incarnation,
                                    settings.status_interval_s, self.state.pin_record,
-                                   lambda: self.metrics.port)
+                                   lambda: self.metrics.port, self.keeper.busy_since)
         self.membership = Membership(kv, self.keys.worker(self.id), settings.worker_lease_ttl_s,
-                                     self.status.record, settings.status_interval_s)
+                                     self.status.record, settings.status_interval_s,
+                                     on_register=self._list_in_fleet)
         self._stop = threading.Event()
         self._joined = False
         self._buffer: list[Delivery] = []
@@ -159,10 +165,16 @@ class WorkerService:
         if pin is not None:
             self.state.pinned = (pin.dag_name, pin.function_name)
         self.membership.join()
-        token = f"{socket.gethostname()} {os.getpid()} {self.incarnation}".encode()
-        self._kv.put(self.keys.fleet_member(self.id), token)
+        self._list_in_fleet()
         self._joined = True
         log.info("worker %s started (incarnation %s)", self.id, self.incarnation[:8])
+
+    def _list_in_fleet(self) -> None:
+        """The fleet entry a scheduler goes by to settle this worker's queue if it dies: put
+        again at every (re-)registration, since a scheduler removes it when the worker
+        looked dead (a process paused past its lease that then came back)."""
+        token = f"{socket.gethostname()} {os.getpid()} {self.incarnation}".encode()
+        self._kv.put(self.keys.fleet_member(self.id), token)
 
     def _session(self, conn: BrokerConnection) -> None:
         cycle = self.open_session(conn)
@@ -182,14 +194,24 @@ class WorkerService:
         conn.consume(self.names.work, prefetch=1)
         if not self._joined:
             self.join_fleet()
+        else:
+            self._list_in_fleet()
         with self._buffer_lock:
-            self._buffer = []  # unacked: the broker has them back after a reconnect
+            # Unacked deliveries: the broker has them back after a reconnect. Those acked and
+            # held as claims (a long call) are ours alone: they stay to be run.
+            self._buffer = [d for d in self._buffer if d.claim]
+            kept = {d.claim for d in self._buffer}
+        if recovered := self.claims.recover(conn, kept):
+            log.info("%d long calls cut off by a lost connection go back to their queues",
+                     recovered)
         self._long = False
         self._conn = conn
-        return Cycle(conn, self.signer, self.names, self.committer,
-                     middleware=self.state.middleware, admit=self._admit,
-                     settlement=self.claims, prepare=lambda queue: self._prepare(conn, queue),
-                     expect_slow=self.pace.expect_slow)
+        self._cycle = Cycle(conn, self.signer, self.names, self.committer,
+                            middleware=self.state.middleware, admit=self.poison.admit,
+                            settlement=self.claims,
+                            prepare=lambda queue: self._prepare(conn, queue),
+                            expect_slow=self.pace.expect_slow)
+        return self._cycle
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -205,6 +227,7 @@ class WorkerService:
         started = time.monotonic()
         self.status.in_hand = 1 + len(self._buffer)
         gate = cycle.run(delivery, self._dispatch)
+        self.poison.done(delivery)
         self.status.busy(time.monotonic() - started)
         self.status.in_hand = len(self._buffer)
         if gate.store_unavailable:
@@ -276,21 +299,6 @@ class WorkerService:
                 raise DropletError(f"unexpected {kind} message on a worker queue")
         finally:
             self._current = None
-
-    def _admit(self, delivery: Delivery) -> None:
-        """Counts deliveries of a redelivered message across the fleet; past the limit it is
-        poison (it keeps killing its worker) and goes to the dead-letter queue."""
-        if not delivery.redelivered:
-            return
-        key = self.keys.delivery_count(hashlib.sha1(delivery.body).hexdigest())
-        count = int(self._kv.get(key) or b"0") + 1
-        self._kv.put(key, str(count).encode(), self.values.leases.lease(_DELIVERY_COUNT_TTL_S))
-        limit = self.settings.dead_letter_max_redeliveries
-        if count > limit:
-            raise PoisonMessageError(
-                f"delivered {count} times without completing (limit {limit}): it may crash "
-                "the worker that runs it"
-            )
 
     def _prepare(self, conn: BrokerConnection, queue: str) -> None:
         """Retry queues are declared when first needed (a few per namespace at most)."""

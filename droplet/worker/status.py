@@ -26,13 +26,15 @@ log = logging.getLogger(__name__)
 class StatusReport:
     def __init__(self, state: WorkerState, cache: ValueCache, incarnation: str,
                  interval_s: float, read_pin: Callable[[], pb.PinRecord | None],
-                 metrics_port: Callable[[], int]) -> None:
+                 metrics_port: Callable[[], int],
+                 running_since: Callable[[], float | None] = lambda: None) -> None:
         self._state = state
         self._cache = cache
         self.incarnation = incarnation
         self._interval_s = interval_s
         self._read_pin = read_pin
         self._metrics_port = metrics_port
+        self._running_since = running_since  # a run in progress counts as busy already
         self.started_at = time.time()
         self.in_hand = 0  # deliveries taken and not ended yet: the load the status reports
         self._busy_s = 0.0
@@ -49,6 +51,11 @@ class StatusReport:
             self._utilisation = min(1.0, self._busy_s / window)
             self._busy_s = 0.0
             self._window_start = now
+        utilisation = self._utilisation
+        since = self._running_since()
+        if since is not None:  # a call running now: busy, whatever the last window said
+            running = now - max(since, self._window_start - self._interval_s)
+            utilisation = max(utilisation, min(1.0, running / max(self._interval_s, 1e-3)))
         state = self._state
         if state.pinned is not None:
             try:
@@ -63,8 +70,9 @@ class StatusReport:
         status = pb.WorkerStatus(
             id=state.worker_id, host=socket.gethostname(), pid=os.getpid(),
             pinned_dag=dag, pinned_function=function,
-            cached_keys=self._cache.keys(), utilisation=self._utilisation,
-            queue_depth=self.in_hand, started_at=self.started_at,
+            cached_keys=self._cache.keys(), utilisation=utilisation,
+            queue_depth=max(self.in_hand, 1 if since is not None else 0),
+            started_at=self.started_at,
             updated_at=time.time(), calls_total=state.calls_total,
             errors_total=state.errors_total, metrics_port=self._metrics_port(),
             incarnation=self.incarnation,

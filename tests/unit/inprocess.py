@@ -33,6 +33,7 @@ class Member:
     service: WorkerService
     conn: StubConnection
     cycle: Cycle
+    attachment: Any = None  # held, or the keeper forgets its connection
 
 
 @dataclass
@@ -63,6 +64,9 @@ class Fleet:
         service.cache.start()
         conn = self.broker.connect(worker_id)
         member = Member(service, conn, service.open_session(conn))
+        member.attachment = service.keeper.attached(conn)  # the keeper, as in a session
+        member.attachment.__enter__()
+        service.keeper.start()
         self.workers[worker_id] = member
         return member
 
@@ -70,6 +74,7 @@ class Fleet:
         """kill -9: the connection goes (the broker requeues what was unacked), and the
         process's memory with it."""
         member = self.workers.pop(worker_id)
+        member.service.keeper.stop()
         member.service.membership.leave()
         member.conn.close()
 

@@ -325,8 +325,11 @@ def test_a_trigger_for_a_dead_worker_goes_where_the_step_is_pinned_now() -> None
     state.workers.pop(holder)  # type: ignore[attr-defined]
     later = Outbox()
     dags.reroute(trigger, state, later, now=101.0)  # type: ignore[arg-type]
-    assert [o.queue for o in later.sent] == [NAMES.retry(dags.REROUTE_DELAY_MS)]
+    [waiting] = later.sent
+    assert waiting.queue == NAMES.retry(dags.REROUTE_DELAY_MS)
+    assert waiting.message.trigger.rerouted_since == 101.0
     given_up = Outbox()
-    dags.reroute(trigger, state, given_up, now=100.0 + dags.REROUTE_DEADLINE_S + 1)  # type: ignore[arg-type]
+    dags.reroute(waiting.message.trigger, state, given_up,  # type: ignore[arg-type]
+                 now=101.0 + dags.REROUTE_DEADLINE_S + 1)
     [outcome] = given_up.outcomes()
     assert outcome.call_id == "c" and outcome.value.type == pb.ERROR

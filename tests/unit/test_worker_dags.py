@@ -187,8 +187,8 @@ def test_join_records_live_under_a_lease() -> None:
     create_function(metadata(kv), lambda _, x, y: x + y, "add")
     schedule = schedule_of(dag_of(["x", "y", "add"], [("x", "add"), ("y", "add")]))
     step(kv, worker_state(kv, "w-add"), trigger(schedule, "x", "add", 1))
-    [(key, record)] = [(k, r) for k, r in kv._data.items() if "/joins/" in k]
+    [(key, record)] = [(k, r) for k, r in kv._data.items() if "/joins/" in k and "/src/" in k]
     assert key.endswith("joins/s1/add/src/x")
     assert record.lease is not None, "an abandoned join expires on its own"
     kv.expire_lease(record.lease)
-    assert kv.get_prefix(SETTINGS.etcd_prefix + "joins/")[0] == {}
+    assert kv.get_prefix(SETTINGS.etcd_prefix + "joins/")[0] == {}, "the version key goes too"

@@ -275,7 +275,7 @@ class DagSchedule(_message.Message):
     def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
-    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision", "schedule", "reads")
+    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision", "schedule", "reads", "rerouted_since")
     class WritesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +301,7 @@ class DagTrigger(_message.Message):
     OBSERVED_REVISION_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     READS_FIELD_NUMBER: _ClassVar[int]
+    REROUTED_SINCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     target_function: str
@@ -312,7 +313,8 @@ class DagTrigger(_message.Message):
     observed_revision: int
     schedule: DagSchedule
     reads: _containers.ScalarMap[str, int]
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    rerouted_since: float
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ..., rerouted_since: _Optional[float] = ...) -> None: ...
 
 class CallRef(_message.Message):
     __slots__ = ("call_id", "response_address", "output_key", "direct_response")

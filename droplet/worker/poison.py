@@ -1,0 +1,80 @@
+"""Recognising poison: a message that keeps killing the workers that run it.
+
+Each time a message that may have been run before arrives (redelivered by the broker after a
+connection died, or moved on by a scheduler from a dead worker's queue or long-call claim), its
+count in etcd goes up; when the worker is done with it, whatever the outcome, the count is
+deleted. Only a worker that dies while running it leaves the count behind, so past
+`dead_letter_max_redeliveries` the message is dead-lettered and its call failed, instead of
+taking down worker after worker. The count is kept per message identity (a call id, a DAG
+step), not per body, so a step re-addressed to another worker still counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from droplet.broker.interface import Delivery
+from droplet.broker_config.names import RESENT_HEADER
+from droplet.errors import DropletError, PoisonMessageError
+from droplet.proto import envelope
+from droplet.store.keys import StoreKeys
+from droplet.store.kv import KV
+from droplet.store.leases import LeasePool
+
+log = logging.getLogger(__name__)
+
+_COUNT_TTL_S = 3600
+
+
+def identity(delivery: Delivery) -> tuple[str, bool]:
+    """What a delivery is, whichever copy of it this is, and whether this copy may have run
+    before (read unverified: it only names a counter)."""
+    maybe = delivery.redelivered or bool((delivery.headers or {}).get(RESENT_HEADER))
+    messages = envelope.peek(delivery.body)
+    if messages:
+        message = messages[0]
+        kind = message.WhichOneof("kind")
+        if kind == "call" and message.call.call_id:
+            return f"call {message.call.call_id}", maybe or message.call.maybe_done
+        if kind == "trigger":
+            t = message.trigger
+            return f"step {t.id} {t.source} {t.target_function}", maybe or t.rerouted_since > 0
+    return "body " + hashlib.sha1(delivery.body).hexdigest(), maybe
+
+
+class PoisonCounter:
+    def __init__(self, kv: KV, keys: StoreKeys, leases: LeasePool, limit: int) -> None:
+        self._kv = kv
+        self._keys = keys
+        self._leases = leases
+        self._limit = limit
+        self._counting: dict[int, str] = {}  # id(delivery) -> key of its count
+
+    def admit(self, delivery: Delivery) -> None:
+        """Counts a delivery that may have run before; raises PoisonMessageError past the
+        limit."""
+        name, maybe_run = identity(delivery)
+        if not maybe_run:
+            return
+        key = self._keys.delivery_count(hashlib.sha1(name.encode()).hexdigest())
+        try:
+            count = int(self._kv.get(key) or b"0") + 1
+        except ValueError:
+            count = 1  # garbage under deliveries/: start over
+        self._kv.put(key, str(count).encode(), self._leases.lease(_COUNT_TTL_S))
+        self._counting[id(delivery)] = key
+        if count > self._limit:
+            raise PoisonMessageError(
+                f"delivered {count} times without completing (limit {self._limit}): it may "
+                "crash the worker that runs it"
+            )
+
+    def done(self, delivery: Delivery) -> None:
+        """The worker lived through it: its count goes."""
+        key = self._counting.pop(id(delivery), None)
+        if key is not None:
+            try:
+                self._kv.delete(key)
+            except DropletError as exc:
+                log.debug("could not clear a delivery count: %s", exc)
