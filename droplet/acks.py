@@ -10,7 +10,7 @@ from typing import Protocol
 
 from droplet.broker.interface import BrokerConnection, Delivery
 from droplet.outbox import Outgoing
-from droplet.proto.envelope import MAX_ENVELOPE_MESSAGES, packed
+from droplet.proto.envelope import MAX_ENVELOPE_BYTES, MAX_ENVELOPE_MESSAGES, packed
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class AckGate:
 Batch = tuple[str, bool, str | None, list[Outgoing]]
 
 
-def group(outgoing: Iterable[Outgoing], split: dict[str, int] | None = None) -> list[Batch]:
+def group(outgoing: Iterable[Outgoing], split: dict[str, int] | None = None,
+          max_bytes: int = MAX_ENVELOPE_BYTES) -> list[Batch]:
     """(queue, persistent, correlation id, items) batches, in first-seen order; a queue in
     `split` gets envelopes of at most that many messages (so idle workers share a burst)."""
     batches: dict[tuple[str, bool, str | None], list[Outgoing]] = {}
@@ -87,7 +88,7 @@ def group(outgoing: Iterable[Outgoing], split: dict[str, int] | None = None) -> 
     out = []
     for (queue, persistent, correlation_id), items in batches.items():
         size = max(1, (split or {}).get(queue, MAX_ENVELOPE_MESSAGES))
-        for chunk in packed(items, size, lambda item: item.message.ByteSize()):
+        for chunk in packed(items, size, lambda item: item.message.ByteSize(), max_bytes):
             out.append((queue, persistent, correlation_id, chunk))
     return out
 

@@ -45,6 +45,7 @@ from droplet.outbox import (
     fail_call,
 )
 from droplet.proto import envelope, pb
+from droplet.proto.envelope import MAX_ENVELOPE_BYTES
 from droplet.proto.replies import error_response, error_value, response_for, stamp
 from droplet.signing import Signer
 from droplet.store.commits import Commit, Committed, Committer, Outcome, Status
@@ -69,6 +70,7 @@ class Cycle:
         prepare: Callable[[str], None] | None = None,
         expect_slow: Callable[[pb.Message], bool] | None = None,
         linger_s: float = 0.002,
+        max_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         self.conn = conn
         self.signer = signer
@@ -84,6 +86,7 @@ class Cycle:
         # no result waits for a slow call that happens to follow it.
         self._expect_slow = expect_slow
         self.linger_s = linger_s
+        self._max_bytes = max_bytes  # what one message may carry (max_message_bytes)
         self._pending_lock = threading.Lock()
         self._live: tuple[Outbox, AckGate] | None = None
 
@@ -275,7 +278,8 @@ class Cycle:
     def publish(self, outgoing: Iterable[Outgoing], gate: AckGate | None = None) -> None:
         """Publishes in envelopes per destination; a durable message must reach a queue (one
         for a worker that is gone is handed to the schedulers instead)."""
-        for queue, persistent, correlation_id, items in group(outgoing, self.split):
+        for queue, persistent, correlation_id, items in group(outgoing, self.split,
+                                                              self._max_bytes):
             if self._prepare is not None:
                 self._prepare(queue)
             body = envelope.encode((i.message for i in items), self.signer)

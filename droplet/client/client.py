@@ -82,7 +82,7 @@ class DropletClient:
         self.pump = ReplyPump(connect, self.names, self.signer)
         self.committer = Committer(self.values, settings.etcd_max_txn_ops)
         self.router = CallRouter(kv, self.metadata.keys, self.names, self.signer,
-                                 self.pump.send)
+                                 self.pump.send, settings.max_message_bytes)
         self.batcher = CallBatcher(self._send_calls)
         self._request_id = 0
         # client_id -> newest store revision its calls have seen (monotonic reads).

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from droplet.broker_config.names import QueueNames
 from droplet.proto import envelope, pb
-from droplet.proto.envelope import MAX_ENVELOPE_MESSAGES, packed
+from droplet.proto.envelope import MAX_ENVELOPE_BYTES, MAX_ENVELOPE_MESSAGES, packed
 from droplet.signing import Signer
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
@@ -34,7 +34,8 @@ Send = Callable[[str, bytes, list[str]], None]
 
 class CallRouter:
     def __init__(self, kv: KV, keys: StoreKeys, names: QueueNames, signer: Signer,
-                 send: Send) -> None:
+                 send: Send, max_bytes: int = MAX_ENVELOPE_BYTES) -> None:
+        self._max_bytes = max_bytes  # what one message may carry (max_message_bytes)
         self._kv = kv
         self._keys = keys
         self._names = names
@@ -76,6 +77,6 @@ class CallRouter:
 
     def _publish(self, queue: str, calls: Sequence[pb.FunctionCall],
                  most: int = MAX_ENVELOPE_MESSAGES) -> None:
-        for chunk in packed(list(calls), most, lambda call: call.ByteSize()):
+        for chunk in packed(list(calls), most, lambda call: call.ByteSize(), self._max_bytes):
             body = envelope.encode((pb.Message(call=c) for c in chunk), self._signer)
             self._send(queue, body, [c.response_key for c in chunk])

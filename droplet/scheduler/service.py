@@ -115,7 +115,8 @@ class SchedulerService:
 
     def _cycle(self, conn: BrokerConnection) -> Cycle:
         return Cycle(conn, self.signer, self.names, self.committer, middleware=self.middleware,
-                     prepare=lambda queue: self._prepare(conn, queue))
+                     prepare=lambda queue: self._prepare(conn, queue),
+                     max_bytes=self.settings.max_message_bytes)
 
     def _prepare(self, conn: BrokerConnection, queue: str) -> None:
         delay_ms = self.names.retry_delay_ms(queue)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 
 from droplet.errors import DropletError
 from droplet.graph import BEGIN, OUTPUT, downstreams, sinks, upstreams
@@ -65,6 +66,13 @@ def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
     parts = dict(join.parts)
     parts.setdefault(trigger.source, trigger)
     complete = all(s in parts for s in expected)
+    if not complete and time.time() - schedule.start_time > state.schedule_ttl_s:
+        # Partials older than schedule_ttl_s are gone with their lease: this join can never
+        # complete, and the caller is told instead of left waiting.
+        deliver_call_outcome(out, call_ref(schedule), error_value(
+            pb.TIMEOUT, f"a branch of this DAG call took longer than schedule_ttl_s "
+            f"({state.schedule_ttl_s:g}s) to reach {target!r}"))
+        return
     if not complete and not any(p.aborted for p in parts.values()):
         key = state.keys.join_part(schedule.id, target, trigger.source)
         version = state.joins.version_key(schedule.id, target)

@@ -41,6 +41,7 @@ class WorkerState:
     pin_record: Callable[[], pb.PinRecord | None]
     default_time_limit_s: float = 0.0
     multi_max_attempts: int = 10
+    schedule_ttl_s: float = 86400.0  # fan-in partials live this long
     pinned: tuple[str, str] | None = None  # (dag, function)
     calls_total: int = 0
     errors_total: int = 0

@@ -104,6 +104,7 @@ class WorkerService:
             pin_record=lambda: self.metadata.pin_of(self.id),
             default_time_limit_s=settings.function_time_limit_s,
             multi_max_attempts=settings.multi_max_attempts,
+            schedule_ttl_s=settings.schedule_ttl_s,
             middleware=Chain([MetricsMiddleware(self.metrics), self.pace, *middleware]),
         )
         self.poison = PoisonCounter(kv, self.keys, self.values.leases,
@@ -210,7 +211,8 @@ class WorkerService:
                             middleware=self.state.middleware, admit=self.poison.admit,
                             settlement=self.claims,
                             prepare=lambda queue: self._prepare(conn, queue),
-                            expect_slow=self.pace.expect_slow)
+                            expect_slow=self.pace.expect_slow,
+                            max_bytes=self.settings.max_message_bytes)
         return self._cycle
 
     # -- the loop --------------------------------------------------------------------------
