@@ -378,7 +378,8 @@ def callers_of(message: pb.Message, delivery: Delivery) -> list[pb.CallRef]:
         address = delivery.reply_to if is_reply_address(delivery.reply_to) else ""
         return [pb.CallRef(call_id=dag_call.call_id, output_key=dag_call.output_key,
                            response_address=address or dag_call.response_address,
-                           direct_response=dag_call.direct_response)]
+                           direct_response=dag_call.direct_response,
+                           once=dag_call.consistency == pb.MULTI)]
     if kind == "schedule":
         return [call_ref(message.schedule)]
     if kind == "trigger":

@@ -110,6 +110,7 @@ def deliver(
     store: bool,
     output_key: str = "",
     keep: bool = False,
+    once: bool = False,
     revision: int = 0,
     multi: MultiWrites | None = None,
     on_conflict: Iterable[Outgoing] = (),
@@ -122,9 +123,10 @@ def deliver(
     Stored, the answer goes once the outcome is written (or, when the call already had one,
     carries that one instead); a MULTI call's writes commit in the same transaction, and so do
     the records of the join that produced the outcome (`join`). Not stored (a direct response),
-    it is answered at once.
+    it is answered at once, unless `once`: then the outcome is still written once under the
+    call id, so that whatever answers this call later answers the same.
     """
-    if not store and multi is None and join is None:
+    if not store and multi is None and join is None and not once:
         direct = response_for(call_id, response_id, value, revision)
         direct.trace.extend(trace)
         out.reply(address, direct)
@@ -135,7 +137,7 @@ def deliver(
     big = len(value.body) > INLINE_REPLY_BYTES
     commit = join or Commit()
     commit.multi = multi
-    if store or multi is not None:
+    if store or multi is not None or once:
         commit.outcome = Outcome(call_id, value, output_key if store else "", keep=keep or big)
     elif address:
         out.reply(address, response_for(call_id, response_id, value, revision))
@@ -148,7 +150,7 @@ def call_ref(schedule: pb.DagSchedule) -> pb.CallRef:
         call_id=schedule.call_id or schedule.id,
         response_address=schedule.response_address,
         output_key=schedule.output_key,
-        direct_response=schedule.direct_response,
+        direct_response=schedule.direct_response, once=schedule.consistency == pb.MULTI,
     )
 
 
@@ -157,7 +159,7 @@ def deliver_call_outcome(out: Outbox, ref: pb.CallRef, value: pb.Value, revision
     """Delivers the outcome of a DAG call (result or ERROR value) as its CallRef says."""
     deliver(
         out, call_id=ref.call_id, response_id=ref.output_key or ref.call_id, value=value,
-        address=ref.response_address, store=not ref.direct_response,
+        address=ref.response_address, store=not ref.direct_response, once=ref.once,
         output_key=ref.output_key, revision=revision, **durable,  # type: ignore[arg-type]
     )
 

@@ -206,7 +206,8 @@ def call_dag(
     response_id = dag_call.output_key or call_id
     address = reply_to or dag_call.response_address
     ref = pb.CallRef(call_id=call_id, response_address=address or "",
-                     output_key=dag_call.output_key, direct_response=dag_call.direct_response)
+                     output_key=dag_call.output_key, direct_response=dag_call.direct_response,
+                     once=dag_call.consistency == pb.MULTI)
     record = state.dags.get(dag_call.name)
     failure = None
     if record is None or not record.ready:

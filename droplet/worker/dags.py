@@ -66,7 +66,8 @@ def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
     parts = dict(join.parts)
     parts.setdefault(trigger.source, trigger)
     complete = all(s in parts for s in expected)
-    if not complete and time.time() - schedule.start_time > state.schedule_ttl_s:
+    started = schedule.start_time or time.time()  # 0: not known, not expired
+    if not complete and time.time() - started > state.schedule_ttl_s:
         # Partials older than schedule_ttl_s are gone with their lease: this join can never
         # complete, and the caller is told instead of left waiting.
         deliver_call_outcome(out, call_ref(schedule), error_value(
@@ -206,7 +207,8 @@ def _send_on(schedule: pb.DagSchedule, target: str, done: pb.DagTrigger, state: 
         out.sent.extend(_forwards(schedule, target, done, state))
         return
     ref = call_ref(schedule)
-    stored = state.stored_outcome(ref.call_id) if not ref.direct_response else None
+    stored = (state.stored_outcome(ref.call_id)
+              if not ref.direct_response or ref.once else None)
     deliver(out, call_id=ref.call_id, response_id=ref.output_key or ref.call_id,
             value=stored or done.result, address=ref.response_address, store=False,
             revision=done.observed_revision)

@@ -281,3 +281,42 @@ def test_a_worker_paused_past_its_lease_keeps_its_queue_and_what_it_holds() -> N
     fleet.settle("w1")
     assert gate.done and gate.action == "ack"
     assert_one_outcome_each(fleet, [held, waiting])
+
+
+def transfer(lib: Any, amount: int) -> int:
+    RUNS["transfer"] += 1
+    balance = lib.get("balance") or 0
+    lib.put("balance", balance + amount)
+    return int(balance + amount)
+
+
+def test_a_multi_call_that_committed_is_not_failed_later_by_a_resend() -> None:
+    """A MULTI call answered directly still stores its outcome with its writes: when the same
+    call comes back (a retry sent after a commit whose answer was lost) and finds no worker,
+    it is answered with what was committed, never with NO_RESOURCES."""
+    RUNS.clear()
+    fleet = Fleet()
+    fleet.start_worker("w1")
+    fleet.start_scheduler()
+    fleet.register("transfer", transfer)
+    fleet.pin(pb.Dag(name="x", functions=["transfer"]), {"transfer": "w1"})
+    call_id = fleet.call_dag("x", {"transfer": [5]}, consistency=pb.MULTI,
+                             direct_response=True)
+    fleet.run_until_quiet()
+    assert fleet.answers()[call_id] == [5]
+    fleet.crash("w1")
+    assert fleet.scheduler is not None
+    fleet.scheduler.fleet.refresh()
+    again = pb.DagCall(name="x", call_id=call_id, response_address=fleet.reply_to,
+                       consistency=pb.MULTI, direct_response=True, attempt=1)
+    from droplet.store import serializer
+
+    serializer.dump(5, again.function_args["transfer"].values.add())
+    fleet.client.publish(fleet.names.calls,
+                         envelope.encode([pb.Message(dag_call=again)], fleet.signer),
+                         reply_to=fleet.reply_to)
+    fleet.run_until_quiet()
+
+    assert RUNS["transfer"] == 1
+    assert fleet.answers()[call_id] == [5, 5], "the resend answered what was committed"
+    assert fleet.stored(call_id) == 5

@@ -317,16 +317,18 @@ class DagTrigger(_message.Message):
     def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ..., rerouted_since: _Optional[float] = ...) -> None: ...
 
 class CallRef(_message.Message):
-    __slots__ = ("call_id", "response_address", "output_key", "direct_response")
+    __slots__ = ("call_id", "response_address", "output_key", "direct_response", "once")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
     DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ONCE_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     response_address: str
     output_key: str
     direct_response: bool
-    def __init__(self, call_id: _Optional[str] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., direct_response: _Optional[bool] = ...) -> None: ...
+    once: bool
+    def __init__(self, call_id: _Optional[str] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., direct_response: _Optional[bool] = ..., once: _Optional[bool] = ...) -> None: ...
 
 class PinRequest(_message.Message):
     __slots__ = ("dag_name", "function_name")
