@@ -176,8 +176,10 @@ def _table(out: dict[str, Any]) -> list[str]:
              for k, v in figures.items() if isinstance(v, (int, float))]
     rows += [(f"stage {stage}", v["p50_ms"], "ms p50") for stage, v
              in out.get("breakdown", {}).items()]
+    rows += [(f"dag2 {stage}", v["p50_ms"], "ms p50") for stage, v
+             in out.get("dag2_breakdown", {}).items()]
     rows += [(f"sweep {n} workers", v, "calls/s") for n, v in out.get("sweep", {}).items()]
-    lines += [f"  {name:<40}{value:>12.3f} {unit}" for name, value, unit in rows]
+    lines += [f"  {name:<46}{value:>12.3f} {unit}" for name, value, unit in rows]
     return lines + [f"  note: {note}" for note in out.get("notes", [])]
 
 

@@ -98,6 +98,31 @@ def breakdown(client: DropletClient, fn: str, n: int, progress: Progress) -> dic
                 gaps.setdefault(f"{before} -> {after}", []).append(
                     (stamps[after] - stamps[before]) * 1e3)
         progress.show("traced calls", i + 1, n)
+    return _summary(gaps)
+
+
+def dag_breakdown(client: DropletClient, dag: str, labels: dict[str, str], n: int,
+                  progress: Progress) -> dict[str, Any]:
+    """The same for the two-function DAG (direct response): every stage in the order the call
+    went through them, its functions named by `labels`."""
+    gaps: dict[str, list[float]] = {}
+    source = next(iter(labels))
+    for i in range(n):
+        future = client.call_dag(dag, {source: [i]}, direct_response=True, traced=True)
+        check(future.get(timeout=CALL_TIMEOUT_S), (i + 1) ** 2, f"traced DAG call {i}")
+        named = [(_relabel(stage, labels), at) for stage, at in future.trace]
+        for (before, t0), (after, t1) in itertools.pairwise(named):
+            gaps.setdefault(f"{before} -> {after}", []).append((t1 - t0) * 1e3)
+        progress.show("traced DAG calls", i + 1, n)
+    return _summary(gaps)
+
+
+def _relabel(stage: str, labels: dict[str, str]) -> str:
+    name, dot, what = stage.rpartition(".")
+    return f"{labels[name]}.{what}" if dot and name in labels else stage
+
+
+def _summary(gaps: dict[str, list[float]]) -> dict[str, Any]:
     return {stage: dict(zip(("p50_ms", "p99_ms"), percentiles(xs), strict=True))
             for stage, xs in gaps.items()}
 
@@ -153,6 +178,10 @@ def measure(client: DropletClient, counts: dict[str, int], progress: Progress,
         check(results, [i + 1 for i in range(counts["map"])], "map results")
         if traced:
             out["breakdown"] = breakdown(client, incr, counts["calls"], progress)
+            if has_dag:
+                out["dag2_breakdown"] = dag_breakdown(
+                    client, dag, {incr: "incr", square: "square"}, counts["dag_calls"],
+                    progress)
     finally:
         with suppress(DropletError):  # frees the pinned workers of an external cluster
             client.delete_dag(dag)

@@ -24,8 +24,14 @@ def connect(
     or a DROPLET_CONFIG file), then from the defaults: RabbitMQ on 127.0.0.1:5672 as guest,
     etcd on 127.0.0.1:2379, and the fleet secret `droplet up` made on this machine.
     """
+    from droplet.errors import InvalidArgumentError
     from droplet.runtime import broker_factory, open_kv
 
+    for label, given in (("broker_url", broker_url), ("etcd", etcd)):
+        if given is not None and not isinstance(given, str):
+            hint = " (pass settings=... for a Settings)" if isinstance(given, Settings) else ""
+            raise InvalidArgumentError(f"{label} must be a string, not "
+                                       f"{type(given).__name__}{hint}")
     if settings is None:
         settings = Settings.from_env(
             broker_url=broker_url, etcd_endpoints=etcd, namespace=namespace, **overrides

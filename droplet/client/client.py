@@ -308,9 +308,12 @@ class DropletClient:
         output_key: str | None = None,
         client_id: str | None = None,
         timeout: float | None = None,
+        traced: bool = False,
     ) -> Any:
         """Runs a DAG. With direct_response the result is returned (waiting up to `timeout`);
-        otherwise a DropletFuture for the result stored under output_key or the schedule id."""
+        otherwise a DropletFuture for the result stored under output_key or the schedule id.
+        `traced` stamps every stage (the future's `trace` after get(), as for `submit`); a
+        traced call returns its future even with direct_response, for the trace."""
         if consistency not in (pb.NORMAL, pb.MULTI):
             raise InvalidArgumentError("consistency is droplet.NORMAL or droplet.MULTI")
         call = pb.DagCall(
@@ -334,6 +337,8 @@ class DropletClient:
             for arg in args:
                 serializer.dump(arg, target.values.add())
         self._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
+        if traced:
+            call.trace.add(stage="client.send", at_s=time.time())
         session = call.client_id
         future = DropletFuture(
             call.output_key or call.call_id, self, call.call_id,
@@ -343,7 +348,7 @@ class DropletClient:
         weakref.finalize(future, self.pump.forget, call.call_id)
         body = envelope.encode([pb.Message(dag_call=call)], self.signer)
         self.pump.send(self.names.calls, body, [call.call_id])
-        if direct_response:
+        if direct_response and not traced:
             return future.get(timeout)
         return future
 

@@ -23,7 +23,7 @@ from typing import Protocol
 from droplet.graph import BEGIN, OUTPUT, shape_error, sinks, sources, upstreams
 from droplet.outbox import Outbox, call_ref, deliver_call_outcome
 from droplet.proto import pb
-from droplet.proto.replies import error_response, error_value
+from droplet.proto.replies import error_response, error_value, stamp
 from droplet.scheduler.state import SchedulerState
 from droplet.store.metadata import Answer, Metadata
 
@@ -244,9 +244,10 @@ def call_dag(
         one.target_function = function
         one.triggers.extend(upstreams(dag, function) or [BEGIN])
         out.send(state.names.worker(locations[function]), pb.Message(schedule=one))
+    stamp(dag_call.trace, "scheduler")
     for source in sources(dag):
         trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source,
-                                call=call_ref(schedule))
+                                call=call_ref(schedule), trace=dag_call.trace)
         trigger.schedule.CopyFrom(schedule)
         out.send(state.names.worker(locations[source]), pb.Message(trigger=trigger))
     return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)

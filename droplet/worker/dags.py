@@ -24,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections.abc import Sequence
 
 from droplet.errors import DropletError
 from droplet.graph import BEGIN, OUTPUT, downstreams, sinks, upstreams
 from droplet.outbox import Outbox, Outgoing, call_ref, deliver, deliver_call_outcome
 from droplet.proto import pb
-from droplet.proto.replies import error_value
+from droplet.proto.replies import error_value, stamp
 from droplet.store import serializer
 from droplet.store.commits import Commit, MultiWrites
 from droplet.worker.handlers import WorkerState, run
@@ -57,7 +58,8 @@ def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
     if trigger.source not in expected:
         raise DropletError(f"{target!r} does not wait for {trigger.source!r}")
     if len(expected) == 1:
-        _step(schedule, target, {trigger.source: trigger}, state, out, joined=False)
+        _step(schedule, target, {trigger.source: trigger}, state, out, joined=False,
+              trace=trigger.trace)
         return
     join = state.joins.read(schedule.id, target)
     if join.done is not None:
@@ -80,7 +82,7 @@ def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
         out.store(Commit(records={key: state.joins.seal(key, trigger), version: b""},
                          guards=[state.joins.unchanged_since(schedule.id, target, join)]))
         return
-    _step(schedule, target, parts, state, out, joined=True)
+    _step(schedule, target, parts, state, out, joined=True, trace=trigger.trace)
 
 
 def context_of(schedule: pb.DagSchedule, parts: dict[str, pb.DagTrigger],
@@ -108,8 +110,12 @@ def context_of(schedule: pb.DagSchedule, parts: dict[str, pb.DagTrigger],
 
 
 def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger],
-          state: WorkerState, out: Outbox, joined: bool) -> None:
+          state: WorkerState, out: Outbox, joined: bool, trace: Sequence[pb.Stamp] = ()) -> None:
+    """Runs one step; a traced call's stamps (those of the trigger that let the step run)
+    gain the step's start and end, and travel on with its result."""
     dag = schedule.dag
+    stamps = pb.DagTrigger(trace=trace)
+    stamp(stamps.trace, f"{target}.start")
     expected = expected_sources(dag, target)
     context = context_of(schedule, parts, expected)
     value: pb.Value | None = None
@@ -127,11 +133,13 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
                 outcome = run(state, target, schedule.arguments[target].values, upstream,
                               context)
                 value, context = outcome.value, outcome.context
+    stamp(stamps.trace, f"{target}.end")
     done = _done_record(schedule, target, value, context)
+    done.trace.extend(stamps.trace)
     join = _join_commit(schedule, target, done, state) if joined else None
     final = target == OUTPUT or (not downstreams(dag, target) and len(sinks(dag)) == 1)
     if value is not None and value.type != pb.ERROR and final:
-        _finish(schedule, value, context, state, out, join)
+        _finish(schedule, value, context, state, out, join, done.trace)
         return
     if value is not None and _snapshot_gone(value) and (again := _run_again(schedule, state)):
         out.sent.extend(again)  # compacted away under a long MULTI call: a fresh snapshot
@@ -140,7 +148,8 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
     if value is not None and value.type == pb.ERROR:
         # The failure is the call's outcome; nothing downstream runs (a MULTI call writes
         # nothing).
-        deliver_call_outcome(out, call_ref(schedule), value, then=forwards, join=join)
+        deliver_call_outcome(out, call_ref(schedule), value, then=forwards, join=join,
+                             trace=done.trace)
     elif join is not None:
         out.store(join, then=forwards)
     else:
@@ -215,7 +224,7 @@ def _send_on(schedule: pb.DagSchedule, target: str, done: pb.DagTrigger, state: 
 
 
 def _finish(schedule: pb.DagSchedule, value: pb.Value, context: RunContext, state: WorkerState,
-            out: Outbox, join: Commit | None) -> None:
+            out: Outbox, join: Commit | None, trace: Sequence[pb.Stamp] = ()) -> None:
     """The call's end: its outcome is stored (with a MULTI call's writes) and answered."""
     multi = None
     retry: list[Outgoing] = []
@@ -224,7 +233,7 @@ def _finish(schedule: pb.DagSchedule, value: pb.Value, context: RunContext, stat
                             schedule.snapshot_revision)
         retry = _run_again(schedule, state)
     deliver_call_outcome(out, call_ref(schedule), value, context.observed_revision,
-                         multi=multi, on_conflict=retry, join=join)
+                         multi=multi, on_conflict=retry, join=join, trace=trace)
 
 
 def _run_again(schedule: pb.DagSchedule, state: WorkerState) -> list[Outgoing]:

@@ -35,3 +35,7 @@ def test_bench_quick_reports_positive_figures(services: Services) -> None:
     assert set(stages) == {"client.send -> worker.start", "worker.start -> worker.end",
                            "worker.end -> stored", "stored -> client.received"}
     assert all(s["p50_ms"] >= 0 and s["p99_ms"] >= s["p50_ms"] for s in stages.values())
+    dag_stages = set(report["dag2_breakdown"])
+    assert dag_stages == {"client.send -> scheduler", "scheduler -> incr.start",
+                          "incr.start -> incr.end", "incr.end -> square.start",
+                          "square.start -> square.end", "square.end -> client.received"}

@@ -338,3 +338,13 @@ def test_the_example_configuration_names_every_setting_and_parses() -> None:
     assert fields - named == set(), "settings the example does not mention"
     assert named - fields == set(), "keys the example names that are no setting"
     Settings.from_file(example)
+
+
+def test_connect_refuses_a_settings_object_given_as_the_broker_url() -> None:
+    import droplet
+    from droplet.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="settings="):
+        droplet.connect(Settings())  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="etcd must be a string"):
+        droplet.connect(etcd=2379)  # type: ignore[arg-type]

@@ -192,7 +192,7 @@ class Dag(_message.Message):
     def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Connection, _Mapping]]] = ...) -> None: ...
 
 class DagCall(_message.Message):
-    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision", "attempt")
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision", "attempt", "trace")
     class FunctionArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +211,7 @@ class DagCall(_message.Message):
     SNAPSHOT_REVISION_FIELD_NUMBER: _ClassVar[int]
     MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     function_args: _containers.MessageMap[str, Arguments]
     consistency: ConsistencyMode
@@ -222,7 +223,8 @@ class DagCall(_message.Message):
     snapshot_revision: int
     min_revision: int
     attempt: int
-    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+    trace: _containers.RepeatedCompositeFieldContainer[Stamp]
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
     __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id", "min_revision", "attempt")
@@ -275,7 +277,7 @@ class DagSchedule(_message.Message):
     def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
-    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision", "schedule", "reads", "rerouted_since")
+    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision", "schedule", "reads", "rerouted_since", "trace")
     class WritesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +304,7 @@ class DagTrigger(_message.Message):
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     READS_FIELD_NUMBER: _ClassVar[int]
     REROUTED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     target_function: str
@@ -314,7 +317,8 @@ class DagTrigger(_message.Message):
     schedule: DagSchedule
     reads: _containers.ScalarMap[str, int]
     rerouted_since: float
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ..., rerouted_since: _Optional[float] = ...) -> None: ...
+    trace: _containers.RepeatedCompositeFieldContainer[Stamp]
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ..., rerouted_since: _Optional[float] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ...) -> None: ...
 
 class CallRef(_message.Message):
     __slots__ = ("call_id", "response_address", "output_key", "direct_response", "once")
