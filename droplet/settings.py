@@ -90,6 +90,8 @@ class Settings:
     # `droplet dashboard`: actions (requeue, purge dead letters) need this token; without one
     # the dashboard is read-only.
     dashboard_token: str | None = None
+    # OpenTelemetry spans of every call's path (tracing.py): off, otlp, console, app, dir:PATH.
+    tracing: str = "off"
 
     # How long etcd calls retry while etcd is unreachable before failing.
     store_retry_s: float = 15.0

@@ -20,6 +20,7 @@ from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
 from droplet.client.pump import ReplyPump
 from droplet.client.routing import CallRouter
+from droplet.client.traces import CallTraces
 from droplet.errors import (
     DropletError,
     DropletTimeoutError,
@@ -38,6 +39,7 @@ from droplet.store.commits import Commit, Committer, Outcome
 from droplet.store.kv import KV
 from droplet.store.metadata import Metadata
 from droplet.store.values import ValueStore
+from droplet.tracing import Tracing
 
 
 def _name(kind: str, name: object) -> str:
@@ -84,6 +86,9 @@ class DropletClient:
         self.router = CallRouter(kv, self.metadata.keys, self.names, self.signer,
                                  self.pump.send, settings.max_message_bytes)
         self.batcher = CallBatcher(self._send_calls)
+        self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
+        if self.traces.enabled:
+            self.pump.watcher = self.traces
         self._request_id = 0
         # client_id -> newest store revision its calls have seen (monotonic reads).
         self._sessions: dict[str, int] = {}
@@ -159,7 +164,7 @@ class DropletClient:
         (the future's `trace` after get(); what `droplet bench --breakdown` reads)."""
         call = self._function_call(name, args)
         call.direct_response = direct
-        if traced:
+        if traced and not len(call.trace):
             call.trace.add(stage="client.send", at_s=time.time())
         future = DropletFuture(call.response_key, self, stored=not direct)
         weakref.finalize(future, self.pump.forget, call.response_key)
@@ -188,6 +193,9 @@ class DropletClient:
         for arg in args:
             serializer.dump(arg, call.arguments.values.add())
         self._check_size(call.arguments.ByteSize(), f"arguments of {name!r}")
+        if self.traces.enabled:
+            self.traces.begin(call_id, f"droplet.call {call.name}", call.trace,
+                              call.trace_context)
         return call
 
     def _check_size(self, size: int, what: str) -> None:
@@ -337,7 +345,10 @@ class DropletClient:
             for arg in args:
                 serializer.dump(arg, target.values.add())
         self._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
-        if traced:
+        if self.traces.enabled:
+            self.traces.begin(call.call_id, f"droplet.dag {call.name}", call.trace,
+                              call.trace_context)
+        elif traced:
             call.trace.add(stage="client.send", at_s=time.time())
         session = call.client_id
         future = DropletFuture(

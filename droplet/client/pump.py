@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker_config.names import RESENT_HEADER, QueueNames
@@ -38,6 +39,12 @@ class _Request:
     waiting: set[str]
 
 
+class AnswerWatcher(Protocol):
+    def answered(self, key: str, response: pb.GenericResponse) -> None: ...
+
+    def forget(self, key: str) -> None: ...
+
+
 class ReplyPump:
     def __init__(self, connect: ConnectionFactory, names: QueueNames, signer: Signer) -> None:
         self._connect = connect
@@ -52,6 +59,9 @@ class ReplyPump:
         # Requests not fully answered yet, re-sent after a reconnect: first id -> request.
         self._inflight: dict[str, _Request] = {}
         self._request_of: dict[str, str] = {}
+        # Told of every expected answer once it arrived, and of every key forgotten (the
+        # client's call traces), outside the pump's lock.
+        self.watcher: AnswerWatcher | None = None
         self.generation = 0
         self._closed = threading.Event()
         with self._io:
@@ -152,6 +162,8 @@ class ReplyPump:
             self._expected.discard(key)
             self._responses.pop(key, None)
             self._answered(key)
+        if self.watcher is not None:
+            self.watcher.forget(key)
 
     def _answered(self, key: str) -> None:
         """Drops key from its request; the request is done once all its keys are."""
@@ -174,6 +186,7 @@ class ReplyPump:
     def _route(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return
+        arrived: list[tuple[str, pb.GenericResponse]] = []
         with self._cond:
             for delivery in deliveries:
                 try:
@@ -202,7 +215,11 @@ class ReplyPump:
                     if len(response.trace):
                         response.trace.add(stage="client.received", at_s=time.time())
                     self._responses[key] = response
+                    arrived.append((key, response))
             self._cond.notify_all()
+        if self.watcher is not None:
+            for key, response in arrived:
+                self.watcher.answered(key, response)
 
     @staticmethod
     def _key_of(response: pb.GenericResponse, correlation_id: str | None,

@@ -247,7 +247,8 @@ def call_dag(
     stamp(dag_call.trace, "scheduler")
     for source in sources(dag):
         trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source,
-                                call=call_ref(schedule), trace=dag_call.trace)
+                                call=call_ref(schedule), trace=dag_call.trace,
+                                trace_context=dag_call.trace_context)
         trigger.schedule.CopyFrom(schedule)
         out.send(state.names.worker(locations[source]), pb.Message(trigger=trigger))
     return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)

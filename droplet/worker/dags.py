@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from droplet.errors import DropletError
 from droplet.graph import BEGIN, OUTPUT, downstreams, sinks, upstreams
@@ -59,7 +59,7 @@ def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
         raise DropletError(f"{target!r} does not wait for {trigger.source!r}")
     if len(expected) == 1:
         _step(schedule, target, {trigger.source: trigger}, state, out, joined=False,
-              trace=trigger.trace)
+              trace=trigger.trace, trace_context=trigger.trace_context)
         return
     join = state.joins.read(schedule.id, target)
     if join.done is not None:
@@ -82,7 +82,8 @@ def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
         out.store(Commit(records={key: state.joins.seal(key, trigger), version: b""},
                          guards=[state.joins.unchanged_since(schedule.id, target, join)]))
         return
-    _step(schedule, target, parts, state, out, joined=True, trace=trigger.trace)
+    _step(schedule, target, parts, state, out, joined=True, trace=trigger.trace,
+          trace_context=trigger.trace_context)
 
 
 def context_of(schedule: pb.DagSchedule, parts: dict[str, pb.DagTrigger],
@@ -110,7 +111,8 @@ def context_of(schedule: pb.DagSchedule, parts: dict[str, pb.DagTrigger],
 
 
 def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger],
-          state: WorkerState, out: Outbox, joined: bool, trace: Sequence[pb.Stamp] = ()) -> None:
+          state: WorkerState, out: Outbox, joined: bool, trace: Sequence[pb.Stamp] = (),
+          trace_context: Mapping[str, str] | None = None) -> None:
     """Runs one step; a traced call's stamps (those of the trigger that let the step run)
     gain the step's start and end, and travel on with its result."""
     dag = schedule.dag
@@ -131,11 +133,12 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
         else:
             if target != OUTPUT:
                 outcome = run(state, target, schedule.arguments[target].values, upstream,
-                              context)
+                              context, trace_context)
                 value, context = outcome.value, outcome.context
     stamp(stamps.trace, f"{target}.end")
     done = _done_record(schedule, target, value, context)
     done.trace.extend(stamps.trace)
+    done.trace_context.update(trace_context or {})
     join = _join_commit(schedule, target, done, state) if joined else None
     final = target == OUTPUT or (not downstreams(dag, target) and len(sinks(dag)) == 1)
     if value is not None and value.type != pb.ERROR and final:

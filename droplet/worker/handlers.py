@@ -9,7 +9,7 @@ its stored outcome and, when there is one, only answers with it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from droplet.proto import pb
 from droplet.proto.replies import error_value, stamp
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
+from droplet.tracing import NO_TRACING, Tracing
 from droplet.worker.executor import run_function
 from droplet.worker.functions import FunctionCache, LoadedFunction
 from droplet.worker.joins import JoinRecords
@@ -48,6 +49,7 @@ class WorkerState:
     # When the function running now must be stopped, hard (see keeper.py); None: no limit.
     deadline: float | None = None
     middleware: Middleware = field(default_factory=Chain)
+    tracing: Tracing = NO_TRACING  # spans of runs whose call carries a trace context
 
 
 def resolve_arguments(values: Any, lib: UserLibrary) -> list[Any]:
@@ -77,7 +79,8 @@ def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Val
 
 
 def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
-        context: RunContext | None = None) -> RunOutcome:
+        context: RunContext | None = None,
+        trace_context: Mapping[str, str] | None = None) -> RunOutcome:
     """Runs a registered function; every failure comes back as an ERROR value."""
     context = context or RunContext()
     function, failure = lookup(state, name)
@@ -100,7 +103,10 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
     started = time.perf_counter()
     state.deadline = time.monotonic() + limit if limit > 0 else None
     try:
-        value, raised = run_function(function.run, lib, args, limit)
+        with state.tracing.run(name, trace_context or {}) as span:
+            value, raised = run_function(function.run, lib, args, limit)
+            if span is not None and value.type == pb.ERROR:
+                state.tracing.failed(span, pb.ErrorInfo.FromString(value.body).message)
     finally:
         state.deadline = None
     if value.type == pb.ERROR:
@@ -127,7 +133,8 @@ def exec_function(
             _answer(call, call_id, done, out, store=False)
             return done
     stamp(call.trace, "worker.start")
-    outcome = run(state, call.name, call.arguments.values, [])
+    outcome = run(state, call.name, call.arguments.values, [],
+                  trace_context=call.trace_context)
     stamp(call.trace, "worker.end")
     function = state.functions.get(call.name) if outcome.retryable else None
     if function is not None and call.attempt < function.spec.max_retries:

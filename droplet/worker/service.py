@@ -41,6 +41,7 @@ from droplet.store.membership import Membership
 from droplet.store.metadata import Metadata
 from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
+from droplet.tracing import Tracing
 from droplet.worker import dags, handlers
 from droplet.worker.cache import ValueCache
 from droplet.worker.claims import LongCallClaims
@@ -106,6 +107,7 @@ class WorkerService:
             multi_max_attempts=settings.multi_max_attempts,
             schedule_ttl_s=settings.schedule_ttl_s,
             middleware=Chain([MetricsMiddleware(self.metrics), self.pace, *middleware]),
+            tracing=Tracing(settings.tracing, "droplet-worker"),
         )
         self.poison = PoisonCounter(kv, self.keys, self.values.leases,
                                     settings.dead_letter_max_redeliveries)
