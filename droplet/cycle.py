@@ -155,6 +155,11 @@ class Cycle:
                     live[0].extend(taken)  # put back, in order: the main thread retries
                 raise
 
+    def has_pending(self) -> bool:
+        """Whether the delivery in hand has outcomes not committed yet."""
+        live = self._live
+        return live is not None and not live[0].empty()
+
     def _due(self, pending: Outbox, since: float, upcoming: pb.Message) -> bool:
         """Whether what is pending must be committed before the upcoming message runs."""
         if pending.empty():

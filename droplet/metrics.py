@@ -17,6 +17,7 @@ from droplet.proto import pb
 log = logging.getLogger(__name__)
 
 _PORT_ATTEMPTS = 100
+_KEPT_FUNCTIONS = 1000  # labelled histograms kept at hand (the registry keeps them all)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                     2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -44,6 +45,8 @@ class Metrics:
         self.workers = Gauge("droplet_workers", "Live workers", registry=self.registry)
         self.pins = Gauge("droplet_pins", "Pinned DAG functions", registry=self.registry)
         self.port = 0
+        self._by_kind: dict[str, Counter] = {}
+        self._by_function: dict[str, Histogram] = {}
 
     def serve(self, first_port: int) -> int:
         """Starts the HTTP endpoint on the first free port from first_port; 0 when off."""
@@ -61,7 +64,19 @@ class Metrics:
         return 0
 
     def message(self, kind: str) -> None:
-        self.messages.labels(self.role, kind).inc()
+        # labels() costs more than the increment: the children are kept (kinds are few).
+        counter = self._by_kind.get(kind)
+        if counter is None:
+            counter = self._by_kind[kind] = self.messages.labels(self.role, kind)
+        counter.inc()
+
+    def observe_run(self, function: str, seconds: float) -> None:
+        histogram = self._by_function.get(function)
+        if histogram is None:
+            if len(self._by_function) >= _KEPT_FUNCTIONS:
+                self._by_function.clear()
+            histogram = self._by_function[function] = self.run_seconds.labels(function)
+        histogram.observe(seconds)
 
     def error(self, code_name: str) -> None:
         self.errors.labels(self.role, code_name).inc()
@@ -79,7 +94,7 @@ class MetricsMiddleware(Middleware):
             self.metrics.error(_code_name(error_code))
 
     def after_run(self, function: str, seconds: float, outcome: pb.Value) -> None:
-        self.metrics.run_seconds.labels(function).observe(seconds)
+        self.metrics.observe_run(function, seconds)
         if outcome.type == pb.ERROR:
             info = pb.ErrorInfo()
             info.ParseFromString(outcome.body)

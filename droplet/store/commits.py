@@ -104,8 +104,9 @@ class Committer:
         def flush() -> None:
             if not group:
                 return
-            if len(group) == 1:
-                results[group[0]] = self.apply(commits[group[0]])
+            if len(group) == 1:  # built already: run it as it is
+                results[group[0]] = self._execute(commits[group[0]], list(compares), list(ops),
+                                                  list(prepared))
             else:
                 done = self._run(compares, ops, prepared)
                 for index in group:

@@ -45,6 +45,7 @@ class ConnectionKeeper:
         long_call_s: float = 0.0,
         on_long_call: Callable[[BrokerConnection], None] | None = None,
         flush: Callable[[], None] | None = None,
+        pending: Callable[[], bool] = lambda: True,
         flush_after_s: float = 0.02,
         on_busy: Callable[[], None] | None = None,
     ) -> None:
@@ -52,6 +53,7 @@ class ConnectionKeeper:
         # While a function runs, what earlier quick calls of its delivery produced is
         # committed from here after flush_after_s: no result waits for a slow run.
         self._flush = flush
+        self._pending = pending  # whether anything waits to be flushed (else: no hurry)
         self._flush_after_s = flush_after_s
         self._on_busy = on_busy  # once per run past grace_s: the status shows it busy
         self._busy_told = False
@@ -101,7 +103,8 @@ class ConnectionKeeper:
         self._busy_since = time.monotonic()
         self._long_call_handled = False
         self._busy_told = False
-        self._wake.set()  # from its idle pace to the busy one
+        if self._flush is not None and self._pending():
+            self._wake.set()  # from its idle pace to the busy one: outcomes wait on it
         try:
             yield
         finally:

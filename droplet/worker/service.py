@@ -86,6 +86,7 @@ class WorkerService:
             deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
             long_call_s=settings.long_call_s, on_long_call=self._go_long,
             flush=lambda: self._cycle.flush_pending() if self._cycle is not None else None,
+            pending=lambda: self._cycle is not None and self._cycle.has_pending(),
             on_busy=lambda: self.membership.publish(),
         )
         self.port = WorkerPort(

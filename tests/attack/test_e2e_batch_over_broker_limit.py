@@ -21,8 +21,8 @@ import pytest
 
 import droplet
 from droplet.cli.cluster import LocalCluster, purge_namespace
-from tests.attack.private_rabbit import PrivateRabbit
 from tests.conftest import Services
+from tests.private_rabbit import PrivateRabbit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 def test_calls_each_within_max_message_bytes_made_back_to_back_are_answered(
     services: Services, tmp_path: Path, unique: str
 ) -> None:
-    rabbit = PrivateRabbit(tmp_path / "rabbit", "max_message_size = 1048576\n").start()
+    rabbit = PrivateRabbit(tmp_path / "rabbit", "max_message_size = 1048576\n",
+                           label="attack").start()
     settings = services.settings(max_message_bytes=512 * 1024).with_(broker_url=rabbit.url)
     cluster = LocalCluster(settings, tmp_path)
     try:

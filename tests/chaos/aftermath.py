@@ -18,7 +18,7 @@ import droplet
 from droplet.proto import pb  # the same module as droplet.pb
 from tests.chaos import functions as fx
 from tests.chaos.history import DOCUMENTED_ERRORS, error_name
-from tests.chaos.services import QueueDepths
+from tests.private_rabbit import QueueDepths
 
 
 def _live_workers(client: Any) -> dict[str, tuple[str, str]]:

@@ -39,7 +39,7 @@ from tests.chaos.history import (
     Op,
     error_name,
 )
-from tests.chaos.services import QueueDepths
+from tests.private_rabbit import QueueDepths
 
 KINDS = ("lost", "unexpected-error", "wrong-result", "reply-differs-from-store",
          "balance-not-conserved", "lost-update", "transfer-outcome-mismatch",

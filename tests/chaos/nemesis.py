@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from droplet.cli.etcd_local import LocalEtcd
 from tests.chaos.history import History
-from tests.chaos.services import Fleet, PrivateRabbit
+from tests.chaos.services import Fleet
+from tests.private_rabbit import PrivateRabbit
 
 KILL_NEW_ID = "kill-worker-new-id"
 KILL_SAME_ID = "kill-worker-same-id"

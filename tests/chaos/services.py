@@ -9,9 +9,6 @@ again and every id ever used must be purged at the end.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -19,102 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from droplet.cli.cluster import LocalCluster, purge_namespace
-from droplet.cli.etcd_local import free_port
 from droplet.proto import pb
 from droplet.settings import Settings
-
-QueueDepths = list[tuple[str, int, int]]  # (queue, messages ready, messages unacked)
-
-
-def _rabbit_tool(name: str) -> str | None:
-    """The tool itself, not Debian's /usr/sbin wrapper, which as root re-runs it as the
-    rabbitmq user with a fresh environment (and so on the shared node)."""
-    direct = Path("/usr/lib/rabbitmq/bin") / name
-    return str(direct) if direct.exists() else shutil.which(name)
-
-
-def parse_queue_listing(text: str) -> QueueDepths:
-    rows = []
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            rows.append((parts[0], int(parts[1]), int(parts[2])))
-    return rows
-
-
-class PrivateRabbit:
-    """One RabbitMQ node for this run only (the nemesis restarts it with stop_app and
-    start_app through `ctl`)."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.port = free_port()
-        self.dist_port = free_port()
-        self.node = f"chaos{os.getpid()}x{self.port}@localhost"
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
-        self.env = dict(os.environ)
-        self._started = False
-
-    def _write_files(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        (self.base / "enabled_plugins").write_text("[].\n")  # no management: no fixed ports
-        (self.base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            "loopback_users = none\ndisk_free_limit.absolute = 50MB\n"
-        )
-        (self.base / "rabbitmq-env.conf").write_text("")  # ignore /etc/rabbitmq's NODENAME
-        cookie = self.base / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
-        cookie.chmod(0o400)
-        self.env.update(
-            HOME=str(self.base), RABBITMQ_NODENAME=self.node,
-            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(self.port),
-            RABBITMQ_DIST_PORT=str(self.dist_port),
-            RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
-            RABBITMQ_LOG_BASE=str(self.base / "log"),
-            RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq.conf"),
-            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
-            RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
-            RABBITMQ_PID_FILE=str(self.base / "rabbit.pid"),
-            ERL_EPMD_ADDRESS="127.0.0.1",
-        )
-
-    def ctl(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-        tool = _rabbit_tool("rabbitmqctl")
-        if tool is None:
-            raise RuntimeError("no rabbitmqctl")
-        return subprocess.run([tool, "-n", self.node, *args], env=self.env, text=True,
-                              capture_output=True, timeout=timeout_s, check=True)
-
-    def start(self, timeout_s: float = 90.0) -> PrivateRabbit:
-        server = _rabbit_tool("rabbitmq-server")
-        if server is None or _rabbit_tool("rabbitmqctl") is None:
-            raise RuntimeError("rabbitmq-server or rabbitmqctl is not installed")
-        self._write_files()
-        subprocess.run([server, "-detached"], env=self.env, check=True, timeout=30,
-                       capture_output=True)
-        self._started = True
-        self.ctl("wait", str(self.base / "rabbit.pid"), "--timeout", str(int(timeout_s)),
-                 timeout_s=timeout_s + 10)
-        return self
-
-    def list_queues(self) -> QueueDepths:
-        done = self.ctl("-q", "list_queues", "--no-table-headers", "name", "messages_ready",
-                        "messages_unacknowledged")
-        return parse_queue_listing(done.stdout)
-
-    def stop(self) -> None:
-        """Stops the node; kills it by its pid file if it does not stop."""
-        if not self._started:
-            return
-        try:
-            self.ctl("stop", timeout_s=60)
-        except (subprocess.SubprocessError, RuntimeError):
-            pid_file = self.base / "rabbit.pid"
-            if pid_file.exists():
-                with contextlib.suppress(ValueError, ProcessLookupError):
-                    os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
-        self._started = False
+from tests.private_rabbit import QueueDepths, parse_queue_listing
 
 
 def broker_answers(url: str) -> bool:

@@ -36,13 +36,12 @@ from tests.chaos.nemesis import FAULT_KINDS, Nemesis, NemesisConfig
 from tests.chaos.report import render
 from tests.chaos.services import (
     Fleet,
-    PrivateRabbit,
-    QueueDepths,
     broker_answers,
     shared_queue_depths,
     waiting_workers,
 )
 from tests.chaos.workload import Workload, WorkloadConfig
+from tests.private_rabbit import PrivateRabbit, QueueDepths
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.chaos]
 
@@ -63,7 +62,7 @@ def _broker(base: Path, history: History, stack: ExitStack
     (DROPLET_CHAOS_PRIVATE_BROKER=0 asks for that directly)."""
     why = "DROPLET_CHAOS_PRIVATE_BROKER=0"
     if os.environ.get("DROPLET_CHAOS_PRIVATE_BROKER", "1") != "0":
-        rabbit = PrivateRabbit(base / "rabbitmq")
+        rabbit = PrivateRabbit(base / "rabbitmq", label="chaos")
         stack.callback(rabbit.stop)
         try:
             return rabbit.start(), rabbit.url, rabbit.list_queues

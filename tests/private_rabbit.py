@@ -1,5 +1,10 @@
-"""A private RabbitMQ node for attacks that need broker settings of their own (the machine's
-broker on 5672 is shared: never reconfigured nor restarted). Adapted from tests/chaos."""
+"""A private RabbitMQ node for tests that restart or reconfigure their broker.
+
+The machine's RabbitMQ on 5672 is shared with other test runs (other engineers', other
+worktrees), so a test that restarts its broker, or needs settings of its own, starts a node of
+its own: own node name, ports, data, logs, config and Erlang cookie in a temp dir, stopped at
+the end.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +18,34 @@ from pathlib import Path
 
 from droplet.cli.etcd_local import free_port
 
+QueueDepths = list[tuple[str, int, int]]  # (queue, messages ready, messages unacked)
 
-def _tool(name: str) -> str | None:
+
+def _rabbit_tool(name: str) -> str | None:
+    """The tool itself, not Debian's /usr/sbin wrapper, which as root re-runs it as the
+    rabbitmq user with a fresh environment (and so on the shared node)."""
     direct = Path("/usr/lib/rabbitmq/bin") / name
     return str(direct) if direct.exists() else shutil.which(name)
 
 
+def parse_queue_listing(text: str) -> QueueDepths:
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            rows.append((parts[0], int(parts[1]), int(parts[2])))
+    return rows
+
+
 class PrivateRabbit:
-    def __init__(self, base: Path, extra_config: str = "") -> None:
+    """One RabbitMQ node for one test or run only (restarted with stop_app and start_app
+    through `ctl`)."""
+
+    def __init__(self, base: Path, extra_config: str = "", label: str = "private") -> None:
         self.base = base
         self.port = free_port()
         self.dist_port = free_port()
-        self.node = f"attack{os.getpid()}x{self.port}@localhost"
+        self.node = f"{label}{os.getpid()}x{self.port}@localhost"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
         self.extra_config = extra_config
         self.env = dict(os.environ)
@@ -32,12 +53,12 @@ class PrivateRabbit:
 
     def _write_files(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "enabled_plugins").write_text("[].\n")  # no management: no fixed ports
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
             "loopback_users = none\ndisk_free_limit.absolute = 50MB\n" + self.extra_config
         )
-        (self.base / "rabbitmq-env.conf").write_text("")
+        (self.base / "rabbitmq-env.conf").write_text("")  # ignore /etc/rabbitmq's NODENAME
         cookie = self.base / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(16).upper())
         cookie.chmod(0o400)
@@ -55,14 +76,16 @@ class PrivateRabbit:
         )
 
     def ctl(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-        tool = _tool("rabbitmqctl")
-        assert tool is not None
+        tool = _rabbit_tool("rabbitmqctl")
+        if tool is None:
+            raise RuntimeError("no rabbitmqctl")
         return subprocess.run([tool, "-n", self.node, *args], env=self.env, text=True,
                               capture_output=True, timeout=timeout_s, check=True)
 
     def start(self, timeout_s: float = 90.0) -> PrivateRabbit:
-        server = _tool("rabbitmq-server")
-        assert server is not None
+        server = _rabbit_tool("rabbitmq-server")
+        if server is None or _rabbit_tool("rabbitmqctl") is None:
+            raise RuntimeError("rabbitmq-server or rabbitmqctl is not installed")
         self._write_files()
         subprocess.run([server, "-detached"], env=self.env, check=True, timeout=30,
                        capture_output=True, cwd=self.base)
@@ -71,12 +94,18 @@ class PrivateRabbit:
                  timeout_s=timeout_s + 10)
         return self
 
+    def list_queues(self) -> QueueDepths:
+        done = self.ctl("-q", "list_queues", "--no-table-headers", "name", "messages_ready",
+                        "messages_unacknowledged")
+        return parse_queue_listing(done.stdout)
+
     def stop(self) -> None:
+        """Stops the node; kills it by its pid file if it does not stop."""
         if not self._started:
             return
         try:
             self.ctl("stop", timeout_s=60)
-        except (subprocess.SubprocessError, AssertionError):
+        except (subprocess.SubprocessError, RuntimeError):
             pid_file = self.base / "rabbit.pid"
             if pid_file.exists():
                 with contextlib.suppress(ValueError, ProcessLookupError):
