@@ -84,7 +84,8 @@ class DropletClient:
         self.pump = ReplyPump(connect, self.names, self.signer)
         self.committer = Committer(self.values, settings.etcd_max_txn_ops)
         self.router = CallRouter(kv, self.metadata.keys, self.names, self.signer,
-                                 self.pump.send, settings.max_message_bytes)
+                                 self.pump.send, settings.max_message_bytes,
+                                 self.pump.in_flight)
         self.batcher = CallBatcher(self._send_calls)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
         if self.traces.enabled:

@@ -120,6 +120,11 @@ class ReplyPump:
 
     # -- receiving -------------------------------------------------------------------------
 
+    def in_flight(self) -> int:
+        """How many answers have not come yet (read without the lock: a hint for spreading
+        calls over workers)."""
+        return max(0, len(self._expected) - len(self._responses))
+
     def wait(self, key: str, timeout_s: float) -> pb.GenericResponse | None:
         """The reply for key, or None when none arrived within timeout_s."""
         deadline = time.monotonic() + timeout_s

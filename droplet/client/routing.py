@@ -5,9 +5,13 @@ the first idle worker takes it: two broker hops from the client to its answer, a
 floor of a request and a reply. The scheduler would only put it there itself. A call on
 stored keys goes through a scheduler, which places it on the worker that caches them.
 
-The router knows how many workers are alive (etcd, read at most once a second): a burst is
-split among them in that many envelopes, and when none is alive a call is answered
-NO_RESOURCES at once instead of waiting in the queue for a worker that may never come.
+The router knows how many workers are alive (etcd, read at most once a second), and spreads
+what is in flight over them: an envelope carries calls in flight / live workers calls (at most
+16). A few calls meet idle workers one or two to an envelope, so slow calls run side by side;
+a burst whose calls already keep every worker busy goes in full envelopes, each worth one etcd
+write and one ack, instead of many small ones that would cost the fleet as much each. When no
+worker is alive a call is answered NO_RESOURCES at once instead of waiting in the queue for a
+worker that may never come.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ Send = Callable[[str, bytes, list[str]], None]
 
 class CallRouter:
     def __init__(self, kv: KV, keys: StoreKeys, names: QueueNames, signer: Signer,
-                 send: Send, max_bytes: int = MAX_ENVELOPE_BYTES) -> None:
+                 send: Send, max_bytes: int = MAX_ENVELOPE_BYTES,
+                 in_flight: Callable[[], int] = lambda: 0) -> None:
+        self._in_flight = in_flight  # calls sent and not answered yet
         self._max_bytes = max_bytes  # what one message may carry (max_message_bytes)
         self._kv = kv
         self._keys = keys
@@ -71,7 +77,8 @@ class CallRouter:
         workers = self.live_workers()
         if workers == 0:
             return plain
-        size = max(1, min(_MAX_PER_ENVELOPE, math.ceil(len(plain) / workers)))
+        spread = math.ceil((len(plain) + self._in_flight()) / workers)
+        size = max(1, min(_MAX_PER_ENVELOPE, spread))
         self._publish(self._names.work, plain, size)
         return []
 

@@ -25,14 +25,14 @@ def calls(n: int, reference: bool = False) -> list[pb.FunctionCall]:
     return out
 
 
-def router(kv: MemoryKV) -> tuple[CallRouter, list[tuple[str, int]]]:
+def router(kv: MemoryKV, in_flight: int = 0) -> tuple[CallRouter, list[tuple[str, int]]]:
     sent: list[tuple[str, int]] = []
 
     def send(queue: str, body: bytes, ids: list[str]) -> None:
         assert len(envelope.decode(body, Signer(None))) == len(ids)
         sent.append((queue, len(ids)))
 
-    return CallRouter(kv, KEYS, NAMES, Signer(None), send), sent
+    return CallRouter(kv, KEYS, NAMES, Signer(None), send, in_flight=lambda: in_flight), sent
 
 
 def test_plain_calls_go_to_the_shared_queue_split_among_live_workers() -> None:
@@ -44,6 +44,17 @@ def test_plain_calls_go_to_the_shared_queue_split_among_live_workers() -> None:
     assert sent == [(NAMES.work, 10)] * 3, "one envelope per live worker"
     sent.clear()
     assert route.send(calls(1)) == [] and sent == [(NAMES.work, 1)]
+
+
+def test_calls_that_meet_busy_workers_go_in_full_envelopes() -> None:
+    """With 300 calls awaiting answers on 3 workers, every worker has plenty: 30 more go in
+    envelopes of 16, not 10 (each envelope costs a worker one etcd write and one ack)."""
+    kv = MemoryKV()
+    for worker in ("w1", "w2", "w3"):
+        kv.put(KEYS.worker(worker), b"")
+    route, sent = router(kv, in_flight=300)
+    assert route.send(calls(30)) == []
+    assert sent == [(NAMES.work, 16), (NAMES.work, 14)]
 
 
 def test_calls_on_stored_keys_go_through_a_scheduler() -> None:
