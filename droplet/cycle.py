@@ -129,11 +129,12 @@ class Cycle:
                     since = time.monotonic()
                 if not self._run_one(message, delivery, received, handle, gate, pending):
                     return self._requeued(gate)
-            if not self._flush(pending, gate):
-                return self._requeued(gate)
+            with self.conn.written_together():  # the last answers and the ack: one write
+                if not self._flush(pending, gate):
+                    return self._requeued(gate)
+                gate.release()
         finally:
             self._live = None
-        gate.release()
         return gate
 
     def flush_pending(self) -> None:

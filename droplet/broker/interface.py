@@ -8,6 +8,7 @@ other threads hand it work through `call_soon_threadsafe`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -109,6 +110,11 @@ class BrokerConnection(Protocol):
     def ack(self, tag: int, multiple: bool = False) -> None: ...
 
     def reject(self, tag: int, requeue: bool) -> None: ...
+
+    def written_together(self) -> AbstractContextManager[None]:
+        """Within it, publishes and acks are queued and written to the broker at its end, in
+        one go (a delivery's answers and its ack: one write instead of one each)."""
+        ...
 
     def get(self, queue: str) -> Delivery | None:
         """Takes one message without a consumer (manual ack), or None when empty."""

@@ -78,6 +78,7 @@ class RabbitConnection:
         self._unconfirmed: dict[int, ConfirmCallback | None] = {}
         self._returned: set[int] = set()
         self._confirmed: list[tuple[ConfirmCallback, bool]] = []
+        self._writing_later = False  # inside written_together(): queue frames, write at its end
         with _converted("connect"):
             self._conn = pika.BlockingConnection(connection_parameters(settings, name))
             self._open_channel()
@@ -144,7 +145,11 @@ class RabbitConnection:
         if confirmed:
             self._unconfirmed[seq] = on_confirm
         with _converted(f"publish to {queue}"):
-            channel.basic_publish("", queue, body, properties=props, mandatory=mandatory)
+            if self._writing_later:
+                channel._impl.basic_publish("", queue, body, properties=props,
+                                            mandatory=mandatory)
+            else:
+                channel.basic_publish("", queue, body, properties=props, mandatory=mandatory)
         if not confirmed and on_confirm is not None:
             self._confirmed.append((on_confirm, True))
             self._conn.call_later(0, self._run_confirmed)
@@ -245,7 +250,25 @@ class RabbitConnection:
 
     def ack(self, tag: int, multiple: bool = False) -> None:
         with _converted("ack"):
-            self._channel.basic_ack(tag, multiple=multiple)
+            if self._writing_later:
+                self._channel._impl.basic_ack(delivery_tag=tag, multiple=multiple)
+            else:
+                self._channel.basic_ack(tag, multiple=multiple)
+
+    @contextmanager
+    def written_together(self) -> Iterator[None]:
+        """Frames queued inside are written at the end in one pass of pika's I/O loop (its
+        blocking channel would write, and poll, after each)."""
+        if self._writing_later:
+            yield
+            return
+        self._writing_later = True
+        try:
+            yield
+        finally:
+            self._writing_later = False
+            with _converted("write"):
+                self._conn._flush_output()
 
     def reject(self, tag: int, requeue: bool) -> None:
         with _converted("reject"):
