@@ -126,6 +126,13 @@ class ConflictError(RequestError):
     code = pb.CONFLICT
 
 
+class CancelledError(RequestError):
+    """The call was cancelled (client.cancel, future.cancel) before it finished: it did not
+    run, or was interrupted, and its stored outcome is CANCELLED."""
+
+    code = pb.CANCELLED
+
+
 _BY_CODE: dict[int, type[RequestError]] = {
     cls.code: cls
     for cls in (
@@ -139,6 +146,7 @@ _BY_CODE: dict[int, type[RequestError]] = {
         UnauthorizedError,
         WorkerLostError,
         ConflictError,
+        CancelledError,
     )
 }
 

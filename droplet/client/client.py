@@ -16,6 +16,7 @@ from typing import Any
 from droplet.broker.interface import ConnectionFactory
 from droplet.broker_config.names import QueueNames, check_name
 from droplet.client.batcher import CallBatcher
+from droplet.client.cancel import cancel_call
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
 from droplet.client.pump import ReplyPump
@@ -165,6 +166,13 @@ class DropletClient:
         weakref.finalize(future, self.pump.forget, call.response_key)
         self.batcher.add(call)
         return future
+
+    def cancel(self, call_id: str) -> bool:
+        """Cancels a call by its id (a future's `call_id`): queued, it never runs; running,
+        it is interrupted; either way its outcome is CANCELLED. False when it finished first.
+        See client/cancel.py for what decides a cancel racing a finish."""
+        return cancel_call(self.committer, self.metadata.keys, call_id,
+                           self.settings.cancel_keep_s)
 
     def exec_func(self, name: str, args: Sequence[Any]) -> str:
         """Calls a function; returns the key its result will be stored under (seed API),

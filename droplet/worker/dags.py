@@ -125,7 +125,7 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
         else:
             if target != OUTPUT:
                 outcome = run(state, target, schedule.arguments[target].values, upstream,
-                              context)
+                              context, call_id=schedule.call_id or schedule.id)
                 value, context = outcome.value, outcome.context
     done = _done_record(schedule, target, value, context)
     join = _join_commit(schedule, target, done, state) if joined else None

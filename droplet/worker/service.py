@@ -82,7 +82,7 @@ class WorkerService:
         self._conn: BrokerConnection | None = None
         self._cycle: Cycle | None = None
         self.keeper = ConnectionKeeper(
-            deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
+            deadline=self._deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
             long_call_s=settings.long_call_s, on_long_call=self._go_long,
             flush=lambda: self._cycle.flush_pending() if self._cycle is not None else None,
             on_busy=lambda: self.membership.publish(),
@@ -133,6 +133,7 @@ class WorkerService:
         self._functions_mirror = mirror.start()
         self.metrics.serve(self.settings.metrics_port)
         self.cache.start()
+        self.state.cancels.start(self._kv, self.keys.cancels)
         self.keeper.start()
         try:
             run_with_reconnect(f"worker {self.id}", self._connect, self._session, self._stop)
@@ -147,6 +148,7 @@ class WorkerService:
         whatever is left in this worker's queue."""
         self.keeper.stop()
         self.cache.close()
+        self.state.cancels.close()
         if self._functions_mirror is not None:
             self._functions_mirror.close()
         try:
@@ -157,6 +159,12 @@ class WorkerService:
             log.warning("could not give up the pin: %s", exc)
         self.membership.leave()
         log.info("worker %s stopped", self.id)
+
+    def _deadline(self) -> float | None:
+        """When the running function is past its time limit, or was cancelled: the keeper
+        exits the worker if it goes on hard_kill_grace_s beyond."""
+        due = [d for d in (self.state.deadline, self.state.cancels.deadline()) if d is not None]
+        return min(due, default=None)
 
     def join_fleet(self) -> None:
         """Once the worker's queue exists: alive under a lease, and listed for good (no
