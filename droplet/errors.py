@@ -47,6 +47,11 @@ class UnroutableError(BrokerError):
     """A mandatory message found no queue (for example, a worker queue that is gone)."""
 
 
+class QueueArgumentsError(ConfigurationError):
+    """A queue exists with other arguments than this version declares (x-max-priority):
+    `droplet migrate-queues` re-creates it, keeping its messages."""
+
+
 class StoreError(DropletError):
     """etcd could not be reached or refused an operation."""
 

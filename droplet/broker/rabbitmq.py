@@ -26,7 +26,7 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from droplet.broker.interface import ConfirmCallback, Delivery, Topology
-from droplet.errors import BrokerError
+from droplet.errors import BrokerError, QueueArgumentsError
 from droplet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _PERSISTENT = 2
 _TRANSIENT = 1
+_PRECONDITION_FAILED = 406
 
 
 def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
@@ -101,6 +102,22 @@ class RabbitConnection:
         return bool(self._conn.is_open and self._channel.is_open and self._fast.is_open)
 
     def declare(self, topology: Topology) -> None:
+        try:
+            self._declare(topology)
+        except pex.ChannelClosedByBroker as exc:
+            if exc.reply_code != _PRECONDITION_FAILED:
+                raise BrokerError(f"RabbitMQ declare failed: {exc}") from None
+            with _converted("reopen channel"):
+                fast_is_main = self._fast is self._channel
+                self._open_channel()
+                if fast_is_main:
+                    self._fast = self._channel
+            raise QueueArgumentsError(
+                f"RabbitMQ refused a queue's arguments ({exc.reply_text}): it was declared "
+                "differently, by an older Droplet or with another max_priority. Stop the "
+                "fleet and run `droplet migrate-queues` (messages are kept)") from None
+
+    def _declare(self, topology: Topology) -> None:
         with _converted("declare"):
             for exchange in topology.exchanges:
                 self._channel.exchange_declare(
@@ -128,6 +145,7 @@ class RabbitConnection:
         persistent: bool = True,
         mandatory: bool = False,
         on_confirm: ConfirmCallback | None = None,
+        priority: int = 0,
     ) -> None:
         confirmed = self._confirms and (persistent or mandatory)
         if confirmed:
@@ -139,6 +157,7 @@ class RabbitConnection:
             correlation_id=correlation_id,
             headers=dict(headers) if headers else None,
             message_id=str(seq) if mandatory and confirmed else None,
+            priority=priority or None,
         )
         channel = self._channel if confirmed else self._fast
         if confirmed:
@@ -302,6 +321,7 @@ def _delivery(queue: str, method: Any, props: pika.BasicProperties, body: bytes)
         correlation_id=props.correlation_id,
         redelivered=bool(method.redelivered),
         headers=props.headers,
+        priority=int(props.priority or 0),
     )
 
 

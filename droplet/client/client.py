@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import builtins
 import inspect
-import itertools
-import sys
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from droplet.broker.interface import ConnectionFactory
 from droplet.broker_config.names import QueueNames, check_name
 from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
+from droplet.client.delays import due_at_s
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
+from droplet.client.mapping import map_calls
 from droplet.client.pump import ReplyPump
 from droplet.client.routing import CallRouter
 from droplet.errors import (
@@ -30,6 +30,7 @@ from droplet.errors import (
     error_from_info,
     qualified_names,
 )
+from droplet.priority import checked_priority
 from droplet.proto import envelope, pb
 from droplet.proto.replies import error_response, error_value
 from droplet.settings import Settings
@@ -54,28 +55,10 @@ def _key(key: object) -> str:
     return key
 
 
-class _ProgressBar:
-    """A one-line count of finished calls on stderr for map(progress=True)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if self.enabled and now - self._last > 0.2:
-            self._last = now
-            print(f"\rdroplet map: {done} calls done", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr, flush=True)
-
-
 class DropletClient:
     def __init__(self, settings: Settings, kv: KV, connect: ConnectionFactory) -> None:
         self.settings = settings
-        self.names = QueueNames(settings.namespace)
+        self.names = QueueNames(settings.namespace, settings.max_priority)
         self.signer = Signer(settings.signing_key)
         self.kv = kv
         self.values = ValueStore(kv, settings)
@@ -113,6 +96,7 @@ class DropletClient:
         retry_on: Sequence[type[BaseException]] = (Exception,),
         retry_backoff_s: float = 1.0,
         direct_response: bool = False,
+        priority: int = 0,
     ) -> DropletFunction:
         """Registers a function `f(lib, *args)`, or a class whose instances (built once per
         worker with `init_args`) are called through `run(self, lib, *args)`.
@@ -121,9 +105,11 @@ class DropletClient:
         raises one of `retry_on` runs again, up to that many more times, after
         `retry_backoff_s`, then twice that, and so on; the caller sees only the last outcome.
         With `direct_response`, calls through the returned handle answer without storing
-        their results (see call_direct).
+        their results (see call_direct). Calls through the handle carry `priority` (0 ..
+        max_priority; see droplet/priority.py for what it promises).
         """
         name = _name("function", name)
+        checked_priority(priority, self.settings.max_priority)
         is_class = inspect.isclass(function)
         if is_class and not callable(getattr(function, "run", None)):
             raise InvalidArgumentError(f"class {function.__name__} has no run(self, lib, ...)")
@@ -142,7 +128,7 @@ class DropletClient:
         for arg in init_args:
             serializer.dump(arg, spec.init_args.values.add())
         self._admin(pb.Message(function=spec))
-        return DropletFunction(name, self, direct_response)
+        return DropletFunction(name, self, direct_response, priority)
 
     def call(self, name: str, *args: Any) -> DropletFuture:
         """Calls a registered function by name; the future's get() returns its result."""
@@ -155,16 +141,31 @@ class DropletClient:
         return self.submit(name, args, direct=True)
 
     def submit(self, name: str, args: Sequence[Any], *, direct: bool = False,
-               traced: bool = False) -> DropletFuture:
+               traced: bool = False, priority: int = 0) -> DropletFuture:
         """A call with its options spelled out; `traced` stamps every stage it goes through
         (the future's `trace` after get(); what `droplet bench --breakdown` reads)."""
         call = self._function_call(name, args)
         call.direct_response = direct
+        call.priority = checked_priority(priority, self.settings.max_priority)
         if traced:
             call.trace.add(stage="client.send", at_s=time.time())
         future = DropletFuture(call.response_key, self, stored=not direct)
         weakref.finalize(future, self.pump.forget, call.response_key)
         self.batcher.add(call)
+        return future
+
+    def submit_delayed(self, name: str, args: Sequence[Any], *, delay_s: float | None = None,
+                       at: datetime | float | None = None, priority: int = 0) -> DropletFuture:
+        """A call run after `delay_s` seconds, or at `at` (client/delays.py): it waits in
+        the broker; its outcome is stored (never a direct response)."""
+        due = due_at_s(self.settings.max_delay_s, delay_s, at)
+        call = self._function_call(name, args)
+        call.priority = checked_priority(priority, self.settings.max_priority)
+        call.due_at_ms = max(1, int(due * 1000))
+        future = DropletFuture(call.response_key, self, due_at=due)
+        weakref.finalize(future, self.pump.forget, call.response_key)
+        body = envelope.encode([pb.Message(call=call)], self.signer)
+        self.pump.send(self.names.calls, body, [call.call_id], priority=call.priority)
         return future
 
     def cancel(self, call_id: str) -> bool:
@@ -219,33 +220,10 @@ class DropletClient:
         yields the results in order. Calls travel `chunk_size` to a message and at most
         `window` are in flight, so an unbounded iterable streams; the first failed call
         raises its error when its turn to be yielded comes."""
-        name = function.name if isinstance(function, DropletFunction) else function
-        if not isinstance(name, str):
-            raise InvalidArgumentError("map() takes a registered DropletFunction or its name")
-        if chunk_size < 1 or window < chunk_size:
-            raise InvalidArgumentError("map() needs 1 <= chunk_size <= window")
-        if not iterables:
-            raise InvalidArgumentError("map() needs at least one iterable")
-        bar = _ProgressBar(progress)
-        pending: deque[DropletFuture] = deque()
-        items = zip(*iterables, strict=False)
-        done = 0
-        while True:
-            chunk = list(itertools.islice(items, chunk_size))
-            if chunk:
-                calls = [self._function_call(name, args) for args in chunk]
-                for call in calls:
-                    future = DropletFuture(call.response_key, self)
-                    weakref.finalize(future, self.pump.forget, call.response_key)
-                    pending.append(future)
-                self._send_calls(calls)
-            while pending and (not chunk or len(pending) > window - chunk_size):
-                yield pending.popleft().get(timeout)
-                done += 1
-                bar.update(done)
-            if not chunk and not pending:
-                bar.close()
-                return
+        futures: Iterator[DropletFuture] = map_calls(self, function, iterables, chunk_size,
+                                                     window, progress)
+        for future in futures:
+            yield future.get(timeout)
 
     def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
         for call in self.router.send(calls):

@@ -36,6 +36,7 @@ class _Request:
     body: bytes
     correlation_id: str | None
     waiting: set[str]
+    priority: int = 0
 
 
 class ReplyPump:
@@ -63,20 +64,21 @@ class ReplyPump:
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, queue: str, body: bytes, ids: list[str], correlation_id: str | None = None,
-             ) -> None:
+             priority: int = 0) -> None:
         """Publishes a request whose replies are keyed by `ids`; they stay in flight (and are
         re-sent after a reconnect) until answered or `forget`-ed."""
         if self._closed.is_set():
             raise DropletError("the client is closed")
         with self._cond:
             self._expected.update(ids)
-            self._inflight[ids[0]] = _Request(queue, body, correlation_id, set(ids))
+            self._inflight[ids[0]] = _Request(queue, body, correlation_id, set(ids), priority)
             for key in ids:
                 self._request_of[key] = ids[0]
         try:
             self._with_connection(
                 lambda conn: conn.publish(
-                    queue, body, reply_to=self._reply_address, correlation_id=correlation_id
+                    queue, body, reply_to=self._reply_address, correlation_id=correlation_id,
+                    priority=priority,
                 )
             )
         except BrokerError as exc:
@@ -235,7 +237,7 @@ class ReplyPump:
             for request in pending:
                 conn.publish(request.queue, request.body, reply_to=self._reply_address,
                              correlation_id=request.correlation_id,
-                             headers={RESENT_HEADER: 1})
+                             headers={RESENT_HEADER: 1}, priority=request.priority)
         except BaseException:
             conn.close()
             raise

@@ -70,7 +70,7 @@ class WorkerService:
         self.settings = settings
         self.id = worker_id or default_worker_id()
         self.incarnation = uuid.uuid4().hex
-        self.names = QueueNames(settings.namespace)
+        self.names = QueueNames(settings.namespace, settings.max_priority)
         self.signer = Signer(settings.signing_key)
         self.metadata = Metadata(kv, settings, self.signer)
         self.keys = self.metadata.keys
