@@ -118,7 +118,8 @@ class RabbitConnection:
                 "fleet and run `droplet migrate-queues` (messages are kept)") from None
 
     def _declare(self, topology: Topology) -> None:
-        with _converted("declare"):
+        """Declares; a refused queue leaves as pika's ChannelClosedByBroker (see declare)."""
+        try:
             for exchange in topology.exchanges:
                 self._channel.exchange_declare(
                     exchange.name, exchange_type=exchange.kind, durable=exchange.durable
@@ -133,6 +134,10 @@ class RabbitConnection:
                 )
             for binding in topology.bindings:
                 self._channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+        except pex.ChannelClosedByBroker:
+            raise
+        except (pex.AMQPError, OSError, AssertionError) as exc:
+            raise BrokerError(f"RabbitMQ declare failed: {type(exc).__name__}: {exc}") from None
 
     def publish(
         self,
