@@ -15,7 +15,8 @@ from droplet.broker.interface import ConnectionFactory
 from droplet.broker_config.names import QueueNames, check_name
 from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
-from droplet.client.delays import due_at_s
+from droplet.client.dagcalls import build_dag_call, send_dag_call
+from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
 from droplet.client.mapping import map_calls
@@ -158,14 +159,10 @@ class DropletClient:
                        at: datetime | float | None = None, priority: int = 0) -> DropletFuture:
         """A call run after `delay_s` seconds, or at `at` (client/delays.py): it waits in
         the broker; its outcome is stored (never a direct response)."""
-        due = due_at_s(self.settings.max_delay_s, delay_s, at)
-        call = self._function_call(name, args)
-        call.priority = checked_priority(priority, self.settings.max_priority)
-        call.due_at_ms = max(1, int(due * 1000))
+        call, due = delayed_call(self, name, args, delay_s, at, priority)
         future = DropletFuture(call.response_key, self, due_at=due)
         weakref.finalize(future, self.pump.forget, call.response_key)
-        body = envelope.encode([pb.Message(call=call)], self.signer)
-        self.pump.send(self.names.calls, body, [call.call_id], priority=call.priority)
+        send_delayed(self, call)
         return future
 
     def cancel(self, call_id: str) -> bool:
@@ -297,29 +294,8 @@ class DropletClient:
     ) -> Any:
         """Runs a DAG. With direct_response the result is returned (waiting up to `timeout`);
         otherwise a DropletFuture for the result stored under output_key or the schedule id."""
-        if consistency not in (pb.NORMAL, pb.MULTI):
-            raise InvalidArgumentError("consistency is droplet.NORMAL or droplet.MULTI")
-        call = pb.DagCall(
-            name=_name("DAG", name), consistency=consistency,  # type: ignore[arg-type]
-            call_id=uuid.uuid4().hex, direct_response=direct_response,
-        )
-        if output_key is not None:
-            call.output_key = _key(output_key)
-        if client_id is not None:
-            call.client_id = str(client_id)
-            call.min_revision = self._sessions.get(call.client_id, 0)
-        if consistency == pb.MULTI:
-            # Everything written before the call, this client's own writes included.
-            call.snapshot_revision = self.kv.revision()
-        if not isinstance(arg_map, Mapping):
-            raise InvalidArgumentError("arg_map maps function names to argument lists")
-        for function, args in arg_map.items():
-            if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-                raise InvalidArgumentError(f"arguments of {function!r} must be a list")
-            target = call.function_args[_name("function", function)]
-            for arg in args:
-                serializer.dump(arg, target.values.add())
-        self._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
+        call = build_dag_call(self, name, arg_map, direct_response, consistency, output_key,
+                              client_id)
         session = call.client_id
         future = DropletFuture(
             call.output_key or call.call_id, self, call.call_id,
@@ -327,8 +303,7 @@ class DropletClient:
             stored=not direct_response,
         )
         weakref.finalize(future, self.pump.forget, call.call_id)
-        body = envelope.encode([pb.Message(dag_call=call)], self.signer)
-        self.pump.send(self.names.calls, body, [call.call_id])
+        send_dag_call(self, call)
         if direct_response:
             return future.get(timeout)
         return future

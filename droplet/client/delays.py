@@ -15,9 +15,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from droplet.errors import InvalidArgumentError
+from droplet.priority import checked_priority
+from droplet.proto import envelope, pb
+
+if TYPE_CHECKING:
+    from droplet.client.client import DropletClient
 
 
 def due_at_s(max_delay_s: float, delay_s: float | None = None,
@@ -47,3 +54,19 @@ def due_at_s(max_delay_s: float, delay_s: float | None = None,
         raise InvalidArgumentError(
             f"a delay of {delay:.0f}s is beyond max_delay_s ({max_delay_s:g}s)")
     return max(due, now)
+
+
+def delayed_call(client: DropletClient, name: str, args: Sequence[Any], delay_s: float | None,
+                 at: datetime | float | None, priority: int) -> tuple[pb.FunctionCall, float]:
+    """The call, carrying its due time, and that time (unix s)."""
+    due = due_at_s(client.settings.max_delay_s, delay_s, at)
+    call = client._function_call(name, args)
+    call.priority = checked_priority(priority, client.settings.max_priority)
+    call.due_at_ms = max(1, int(due * 1000))
+    return call, due
+
+
+def send_delayed(client: DropletClient, call: pb.FunctionCall) -> None:
+    """To the schedulers, which hold it in the delay queues until it is due."""
+    body = envelope.encode([pb.Message(call=call)], client.signer)
+    client.pump.send(client.names.calls, body, [call.call_id], priority=call.priority)

@@ -10,6 +10,7 @@ carries its call id, so a re-send is recognised downstream).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -53,6 +54,8 @@ class ReplyPump:
         # Requests not fully answered yet, re-sent after a reconnect: first id -> request.
         self._inflight: dict[str, _Request] = {}
         self._request_of: dict[str, str] = {}
+        # Replies handed to a callback instead of a waiting thread (the asyncio client).
+        self._listeners: dict[str, Callable[[pb.GenericResponse], None]] = {}
         self.generation = 0
         self._closed = threading.Event()
         with self._io:
@@ -140,7 +143,41 @@ class ReplyPump:
         with self._cond:
             self._expected.add(key)
             self._responses[key] = response
+            self._hand_over(key)
             self._cond.notify_all()
+
+    def listen(self, key: str, callback: Callable[[pb.GenericResponse], None]) -> None:
+        """Hands key's reply to callback (on whichever thread routes it; keep it quick)
+        instead of keeping it for wait(); a reply that came already is handed over now."""
+        with self._cond:
+            self._expected.add(key)
+            self._listeners[key] = callback
+            self._hand_over(key)
+
+    def _hand_over(self, key: str) -> None:
+        if key in self._listeners and key in self._responses:
+            self._expected.discard(key)
+            self._listeners.pop(key)(self._responses.pop(key))
+
+    def drive(self, timeout_s: float) -> None:
+        """Routes replies for up to timeout_s (from a thread that only does that)."""
+        if self._io.acquire(blocking=False):
+            try:
+                self._drive(timeout_s)
+            finally:
+                self._io.release()
+            with self._cond:
+                self._cond.notify_all()
+        else:
+            with self._cond:
+                self._cond.wait(timeout_s)
+
+    def wake(self) -> None:
+        """Ends a drive() waiting in poll (new work for the driving thread)."""
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(DropletError):
+                conn.call_soon_threadsafe(lambda: None)
 
     def release(self, key: str) -> None:
         """Nobody will wait for this key's reply, but its request stays in flight (and is
@@ -151,6 +188,7 @@ class ReplyPump:
 
     def forget(self, key: str) -> None:
         with self._cond:
+            self._listeners.pop(key, None)
             self._expected.discard(key)
             self._responses.pop(key, None)
             self._answered(key)
@@ -204,6 +242,7 @@ class ReplyPump:
                     if len(response.trace):
                         response.trace.add(stage="client.received", at_s=time.time())
                     self._responses[key] = response
+                    self._hand_over(key)
             self._cond.notify_all()
 
     @staticmethod
