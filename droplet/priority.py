@@ -31,6 +31,14 @@ def checked_priority(priority: object, max_priority: int) -> int:
     return int(priority)
 
 
+# AMQP carries a priority in one octet; RabbitMQ treats anything above a queue's maximum as
+# that maximum.
+_AMQP_MAX_PRIORITY = 255
+
+
 def message_priority(message: pb.Message) -> int:
-    """The AMQP priority a message travels with: its call's, else 0."""
-    return message.call.priority if message.WhichOneof("kind") == "call" else 0
+    """The AMQP priority a message travels with: its call's (bounded to what AMQP can carry,
+    whatever a message claims), else 0."""
+    if message.WhichOneof("kind") != "call":
+        return 0
+    return min(message.call.priority, _AMQP_MAX_PRIORITY)

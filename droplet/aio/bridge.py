@@ -82,10 +82,18 @@ class AioBridge:
             self.loop.call_soon_threadsafe(_settle, waiter.future, None, error)
 
     def close(self) -> None:
+        """Stops the thread; whatever still waits fails at once instead of timing out."""
         self._closed.set()
         self._wake.set()
         self.client.pump.wake()
         self._thread.join(timeout=5)
+        with self._lock:
+            waiting, self._waiters = self._waiters, {}
+        closed = DropletError("the client was closed before this call was answered")
+        for call_id, waiter in waiting.items():
+            self.client.pump.forget(call_id)
+            if not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(_settle, waiter.future, None, closed)
 
     # -- on the I/O thread -----------------------------------------------------------------
 

@@ -94,3 +94,16 @@ def test_many_calls_in_flight_use_no_thread_per_call(cluster: Cluster, unique: s
     before, peak = _run(cluster, body)
     print(f"2000 calls in flight: {before} threads before, {peak} at most")
     assert peak <= before + 1
+
+
+def test_closing_the_client_fails_what_still_waits(cluster: Cluster, unique: str) -> None:
+    async def main() -> None:
+        client = await droplet.aio.connect(settings=cluster.settings)
+        sleepy = await client.register(lambda lib, s: __import__("time").sleep(s), unique)
+        pending = sleepy(5)
+        await asyncio.sleep(0.2)
+        await client.close()
+        with pytest.raises(droplet.DropletError, match="closed"):
+            await pending.get(timeout=5)
+
+    asyncio.run(asyncio.wait_for(main(), 30))

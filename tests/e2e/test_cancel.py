@@ -60,7 +60,7 @@ def test_a_queued_call_that_is_cancelled_never_runs(cclient: Any, unique: str) -
     assert all(is_cancelled(cclient.values.outcome(f.call_id)) for f in queued)
 
 
-@pytest.mark.parametrize("kind", ["sleeping", "spinning", "swallowing"])
+@pytest.mark.parametrize("kind", ["sleeping", "spinning", "swallowing", "storing"])
 def test_a_running_call_is_interrupted_and_its_worker_serves_on(
         cclient: Any, unique: str, kind: str, cluster: Cluster) -> None:
     def sleeping(lib: Any, key: str) -> str:
@@ -80,7 +80,17 @@ def test_a_running_call_is_interrupted_and_its_worker_serves_on(
             with contextlib.suppress(Exception):  # a cancel is not an Exception: not caught
                 t.sleep(60)
 
-    functions = {"sleeping": sleeping, "spinning": spinning, "swallowing": swallowing}
+    def storing(lib: Any, key: str) -> None:
+        """Interrupted inside the worker's own code (an etcd write), not only in its own."""
+        lib.put(key, "started")
+        n = 0
+        while True:
+            n += 1
+            lib.put(key + "-n", n)
+            lib.get(key + "-n")
+
+    functions = {"sleeping": sleeping, "spinning": spinning, "swallowing": swallowing,
+                 "storing": storing}
     fn = cclient.register(functions[kind], unique)
     future = fn(unique)
     _wait_for(lambda: cclient.get_object(unique) == "started", 10, "the call started")
@@ -96,8 +106,13 @@ def test_a_running_call_is_interrupted_and_its_worker_serves_on(
     assert future.cancel() is True and future.cancelled(), "cancelling again: still cancelled"
     stored = cclient.values.outcome(future.call_id)
     assert is_cancelled(stored)
-    cclient.register(lambda lib: "alive", unique + "-ok")
-    assert [cclient.call(unique + "-ok").get(timeout=10) for _ in range(4)] == ["alive"] * 4
+    def alive(lib: Any, key: str) -> str:
+        lib.put(key, "alive")  # the store works on every worker after the interruption
+        return str(lib.get(key))
+
+    cclient.register(alive, unique + "-ok")
+    assert [cclient.call(unique + "-ok", f"{unique}-ok{i}").get(timeout=10)
+            for i in range(6)] == ["alive"] * 6
     assert cclient.get_object(unique) == "started", "it never got to finish"
     assert all(p.poll() is None for p in cluster.workers), \
         "interrupted, not exited (hard_kill_grace_s is the last resort)"
@@ -163,6 +178,19 @@ def test_cancel_half_of_many_calls_under_load_one_outcome_each(
     cancelled = sum(1 for v in outcomes.values() if v == "cancelled")
     print(f"load: 400 calls, 200 cancels, {cancelled} cancelled, {400 - cancelled} results")
     assert cancelled > 0
+
+
+def test_a_cancel_storm_of_unknown_ids_leaves_the_fleet_serving(
+        cclient: Any, unique: str) -> None:
+    fn = cclient.register(lambda lib, x: x * 2, unique)
+    futures = [fn(i) for i in range(200)]
+    started = time.monotonic()
+    assert all(cclient.cancel(f"{unique}-nobody-{i}") for i in range(500))
+    storm_s = time.monotonic() - started
+    assert [f.get(timeout=60) for f in futures] == [2 * i for i in range(200)]
+    assert [fn(i).get(timeout=10) for i in range(5)] == [0, 2, 4, 6, 8]
+    print(f"500 cancels of unknown ids in {storm_s:.2f}s "
+          f"({storm_s / 500 * 1000:.2f} ms each); 200 calls unharmed")
 
 
 fault_cluster = cluster_fixture(workers=3, scope="function", worker_lease_ttl_s=2,
