@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from droplet.client.dagcalls import build_dag_call, send_dag_call
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.mapping import map_calls
+from droplet.errors import CancelledError, DropletTimeoutError
 from droplet.priority import checked_priority
 from droplet.proto import pb
 
@@ -51,8 +53,6 @@ class AsyncFuture:
         try:
             return await asyncio.wait_for(asyncio.shield(self._future), limit)
         except TimeoutError:
-            from droplet.errors import DropletTimeoutError
-
             raise DropletTimeoutError(f"no result for {self.call_id!r} within {limit:g}s"
                                       ) from None
 
@@ -65,8 +65,6 @@ class AsyncFuture:
             return self.cancelled()
         won = await self._client.cancel(self.call_id)
         if won and not self._future.done():
-            from droplet.errors import CancelledError
-
             self._future.set_exception(CancelledError("the call was cancelled",
                                                       code=pb.CANCELLED))
         return won
@@ -231,6 +229,4 @@ class AsyncDropletClient:
 
 
 def _now() -> float:
-    import time
-
     return time.time()

@@ -13,22 +13,13 @@ running one is interrupted. Both are kept `settings.cancel_keep_s` (past `max_de
 
 from __future__ import annotations
 
-from droplet.broker_config.names import check_name
-from droplet.errors import InvalidArgumentError
+from droplet.client.checks import checked_name
 from droplet.proto import pb
 from droplet.proto.replies import error_value
 from droplet.store.commits import Commit, Committer, Outcome, Status
 from droplet.store.keys import StoreKeys
 
 CANCELLED_MESSAGE = "the call was cancelled"
-
-
-def checked_call_id(call_id: object) -> str:
-    """Call ids become etcd keys: the same safe alphabet as every other name."""
-    try:
-        return check_name("call id", call_id)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
 
 
 def is_cancelled(value: pb.Value | None) -> bool:
@@ -45,7 +36,7 @@ def cancel_call(committer: Committer, keys: StoreKeys, call_id: str, keep_s: flo
     a call that uses it later does not run. A call that finished longer than
     `result_window_s` ago has no outcome left to win against: its cancel reports True and
     has no effect."""
-    call_id = checked_call_id(call_id)
+    call_id = checked_name("call id", call_id)  # it becomes an etcd key
     outcome = Outcome(call_id, error_value(pb.CANCELLED, CANCELLED_MESSAGE), ttl_s=keep_s)
     done = committer.apply(Commit(outcome=outcome, records={keys.cancel(call_id): b"1"},
                                   records_ttl_s=keep_s))

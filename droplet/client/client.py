@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from droplet.broker.interface import ConnectionFactory
-from droplet.broker_config.names import QueueNames, check_name
+from droplet.broker_config.names import QueueNames
 from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
+from droplet.client.checks import checked_key, checked_name
 from droplet.client.dagcalls import build_dag_call, send_dag_call
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
@@ -42,18 +43,8 @@ from droplet.store.kv import KV
 from droplet.store.metadata import Metadata
 from droplet.store.values import ValueStore
 
-
-def _name(kind: str, name: object) -> str:
-    try:
-        return check_name(kind, name)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
-
-
-def _key(key: object) -> str:
-    if not isinstance(key, str) or not key:
-        raise InvalidArgumentError(f"keys are non-empty strings, not {key!r}")
-    return key
+_name = checked_name
+_key = checked_key
 
 
 class DropletClient:

@@ -6,20 +6,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from droplet.broker_config.names import check_name
+from droplet.client.checks import checked_key, checked_name
 from droplet.errors import InvalidArgumentError
 from droplet.proto import envelope, pb
 from droplet.store import serializer
 
 if TYPE_CHECKING:
     from droplet.client.client import DropletClient
-
-
-def _checked(kind: str, name: object) -> str:
-    try:
-        return check_name(kind, name)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
 
 
 def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Sequence[Any]],
@@ -30,13 +23,11 @@ def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Seque
     if consistency not in (pb.NORMAL, pb.MULTI):
         raise InvalidArgumentError("consistency is droplet.NORMAL or droplet.MULTI")
     call = pb.DagCall(
-        name=_checked("DAG", name), consistency=consistency,  # type: ignore[arg-type]
+        name=checked_name("DAG", name), consistency=consistency,  # type: ignore[arg-type]
         call_id=uuid.uuid4().hex, direct_response=direct_response,
     )
     if output_key is not None:
-        if not isinstance(output_key, str) or not output_key:
-            raise InvalidArgumentError(f"keys are non-empty strings, not {output_key!r}")
-        call.output_key = output_key
+        call.output_key = checked_key(output_key)
     if client_id is not None:
         call.client_id = str(client_id)
         call.min_revision = client._sessions.get(call.client_id, 0)
@@ -45,7 +36,7 @@ def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Seque
     for function, args in arg_map.items():
         if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
             raise InvalidArgumentError(f"arguments of {function!r} must be a list")
-        target = call.function_args[_checked("function", function)]
+        target = call.function_args[checked_name("function", function)]
         for arg in args:
             serializer.dump(arg, target.values.add())
     client._check_size(call.ByteSize(), f"arguments of DAG {name!r}")

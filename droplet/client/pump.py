@@ -126,17 +126,7 @@ class ReplyPump:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed.is_set():
                 return None
-            if self._io.acquire(blocking=False):
-                try:
-                    self._drive(min(remaining, 1.0))
-                finally:
-                    self._io.release()
-                with self._cond:
-                    self._cond.notify_all()
-            else:
-                with self._cond:
-                    if key not in self._responses:
-                        self._cond.wait(min(remaining, _DRIVE_SLICE_S))
+            self._drive_or_wait(min(remaining, 1.0), key)
 
     def answer(self, key: str, response: pb.GenericResponse) -> None:
         """Settles a request this client answers itself (it was never sent)."""
@@ -161,6 +151,11 @@ class ReplyPump:
 
     def drive(self, timeout_s: float) -> None:
         """Routes replies for up to timeout_s (from a thread that only does that)."""
+        self._drive_or_wait(timeout_s)
+
+    def _drive_or_wait(self, timeout_s: float, key: str | None = None) -> None:
+        """Drives the connection when no other thread does; else waits a slice for the
+        driver to route (key's reply, when given, may be in already)."""
         if self._io.acquire(blocking=False):
             try:
                 self._drive(timeout_s)
@@ -170,7 +165,8 @@ class ReplyPump:
                 self._cond.notify_all()
         else:
             with self._cond:
-                self._cond.wait(timeout_s)
+                if key is None or key not in self._responses:
+                    self._cond.wait(min(timeout_s, _DRIVE_SLICE_S))
 
     def wake(self) -> None:
         """Ends a drive() waiting in poll (new work for the driving thread)."""
