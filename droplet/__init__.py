@@ -9,6 +9,7 @@
 from droplet.client import DropletClient, DropletFunction, DropletFuture, connect
 from droplet.errors import (
     BrokerError,
+    CancelledError,
     ConfigurationError,
     ConflictError,
     DagAlreadyExistsError,
@@ -46,10 +47,12 @@ INVALID_REQUEST: int = pb.INVALID_REQUEST
 UNAUTHORIZED: int = pb.UNAUTHORIZED
 WORKER_LOST: int = pb.WORKER_LOST
 CONFLICT: int = pb.CONFLICT
+CANCELLED: int = pb.CANCELLED
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CANCELLED",
     "CONFLICT",
     "DAG_ALREADY_EXISTS",
     "EXECUTION_ERROR",
@@ -64,6 +67,7 @@ __all__ = [
     "UNAUTHORIZED",
     "WORKER_LOST",
     "BrokerError",
+    "CancelledError",
     "ConfigurationError",
     "ConflictError",
     "DagAlreadyExistsError",

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from droplet.broker.interface import BrokerConnection, Delivery
 from droplet.outbox import Outgoing
+from droplet.priority import message_priority
 from droplet.proto.envelope import MAX_ENVELOPE_BYTES, MAX_ENVELOPE_MESSAGES, packed
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,15 @@ Batch = tuple[str, bool, str | None, list[Outgoing]]
 
 def group(outgoing: Iterable[Outgoing], split: dict[str, int] | None = None,
           max_bytes: int = MAX_ENVELOPE_BYTES) -> list[Batch]:
-    """(queue, persistent, correlation id, items) batches, in first-seen order; a queue in
+    """(queue, persistent, correlation id, items) batches, in first-seen order, each of one
+    priority (droplet/priority.py); a queue in
     `split` gets envelopes of at most that many messages (so idle workers share a burst)."""
-    batches: dict[tuple[str, bool, str | None], list[Outgoing]] = {}
-    for item in outgoing:
-        batches.setdefault((item.queue, item.persistent, item.correlation_id), []).append(item)
+    batches: dict[tuple[str, bool, str | None, int], list[Outgoing]] = {}
+    for item in outgoing:  # one priority to a message: calls of other priorities go apart
+        key = (item.queue, item.persistent, item.correlation_id, message_priority(item.message))
+        batches.setdefault(key, []).append(item)
     out = []
-    for (queue, persistent, correlation_id), items in batches.items():
+    for (queue, persistent, correlation_id, _priority), items in batches.items():
         size = max(1, (split or {}).get(queue, MAX_ENVELOPE_MESSAGES))
         for chunk in packed(items, size, lambda item: item.message.ByteSize(), max_bytes):
             out.append((queue, persistent, correlation_id, chunk))

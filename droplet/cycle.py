@@ -44,6 +44,7 @@ from droplet.outbox import (
     call_ref,
     fail_call,
 )
+from droplet.priority import message_priority
 from droplet.proto import envelope, pb
 from droplet.proto.envelope import MAX_ENVELOPE_BYTES
 from droplet.proto.replies import error_response, error_value, response_for, stamp
@@ -293,7 +294,8 @@ class Cycle:
             if confirmed is not None and self.names.is_worker_queue(queue):
                 confirmed = self._rescuing(confirmed, items, gate)
             self.conn.publish(queue, body, persistent=persistent, mandatory=persistent,
-                              correlation_id=correlation_id, on_confirm=confirmed)
+                              correlation_id=correlation_id, on_confirm=confirmed,
+                              priority=message_priority(items[0].message))
 
     def _rescuing(self, confirmed: Callable[[bool], None], items: list[Outgoing],
                   gate: AckGate | None) -> Callable[[bool], None]:

@@ -47,6 +47,11 @@ class UnroutableError(BrokerError):
     """A mandatory message found no queue (for example, a worker queue that is gone)."""
 
 
+class QueueArgumentsError(ConfigurationError):
+    """A queue exists with other arguments than this version declares (x-max-priority):
+    `droplet migrate-queues` re-creates it, keeping its messages."""
+
+
 class StoreError(DropletError):
     """etcd could not be reached or refused an operation."""
 
@@ -126,6 +131,13 @@ class ConflictError(RequestError):
     code = pb.CONFLICT
 
 
+class CancelledError(RequestError):
+    """The call was cancelled (client.cancel, future.cancel) before it finished: it did not
+    run, or was interrupted, and its stored outcome is CANCELLED."""
+
+    code = pb.CANCELLED
+
+
 _BY_CODE: dict[int, type[RequestError]] = {
     cls.code: cls
     for cls in (
@@ -139,6 +151,7 @@ _BY_CODE: dict[int, type[RequestError]] = {
         UnauthorizedError,
         WorkerLostError,
         ConflictError,
+        CancelledError,
     )
 }
 

@@ -114,6 +114,23 @@ class Settings:
     dead_letter_max_redeliveries: int = 5  # then a message is dead-lettered as poison
     hard_kill_grace_s: float = 10.0  # a function ignoring its time limit this long: exit
 
+    # issue 14 part 2. Call priorities run 0 (default) .. max_priority; it is the
+    # x-max-priority of the call, work and worker queues, so changing it means re-creating
+    # them (`droplet migrate-queues`). RabbitMQ advises at most 10 levels.
+    max_priority: int = 9
+    # Longest delay of call_later / call_at. A cancel is kept this long (and at least
+    # result_ttl_s), so that a delayed call cancelled now is still known cancelled when due.
+    max_delay_s: float = 86400.0
+
+    @property
+    def cancel_keep_s(self) -> float:
+        """How long a cancel (its CANCELLED outcome and its record) is kept: past the
+        longest delay a cancelled call may still be due after (leases live 0.9 x their ttl),
+        and never less than other outcomes read by key; 0 (kept) when those are kept."""
+        if self.result_ttl_s <= 0:
+            return 0.0
+        return max(float(self.result_ttl_s), self.max_delay_s * 1.2 + self.result_window_s)
+
     @property
     def etcd_prefix(self) -> str:
         return f"/{self.namespace}/"

@@ -25,6 +25,7 @@ class Delivery:
     redelivered: bool = False
     headers: Mapping[str, Any] | None = None
     claim: str = ""  # set once acked early and held as a claim in etcd (a long call)
+    priority: int = 0  # the AMQP priority it was published with
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ class BrokerConnection(Protocol):
         persistent: bool = True,
         mandatory: bool = False,
         on_confirm: ConfirmCallback | None = None,
+        priority: int = 0,
     ) -> None:
-        """Sends without waiting. `on_confirm(ok)` runs inside a later poll() once the broker
+        """Sends without waiting; `priority` orders it in a queue declared with
+        x-max-priority (higher first). `on_confirm(ok)` runs inside a later poll() once the broker
         has the message (ok=False: nacked, or unroutable when `mandatory`)."""
         ...
 

@@ -26,7 +26,7 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from droplet.broker.interface import ConfirmCallback, Delivery, Topology
-from droplet.errors import BrokerError
+from droplet.errors import BrokerError, QueueArgumentsError
 from droplet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _PERSISTENT = 2
 _TRANSIENT = 1
+_PRECONDITION_FAILED = 406
 
 
 def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
@@ -102,7 +103,24 @@ class RabbitConnection:
         return bool(self._conn.is_open and self._channel.is_open and self._fast.is_open)
 
     def declare(self, topology: Topology) -> None:
-        with _converted("declare"):
+        try:
+            self._declare(topology)
+        except pex.ChannelClosedByBroker as exc:
+            if exc.reply_code != _PRECONDITION_FAILED:
+                raise BrokerError(f"RabbitMQ declare failed: {exc}") from None
+            with _converted("reopen channel"):
+                fast_is_main = self._fast is self._channel
+                self._open_channel()
+                if fast_is_main:
+                    self._fast = self._channel
+            raise QueueArgumentsError(
+                f"RabbitMQ refused a queue's arguments ({exc.reply_text}): it was declared "
+                "differently, by an older Droplet or with another max_priority. Stop the "
+                "fleet and run `droplet migrate-queues` (messages are kept)") from None
+
+    def _declare(self, topology: Topology) -> None:
+        """Declares; a refused queue leaves as pika's ChannelClosedByBroker (see declare)."""
+        try:
             for exchange in topology.exchanges:
                 self._channel.exchange_declare(
                     exchange.name, exchange_type=exchange.kind, durable=exchange.durable
@@ -117,6 +135,10 @@ class RabbitConnection:
                 )
             for binding in topology.bindings:
                 self._channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+        except pex.ChannelClosedByBroker:
+            raise
+        except (pex.AMQPError, OSError, AssertionError) as exc:
+            raise BrokerError(f"RabbitMQ declare failed: {type(exc).__name__}: {exc}") from None
 
     def publish(
         self,
@@ -129,6 +151,7 @@ class RabbitConnection:
         persistent: bool = True,
         mandatory: bool = False,
         on_confirm: ConfirmCallback | None = None,
+        priority: int = 0,
     ) -> None:
         confirmed = self._confirms and (persistent or mandatory)
         if confirmed:
@@ -140,6 +163,7 @@ class RabbitConnection:
             correlation_id=correlation_id,
             headers=dict(headers) if headers else None,
             message_id=str(seq) if mandatory and confirmed else None,
+            priority=priority or None,
         )
         channel = self._channel if confirmed else self._fast
         if confirmed:
@@ -325,6 +349,7 @@ def _delivery(queue: str, method: Any, props: pika.BasicProperties, body: bytes)
         correlation_id=props.correlation_id,
         redelivered=bool(method.redelivered),
         headers=props.headers,
+        priority=int(props.priority or 0),
     )
 
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from droplet.broker.interface import BrokerConnection, ConnectionFactory
-from droplet.errors import BrokerError
+from droplet.errors import BrokerError, QueueArgumentsError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ def run_with_reconnect(
             session(conn)
         except BrokerError as exc:
             log.warning("%s: broker connection lost (%s); retrying in %.1fs", name, exc, delay)
+        except QueueArgumentsError as exc:
+            # Waits, consuming nothing, until an operator runs `droplet migrate-queues`.
+            log.error("%s: %s; retrying in %.1fs", name, exc, delay)
         except Exception:
             # A bug must not silently stop a consume loop: log it, start a fresh connection
             # (the broker requeues whatever was in hand).

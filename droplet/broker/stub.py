@@ -31,6 +31,7 @@ class _Message:
     correlation_id: str | None
     headers: Mapping[str, Any] | None
     redelivered: bool = False
+    priority: int = 0
 
 
 @dataclass
@@ -47,6 +48,20 @@ class _Consumer:
     prefetch: int
     unacked: int = 0
     paused: bool = False
+
+
+def _enqueue(queue: _Queue, message: _Message) -> None:
+    """FIFO, except in a queue with x-max-priority: ahead of every lower priority, as
+    RabbitMQ orders it (priorities above the maximum count as the maximum)."""
+    top = int(queue.arguments.get("x-max-priority", 0))
+    if not top:
+        queue.ready.append(message)
+        return
+    rank = min(message.priority, top)
+    index = len(queue.ready)
+    while index > 0 and min(queue.ready[index - 1].priority, top) < rank:
+        index -= 1
+    queue.ready.insert(index, message)
 
 
 class StubBroker:
@@ -80,7 +95,7 @@ class StubBroker:
                 if mandatory:
                     raise UnroutableError(f"no queue {queue!r}")
                 return
-            target.ready.append(message)
+            _enqueue(target, message)
             self.lock.notify_all()
 
     def dispatch(self) -> None:
@@ -144,11 +159,12 @@ class StubConnection:
         persistent: bool = True,
         mandatory: bool = False,
         on_confirm: ConfirmCallback | None = None,
+        priority: int = 0,
     ) -> None:
         self._check()
         if reply_to == "amq.rabbitmq.reply-to":
             reply_to = f"{_REPLY_PREFIX}{self.id}"
-        message = _Message(body, reply_to, correlation_id, headers)
+        message = _Message(body, reply_to, correlation_id, headers, priority=priority)
         nack = self._broker.nack_when
         if nack is not None and nack(queue, body):
             ok = False  # injected: the broker lost it (or would not take it)
@@ -201,7 +217,8 @@ class StubConnection:
         self._unacked[tag] = (consumer, message)
         self._pending.append(
             Delivery(consumer.queue, message.body, tag, message.reply_to,
-                     message.correlation_id, message.redelivered, message.headers)
+                     message.correlation_id, message.redelivered, message.headers,
+                     priority=message.priority)
         )
 
     def poll(self, timeout_s: float) -> list[Delivery]:
@@ -279,7 +296,8 @@ class StubConnection:
             tag = next(self._tags)
             self._unacked[tag] = (consumer, message)
             return Delivery(queue, message.body, tag, message.reply_to,
-                            message.correlation_id, message.redelivered, message.headers)
+                            message.correlation_id, message.redelivered, message.headers,
+                            priority=message.priority)
 
     def queue_depth(self, queue: str) -> int | None:
         return self._broker.queue_depth(queue)

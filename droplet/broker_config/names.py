@@ -12,8 +12,11 @@ the namespace, so several clusters, or several test runs, can share one broker.
                            UserMessage, and calls placed on it for data locality
     <ns>.inbox.<id>        messages to functions on one worker (lib.send / lib.recv)
     <ns>.dead              dead letters: undecodable, unsigned or handler-crashing messages
-    <ns>.retry.<N>ms       calls waiting out a retry back-off; on expiry they go back to
-                           <ns>.scheduler.calls
+    <ns>.retry.<N>ms       calls waiting out a retry back-off, or a delay (call_later) in
+                           power-of-two steps; on expiry they go back to <ns>.scheduler.calls
+
+The call, work and worker queues are priority queues (x-max-priority = max_priority): a
+message's AMQP priority orders it ahead of lower ones waiting there (see droplet/priority.py).
 """
 
 from __future__ import annotations
@@ -52,10 +55,22 @@ def retry_bucket_ms(delay_ms: int) -> int:
     return bucket
 
 
+def delay_bucket_ms(remaining_ms: int) -> int:
+    """The longest power-of-two wait not past a delayed call's due time: a delay of any
+    length is a chain of at most ~27 such waits (1 day < 2^27 ms), each in a queue of its own."""
+    bucket = 1
+    while bucket * 2 <= min(remaining_ms, 24 * 3600 * 1000):
+        bucket *= 2
+    return bucket
+
+
 class QueueNames:
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, max_priority: int = 9) -> None:
         check_name("namespace", namespace)
         self.namespace = namespace
+        # x-max-priority of the call, work and worker queues (0: no priorities). Every process
+        # that declares them must agree: RabbitMQ refuses a queue declared differently.
+        self.max_priority = max_priority
         self.calls = f"{namespace}.scheduler.calls"
         self.admin = f"{namespace}.scheduler.admin"
         self.work = f"{namespace}.work"

@@ -16,14 +16,19 @@ def _dead_lettered(names: QueueNames, queue: str, **extra: object) -> QueueSpec:
     return QueueSpec(queue, durable=True, arguments=arguments)
 
 
+def _prioritised(names: QueueNames) -> dict[str, object]:
+    """Queues that calls wait in order calls by priority (RabbitMQ's priority queues)."""
+    return {"x-max-priority": names.max_priority} if names.max_priority > 0 else {}
+
+
 def shared_topology(names: QueueNames) -> Topology:
     """What clients, schedulers and workers all need to exist."""
     return Topology(
         queues=[
             QueueSpec(names.dead, durable=True),
-            _dead_lettered(names, names.calls),
+            _dead_lettered(names, names.calls, **_prioritised(names)),
             _dead_lettered(names, names.admin),
-            _dead_lettered(names, names.work),
+            _dead_lettered(names, names.work, **_prioritised(names)),
         ]
     )
 
@@ -31,7 +36,7 @@ def shared_topology(names: QueueNames) -> Topology:
 def worker_topology(names: QueueNames, worker_id: str) -> Topology:
     expiry = {"x-expires": WORKER_QUEUE_EXPIRY_MS}
     return Topology(queues=[
-        _dead_lettered(names, names.worker(worker_id), **expiry),
+        _dead_lettered(names, names.worker(worker_id), **expiry, **_prioritised(names)),
         _dead_lettered(names, names.inbox(worker_id), **expiry),
     ])
 

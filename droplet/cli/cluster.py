@@ -130,6 +130,7 @@ def purge_namespace(settings: Settings, worker_ids: list[str] | None = None) -> 
         kv.delete(settings.etcd_prefix, prefix=True)
     names = QueueNames(settings.namespace)
     queues = [names.calls, names.admin, names.work, names.dead]
+    queues += [names.retry(2**k) for k in range(28)]  # retry and delay queues
     for worker in worker_ids or []:
         queues += [names.worker(worker), names.inbox(worker)]
     with closing(broker_factory(settings, "droplet-purge")()) as conn:

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send them back to the queue they died in")
     action.add_argument("--purge", action="store_true", help="drop them")
 
+    sub.add_parser("migrate-queues", help="re-create queues declared with other arguments "
+                   "(an older version, another max_priority), keeping their messages; run it "
+                   "with the fleet stopped")
+
     bench = sub.add_parser("bench", help="measure call and DAG latency and throughput")
     bench.add_argument("--workers", type=int, default=2,
                        help="workers of the local cluster (default 2)")
@@ -113,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from droplet.cli.dead_letters import run_dead_letters
 
             return run_dead_letters(settings, args.json, args.limit, args.requeue, args.purge)
+        if args.command == "migrate-queues":
+            from droplet.cli.migrate import run_migrate
+
+            return run_migrate(settings)
         if args.command == "bench":
             from droplet.cli.bench import run_bench
 

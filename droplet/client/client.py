@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import builtins
 import inspect
-import itertools
-import sys
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from droplet.broker.interface import ConnectionFactory
-from droplet.broker_config.names import QueueNames, check_name
+from droplet.broker_config.names import QueueNames
 from droplet.client.batcher import CallBatcher
+from droplet.client.cancel import cancel_call
+from droplet.client.checks import checked_key, checked_name
+from droplet.client.dagcalls import build_dag_call, send_dag_call
+from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
+from droplet.client.mapping import map_calls
 from droplet.client.pump import ReplyPump
 from droplet.client.routing import CallRouter
 from droplet.client.traces import CallTraces
@@ -30,6 +33,7 @@ from droplet.errors import (
     error_from_info,
     qualified_names,
 )
+from droplet.priority import checked_priority
 from droplet.proto import envelope, pb
 from droplet.proto.replies import error_response, error_value
 from droplet.settings import Settings
@@ -41,42 +45,14 @@ from droplet.store.metadata import Metadata
 from droplet.store.values import ValueStore
 from droplet.tracing import Tracing
 
-
-def _name(kind: str, name: object) -> str:
-    try:
-        return check_name(kind, name)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
-
-
-def _key(key: object) -> str:
-    if not isinstance(key, str) or not key:
-        raise InvalidArgumentError(f"keys are non-empty strings, not {key!r}")
-    return key
-
-
-class _ProgressBar:
-    """A one-line count of finished calls on stderr for map(progress=True)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if self.enabled and now - self._last > 0.2:
-            self._last = now
-            print(f"\rdroplet map: {done} calls done", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr, flush=True)
+_name = checked_name
+_key = checked_key
 
 
 class DropletClient:
     def __init__(self, settings: Settings, kv: KV, connect: ConnectionFactory) -> None:
         self.settings = settings
-        self.names = QueueNames(settings.namespace)
+        self.names = QueueNames(settings.namespace, settings.max_priority)
         self.signer = Signer(settings.signing_key)
         self.kv = kv
         self.values = ValueStore(kv, settings)
@@ -118,6 +94,7 @@ class DropletClient:
         retry_on: Sequence[type[BaseException]] = (Exception,),
         retry_backoff_s: float = 1.0,
         direct_response: bool = False,
+        priority: int = 0,
     ) -> DropletFunction:
         """Registers a function `f(lib, *args)`, or a class whose instances (built once per
         worker with `init_args`) are called through `run(self, lib, *args)`.
@@ -126,9 +103,11 @@ class DropletClient:
         raises one of `retry_on` runs again, up to that many more times, after
         `retry_backoff_s`, then twice that, and so on; the caller sees only the last outcome.
         With `direct_response`, calls through the returned handle answer without storing
-        their results (see call_direct).
+        their results (see call_direct). Calls through the handle carry `priority` (0 ..
+        max_priority; see droplet/priority.py for what it promises).
         """
         name = _name("function", name)
+        checked_priority(priority, self.settings.max_priority)
         is_class = inspect.isclass(function)
         if is_class and not callable(getattr(function, "run", None)):
             raise InvalidArgumentError(f"class {function.__name__} has no run(self, lib, ...)")
@@ -147,7 +126,7 @@ class DropletClient:
         for arg in init_args:
             serializer.dump(arg, spec.init_args.values.add())
         self._admin(pb.Message(function=spec))
-        return DropletFunction(name, self, direct_response)
+        return DropletFunction(name, self, direct_response, priority)
 
     def call(self, name: str, *args: Any) -> DropletFuture:
         """Calls a registered function by name; the future's get() returns its result."""
@@ -160,17 +139,35 @@ class DropletClient:
         return self.submit(name, args, direct=True)
 
     def submit(self, name: str, args: Sequence[Any], *, direct: bool = False,
-               traced: bool = False) -> DropletFuture:
+               traced: bool = False, priority: int = 0) -> DropletFuture:
         """A call with its options spelled out; `traced` stamps every stage it goes through
         (the future's `trace` after get(); what `droplet bench --breakdown` reads)."""
         call = self._function_call(name, args)
         call.direct_response = direct
+        call.priority = checked_priority(priority, self.settings.max_priority)
         if traced and not len(call.trace):
             call.trace.add(stage="client.send", at_s=time.time())
         future = DropletFuture(call.response_key, self, stored=not direct)
         weakref.finalize(future, self.pump.forget, call.response_key)
         self.batcher.add(call)
         return future
+
+    def submit_delayed(self, name: str, args: Sequence[Any], *, delay_s: float | None = None,
+                       at: datetime | float | None = None, priority: int = 0) -> DropletFuture:
+        """A call run after `delay_s` seconds, or at `at` (client/delays.py): it waits in
+        the broker; its outcome is stored (never a direct response)."""
+        call, due = delayed_call(self, name, args, delay_s, at, priority)
+        future = DropletFuture(call.response_key, self, due_at=due)
+        weakref.finalize(future, self.pump.forget, call.response_key)
+        send_delayed(self, call)
+        return future
+
+    def cancel(self, call_id: str) -> bool:
+        """Cancels a call by its id (a future's `call_id`): queued, it never runs; running,
+        it is interrupted; either way its outcome is CANCELLED. False when it finished first.
+        See client/cancel.py for what decides a cancel racing a finish."""
+        return cancel_call(self.committer, self.metadata.keys, call_id,
+                           self.settings.cancel_keep_s)
 
     def exec_func(self, name: str, args: Sequence[Any]) -> str:
         """Calls a function; returns the key its result will be stored under (seed API),
@@ -220,33 +217,10 @@ class DropletClient:
         yields the results in order. Calls travel `chunk_size` to a message and at most
         `window` are in flight, so an unbounded iterable streams; the first failed call
         raises its error when its turn to be yielded comes."""
-        name = function.name if isinstance(function, DropletFunction) else function
-        if not isinstance(name, str):
-            raise InvalidArgumentError("map() takes a registered DropletFunction or its name")
-        if chunk_size < 1 or window < chunk_size:
-            raise InvalidArgumentError("map() needs 1 <= chunk_size <= window")
-        if not iterables:
-            raise InvalidArgumentError("map() needs at least one iterable")
-        bar = _ProgressBar(progress)
-        pending: deque[DropletFuture] = deque()
-        items = zip(*iterables, strict=False)
-        done = 0
-        while True:
-            chunk = list(itertools.islice(items, chunk_size))
-            if chunk:
-                calls = [self._function_call(name, args) for args in chunk]
-                for call in calls:
-                    future = DropletFuture(call.response_key, self)
-                    weakref.finalize(future, self.pump.forget, call.response_key)
-                    pending.append(future)
-                self._send_calls(calls)
-            while pending and (not chunk or len(pending) > window - chunk_size):
-                yield pending.popleft().get(timeout)
-                done += 1
-                bar.update(done)
-            if not chunk and not pending:
-                bar.close()
-                return
+        futures: Iterator[DropletFuture] = map_calls(self, function, iterables, chunk_size,
+                                                     window, progress)
+        for future in futures:
+            yield future.get(timeout)
 
     def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
         for call in self.router.send(calls):
@@ -323,29 +297,8 @@ class DropletClient:
         otherwise a DropletFuture for the result stored under output_key or the schedule id.
         `traced` stamps every stage (the future's `trace` after get(), as for `submit`); a
         traced call returns its future even with direct_response, for the trace."""
-        if consistency not in (pb.NORMAL, pb.MULTI):
-            raise InvalidArgumentError("consistency is droplet.NORMAL or droplet.MULTI")
-        call = pb.DagCall(
-            name=_name("DAG", name), consistency=consistency,  # type: ignore[arg-type]
-            call_id=uuid.uuid4().hex, direct_response=direct_response,
-        )
-        if output_key is not None:
-            call.output_key = _key(output_key)
-        if client_id is not None:
-            call.client_id = str(client_id)
-            call.min_revision = self._sessions.get(call.client_id, 0)
-        if consistency == pb.MULTI:
-            # Everything written before the call, this client's own writes included.
-            call.snapshot_revision = self.kv.revision()
-        if not isinstance(arg_map, Mapping):
-            raise InvalidArgumentError("arg_map maps function names to argument lists")
-        for function, args in arg_map.items():
-            if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-                raise InvalidArgumentError(f"arguments of {function!r} must be a list")
-            target = call.function_args[_name("function", function)]
-            for arg in args:
-                serializer.dump(arg, target.values.add())
-        self._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
+        call = build_dag_call(self, name, arg_map, direct_response, consistency, output_key,
+                              client_id)
         if self.traces.enabled:
             self.traces.begin(call.call_id, f"droplet.dag {call.name}", call.trace,
                               call.trace_context)
@@ -358,8 +311,7 @@ class DropletClient:
             stored=not direct_response,
         )
         weakref.finalize(future, self.pump.forget, call.call_id)
-        body = envelope.encode([pb.Message(dag_call=call)], self.signer)
-        self.pump.send(self.names.calls, body, [call.call_id])
+        send_dag_call(self, call)
         if direct_response and not traced:
             return future.get(timeout)
         return future

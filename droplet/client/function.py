@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from droplet.priority import checked_priority
 
 if TYPE_CHECKING:
     from droplet.client.client import DropletClient
@@ -10,17 +13,38 @@ if TYPE_CHECKING:
 
 
 class DropletFunction:
-    def __init__(self, name: str, client: DropletClient, direct_response: bool = False) -> None:
+    """Calls through a handle carry its `priority` (register(..., priority=N), or
+    with_priority(N) for a copy with another)."""
+
+    def __init__(self, name: str, client: DropletClient, direct_response: bool = False,
+                 priority: int = 0) -> None:
         self.name = name
         self._client = client
         self.direct_response = direct_response
+        self.priority = checked_priority(priority, client.settings.max_priority)
 
     def __repr__(self) -> str:
         return f"DropletFunction({self.name!r})"
 
     def __call__(self, *args: Any) -> DropletFuture:
-        return self._client.submit(self.name, args, direct=self.direct_response)
+        return self._client.submit(self.name, args, direct=self.direct_response,
+                                   priority=self.priority)
 
     def direct(self, *args: Any) -> DropletFuture:
         """A call answered without storing its result (client.call_direct)."""
-        return self._client.submit(self.name, args, direct=True)
+        return self._client.submit(self.name, args, direct=True, priority=self.priority)
+
+    def with_priority(self, priority: int) -> DropletFunction:
+        """The same function, called with another priority: `f.with_priority(9)(x)`."""
+        return DropletFunction(self.name, self._client, self.direct_response, priority)
+
+    def call_later(self, delay_s: float, *args: Any) -> DropletFuture:
+        """Runs the call once `delay_s` seconds have passed (waiting in the broker, not in
+        this process); its future's get() waits out the delay by default. Cancellable."""
+        return self._client.submit_delayed(self.name, args, delay_s=delay_s,
+                                           priority=self.priority)
+
+    def call_at(self, when: datetime | float, *args: Any) -> DropletFuture:
+        """Runs the call at `when` (a datetime, naive ones in local time, or a unix time);
+        a time already past runs it now."""
+        return self._client.submit_delayed(self.name, args, at=when, priority=self.priority)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from droplet.errors import DropletTimeoutError, error_from_info
 from droplet.proto import pb
+from droplet.proto.replies import error_response
 from droplet.store import serializer
 
 if TYPE_CHECKING:
@@ -34,11 +35,13 @@ class DropletFuture:
         call_id: str = "",
         on_revision: Callable[[int], None] | None = None,
         stored: bool = True,
+        due_at: float = 0.0,
     ) -> None:
         self.response_id = response_id
         self.call_id = call_id or response_id
         self._on_revision = on_revision
         self._stored = stored  # False: a direct response, nothing in the store to look for
+        self.due_at = due_at  # a delayed call: not run before this unix time
         self.trace: list[tuple[str, float]] = []  # (stage, unix time) of a traced call
         self._client = client
         self._value: Any = _UNSET
@@ -56,6 +59,8 @@ class DropletFuture:
         (default: settings.result_timeout_s)."""
         if not self.done():
             limit = self._client.settings.result_timeout_s if timeout is None else timeout
+            if timeout is None and self.due_at:  # the default waits out the delay too
+                limit += max(0.0, self.due_at - time.time())
             self._client.batcher.flush()
             self._await(limit)
         if self._error is not None:
@@ -63,6 +68,23 @@ class DropletFuture:
         return self._value
 
     result = get
+
+    def cancel(self) -> bool:
+        """Cancels the call (client.cancel): True when its outcome is CANCELLED, and then
+        get() raises droplet.CancelledError; False when it finished first (get() returns its
+        outcome)."""
+        if self.done():
+            return self.cancelled()
+        if not self._client.cancel(self.call_id):
+            return False
+        response = error_response(self.response_id, pb.CANCELLED, "the call was cancelled",
+                                  call_id=self.call_id)
+        self._client.pump.answer(self.call_id, response)  # wakes a get() waiting elsewhere
+        self._settle_value(response.value)
+        return True
+
+    def cancelled(self) -> bool:
+        return self._error is not None and getattr(self._error, "code", 0) == pb.CANCELLED
 
     def _await(self, timeout_s: float) -> None:
         pump = self._client.pump

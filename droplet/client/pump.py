@@ -10,6 +10,7 @@ carries its call id, so a re-send is recognised downstream).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -37,6 +38,7 @@ class _Request:
     body: bytes
     correlation_id: str | None
     waiting: set[str]
+    priority: int = 0
 
 
 class AnswerWatcher(Protocol):
@@ -62,6 +64,8 @@ class ReplyPump:
         # Told of every expected answer once it arrived, and of every key forgotten (the
         # client's call traces), outside the pump's lock.
         self.watcher: AnswerWatcher | None = None
+        # Replies handed to a callback instead of a waiting thread (the asyncio client).
+        self._listeners: dict[str, Callable[[pb.GenericResponse], None]] = {}
         self.generation = 0
         self._closed = threading.Event()
         with self._io:
@@ -73,20 +77,21 @@ class ReplyPump:
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, queue: str, body: bytes, ids: list[str], correlation_id: str | None = None,
-             ) -> None:
+             priority: int = 0) -> None:
         """Publishes a request whose replies are keyed by `ids`; they stay in flight (and are
         re-sent after a reconnect) until answered or `forget`-ed."""
         if self._closed.is_set():
             raise DropletError("the client is closed")
         with self._cond:
             self._expected.update(ids)
-            self._inflight[ids[0]] = _Request(queue, body, correlation_id, set(ids))
+            self._inflight[ids[0]] = _Request(queue, body, correlation_id, set(ids), priority)
             for key in ids:
                 self._request_of[key] = ids[0]
         try:
             self._with_connection(
                 lambda conn: conn.publish(
-                    queue, body, reply_to=self._reply_address, correlation_id=correlation_id
+                    queue, body, reply_to=self._reply_address, correlation_id=correlation_id,
+                    priority=priority,
                 )
             )
         except BrokerError as exc:
@@ -136,24 +141,54 @@ class ReplyPump:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed.is_set():
                 return None
-            if self._io.acquire(blocking=False):
-                try:
-                    self._drive(min(remaining, 1.0))
-                finally:
-                    self._io.release()
-                with self._cond:
-                    self._cond.notify_all()
-            else:
-                with self._cond:
-                    if key not in self._responses:
-                        self._cond.wait(min(remaining, _DRIVE_SLICE_S))
+            self._drive_or_wait(min(remaining, 1.0), key)
 
     def answer(self, key: str, response: pb.GenericResponse) -> None:
         """Settles a request this client answers itself (it was never sent)."""
         with self._cond:
             self._expected.add(key)
             self._responses[key] = response
+            self._hand_over(key)
             self._cond.notify_all()
+
+    def listen(self, key: str, callback: Callable[[pb.GenericResponse], None]) -> None:
+        """Hands key's reply to callback (on whichever thread routes it; keep it quick)
+        instead of keeping it for wait(); a reply that came already is handed over now."""
+        with self._cond:
+            self._expected.add(key)
+            self._listeners[key] = callback
+            self._hand_over(key)
+
+    def _hand_over(self, key: str) -> None:
+        if key in self._listeners and key in self._responses:
+            self._expected.discard(key)
+            self._listeners.pop(key)(self._responses.pop(key))
+
+    def drive(self, timeout_s: float) -> None:
+        """Routes replies for up to timeout_s (from a thread that only does that)."""
+        self._drive_or_wait(timeout_s)
+
+    def _drive_or_wait(self, timeout_s: float, key: str | None = None) -> None:
+        """Drives the connection when no other thread does; else waits a slice for the
+        driver to route (key's reply, when given, may be in already)."""
+        if self._io.acquire(blocking=False):
+            try:
+                self._drive(timeout_s)
+            finally:
+                self._io.release()
+            with self._cond:
+                self._cond.notify_all()
+        else:
+            with self._cond:
+                if key is None or key not in self._responses:
+                    self._cond.wait(min(timeout_s, _DRIVE_SLICE_S))
+
+    def wake(self) -> None:
+        """Ends a drive() waiting in poll (new work for the driving thread)."""
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(DropletError):
+                conn.call_soon_threadsafe(lambda: None)
 
     def release(self, key: str) -> None:
         """Nobody will wait for this key's reply, but its request stays in flight (and is
@@ -164,6 +199,7 @@ class ReplyPump:
 
     def forget(self, key: str) -> None:
         with self._cond:
+            self._listeners.pop(key, None)
             self._expected.discard(key)
             self._responses.pop(key, None)
             self._answered(key)
@@ -221,6 +257,7 @@ class ReplyPump:
                         response.trace.add(stage="client.received", at_s=time.time())
                     self._responses[key] = response
                     arrived.append((key, response))
+                    self._hand_over(key)
             self._cond.notify_all()
         if self.watcher is not None:
             for key, response in arrived:
@@ -257,7 +294,7 @@ class ReplyPump:
             for request in pending:
                 conn.publish(request.queue, request.body, reply_to=self._reply_address,
                              correlation_id=request.correlation_id,
-                             headers={RESENT_HEADER: 1})
+                             headers={RESENT_HEADER: 1}, priority=request.priority)
         except BaseException:
             conn.close()
             raise

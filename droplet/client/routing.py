@@ -33,7 +33,7 @@ _RECHECK_S = 1.0
 _NONE_FOR_S = 1.0
 _MAX_PER_ENVELOPE = 16
 
-Send = Callable[[str, bytes, list[str]], None]
+Send = Callable[..., None]  # (queue, body, reply ids, priority=...): ReplyPump.send
 
 
 class CallRouter:
@@ -84,6 +84,12 @@ class CallRouter:
 
     def _publish(self, queue: str, calls: Sequence[pb.FunctionCall],
                  most: int = MAX_ENVELOPE_MESSAGES) -> None:
-        for chunk in packed(list(calls), most, lambda call: call.ByteSize(), self._max_bytes):
-            body = envelope.encode((pb.Message(call=c) for c in chunk), self._signer)
-            self._send(queue, body, [c.response_key for c in chunk])
+        """Envelopes of calls of one priority each, published with it (urgent ones first)."""
+        by_priority: dict[int, list[pb.FunctionCall]] = {}
+        for call in calls:
+            by_priority.setdefault(call.priority, []).append(call)
+        for priority in sorted(by_priority, reverse=True):
+            for chunk in packed(by_priority[priority], most, lambda call: call.ByteSize(),
+                                self._max_bytes):
+                body = envelope.encode((pb.Message(call=c) for c in chunk), self._signer)
+                self._send(queue, body, [c.response_key for c in chunk], priority=priority)

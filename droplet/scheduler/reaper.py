@@ -146,19 +146,20 @@ class Reaper:
     def _drain_once(self, conn: BrokerConnection, queue: str) -> int:
         moved = 0
         while (delivery := conn.get(queue)) is not None:
-            self._move(conn, delivery.body, delivery.reply_to, delivery.correlation_id)
+            self._move(conn, delivery.body, delivery.reply_to, delivery.correlation_id,
+                       delivery.priority)
             conn.ack(delivery.tag)
             moved += 1
         return moved
 
     def _move(self, conn: BrokerConnection, body: bytes, reply_to: str | None,
-              correlation_id: str | None) -> None:
+              correlation_id: str | None, priority: int = 0) -> None:
         """Publishes a message to the call queue, marked as maybe done, and waits for the
         broker to confirm it."""
         outcome: list[bool] = []
         conn.publish(self._names.calls, body, reply_to=reply_to or None,
                      correlation_id=correlation_id or None, headers={RESENT_HEADER: 1},
-                     mandatory=True, on_confirm=outcome.append)
+                     mandatory=True, on_confirm=outcome.append, priority=priority)
         deadline = time.monotonic() + _CONFIRM_TIMEOUT_S
         while not outcome and time.monotonic() < deadline:
             conn.poll(0.02)

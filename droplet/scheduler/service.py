@@ -31,7 +31,7 @@ from droplet.metrics import Metrics, MetricsMiddleware
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import Outbox
 from droplet.proto import pb
-from droplet.scheduler import calls, dags
+from droplet.scheduler import calls, dags, delays
 from droplet.scheduler.fleet import FleetView
 from droplet.scheduler.pinning import BrokerPins
 from droplet.scheduler.reaper import Reaper
@@ -58,7 +58,7 @@ class SchedulerService:
                  scheduler_id: str | None = None, middleware: Sequence[Middleware] = ()) -> None:
         self.settings = settings
         self.id = scheduler_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.names = QueueNames(settings.namespace)
+        self.names = QueueNames(settings.namespace, settings.max_priority)
         self.signer = Signer(settings.signing_key)
         self.state = SchedulerState(self.names, scheduler_id=self.id,
                                     fresh_revision=kv.revision)
@@ -146,7 +146,10 @@ class SchedulerService:
         reply_to = delivery.reply_to if is_reply_address(delivery.reply_to) else None
         resent = delivery.redelivered or bool((delivery.headers or {}).get(RESENT_HEADER))
         if kind == "call":
-            calls.call_function(message.call, reply_to, self.state, out, maybe_done=resent)
+            if not delays.route_delayed(message.call, reply_to, self.state, out,
+                                        self.metadata.keys, redelivered=delivery.redelivered,
+                                        max_delay_s=self.settings.max_delay_s):
+                calls.call_function(message.call, reply_to, self.state, out, maybe_done=resent)
         elif kind == "dag_call":
             self.fleet.track_revision()
             dags.call_dag(message.dag_call, reply_to, self.state, out)

@@ -33,6 +33,7 @@ class Outcome:
     value: pb.Value
     output_key: str = ""  # also stored under values/<output_key>
     keep: bool = False  # kept result_ttl_s (read by key later); else result_window_s
+    ttl_s: float | None = None  # kept this long instead (a cancel: settings.cancel_keep_s)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Commit:
     clears: list[str] = field(default_factory=list)  # full-key prefixes to delete
     absent: str | None = None  # a full key that must not exist (a join's done marker)
     guards: list[Compare] = field(default_factory=list)  # must hold, else CONFLICT
+    records_ttl_s: float | None = None  # lease of `records`; None: schedule_ttl_s
 
 
 # etcd refuses a request larger than its --max-request-bytes (1.5 MiB by default): a commit is
@@ -157,7 +159,9 @@ class Committer:
         if outcome is not None:
             marker = self._keys.result(outcome.call_id)
             compares.append(VersionIs(marker, 0))
-            ttl = settings.result_ttl_s if outcome.keep else settings.result_window_s
+            ttl: float = settings.result_ttl_s if outcome.keep else settings.result_window_s
+            if outcome.ttl_s is not None:
+                ttl = outcome.ttl_s
             link(marker, outcome.value, leases.lease(ttl))
             if outcome.output_key:
                 link(self._keys.value(outcome.output_key), outcome.value, None)
@@ -167,7 +171,9 @@ class Committer:
             compares.append(VersionIs(commit.absent, 0))
         compares += commit.guards
         if commit.records:
-            lease = leases.lease(settings.schedule_ttl_s)
+            records_ttl_s = commit.records_ttl_s
+            lease = leases.lease(settings.schedule_ttl_s if records_ttl_s is None
+                                 else records_ttl_s)
             ops += [Put(key, raw, lease) for key, raw in commit.records.items()]
         ops += [Delete(prefix, prefix=True) for prefix in commit.clears]
         if len(ops) > self.max_ops or len(compares) > self.max_ops or (

@@ -14,6 +14,9 @@
     reaping/<id>            which scheduler drains a dead worker's queue
     deliveries/<digest>     redelivery counts of suspect messages
     recent/<worker id>      what a worker ran lately, for the dashboard (under its lease)
+    cancels/<call id>       a call cancelled (written with its CANCELLED outcome); every
+                            worker watches this prefix to skip or interrupt the call
+    fired/<call id>         a delayed call that came due and was placed (once per call)
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class StoreKeys:
         self.reaping = prefix + "reaping/"
         self.deliveries = prefix + "deliveries/"
         self.recent = prefix + "recent/"
+        self.cancels = prefix + "cancels/"
+        self.fired = prefix + "fired/"
 
     def value(self, key: str) -> str:
         return self.values + key
@@ -98,6 +103,12 @@ class StoreKeys:
 
     def recent_calls(self, worker_id: str) -> str:
         return self.recent + worker_id
+
+    def cancel(self, call_id: str) -> str:
+        return self.cancels + call_id
+
+    def fired_call(self, call_id: str) -> str:
+        return self.fired + call_id
 
     def claim(self, claim_id: str) -> str:
         return self.claims + claim_id

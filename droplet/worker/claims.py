@@ -97,4 +97,4 @@ class LongCallClaims:
 
         conn.publish(queue, delivery.body, reply_to=delivery.reply_to,
                      correlation_id=delivery.correlation_id, headers={RESENT_HEADER: 1},
-                     mandatory=True, on_confirm=published)
+                     mandatory=True, on_confirm=published, priority=delivery.priority)

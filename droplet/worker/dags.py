@@ -133,7 +133,7 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
         else:
             if target != OUTPUT:
                 outcome = run(state, target, schedule.arguments[target].values, upstream,
-                              context, trace_context)
+                              context, trace_context, call_id=schedule.call_id or schedule.id)
                 value, context = outcome.value, outcome.context
     stamp(stamps.trace, f"{target}.end")
     done = _done_record(schedule, target, value, context)

@@ -2,7 +2,8 @@
 
 Nothing a function does can kill the worker: exceptions (SystemExit included) become
 EXECUTION_ERROR values carrying the message and the traceback. A time limit is enforced with
-SIGALRM when running on the main thread, which interrupts sleeps and pure-Python loops alike.
+SIGALRM when running on the main thread, which interrupts sleeps and pure-Python loops alike;
+a cancel interrupts the same way (worker/cancel.py), through the `interrupt` context.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from droplet.errors import InvalidArgumentError, SnapshotExpired, qualified_names
 from droplet.proto import pb
 from droplet.proto.replies import error_value
 from droplet.store import serializer
+from droplet.worker.cancel import CallCancelled, cancelled_value
 
 
 class TimeLimitExceeded(BaseException):
@@ -45,13 +47,16 @@ def _time_limit(seconds: float) -> Iterator[None]:
 
 
 def run_function(
-    fn: Callable[..., Any], lib: Any, args: list[Any], time_limit_s: float = 0.0
+    fn: Callable[..., Any], lib: Any, args: list[Any], time_limit_s: float = 0.0,
+    interrupt: AbstractContextManager[None] | None = None,
 ) -> tuple[pb.Value, tuple[str, ...]]:
     """The outcome, and when the function raised, the qualified names of its exception's
     classes (so that retries can match `retry_on`)."""
     try:
-        with _time_limit(time_limit_s):
+        with _time_limit(time_limit_s), interrupt or nullcontext():
             result = fn(lib, *args)
+    except CallCancelled as exc:
+        return cancelled_value(str(exc)), ()
     except TimeLimitExceeded as exc:
         value = error_value(pb.TIMEOUT, str(exc), traceback.format_exc(), "TimeLimitExceeded")
         return value, ()

@@ -22,6 +22,7 @@ from droplet.proto.replies import error_value, stamp
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
 from droplet.tracing import NO_TRACING, Tracing
+from droplet.worker.cancel import Cancellations, cancelled_value
 from droplet.worker.executor import run_function
 from droplet.worker.functions import FunctionCache, LoadedFunction
 from droplet.worker.joins import JoinRecords
@@ -50,6 +51,8 @@ class WorkerState:
     deadline: float | None = None
     middleware: Middleware = field(default_factory=Chain)
     tracing: Tracing = NO_TRACING  # spans of runs whose call carries a trace context
+    # Calls cancelled (a mirror of cancels/) and the interruption of the running one.
+    cancels: Cancellations = field(default_factory=Cancellations)
 
 
 def resolve_arguments(values: Any, lib: UserLibrary) -> list[Any]:
@@ -80,9 +83,13 @@ def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Val
 
 def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
         context: RunContext | None = None,
-        trace_context: Mapping[str, str] | None = None) -> RunOutcome:
-    """Runs a registered function; every failure comes back as an ERROR value."""
+        trace_context: Mapping[str, str] | None = None, call_id: str = "") -> RunOutcome:
+    """Runs a registered function; every failure comes back as an ERROR value. A call
+    (call_id: the plain call's, or the DAG call's for a step) cancelled already does not run;
+    one cancelled while it runs is interrupted (worker/cancel.py)."""
     context = context or RunContext()
+    if state.cancels.is_cancelled(call_id):
+        return RunOutcome(cancelled_value(), context)
     function, failure = lookup(state, name)
     if function is None:
         assert failure is not None
@@ -104,11 +111,14 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
     state.deadline = time.monotonic() + limit if limit > 0 else None
     try:
         with state.tracing.run(name, trace_context or {}) as span:
-            value, raised = run_function(function.run, lib, args, limit)
+            value, raised = run_function(
+                function.run, lib, args, limit,
+                state.cancels.interruptible(call_id) if call_id else None)
             if span is not None and value.type == pb.ERROR:
                 state.tracing.failed(span, pb.ErrorInfo.FromString(value.body).message)
     finally:
         state.deadline = None
+        state.cancels.settle()
     if value.type == pb.ERROR:
         state.errors_total += 1
     state.middleware.after_run(name, time.perf_counter() - started, value)
@@ -134,7 +144,7 @@ def exec_function(
             return done
     stamp(call.trace, "worker.start")
     outcome = run(state, call.name, call.arguments.values, [],
-                  trace_context=call.trace_context)
+                  trace_context=call.trace_context, call_id=call_id)
     stamp(call.trace, "worker.end")
     function = state.functions.get(call.name) if outcome.retryable else None
     if function is not None and call.attempt < function.spec.max_retries:

@@ -124,36 +124,46 @@ class ConnectionKeeper:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self._flush_pending()
-            if time.monotonic() - self._last_pump < self._interval_s:
-                continue
-            deadline = self._deadline()
-            if deadline is not None and time.monotonic() > deadline + self._hard_kill_grace_s:
-                log.critical("a function ignored its time limit for %gs: exiting the worker",
-                             self._hard_kill_grace_s)
-                logging.shutdown()
-                os._exit(70)
-            since = self._busy_since
-            if since is None or time.monotonic() - since < self._grace_s:
-                continue
-            if self._on_busy is not None and not self._busy_told:
-                self._busy_told = True
-                self._tell_busy()
-            with self._lock:
-                conn = self._conn
-                if conn is None or self._busy_since is None:
-                    continue
-                self._last_pump = time.monotonic()
-                try:
-                    conn.pump()
-                    running_s = time.monotonic() - since
-                    long_run = 0 < self._long_call_s < running_s
-                    if long_run and not self._long_call_handled and self._on_long_call:
-                        self._long_call_handled = True
-                        self._on_long_call(conn)
-                except DropletError as exc:
-                    # The main thread finds the connection broken at its next use.
-                    log.warning("broker connection lost during a long call: %s", exc)
+            try:
+                self._tick()
+            except Exception:  # the keeper must outlive whatever a broken connection raises
+                log.exception("the connection keeper's tick failed: it lets this connection "
+                              "go (the main thread reconnects) and goes on")
+                with self._lock:
+                    self._conn = None
+
+    def _tick(self) -> None:
+        self._flush_pending()
+        if time.monotonic() - self._last_pump < self._interval_s:
+            return
+        deadline = self._deadline()
+        if deadline is not None and time.monotonic() > deadline + self._hard_kill_grace_s:
+            log.critical("a function ignored its time limit for %gs: exiting the worker",
+                         self._hard_kill_grace_s)
+            logging.shutdown()
+            os._exit(70)
+        since = self._busy_since
+        if since is None or time.monotonic() - since < self._grace_s:
+            return
+        if self._on_busy is not None and not self._busy_told:
+            self._busy_told = True
+            self._tell_busy()
+        with self._lock:
+            conn = self._conn
+            if conn is None or self._busy_since is None:
+                return
+            self._last_pump = time.monotonic()
+            try:
+                conn.pump()
+                running_s = time.monotonic() - since
+                long_run = 0 < self._long_call_s < running_s
+                if long_run and not self._long_call_handled and self._on_long_call:
+                    self._long_call_handled = True
+                    self._on_long_call(conn)
+            except DropletError as exc:
+                # The main thread finds the connection broken at its next use.
+                log.warning("broker connection lost during a long call: %s", exc)
+                self._conn = None  # nothing more to keep alive on it
 
     def _flush_pending(self) -> None:
         since = self._busy_since

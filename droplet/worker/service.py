@@ -71,7 +71,7 @@ class WorkerService:
         self.settings = settings
         self.id = worker_id or default_worker_id()
         self.incarnation = uuid.uuid4().hex
-        self.names = QueueNames(settings.namespace)
+        self.names = QueueNames(settings.namespace, settings.max_priority)
         self.signer = Signer(settings.signing_key)
         self.metadata = Metadata(kv, settings, self.signer)
         self.keys = self.metadata.keys
@@ -83,7 +83,7 @@ class WorkerService:
         self._conn: BrokerConnection | None = None
         self._cycle: Cycle | None = None
         self.keeper = ConnectionKeeper(
-            deadline=lambda: self.state.deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
+            deadline=self._deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
             long_call_s=settings.long_call_s, on_long_call=self._go_long,
             flush=lambda: self._cycle.flush_pending() if self._cycle is not None else None,
             pending=lambda: self._cycle is not None and self._cycle.has_pending(),
@@ -136,6 +136,7 @@ class WorkerService:
         self._functions_mirror = mirror.start()
         self.metrics.serve(self.settings.metrics_port)
         self.cache.start()
+        self.state.cancels.start(self._kv, self.keys.cancels)
         self.keeper.start()
         try:
             run_with_reconnect(f"worker {self.id}", self._connect, self._session, self._stop)
@@ -150,6 +151,7 @@ class WorkerService:
         whatever is left in this worker's queue."""
         self.keeper.stop()
         self.cache.close()
+        self.state.cancels.close()
         if self._functions_mirror is not None:
             self._functions_mirror.close()
         try:
@@ -160,6 +162,12 @@ class WorkerService:
             log.warning("could not give up the pin: %s", exc)
         self.membership.leave()
         log.info("worker %s stopped", self.id)
+
+    def _deadline(self) -> float | None:
+        """When the running function is past its time limit, or was cancelled: the keeper
+        exits the worker if it goes on hard_kill_grace_s beyond."""
+        due = [d for d in (self.state.deadline, self.state.cancels.deadline()) if d is not None]
+        return min(due, default=None)
 
     def join_fleet(self) -> None:
         """Once the worker's queue exists: alive under a lease, and listed for good (no

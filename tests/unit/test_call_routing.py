@@ -25,12 +25,17 @@ def calls(n: int, reference: bool = False) -> list[pb.FunctionCall]:
     return out
 
 
-def router(kv: MemoryKV, in_flight: int = 0) -> tuple[CallRouter, list[tuple[str, int]]]:
+def router(kv: MemoryKV, priorities: list[int] | None = None, in_flight: int = 0
+           ) -> tuple[CallRouter, list[tuple[str, int]]]:
     sent: list[tuple[str, int]] = []
 
-    def send(queue: str, body: bytes, ids: list[str]) -> None:
-        assert len(envelope.decode(body, Signer(None))) == len(ids)
+    def send(queue: str, body: bytes, ids: list[str], priority: int = 0) -> None:
+        messages = envelope.decode(body, Signer(None))
+        assert len(messages) == len(ids)
+        assert {m.call.priority for m in messages} == {priority}, "one priority a message"
         sent.append((queue, len(ids)))
+        if priorities is not None:
+            priorities.append(priority)
 
     return CallRouter(kv, KEYS, NAMES, Signer(None), send, in_flight=lambda: in_flight), sent
 
@@ -69,3 +74,16 @@ def test_with_no_worker_alive_plain_calls_are_handed_back_unsent() -> None:
     route, sent = router(MemoryKV())
     refused = route.send(calls(3))
     assert [c.call_id for c in refused] == ["c0", "c1", "c2"] and sent == []
+
+
+def test_calls_of_several_priorities_travel_apart_the_urgent_first() -> None:
+    kv = MemoryKV()
+    kv.put(KEYS.worker("w1"), b"")
+    priorities: list[int] = []
+    route, sent = router(kv, priorities)
+    batch = calls(6)
+    for call, priority in zip(batch, [0, 5, 0, 9, 5, 0], strict=True):
+        call.priority = priority
+    assert route.send(batch) == []
+    assert priorities == [9, 5, 0] and sent == [(NAMES.work, 1), (NAMES.work, 2),
+                                               (NAMES.work, 3)]

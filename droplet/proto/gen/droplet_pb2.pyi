@@ -20,6 +20,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAUTHORIZED: _ClassVar[ErrorCode]
     WORKER_LOST: _ClassVar[ErrorCode]
     CONFLICT: _ClassVar[ErrorCode]
+    CANCELLED: _ClassVar[ErrorCode]
 
 class ConsistencyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +46,7 @@ INVALID_REQUEST: ErrorCode
 UNAUTHORIZED: ErrorCode
 WORKER_LOST: ErrorCode
 CONFLICT: ErrorCode
+CANCELLED: ErrorCode
 NORMAL: ConsistencyMode
 MULTI: ConsistencyMode
 PICKLE: ValueType
@@ -115,7 +117,7 @@ class Function(_message.Message):
     def __init__(self, name: _Optional[str] = ..., body: _Optional[bytes] = ..., init_args: _Optional[_Union[Arguments, _Mapping]] = ..., is_class: _Optional[bool] = ..., time_limit_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., retry_on: _Optional[_Iterable[str]] = ..., retry_backoff_s: _Optional[float] = ...) -> None: ...
 
 class FunctionCall(_message.Message):
-    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt", "maybe_done", "keep_result", "trace", "trace_context")
+    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt", "maybe_done", "keep_result", "trace", "trace_context", "priority", "due_at_ms")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +139,8 @@ class FunctionCall(_message.Message):
     KEEP_RESULT_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    DUE_AT_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     request_id: int
     response_key: str
@@ -151,7 +155,9 @@ class FunctionCall(_message.Message):
     keep_result: bool
     trace: _containers.RepeatedCompositeFieldContainer[Stamp]
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ..., maybe_done: _Optional[bool] = ..., keep_result: _Optional[bool] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    priority: int
+    due_at_ms: int
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ..., maybe_done: _Optional[bool] = ..., keep_result: _Optional[bool] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., due_at_ms: _Optional[int] = ...) -> None: ...
 
 class Stamp(_message.Message):
     __slots__ = ("stage", "at_s")

@@ -1,0 +1,232 @@
+"""The asyncio client: the same calls as DropletClient, awaitable, without a thread per call.
+
+Calls (`f(x)`, `client.call`, `call_dag`, `call_later`, `map`) are built on the event loop and
+sent by the client's one I/O thread (bridge.py), which also settles their futures. Everything
+else (register, DAGs, stored values, cancel) is a short blocking request and runs in asyncio's
+default executor, like any blocking library call would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from droplet.aio.bridge import AioBridge
+from droplet.client.client import DropletClient
+from droplet.client.dagcalls import build_dag_call, send_dag_call
+from droplet.client.delays import delayed_call, send_delayed
+from droplet.client.function import DropletFunction
+from droplet.client.mapping import map_calls
+from droplet.errors import CancelledError, DropletTimeoutError
+from droplet.priority import checked_priority
+from droplet.proto import pb
+
+T = TypeVar("T")
+
+
+class AsyncFuture:
+    """An awaitable outcome: `await future` gives the result or raises the call's error,
+    waiting at most result_timeout_s (plus the delay of a delayed call); `await
+    future.get(timeout)` chooses the limit. Cancelling the task that awaits only stops the
+    wait; `await future.cancel()` cancels the call."""
+
+    def __init__(self, client: AsyncDropletClient, call_id: str,
+                 future: asyncio.Future[Any], default_timeout_s: float) -> None:
+        self._client = client
+        self.call_id = call_id
+        self._future = future
+        self._timeout_s = default_timeout_s
+
+    def __repr__(self) -> str:
+        return f"AsyncFuture({self.call_id!r}, {'done' if self.done() else 'pending'})"
+
+    def __await__(self) -> Any:
+        return self.get().__await__()
+
+    async def get(self, timeout: float | None = None) -> Any:
+        limit = self._timeout_s if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future), limit)
+        except TimeoutError:
+            raise DropletTimeoutError(f"no result for {self.call_id!r} within {limit:g}s"
+                                      ) from None
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    async def cancel(self) -> bool:
+        """Cancels the call (client.cancel): True when its outcome is CANCELLED."""
+        if self._future.done():
+            return self.cancelled()
+        won = await self._client.cancel(self.call_id)
+        if won and not self._future.done():
+            self._future.set_exception(CancelledError("the call was cancelled",
+                                                      code=pb.CANCELLED))
+        return won
+
+    def cancelled(self) -> bool:
+        if not self._future.done() or self._future.cancelled():
+            return False
+        return getattr(self._future.exception(), "code", 0) == pb.CANCELLED
+
+
+class AsyncFunction:
+    """A registered function: `await f(x)`, `f.with_priority(9)(x)`, `f.call_later(5, x)`."""
+
+    def __init__(self, client: AsyncDropletClient, handle: DropletFunction) -> None:
+        self._client = client
+        self.handle = handle
+        self.name = handle.name
+        self.priority = handle.priority
+
+    def __repr__(self) -> str:
+        return f"AsyncFunction({self.name!r})"
+
+    def __call__(self, *args: Any) -> AsyncFuture:
+        return self._client.submit(self.name, args, direct=self.handle.direct_response,
+                                   priority=self.priority)
+
+    def direct(self, *args: Any) -> AsyncFuture:
+        return self._client.submit(self.name, args, direct=True, priority=self.priority)
+
+    def with_priority(self, priority: int) -> AsyncFunction:
+        return AsyncFunction(self._client, self.handle.with_priority(priority))
+
+    def call_later(self, delay_s: float, *args: Any) -> AsyncFuture:
+        return self._client.submit_delayed(self.name, args, delay_s=delay_s,
+                                           priority=self.priority)
+
+    def call_at(self, when: datetime | float, *args: Any) -> AsyncFuture:
+        return self._client.submit_delayed(self.name, args, at=when, priority=self.priority)
+
+
+class AsyncDropletClient:
+    def __init__(self, sync: DropletClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.sync = sync
+        self.settings = sync.settings
+        self._bridge = AioBridge(sync, loop)
+        self._pending: list[pb.FunctionCall] = []  # calls made since the I/O thread last sent
+        self._pending_lock = threading.Lock()
+
+    async def __aenter__(self) -> AsyncDropletClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._bridge.close()
+        await asyncio.to_thread(self.sync.close)
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+
+    # -- calls: built here, sent by the I/O thread ------------------------------------------
+
+    def submit(self, name: str, args: Sequence[Any], *, direct: bool = False,
+               priority: int = 0) -> AsyncFuture:
+        call = self.sync._function_call(name, args)
+        call.direct_response = direct
+        call.priority = checked_priority(priority, self.settings.max_priority)
+        future = self._expect(call.call_id, stored=not direct)
+        with self._pending_lock:
+            self._pending.append(call)
+            first = len(self._pending) == 1
+        if first:  # calls made before the I/O thread gets to it travel together
+            self._bridge.submit(self._send_pending)
+        return future
+
+    def _send_pending(self) -> None:
+        with self._pending_lock:
+            calls, self._pending = self._pending, []
+        self._sending([c.call_id for c in calls], lambda: self.sync._send_calls(calls))
+
+    def call(self, name: str, *args: Any) -> AsyncFuture:
+        return self.submit(name, args)
+
+    def submit_delayed(self, name: str, args: Sequence[Any], *, delay_s: float | None = None,
+                       at: datetime | float | None = None, priority: int = 0) -> AsyncFuture:
+        call, due = delayed_call(self.sync, name, args, delay_s, at, priority)
+        future = self._expect(call.call_id, stored=True, delay_s=due - _now())
+        self._send(call.call_id, lambda: send_delayed(self.sync, call))
+        return future
+
+    def call_dag(self, name: str, arg_map: Mapping[str, Sequence[Any]],
+                 direct_response: bool = False, consistency: int = pb.NORMAL,
+                 output_key: str | None = None, client_id: str | None = None) -> AsyncFuture:
+        """`await client.call_dag(...)` is the DAG's result."""
+        call = build_dag_call(self.sync, name, arg_map, direct_response, consistency,
+                              output_key, client_id)
+        session = call.client_id
+        future = self._expect(call.call_id, stored=not direct_response, on_revision=(
+            (lambda revision: self.sync._saw(session, revision)) if session else None))
+        self._send(call.call_id, lambda: send_dag_call(self.sync, call))
+        return future
+
+    async def map(self, function: AsyncFunction | str, *iterables: Iterable[Any],
+                  chunk_size: int = 128, window: int = 8192,
+                  timeout: float | None = None) -> AsyncIterator[Any]:
+        """`async for result in client.map(f, xs)`: in order, at most `window` in flight."""
+        target = function.handle if isinstance(function, AsyncFunction) else function
+
+        def send(calls: list[pb.FunctionCall]) -> None:
+            self._bridge.submit(lambda: self._sending([c.call_id for c in calls],
+                                                      lambda: self.sync._send_calls(calls)))
+
+        futures = map_calls(self.sync, target, iterables, chunk_size, window, False,
+                            make_future=lambda call: self._expect(call.call_id, stored=True),
+                            send=send)
+        for future in futures:
+            yield await future.get(timeout)
+
+    def _expect(self, call_id: str, stored: bool, delay_s: float = 0.0,
+                on_revision: Callable[[int], None] | None = None) -> AsyncFuture:
+        inner = self._bridge.expect(call_id, stored, on_revision)
+        limit = self.settings.result_timeout_s + max(0.0, delay_s)
+        return AsyncFuture(self, call_id, inner, limit)
+
+    def _send(self, call_id: str, send: Callable[[], None]) -> None:
+        self._bridge.submit(lambda: self._sending([call_id], send))
+
+    def _sending(self, call_ids: list[str], send: Callable[[], None]) -> None:
+        """On the I/O thread: a send that fails settles its calls with the error."""
+        try:
+            send()
+        except Exception as exc:
+            for call_id in call_ids:
+                self._bridge.fail(call_id, exc)
+
+    # -- short blocking requests, in the default executor ----------------------------------
+
+    async def register(self, function: Callable[..., Any] | type, name: str,
+                       **options: Any) -> AsyncFunction:
+        handle = await self._blocking(self.sync.register, function, name, **options)
+        return AsyncFunction(self, handle)
+
+    async def cancel(self, call_id: str) -> bool:
+        return await self._blocking(self.sync.cancel, call_id)
+
+    async def register_dag(self, name: str, functions: Sequence[str],
+                           connections: Iterable[tuple[str, str]]) -> tuple[bool, int | None]:
+        return await self._blocking(self.sync.register_dag, name, functions, list(connections))
+
+    async def delete_dag(self, name: str) -> tuple[bool, int | None]:
+        return await self._blocking(self.sync.delete_dag, name)
+
+    async def list(self, prefix: str = "") -> list[str]:
+        return await self._blocking(self.sync.list, prefix)
+
+    async def put_object(self, key: str, value: Any) -> None:
+        await self._blocking(self.sync.put_object, key, value)
+
+    async def get_object(self, key: str) -> Any:
+        return await self._blocking(self.sync.get_object, key)
+
+
+def _now() -> float:
+    return time.time()

@@ -1,0 +1,20 @@
+"""What the client refuses before sending: names and keys outside the safe alphabet."""
+
+from __future__ import annotations
+
+from droplet.broker_config.names import check_name
+from droplet.errors import InvalidArgumentError
+
+
+def checked_name(kind: str, name: object) -> str:
+    """Names become queue names and etcd keys: InvalidArgumentError unless safe."""
+    try:
+        return check_name(kind, name)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+
+
+def checked_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidArgumentError(f"keys are non-empty strings, not {key!r}")
+    return key

@@ -1,0 +1,51 @@
+"""A DAG call as the client builds and sends it (shared by the threaded and asyncio clients)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from droplet.client.checks import checked_key, checked_name
+from droplet.errors import InvalidArgumentError
+from droplet.proto import envelope, pb
+from droplet.store import serializer
+
+if TYPE_CHECKING:
+    from droplet.client.client import DropletClient
+
+
+def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Sequence[Any]],
+                   direct_response: bool, consistency: int, output_key: str | None,
+                   client_id: str | None) -> pb.DagCall:
+    """The DagCall, checked; refuses what cannot be sent before anything is sent. A MULTI
+    call's snapshot is taken by send_dag_call."""
+    if consistency not in (pb.NORMAL, pb.MULTI):
+        raise InvalidArgumentError("consistency is droplet.NORMAL or droplet.MULTI")
+    call = pb.DagCall(
+        name=checked_name("DAG", name), consistency=consistency,  # type: ignore[arg-type]
+        call_id=uuid.uuid4().hex, direct_response=direct_response,
+    )
+    if output_key is not None:
+        call.output_key = checked_key(output_key)
+    if client_id is not None:
+        call.client_id = str(client_id)
+        call.min_revision = client._sessions.get(call.client_id, 0)
+    if not isinstance(arg_map, Mapping):
+        raise InvalidArgumentError("arg_map maps function names to argument lists")
+    for function, args in arg_map.items():
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise InvalidArgumentError(f"arguments of {function!r} must be a list")
+        target = call.function_args[checked_name("function", function)]
+        for arg in args:
+            serializer.dump(arg, target.values.add())
+    client._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
+    return call
+
+
+def send_dag_call(client: DropletClient, call: pb.DagCall) -> None:
+    if call.consistency == pb.MULTI:
+        # Everything written before the call, this client's own writes included.
+        call.snapshot_revision = client.kv.revision()
+    body = envelope.encode([pb.Message(dag_call=call)], client.signer)
+    client.pump.send(client.names.calls, body, [call.call_id])
