@@ -19,9 +19,16 @@ def open_kv(settings: Settings) -> KV:
 
 
 def broker_factory(settings: Settings, name: str, confirms: bool = True) -> ConnectionFactory:
+    """Connections to the broker; with several nodes in broker_url, a reconnect tries the
+    node after the last one that worked first (broker/nodes.py). Under quorum queues every
+    connection uses publisher confirms, whatever `confirms` asks."""
+    from droplet.broker.nodes import NodeOrder
     from droplet.broker.rabbitmq import RabbitConnection
 
+    nodes = NodeOrder(settings.broker_urls)
+    confirms = confirms or settings.quorum_queues
+
     def connect() -> BrokerConnection:
-        return RabbitConnection(settings, name, confirms)
+        return RabbitConnection(settings, name, confirms, nodes)
 
     return connect

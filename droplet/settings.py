@@ -21,6 +21,7 @@ from droplet.errors import ConfigurationError
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_ETCD = "127.0.0.1:2379"
 MiB = 1024 * 1024
+QUEUE_TYPES = ("classic", "quorum")
 
 # Environment variable -> field name; each field also has DROPLET_<FIELD> below.
 _ENV_ALIASES = {"DROPLET_ETCD": "etcd_endpoints", "DROPLET_BROKER_URL": "broker_url"}
@@ -28,6 +29,9 @@ _ENV_ALIASES = {"DROPLET_ETCD": "etcd_endpoints", "DROPLET_BROKER_URL": "broker_
 
 @dataclass(frozen=True)
 class Settings:
+    # One URL, or several nodes of one RabbitMQ cluster separated by commas (a list in TOML):
+    # a process connects to the first that answers and, after losing a connection, tries the
+    # next one first (broker/nodes.py).
     broker_url: str = DEFAULT_BROKER_URL
     etcd_endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
     # Prefix of every queue and etcd key: several clusters (or test runs) share one broker.
@@ -58,6 +62,12 @@ class Settings:
 
     # Broker connections: a peer silent for two heartbeats is taken for dead.
     broker_heartbeat_s: int = 30
+    # "classic", or "quorum" for a RabbitMQ cluster: every durable queue whose messages must
+    # survive the loss of a node is then a quorum queue (replicated over the cluster), and
+    # every publisher uses confirms. Quorum queues (RabbitMQ < 4) have no priorities: calls
+    # are then served in arrival order whatever their priority (a warning says so at start).
+    # Changing it re-creates the queues: `droplet migrate-queues`, fleet stopped.
+    queue_type: str = "classic"
 
     # Client behaviour.
     request_timeout_s: float = 30.0  # admin requests (register, DAG create/delete)
@@ -131,6 +141,22 @@ class Settings:
             return 0.0
         return max(float(self.result_ttl_s), self.max_delay_s * 1.2 + self.result_window_s)
 
+    def __post_init__(self) -> None:
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigurationError(
+                f"setting 'queue_type': bad value {self.queue_type!r} (classic or quorum)")
+        if not self.broker_urls:
+            raise ConfigurationError("setting 'broker_url': no URL given")
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The broker_url's nodes, in the order given (a comma inside one URL is %2C)."""
+        return tuple(url.strip() for url in self.broker_url.split(",") if url.strip())
+
+    @property
+    def quorum_queues(self) -> bool:
+        return self.queue_type == "quorum"
+
     @property
     def etcd_prefix(self) -> str:
         return f"/{self.namespace}/"
@@ -163,9 +189,10 @@ class Settings:
         if self.signing_key or self.allow_unsigned:
             return []
         exposed = []
-        host = _url_host(self.broker_url)
-        if not _is_loopback(host):
-            exposed.append(f"broker {host}")
+        for url in self.broker_urls:
+            host = _url_host(url)
+            if not _is_loopback(host):
+                exposed.append(f"broker {host}")
         for endpoint in self.etcd_endpoints:
             etcd_host = (endpoint.rpartition(":")[0] or endpoint).strip("[]")
             if not _is_loopback(etcd_host):
@@ -244,6 +271,8 @@ def _is_loopback(host: str) -> bool:
 
 def _coerce(name: str, type_name: str, raw: Any) -> Any:
     try:
+        if name == "broker_url" and not isinstance(raw, str):
+            return ",".join(str(url).strip() for url in raw)
         if name == "etcd_endpoints":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             endpoints = tuple(item.strip() for item in items if item.strip())

@@ -41,8 +41,11 @@ class PrivateRabbit:
     """One RabbitMQ node for one test or run only (restarted with stop_app and start_app
     through `ctl`)."""
 
-    def __init__(self, base: Path, extra_config: str = "", label: str = "private") -> None:
+    def __init__(self, base: Path, extra_config: str = "", label: str = "private",
+                 cookie: str | None = None) -> None:
         self.base = base
+        # Nodes of one cluster share their Erlang cookie (PrivateRabbitCluster).
+        self.cookie = cookie or secrets.token_hex(16).upper()
         self.port = free_port()
         self.dist_port = free_port()
         self.node = f"{label}{os.getpid()}x{self.port}@localhost"
@@ -60,8 +63,9 @@ class PrivateRabbit:
         )
         (self.base / "rabbitmq-env.conf").write_text("")  # ignore /etc/rabbitmq's NODENAME
         cookie = self.base / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
-        cookie.chmod(0o400)
+        if not cookie.exists():
+            cookie.write_text(self.cookie)
+            cookie.chmod(0o400)
         self.env.update(
             HOME=str(self.base), RABBITMQ_NODENAME=self.node,
             RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(self.port),
@@ -106,8 +110,49 @@ class PrivateRabbit:
         try:
             self.ctl("stop", timeout_s=60)
         except (subprocess.SubprocessError, RuntimeError):
-            pid_file = self.base / "rabbit.pid"
-            if pid_file.exists():
-                with contextlib.suppress(ValueError, ProcessLookupError):
-                    os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+            self.kill()
         self._started = False
+
+    def kill(self) -> None:
+        """Kills the node's Erlang VM at once (SIGKILL), as a crashed machine would stop."""
+        pid_file = self.base / "rabbit.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ValueError, ProcessLookupError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        self._started = False
+
+    def join(self, seed: PrivateRabbit) -> None:
+        """Makes this (running, empty) node a member of seed's cluster."""
+        self.ctl("stop_app")
+        self.ctl("join_cluster", seed.node)
+        self.ctl("start_app")
+
+
+class PrivateRabbitCluster:
+    """`size` private nodes clustered with `rabbitmqctl join_cluster`: own node names, AMQP
+    and distribution ports and one Erlang cookie, in sub-directories of base."""
+
+    def __init__(self, base: Path, size: int = 3, label: str = "ha") -> None:
+        cookie = secrets.token_hex(16).upper()
+        self.nodes = [PrivateRabbit(base / f"node{i}", label=f"{label}{i}n", cookie=cookie)
+                      for i in range(size)]
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated: a broker_url naming the whole cluster."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, timeout_s: float = 120.0) -> PrivateRabbitCluster:
+        try:
+            for node in self.nodes:
+                node.start(timeout_s)
+            for node in self.nodes[1:]:
+                node.join(self.nodes[0])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -26,6 +26,7 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from droplet.broker.interface import ConfirmCallback, Delivery, Topology
+from droplet.broker.nodes import NodeOrder
 from droplet.errors import BrokerError, QueueArgumentsError
 from droplet.settings import Settings
 
@@ -37,9 +38,12 @@ _TRANSIENT = 1
 _PRECONDITION_FAILED = 406
 
 
-def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
+def connection_parameters(settings: Settings, name: str, url: str | None = None
+                          ) -> pika.URLParameters:
+    """Parameters of one node's URL (the first of broker_url when url is not given)."""
+    url = url or settings.broker_urls[0]
     try:
-        params = pika.URLParameters(settings.broker_url)
+        params = pika.URLParameters(url)
     except Exception as exc:
         raise BrokerError(f"bad broker URL: {exc}") from None
     params.heartbeat = settings.broker_heartbeat_s
@@ -47,7 +51,7 @@ def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
     params.connection_attempts = 1
     params.socket_timeout = 5
     params.client_properties = {"connection_name": name}
-    if settings.broker_url.startswith("amqps://"):
+    if url.startswith("amqps://"):
         context = ssl.create_default_context(cafile=settings.broker_ca_file)
         if settings.broker_cert_file:
             context.load_cert_chain(settings.broker_cert_file, settings.broker_key_file)
@@ -64,11 +68,31 @@ def _converted(action: str) -> Iterator[None]:
         raise BrokerError(f"RabbitMQ {action} failed: {type(exc).__name__}: {detail}") from None
 
 
+def _connect_any(settings: Settings, name: str, nodes: NodeOrder) -> pika.BlockingConnection:
+    """A connection to the first node of the rotation that takes one."""
+    failures = []
+    for index in nodes.attempt_order():
+        url = nodes.urls[index]
+        params = connection_parameters(settings, name, url)
+        try:
+            with _converted("connect"):
+                conn = pika.BlockingConnection(params)
+        except BrokerError as exc:
+            failures.append(f"{params.host}:{params.port}: {exc}")
+            continue
+        nodes.connected(index)
+        if len(nodes.urls) > 1:
+            log.info("%s connected to the broker at %s:%s", name, params.host, params.port)
+        return conn
+    raise BrokerError("; ".join(failures) if len(failures) > 1 else failures[0])
+
+
 class RabbitConnection:
     """`confirms=False` suits a client, which re-sends whatever is unanswered after a
     reconnect anyway: it saves the broker and itself a frame per message."""
 
-    def __init__(self, settings: Settings, name: str = "droplet", confirms: bool = True) -> None:
+    def __init__(self, settings: Settings, name: str = "droplet", confirms: bool = True,
+                 nodes: NodeOrder | None = None) -> None:
         self._confirms = confirms
         self._inbox: list[Delivery] = []
         self._consumers: dict[str, str] = {}  # consumer tag -> queue
@@ -80,8 +104,8 @@ class RabbitConnection:
         self._returned: set[int] = set()
         self._confirmed: list[tuple[ConfirmCallback, bool]] = []
         self._writing_later = False  # inside written_together(): queue frames, write at its end
-        with _converted("connect"):
-            self._conn = pika.BlockingConnection(connection_parameters(settings, name))
+        self._conn = _connect_any(settings, name, nodes or NodeOrder(settings.broker_urls))
+        with _converted("open channels"):
             self._open_channel()
             self._fast: BlockingChannel = self._conn.channel() if confirms else self._channel
 

@@ -17,11 +17,15 @@ the namespace, so several clusters, or several test runs, can share one broker.
 
 The call, work and worker queues are priority queues (x-max-priority = max_priority): a
 message's AMQP priority orders it ahead of lower ones waiting there (see droplet/priority.py).
+With queue_type "quorum" every durable queue is a quorum queue instead, which RabbitMQ 3.x
+gives no priorities (broker_config/topology.py).
 """
 
 from __future__ import annotations
 
 import re
+
+from droplet.settings import Settings
 
 _VALID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 # Reply addresses: RabbitMQ's direct reply-to pseudo-queues (and the stub broker's). An answer
@@ -65,17 +69,24 @@ def delay_bucket_ms(remaining_ms: int) -> int:
 
 
 class QueueNames:
-    def __init__(self, namespace: str, max_priority: int = 9) -> None:
+    def __init__(self, namespace: str, max_priority: int = 9, quorum: bool = False) -> None:
         check_name("namespace", namespace)
         self.namespace = namespace
-        # x-max-priority of the call, work and worker queues (0: no priorities). Every process
-        # that declares them must agree: RabbitMQ refuses a queue declared differently.
+        # x-max-priority of the call, work and worker queues (0: no priorities), and whether
+        # durable queues are quorum queues. Every process that declares them must agree:
+        # RabbitMQ refuses a queue declared differently.
         self.max_priority = max_priority
+        self.quorum = quorum
         self.calls = f"{namespace}.scheduler.calls"
         self.admin = f"{namespace}.scheduler.admin"
         self.work = f"{namespace}.work"
         self.dead = f"{namespace}.dead"
         self.worker_prefix = f"{namespace}.worker."
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueueNames:
+        """The names and queue arguments a process with these settings declares."""
+        return cls(settings.namespace, settings.max_priority, settings.quorum_queues)
 
     def retry(self, delay_ms: int) -> str:
         """A queue where calls wait out a retry delay, then return to the scheduler; delays

@@ -128,7 +128,7 @@ def purge_namespace(settings: Settings, worker_ids: list[str] | None = None) -> 
     """Deletes a namespace's etcd keys and queues (its workers' too, when named)."""
     with closing(open_kv(settings)) as kv:
         kv.delete(settings.etcd_prefix, prefix=True)
-    names = QueueNames(settings.namespace)
+    names = QueueNames.of(settings)
     queues = [names.calls, names.admin, names.work, names.dead]
     queues += [names.retry(2**k) for k in range(28)]  # retry and delay queues
     for worker in worker_ids or []:

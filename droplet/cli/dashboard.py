@@ -51,7 +51,7 @@ def run_dashboard(settings: Settings, host: str, port: int, interval_s: float) -
                       broker_factory(settings, "droplet-dashboard", confirms=False),
                       interval_s).start()
     dead_letters = DeadLetters(broker_factory(settings, "droplet-dashboard-actions"),
-                               QueueNames(settings.namespace), Signer(settings.signing_key))
+                               QueueNames.of(settings), Signer(settings.signing_key))
     dashboard = Dashboard(sampler, dead_letters, Guard(settings.dashboard_token))
     mode = "read-only (no dashboard_token)" if not settings.dashboard_token \
         else "actions need the dashboard token"

@@ -65,7 +65,7 @@ def _summary(message: Any) -> dict[str, str]:
 def run_dead_letters(
     settings: Settings, as_json: bool, limit: int, requeue: bool, purge: bool
 ) -> int:
-    names = QueueNames(settings.namespace)
+    names = QueueNames.of(settings)
     signer = Signer(settings.signing_key)
     conn = broker_factory(settings, "droplet-dead-letters")()
     entries: list[dict[str, Any]] = []

@@ -89,7 +89,7 @@ def migrate_queue(connect: Callable[[], BrokerConnection], spec: QueueSpec) -> s
 
 
 def run_migrate(settings: Settings) -> int:
-    names = QueueNames(settings.namespace, settings.max_priority)
+    names = QueueNames.of(settings)
     connect = broker_factory(settings, "droplet-migrate")
     for spec in _specs(settings, names):
         print(migrate_queue(connect, spec))

@@ -65,7 +65,7 @@ def collect(settings: Settings) -> dict[str, Any]:
 
 
 def _queue_depths(settings: Settings, worker_ids: list[str]) -> dict[str, int | None]:
-    names = QueueNames(settings.namespace)
+    names = QueueNames.of(settings)
     queues = [names.calls, names.admin, names.work, names.dead]
     queues += [names.worker(w) for w in worker_ids]
     try:

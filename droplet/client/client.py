@@ -52,7 +52,7 @@ _key = checked_key
 class DropletClient:
     def __init__(self, settings: Settings, kv: KV, connect: ConnectionFactory) -> None:
         self.settings = settings
-        self.names = QueueNames(settings.namespace, settings.max_priority)
+        self.names = QueueNames.of(settings)
         self.signer = Signer(settings.signing_key)
         self.kv = kv
         self.values = ValueStore(kv, settings)

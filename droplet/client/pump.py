@@ -87,16 +87,37 @@ class ReplyPump:
             self._inflight[ids[0]] = _Request(queue, body, correlation_id, set(ids), priority)
             for key in ids:
                 self._request_of[key] = ids[0]
+        request = self._inflight[ids[0]]
         try:
-            self._with_connection(
-                lambda conn: conn.publish(
-                    queue, body, reply_to=self._reply_address, correlation_id=correlation_id,
-                    priority=priority,
-                )
-            )
+            self._with_connection(lambda conn: self._publish(conn, ids[0], request))
         except BrokerError as exc:
             # Kept in flight: the keepalive (or a waiting get) re-sends it after reconnecting.
             log.warning("request queued until the broker is back: %s", exc)
+
+    def _publish(self, conn: BrokerConnection, first: str, request: _Request,
+                 resent: bool = False) -> None:
+        """Publishes a request. Under quorum queues the connection has confirms (see
+        runtime.broker_factory), and a request the broker refuses (a nack: its queue had no
+        majority) is sent again at once; a classic client re-sends only after a reconnect."""
+        def confirmed(ok: bool) -> None:
+            if not ok:
+                self._refused(conn, first, request)
+
+        conn.publish(request.queue, request.body, reply_to=self._reply_address,
+                     correlation_id=request.correlation_id,
+                     headers={RESENT_HEADER: 1} if resent else None,
+                     priority=request.priority,
+                     on_confirm=confirmed if self._names.quorum else None)
+
+    def _refused(self, conn: BrokerConnection, first: str, request: _Request) -> None:
+        """Runs inside the connection's poll, on the thread driving it."""
+        if self._inflight.get(first) is not request or conn is not self._conn:
+            return  # answered meanwhile, or a reconnect re-sent it already
+        log.warning("the broker refused a request (nack); sending it again")
+        try:
+            self._publish(conn, first, request, resent=True)
+        except BrokerError as exc:
+            log.warning("could not send it again yet (%s): the reconnect will", exc)
 
     def _with_connection(self, action: Callable[[BrokerConnection], None]) -> None:
         if self._io.acquire(blocking=False):
@@ -290,17 +311,16 @@ class ReplyPump:
             conn.declare(shared_topology(self._names))
             self._reply_address = conn.consume_replies()
             with self._cond:
-                pending = list(self._inflight.values())
-            for request in pending:
-                conn.publish(request.queue, request.body, reply_to=self._reply_address,
-                             correlation_id=request.correlation_id,
-                             headers={RESENT_HEADER: 1}, priority=request.priority)
+                pending = list(self._inflight.items())
+            self._conn = conn
+            for first, request in pending:
+                self._publish(conn, first, request, resent=True)
         except BaseException:
+            self._conn = None
             conn.close()
             raise
         if self.generation and pending:
             log.info("reconnected to the broker; re-sent %d requests in flight", len(pending))
-        self._conn = conn
         self.generation += 1
         return conn
 

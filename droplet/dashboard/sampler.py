@@ -110,7 +110,7 @@ class Sampler:
         self._kv: KV | None = None
         self._conn: BrokerConnection | None = None
         self.keys = StoreKeys(settings.etcd_prefix)
-        self.names = QueueNames(settings.namespace)
+        self.names = QueueNames.of(settings)
         self.started_at = time.time()
         self._lock = threading.Lock()  # guards the histories below
         self._queues = QueueHistory()

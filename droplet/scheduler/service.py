@@ -24,7 +24,11 @@ from collections.abc import Sequence
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import RESENT_HEADER, QueueNames, is_reply_address
-from droplet.broker_config.topology import retry_topology, shared_topology
+from droplet.broker_config.topology import (
+    priorities_note,
+    retry_topology,
+    shared_topology,
+)
 from droplet.cycle import Cycle
 from droplet.errors import DropletError, UnauthorizedError
 from droplet.metrics import Metrics, MetricsMiddleware
@@ -58,7 +62,7 @@ class SchedulerService:
                  scheduler_id: str | None = None, middleware: Sequence[Middleware] = ()) -> None:
         self.settings = settings
         self.id = scheduler_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.names = QueueNames(settings.namespace, settings.max_priority)
+        self.names = QueueNames.of(settings)
         self.signer = Signer(settings.signing_key)
         self.state = SchedulerState(self.names, scheduler_id=self.id,
                                     fresh_revision=kv.revision)
@@ -98,6 +102,8 @@ class SchedulerService:
             thread.start()
             self._threads.append(thread)
         log.info("scheduler %s started", self.id)
+        if note := priorities_note(self.names):
+            log.warning(note)
 
     def stop(self) -> None:
         self._stop.set()

@@ -26,7 +26,12 @@ from collections.abc import Sequence
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import RESENT_HEADER, QueueNames, is_reply_address
-from droplet.broker_config.topology import retry_topology, shared_topology, worker_topology
+from droplet.broker_config.topology import (
+    priorities_note,
+    retry_topology,
+    shared_topology,
+    worker_topology,
+)
 from droplet.cycle import Cycle
 from droplet.errors import DropletError
 from droplet.metrics import Metrics, MetricsMiddleware
@@ -71,7 +76,7 @@ class WorkerService:
         self.settings = settings
         self.id = worker_id or default_worker_id()
         self.incarnation = uuid.uuid4().hex
-        self.names = QueueNames(settings.namespace, settings.max_priority)
+        self.names = QueueNames.of(settings)
         self.signer = Signer(settings.signing_key)
         self.metadata = Metadata(kv, settings, self.signer)
         self.keys = self.metadata.keys
@@ -180,6 +185,8 @@ class WorkerService:
         self._list_in_fleet()
         self._joined = True
         log.info("worker %s started (incarnation %s)", self.id, self.incarnation[:8])
+        if note := priorities_note(self.names):
+            log.warning(note)
 
     def _list_in_fleet(self) -> None:
         """The fleet entry a scheduler goes by to settle this worker's queue if it dies: put

@@ -1,0 +1,37 @@
+"""Which RabbitMQ node a process tries first, when broker_url names several of one cluster.
+
+A process connects to the nodes in the order given; once connected it remembers the node,
+and its next connection (a reconnect after that node died or restarted) starts at the node
+after it, so it does not wait on a dead node first. Every node of a cluster serves every
+queue (quorum queues are replicated; others are reached through the node holding them), so
+any node will do.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+
+class NodeOrder:
+    """The rotation of one connection factory's broker URLs (thread-safe)."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("no broker URL")
+        self.urls = tuple(urls)
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def attempt_order(self) -> list[int]:
+        """Indexes of the URLs to try, in order, for a new connection."""
+        with self._lock:
+            start = self._next
+        return [(start + i) % len(self.urls) for i in range(len(self.urls))]
+
+    def connected(self, index: int) -> None:
+        """Records a connection to urls[index]: the next connection starts after it (the
+        first connection after a working one is a reconnect, most likely because that node
+        went away)."""
+        with self._lock:
+            self._next = (index + 1) % len(self.urls)

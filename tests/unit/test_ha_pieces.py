@@ -1,0 +1,107 @@
+"""The pieces of a highly available fleet: several broker URLs, their rotation, and the
+queue arguments under queue_type quorum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from droplet.broker.nodes import NodeOrder
+from droplet.broker.rabbitmq import connection_parameters
+from droplet.broker_config.names import QueueNames
+from droplet.broker_config.topology import (
+    priorities_note,
+    retry_topology,
+    shared_topology,
+    worker_topology,
+)
+from droplet.errors import ConfigurationError
+from droplet.settings import Settings
+
+A = "amqp://u:p@mq-1:5672/%2F"
+B = "amqp://u:p@mq-2:5673/%2F"
+C = "amqp://u:p@mq-3:5674/%2F"
+
+
+def test_broker_url_takes_several_nodes_from_env_toml_and_keywords(tmp_path: Path) -> None:
+    assert Settings.from_env({"DROPLET_BROKER_URL": f"{A}, {B},{C}"}).broker_urls == (A, B, C)
+    config = tmp_path / "d.toml"
+    config.write_text(f'[droplet]\nbroker_url = ["{A}", "{B}"]\nqueue_type = "quorum"\n')
+    from_file = Settings.from_file(config)
+    assert from_file.broker_urls == (A, B)
+    assert from_file.quorum_queues
+    assert Settings(broker_url=A).broker_urls == (A,)
+    assert not Settings().quorum_queues, "classic by default"
+
+
+def test_bad_queue_type_or_empty_url_list_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="queue_type"):
+        Settings(queue_type="mirrored")
+    with pytest.raises(ConfigurationError, match="broker_url"):
+        Settings.from_env({"DROPLET_BROKER_URL": " , "})
+
+
+def test_every_node_off_loopback_counts_as_exposure() -> None:
+    local = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    settings = Settings(broker_url=f"{local},{B}", etcd_endpoints=("127.0.0.1:2379",))
+    assert settings.unsigned_exposure() == ["broker mq-2"]
+
+
+def test_connection_parameters_of_each_node() -> None:
+    settings = Settings(broker_url=f"{A},{B}")
+    assert connection_parameters(settings, "x").port == 5672, "the first by default"
+    second = connection_parameters(settings, "x", B)
+    assert (second.host, second.port) == ("mq-2", 5673)
+
+
+def test_node_order_starts_after_the_node_that_last_worked() -> None:
+    order = NodeOrder([A, B, C])
+    assert order.attempt_order() == [0, 1, 2], "the first connection follows the list"
+    order.connected(0)
+    assert order.attempt_order() == [1, 2, 0], "a reconnect tries another node first"
+    order.connected(2)
+    assert order.attempt_order() == [0, 1, 2]
+    single = NodeOrder([A])
+    single.connected(0)
+    assert single.attempt_order() == [0]
+    with pytest.raises(ValueError):
+        NodeOrder([])
+
+
+def _arguments(topology: object) -> dict[str, dict[str, object]]:
+    return {q.name: dict(q.arguments) for q in topology.queues}  # type: ignore[attr-defined]
+
+
+def test_quorum_topology_makes_every_durable_queue_a_quorum_queue_without_priorities() -> None:
+    names = QueueNames("ns", max_priority=9, quorum=True)
+    queues = {**_arguments(shared_topology(names)), **_arguments(worker_topology(names, "w1")),
+              **_arguments(retry_topology(names, 100))}
+    assert set(queues) == {names.dead, names.calls, names.admin, names.work,
+                           names.worker("w1"), names.inbox("w1"), names.retry(100)}
+    for name, arguments in queues.items():
+        assert arguments["x-queue-type"] == "quorum", name
+        assert "x-max-priority" not in arguments, name
+        if "x-dead-letter-exchange" in arguments:
+            assert arguments["x-dead-letter-strategy"] == "at-least-once", name
+            assert arguments["x-overflow"] == "reject-publish", name
+    assert queues[names.worker("w1")]["x-expires"] == 30 * 60 * 1000
+    assert queues[names.retry(100)]["x-message-ttl"] == 128
+    assert all(q.durable and not q.exclusive and not q.auto_delete
+               for q in shared_topology(names).queues)
+    assert priorities_note(names) is not None
+    assert priorities_note(QueueNames("ns", max_priority=0, quorum=True)) is None
+
+
+def test_classic_topology_is_unchanged() -> None:
+    names = QueueNames("ns", max_priority=9)
+    queues = _arguments(shared_topology(names))
+    assert queues[names.calls]["x-max-priority"] == 9
+    assert all("x-queue-type" not in a for a in queues.values())
+    assert queues[names.dead] == {}
+    assert priorities_note(names) is None
+
+
+def test_queue_names_follow_the_settings() -> None:
+    names = QueueNames.of(Settings(namespace="abc", queue_type="quorum", max_priority=3))
+    assert (names.namespace, names.quorum, names.max_priority) == ("abc", True, 3)
