@@ -154,6 +154,12 @@ class Settings:
         return tuple(url.strip() for url in self.broker_url.split(",") if url.strip())
 
     @property
+    def broker_cluster(self) -> bool:
+        """A RabbitMQ cluster (several nodes or quorum queues): replies then go to exclusive
+        reply queues rather than direct reply-to (broker_config/names.py says why)."""
+        return self.quorum_queues or len(self.broker_urls) > 1
+
+    @property
     def quorum_queues(self) -> bool:
         return self.queue_type == "quorum"
 

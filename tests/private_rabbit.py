@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from droplet.cli.etcd_local import free_port
@@ -144,8 +145,22 @@ class PrivateRabbitCluster:
 
     def start(self, timeout_s: float = 120.0) -> PrivateRabbitCluster:
         try:
-            for node in self.nodes:
-                node.start(timeout_s)
+            failures: list[BaseException] = []
+
+            def start(node: PrivateRabbit) -> None:
+                try:
+                    node.start(timeout_s)
+                except BaseException as exc:
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=start, args=(node,), daemon=True)
+                       for node in self.nodes]  # in parallel: a node takes seconds to boot
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if failures:
+                raise failures[0]
             for node in self.nodes[1:]:
                 node.join(self.nodes[0])
         except BaseException:

@@ -27,6 +27,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from droplet.broker.interface import ConfirmCallback, Delivery, Topology
 from droplet.broker.nodes import NodeOrder
+from droplet.broker_config.names import private_reply_queue
 from droplet.errors import BrokerError, QueueArgumentsError
 from droplet.settings import Settings
 
@@ -94,6 +95,7 @@ class RabbitConnection:
     def __init__(self, settings: Settings, name: str = "droplet", confirms: bool = True,
                  nodes: NodeOrder | None = None) -> None:
         self._confirms = confirms
+        self._private_replies = settings.broker_cluster
         self._inbox: list[Delivery] = []
         self._consumers: dict[str, str] = {}  # consumer tag -> queue
         self._by_queue: dict[str, tuple[str, int, bool]] = {}  # queue -> (tag, prefetch, excl)
@@ -139,8 +141,9 @@ class RabbitConnection:
                     self._fast = self._channel
             raise QueueArgumentsError(
                 f"RabbitMQ refused a queue's arguments ({exc.reply_text}): it was declared "
-                "differently, by an older Droplet or with another max_priority. Stop the "
-                "fleet and run `droplet migrate-queues` (messages are kept)") from None
+                "differently, by an older Droplet or with another max_priority or queue_type "
+                "(classic and quorum queues differ). Stop the fleet and run "
+                "`droplet migrate-queues` (messages are kept)") from None
 
     def _declare(self, topology: Topology) -> None:
         """Declares; a refused queue leaves as pika's ChannelClosedByBroker (see declare)."""
@@ -279,10 +282,16 @@ class RabbitConnection:
         return queue in self._by_queue
 
     def consume_replies(self) -> str:
+        """The address replies to this connection go to: RabbitMQ's direct reply-to, or on a
+        cluster an exclusive queue of this connection (names.REPLY_QUEUE_PREFIX says why)."""
+        address = DIRECT_REPLY_TO
         with _converted("consume replies"):
-            tag = self._channel.basic_consume(DIRECT_REPLY_TO, self._on_message, auto_ack=True)
-        self._consumers[tag] = DIRECT_REPLY_TO
-        return DIRECT_REPLY_TO
+            if self._private_replies:
+                address = private_reply_queue()
+                self._channel.queue_declare(address, exclusive=True, auto_delete=True)
+            tag = self._channel.basic_consume(address, self._on_message, auto_ack=True)
+        self._consumers[tag] = address
+        return address
 
     def poll(self, timeout_s: float) -> list[Delivery]:
         with _converted("poll"):

@@ -24,13 +24,20 @@ gives no priorities (broker_config/topology.py).
 from __future__ import annotations
 
 import re
+import uuid
 
 from droplet.settings import Settings
 
 _VALID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 # Reply addresses: RabbitMQ's direct reply-to pseudo-queues (and the stub broker's). An answer
 # to a message that failed verification goes only to such an address, never to a real queue.
-REPLY_PREFIXES = ("amq.rabbitmq.reply-to", "stub.reply.")
+REPLY_PREFIXES = ("amq.rabbitmq.reply-to", "stub.reply.", "droplet.reply.")
+# On a RabbitMQ cluster, replies go to an exclusive queue of the receiving connection
+# instead: RabbitMQ 3.10 closes the connection of whoever publishes to (or even looks up) a
+# direct reply-to address whose node is down, so one in-flight message carrying such an
+# address would cut its worker's connection on every redelivery. A reply to a queue that is
+# gone is simply dropped (the caller re-sent its request from its new connection).
+REPLY_QUEUE_PREFIX = "droplet.reply."
 # Header of a message sent again (a client's re-send after a reconnect, a dead worker's queue
 # moved, a long call's claim settled): it may have run already, so its outcome is looked up.
 RESENT_HEADER = "x-droplet-resent"
@@ -41,6 +48,11 @@ DEAD_REASON_HEADER = "x-droplet-reason"
 
 def is_reply_address(address: str | None) -> bool:
     return bool(address) and str(address).startswith(REPLY_PREFIXES)
+
+
+def private_reply_queue() -> str:
+    """A fresh name for one connection's exclusive reply queue (see REPLY_QUEUE_PREFIX)."""
+    return REPLY_QUEUE_PREFIX + uuid.uuid4().hex
 
 
 def check_name(kind: str, name: str) -> str:

@@ -16,6 +16,8 @@ from droplet.broker_config.names import QueueNames
 # A worker queue nobody has consumed for this long is deleted by RabbitMQ: its worker is
 # long gone and its pins have moved elsewhere.
 WORKER_QUEUE_EXPIRY_MS = 30 * 60 * 1000
+# Retry and delay queues wait 2**k ms, k below this (names.retry_bucket_ms caps at a day).
+RETRY_BUCKETS = 28
 
 QUORUM = {"x-queue-type": "quorum"}
 # A dead-lettered message leaves a quorum queue only once its target queue has it.

@@ -18,6 +18,7 @@ from contextlib import closing
 from pathlib import Path
 
 from droplet.broker_config.names import QueueNames
+from droplet.broker_config.topology import RETRY_BUCKETS
 from droplet.errors import DropletError
 from droplet.runtime import broker_factory, open_kv
 from droplet.settings import Settings
@@ -130,7 +131,7 @@ def purge_namespace(settings: Settings, worker_ids: list[str] | None = None) -> 
         kv.delete(settings.etcd_prefix, prefix=True)
     names = QueueNames.of(settings)
     queues = [names.calls, names.admin, names.work, names.dead]
-    queues += [names.retry(2**k) for k in range(28)]  # retry and delay queues
+    queues += [names.retry(2**k) for k in range(RETRY_BUCKETS)]  # retry and delay queues
     for worker in worker_ids or []:
         queues += [names.worker(worker), names.inbox(worker)]
     with closing(broker_factory(settings, "droplet-purge")()) as conn:

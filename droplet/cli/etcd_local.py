@@ -80,9 +80,26 @@ class LocalEtcd:
         self.endpoint = f"{self.host}:{self.port}"
         self.log_path = log_path or data_dir.parent / f"etcd-{self.port}.log"
         self.peer_port = 0
+        self.name = "droplet"
+        self.initial_cluster = ""  # "name=peer URL,..." of a cluster's members (members())
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 20.0) -> LocalEtcd:
+    @classmethod
+    def members(cls, base: Path, count: int = 3) -> list[LocalEtcd]:
+        """`count` members of one etcd cluster on loopback (start them together: a member
+        waits for a quorum before it answers); data in base/member<i>."""
+        members = [cls(base / f"member{i}", log_path=base / f"member{i}.log")
+                   for i in range(count)]
+        for i, member in enumerate(members):
+            member.name = f"member{i}"
+            member.peer_port = free_port(member.host)
+        cluster = ",".join(f"{m.name}=http://{m.host}:{m.peer_port}" for m in members)
+        for member in members:
+            member.initial_cluster = cluster
+        return members
+
+    def start(self, timeout_s: float = 20.0, wait: bool = True) -> LocalEtcd:
+        """Starts etcd and (with wait) returns once it answers /health."""
         binary = find_etcd_binary()
         if binary is None:
             raise ConfigurationError(
@@ -93,10 +110,10 @@ class LocalEtcd:
         peer = f"http://{self.host}:{self.peer_port}"
         client = f"{'https' if self.tls else 'http'}://{self.endpoint}"
         args = [
-            binary, "--name", "droplet", "--data-dir", str(self.data_dir),
+            binary, "--name", self.name, "--data-dir", str(self.data_dir),
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"droplet={peer}",
+            "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
             "--quota-backend-bytes", str(8 * 1024**3),
             "--auto-compaction-mode", "periodic",
             "--auto-compaction-retention", self.compaction_retention,
@@ -109,12 +126,19 @@ class LocalEtcd:
         self._proc = subprocess.Popen(args, stdout=log, stderr=log,
                                       start_new_session=True)
         log.close()
+        if wait:
+            self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        if self._proc is None:
+            raise ConfigurationError("etcd was not started")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise ConfigurationError(f"etcd exited at start; see {self.log_path}")
             if etcd_answers(self.endpoint, 0.5, self.tls.ca_file if self.tls else None):
-                return self
+                return
             time.sleep(0.1)
         self.stop()
         raise ConfigurationError(f"etcd did not answer within {timeout_s:g}s; see {self.log_path}")

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--purge", action="store_true", help="drop them")
 
     sub.add_parser("migrate-queues", help="re-create queues declared with other arguments "
-                   "(an older version, another max_priority), keeping their messages; run it "
+                   "(an older version, another max_priority or queue_type), keeping their "
+                   "messages; run it "
                    "with the fleet stopped")
 
     bench = sub.add_parser("bench", help="measure call and DAG latency and throughput")

@@ -1,7 +1,8 @@
 """`droplet migrate-queues`: re-create queues whose arguments changed, keeping their messages.
 
 RabbitMQ never changes the arguments of a queue that exists (x-max-priority, added for call
-priorities, or a changed max_priority): declaring it otherwise fails with PRECONDITION_FAILED,
+priorities, a changed max_priority, or x-queue-type when queue_type changes between classic
+and quorum): declaring it otherwise fails with PRECONDITION_FAILED,
 which Droplet reports as `QueueArgumentsError`. This moves each such queue's messages to a
 holding queue (`<queue>.migrating`), deletes the queue, declares it as this version does and
 moves the messages back, each move confirmed by the broker before the original is acked. Run it
@@ -17,7 +18,12 @@ from contextlib import closing
 
 from droplet.broker.interface import BrokerConnection, QueueSpec, Topology
 from droplet.broker_config.names import QueueNames
-from droplet.broker_config.topology import shared_topology, worker_topology
+from droplet.broker_config.topology import (
+    RETRY_BUCKETS,
+    retry_topology,
+    shared_topology,
+    worker_topology,
+)
 from droplet.errors import BrokerError, QueueArgumentsError
 from droplet.runtime import broker_factory, open_kv
 from droplet.settings import Settings
@@ -82,15 +88,26 @@ def migrate_queue(connect: Callable[[], BrokerConnection], spec: QueueSpec) -> s
             raise BrokerError(f"{spec.name} received messages while it was migrated: is the "
                               "fleet stopped? Run migrate-queues again once it is")
         conn.delete_queue(spec.name)
+    # A fresh connection: a RabbitMQ 3.10 channel that used the old queue keeps its type, and
+    # publishing to the re-created one (classic became quorum) crashes that channel.
+    with closing(connect()) as conn:
         conn.declare(Topology(queues=[spec]))
         back = _move(conn, holding, spec.name)
         conn.delete_queue(holding)
     return f"{spec.name}: re-created with {dict(spec.arguments)}; {back} of {held} messages kept"
 
 
+def _existing_retry_specs(connect: Callable[[], BrokerConnection],
+                          names: QueueNames) -> list[QueueSpec]:
+    """The retry and delay queues that exist (one per power-of-two delay, made on demand)."""
+    specs = [retry_topology(names, 2**k).queues[0] for k in range(RETRY_BUCKETS)]
+    with closing(connect()) as conn:
+        return [spec for spec in specs if conn.queue_info(spec.name) is not None]
+
+
 def run_migrate(settings: Settings) -> int:
     names = QueueNames.of(settings)
     connect = broker_factory(settings, "droplet-migrate")
-    for spec in _specs(settings, names):
+    for spec in _specs(settings, names) + _existing_retry_specs(connect, names):
         print(migrate_queue(connect, spec))
     return 0

@@ -105,3 +105,14 @@ def test_classic_topology_is_unchanged() -> None:
 def test_queue_names_follow_the_settings() -> None:
     names = QueueNames.of(Settings(namespace="abc", queue_type="quorum", max_priority=3))
     assert (names.namespace, names.quorum, names.max_priority) == ("abc", True, 3)
+
+
+def test_on_a_cluster_replies_go_to_a_private_queue_that_counts_as_a_reply_address() -> None:
+    from droplet.broker_config.names import is_reply_address, private_reply_queue
+
+    first, second = private_reply_queue(), private_reply_queue()
+    assert first != second
+    assert is_reply_address(first) and is_reply_address("amq.rabbitmq.reply-to.x")
+    assert not Settings().broker_cluster, "one node, classic queues: direct reply-to"
+    assert Settings(broker_url=f"{A},{B}").broker_cluster
+    assert Settings(queue_type="quorum").broker_cluster

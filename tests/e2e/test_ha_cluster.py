@@ -1,0 +1,300 @@
+"""A highly available fleet: a 3-node RabbitMQ cluster with quorum queues and a 3-member etcd
+cluster, all local processes (tests/ha_services.py), with a scheduler, workers and a client.
+
+Each scenario loses part of a cluster with calls in flight, and proves that every call
+completes with its own correct result, that each call has one outcome (what the client got is
+what is stored), and prints its figures: calls, completed, re-runs, time to recover.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from droplet.store.kv import WatchEvent
+from tests.ha_services import HaServices, missing_tools
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.cluster,
+              pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))]
+
+
+@pytest.fixture(scope="module")
+def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaServices]:
+    started = time.monotonic()
+    services = HaServices(tmp_path_factory.mktemp("ha")).start()
+    print(f"\n3 RabbitMQ nodes clustered and 3 etcd members up in "
+          f"{time.monotonic() - started:.1f}s")
+    yield services
+    services.stop()
+
+
+# -- etcd fail-over, in-process --------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)  # the first test also starts both clusters
+def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaServices) -> None:
+    """Reads, writes, transactions, lease keepalives and a watch go on when the member a
+    process talks to is killed; the watch resumes on another member and delivers every
+    event exactly once, in order."""
+    from droplet.store.etcd import EtcdKV
+    from droplet.store.kv import Put, VersionIs
+
+    settings = ha.settings()
+    prefix = settings.etcd_prefix + "failover/"
+    kv = EtcdKV(settings)
+    seen: list[WatchEvent] = []
+    errors: list[Exception] = []
+    cancel = kv.watch_prefix(prefix, seen.extend, errors.append, start_revision=kv.revision() + 1)
+    lease = kv.grant_lease(5)
+    member = next(m for m in ha.etcd if m.endpoint == kv.endpoint_in_use)
+    try:
+        writes = 0
+        for i in range(40):
+            kv.put(f"{prefix}{i:03d}", b"x")
+            writes += 1
+        member.kill()
+        killed_at = time.monotonic()
+        for i in range(40, 80):
+            ok, _ = kv.txn([VersionIs(f"{prefix}{i:03d}", 0)], [Put(f"{prefix}{i:03d}", b"y")])
+            assert ok
+            writes += 1
+        lease.refresh()  # still known: the keepalive reached a live member
+        for i in range(80, 120):
+            kv.put(f"{prefix}{i:03d}", b"z", lease=lease.id)
+            writes += 1
+        moved_s = time.monotonic() - killed_at
+        assert kv.endpoint_in_use != member.endpoint
+        deadline = time.monotonic() + 30
+        while len(seen) < writes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        keys = [e.key for e in seen]
+        assert keys == [f"{prefix}{i:03d}" for i in range(writes)], "every event, once, in order"
+        assert not errors, "the watch resumed by itself"
+        print(f"etcd member {member.endpoint} killed: {writes} writes, {len(seen)} events, "
+              f"all writes done {moved_s:.1f}s after the kill")
+    finally:
+        cancel()
+        kv.close()
+        member.start()
+
+
+# -- switching queue types -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_switching_to_quorum_is_refused_clearly_until_migrate_queues_keeps_the_messages(
+    ha: HaServices, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from droplet.broker_config.names import QueueNames
+    from droplet.broker_config.topology import retry_topology, shared_topology
+    from droplet.cli.migrate import run_migrate
+    from droplet.errors import QueueArgumentsError
+    from droplet.runtime import broker_factory
+
+    quorum = ha.settings()
+    classic = quorum.with_(queue_type="classic")
+    names = QueueNames.of(classic)
+    with closing(broker_factory(classic, "test-classic")()) as conn:
+        conn.declare(shared_topology(names))
+        conn.declare(retry_topology(names, 1000))
+        confirmed: list[bool] = []
+        for i in range(3):
+            conn.publish(names.calls, b"m%d" % i, on_confirm=confirmed.append, priority=i)
+        while len(confirmed) < 3:
+            conn.poll(0.05)
+    with closing(broker_factory(quorum, "test-quorum")()) as conn, \
+            pytest.raises(QueueArgumentsError, match=r"queue_type.*migrate-queues"):
+        conn.declare(shared_topology(QueueNames.of(quorum)))
+    assert run_migrate(quorum) == 0
+    report = capsys.readouterr().out
+    with closing(broker_factory(quorum, "test-quorum")()) as conn:
+        conn.declare(shared_topology(QueueNames.of(quorum)))  # now accepted
+        conn.declare(retry_topology(QueueNames.of(quorum), 1000))
+        assert conn.queue_depth(names.calls) == 3, report
+    listed = ha.rabbit.nodes[0].ctl("-q", "list_queues", "--no-table-headers", "name",
+                                    "type").stdout
+    types = dict(line.split("\t")[:2] for line in listed.splitlines() if "\t" in line)
+    for queue in (names.calls, names.admin, names.work, names.dead, names.retry(1000)):
+        assert types[queue] == "quorum", queue
+    assert not any(name.endswith(".migrating") for name in types)
+    print(report)
+
+
+# -- the fleet under faults ------------------------------------------------------------------
+
+CALLS = 500
+
+
+def _register(client: Any, name: str) -> None:
+    """A function leaving a mark per run (to count re-runs) whose result names its run, so
+    that a second run's outcome would differ from the first's."""
+    prefix = f"{name}-run"
+
+    def record(lib: Any, i: int) -> list[Any]:
+        import time as t
+        import uuid as u
+
+        token = u.uuid4().hex[:8]
+        lib.put(f"{prefix}-{i}-{token}", 1)
+        t.sleep(0.02)
+        return [i * 3, token]
+
+    client.register(record, name)
+
+
+def _runs(client: Any, name: str) -> dict[int, int]:
+    items, _ = client.kv.get_prefix(client.values.keys.value(f"{name}-run-"))
+    runs: dict[int, int] = {}
+    for key in items:
+        i = int(key.rsplit("-", 2)[-2])
+        runs[i] = runs.get(i, 0) + 1
+    return runs
+
+
+class Load:
+    """Calls submitted by one client, checked at the end."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.name = name
+        self.futures: list[tuple[int, Any]] = []
+
+    def submit(self, count: int) -> None:
+        start = len(self.futures)
+        self.futures += [(i, self.client.call(self.name, i)) for i in range(start, start + count)]
+
+    def check(self, what: str, fault_at: float) -> None:
+        """Every call's correct result, one outcome per call (what the client got is what is
+        stored), every call ran; prints the figures."""
+        from droplet.store.serializer import load
+
+        results = {i: future.get(timeout=120) for i, future in self.futures}
+        recovered_s = time.monotonic() - fault_at
+        calls = len(self.futures)
+        assert [results[i][0] for i in range(calls)] == [i * 3 for i in range(calls)]
+        different = 0
+        for i, future in self.futures:
+            stored = self.client.values.outcome(future.call_id)
+            assert stored is not None, f"call {i} has no stored outcome"
+            different += load(stored) != results[i]
+        runs = _runs(self.client, self.name)
+        assert set(runs) == set(range(calls)), "every call ran"
+        reruns = sum(runs.values()) - calls
+        assert different == 0, f"{different} calls answered otherwise than their outcome"
+        assert self.client.call(self.name, 10_000).get(timeout=60)[0] == 30_000, "whole again"
+        print(f"\n{what}: {calls} calls, {len(results)} completed, 0 lost, {different} "
+              f"second outcomes, {reruns} re-runs, all results {recovered_s:.1f}s after the "
+              "fault began")
+
+
+@pytest.fixture
+def fleet(ha: HaServices, tmp_path: Path) -> Iterator[tuple[Any, Load]]:
+    """A scheduler, two workers and a client on both clusters, with a registered function."""
+    import droplet
+    from tests.conftest import start_cluster
+
+    settings = ha.settings(worker_lease_ttl_s=3, status_interval_s=0.5, broker_heartbeat_s=3)
+    cluster = start_cluster(settings, tmp_path, workers=2)
+    try:
+        with droplet.connect(settings=settings) as client:
+            name = f"u{uuid.uuid4().hex[:8]}"
+            _register(client, name)
+            yield cluster, Load(client, name)
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.timeout(240)
+def test_killing_the_rabbitmq_node_the_workers_use_loses_no_call(
+    ha: HaServices, fleet: tuple[Any, Load]
+) -> None:
+    _, load = fleet
+    node = ha.rabbit_node_of("droplet-worker")
+    load.submit(CALLS)
+    time.sleep(0.3)
+    fault_at = time.monotonic()
+    node.kill()
+    try:
+        load.check(f"RabbitMQ node {node.node} killed (kill -9)", fault_at)
+    finally:
+        node.start()
+
+
+@pytest.mark.timeout(240)
+def test_killing_the_etcd_leader_loses_no_call(ha: HaServices, fleet: tuple[Any, Load]) -> None:
+    _, load = fleet
+    leader = ha.etcd_leader()
+    load.submit(CALLS)
+    time.sleep(0.3)
+    fault_at = time.monotonic()
+    leader.kill()
+    try:
+        load.check(f"etcd leader {leader.name} killed (kill -9)", fault_at)
+    finally:
+        leader.start()
+
+
+@pytest.mark.timeout(240)
+def test_a_worker_cut_off_past_its_lease_has_its_calls_placed_again_and_no_second_outcome(
+    ha: HaServices, fleet: tuple[Any, Load]
+) -> None:
+    """SIGSTOP: the worker's lease (3 s) expires and the broker drops its silent connection
+    (heartbeat 3 s), so its queue and unacked calls are handed to the other worker; all
+    calls complete while it is still stopped. SIGCONT: it finishes what it had in hand, and
+    the outcomes stay the first ones."""
+    import os
+    import signal
+
+    cluster, load = fleet
+    victim = cluster.workers[0]
+    load.submit(CALLS)
+    time.sleep(0.5)
+    fault_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        done = [future.get(timeout=120) for _, future in load.futures]
+        stopped_s = time.monotonic() - fault_at
+        assert len(done) == CALLS
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    time.sleep(5)  # the worker rejoins and settles what it held
+    assert victim.poll() is None, "the rejoined worker runs on"
+    load.check(f"worker stopped {stopped_s:.1f}s (lease 3 s), then resumed", fault_at)
+
+
+@pytest.mark.timeout(420)
+def test_a_rolling_restart_of_every_node_of_both_clusters_loses_no_call(
+    ha: HaServices, fleet: tuple[Any, Load]
+) -> None:
+    _, load = fleet
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def submit() -> None:
+        while not stop.wait(0.25):
+            with lock:
+                load.submit(5)
+
+    submitter = threading.Thread(target=submit, daemon=True)
+    fault_at = time.monotonic()
+    submitter.start()
+    try:
+        for node in ha.rabbit.nodes:
+            node.stop()
+            node.start()
+        for member in ha.etcd:
+            member.stop()
+            member.start()
+            ha.etcd_leader()
+    finally:
+        stop.set()
+        submitter.join()
+    load.check(f"rolling restart of 3 RabbitMQ nodes and 3 etcd members "
+               f"({time.monotonic() - fault_at:.0f}s)", fault_at)
