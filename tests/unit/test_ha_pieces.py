@@ -116,3 +116,44 @@ def test_on_a_cluster_replies_go_to_a_private_queue_that_counts_as_a_reply_addre
     assert not Settings().broker_cluster, "one node, classic queues: direct reply-to"
     assert Settings(broker_url=f"{A},{B}").broker_cluster
     assert Settings(queue_type="quorum").broker_cluster
+
+
+@pytest.mark.parametrize("quorum", [True, False])
+def test_under_quorum_queues_a_client_sends_again_a_request_the_broker_refused(
+    quorum: bool,
+) -> None:
+    """A nack means the broker did not take the request (a quorum queue without a majority):
+    the client publishes it again at once, marked as a re-send. A classic client (no
+    confirms) re-sends only after a reconnect."""
+    from droplet.broker.stub import StubBroker
+    from droplet.broker_config.names import RESENT_HEADER
+    from droplet.client.pump import ReplyPump
+    from droplet.signing import Signer
+
+    broker = StubBroker()
+    names = QueueNames("nack", quorum=quorum)
+    refused: list[bytes] = []
+
+    def nack_once(queue: str, body: bytes) -> bool:
+        if queue == names.calls and not refused:
+            refused.append(body)
+            return True
+        return False
+
+    broker.nack_when = nack_once
+    pump = ReplyPump(broker.connect, names, Signer(None))
+    try:
+        pump.send(names.calls, b"request", ["call-1"])
+        pump.drive(0.05)
+        pump.drive(0.05)
+        reader = broker.connect("reader")
+        got = reader.get(names.calls)
+        assert refused == [b"request"]
+        if quorum:
+            assert got is not None and got.body == b"request"
+            assert (got.headers or {}).get(RESENT_HEADER) == 1
+            assert reader.get(names.calls) is None, "sent again once"
+        else:
+            assert got is None, "a classic client does not learn of it"
+    finally:
+        pump.close()
