@@ -4,6 +4,8 @@ gets a clear error at once (not after store_retry_s of retries)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 import droplet
+from droplet.cli.cluster import child_env
 from droplet.cli.etcd_local import LocalEtcd
 from droplet.errors import StoreCredentialsError, StoreTlsError
 from tests.conftest import Services, purge_namespace, start_cluster
@@ -91,3 +94,18 @@ def test_etcd_refusals_are_clear_and_immediate(
         print(f"etcd, {label}: refused in {time.monotonic() - started:.2f}s: {caught.value}")
         assert secure_etcd.endpoint in str(caught.value), label
         assert isinstance(caught.value, droplet.StoreError), label
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_refused_by_etcd_exits_saying_why(
+    services: Services, secure_etcd: LocalEtcd, certs: TestCertificates
+) -> None:
+    settings = services.settings().with_(
+        etcd_endpoints=(secure_etcd.endpoint,), etcd_ca_file=certs.wrong_ca_file,
+        etcd_user=ETCD_USER, etcd_password=ETCD_PASSWORD, store_retry_s=LONG_RETRY_S,
+    )
+    done = subprocess.run([sys.executable, "-m", "droplet.cli.main", "worker"],
+                          env=child_env(settings), capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1, done.stderr
+    assert "not signed by a CA this client trusts" in done.stderr
+    assert "set etcd_ca_file (DROPLET_ETCD_CA_FILE)" in done.stderr
