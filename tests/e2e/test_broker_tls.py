@@ -112,6 +112,10 @@ def test_a_fleet_over_tls_runs_calls_and_a_dag(
             # Every connection the node has (scheduler, workers, this client) is TLS with
             # the client certificate.
             connections = _connections(secure.rabbit)
+            deadline = time.monotonic() + 30  # a worker may still be opening its connection
+            while len(connections) < 4 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                connections = _connections(secure.rabbit)
             print(f"{len(connections)} connections over TLS: {sorted(set(connections))}")
             assert len(connections) >= 4
             assert all(ssl == "true" and CLIENT_SUBJECT in subject
