@@ -157,6 +157,12 @@ def test_tls_refusals_are_clear_and_immediate(services: Services, secure: Secure
     assert f"RabbitMQ at {address} accepts only TLS" in str(plaintext)
     assert "use an amqps:// broker_url" in str(plaintext)
 
+    # The reverse: a TLS client at the (plaintext) port of the session's broker.
+    if services.broker_url.startswith("amqp://"):
+        tls_url = "amqps://" + services.broker_url[len("amqp://"):]
+        not_tls = _refused(good.with_(broker_url=tls_url), "TLS client at a plaintext port")
+        assert "does not answer with TLS" in str(not_tls)
+
     started = time.monotonic()
     with pytest.raises(BrokerCredentialsError, match=r"refused user 'guest'.*in broker_url"):
         droplet.connect(settings=good.with_(
