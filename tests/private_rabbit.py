@@ -48,11 +48,11 @@ class RabbitTls:
     key_file: str
     require_client_cert: bool = True
 
-    def config(self, port: int) -> str:
-        """rabbitmq.conf lines: a TLS listener on port and no plaintext listener."""
+    def config(self, listen: str) -> str:
+        """rabbitmq.conf lines: a TLS listener on listen ([ip:]port), no plaintext one."""
         lines = [
             "listeners.tcp = none",
-            f"listeners.ssl.default = 127.0.0.1:{port}",
+            f"listeners.ssl.default = {listen}",
             f"ssl_options.cacertfile = {self.ca_file}",
             f"ssl_options.certfile = {self.cert_file}",
             f"ssl_options.keyfile = {self.key_file}",
@@ -82,7 +82,7 @@ class PrivateRabbit:
     def _write_files(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")  # no management: no fixed ports
-        listeners = (self.tls.config(self.port) if self.tls
+        listeners = (self.tls.config(f"127.0.0.1:{self.port}") if self.tls
                      else f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
         (self.base / "rabbitmq.conf").write_text(
             listeners + "loopback_users = none\ndisk_free_limit.absolute = 50MB\n"
