@@ -109,7 +109,10 @@ _OTHER_HOST = ("hostname mismatch", "ip address mismatch", "doesn't match")
 _UNTRUSTED = ("certificate_verify_failed", "certificate verify failed")
 _REFUSED_US = ("alert handshake failure", "alert certificate required", "alert bad certificate",
                "alert unknown ca", "alert certificate unknown", "alert certificate expired",
-               "alert access denied", "eof occurred in violation of protocol")
+               "alert access denied")
+# The server hung up in the handshake without saying why: a refusal of our certificate when
+# it speaks TLS, or a port that accepts and closes (a proxy whose backend is down).
+_HUNG_UP = ("eof occurred in violation of protocol",)
 _NOT_TLS = ("wrong version number", "record layer failure", "packet length too long",
             "unknown protocol", "http request", "wrong_version_number")
 _CONNECTION_CUT = ("connection reset", "stream connection lost", "socket closed",
@@ -144,7 +147,8 @@ def _explain_tls(text: str, peer: Peer) -> str | None:
         return (f"{peer.who} presented a certificate not signed by a CA this client trusts "
                 f"({trusted}): set {_named(peer.ca_setting)} to the PEM file of the CA that "
                 "signed the server's certificate")
-    if any(marker in text for marker in _REFUSED_US):
+    refused_us = any(marker in text for marker in _REFUSED_US)
+    if refused_us or (any(marker in text for marker in _HUNG_UP) and speaks_tls(peer.address)):
         ours = (f"{peer.cert_setting}={peer.cert_file!r}" if peer.cert_file
                 else f"{peer.cert_setting} is not set")
         return (f"{peer.who} refused this client during the TLS handshake ({ours}): it "

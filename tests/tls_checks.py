@@ -6,18 +6,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 import droplet
-from droplet.errors import BrokerCredentialsError, BrokerTlsError
+from droplet.errors import (
+    BrokerCredentialsError,
+    BrokerTlsError,
+    StoreCredentialsError,
+    StoreTlsError,
+)
 from droplet.settings import Settings
 from tests.conftest import start_cluster
 from tests.secure_services import ETCD_PASSWORD, ETCD_USER
 from tests.tls_certs import TestCertificates
 
 CLIENT_SUBJECT = "droplet-test-client"
+# Refusals must come at once: with this retry budget a refusal taken for "etcd is away" would
+# outlast the test's timeout.
+LONG_RETRY_S = 600.0
 # (ssl, peer certificate subject) of each connection the broker has.
 ConnectionLister = Callable[[], list[tuple[str, str]]]
 
@@ -137,3 +146,34 @@ def check_expired(settings: Settings) -> None:
     error = refused(settings, "expired server")
     assert f"RabbitMQ at {parts.hostname}:{parts.port}" in str(error)
     assert "certificate that has expired" in str(error)
+
+
+def check_etcd_refusals(settings: Settings, endpoint: str, certs: TestCertificates) -> None:
+    """With etcd at endpoint serving TLS with authentication (root, ETCD_PASSWORD): a wrong
+    password, no user, a wrong CA and a plaintext client are each refused at once, naming
+    the endpoint and the setting to change."""
+    good = settings.with_(
+        etcd_endpoints=(endpoint,), etcd_ca_file=certs.ca_file,
+        etcd_user=ETCD_USER, etcd_password=ETCD_PASSWORD, store_retry_s=LONG_RETRY_S,
+    )
+    no_user: dict[str, Any] = {"etcd_user": None, "etcd_password": None}
+    cases: list[tuple[str, Settings, type[Exception], str]] = [
+        ("wrong password", good.with_(etcd_password="wrong"), StoreCredentialsError,
+         "etcd_password"),
+        ("no user", good.with_(**no_user), StoreCredentialsError, "set etcd_user"),
+        ("wrong CA", good.with_(etcd_ca_file=certs.wrong_ca_file), StoreTlsError,
+         "not signed by a CA this client trusts.*set etcd_ca_file"),
+        ("wrong CA, no user", good.with_(etcd_ca_file=certs.wrong_ca_file, **no_user),
+         StoreTlsError, "set etcd_ca_file"),
+        ("plaintext", good.with_(etcd_ca_file=None), StoreTlsError,
+         "accepts only TLS.*set etcd_ca_file"),
+        ("plaintext, no user", good.with_(etcd_ca_file=None, **no_user), StoreTlsError,
+         "accepts only TLS.*set etcd_ca_file"),
+    ]
+    for label, bad, error, message in cases:
+        started = time.monotonic()
+        with pytest.raises(error, match=message) as caught, droplet.connect(settings=bad) as c:
+            c.put_object("probe", label)
+        print(f"etcd, {label}: refused in {time.monotonic() - started:.2f}s: {caught.value}")
+        assert endpoint in str(caught.value), label
+        assert isinstance(caught.value, droplet.StoreError), label

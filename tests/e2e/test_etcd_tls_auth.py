@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import droplet
 from droplet.cli.cluster import child_env
 from droplet.cli.etcd_local import LocalEtcd
-from droplet.errors import StoreCredentialsError, StoreTlsError
 from tests.conftest import Services, purge_namespace, start_cluster
 from tests.secure_services import ETCD_PASSWORD, ETCD_USER, start_tls_etcd
 from tests.tls_certs import TestCertificates, make_certificates
+from tests.tls_checks import LONG_RETRY_S, check_etcd_refusals
 
 pytestmark = pytest.mark.e2e
-
-# Refusals must come at once: with this retry budget a refusal treated as "etcd is away"
-# would outlast the test's timeout.
-LONG_RETRY_S = 600.0
-
 
 @pytest.fixture
 def certs(tmp_path: Path) -> TestCertificates:
@@ -66,34 +59,7 @@ def test_a_fleet_on_tls_etcd_with_credentials(
 def test_etcd_refusals_are_clear_and_immediate(
     services: Services, secure_etcd: LocalEtcd, certs: TestCertificates
 ) -> None:
-    good = services.settings().with_(
-        etcd_endpoints=(secure_etcd.endpoint,), etcd_ca_file=certs.ca_file,
-        etcd_user=ETCD_USER, etcd_password=ETCD_PASSWORD, store_retry_s=LONG_RETRY_S,
-    )
-    cases: list[tuple[str, Any, type[Exception], str]] = [
-        ("wrong password", good.with_(etcd_password="wrong"), StoreCredentialsError,
-         "etcd_password"),
-        ("no user", good.with_(etcd_user=None, etcd_password=None), StoreCredentialsError,
-         "set etcd_user"),
-        ("wrong CA", good.with_(etcd_ca_file=certs.wrong_ca_file), StoreTlsError,
-         "not signed by a CA this client trusts.*set etcd_ca_file"),
-        ("wrong CA, no user", good.with_(etcd_ca_file=certs.wrong_ca_file, etcd_user=None,
-                                         etcd_password=None), StoreTlsError,
-         "set etcd_ca_file"),
-        ("plaintext", good.with_(etcd_ca_file=None), StoreTlsError,
-         "accepts only TLS.*set etcd_ca_file"),
-        ("plaintext, no user", good.with_(etcd_ca_file=None, etcd_user=None,
-                                          etcd_password=None), StoreTlsError,
-         "accepts only TLS.*set etcd_ca_file"),
-    ]
-    for label, settings, error, message in cases:
-        started = time.monotonic()
-        with pytest.raises(error, match=message) as caught, \
-                droplet.connect(settings=settings) as c:
-            c.put_object("probe", label)
-        print(f"etcd, {label}: refused in {time.monotonic() - started:.2f}s: {caught.value}")
-        assert secure_etcd.endpoint in str(caught.value), label
-        assert isinstance(caught.value, droplet.StoreError), label
+    check_etcd_refusals(services.settings(), secure_etcd.endpoint, certs)
 
 
 @pytest.mark.timeout(120)

@@ -52,7 +52,6 @@ RESET = ("IncompatibleProtocolError: StreamLostError: (\"Stream connection lost:
     (EXPIRED, "presented a certificate that has expired"),
     (NO_CLIENT_CERT, "refused this client during the TLS handshake (broker_cert_file is not "
                      "set): it wants a client certificate"),
-    (NO_CLIENT_CERT_EOF, "set broker_cert_file (DROPLET_BROKER_CERT_FILE) and broker_key_file"),
     (OTHER_HOST, "certificate issued for another host"),
     (NOT_TLS, "does not answer with TLS"),
 ])
@@ -119,6 +118,22 @@ def test_a_plaintext_client_at_a_tls_port_is_told_to_use_tls(tls_port: int) -> N
     assert isinstance(refused, StoreTlsError)
     assert "set etcd_ca_file (DROPLET_ETCD_CA_FILE)" in str(refused)
     assert etcd_refusal(settings, "UNAVAILABLE: Socket closed", probe=False) is None
+
+
+@pytest.mark.timeout(30)
+def test_a_hang_up_in_the_handshake_is_a_refusal_only_from_a_tls_server(tls_port: int) -> None:
+    """A TLS server that hangs up refused our certificate; a port that accepts and closes (a
+    proxy with its backend down) is not a TLS matter, and is retried."""
+    speaking = broker_peer(Settings(), f"127.0.0.1:{tls_port}", tls=True)
+    explained = explain_failure(NO_CLIENT_CERT_EOF, speaking)
+    assert explained is not None
+    assert "set broker_cert_file (DROPLET_BROKER_CERT_FILE) and broker_key_file" in explained
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers TLS
+        silent_peer = broker_peer(Settings(), f"127.0.0.1:{silent.getsockname()[1]}", tls=True)
+        closer = threading.Thread(target=lambda: silent.accept()[0].close(), daemon=True)
+        closer.start()
+        assert explain_failure(NO_CLIENT_CERT_EOF, silent_peer) is None
+        closer.join(5)
 
 
 def test_etcd_refusals() -> None:
