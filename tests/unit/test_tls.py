@@ -187,3 +187,12 @@ def test_tls_settings_come_from_the_environment_and_toml(tmp_path: Path) -> None
                       'etcd_key_file = "/ek"\n')
     f = Settings.from_file(config)
     assert (f.broker_ca_file, f.etcd_cert_file, f.etcd_key_file) == ("/ca", "/ec", "/ek")
+
+
+def test_unreadable_etcd_tls_files_are_named(tmp_path: Path, certs: TestCertificates) -> None:
+    from droplet.store.etcd import EtcdKV
+
+    with pytest.raises(StoreTlsError, match="cannot read etcd_ca_file"):
+        EtcdKV(Settings(etcd_ca_file=str(tmp_path / "none.pem")))
+    with pytest.raises(StoreTlsError, match="etcd_key_file is set but etcd_cert_file is not"):
+        EtcdKV(Settings(etcd_ca_file=certs.ca_file, etcd_key_file=certs.client_key))
