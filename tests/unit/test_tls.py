@@ -8,6 +8,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,24 @@ def test_unreadable_etcd_tls_files_are_named(tmp_path: Path, certs: TestCertific
         EtcdKV(Settings(etcd_ca_file=str(tmp_path / "none.pem")))
     with pytest.raises(StoreTlsError, match="etcd_key_file is set but etcd_cert_file is not"):
         EtcdKV(Settings(etcd_ca_file=certs.ca_file, etcd_key_file=certs.client_key))
+
+
+def test_a_service_refused_over_tls_logs_why_as_an_error_and_keeps_trying(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from droplet.broker.session import run_with_reconnect
+
+    stop = threading.Event()
+    attempts: list[int] = []
+
+    def connect() -> Any:
+        attempts.append(1)
+        if len(attempts) >= 2:
+            stop.set()
+        raise BrokerTlsError("RabbitMQ at h:5671 presented ...: set broker_ca_file")
+
+    with caplog.at_level("ERROR", logger="droplet.broker.session"):
+        run_with_reconnect("worker w", connect, lambda conn: None, stop)
+    assert len(attempts) == 2  # retried
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and "set broker_ca_file" in errors[0]
