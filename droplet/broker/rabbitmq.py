@@ -16,7 +16,6 @@ deliveries are requeued by the broker meanwhile, which makes delivery at-least-o
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -28,8 +27,15 @@ from pika.adapters.blocking_connection import BlockingChannel
 from droplet.broker.interface import ConfirmCallback, Delivery, Topology
 from droplet.broker.nodes import NodeOrder
 from droplet.broker_config.names import private_reply_queue
-from droplet.errors import BrokerError, QueueArgumentsError
+from droplet.errors import (
+    BrokerCredentialsError,
+    BrokerError,
+    BrokerTlsError,
+    ConfigurationError,
+    QueueArgumentsError,
+)
 from droplet.settings import Settings
+from droplet.tls import broker_peer, client_context, explain_failure
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +59,33 @@ def connection_parameters(settings: Settings, name: str, url: str | None = None
     params.socket_timeout = 5
     params.client_properties = {"connection_name": name}
     if url.startswith("amqps://"):
-        context = ssl.create_default_context(cafile=settings.broker_ca_file)
-        if settings.broker_cert_file:
-            context.load_cert_chain(settings.broker_cert_file, settings.broker_key_file)
+        try:
+            context = client_context(
+                "broker_ca_file", settings.broker_ca_file, "broker_cert_file",
+                settings.broker_cert_file, "broker_key_file", settings.broker_key_file)
+        except ConfigurationError as exc:
+            raise BrokerTlsError(str(exc)) from None
         params.ssl_options = pika.SSLOptions(context, params.host)
     return params
+
+
+def _connect_error(settings: Settings, params: pika.URLParameters, exc: BaseException
+                   ) -> BrokerError:
+    """The error a failed connect leaves as: a refused user or a TLS mismatch say so, with
+    the setting to change; anything else (a port that refuses, a broker down) is a plain
+    BrokerError the caller may retry."""
+    detail = f"{type(exc).__name__}: {str(exc) or repr(exc)}"
+    address = f"{params.host}:{params.port}"
+    if isinstance(exc, (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError)):
+        return BrokerCredentialsError(
+            f"RabbitMQ at {address} refused user {params.credentials.username!r} on virtual "
+            f"host {params.virtual_host!r} ({detail}): check the user, password and virtual "
+            "host in broker_url (DROPLET_BROKER_URL)")
+    explained = explain_failure(detail, broker_peer(settings, address,
+                                                    tls=params.ssl_options is not None))
+    if explained is not None:
+        return BrokerTlsError(f"{explained} [{detail}]")
+    return BrokerError(f"RabbitMQ connect failed: {detail}")
 
 
 @contextmanager
@@ -71,21 +99,26 @@ def _converted(action: str) -> Iterator[None]:
 
 def _connect_any(settings: Settings, name: str, nodes: NodeOrder) -> pika.BlockingConnection:
     """A connection to the first node of the rotation that takes one."""
-    failures = []
+    failures: list[BrokerError] = []
     for index in nodes.attempt_order():
         url = nodes.urls[index]
         params = connection_parameters(settings, name, url)
         try:
-            with _converted("connect"):
-                conn = pika.BlockingConnection(params)
-        except BrokerError as exc:
-            failures.append(f"{params.host}:{params.port}: {exc}")
+            conn = pika.BlockingConnection(params)
+        except (pex.AMQPError, OSError, AssertionError) as exc:
+            failures.append(_connect_error(settings, params, exc))
             continue
         nodes.connected(index)
         if len(nodes.urls) > 1:
             log.info("%s connected to the broker at %s:%s", name, params.host, params.port)
         return conn
-    raise BrokerError("; ".join(failures) if len(failures) > 1 else failures[0])
+    # A refused user or a TLS mismatch says what to change; else every node's failure.
+    for failure in failures:
+        if type(failure) is not BrokerError:
+            raise failure
+    if len(failures) == 1:
+        raise failures[0]
+    raise BrokerError("no RabbitMQ node answered: " + "; ".join(str(f) for f in failures))
 
 
 class RabbitConnection:

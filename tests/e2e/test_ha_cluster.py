@@ -228,6 +228,35 @@ def test_killing_the_rabbitmq_node_the_workers_use_loses_no_call(
 
 
 @pytest.mark.timeout(240)
+def test_killing_the_clients_node_its_replies_arrive_on_its_new_connection(
+    ha: HaServices, fleet: tuple[Any, Load]
+) -> None:
+    """The client on another node than the fleet: its node dies with 500 calls in flight,
+    the workers' connections live on. Replies to its old reply queue are dropped (with direct
+    reply-to, RabbitMQ 3.10 would close each worker's connection instead, at every
+    redelivery); the client reconnects to a third node, sends its unanswered calls again and
+    gets every answer there."""
+    import droplet
+
+    cluster, first = fleet
+    fleet_node = ha.rabbit_node_of("droplet-worker")
+    others = [node for node in ha.rabbit.nodes if node is not fleet_node]
+    # A first connection follows the list: the client is on others[0], the fleet is not.
+    urls = ",".join(node.url for node in [*others, fleet_node])
+    with droplet.connect(settings=cluster.settings.with_(broker_url=urls)) as client:
+        load = Load(client, first.name)
+        load.submit(CALLS)
+        time.sleep(0.3)
+        fault_at = time.monotonic()
+        others[0].kill()
+        try:
+            load.check(f"the client's RabbitMQ node {others[0].node} killed (kill -9)",
+                       fault_at)
+        finally:
+            others[0].start()
+
+
+@pytest.mark.timeout(240)
 def test_killing_the_etcd_leader_loses_no_call(ha: HaServices, fleet: tuple[Any, Load]) -> None:
     _, load = fleet
     leader = ha.etcd_leader()
