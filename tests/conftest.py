@@ -190,3 +190,13 @@ client = client_fixture("module_cluster")
 def unique() -> str:
     """A fresh name for functions, DAGs and keys of one test."""
     return f"u{uuid.uuid4().hex[:8]}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The cluster tests' figures (tests/ha_services.py), shown even without -s."""
+    from tests.ha_services import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("cluster figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

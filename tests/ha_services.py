@@ -16,6 +16,15 @@ from droplet.cli.etcd_local import LocalEtcd, find_etcd_binary
 from droplet.settings import Settings
 from tests.private_rabbit import PrivateRabbit, PrivateRabbitCluster, _rabbit_tool
 
+# What the cluster tests measured, printed again at the end of the run (tests/conftest.py),
+# so CI's log shows the figures without -s.
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    print(f"\n{line}")
+    FIGURES.append(line)
+
 
 def missing_tools() -> str | None:
     """Why the cluster tests cannot run here, or None."""
@@ -51,6 +60,7 @@ class HaServices:
     """Both clusters; `settings()` names every node and member, with quorum queues."""
 
     def __init__(self, base: Path) -> None:
+        self.base = base
         self.rabbit = PrivateRabbitCluster(base / "rabbit")
         self.etcd = LocalEtcd.members(base / "etcd", 3)
 
@@ -62,14 +72,36 @@ class HaServices:
             raise
         return self
 
+    # Ports are picked free, then bound by the node a moment later: another process may take
+    # one meanwhile (an outgoing connection's ephemeral port). Then a cluster starts afresh
+    # on new ports, at most _ATTEMPTS times.
+    _ATTEMPTS = 3
+
     def _start_rabbit(self) -> None:
-        self.rabbit.start()
+        for attempt in range(1, self._ATTEMPTS + 1):
+            try:
+                self.rabbit.start()
+                return
+            except Exception:
+                self.rabbit.stop()
+                if attempt == self._ATTEMPTS:
+                    raise
+                self.rabbit = PrivateRabbitCluster(self.base / f"rabbit{attempt}")
 
     def _start_etcd(self) -> None:
-        for member in self.etcd:
-            member.start(wait=False)
-        for member in self.etcd:
-            member.wait_ready(60)
+        for attempt in range(1, self._ATTEMPTS + 1):
+            try:
+                for member in self.etcd:
+                    member.start(wait=False)
+                for member in self.etcd:
+                    member.wait_ready(60)
+                return
+            except Exception:
+                for member in self.etcd:
+                    member.stop()
+                if attempt == self._ATTEMPTS:
+                    raise
+                self.etcd = LocalEtcd.members(self.base / f"etcd{attempt}", 3)
 
     def stop(self) -> None:
         in_parallel(self.rabbit.stop, *[member.stop for member in self.etcd])

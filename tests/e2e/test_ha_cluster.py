@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from droplet.store.kv import WatchEvent
-from tests.ha_services import HaServices, missing_tools
+from tests.ha_services import HaServices, missing_tools, report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.cluster,
               pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))]
@@ -29,8 +29,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.cluster,
 def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaServices]:
     started = time.monotonic()
     services = HaServices(tmp_path_factory.mktemp("ha")).start()
-    print(f"\n3 RabbitMQ nodes clustered and 3 etcd members up in "
-          f"{time.monotonic() - started:.1f}s")
+    report(f"3 RabbitMQ nodes clustered and 3 etcd members up in "
+           f"{time.monotonic() - started:.1f}s")
     yield services
     services.stop()
 
@@ -77,8 +77,8 @@ def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaServices) 
         keys = [e.key for e in seen]
         assert keys == [f"{prefix}{i:03d}" for i in range(writes)], "every event, once, in order"
         assert not errors, "the watch resumed by itself"
-        print(f"etcd member {member.endpoint} killed: {writes} writes, {len(seen)} events, "
-              f"all writes done {moved_s:.1f}s after the kill")
+        report(f"etcd member {member.endpoint} killed: {writes} writes, {len(seen)} events, "
+               f"all writes done {moved_s:.1f}s after the kill")
     finally:
         cancel()
         kv.close()
@@ -113,18 +113,18 @@ def test_switching_to_quorum_is_refused_clearly_until_migrate_queues_keeps_the_m
             pytest.raises(QueueArgumentsError, match=r"queue_type.*migrate-queues"):
         conn.declare(shared_topology(QueueNames.of(quorum)))
     assert run_migrate(quorum) == 0
-    report = capsys.readouterr().out
+    migrated = capsys.readouterr().out
     with closing(broker_factory(quorum, "test-quorum")()) as conn:
         conn.declare(shared_topology(QueueNames.of(quorum)))  # now accepted
         conn.declare(retry_topology(QueueNames.of(quorum), 1000))
-        assert conn.queue_depth(names.calls) == 3, report
+        assert conn.queue_depth(names.calls) == 3, migrated
     listed = ha.rabbit.nodes[0].ctl("-q", "list_queues", "--no-table-headers", "name",
                                     "type").stdout
     types = dict(line.split("\t")[:2] for line in listed.splitlines() if "\t" in line)
     for queue in (names.calls, names.admin, names.work, names.dead, names.retry(1000)):
         assert types[queue] == "quorum", queue
     assert not any(name.endswith(".migrating") for name in types)
-    print(report)
+    print(migrated)
 
 
 # -- the fleet under faults ------------------------------------------------------------------
@@ -189,9 +189,9 @@ class Load:
         reruns = sum(runs.values()) - calls
         assert different == 0, f"{different} calls answered otherwise than their outcome"
         assert self.client.call(self.name, 10_000).get(timeout=60)[0] == 30_000, "whole again"
-        print(f"\n{what}: {calls} calls, {len(results)} completed, 0 lost, {different} "
-              f"second outcomes, {reruns} re-runs, all results {recovered_s:.1f}s after the "
-              "fault began")
+        report(f"{what}: {calls} calls, {len(results)} completed, 0 lost, {different} "
+               f"second outcomes, {reruns} re-runs, all results {recovered_s:.1f}s after the "
+               "fault began")
 
 
 @pytest.fixture
