@@ -257,7 +257,7 @@ class EtcdKV:
         start_revision: int = 0,
     ) -> Callable[[], None]:
         watch = _PrefixWatch(self._client, len(self._settings.etcd_endpoints), prefix,
-                             start_revision, on_events, on_error, self._settings.store_retry_s)
+                             start_revision, on_events, on_error)
         watch.start()
         return watch.cancel
 
@@ -272,10 +272,10 @@ class _PrefixWatch(threading.Thread):
     """One gRPC watch stream on a prefix. (The library's own watcher swallows stream errors,
     so a watch would die silently across an etcd restart; this one reports them.)
 
-    When its member goes away (the stream fails as unavailable) the watch moves to another
-    member and resumes from the revision after the last one it delivered, so no event is lost
-    or repeated; only when no member answers for `retry_s` (or history was compacted past it)
-    does it report the error, and its owner re-reads what it watches."""
+    When its member goes away, the member is first taken for failed, so that the owner's new
+    watch (a mirror re-reads and watches again from the next revision; the value cache
+    empties and starts over) goes to another member. The watch does not resume by itself: a
+    gap in a watch is what tells the value cache it cannot be trusted."""
 
     def __init__(
         self,
@@ -285,96 +285,55 @@ class _PrefixWatch(threading.Thread):
         start_revision: int,
         on_events: WatchCallback,
         on_error: ErrorCallback,
-        retry_s: float,
     ) -> None:
         super().__init__(daemon=True, name=f"etcd-watch {prefix}")
         self._client = client
         self._endpoints = endpoints
-        self._key = prefix.encode()
-        self._next_revision = start_revision
         self._on_events = on_events
         self._on_error = on_error
-        self._retry_s = retry_s
-        self._cancelled = threading.Event()
         self._requests: queue.Queue[Any] = queue.Queue()
+        self._cancelled = threading.Event()
         self._stream: Any = None
-        self._answered = False  # the current stream has answered (it was created)
+        key = prefix.encode()
+        create = etcdrpc.WatchCreateRequest(
+            key=key, range_end=etcd_utils.prefix_range_end(key), prev_kv=True,
+            start_revision=start_revision,
+        )
+        self._requests.put(etcdrpc.WatchRequest(create_request=create))
 
-    def _request_stream(self, requests: queue.Queue[Any]) -> Iterator[Any]:
-        while (request := requests.get()) is not None:
+    def _request_stream(self) -> Iterator[Any]:
+        while (request := self._requests.get()) is not None:
             yield request
 
     def run(self) -> None:
-        failing_since: float | None = None
-        while not self._cancelled.is_set():
-            self._answered = False
-            try:
-                self._watch()
-            except (grpc.RpcError, _Unavailable) as exc:
-                if self._cancelled.is_set():
-                    return
-                now = time.monotonic()
-                failing_since = now if self._answered or failing_since is None \
-                    else failing_since
-                lost = isinstance(exc, _Unavailable) or _transient(exc)
-                if not lost or now - failing_since > self._retry_s:
-                    self._on_error(_fail("watch", exc))
-                    return
-                log.info("watch on %s lost its member (%s); resuming from revision %d",
-                         self._key.decode(), exc, self._next_revision)
-                _fail_over(self._client, self._endpoints)
-                self._cancelled.wait(_ENDPOINT_RETRY_S / 2)
-                continue
-            except Exception as exc:
-                if not self._cancelled.is_set():
-                    self._on_error(exc if isinstance(exc, StoreError) else _fail("watch", exc))
-                return
-            if not self._cancelled.is_set():
-                self._on_error(StoreError("watch stream ended"))
-            return
-
-    def _watch(self) -> None:
-        """Streams events until the stream fails; raises grpc.RpcError when it does."""
-        create = etcdrpc.WatchCreateRequest(
-            key=self._key, range_end=etcd_utils.prefix_range_end(self._key), prev_kv=True,
-            start_revision=self._next_revision,
-        )
-        requests: queue.Queue[Any] = queue.Queue()
-        requests.put(etcdrpc.WatchRequest(create_request=create))
-        self._requests = requests
-        client = self._client
         try:
-            channel = client.channel
-        except (ValueError, etcd3.exceptions.NoServerAvailableError):
-            raise _Unavailable() from None
-        stub = etcdrpc.WatchStub(channel)
-        self._stream = stub.Watch(
-            self._request_stream(requests), credentials=client.call_credentials,
-            metadata=client.metadata,
-        )
-        if self._cancelled.is_set():
-            self._stream.cancel()
-            return
-        for response in self._stream:
-            self._answered = True
-            if response.compact_revision:
-                raise StoreError(f"watch start compacted ({response.compact_revision})")
-            if response.canceled:
-                raise StoreError(f"watch canceled by etcd: {response.cancel_reason}")
-            events = [_event(e) for e in response.events]
-            if events:
-                self._next_revision = max(e.revision for e in events) + 1
-                self._on_events(events)
+            client = self._client
+            stub = etcdrpc.WatchStub(client.channel)
+            self._stream = stub.Watch(
+                self._request_stream(), credentials=client.call_credentials,
+                metadata=client.metadata,
+            )
+            for response in self._stream:
+                if response.compact_revision:
+                    raise StoreError(f"watch start compacted ({response.compact_revision})")
+                if response.canceled:
+                    raise StoreError(f"watch canceled by etcd: {response.cancel_reason}")
+                events = [_event(e) for e in response.events]
+                if events:
+                    self._on_events(events)
+            raise StoreError("watch stream ended")
+        except Exception as exc:
+            if self._cancelled.is_set():
+                return
+            if isinstance(exc, grpc.RpcError) and _transient(exc):
+                _fail_over(self._client, self._endpoints)
+            self._on_error(exc if isinstance(exc, StoreError) else _fail("watch", exc))
 
     def cancel(self) -> None:
         self._cancelled.set()
         self._requests.put(None)
         if self._stream is not None:
             self._stream.cancel()
-
-
-class _Unavailable(Exception):
-    """No member to watch on right now (all taken for failed): retried like UNAVAILABLE."""
 
 
 def _fail_over(client: Any, endpoints: int) -> None:
