@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _KEEPALIVE_S = 2.0
 _DRIVE_SLICE_S = 0.05
+_RESEND_AFTER_S = 1.0  # a request the broker refused is sent again this much later
 
 
 @dataclass
@@ -67,6 +68,8 @@ class ReplyPump:
         # Replies handed to a callback instead of a waiting thread (the asyncio client).
         self._listeners: dict[str, Callable[[pb.GenericResponse], None]] = {}
         self.generation = 0
+        # Requests the broker refused (quorum queues): first id -> when; sent again later.
+        self._refused_at: dict[str, float] = {}
         self._closed = threading.Event()
         with self._io:
             self._ensure()
@@ -98,7 +101,8 @@ class ReplyPump:
                  resent: bool = False) -> None:
         """Publishes a request. Under quorum queues the connection has confirms (see
         runtime.broker_factory), and a request the broker refuses (a nack: its queue had no
-        majority) is sent again at once; a classic client re-sends only after a reconnect."""
+        leader for a moment) is sent again a second later (_refused); a classic client
+        re-sends only after a reconnect."""
         def confirmed(ok: bool) -> None:
             if not ok:
                 self._refused(conn, first, request)
@@ -110,14 +114,25 @@ class ReplyPump:
                      on_confirm=confirmed if self._names.quorum else None)
 
     def _refused(self, conn: BrokerConnection, first: str, request: _Request) -> None:
-        """Runs inside the connection's poll, on the thread driving it."""
-        if self._inflight.get(first) is not request or conn is not self._conn:
-            return  # answered meanwhile, or a reconnect re-sent it already
-        log.warning("the broker refused a request (nack); sending it again")
-        try:
-            self._publish(conn, first, request, resent=True)
-        except BrokerError as exc:
-            log.warning("could not send it again yet (%s): the reconnect will", exc)
+        """Runs inside the connection's poll, on the thread driving it. Not sent again at
+        once: while a quorum queue elects a leader every publish is refused, and re-sending
+        on each refusal would loop as fast as the broker answers."""
+        if self._inflight.get(first) is request and conn is self._conn:
+            self._refused_at.setdefault(first, time.monotonic())
+
+    def _send_refused(self, conn: BrokerConnection) -> None:
+        """Sends again the refused requests whose back-off is over (driving thread)."""
+        if not self._refused_at:
+            return
+        now = time.monotonic()
+        due = [first for first, at in self._refused_at.items() if now - at >= _RESEND_AFTER_S]
+        if due:
+            log.warning("the broker refused %d requests (nack); sending them again", len(due))
+        for first in due:
+            del self._refused_at[first]
+            request = self._inflight.get(first)
+            if request is not None:
+                self._publish(conn, first, request, resent=True)
 
     def _with_connection(self, action: Callable[[BrokerConnection], None]) -> None:
         if self._io.acquire(blocking=False):
@@ -240,6 +255,7 @@ class ReplyPump:
         try:
             conn = self._ensure()
             self._route(conn.poll(timeout_s))
+            self._send_refused(conn)
         except BrokerError as exc:
             log.warning("broker connection lost (%s); reconnecting", exc)
             self._drop()
@@ -312,6 +328,7 @@ class ReplyPump:
             self._reply_address = conn.consume_replies()
             with self._cond:
                 pending = list(self._inflight.items())
+            self._refused_at.clear()  # every request in flight is sent again now
             self._conn = conn
             for first, request in pending:
                 self._publish(conn, first, request, resent=True)

@@ -3,6 +3,7 @@ queue arguments under queue_type quorum."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -122,9 +123,9 @@ def test_on_a_cluster_replies_go_to_a_private_queue_that_counts_as_a_reply_addre
 def test_under_quorum_queues_a_client_sends_again_a_request_the_broker_refused(
     quorum: bool,
 ) -> None:
-    """A nack means the broker did not take the request (a quorum queue without a majority):
-    the client publishes it again at once, marked as a re-send. A classic client (no
-    confirms) re-sends only after a reconnect."""
+    """A nack means the broker did not take the request (a quorum queue without a leader for
+    a moment): the client publishes it again a second later, marked as a re-send. A classic
+    client (no confirms) re-sends only after a reconnect."""
     from droplet.broker.stub import StubBroker
     from droplet.broker_config.names import RESENT_HEADER
     from droplet.client.pump import ReplyPump
@@ -142,11 +143,15 @@ def test_under_quorum_queues_a_client_sends_again_a_request_the_broker_refused(
 
     broker.nack_when = nack_once
     pump = ReplyPump(broker.connect, names, Signer(None))
+    reader = broker.connect("reader")
     try:
         pump.send(names.calls, b"request", ["call-1"])
         pump.drive(0.05)
         pump.drive(0.05)
-        reader = broker.connect("reader")
+        assert reader.get(names.calls) is None, "not at once: a refusal lasts a moment"
+        time.sleep(1.0)
+        pump.drive(0.05)
+        pump.drive(0.05)
         got = reader.get(names.calls)
         assert refused == [b"request"]
         if quorum:
