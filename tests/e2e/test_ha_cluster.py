@@ -37,7 +37,7 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaServices]:
 # -- etcd fail-over, in-process --------------------------------------------------------------
 
 
-@pytest.mark.timeout(240)  # the first test also starts both clusters
+@pytest.mark.timeout(360)  # the first test also starts both clusters
 def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaServices) -> None:
     """Reads, writes, transactions and lease keepalives go on when the member a process talks
     to is killed; a mirror watching through that member re-establishes its watch on another
@@ -208,7 +208,7 @@ def fleet(ha: HaServices, tmp_path: Path) -> Iterator[tuple[Any, Load]]:
         cluster.stop()
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_killing_the_rabbitmq_node_the_workers_use_loses_no_call(
     ha: HaServices, fleet: tuple[Any, Load]
 ) -> None:
@@ -224,7 +224,7 @@ def test_killing_the_rabbitmq_node_the_workers_use_loses_no_call(
         node.start()
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_killing_the_clients_node_its_replies_arrive_on_its_new_connection(
     ha: HaServices, fleet: tuple[Any, Load]
 ) -> None:
@@ -253,7 +253,7 @@ def test_killing_the_clients_node_its_replies_arrive_on_its_new_connection(
             others[0].start()
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_killing_the_etcd_leader_loses_no_call(ha: HaServices, fleet: tuple[Any, Load]) -> None:
     _, load = fleet
     leader = ha.etcd_leader()
@@ -267,7 +267,7 @@ def test_killing_the_etcd_leader_loses_no_call(ha: HaServices, fleet: tuple[Any,
         leader.start()
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_a_worker_cut_off_past_its_lease_has_its_calls_placed_again_and_no_second_outcome(
     ha: HaServices, fleet: tuple[Any, Load]
 ) -> None:
@@ -295,7 +295,7 @@ def test_a_worker_cut_off_past_its_lease_has_its_calls_placed_again_and_no_secon
     load.check(f"worker stopped {stopped_s:.1f}s (lease 3 s), then resumed", fault_at)
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_a_rolling_restart_of_every_node_of_both_clusters_loses_no_call(
     ha: HaServices, fleet: tuple[Any, Load]
 ) -> None:
