@@ -5,7 +5,8 @@
   function of its DAG as the last argument, after that function's own arguments.
 * Speculative functions (droplet/speculation.py): each gets up to `copies - 1` extra workers
   besides its pinned one, distinct live workers taken unpinned first (they have nothing else
-  to run), then the others, at random within each group.
+  to run), then the others, at random within each group; workers that report themselves
+  overloaded (backoff) are left out, so a call may get fewer copies than asked.
 """
 
 from __future__ import annotations

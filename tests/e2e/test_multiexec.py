@@ -1,0 +1,187 @@
+"""Speculative DAG functions (MULTIEXEC) through real `droplet` processes: copies run on
+several workers, the first valid result wins, every DAG call has one outcome and sends one
+result downstream, also when copies finish together or a copy's worker is killed.
+
+Downstream of the speculative step, `after` (pinned on one worker, so its runs are sequential)
+appends the call's tag to a stored list each time it runs: the list holds each tag once exactly
+when each call sent one result on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+import droplet
+from droplet.cli.status import collect
+from tests.conftest import Cluster, Services, client_fixture, cluster_fixture, start_cluster
+
+pytestmark = pytest.mark.e2e
+
+spec_cluster = cluster_fixture(workers=4, worker_lease_ttl_s=3, status_interval_s=0.5)
+sclient = client_fixture("spec_cluster")
+
+
+def _after(runs_key: str) -> Any:
+    def after(lib: Any, tag: str, result: Any) -> Any:
+        runs = lib.get(runs_key) or []
+        lib.put(runs_key, [*runs, tag])
+        return result
+
+    return after
+
+
+def _speculative_dag(client: Any, unique: str, spec: Any, invalid: list[Any],
+                     copies: int = 3) -> tuple[str, str, str]:
+    """Registers spec -> after with spec speculative: (dag, spec name, after name)."""
+    client.register(spec, unique + "-spec")
+    client.register(_after(unique + "-runs"), unique + "-after")
+    dag = unique + "-dag"
+    ok = client.register_dag(dag, [(unique + "-spec", invalid, copies), unique + "-after"],
+                             [(unique + "-spec", unique + "-after")])
+    assert ok == (True, None)
+    return dag, unique + "-spec", unique + "-after"
+
+
+def _pinned(cluster: Cluster, dag: str, function: str) -> str:
+    [worker] = [w["id"] for w in collect(cluster.settings)["workers"]
+                if w["pinned"] == f"{dag}/{function}"]
+    return str(worker)
+
+
+def test_the_first_valid_copy_wins_on_another_worker(spec_cluster: Cluster, sclient: Any,
+                                                     unique: str) -> None:
+    """The pinned worker's copy returns an invalid result (None) at once; the call still
+    answers, with a result from a copy on another worker, and every copy ran somewhere."""
+    bad_key, ran_key = unique + "-bad", unique + "-ran"
+
+    def spec(lib: Any, x: int) -> Any:
+        me = lib.getid()
+        lib.put(f"{ran_key}-{me}-{x}", 1)
+        return None if me == lib.get(bad_key) else (x * 2, me)
+
+    dag, s, a = _speculative_dag(sclient, unique, spec, invalid=[None], copies=3)
+    try:
+        pinned = _pinned(spec_cluster, dag, s)
+        sclient.put_object(bad_key, pinned)
+        results = [sclient.call_dag(dag, {s: [i], a: [f"t{i}"]}, direct_response=True,
+                                    timeout=20) for i in range(10)]
+        assert [r[0] for r in results] == [i * 2 for i in range(10)]
+        assert all(r[1] != pinned for r in results), "an invalid result never wins"
+        assert sorted(sclient.get_object(unique + "-runs")) == sorted(f"t{i}" for i in range(10))
+        workers = [w["id"] for w in collect(spec_cluster.settings)["workers"]]
+        ran_on = {w for w in workers if sclient.get_object(f"{ran_key}-{w}-9") is not None}
+        assert pinned in ran_on and len(ran_on) == 3, f"three copies on three workers: {ran_on}"
+    finally:
+        sclient.delete_dag(dag)
+
+
+def test_copies_finishing_together_give_one_outcome_and_one_downstream_run(
+        spec_cluster: Cluster, sclient: Any, unique: str) -> None:
+    """Every copy sleeps until the same instant and returns a valid result: the race is as
+    tight as it gets, and each call still runs `after` once."""
+
+    def spec(lib: Any, x: int, at: float) -> Any:
+        import time as t
+
+        t.sleep(max(0.0, at - t.time()))
+        return (x, lib.getid())
+
+    sclient.register(spec, unique + "-spec")
+    sclient.register(_after(unique + "-runs"), unique + "-after")
+    dag = unique + "-dag"
+    assert sclient.register_dag(dag, [(unique + "-spec", [], 3), unique + "-after"],
+                                [(unique + "-spec", unique + "-after")]) == (True, None)
+    try:
+        winners = set()
+        for i in range(12):
+            at = time.time() + 0.3
+            future = sclient.call_dag(dag, {unique + "-spec": [i, at],
+                                            unique + "-after": [f"t{i}"]})
+            x, winner = future.get(timeout=20)
+            assert x == i
+            winners.add(winner)
+        time.sleep(1.0)  # time for any second result to arrive downstream
+        runs = sclient.get_object(unique + "-runs")
+        assert sorted(runs) == sorted(f"t{i}" for i in range(12)), f"one run each: {runs}"
+        print(f"12 tight races: one downstream run each; winners seen on {len(winners)} workers")
+    finally:
+        sclient.delete_dag(dag)
+
+
+def test_every_copy_invalid_fails_the_call_with_a_clear_error(sclient: Any,
+                                                               unique: str) -> None:
+    dag, s, a = _speculative_dag(sclient, unique, lambda lib, x: -1, invalid=[-1], copies=2)
+    try:
+        with pytest.raises(droplet.ExecutionError, match="every copy"):
+            sclient.call_dag(dag, {s: [1], a: ["t"]}, direct_response=True, timeout=20)
+        with pytest.raises(droplet.ExecutionError, match="every copy"):
+            sclient.call_dag(dag, {s: [1], a: ["t"]}).get(timeout=20)
+        assert sclient.get_object(unique + "-runs") is None, "nothing ran downstream"
+    finally:
+        sclient.delete_dag(dag)
+
+
+def test_a_copy_that_fails_loses_to_one_that_does_not(spec_cluster: Cluster, sclient: Any,
+                                                       unique: str) -> None:
+    bad_key = unique + "-bad"
+
+    def spec(lib: Any, x: int) -> int:
+        if lib.getid() == lib.get(bad_key):
+            raise RuntimeError("this copy breaks")
+        return x + 1
+
+    dag, s, a = _speculative_dag(sclient, unique, spec, invalid=[], copies=2)
+    try:
+        sclient.put_object(bad_key, _pinned(spec_cluster, dag, s))
+        assert sclient.call_dag(dag, {s: [1], a: ["t"]}, direct_response=True,
+                                timeout=20) == 2
+    finally:
+        sclient.delete_dag(dag)
+
+
+@pytest.mark.fault
+def test_a_worker_killed_while_running_a_copy_leaves_one_outcome(
+        services: Services, tmp_path: Any, unique: str) -> None:
+    """Three copies of a 2 s step; the worker of one extra copy is killed (kill -9) while it
+    runs. The call answers once with a valid result, `after` runs once, and once the dead
+    worker's trigger has been moved and handled again (the race is decided: it does not run)
+    nothing more happens."""
+    settings = services.settings(worker_lease_ttl_s=2, status_interval_s=0.5)
+    cluster = start_cluster(settings, tmp_path, workers=4)
+    try:
+        with droplet.connect(settings=settings) as client:
+            started_key = unique + "-started"
+
+            def spec(lib: Any, x: int) -> Any:
+                import time as t
+
+                lib.put(f"{started_key}-{lib.getid()}", t.time())
+                t.sleep(2.0)
+                return x * 3
+
+            dag, s, a = _speculative_dag(client, unique, spec, invalid=[None], copies=3)
+            pinned = {_pinned(cluster, dag, s), _pinned(cluster, dag, a)}
+            statuses = collect(settings)["workers"]
+            extra = [w for w in statuses if w["id"] not in pinned]
+            assert len(extra) == 2, "two free workers run the extra copies"
+            future = client.call_dag(dag, {s: [7], a: ["t"]})
+            victim = extra[0]
+            deadline = time.monotonic() + 10
+            while client.get_object(f"{started_key}-{victim['id']}") is None:
+                assert time.monotonic() < deadline, "the victim never started its copy"
+                time.sleep(0.05)
+            os.kill(victim["pid"], signal.SIGKILL)
+            assert future.get(timeout=30) == 21
+            # The victim's unacked trigger is moved once its lease ends (2 s) and handled by
+            # the step's pinned worker, which finds the race decided.
+            time.sleep(6.0)
+            assert client.get_object(unique + "-runs") == ["t"], "after ran exactly once"
+            again = client.call_dag(dag, {s: [8], a: ["t2"]}, direct_response=True, timeout=30)
+            assert again == 24, "the DAG serves on with a worker fewer"
+            print(f"killed {victim['id']} mid-copy: one outcome, one downstream run")
+    finally:
+        cluster.stop()
