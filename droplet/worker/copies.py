@@ -13,6 +13,10 @@ records `joins/<schedule>/<step>$copies/` (the fan-in records of joins.py, reuse
   copies' losses writes `done` (aborted) and fails the call instead. Two losers recording at
   once cannot both miss each other: the second one's guard fails, and it sends itself its
   result (`copy_result`) to decide again, without running the function again.
+* a copy with a valid result also writes a cancel record for the race (`cancels/`, watched by
+  every worker): copies still running are interrupted like a cancelled call (a CallCancelled
+  raised in the function) and their workers are free at once; code stuck in C runs on to its
+  end (the worker is not exited for a lost race).
 * a copy that starts after the race is decided does not run; a redelivered trigger of the
   winning copy sends its result on again (its first sending may not have been confirmed);
   redelivered triggers of the other copies are dropped.
@@ -36,6 +40,9 @@ from droplet.worker.handlers import WorkerState
 from droplet.worker.joins import JoinState
 
 RACE_SUFFIX = "$copies"  # "$" is outside function names: no clash with a real step
+# The record that interrupts the losing copies still running is needed only until every
+# worker's watch has seen it (a copy that starts later finds the race decided instead).
+STOP_RECORD_TTL_S = 60.0
 
 
 @dataclass
@@ -49,6 +56,11 @@ class Race:
     @property
     def key(self) -> str:
         return self.target + RACE_SUFFIX
+
+    @property
+    def stop_id(self) -> str:
+        """The id under cancels/ that interrupts this race's copies still running."""
+        return f"{self.schedule.id}.{self.target}.decided"
 
 
 def race_of(schedule: pb.DagSchedule, target: str, state: WorkerState) -> Race | None:
@@ -87,6 +99,14 @@ def won(race: Race, done: pb.DagTrigger, copy: int, state: WorkerState) -> Commi
     key = state.keys.join_done(schedule_id, race.key)
     return Commit(records={key: state.joins.seal(key, done)},
                   clears=[state.joins.parts_prefix(schedule_id, race.key)], absent=key)
+
+
+def stop_losers(race: Race, state: WorkerState) -> Commit:
+    """The cancel record that interrupts the other copies still running (worker/cancel.py,
+    as a cancel would, but without ever exiting their workers). Written by a copy with a
+    valid result whether or not its own win took effect: either way the race is decided."""
+    return Commit(records={state.keys.cancel(race.stop_id): b"1"},
+                  records_ttl_s=STOP_RECORD_TTL_S)
 
 
 def lost(race: Race, value: pb.Value, copy: int,

@@ -35,7 +35,7 @@ from droplet.speculation import destinations
 from droplet.store import serializer
 from droplet.store.commits import Commit, MultiWrites
 from droplet.worker.chains import next_call
-from droplet.worker.copies import Race, decide_again, is_valid, lost, race_of, won
+from droplet.worker.copies import Race, decide_again, is_valid, lost, race_of, stop_losers, won
 from droplet.worker.handlers import WorkerState, run
 from droplet.worker.library import RunContext
 
@@ -134,7 +134,7 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
 
 
 def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger],
-              state: WorkerState, trace_context: Mapping[str, str] | None
+              state: WorkerState, trace_context: Mapping[str, str] | None, race_id: str = ""
               ) -> tuple[pb.Value | None, RunContext]:
     """The step's result (None: an upstream failed, nothing runs) and its context."""
     dag = schedule.dag
@@ -153,7 +153,8 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
         else:
             if target != OUTPUT:
                 outcome = run(state, target, schedule.arguments[target].values, upstream,
-                              context, trace_context, call_id=schedule.call_id or schedule.id)
+                              context, trace_context, call_id=schedule.call_id or schedule.id,
+                              race_id=race_id)
                 value, context = outcome.value, outcome.context
     return value, context
 
@@ -204,7 +205,8 @@ def _copy_step(trigger: pb.DagTrigger, race: Race, state: WorkerState, out: Outb
                                   else recorded.result if recorded is not None else None)
         context = context_of(schedule, parts, [trigger.source])
     else:
-        value, context = _run_step(schedule, target, parts, state, trigger.trace_context)
+        value, context = _run_step(schedule, target, parts, state, trigger.trace_context,
+                                   race.stop_id if race.copies > 1 else "")
     stamp(stamps.trace, f"{target}.end")
     if value is None:  # an upstream failed (the call has its outcome): abort onwards, once
         if copy == 0:
@@ -219,6 +221,8 @@ def _copy_step(trigger: pb.DagTrigger, race: Race, state: WorkerState, out: Outb
         done.trace_context.update(trigger.trace_context)
         _conclude(schedule, target, value, context, done, won(race, done, copy, state), state,
                   out, ref)
+        if race.copies > 1:
+            out.store(stop_losers(race, state))
         return
     commit, failure = lost(race, value, copy, state)
     again = [decide_again(trigger, value, state)]

@@ -8,6 +8,8 @@ race was taken; so each test sees what would really be published.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from droplet.graph import BEGIN, shape_error
@@ -15,10 +17,12 @@ from droplet.outbox import Outbox, Outgoing
 from droplet.proto import pb
 from droplet.scheduler import dags as scheduler_dags
 from droplet.store import serializer
-from droplet.store.commits import Committer, Status
+from droplet.store.commits import Commit, Committer, Status
 from droplet.store.memory import MemoryKV
 from droplet.store.values import ValueStore
 from droplet.worker import dags
+from droplet.worker.cancel import Cancellations
+from droplet.worker.executor import run_function
 from droplet.worker.handlers import WorkerState
 
 from .helpers import NAMES, SETTINGS, create_function, metadata, scheduler_state, worker_state
@@ -246,3 +250,35 @@ def test_speculative_copies_downstream_each_get_the_result() -> None:
     sent, _ = settle(kv, handle(kv, worker_state(kv, "w-first"), t))
     assert sorted((o.queue, o.message.trigger.copy) for o in sent) == [
         (NAMES.worker("w-1"), 1), (NAMES.worker("w-spec"), 0)]
+
+
+def test_a_valid_copy_writes_the_record_that_stops_the_others_even_when_it_lost() -> None:
+    kv = _kv_with(lambda _, x: x)
+    schedule = schedule_of(speculative_dag(), ["w-1"])
+    out_a = handle(kv, worker_state(kv, "w-spec"), copy_trigger(schedule, 0))
+    out_b = handle(kv, worker_state(kv, "w-1"), copy_trigger(schedule, 1))
+    settle(kv, out_a)
+    settle(kv, out_b)  # lost the race to copy 0
+    keys = worker_state(kv).keys
+    stops, _ = kv.get_prefix(keys.cancels)
+    assert list(stops) == [keys.cancel("s1.spec.decided")]
+
+
+def test_a_running_copy_is_interrupted_when_its_race_is_decided_and_its_worker_kept() -> None:
+    """The race's stop record interrupts the function like a cancel (worker/cancel.py), but
+    sets no hard-kill deadline: a lost race never exits a worker."""
+    kv = MemoryKV()
+    keys = worker_state(kv).keys
+    cancels = Cancellations().start(kv, keys.cancels)  # pytest runs tests on the main thread
+    stop = Commit(records={keys.cancel("s1.spec.decided"): b"1"}, records_ttl_s=60)
+    committer = Committer(ValueStore(kv, SETTINGS), SETTINGS.etcd_max_txn_ops)
+    threading.Timer(0.2, lambda: committer.apply(stop)).start()
+    started = time.monotonic()
+    value, _ = run_function(lambda _lib: time.sleep(30), None, [], 0.0,
+                            cancels.interruptible("call-1", "s1.spec.decided"))
+    assert cancels.deadline() is None, "no hard kill for a lost race"
+    cancels.settle()
+    cancels.close()
+    assert time.monotonic() - started < 5
+    assert value.type == pb.ERROR
+    assert pb.ErrorInfo.FromString(value.body).code == pb.CANCELLED
