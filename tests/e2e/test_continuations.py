@@ -80,6 +80,43 @@ def test_an_error_anywhere_in_a_chain_reaches_the_caller(cclient: Any, unique: s
         assert cclient.get_object(f"{u}-scaled-k1") is None, "after a failure nothing runs"
 
 
+def test_a_cancelled_chain_stops_where_it_is(cclient: Any, unique: str) -> None:
+    """Cancelled while its first DAG runs, the chain's next DAG never runs; cancelled while
+    its second DAG runs, that step is interrupted. Either way the caller gets CANCELLED."""
+    u = unique
+
+    def slow(lib: Any, x: int) -> int:
+        import time as t
+
+        lib.put(f"{u}-slow-{x}", "started")
+        t.sleep(20)
+        return x
+
+    def mark(lib: Any, x: int) -> int:
+        lib.put(f"{u}-marked-{x}", x)
+        return x
+
+    cclient.register(slow, u + "-slow")
+    cclient.register(mark, u + "-mark")
+    with dags(cclient, (u + "-d1", [u + "-slow"], []), (u + "-d2", [u + "-mark"], [])):
+        for dag, first, then in ((u + "-d1", u + "-slow", u + "-d2"),
+                                 (u + "-d2", u + "-mark", u + "-d1")):
+            future = cclient.call_dag(dag, {first: [1]}, continuation=then)
+            deadline = time.monotonic() + 15
+            while cclient.get_object(f"{u}-slow-1") is None:
+                assert time.monotonic() < deadline, "the slow step never started"
+                time.sleep(0.05)
+            started = time.monotonic()
+            assert future.cancel() is True
+            with pytest.raises(droplet.CancelledError):
+                future.get(timeout=15)
+            assert time.monotonic() - started < 10, "the running step was interrupted"
+            cclient.delete_object(f"{u}-slow-1")
+            time.sleep(1.0)
+            marked = cclient.get_object(f"{u}-marked-1")
+            assert marked == (None if dag == u + "-d1" else 1), "nothing ran after the cancel"
+
+
 def test_a_dry_run_returns_the_request_and_sends_nothing(cclient: Any, unique: str) -> None:
     u = unique
 
