@@ -4,9 +4,10 @@
   and a call made with the previous DAG's result (`chained_input`) passes it to each source
   function of its DAG as the last argument, after that function's own arguments.
 * Speculative functions (droplet/speculation.py): each gets up to `copies - 1` extra workers
-  besides its pinned one, distinct live workers taken unpinned first (they have nothing else
-  to run), then the others, at random within each group; workers that report themselves
-  overloaded (backoff) are left out, so a call may get fewer copies than asked.
+  besides its pinned one: distinct live workers, taken unpinned first (they have nothing else
+  to run), then pinned ones, then those that report themselves overloaded (a copy would
+  wait behind their work), at random within each group. With fewer live workers than
+  copies asked, every live worker runs one.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def extend_schedule(dag_call: pb.DagCall, schedule: pb.DagSchedule, state: Sched
 def place_copies(schedule: pb.DagSchedule, state: SchedulerState, rng: random.Random) -> None:
     for spec in schedule.dag.speculative:
         pinned = schedule.locations[spec.function]
-        others = [w for w in sorted(state.workers) if w != pinned and w not in state.backoff]
-        free = [w for w in others if w not in state.pins]
-        busy = [w for w in others if w in state.pins]
-        rng.shuffle(free)
-        rng.shuffle(busy)
-        chosen = (free + busy)[:max(0, spec.copies - 1)]
+        others = [w for w in sorted(state.workers) if w != pinned]
+        groups: list[list[str]] = [[], [], []]
+        for worker in others:
+            groups[2 if worker in state.backoff else 1 if worker in state.pins else 0].append(
+                worker)
+        for group in groups:
+            rng.shuffle(group)
+        chosen = [w for group in groups for w in group][:max(0, spec.copies - 1)]
         if chosen:
             schedule.copy_places[spec.function].workers.extend(chosen)

@@ -282,3 +282,16 @@ def test_a_running_copy_is_interrupted_when_its_race_is_decided_and_its_worker_k
     assert time.monotonic() - started < 5
     assert value.type == pb.ERROR
     assert pb.ErrorInfo.FromString(value.body).code == pb.CANCELLED
+
+
+def test_overloaded_workers_are_taken_last_but_taken() -> None:
+    state = scheduler_state("w-spec", "w-after", "w-busy", "w-free")
+    dag = speculative_dag(copies=4)
+    state.dags["d"] = pb.DagRecord(dag=dag, ready=True)
+    for w, f in (("w-spec", "spec"), ("w-after", "after")):
+        state.pins[w] = pb.PinRecord(dag_name="d", function_name=f, worker_id=w)
+    state.backoff.add("w-busy")
+    out = Outbox()
+    assert scheduler_dags.call_dag(pb.DagCall(name="d", call_id="c"), "addr", state, out).success
+    [first, *_] = [o.message.trigger for o in out.sent if o.message.WhichOneof("kind") == "trigger"]
+    assert list(first.schedule.copy_places["spec"].workers) == ["w-free", "w-after", "w-busy"]
