@@ -118,6 +118,22 @@ def test_copies_finishing_together_give_one_outcome_and_one_downstream_run(
         sclient.delete_dag(dag)
 
 
+def test_many_calls_at_once_each_send_one_result_on(sclient: Any, unique: str) -> None:
+    """40 calls in flight at once, three quick copies each: copies of different calls
+    interleave on every worker and finish close together; each call still has one result and
+    one downstream run."""
+    dag, s, a = _speculative_dag(sclient, unique, lambda lib, x: (x, lib.getid()), invalid=[],
+                                 copies=3)
+    try:
+        futures = [sclient.call_dag(dag, {s: [i], a: [f"t{i}"]}) for i in range(40)]
+        assert [f.get(timeout=60)[0] for f in futures] == list(range(40))
+        time.sleep(1.0)
+        runs = sclient.get_object(unique + "-runs")
+        assert sorted(runs) == sorted(f"t{i}" for i in range(40)), "one downstream run each"
+    finally:
+        sclient.delete_dag(dag)
+
+
 def test_every_copy_invalid_fails_the_call_with_a_clear_error(sclient: Any,
                                                                unique: str) -> None:
     dag, s, a = _speculative_dag(sclient, unique, lambda lib, x: -1, invalid=[-1], copies=2)
