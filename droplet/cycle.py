@@ -242,9 +242,7 @@ class Cycle:
                 f"this call's commit needs more than {limit} operations in one etcd "
                 "transaction (etcd_max_txn_ops): write fewer keys in one MULTI call"))
         elif done.status is Status.CONFLICT:
-            if item.on_conflict:
-                # A MULTI call runs again on a fresh snapshot; a guarded record (a
-                # speculative copy's loss) is decided again on fresh records.
+            if item.on_conflict:  # a MULTI call runs again; a copy's loss is decided again
                 return item.on_conflict
             if commit.multi is None:
                 raise StoreError("an outcome changed while it was being written; again")
