@@ -134,6 +134,48 @@ def test_many_calls_at_once_each_send_one_result_on(sclient: Any, unique: str) -
         sclient.delete_dag(dag)
 
 
+def test_a_speculative_step_downstream_and_among_several_sinks(sclient: Any,
+                                                                unique: str) -> None:
+    u = unique
+    sclient.register(lambda lib, x: x + 1, u + "-first")
+    sclient.register(lambda lib, x: ("spec", x), u + "-spec")
+    sclient.register(lambda lib, x: ("other", x), u + "-other")
+    dag = u + "-dag"
+    assert sclient.register_dag(dag, [u + "-first", (u + "-spec", [], 2), u + "-other"], [
+        (u + "-first", u + "-spec"), (u + "-first", u + "-other")]) == (True, None)
+    try:
+        for i in range(5):
+            assert sclient.call_dag(dag, {u + "-first": [i]}, direct_response=True,
+                                    timeout=20) == {u + "-spec": ("spec", i + 1),
+                                                    u + "-other": ("other", i + 1)}
+    finally:
+        sclient.delete_dag(dag)
+
+
+def test_a_multi_call_commits_only_the_winners_writes(spec_cluster: Cluster, sclient: Any,
+                                                      unique: str) -> None:
+    """In a MULTI call each copy's writes are buffered: only the winning copy's travel on and
+    commit with the outcome; a losing copy's writes vanish with it."""
+    bad_key, out_key = unique + "-bad", unique + "-written"
+
+    def spec(lib: Any, x: int) -> Any:
+        me = lib.getid()
+        lib.put(out_key, me)
+        return None if me == lib.get(bad_key) else me
+
+    dag, s, a = _speculative_dag(sclient, unique, spec, invalid=[None], copies=2)
+    try:
+        pinned = _pinned(spec_cluster, dag, s)
+        sclient.put_object(bad_key, pinned)
+        for i in range(5):
+            winner = sclient.call_dag(dag, {s: [i], a: [f"t{i}"]}, consistency=droplet.MULTI,
+                                      direct_response=True, timeout=20)
+            assert winner != pinned
+            assert sclient.get_object(out_key) == winner, "only the winner's write committed"
+    finally:
+        sclient.delete_dag(dag)
+
+
 def test_every_copy_invalid_fails_the_call_with_a_clear_error(sclient: Any,
                                                                unique: str) -> None:
     dag, s, a = _speculative_dag(sclient, unique, lambda lib, x: -1, invalid=[-1], copies=2)
