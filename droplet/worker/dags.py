@@ -229,6 +229,9 @@ def _copy_step(trigger: pb.DagTrigger, race: Race, state: WorkerState, out: Outb
     if failure is None:
         out.store(commit, on_conflict=again)
         return
+    if _snapshot_gone(failure) and (fresh := _run_again(schedule, state)):
+        out.store(commit, then=fresh, on_conflict=again)  # MULTI: again on a fresh snapshot
+        return
     aborted = _done_record(schedule, target, None, context)
     deliver_call_outcome(out, ref, failure, then=_forwards(schedule, target, aborted, state),
                          join=commit, on_conflict=again, trace=stamps.trace)

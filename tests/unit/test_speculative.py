@@ -15,6 +15,7 @@ from typing import Any
 from droplet.graph import BEGIN, shape_error
 from droplet.outbox import Outbox, Outgoing
 from droplet.proto import pb
+from droplet.proto.replies import error_value
 from droplet.scheduler import dags as scheduler_dags
 from droplet.store import serializer
 from droplet.store.commits import Commit, Committer, Status
@@ -295,3 +296,22 @@ def test_overloaded_workers_are_taken_last_but_taken() -> None:
     assert scheduler_dags.call_dag(pb.DagCall(name="d", call_id="c"), "addr", state, out).success
     [first, *_] = [o.message.trigger for o in out.sent if o.message.WhichOneof("kind") == "trigger"]
     assert list(first.schedule.copy_places["spec"].workers) == ["w-free", "w-after", "w-busy"]
+
+
+def test_a_multi_call_whose_copies_all_lost_their_snapshot_runs_again() -> None:
+    """As for an ordinary MULTI step: a snapshot compacted away is no failure of the call, it
+    runs again on a fresh one (once every copy has lost)."""
+    kv = _kv_with(lambda _, x: x)
+    schedule = schedule_of(speculative_dag(), ["w-1"])
+    schedule.consistency = pb.MULTI
+    conflict = error_value(pb.CONFLICT, "the call's snapshot is gone")
+    sent: list[Outgoing] = []
+    for worker, copy in (("w-spec", 0), ("w-1", 1)):
+        lost_copy = copy_trigger(schedule, copy)
+        lost_copy.copy_result.CopyFrom(conflict)
+        more, answers = settle(kv, handle(kv, worker_state(kv, worker), lost_copy))
+        sent += more
+        assert answers == []
+    [retry] = sent
+    assert retry.message.dag_call.call_id == "call-1" and retry.message.dag_call.attempt == 1
+    assert ValueStore(kv, SETTINGS).outcome("call-1") is None, "no outcome: it runs again"
