@@ -10,7 +10,8 @@ records `joins/<schedule>/<step>$copies/` (the fan-in records of joins.py, reuse
   key: exactly one commit takes effect.
 * a losing result (invalid, or the copy failed) is recorded as the copy's partial, guarded on
   the records' version key like a join's partials; the copy that records the last of all the
-  copies' losses writes `done` (aborted) and fails the call instead. Two losers recording at
+  copies' losses writes `done` (aborted) and fails the call instead (a MULTI call whose copies
+  all lost their snapshot runs again on a fresh one instead). Two losers recording at
   once cannot both miss each other: the second one's guard fails, and it sends itself its
   result (`copy_result`) to decide again, without running the function again.
 * a copy with a valid result also writes a cancel record for the race (`cancels/`, watched by
