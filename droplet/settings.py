@@ -121,6 +121,9 @@ class Settings:
     # Longest delay of call_later / call_at. A cancel is kept this long (and at least
     # result_ttl_s), so that a delayed call cancelled now is still known cancelled when due.
     max_delay_s: float = 86400.0
+    # issue 14 part 1b. Copies of a speculative DAG function (register_dag with
+    # (name, invalid_results)) run at once, at most: fewer when fewer workers are alive.
+    speculative_copies: int = 2
 
     @property
     def cancel_keep_s(self) -> float:

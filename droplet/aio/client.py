@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from droplet.aio.bridge import AioBridge
 from droplet.client.client import DropletClient
 from droplet.client.dagcalls import build_dag_call, send_dag_call
+from droplet.client.dagspecs import describe
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.mapping import map_calls
@@ -158,10 +159,14 @@ class AsyncDropletClient:
 
     def call_dag(self, name: str, arg_map: Mapping[str, Sequence[Any]],
                  direct_response: bool = False, consistency: int = pb.NORMAL,
-                 output_key: str | None = None, client_id: str | None = None) -> AsyncFuture:
-        """`await client.call_dag(...)` is the DAG's result."""
+                 output_key: str | None = None, client_id: str | None = None,
+                 continuation: Any = None, dry_run: bool = False) -> Any:
+        """`await client.call_dag(...)` is the DAG's result (the chain's last, with a
+        `continuation`); with `dry_run`, the request as a dict, nothing sent (not awaited)."""
         call = build_dag_call(self.sync, name, arg_map, direct_response, consistency,
-                              output_key, client_id)
+                              output_key, client_id, continuation)
+        if dry_run:
+            return describe(call, self.sync.names.calls)
         session = call.client_id
         future = self._expect(call.call_id, stored=not direct_response, on_revision=(
             (lambda revision: self.sync._saw(session, revision)) if session else None))
@@ -211,15 +216,19 @@ class AsyncDropletClient:
     async def cancel(self, call_id: str) -> bool:
         return await self._blocking(self.sync.cancel, call_id)
 
-    async def register_dag(self, name: str, functions: Sequence[str],
+    async def register_dag(self, name: str, functions: Sequence[Any],
                            connections: Iterable[tuple[str, str]]) -> tuple[bool, int | None]:
         return await self._blocking(self.sync.register_dag, name, functions, list(connections))
 
     async def delete_dag(self, name: str) -> tuple[bool, int | None]:
         return await self._blocking(self.sync.delete_dag, name)
 
-    async def list(self, prefix: str = "") -> list[str]:
+    async def list(self, prefix: str | None = None) -> list[str]:
         return await self._blocking(self.sync.list, prefix)
+
+    async def get_function(self, name: str) -> AsyncFunction:
+        """A handle on a function registered elsewhere (FunctionNotFoundError if none)."""
+        return AsyncFunction(self, await self._blocking(self.sync.get_function, name))
 
     async def put_object(self, key: str, value: Any) -> None:
         await self._blocking(self.sync.put_object, key, value)

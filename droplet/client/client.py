@@ -17,6 +17,7 @@ from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
 from droplet.client.checks import checked_key, checked_name
 from droplet.client.dagcalls import build_dag_call, send_dag_call
+from droplet.client.dagspecs import ContinuationStep, FunctionEntry, dag_functions, describe
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
@@ -27,6 +28,7 @@ from droplet.client.traces import CallTraces
 from droplet.errors import (
     DropletError,
     DropletTimeoutError,
+    FunctionNotFoundError,
     InvalidArgumentError,
     RequestError,
     ValueTooLargeError,
@@ -232,9 +234,18 @@ class DropletClient:
             self.pump.answer(call.response_key, error_response(
                 call.response_key, pb.NO_RESOURCES, message, call_id=call.call_id))
 
-    def list(self, prefix: str = "") -> builtins.list[str]:
-        """Names of the registered functions (those starting with prefix)."""
-        return [n for n in self.metadata.function_names() if n.startswith(prefix)]
+    def list(self, prefix: str | None = None) -> builtins.list[str]:
+        """Names of the registered functions (those starting with prefix), sorted; DAGs are
+        not listed (as in the original system)."""
+        return sorted(n for n in self.metadata.function_names() if n.startswith(prefix or ""))
+
+    def get_function(self, name: str) -> DropletFunction:
+        """A handle on a function registered elsewhere (by another client or process);
+        FunctionNotFoundError (FUNC_NOT_FOUND) when none is registered under that name."""
+        name = _name("function", name)
+        if self.metadata.get_function(name) is None:
+            raise FunctionNotFoundError(f"no function named {name!r} is registered")
+        return DropletFunction(name, self)
 
     # -- stored values ---------------------------------------------------------------------
 
@@ -264,12 +275,17 @@ class DropletClient:
     # -- DAGs ------------------------------------------------------------------------------
 
     def register_dag(
-        self, name: str, functions: Sequence[str], connections: Iterable[tuple[str, str]]
+        self, name: str, functions: Sequence[FunctionEntry],
+        connections: Iterable[tuple[str, str]]
     ) -> tuple[bool, int | None]:
         """Creates a DAG, pinning each function on its own worker: (True, None), or
-        (False, error code) — FUNC_NOT_FOUND, DAG_ALREADY_EXISTS, NO_RESOURCES, INVALID_REQUEST."""
+        (False, error code) — FUNC_NOT_FOUND, DAG_ALREADY_EXISTS, NO_RESOURCES, INVALID_REQUEST.
+        A function given as (name, invalid_results[, copies]) is speculative: see
+        client/dagspecs.py."""
         dag = pb.Dag(name=_name("DAG", name))
-        dag.functions.extend(_name("function", f) for f in functions)
+        names, speculative = dag_functions(functions, self.settings.speculative_copies)
+        dag.functions.extend(names)
+        dag.speculative.extend(speculative)
         for pair in connections:
             if not isinstance(pair, (tuple, builtins.list)) or len(pair) != 2:
                 raise InvalidArgumentError(f"a connection is a (source, sink) pair, not {pair!r}")
@@ -292,13 +308,20 @@ class DropletClient:
         client_id: str | None = None,
         timeout: float | None = None,
         traced: bool = False,
+        continuation: ContinuationStep | Sequence[ContinuationStep] | None = None,
+        dry_run: bool = False,
     ) -> Any:
         """Runs a DAG. With direct_response the result is returned (waiting up to `timeout`);
         otherwise a DropletFuture for the result stored under output_key or the schedule id.
         `traced` stamps every stage (the future's `trace` after get(), as for `submit`); a
-        traced call returns its future even with direct_response, for the trace."""
+        traced call returns its future even with direct_response, for the trace.
+        `continuation` chains DAG calls: each gets the result of the one before as the last
+        argument of its sources, and the result (or first failure) is the last one's.
+        `dry_run` sends nothing and returns the request as a dict (client/dagspecs.py)."""
         call = build_dag_call(self, name, arg_map, direct_response, consistency, output_key,
-                              client_id)
+                              client_id, continuation)
+        if dry_run:
+            return describe(call, self.names.calls)
         if self.traces.enabled:
             self.traces.begin(call.call_id, f"droplet.dag {call.name}", call.trace,
                               call.trace_context)

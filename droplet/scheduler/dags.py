@@ -24,7 +24,9 @@ from droplet.graph import BEGIN, OUTPUT, shape_error, sinks, sources, upstreams
 from droplet.outbox import Outbox, call_ref, deliver_call_outcome
 from droplet.proto import pb
 from droplet.proto.replies import error_response, error_value, stamp
+from droplet.scheduler.chains import chain_error, extend_schedule
 from droplet.scheduler.state import SchedulerState
+from droplet.speculation import destinations
 from droplet.store.metadata import Answer, Metadata
 
 # A trigger whose step has no live worker is tried again this often, for this long, while
@@ -217,6 +219,8 @@ def call_dag(
         lost = [f for f in record.dag.functions if f not in locations]
         if lost:
             failure = (pb.NO_RESOURCES, f"no live worker holds functions {lost}")
+        elif problem := chain_error(dag_call):
+            failure = (pb.INVALID_REQUEST, problem)
     if failure is not None:
         deliver_call_outcome(out, ref, error_value(*failure))
         return error_response(response_id, failure[0], failure[1], call_id=call_id)
@@ -238,19 +242,22 @@ def call_dag(
         schedule.locations[function] = locations[function]
         if function in dag_call.function_args:
             schedule.arguments[function].CopyFrom(dag_call.function_args[function])
+    extend_schedule(dag_call, schedule, state)
     for function in dag.functions:
         one = pb.DagSchedule()
         one.CopyFrom(schedule)
         one.target_function = function
         one.triggers.extend(upstreams(dag, function) or [BEGIN])
-        out.send(state.names.worker(locations[function]), pb.Message(schedule=one))
+        for worker, _ in destinations(schedule, function):
+            out.send(state.names.worker(worker), pb.Message(schedule=one))
     stamp(dag_call.trace, "scheduler")
     for source in sources(dag):
-        trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source,
-                                call=call_ref(schedule), trace=dag_call.trace,
-                                trace_context=dag_call.trace_context)
-        trigger.schedule.CopyFrom(schedule)
-        out.send(state.names.worker(locations[source]), pb.Message(trigger=trigger))
+        for worker, copy in destinations(schedule, source):
+            trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source,
+                                    call=call_ref(schedule), trace=dag_call.trace,
+                                    trace_context=dag_call.trace_context, copy=copy)
+            trigger.schedule.CopyFrom(schedule)
+            out.send(state.names.worker(worker), pb.Message(trigger=trigger))
     return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)
 
 

@@ -83,10 +83,12 @@ def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Val
 
 def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
         context: RunContext | None = None,
-        trace_context: Mapping[str, str] | None = None, call_id: str = "") -> RunOutcome:
+        trace_context: Mapping[str, str] | None = None, call_id: str = "",
+        race_id: str = "") -> RunOutcome:
     """Runs a registered function; every failure comes back as an ERROR value. A call
     (call_id: the plain call's, or the DAG call's for a step) cancelled already does not run;
-    one cancelled while it runs is interrupted (worker/cancel.py)."""
+    one cancelled while it runs is interrupted (worker/cancel.py), and so is a speculative
+    copy whose race (race_id) another copy won."""
     context = context or RunContext()
     if state.cancels.is_cancelled(call_id):
         return RunOutcome(cancelled_value(), context)
@@ -113,7 +115,7 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
         with state.tracing.run(name, trace_context or {}) as span:
             value, raised = run_function(
                 function.run, lib, args, limit,
-                state.cancels.interruptible(call_id) if call_id else None)
+                state.cancels.interruptible(call_id, race_id) if call_id else None)
             if span is not None and value.type == pb.ERROR:
                 state.tracing.failed(span, pb.ErrorInfo.FromString(value.body).message)
     finally:

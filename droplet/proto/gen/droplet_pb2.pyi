@@ -190,7 +190,7 @@ class GenericResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[ErrorCode, str]] = ..., response_id: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., stored: _Optional[bool] = ..., message: _Optional[str] = ..., call_id: _Optional[str] = ..., revision: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ...) -> None: ...
 
 class Dag(_message.Message):
-    __slots__ = ("name", "functions", "connections")
+    __slots__ = ("name", "functions", "connections", "speculative")
     class Connection(_message.Message):
         __slots__ = ("source", "sink")
         SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -201,13 +201,46 @@ class Dag(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SPECULATIVE_FIELD_NUMBER: _ClassVar[int]
     name: str
     functions: _containers.RepeatedScalarFieldContainer[str]
     connections: _containers.RepeatedCompositeFieldContainer[Dag.Connection]
-    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Connection, _Mapping]]] = ...) -> None: ...
+    speculative: _containers.RepeatedCompositeFieldContainer[Speculative]
+    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Connection, _Mapping]]] = ..., speculative: _Optional[_Iterable[_Union[Speculative, _Mapping]]] = ...) -> None: ...
+
+class Speculative(_message.Message):
+    __slots__ = ("function", "copies", "invalid_results")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    INVALID_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    copies: int
+    invalid_results: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, function: _Optional[str] = ..., copies: _Optional[int] = ..., invalid_results: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class Continuation(_message.Message):
+    __slots__ = ("dag", "function_args")
+    class FunctionArgsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Arguments
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+    DAG_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ARGS_FIELD_NUMBER: _ClassVar[int]
+    dag: str
+    function_args: _containers.MessageMap[str, Arguments]
+    def __init__(self, dag: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ...) -> None: ...
+
+class CopyPlaces(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, workers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagCall(_message.Message):
-    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision", "attempt", "trace", "trace_context")
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision", "attempt", "trace", "trace_context", "continuations", "chained_input")
     class FunctionArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +268,8 @@ class DagCall(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATIONS_FIELD_NUMBER: _ClassVar[int]
+    CHAINED_INPUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     function_args: _containers.MessageMap[str, Arguments]
     consistency: ConsistencyMode
@@ -248,10 +283,12 @@ class DagCall(_message.Message):
     attempt: int
     trace: _containers.RepeatedCompositeFieldContainer[Stamp]
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    continuations: _containers.RepeatedCompositeFieldContainer[Continuation]
+    chained_input: Value
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., continuations: _Optional[_Iterable[_Union[Continuation, _Mapping]]] = ..., chained_input: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id", "min_revision", "attempt")
+    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id", "min_revision", "attempt", "copy_places", "continuations")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +303,13 @@ class DagSchedule(_message.Message):
         key: str
         value: Arguments
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+    class CopyPlacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: CopyPlaces
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[CopyPlaces, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     DAG_FIELD_NUMBER: _ClassVar[int]
     LOCATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +326,8 @@ class DagSchedule(_message.Message):
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    COPY_PLACES_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -298,10 +344,12 @@ class DagSchedule(_message.Message):
     call_id: str
     min_revision: int
     attempt: int
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+    copy_places: _containers.MessageMap[str, CopyPlaces]
+    continuations: _containers.RepeatedCompositeFieldContainer[Continuation]
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., copy_places: _Optional[_Mapping[str, CopyPlaces]] = ..., continuations: _Optional[_Iterable[_Union[Continuation, _Mapping]]] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
-    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision", "schedule", "reads", "rerouted_since", "trace", "trace_context")
+    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision", "schedule", "reads", "rerouted_since", "trace", "trace_context", "copy", "copy_result")
     class WritesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +385,8 @@ class DagTrigger(_message.Message):
     REROUTED_SINCE_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
+    COPY_RESULT_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     target_function: str
@@ -351,7 +401,9 @@ class DagTrigger(_message.Message):
     rerouted_since: float
     trace: _containers.RepeatedCompositeFieldContainer[Stamp]
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ..., rerouted_since: _Optional[float] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    copy: int
+    copy_result: Value
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ..., rerouted_since: _Optional[float] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., copy: _Optional[int] = ..., copy_result: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
 class CallRef(_message.Message):
     __slots__ = ("call_id", "response_address", "output_key", "direct_response", "once")
