@@ -122,6 +122,12 @@ class Settings:
     # result_ttl_s), so that a delayed call cancelled now is still known cancelled when due.
     max_delay_s: float = 86400.0
 
+    # issue 14 part 1a. A worker's resource tags, `gpu=1,mem=16` (or a TOML table
+    # `worker_resources = {gpu = 1, mem = 16}`): calls and DAG functions that need tags run
+    # only on workers that have them (droplet/resources.py). `droplet worker --resources`
+    # overrides it.
+    worker_resources: str | None = None
+
     @property
     def cancel_keep_s(self) -> float:
         """How long a cancel (its CANCELLED outcome and its record) is kept: past the
@@ -250,6 +256,13 @@ def _coerce(name: str, type_name: str, raw: Any) -> Any:
             if not endpoints:
                 raise ValueError("no endpoint")
             return endpoints
+        if name == "worker_resources" and raw not in ("", None):
+            from droplet import resources
+
+            if isinstance(raw, Mapping):
+                raw = resources.describe(resources.checked(raw, name))
+            resources.parse(str(raw))  # refused here, not when a worker starts
+            return str(raw)
         if type_name.startswith("int"):
             number = float(raw) if isinstance(raw, float) else int(raw)
             if number != int(number):

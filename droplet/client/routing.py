@@ -36,6 +36,13 @@ _MAX_PER_ENVELOPE = 16
 Send = Callable[..., None]  # (queue, body, reply ids, priority=...): ReplyPump.send
 
 
+def _placed(call: pb.FunctionCall) -> bool:
+    """Whether a scheduler places the call: it reads stored keys, needs resource tags, or its
+    function batches (client/tagging.py)."""
+    return bool(call.resources or call.batching
+                or serializer.reference_keys(call.arguments.values))
+
+
 class CallRouter:
     def __init__(self, kv: KV, keys: StoreKeys, names: QueueNames, signer: Signer,
                  send: Send, max_bytes: int = MAX_ENVELOPE_BYTES,
@@ -68,8 +75,8 @@ class CallRouter:
 
     def send(self, calls: Sequence[pb.FunctionCall]) -> list[pb.FunctionCall]:
         """Sends calls where they belong; returns those no worker is alive to take."""
-        placed = [c for c in calls if serializer.reference_keys(c.arguments.values)]
-        plain = [c for c in calls if not serializer.reference_keys(c.arguments.values)]
+        placed = [c for c in calls if _placed(c)]
+        plain = [c for c in calls if not _placed(c)]
         if placed:
             self._publish(self._names.calls, placed)
         if not plain:

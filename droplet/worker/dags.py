@@ -133,7 +133,8 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
         else:
             if target != OUTPUT:
                 outcome = run(state, target, schedule.arguments[target].values, upstream,
-                              context, trace_context, call_id=schedule.call_id or schedule.id)
+                              context, trace_context, call_id=schedule.call_id or schedule.id,
+                              batching=target in dag.batching_functions)
                 value, context = outcome.value, outcome.context
     stamp(stamps.trace, f"{target}.end")
     done = _done_record(schedule, target, value, context)
