@@ -138,3 +138,17 @@ def test_a_dag_with_gpu_functions_pins_them_only_on_the_gpu_worker(
     while any(w["pinned"] for w in collect(up_cluster)["workers"]):
         assert time.monotonic() < deadline, "the half-made DAG's pin was rolled back"
         time.sleep(0.1)
+
+
+def test_the_resources_and_batching_example_runs(up_cluster: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPLET_")}
+    env.update(DROPLET_BROKER_URL=up_cluster.broker_url, DROPLET_ETCD=up_cluster.etcd_endpoints[0],
+               DROPLET_NAMESPACE=up_cluster.namespace, DROPLET_LOCAL_FLEET_SECRET="false",
+               DROPLET_SIGNING_KEY_FILE=str(up_cluster.signing_key_file))
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "resources_batching.py")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    print(run.stdout)
+    assert "needs tpu=1           -> NO_RESOURCES" in run.stdout
+    assert "register_dag          -> (True, None)" in run.stdout
+    assert "DAG results           -> [0.5, 1.0, 1.5, 2.0, 2.5] ..." in run.stdout
