@@ -128,6 +128,7 @@ class WorkerService:
         self._declared: set[tuple[int, str]] = set()
         self._functions_mirror: PrefixMirror | None = None
         self._current: Delivery | None = None  # the delivery being run (for long calls)
+        self._gathered: list[Delivery] = []  # taken with it for a batch, not run yet
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -246,7 +247,8 @@ class WorkerService:
             return False
         group = self._gather(conn, delivery)
         try:
-            for taken in group:
+            for index, taken in enumerate(group):
+                self._gathered = group[index + 1:]
                 started = time.monotonic()
                 self.status.in_hand = 1 + len(self._buffer)
                 gate = cycle.run(taken, self._dispatch)
@@ -256,6 +258,7 @@ class WorkerService:
                 if gate.store_unavailable:
                     time.sleep(_STORE_BACKOFF_S)  # etcd is away: do not spin on a message
         finally:
+            self._gathered = []
             self.state.batched.clear()  # what a refused or requeued delivery left unused
         return True
 
@@ -282,12 +285,12 @@ class WorkerService:
                 self._buffer += conn.poll(remaining)
         self.status.in_hand = len(group) + len(self._buffer)
         started = time.monotonic()
-        self._current = first
+        self._current, self._gathered = first, group[1:]  # a long batch holds them as claims
         try:
             with self.keeper.running():
                 gathering.run()
         finally:
-            self._current = None
+            self._current, self._gathered = None, []
         self.status.busy(time.monotonic() - started)
         return group
 
@@ -328,7 +331,8 @@ class WorkerService:
             conn.pause(self.names.worker(self.id))
             self._buffer += conn.poll(0)
             self._long = True
-            in_hand = [d for d in [self._current, *self._buffer] if d is not None]
+            in_hand = [d for d in [self._current, *self._gathered, *self._buffer]
+                       if d is not None]
             self.claims.hold(conn, in_hand)
 
     def _dispatch(self, message: pb.Message, delivery: Delivery, _env: pb.Envelope,
