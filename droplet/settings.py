@@ -286,6 +286,10 @@ def _coerce(name: str, type_name: str, raw: Any) -> Any:
         raise ConfigurationError(f"setting {name!r}: bad value {raw!r} ({exc})") from None
 
 
+# Settings whose TOML value may be a table (worker_resources = {gpu = 1}).
+_TABLE_SETTINGS = {"worker_resources"}
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     """The [droplet] table of a TOML file (or the whole file when it has none)."""
     try:
@@ -295,7 +299,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     table = data.get("droplet", data)
     if not isinstance(table, dict):
         raise ConfigurationError(f"{path}: [droplet] must be a table of settings")
-    nested = sorted(k for k, v in table.items() if isinstance(v, dict))
+    nested = sorted(k for k, v in table.items()
+                    if isinstance(v, dict) and k not in _TABLE_SETTINGS)
     if nested:
         raise ConfigurationError(
             f"{path}: unexpected table(s) {nested}; settings go in one [droplet] table"

@@ -329,3 +329,18 @@ def test_batch_items_of_dag_steps_carry_their_upstream_result() -> None:
     assert item is not None and item.key == ("b", "call") and item.extra == [3]
     trigger.schedule.consistency = pb.MULTI
     assert batching.batch_item(pb.Message(trigger=trigger), state) is None, "MULTI runs alone"
+
+
+def test_a_worker_gets_its_tags_from_the_environment_or_a_toml_table(tmp_path: Any) -> None:
+    from droplet.errors import ConfigurationError
+    from droplet.settings import Settings
+
+    env = Settings.from_env({"DROPLET_WORKER_RESOURCES": "gpu=1,mem=16"})
+    assert resources.parse(env.worker_resources) == {"gpu": 1.0, "mem": 16.0}
+    config = tmp_path / "droplet.toml"
+    config.write_text("[droplet]\nworker_resources = {gpu = 2, mem = 8}\n")
+    assert resources.parse(Settings.from_file(config).worker_resources) == {"gpu": 2.0,
+                                                                            "mem": 8.0}
+    with pytest.raises(ConfigurationError, match="worker_resources"):
+        Settings.from_env({"DROPLET_WORKER_RESOURCES": "gpu=lots"})
+    assert Settings.from_env({}).worker_resources is None
