@@ -176,10 +176,14 @@ class DropletClient:
         return future
 
     def submit_delayed(self, name: str, args: Sequence[Any], *, delay_s: float | None = None,
-                       at: datetime | float | None = None, priority: int = 0) -> DropletFuture:
+                       at: datetime | float | None = None, priority: int = 0,
+                       resources: Mapping[str, float] | None = None,
+                       batching: bool = False) -> DropletFuture:
         """A call run after `delay_s` seconds, or at `at` (client/delays.py): it waits in
         the broker; its outcome is stored (never a direct response)."""
         call, due = delayed_call(self, name, args, delay_s, at, priority)
+        call.resources.update(checked_needs(resources))
+        call.batching = batching
         future = DropletFuture(call.response_key, self, due_at=due)
         weakref.finalize(future, self.pump.forget, call.response_key)
         send_delayed(self, call)

@@ -60,9 +60,11 @@ class DropletFunction:
         """Runs the call once `delay_s` seconds have passed (waiting in the broker, not in
         this process); its future's get() waits out the delay by default. Cancellable."""
         return self._client.submit_delayed(self.name, args, delay_s=delay_s,
-                                           priority=self.priority)
+                                           priority=self.priority, resources=self.resources,
+                                           batching=self.batching)
 
     def call_at(self, when: datetime | float, *args: Any) -> DropletFuture:
         """Runs the call at `when` (a datetime, naive ones in local time, or a unix time);
         a time already past runs it now."""
-        return self._client.submit_delayed(self.name, args, at=when, priority=self.priority)
+        return self._client.submit_delayed(self.name, args, at=when, priority=self.priority,
+                                           resources=self.resources, batching=self.batching)

@@ -90,6 +90,8 @@ def test_calls_needing_tags_run_only_on_the_tagged_worker(rclient: Any, up_clust
     assert {f.get(timeout=30) for f in per_call} == {tagged}
     by_submit = [rclient.submit(unique + "-any", [i], resources={"gpu": 1}) for i in range(30)]
     assert {f.get(timeout=30) for f in by_submit} == {tagged}
+    later = [anywhere.with_resources({"gpu": 1}).call_later(0.2, i) for i in range(10)]
+    assert {f.get(timeout=30) for f in later} == {tagged}, "delayed calls keep their needs"
 
 
 def test_a_call_by_name_of_a_tagged_function_still_runs_only_on_the_tagged_worker(
