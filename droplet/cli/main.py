@@ -109,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             from droplet.cli.services import run_worker
 
-            if args.resources is not None:
-                settings = settings.with_(worker_resources=args.resources or None)
+            if args.resources is not None:  # checked here, before anything connects
+                from droplet.resources import parse
+
+                settings = settings.with_(
+                    worker_resources=args.resources if parse(args.resources) else None)
             return run_worker(settings, args.id)
         if args.command == "status":
             from droplet.cli.status import run_status

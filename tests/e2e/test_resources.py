@@ -154,3 +154,23 @@ def test_the_resources_and_batching_example_runs(up_cluster: Settings) -> None:
     assert "needs tpu=1           -> NO_RESOURCES" in run.stdout
     assert "register_dag          -> (True, None)" in run.stdout
     assert "DAG results           -> [0.5, 1.0, 1.5, 2.0, 2.5] ..." in run.stdout
+
+
+@pytest.mark.fault
+def test_droplet_up_replaces_a_killed_tagged_worker_with_a_tagged_one(
+        rclient: Any, up_cluster: Settings, unique: str) -> None:
+    """Last in this file: it kills the cluster's tagged worker."""
+    tagged, _plain = _tagged_and_plain(up_cluster)
+    pid = next(w["pid"] for w in collect(up_cluster)["workers"] if w["id"] == tagged)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 40
+    while True:
+        workers = collect(up_cluster)["workers"]
+        now_tagged = [w["id"] for w in workers if w.get("resources") and w["id"] != tagged]
+        if now_tagged and tagged not in {w["id"] for w in workers if w["alive"]}:
+            break
+        assert time.monotonic() < deadline, f"no tagged replacement: {workers}"
+        time.sleep(0.2)
+    gpu = rclient.register(_where, unique, resources={"gpu": 1})
+    assert {f.get(timeout=30) for f in [gpu(i) for i in range(20)]} == set(now_tagged)
+    print(f"tagged worker {tagged} killed; droplet up started {now_tagged[0]} with its tags")

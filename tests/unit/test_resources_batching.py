@@ -344,3 +344,13 @@ def test_a_worker_gets_its_tags_from_the_environment_or_a_toml_table(tmp_path: A
     with pytest.raises(ConfigurationError, match="worker_resources"):
         Settings.from_env({"DROPLET_WORKER_RESOURCES": "gpu=lots"})
     assert Settings.from_env({}).worker_resources is None
+
+
+def test_bad_tags_on_the_command_line_are_refused_before_anything_starts(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from droplet.cli.main import main
+
+    assert main(["worker", "--resources", "gpu=lots"]) == 1
+    assert main(["up", "--tagged-worker", "gpu=-1"]) == 1
+    err = capsys.readouterr().err
+    assert "gpu=lots" in err and "gpu" in err.splitlines()[-1]
