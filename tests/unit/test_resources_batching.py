@@ -354,3 +354,22 @@ def test_bad_tags_on_the_command_line_are_refused_before_anything_starts(
     assert main(["up", "--tagged-worker", "gpu=-1"]) == 1
     err = capsys.readouterr().err
     assert "gpu=lots" in err and "gpu" in err.splitlines()[-1]
+
+
+def test_a_batch_failing_with_a_retryable_error_retries_each_call_on_its_own() -> None:
+    kv = MemoryKV()
+    md = metadata(kv)
+    md.put_function(pb.Function(name="b", body=cloudpickle.dumps(lambda lib, batch: 1 / 0),
+                                batching=True, max_retries=2,
+                                retry_on=["builtins.ZeroDivisionError"]))
+    state = worker_state(kv)
+    state.batching.add("b")
+    batch = [function_call("b", [i], f"c{i}") for i in range(3)]
+    batching.Gathering(state, _delivery_items(state, *batch)).run()
+    for call in batch:
+        out = Outbox()
+        exec_function(call, state, out)
+        assert out.durable == [], "no outcome yet: it runs again"
+        again = [o.message.call for o in out.sent]
+        assert [(c.call_id, c.attempt) for c in again] == [(call.call_id, 1)]
+        assert NAMES.retry_delay_ms(out.sent[0].queue) is not None
