@@ -40,10 +40,10 @@ from droplet.store import serializer
 from droplet.worker.executor import run_function
 from droplet.worker.functions import LoadedFunction
 from droplet.worker.library import RunContext, RunOutcome
+from droplet.worker.tags import misplaced
 
 if TYPE_CHECKING:
     from droplet.worker.handlers import WorkerState
-
 
 
 class BatchResultError(ValueError):
@@ -99,7 +99,8 @@ def batch_item(message: pb.Message, state: WorkerState) -> BatchItem | None:
     kind = message.WhichOneof("kind")
     if kind == "call":
         call = message.call
-        if call.maybe_done or not is_batching(_loaded(state, call.name)):
+        if (call.maybe_done or not is_batching(_loaded(state, call.name))
+                or misplaced(call, state) is not None):  # it goes back, it does not run here
             return None
         return BatchItem((call.name, call.call_id or call.response_key), call.arguments.values)
     if kind != "trigger" or not message.trigger.HasField("schedule"):

@@ -373,3 +373,13 @@ def test_a_batch_failing_with_a_retryable_error_retries_each_call_on_its_own() -
         again = [o.message.call for o in out.sent]
         assert [(c.call_id, c.attempt) for c in again] == [(call.call_id, 1)]
         assert NAMES.retry_delay_ms(out.sent[0].queue) is not None
+
+
+def test_a_batching_call_needing_tags_this_worker_lacks_joins_no_batch_here() -> None:
+    kv = MemoryKV()
+    state = _batching_state(kv, double)
+    call = function_call("b", [1])
+    call.resources["gpu"] = 1
+    assert _delivery_items(state, call) == {}, "it goes back to the schedulers, unrun"
+    state.resources["gpu"] = 1.0
+    assert list(_delivery_items(state, call)) == ["b"]
