@@ -148,8 +148,8 @@ def run_batch(state: WorkerState, name: str, items: Sequence[BatchItem]) -> int:
             members.append((item, tuple(resolve_arguments(item.arguments, lib) + item.extra)))
         except StoreError:
             raise
-        except (DropletError, SnapshotExpired):
-            continue
+        except (Exception, SnapshotExpired):
+            continue  # it runs alone, and fails there as any call would
     if not members:
         return 0
     results: list[Any] = []

@@ -267,10 +267,19 @@ class WorkerService:
         more calls of it that the broker hands over until the batch is full or its linger
         has passed; their batches are run before the cycle takes them one by one
         (worker/batching.py)."""
-        gathering = batching.Gathering(self.state, self._batch_items(first))
-        if not gathering.items:
-            return [first]
         group = [first]
+        try:
+            self._run_batches(conn, group)
+        except Exception as exc:  # etcd away, or worse: each call then runs alone, in the
+            # cycle, which requeues or refuses it as it would any other
+            log.warning("a batch could not be gathered or run (%s); its calls run alone", exc)
+            self.state.batched.clear()
+        return group
+
+    def _run_batches(self, conn: BrokerConnection, group: list[Delivery]) -> None:
+        gathering = batching.Gathering(self.state, self._batch_items(group[0]))
+        if not gathering.items:
+            return
         while not gathering.full():
             with self._buffer_lock:
                 for delivery in list(self._buffer):
@@ -285,14 +294,13 @@ class WorkerService:
                 self._buffer += conn.poll(remaining)
         self.status.in_hand = len(group) + len(self._buffer)
         started = time.monotonic()
-        self._current, self._gathered = first, group[1:]  # a long batch holds them as claims
+        self._current, self._gathered = group[0], group[1:]  # a long batch holds them as claims
         try:
             with self.keeper.running():
                 gathering.run()
         finally:
             self._current, self._gathered = None, []
         self.status.busy(time.monotonic() - started)
-        return group
 
     def _batch_items(self, delivery: Delivery) -> dict[str, list[batching.BatchItem]]:
         maybe_run = delivery.redelivered or bool((delivery.headers or {}).get(RESENT_HEADER))

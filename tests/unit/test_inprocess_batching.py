@@ -9,10 +9,12 @@ from collections import Counter
 from typing import Any
 
 import cloudpickle
+import pytest
 
-from droplet.errors import BrokerError
+from droplet.errors import BrokerError, StoreError
 from droplet.proto import pb
 from droplet.store.metadata import Metadata
+from droplet.worker import batching
 
 from .inprocess import Fleet
 from .test_inprocess_faults import assert_one_outcome_each
@@ -85,3 +87,17 @@ def test_a_worker_dying_mid_batch_leaves_every_call_one_outcome() -> None:
     # before the crash is answered, not run again.
     assert RUNS[0] == 1 and all(RUNS[i] == 2 for i in (1, 2, 3)), RUNS
     assert BATCHES[1:] == [1, 1, 1]
+
+
+def test_a_batch_that_cannot_be_gathered_leaves_its_calls_to_run_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = _batching_fleet("w1")
+    calls = [fleet.call("b", i, queue=fleet.names.worker("w1")) for i in range(3)]
+
+    def etcd_away(*_args: Any) -> None:
+        raise StoreError("etcd is away")
+
+    monkeypatch.setattr(batching.Gathering, "run", etcd_away)
+    fleet.run_until_quiet()
+    assert BATCHES == [1, 1, 1], "each alone, as a batch of one"
+    assert_one_outcome_each(fleet, calls)
