@@ -3,11 +3,13 @@
 own queue, where the worker takes many at once: worker/batching.py).
 
 Such a call goes to the own queue of a live worker whose tags satisfy its needs, idle first:
-the fewest calls in hand (its status) plus those this scheduler placed there since that status
-was written, then not backing off, then the most of the call's stored keys cached, then the
-least busy. When no live worker has the tags the call is answered NO_RESOURCES at once. A
-worker that dies with calls in its queue has them moved to the schedulers, which place them
-again the same way (scheduler/reaper.py).
+a worker whose last status shows nothing in hand is preferred to any that is busy (a burst is
+spread over the idle ones by what this scheduler placed on each since its status was written);
+among equals, the fewest calls in hand (its status plus those placed since), then not backing
+off, then the most of the call's stored keys cached, then the least busy. When no live worker
+has the tags the call is answered NO_RESOURCES at once. A worker that dies with calls in its
+queue has them moved to the schedulers, which place them again the same way
+(scheduler/reaper.py).
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ def pick_tagged(state: SchedulerState, needs: Mapping[str, float],
         return None
     wanted = set(reference_keys)
 
-    def score(worker: str) -> tuple[float, bool, int, float, str]:
+    def score(worker: str) -> tuple[bool, float, bool, int, float, str]:
         status = state.workers[worker]
         in_hand = status.queue_depth + placed_since_status(state, worker)
         hits = len(wanted.intersection(status.cached_keys)) if wanted else 0
-        return (in_hand, worker in state.backoff, -hits, status.utilisation, worker)
+        return (status.queue_depth > 0, in_hand, worker in state.backoff, -hits,
+                status.utilisation, worker)
 
     best = min(candidates, key=score)
     state.placed[best] = (state.workers[best].updated_at, placed_since_status(state, best) + 1)

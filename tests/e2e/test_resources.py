@@ -156,6 +156,49 @@ def test_the_resources_and_batching_example_runs(up_cluster: Settings) -> None:
     assert "DAG results           -> [0.5, 1.0, 1.5, 2.0, 2.5] ..." in run.stdout
 
 
+@pytest.fixture
+def two_gpu_workers(services: Services, tmp_path: Path) -> Iterator[Any]:
+    """A scheduler and two workers tagged gpu=1, as real processes; yields a client."""
+    from droplet.cli.cluster import LocalCluster
+
+    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
+    cluster = LocalCluster(settings, tmp_path)
+    cluster.start_scheduler()
+    for _ in range(2):
+        cluster.start_worker(resources="gpu=1")
+    try:
+        cluster.wait_ready(2, 30)
+        with droplet.connect(settings=settings) as client:
+            yield client
+    finally:
+        cluster.stop()
+        purge_namespace(settings, cluster.worker_ids())
+
+
+def test_a_tagged_call_goes_to_an_idle_tagged_worker_not_a_busy_one(two_gpu_workers: Any,
+                                                                     unique: str) -> None:
+    client = two_gpu_workers
+
+    def slow(lib: Any, seconds: float) -> str:
+        import time as t
+
+        t.sleep(seconds)
+        return str(lib.getid())
+
+    busy = client.register(slow, unique + "-slow", resources={"gpu": 1})
+    quick = client.register(_where, unique + "-quick", resources={"gpu": 1})
+    long_call = busy(8.0)
+    client.batcher.flush()
+    deadline = time.monotonic() + 10
+    while not any(w["queue_depth"] for w in collect(client.settings)["workers"]):
+        assert time.monotonic() < deadline, "the long call never showed as running"
+        time.sleep(0.1)
+    ran_on = {f.get(timeout=30) for f in [quick(i) for i in range(5)]}
+    assert not long_call.done(), "the quick calls did not wait for the busy worker"
+    assert len(ran_on) == 1 and long_call.get(timeout=30) not in ran_on, \
+        "every quick call went to the idle worker"
+
+
 @pytest.mark.fault
 def test_droplet_up_replaces_a_killed_tagged_worker_with_a_tagged_one(
         rclient: Any, up_cluster: Settings, unique: str) -> None:

@@ -383,3 +383,12 @@ def test_a_batching_call_needing_tags_this_worker_lacks_joins_no_batch_here() ->
     assert _delivery_items(state, call) == {}, "it goes back to the schedulers, unrun"
     state.resources["gpu"] = 1.0
     assert list(_delivery_items(state, call)) == ["b"]
+
+
+def test_a_burst_goes_to_the_idle_worker_while_the_other_is_busy() -> None:
+    state = tagged_state(busy={"gpu": 1.0}, idle={"gpu": 1.0})
+    state.workers["busy"].queue_depth = 1  # its status: a call in hand
+    assert {pick_tagged(state, {"gpu": 1}) for _ in range(5)} == {NAMES.worker("idle")}
+    state.workers["idle"].queue_depth = 2  # both busy now: the fewest in hand
+    state.workers["idle"].updated_at += 1
+    assert pick_tagged(state, {"gpu": 1}) == NAMES.worker("busy")
