@@ -23,6 +23,7 @@ from droplet.client.dagspecs import describe
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.mapping import map_calls
+from droplet.client.tagging import checked_needs
 from droplet.errors import CancelledError, DropletTimeoutError
 from droplet.priority import checked_priority
 from droplet.proto import pb
@@ -90,10 +91,16 @@ class AsyncFunction:
 
     def __call__(self, *args: Any) -> AsyncFuture:
         return self._client.submit(self.name, args, direct=self.handle.direct_response,
-                                   priority=self.priority)
+                                   priority=self.priority, resources=self.handle.resources,
+                                   batching=self.handle.batching)
 
     def direct(self, *args: Any) -> AsyncFuture:
-        return self._client.submit(self.name, args, direct=True, priority=self.priority)
+        return self._client.submit(self.name, args, direct=True, priority=self.priority,
+                                   resources=self.handle.resources,
+                                   batching=self.handle.batching)
+
+    def with_resources(self, resources: Mapping[str, float]) -> AsyncFunction:
+        return AsyncFunction(self._client, self.handle.with_resources(resources))
 
     def with_priority(self, priority: int) -> AsyncFunction:
         return AsyncFunction(self._client, self.handle.with_priority(priority))
@@ -130,10 +137,13 @@ class AsyncDropletClient:
     # -- calls: built here, sent by the I/O thread ------------------------------------------
 
     def submit(self, name: str, args: Sequence[Any], *, direct: bool = False,
-               priority: int = 0) -> AsyncFuture:
+               priority: int = 0, resources: Mapping[str, float] | None = None,
+               batching: bool = False) -> AsyncFuture:
         call = self.sync._function_call(name, args)
         call.direct_response = direct
         call.priority = checked_priority(priority, self.settings.max_priority)
+        call.resources.update(checked_needs(resources))
+        call.batching = batching
         future = self._expect(call.call_id, stored=not direct)
         with self._pending_lock:
             self._pending.append(call)
@@ -217,8 +227,11 @@ class AsyncDropletClient:
         return await self._blocking(self.sync.cancel, call_id)
 
     async def register_dag(self, name: str, functions: Sequence[Any],
-                           connections: Iterable[tuple[str, str]]) -> tuple[bool, int | None]:
-        return await self._blocking(self.sync.register_dag, name, functions, list(connections))
+                           connections: Iterable[tuple[str, str]],
+                           **options: Any) -> tuple[bool, int | None]:
+        """Options as DropletClient.register_dag (gpu_functions, batching_functions, ...)."""
+        return await self._blocking(self.sync.register_dag, name, functions, list(connections),
+                                    **options)
 
     async def delete_dag(self, name: str) -> tuple[bool, int | None]:
         return await self._blocking(self.sync.delete_dag, name)

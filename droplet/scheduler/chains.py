@@ -6,14 +6,16 @@
 * Speculative functions (droplet/speculation.py): each gets up to `copies - 1` extra workers
   besides its pinned one: distinct live workers, taken unpinned first (they have nothing else
   to run), then pinned ones, then those that report themselves overloaded (a copy would
-  wait behind their work), at random within each group. With fewer live workers than
-  copies asked, every live worker runs one.
+  wait behind their work), at random within each group; only workers with the tags the
+  function needs (its DAG's resources, registered ones included) run a copy. With fewer
+  live workers than copies asked, every live worker runs one.
 """
 
 from __future__ import annotations
 
 import random
 
+from droplet import resources
 from droplet.graph import sources
 from droplet.proto import pb
 from droplet.scheduler.state import SchedulerState
@@ -37,7 +39,9 @@ def extend_schedule(dag_call: pb.DagCall, schedule: pb.DagSchedule, state: Sched
 def place_copies(schedule: pb.DagSchedule, state: SchedulerState, rng: random.Random) -> None:
     for spec in schedule.dag.speculative:
         pinned = schedule.locations[spec.function]
-        others = [w for w in sorted(state.workers) if w != pinned]
+        needs = resources.dag_function_needs(schedule.dag, spec.function)
+        others = [w for w in sorted(state.workers) if w != pinned
+                  and resources.satisfies(state.workers[w].resources, needs)]
         groups: list[list[str]] = [[], [], []]
         for worker in others:
             groups[2 if worker in state.backoff else 1 if worker in state.pins else 0].append(

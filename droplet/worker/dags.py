@@ -154,7 +154,8 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
             if target != OUTPUT:
                 outcome = run(state, target, schedule.arguments[target].values, upstream,
                               context, trace_context, call_id=schedule.call_id or schedule.id,
-                              race_id=race_id)
+                              race_id=race_id,
+                              batching=target in dag.batching_functions)
                 value, context = outcome.value, outcome.context
     return value, context
 

@@ -315,3 +315,18 @@ def test_a_multi_call_whose_copies_all_lost_their_snapshot_runs_again() -> None:
     [retry] = sent
     assert retry.message.dag_call.call_id == "call-1" and retry.message.dag_call.attempt == 1
     assert ValueStore(kv, SETTINGS).outcome("call-1") is None, "no outcome: it runs again"
+
+
+def test_copies_run_only_on_workers_with_the_tags_the_function_needs() -> None:
+    state = scheduler_state("w-spec", "w-after", "w-gpu", "w-plain")
+    state.workers["w-gpu"].resources["gpu"] = 1
+    state.workers["w-spec"].resources["gpu"] = 1
+    dag = speculative_dag(copies=4)
+    dag.function_resources["spec"].amounts["gpu"] = 1
+    state.dags["d"] = pb.DagRecord(dag=dag, ready=True)
+    for w, f in (("w-spec", "spec"), ("w-after", "after")):
+        state.pins[w] = pb.PinRecord(dag_name="d", function_name=f, worker_id=w)
+    out = Outbox()
+    assert scheduler_dags.call_dag(pb.DagCall(name="d", call_id="c"), "addr", state, out).success
+    [first, *_] = [o.message.trigger for o in out.sent if o.message.WhichOneof("kind") == "trigger"]
+    assert list(first.schedule.copy_places["spec"].workers) == ["w-gpu"]
