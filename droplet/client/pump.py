@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _KEEPALIVE_S = 2.0
 _DRIVE_SLICE_S = 0.05
 _RESEND_AFTER_S = 1.0  # a request the broker refused is sent again this much later
+_RECONNECT_AFTER_S = 5.0  # refused this long without a single acceptance: a new connection
 
 
 @dataclass
@@ -70,6 +71,7 @@ class ReplyPump:
         self.generation = 0
         # Requests the broker refused (quorum queues): first id -> when; sent again later.
         self._refused_at: dict[str, float] = {}
+        self._refusing_since: float | None = None  # every confirm since then was a nack
         self._closed = threading.Event()
         with self._io:
             self._ensure()
@@ -104,7 +106,9 @@ class ReplyPump:
         leader for a moment) is sent again a second later (_refused); a classic client
         re-sends only after a reconnect."""
         def confirmed(ok: bool) -> None:
-            if not ok:
+            if ok:
+                self._refusing_since = None
+            else:
                 self._refused(conn, first, request)
 
         conn.publish(request.queue, request.body, reply_to=self._reply_address,
@@ -118,13 +122,20 @@ class ReplyPump:
         once: while a quorum queue elects a leader every publish is refused, and re-sending
         on each refusal would loop as fast as the broker answers."""
         if self._inflight.get(first) is request and conn is self._conn:
-            self._refused_at.setdefault(first, time.monotonic())
+            now = time.monotonic()
+            self._refused_at.setdefault(first, now)
+            self._refusing_since = self._refusing_since or now
 
     def _send_refused(self, conn: BrokerConnection) -> None:
         """Sends again the refused requests whose back-off is over (driving thread)."""
         if not self._refused_at:
             return
         now = time.monotonic()
+        if self._refusing_since and now - self._refusing_since > _RECONNECT_AFTER_S:
+            # Seen with RabbitMQ 3.10 after a node died: a channel that keeps refusing every
+            # publish to a quorum queue whose new leader serves other channels. A new
+            # connection (on the next node) re-sends everything in flight.
+            raise BrokerError(f"the broker refused every request for {_RECONNECT_AFTER_S:g}s")
         due = [first for first, at in self._refused_at.items() if now - at >= _RESEND_AFTER_S]
         if due:
             log.warning("the broker refused %d requests (nack); sending them again", len(due))
@@ -329,6 +340,7 @@ class ReplyPump:
             with self._cond:
                 pending = list(self._inflight.items())
             self._refused_at.clear()  # every request in flight is sent again now
+            self._refusing_since = None
             self._conn = conn
             for first, request in pending:
                 self._publish(conn, first, request, resent=True)

@@ -162,3 +162,35 @@ def test_under_quorum_queues_a_client_sends_again_a_request_the_broker_refused(
             assert got is None, "a classic client does not learn of it"
     finally:
         pump.close()
+
+
+def test_a_client_whose_every_request_is_refused_for_long_reconnects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection whose every publish is nacked for _RECONNECT_AFTER_S is dropped: the new
+    one (on the next node) sends everything in flight again."""
+    from droplet.broker.stub import StubBroker
+    from droplet.client import pump as pump_module
+    from droplet.client.pump import ReplyPump
+    from droplet.signing import Signer
+
+    monkeypatch.setattr(pump_module, "_RESEND_AFTER_S", 0.05)
+    monkeypatch.setattr(pump_module, "_RECONNECT_AFTER_S", 0.3)
+    broker = StubBroker()
+    names = QueueNames("refusing", quorum=True)
+    broker.nack_when = lambda queue, body: queue == names.calls
+    pump = ReplyPump(broker.connect, names, Signer(None))
+    try:
+        first_generation = pump.generation
+        pump.send(names.calls, b"request", ["call-1"])
+        deadline = time.monotonic() + 5
+        while pump.generation == first_generation and time.monotonic() < deadline:
+            pump.drive(0.02)
+        assert pump.generation > first_generation, "a new connection"
+        broker.nack_when = None
+        while not broker.queue_depth(names.calls) and time.monotonic() < deadline:
+            pump.drive(0.02)
+        got = broker.connect("reader").get(names.calls)
+        assert got is not None and got.body == b"request", "sent again on the new one"
+    finally:
+        pump.close()
