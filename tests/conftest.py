@@ -12,6 +12,7 @@ Every test gets its own namespace, so queues and keys never leak between tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -63,6 +64,26 @@ def _mode() -> str:
             raise pytest.UsageError(f"DROPLET_TEST_SERVICES={mode!r}: containers|local|external")
         return mode
     return "containers" if _docker_answers() else "local"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In containers mode, builds the images the collected tests need before any test runs
+    (a first build takes minutes, longer than one test's timeout)."""
+    if not session.items or _mode() != "containers":
+        return
+    kinds = []
+    if any("services" in getattr(item, "fixturenames", ()) for item in session.items):
+        kinds += ["rabbitmq", "etcd"]
+    if any(item.get_closest_marker("worker_image") for item in session.items):
+        kinds.append("worker")
+    if not kinds:
+        return
+    from tests.containers.images import image
+
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        for kind in kinds:
+            image(kind)
 
 
 @dataclass

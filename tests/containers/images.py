@@ -13,8 +13,12 @@ image is built when its recipe changed and reused otherwise. The API is one func
 
 `DROPLET_TEST_RABBITMQ_IMAGE`, `DROPLET_TEST_ETCD_IMAGE` and `DROPLET_TEST_WORKER_IMAGE`
 name other images (e.g. `rabbitmq:3.13`, `quay.io/coreos/etcd:v3.5.15`): they are used as
-they are (pulled when missing). Command line: `python -m tests.containers.images [KIND...]`
-builds and prints the tags (all three by default).
+they are (pulled when missing). Building needs root (debootstrap and chroot; debootstrap is
+installed with apt-get when missing); elsewhere the official images of OFFICIAL are pulled
+and the worker is built on `python:3.11-slim-bookworm`.
+
+Command line: `python -m tests.containers.images [KIND...]` (or `make images`) builds and
+prints the tags (all three by default).
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ KINDS = ("rabbitmq", "etcd", "worker")
 OVERRIDE_ENV = {kind: f"DROPLET_TEST_{kind.upper()}_IMAGE" for kind in KINDS}
 # Bump when the build procedure below changes in a way the recipes do not show.
 BUILD_VERSION = 1
+# Where nothing can be built here (not root, no debootstrap and no apt-get to install it),
+# these are pulled from their registries instead.
+OFFICIAL = {"rabbitmq": "rabbitmq:3.13", "etcd": "quay.io/coreos/etcd:v3.5.15",
+            "python": "python:3.11-slim-bookworm"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,15 @@ def tag(kind: str) -> str:
         return f"droplet-test/worker:{_digest(tag('python'), recipe, source_hash())}"
     if kind not in RECIPES:
         raise ValueError(f"unknown image kind {kind!r}: one of {', '.join(KINDS)}")
+    if not can_build_rootfs():
+        return OFFICIAL[kind]
     return f"droplet-test/{kind}:{_digest(asdict(Base()), asdict(RECIPES[kind]))}"
+
+
+def can_build_rootfs() -> bool:
+    """Root, with debootstrap or apt-get to install it (and chroot)."""
+    return os.geteuid() == 0 and shutil.which("chroot") is not None and (
+        shutil.which("debootstrap") is not None or shutil.which("apt-get") is not None)
 
 
 def _docker(*args: str, input_file: Path | None = None,
@@ -179,7 +195,10 @@ def _base_tarball() -> Path:
     if tarball.exists():
         return tarball
     if shutil.which("debootstrap") is None:
-        raise RuntimeError("debootstrap is not installed: apt-get install -y debootstrap")
+        _log("installing debootstrap")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        _run(["apt-get", "update", "-qq"], env=env)
+        _run(["apt-get", "install", "-y", "-qq", "debootstrap"], env=env)
     started = time.monotonic()
     _log(f"debootstrap {base.variant} {base.suite} (once; cached as {tarball})")
     with tempfile.TemporaryDirectory(prefix="droplet-base-", dir=cache_dir()) as tmp:
@@ -232,9 +251,17 @@ def _build_rootfs_image(recipe: Recipe, image_tag: str) -> None:
 
 
 def wheelhouse(target: Path) -> list[Path]:
-    """The project's wheel and every dependency's, made with this Python's pip."""
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(target),
-          str(ROOT)], timeout_s=900)
+    """The project's wheel and every dependency's, made with this Python's pip. The wheel is
+    built from a copy of what source_hash() covers: an in-tree build would reuse build/,
+    where a module deleted since the last build still lies."""
+    with tempfile.TemporaryDirectory(prefix="droplet-src-", dir=cache_dir()) as tmp:
+        source = Path(tmp)
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(ROOT / name, source / name)
+        shutil.copytree(ROOT / "droplet", source / "droplet",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(target),
+              str(source)], timeout_s=900)
     return sorted(target.glob("*.whl"))
 
 
@@ -264,7 +291,7 @@ def image(kind: str) -> str:
     image_tag = tag(kind)
     if exists(image_tag):
         return image_tag
-    if os.environ.get(OVERRIDE_ENV.get(kind, "")):
+    if not image_tag.startswith("droplet-test/"):
         done = _docker("pull", image_tag, timeout_s=900)
         if done.returncode != 0:
             raise RuntimeError(f"docker pull {image_tag} failed: {done.stderr.strip()}")
