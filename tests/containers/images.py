@@ -130,7 +130,7 @@ def source_hash() -> str:
 
 
 def _worker_context_files() -> list[Path]:
-    return sorted(p for p in DOCKERFILE_DIR.iterdir() if p.is_file() and p.suffix != ".md")
+    return [DOCKERFILE_DIR / "Dockerfile"]  # and the wheels
 
 
 def tag(kind: str) -> str:
