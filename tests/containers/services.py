@@ -135,3 +135,18 @@ def _pid_runs(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def main() -> int:
+    """`python -m tests.containers.services`: starts a RabbitMQ and an etcd container, checks
+    that both answer, removes them (what .ci/run checks before choosing containers mode)."""
+    started = time.monotonic()
+    remove_leftovers()
+    with rabbitmq_service() as url, etcd_service() as endpoint:
+        print(f"RabbitMQ {url} and etcd {endpoint} answered in "
+              f"{time.monotonic() - started:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
