@@ -303,7 +303,21 @@ def image(kind: str) -> str:
                 _build_worker(image_tag, base_tag)
             else:
                 _build_rootfs_image(RECIPES[kind], image_tag)
+            prune(kind)
     return image_tag
+
+
+def prune(kind: str, keep: int = 3) -> list[str]:
+    """Removes all but the `keep` newest droplet-test/<kind> images (every source change
+    makes a new worker image); one a container still uses stays. Returns the removed tags."""
+    listed = _docker("image", "ls", f"droplet-test/{kind}", "--format",
+                     "{{.CreatedAt}}\t{{.Repository}}:{{.Tag}}", timeout_s=60).stdout
+    tags = [line.split("\t")[1] for line in sorted(listed.splitlines(), reverse=True)]
+    removed = []
+    for old in tags[keep:]:
+        if _docker("image", "rm", old, timeout_s=120).returncode == 0:
+            removed.append(old)
+    return removed
 
 
 def main(argv: list[str] | None = None) -> int:
