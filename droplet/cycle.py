@@ -242,10 +242,10 @@ class Cycle:
                 f"this call's commit needs more than {limit} operations in one etcd "
                 "transaction (etcd_max_txn_ops): write fewer keys in one MULTI call"))
         elif done.status is Status.CONFLICT:
+            if item.on_conflict:  # a MULTI call runs again; a copy's loss is decided again
+                return item.on_conflict
             if commit.multi is None:
                 raise StoreError("an outcome changed while it was being written; again")
-            if item.on_conflict:
-                return item.on_conflict  # the call runs again on a fresh snapshot
             done, commit = self._fail(commit, pb.CONFLICT, (
                 "this MULTI call's commit lost to concurrent writers on every attempt; "
                 "nothing of it was written"))

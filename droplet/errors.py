@@ -67,6 +67,33 @@ class SnapshotExpired(BaseException):
     fresh snapshot."""
 
 
+class TlsError(ConfigurationError):
+    """A TLS connection failed in a way retrying does not fix: the server's certificate did not
+    verify (a CA the client does not trust, expired, issued for another host), the server
+    refused the client's certificate, or only one side speaks TLS. Raised at once, not after
+    a retry loop; the message says what is wrong and which setting fixes it."""
+
+
+class CredentialsError(ConfigurationError):
+    """The broker or etcd refused the configured user or password."""
+
+
+class BrokerTlsError(TlsError, BrokerError):
+    """A TLS failure towards RabbitMQ (broker_url, broker_ca_file, broker_cert_file...)."""
+
+
+class BrokerCredentialsError(CredentialsError, BrokerError):
+    """RabbitMQ refused the user or password of broker_url."""
+
+
+class StoreTlsError(TlsError, StoreError):
+    """A TLS failure towards etcd (etcd_ca_file, etcd_cert_file...)."""
+
+
+class StoreCredentialsError(CredentialsError, StoreError):
+    """etcd refused etcd_user/etcd_password (or wants a user and none is set)."""
+
+
 class SignatureError(DropletError):
     """A payload was unsigned or its signature did not verify."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from droplet.broker_config.names import check_name
 from droplet.proto import pb
+from droplet.speculation import speculation_error
 
 BEGIN = "BEGIN"  # the trigger a source function waits for
 OUTPUT = "$output"  # the virtual node that joins the results of several sinks
@@ -65,4 +66,4 @@ def shape_error(dag: pb.Dag) -> str | None:
                 ready.append(sink)
     if visited != len(dag.functions):
         return "the connections form a cycle"
-    return None
+    return speculation_error(dag)

@@ -121,6 +121,15 @@ class Settings:
     # Longest delay of call_later / call_at. A cancel is kept this long (and at least
     # result_ttl_s), so that a delayed call cancelled now is still known cancelled when due.
     max_delay_s: float = 86400.0
+    # issue 14 part 1b. Copies of a speculative DAG function (register_dag with
+    # (name, invalid_results)) run at once, at most: fewer when fewer workers are alive.
+    speculative_copies: int = 2
+
+    # issue 14 part 1a. A worker's resource tags, `gpu=1,mem=16` (or a TOML table
+    # `worker_resources = {gpu = 1, mem = 16}`): calls and DAG functions that need tags run
+    # only on workers that have them (droplet/resources.py). `droplet worker --resources`
+    # overrides it.
+    worker_resources: str | None = None
 
     @property
     def cancel_keep_s(self) -> float:
@@ -250,6 +259,13 @@ def _coerce(name: str, type_name: str, raw: Any) -> Any:
             if not endpoints:
                 raise ValueError("no endpoint")
             return endpoints
+        if name == "worker_resources" and raw not in ("", None):
+            from droplet import resources
+
+            if isinstance(raw, Mapping):
+                raw = resources.describe(resources.checked(raw, name))
+            resources.parse(str(raw))  # refused here, not when a worker starts
+            return str(raw)
         if type_name.startswith("int"):
             number = float(raw) if isinstance(raw, float) else int(raw)
             if number != int(number):
@@ -273,6 +289,10 @@ def _coerce(name: str, type_name: str, raw: Any) -> Any:
         raise ConfigurationError(f"setting {name!r}: bad value {raw!r} ({exc})") from None
 
 
+# Settings whose TOML value may be a table (worker_resources = {gpu = 1}).
+_TABLE_SETTINGS = {"worker_resources"}
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     """The [droplet] table of a TOML file (or the whole file when it has none)."""
     try:
@@ -282,7 +302,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     table = data.get("droplet", data)
     if not isinstance(table, dict):
         raise ConfigurationError(f"{path}: [droplet] must be a table of settings")
-    nested = sorted(k for k, v in table.items() if isinstance(v, dict))
+    nested = sorted(k for k, v in table.items()
+                    if isinstance(v, dict) and k not in _TABLE_SETTINGS)
     if nested:
         raise ConfigurationError(
             f"{path}: unexpected table(s) {nested}; settings go in one [droplet] table"

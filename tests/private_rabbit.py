@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from droplet.cli.etcd_local import free_port
@@ -37,26 +38,55 @@ def parse_queue_listing(text: str) -> QueueDepths:
     return rows
 
 
+@dataclass(frozen=True)
+class RabbitTls:
+    """The node's certificate and the CA it trusts for client certificates. With
+    require_client_cert a client without a certificate signed by ca_file is refused."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+    require_client_cert: bool = True
+
+    def config(self, listen: str) -> str:
+        """rabbitmq.conf lines: a TLS listener on listen ([ip:]port), no plaintext one."""
+        lines = [
+            "listeners.tcp = none",
+            f"listeners.ssl.default = {listen}",
+            f"ssl_options.cacertfile = {self.ca_file}",
+            f"ssl_options.certfile = {self.cert_file}",
+            f"ssl_options.keyfile = {self.key_file}",
+            f"ssl_options.verify = {'verify_peer' if self.require_client_cert else 'verify_none'}",
+            f"ssl_options.fail_if_no_peer_cert = {str(self.require_client_cert).lower()}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
 class PrivateRabbit:
     """One RabbitMQ node for one test or run only (restarted with stop_app and start_app
-    through `ctl`)."""
+    through `ctl`). With `tls` it listens with TLS only, and `url` is amqps://."""
 
-    def __init__(self, base: Path, extra_config: str = "", label: str = "private") -> None:
+    def __init__(self, base: Path, extra_config: str = "", label: str = "private",
+                 tls: RabbitTls | None = None) -> None:
         self.base = base
         self.port = free_port()
         self.dist_port = free_port()
         self.node = f"{label}{os.getpid()}x{self.port}@localhost"
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        scheme = "amqps" if tls else "amqp"
+        self.url = f"{scheme}://guest:guest@127.0.0.1:{self.port}/%2F"
         self.extra_config = extra_config
+        self.tls = tls
         self.env = dict(os.environ)
         self._started = False
 
     def _write_files(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")  # no management: no fixed ports
+        listeners = (self.tls.config(f"127.0.0.1:{self.port}") if self.tls
+                     else f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
         (self.base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            "loopback_users = none\ndisk_free_limit.absolute = 50MB\n" + self.extra_config
+            listeners + "loopback_users = none\ndisk_free_limit.absolute = 50MB\n"
+            + self.extra_config
         )
         (self.base / "rabbitmq-env.conf").write_text("")  # ignore /etc/rabbitmq's NODENAME
         cookie = self.base / ".erlang.cookie"

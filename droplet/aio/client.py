@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 from droplet.aio.bridge import AioBridge
 from droplet.client.client import DropletClient
 from droplet.client.dagcalls import build_dag_call, send_dag_call
+from droplet.client.dagspecs import describe
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.mapping import map_calls
+from droplet.client.tagging import checked_needs
 from droplet.errors import CancelledError, DropletTimeoutError
 from droplet.priority import checked_priority
 from droplet.proto import pb
@@ -89,10 +91,16 @@ class AsyncFunction:
 
     def __call__(self, *args: Any) -> AsyncFuture:
         return self._client.submit(self.name, args, direct=self.handle.direct_response,
-                                   priority=self.priority)
+                                   priority=self.priority, resources=self.handle.resources,
+                                   batching=self.handle.batching)
 
     def direct(self, *args: Any) -> AsyncFuture:
-        return self._client.submit(self.name, args, direct=True, priority=self.priority)
+        return self._client.submit(self.name, args, direct=True, priority=self.priority,
+                                   resources=self.handle.resources,
+                                   batching=self.handle.batching)
+
+    def with_resources(self, resources: Mapping[str, float]) -> AsyncFunction:
+        return AsyncFunction(self._client, self.handle.with_resources(resources))
 
     def with_priority(self, priority: int) -> AsyncFunction:
         return AsyncFunction(self._client, self.handle.with_priority(priority))
@@ -129,10 +137,13 @@ class AsyncDropletClient:
     # -- calls: built here, sent by the I/O thread ------------------------------------------
 
     def submit(self, name: str, args: Sequence[Any], *, direct: bool = False,
-               priority: int = 0) -> AsyncFuture:
+               priority: int = 0, resources: Mapping[str, float] | None = None,
+               batching: bool = False) -> AsyncFuture:
         call = self.sync._function_call(name, args)
         call.direct_response = direct
         call.priority = checked_priority(priority, self.settings.max_priority)
+        call.resources.update(checked_needs(resources))
+        call.batching = batching
         future = self._expect(call.call_id, stored=not direct)
         with self._pending_lock:
             self._pending.append(call)
@@ -158,10 +169,14 @@ class AsyncDropletClient:
 
     def call_dag(self, name: str, arg_map: Mapping[str, Sequence[Any]],
                  direct_response: bool = False, consistency: int = pb.NORMAL,
-                 output_key: str | None = None, client_id: str | None = None) -> AsyncFuture:
-        """`await client.call_dag(...)` is the DAG's result."""
+                 output_key: str | None = None, client_id: str | None = None,
+                 continuation: Any = None, dry_run: bool = False) -> Any:
+        """`await client.call_dag(...)` is the DAG's result (the chain's last, with a
+        `continuation`); with `dry_run`, the request as a dict, nothing sent (not awaited)."""
         call = build_dag_call(self.sync, name, arg_map, direct_response, consistency,
-                              output_key, client_id)
+                              output_key, client_id, continuation)
+        if dry_run:
+            return describe(call, self.sync.names.calls)
         session = call.client_id
         future = self._expect(call.call_id, stored=not direct_response, on_revision=(
             (lambda revision: self.sync._saw(session, revision)) if session else None))
@@ -211,15 +226,22 @@ class AsyncDropletClient:
     async def cancel(self, call_id: str) -> bool:
         return await self._blocking(self.sync.cancel, call_id)
 
-    async def register_dag(self, name: str, functions: Sequence[str],
-                           connections: Iterable[tuple[str, str]]) -> tuple[bool, int | None]:
-        return await self._blocking(self.sync.register_dag, name, functions, list(connections))
+    async def register_dag(self, name: str, functions: Sequence[Any],
+                           connections: Iterable[tuple[str, str]],
+                           **options: Any) -> tuple[bool, int | None]:
+        """Options as DropletClient.register_dag (gpu_functions, batching_functions, ...)."""
+        return await self._blocking(self.sync.register_dag, name, functions, list(connections),
+                                    **options)
 
     async def delete_dag(self, name: str) -> tuple[bool, int | None]:
         return await self._blocking(self.sync.delete_dag, name)
 
-    async def list(self, prefix: str = "") -> list[str]:
+    async def list(self, prefix: str | None = None) -> list[str]:
         return await self._blocking(self.sync.list, prefix)
+
+    async def get_function(self, name: str) -> AsyncFunction:
+        """A handle on a function registered elsewhere (FunctionNotFoundError if none)."""
+        return AsyncFunction(self, await self._blocking(self.sync.get_function, name))
 
     async def put_object(self, key: str, value: Any) -> None:
         await self._blocking(self.sync.put_object, key, value)

@@ -16,7 +16,6 @@ deliveries are requeued by the broker meanwhile, which makes delivery at-least-o
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -26,8 +25,15 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from droplet.broker.interface import ConfirmCallback, Delivery, Topology
-from droplet.errors import BrokerError, QueueArgumentsError
+from droplet.errors import (
+    BrokerCredentialsError,
+    BrokerError,
+    BrokerTlsError,
+    ConfigurationError,
+    QueueArgumentsError,
+)
 from droplet.settings import Settings
+from droplet.tls import broker_peer, client_context, explain_failure
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +54,33 @@ def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
     params.socket_timeout = 5
     params.client_properties = {"connection_name": name}
     if settings.broker_url.startswith("amqps://"):
-        context = ssl.create_default_context(cafile=settings.broker_ca_file)
-        if settings.broker_cert_file:
-            context.load_cert_chain(settings.broker_cert_file, settings.broker_key_file)
+        try:
+            context = client_context(
+                "broker_ca_file", settings.broker_ca_file, "broker_cert_file",
+                settings.broker_cert_file, "broker_key_file", settings.broker_key_file)
+        except ConfigurationError as exc:
+            raise BrokerTlsError(str(exc)) from None
         params.ssl_options = pika.SSLOptions(context, params.host)
     return params
+
+
+def _connect_error(settings: Settings, params: pika.URLParameters, exc: BaseException
+                   ) -> BrokerError:
+    """The error a failed connect leaves as: a refused user or a TLS mismatch say so, with
+    the setting to change; anything else (a port that refuses, a broker down) is a plain
+    BrokerError the caller may retry."""
+    detail = f"{type(exc).__name__}: {str(exc) or repr(exc)}"
+    address = f"{params.host}:{params.port}"
+    if isinstance(exc, (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError)):
+        return BrokerCredentialsError(
+            f"RabbitMQ at {address} refused user {params.credentials.username!r} on virtual "
+            f"host {params.virtual_host!r} ({detail}): check the user, password and virtual "
+            "host in broker_url (DROPLET_BROKER_URL)")
+    explained = explain_failure(detail, broker_peer(settings, address,
+                                                    tls=params.ssl_options is not None))
+    if explained is not None:
+        return BrokerTlsError(f"{explained} [{detail}]")
+    return BrokerError(f"RabbitMQ connect failed: {detail}")
 
 
 @contextmanager
@@ -80,8 +108,12 @@ class RabbitConnection:
         self._returned: set[int] = set()
         self._confirmed: list[tuple[ConfirmCallback, bool]] = []
         self._writing_later = False  # inside written_together(): queue frames, write at its end
+        params = connection_parameters(settings, name)
+        try:
+            self._conn = pika.BlockingConnection(params)
+        except (pex.AMQPError, OSError, AssertionError) as exc:
+            raise _connect_error(settings, params, exc) from None
         with _converted("connect"):
-            self._conn = pika.BlockingConnection(connection_parameters(settings, name))
             self._open_channel()
             self._fast: BlockingChannel = self._conn.channel() if confirms else self._channel
 

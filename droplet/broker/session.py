@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from droplet.broker.interface import BrokerConnection, ConnectionFactory
-from droplet.errors import BrokerError, QueueArgumentsError
+from droplet.errors import BrokerError, CredentialsError, QueueArgumentsError, TlsError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ def run_with_reconnect(
             if delay > _FIRST_DELAY_S:
                 log.info("%s: reconnected to the broker", name)
             session(conn)
+        except (TlsError, CredentialsError) as exc:
+            # Waiting alone does not fix these: say what to change, and keep trying (the
+            # server's certificate or the user may be fixed meanwhile).
+            log.error("%s: %s; retrying in %.1fs", name, exc, delay)
         except BrokerError as exc:
             log.warning("%s: broker connection lost (%s); retrying in %.1fs", name, exc, delay)
         except QueueArgumentsError as exc:

@@ -17,11 +17,12 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import droplet
+from droplet.cli.bench_cpu import FleetCpu, measure_fleet_cpu
 from droplet.cli.bench_measure import (
     CALL_TIMEOUT_S,
     BenchError,
@@ -44,7 +45,7 @@ READY_TIMEOUT_S = 60.0
 
 
 @contextmanager
-def local_cluster(base: Settings, workers: int, workdir: Path) -> Iterator[Settings]:
+def local_cluster(base: Settings, workers: int, workdir: Path) -> Iterator[LocalCluster]:
     """One scheduler and `workers` workers in a fresh namespace; everything they created (keys,
     queues, a private etcd) is gone afterwards."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
@@ -63,7 +64,7 @@ def local_cluster(base: Settings, workers: int, workdir: Path) -> Iterator[Setti
             cluster.wait_ready(workers, READY_TIMEOUT_S)
         except DropletError as exc:
             raise BenchError(str(exc)) from None
-        yield settings
+        yield cluster
     finally:
         cluster.stop()
         try:
@@ -75,14 +76,16 @@ def local_cluster(base: Settings, workers: int, workdir: Path) -> Iterator[Setti
 
 
 def _sweep_one(base: Settings, workers: int, counts: dict[str, int], workdir: Path,
-               progress: Progress) -> float:
-    with local_cluster(base, workers, workdir) as settings, droplet.connect(
-        settings=settings
+               progress: Progress) -> tuple[float, FleetCpu | None]:
+    with local_cluster(base, workers, workdir) as cluster, droplet.connect(
+        settings=cluster.settings
     ) as client:
         incr = register_incr(client, uuid.uuid4().hex[:8])
         latencies(counts["warmup"], lambda i: client.call(incr, i).get(timeout=CALL_TIMEOUT_S),
                    lambda i: i + 1, f"warm-up {workers} workers", progress)
-        return burst(client, incr, counts["burst"], progress)
+        return measure_fleet_cpu(
+            [p.pid for p in cluster.workers], [p.pid for p in cluster.schedulers],
+            counts["burst"], lambda: burst(client, incr, counts["burst"], progress))
 
 
 # Scripts `--peers DIR` runs when present (none of them is a dependency of Droplet): the
@@ -179,6 +182,8 @@ def _table(out: dict[str, Any]) -> list[str]:
     rows += [(f"dag2 {stage}", v["p50_ms"], "ms p50") for stage, v
              in out.get("dag2_breakdown", {}).items()]
     rows += [(f"sweep {n} workers", v, "calls/s") for n, v in out.get("sweep", {}).items()]
+    rows += [(f"sweep {n} workers {k}", v, "us" if k.endswith("_us_per_call") else "%")
+             for n, cpu in out.get("sweep_cpu", {}).items() for k, v in cpu.items()]
     lines += [f"  {name:<46}{value:>12.3f} {unit}" for name, value, unit in rows]
     return lines + [f"  note: {note}" for note in out.get("notes", [])]
 
@@ -218,18 +223,19 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         if args.peers:
             out.update(_run_peers(Path(args.peers), settings.broker_url, args.peers_python,
                                   progress, notes))
-        cluster: AbstractContextManager[Settings] = (
-            nullcontext(settings) if args.external
-            else local_cluster(settings, args.workers, workdir))
-        with cluster as used, droplet.connect(settings=used) as client:
+        with ExitStack() as stack:
+            used = settings if args.external else stack.enter_context(
+                local_cluster(settings, args.workers, workdir)).settings
+            client = stack.enter_context(droplet.connect(settings=used))
             out["cluster"] = {"workers": len(client.metadata.workers()),
                               "schedulers": len(client.metadata.schedulers()),
                               "external": bool(args.external), "namespace": used.namespace}
             out.update(measure(client, counts, progress, notes, traced=args.breakdown,
                                samples=samples))
         if sweep:
-            out["sweep"] = {str(n): _sweep_one(settings, n, counts, workdir, progress)
-                            for n in sweep}
+            swept = {str(n): _sweep_one(settings, n, counts, workdir, progress) for n in sweep}
+            out["sweep"] = {n: rate for n, (rate, _) in swept.items()}
+            out["sweep_cpu"] = {n: cpu.as_dict() for n, (_, cpu) in swept.items() if cpu}
         finished = True
     finally:
         progress.clear()

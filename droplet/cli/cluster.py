@@ -49,6 +49,7 @@ class LocalCluster:
         self.log_level = log_level
         self.schedulers: list[subprocess.Popen[bytes]] = []
         self.workers: list[subprocess.Popen[bytes]] = []
+        self._worker_args: list[tuple[str, ...]] = []  # each worker's tags, for its replacement
         self._env = child_env(settings)
 
     def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
@@ -66,9 +67,13 @@ class LocalCluster:
         self.schedulers.append(proc)
         return proc
 
-    def start_worker(self, worker_id: str | None = None) -> subprocess.Popen[bytes]:
-        proc = self._spawn("worker", *(["--id", worker_id] if worker_id else []))
+    def start_worker(self, worker_id: str | None = None,
+                     resources: str | None = None) -> subprocess.Popen[bytes]:
+        """One more worker; `resources`: its resource tags (gpu=1,mem=16)."""
+        tags = ("--resources", resources) if resources is not None else ()
+        proc = self._spawn("worker", *(["--id", worker_id] if worker_id else []), *tags)
         self.workers.append(proc)
+        self._worker_args.append(tags)  # a replacement gets a fresh id, and the same tags
         return proc
 
     def start(self, workers: int, schedulers: int = 1) -> LocalCluster:
@@ -88,7 +93,9 @@ class LocalCluster:
         for group, role in ((self.schedulers, "scheduler"), (self.workers, "worker")):
             for index, proc in enumerate(group):
                 if proc.poll() is not None:
-                    group[index] = self._spawn(role)
+                    args = (self._worker_args[index]
+                            if role == "worker" and index < len(self._worker_args) else ())
+                    group[index] = self._spawn(role, *args)
                     replaced.append(f"{role} (exit code {proc.returncode})")
         return replaced
 

@@ -29,11 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run a local cluster (scheduler + workers) in the foreground")
     up.add_argument("--workers", type=int, default=2)
     up.add_argument("--state-dir", help="where an embedded etcd keeps its data")
+    up.add_argument("--tagged-worker", action="append", default=[], metavar="TAGS",
+                    help="one more worker with these resource tags (gpu=1,mem=16); repeat it")
 
     sub.add_parser("scheduler", help="run one scheduler")
 
     worker = sub.add_parser("worker", help="run one worker")
     worker.add_argument("--id", help="worker id (default: <host>-<pid>)")
+    worker.add_argument("--resources", metavar="TAGS",
+                        help="resource tags, gpu=1,mem=16 (env DROPLET_WORKER_RESOURCES)")
 
     status = sub.add_parser("status", help="show the fleet")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -96,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "up":
             from droplet.cli.up import run_up
 
-            return run_up(settings, args.workers, args.state_dir, args.log_level)
+            return run_up(settings, args.workers, args.state_dir, args.log_level,
+                          tagged=args.tagged_worker)
         if args.command == "scheduler":
             from droplet.cli.services import run_scheduler
 
@@ -104,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             from droplet.cli.services import run_worker
 
+            if args.resources is not None:  # checked here, before anything connects
+                from droplet.resources import parse
+
+                settings = settings.with_(
+                    worker_resources=args.resources if parse(args.resources) else None)
             return run_worker(settings, args.id)
         if args.command == "status":
             from droplet.cli.status import run_status

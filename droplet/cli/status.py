@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from droplet import resources
 from droplet.broker_config.names import QueueNames
 from droplet.errors import DropletError
 from droplet.runtime import broker_factory, open_kv
@@ -30,6 +31,7 @@ def collect(settings: Settings) -> dict[str, Any]:
                 "calls_total": w.calls_total, "errors_total": w.errors_total,
                 "cached_keys": len(w.cached_keys), "metrics_port": w.metrics_port or None,
                 "uptime_s": round(now - w.started_at, 1),
+                "resources": dict(w.resources),
             })
         alive = {w["id"] for w in workers}
         for worker_id, pin in pins.items():
@@ -88,11 +90,13 @@ def run_status(settings: Settings, as_json: bool) -> int:
     for s in report["schedulers"]:
         print(f"  {s['id']:<40} host={s['host']} pid={s['pid']} up {s['uptime_s']}s")
     print(f"\nWORKERS ({len(report['workers'])})")
-    print(f"  {'ID':<32} {'HOST':<16} {'ALIVE':<6} {'PINNED':<24} {'LOAD':>6} {'CALLS':>8}")
+    print(f"  {'ID':<32} {'HOST':<16} {'ALIVE':<6} {'PINNED':<24} {'LOAD':>6} {'CALLS':>8}"
+          "  TAGS")
     for w in report["workers"]:
+        tags = resources.describe(w.get("resources") or {})
         print(f"  {w['id']:<32} {w['host']:<16} {('yes' if w['alive'] else 'NO'):<6} "
               f"{(w['pinned'] or '-'):<24} {w.get('utilisation', 0):>6} "
-              f"{w.get('calls_total', 0):>8}")
+              f"{w.get('calls_total', 0):>8}  {'-' if tags == 'none' else tags}")
     print(f"\nDAGS ({len(report['dags'])})")
     for d in report["dags"]:
         edges = ", ".join(f"{a}->{b}" for a, b in d["connections"]) or "-"

@@ -14,9 +14,11 @@ import os
 import secrets
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from droplet import resources
 from droplet.cli.cluster import LocalCluster
 from droplet.cli.etcd_local import LocalEtcd, embedded_data_dir, etcd_answers, find_etcd
 from droplet.errors import ConfigurationError, DropletError
@@ -44,10 +46,15 @@ def ensure_fleet_secret(settings: Settings, root: Path) -> Settings:
 
 
 def run_up(
-    settings: Settings, workers: int, state_dir: str | None, log_level: str = "INFO"
+    settings: Settings, workers: int, state_dir: str | None, log_level: str = "INFO",
+    tagged: Sequence[str] = (),
 ) -> int:
+    """`tagged`: the resource tags of more workers started besides the `workers` plain ones
+    (`--tagged-worker gpu=1`), one worker each."""
     if workers < 1:
         raise DropletError("--workers must be at least 1")
+    for tags in tagged:
+        resources.parse(tags)  # refused before anything starts
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -78,9 +85,12 @@ def run_up(
     cluster = LocalCluster(settings, log_level=log_level)
     try:
         cluster.start(workers)
-        cluster.wait_ready(workers, _READY_TIMEOUT_S)
+        for tags in tagged:
+            cluster.start_worker(resources=tags)
+        cluster.wait_ready(workers + len(tagged), _READY_TIMEOUT_S)
+        extra = f" (+{len(tagged)} tagged: {'; '.join(tagged)})" if tagged else ""
         print(
-            f"droplet up: ready — 1 scheduler, {workers} workers; broker "
+            f"droplet up: ready — 1 scheduler, {workers} workers{extra}; broker "
             f"{_redacted(settings.broker_url)}, etcd {endpoint}; signed with the fleet secret in "
             f"{settings.signing_key_file or 'your configuration'}; Ctrl-C stops",
             flush=True,

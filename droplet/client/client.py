@@ -17,16 +17,19 @@ from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
 from droplet.client.checks import checked_key, checked_name
 from droplet.client.dagcalls import build_dag_call, send_dag_call
+from droplet.client.dagspecs import ContinuationStep, FunctionEntry, dag_functions, describe
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
 from droplet.client.mapping import map_calls
 from droplet.client.pump import ReplyPump
 from droplet.client.routing import CallRouter
+from droplet.client.tagging import checked_needs, dag_options, registration_options
 from droplet.client.traces import CallTraces
 from droplet.errors import (
     DropletError,
     DropletTimeoutError,
+    FunctionNotFoundError,
     InvalidArgumentError,
     RequestError,
     ValueTooLargeError,
@@ -36,6 +39,7 @@ from droplet.errors import (
 from droplet.priority import checked_priority
 from droplet.proto import envelope, pb
 from droplet.proto.replies import error_response, error_value
+from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store import serializer
@@ -95,6 +99,10 @@ class DropletClient:
         retry_backoff_s: float = 1.0,
         direct_response: bool = False,
         priority: int = 0,
+        resources: Mapping[str, float] | None = None,
+        batching: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_linger_ms: float = DEFAULT_LINGER_S * 1000,
     ) -> DropletFunction:
         """Registers a function `f(lib, *args)`, or a class whose instances (built once per
         worker with `init_args`) are called through `run(self, lib, *args)`.
@@ -105,7 +113,14 @@ class DropletClient:
         With `direct_response`, calls through the returned handle answer without storing
         their results (see call_direct). Calls through the handle carry `priority` (0 ..
         max_priority; see droplet/priority.py for what it promises).
+
+        `resources` ({"gpu": 1}): only workers with at least these tags run its calls
+        (NO_RESOURCES when no live worker has them). With `batching`, the function takes a
+        list of argument tuples and returns a list of results: a worker runs up to
+        `batch_size` waiting calls in one invocation, waiting `batch_linger_ms` for more
+        (client/tagging.py, worker/batching.py).
         """
+        needs, batch = registration_options(resources, batching, batch_size, batch_linger_ms)
         name = _name("function", name)
         checked_priority(priority, self.settings.max_priority)
         is_class = inspect.isclass(function)
@@ -125,8 +140,12 @@ class DropletClient:
         )
         for arg in init_args:
             serializer.dump(arg, spec.init_args.values.add())
+        spec.resources.update(needs)
+        if batch is not None:
+            spec.batching, spec.batch_size, spec.batch_linger_s = True, batch[0], batch[1]
         self._admin(pb.Message(function=spec))
-        return DropletFunction(name, self, direct_response, priority)
+        return DropletFunction(name, self, direct_response, priority, resources=needs,
+                               batching=batching)
 
     def call(self, name: str, *args: Any) -> DropletFuture:
         """Calls a registered function by name; the future's get() returns its result."""
@@ -139,12 +158,18 @@ class DropletClient:
         return self.submit(name, args, direct=True)
 
     def submit(self, name: str, args: Sequence[Any], *, direct: bool = False,
-               traced: bool = False, priority: int = 0) -> DropletFuture:
+               traced: bool = False, priority: int = 0,
+               resources: Mapping[str, float] | None = None,
+               batching: bool = False) -> DropletFuture:
         """A call with its options spelled out; `traced` stamps every stage it goes through
-        (the future's `trace` after get(); what `droplet bench --breakdown` reads)."""
+        (the future's `trace` after get(); what `droplet bench --breakdown` reads);
+        `resources`: tags its worker must have; `batching`: its function batches (both
+        place it through a scheduler: client/tagging.py)."""
         call = self._function_call(name, args)
         call.direct_response = direct
         call.priority = checked_priority(priority, self.settings.max_priority)
+        call.resources.update(checked_needs(resources))
+        call.batching = batching
         if traced and not len(call.trace):
             call.trace.add(stage="client.send", at_s=time.time())
         future = DropletFuture(call.response_key, self, stored=not direct)
@@ -153,10 +178,14 @@ class DropletClient:
         return future
 
     def submit_delayed(self, name: str, args: Sequence[Any], *, delay_s: float | None = None,
-                       at: datetime | float | None = None, priority: int = 0) -> DropletFuture:
+                       at: datetime | float | None = None, priority: int = 0,
+                       resources: Mapping[str, float] | None = None,
+                       batching: bool = False) -> DropletFuture:
         """A call run after `delay_s` seconds, or at `at` (client/delays.py): it waits in
         the broker; its outcome is stored (never a direct response)."""
         call, due = delayed_call(self, name, args, delay_s, at, priority)
+        call.resources.update(checked_needs(resources))
+        call.batching = batching
         future = DropletFuture(call.response_key, self, due_at=due)
         weakref.finalize(future, self.pump.forget, call.response_key)
         send_delayed(self, call)
@@ -232,9 +261,20 @@ class DropletClient:
             self.pump.answer(call.response_key, error_response(
                 call.response_key, pb.NO_RESOURCES, message, call_id=call.call_id))
 
-    def list(self, prefix: str = "") -> builtins.list[str]:
-        """Names of the registered functions (those starting with prefix)."""
-        return [n for n in self.metadata.function_names() if n.startswith(prefix)]
+    def list(self, prefix: str | None = None) -> builtins.list[str]:
+        """Names of the registered functions (those starting with prefix), sorted; DAGs are
+        not listed (as in the original system)."""
+        return sorted(n for n in self.metadata.function_names() if n.startswith(prefix or ""))
+
+    def get_function(self, name: str) -> DropletFunction:
+        """A handle on a function registered elsewhere (by another client or process);
+        FunctionNotFoundError (FUNC_NOT_FOUND) when none is registered under that name."""
+        name = _name("function", name)
+        spec = self.metadata.get_function(name)
+        if spec is None:
+            raise FunctionNotFoundError(f"no function named {name!r} is registered")
+        return DropletFunction(name, self, resources=dict(spec.resources),
+                               batching=spec.batching)
 
     # -- stored values ---------------------------------------------------------------------
 
@@ -264,16 +304,30 @@ class DropletClient:
     # -- DAGs ------------------------------------------------------------------------------
 
     def register_dag(
-        self, name: str, functions: Sequence[str], connections: Iterable[tuple[str, str]]
+        self, name: str, functions: Sequence[FunctionEntry],
+        connections: Iterable[tuple[str, str]],
+        gpu_functions: Iterable[str] = (), batching_functions: Iterable[str] = (),
+        colocated: Sequence[Any] = (),
+        resources: Mapping[str, Mapping[str, float]] | None = None,
     ) -> tuple[bool, int | None]:
         """Creates a DAG, pinning each function on its own worker: (True, None), or
-        (False, error code) — FUNC_NOT_FOUND, DAG_ALREADY_EXISTS, NO_RESOURCES, INVALID_REQUEST."""
+        (False, error code) — FUNC_NOT_FOUND, DAG_ALREADY_EXISTS, NO_RESOURCES, INVALID_REQUEST.
+
+        A function given as (name, invalid_results[, copies]) is speculative (see
+        client/dagspecs.py). `gpu_functions` are pinned on workers tagged gpu >= 1,
+        `resources` maps a function to the tags its worker needs; `batching_functions` run
+        their steps in batches (a list of argument tuples in, a list of results out);
+        `colocated` (a list of names, or of lists) are pinned on one host when possible
+        (client/tagging.py)."""
         dag = pb.Dag(name=_name("DAG", name))
-        dag.functions.extend(_name("function", f) for f in functions)
+        names, speculative = dag_functions(functions, self.settings.speculative_copies)
+        dag.functions.extend(names)
+        dag.speculative.extend(speculative)
         for pair in connections:
             if not isinstance(pair, (tuple, builtins.list)) or len(pair) != 2:
                 raise InvalidArgumentError(f"a connection is a (source, sink) pair, not {pair!r}")
             dag.connections.add(source=_name("function", pair[0]), sink=_name("function", pair[1]))
+        dag_options(dag, gpu_functions, batching_functions, colocated, resources)
         registered = set(self.list())
         if any(f not in registered for f in dag.functions):
             return False, pb.FUNC_NOT_FOUND
@@ -292,13 +346,20 @@ class DropletClient:
         client_id: str | None = None,
         timeout: float | None = None,
         traced: bool = False,
+        continuation: ContinuationStep | Sequence[ContinuationStep] | None = None,
+        dry_run: bool = False,
     ) -> Any:
         """Runs a DAG. With direct_response the result is returned (waiting up to `timeout`);
         otherwise a DropletFuture for the result stored under output_key or the schedule id.
         `traced` stamps every stage (the future's `trace` after get(), as for `submit`); a
-        traced call returns its future even with direct_response, for the trace."""
+        traced call returns its future even with direct_response, for the trace.
+        `continuation` chains DAG calls: each gets the result of the one before as the last
+        argument of its sources, and the result (or first failure) is the last one's.
+        `dry_run` sends nothing and returns the request as a dict (client/dagspecs.py)."""
         call = build_dag_call(self, name, arg_map, direct_response, consistency, output_key,
-                              client_id)
+                              client_id, continuation)
+        if dry_run:
+            return describe(call, self.names.calls)
         if self.traces.enabled:
             self.traces.begin(call.call_id, f"droplet.dag {call.name}", call.trace,
                               call.trace_context)

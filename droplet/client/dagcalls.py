@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from droplet.client.checks import checked_key, checked_name
+from droplet.client.dagspecs import add_continuations
 from droplet.errors import InvalidArgumentError
 from droplet.proto import envelope, pb
 from droplet.store import serializer
@@ -17,9 +18,9 @@ if TYPE_CHECKING:
 
 def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Sequence[Any]],
                    direct_response: bool, consistency: int, output_key: str | None,
-                   client_id: str | None) -> pb.DagCall:
+                   client_id: str | None, continuation: Any = None) -> pb.DagCall:
     """The DagCall, checked; refuses what cannot be sent before anything is sent. A MULTI
-    call's snapshot is taken by send_dag_call."""
+    call's snapshot is taken by send_dag_call. `continuation`: see client/dagspecs.py."""
     if consistency not in (pb.NORMAL, pb.MULTI):
         raise InvalidArgumentError("consistency is droplet.NORMAL or droplet.MULTI")
     call = pb.DagCall(
@@ -39,6 +40,7 @@ def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Seque
         target = call.function_args[checked_name("function", function)]
         for arg in args:
             serializer.dump(arg, target.values.add())
+    add_continuations(call, continuation)
     client._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
     return call
 

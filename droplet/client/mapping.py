@@ -55,6 +55,7 @@ def map_calls(
     flight (sent `chunk_size` to a message)."""
     name = function.name if isinstance(function, DropletFunction) else function
     priority = function.priority if isinstance(function, DropletFunction) else 0
+    handle = function if isinstance(function, DropletFunction) else None
     if not isinstance(name, str):
         raise InvalidArgumentError("map() takes a registered DropletFunction or its name")
     if chunk_size < 1 or window < chunk_size:
@@ -78,6 +79,9 @@ def map_calls(
             calls = [client._function_call(name, args) for args in chunk]
             for call in calls:
                 call.priority = priority
+                if handle is not None:  # tags and batching travel with every call
+                    call.resources.update(handle.resources)
+                    call.batching = handle.batching
                 pending.append(make(call))
             (send or client._send_calls)(calls)
         while pending and (not chunk or len(pending) > window - chunk_size):

@@ -3,7 +3,8 @@
 A plain call (no argument refers to a stored key) goes straight to the shared work queue, where
 the first idle worker takes it: two broker hops from the client to its answer, as the raw
 floor of a request and a reply. The scheduler would only put it there itself. A call on
-stored keys goes through a scheduler, which places it on the worker that caches them.
+stored keys goes through a scheduler, which places it on the worker that caches them; so does
+a call that needs resource tags or whose function batches (client/tagging.py).
 
 The router knows how many workers are alive (etcd, read at most once a second), and spreads
 what is in flight over them: an envelope carries calls in flight / live workers calls (at most
@@ -34,6 +35,13 @@ _NONE_FOR_S = 1.0
 _MAX_PER_ENVELOPE = 16
 
 Send = Callable[..., None]  # (queue, body, reply ids, priority=...): ReplyPump.send
+
+
+def _placed(call: pb.FunctionCall) -> bool:
+    """Whether a scheduler places the call: it reads stored keys, needs resource tags, or its
+    function batches (client/tagging.py)."""
+    return bool(call.resources or call.batching
+                or serializer.reference_keys(call.arguments.values))
 
 
 class CallRouter:
@@ -68,8 +76,10 @@ class CallRouter:
 
     def send(self, calls: Sequence[pb.FunctionCall]) -> list[pb.FunctionCall]:
         """Sends calls where they belong; returns those no worker is alive to take."""
-        placed = [c for c in calls if serializer.reference_keys(c.arguments.values)]
-        plain = [c for c in calls if not serializer.reference_keys(c.arguments.values)]
+        placed: list[pb.FunctionCall] = []
+        plain: list[pb.FunctionCall] = []
+        for call in calls:
+            (placed if _placed(call) else plain).append(call)
         if placed:
             self._publish(self._names.calls, placed)
         if not plain:

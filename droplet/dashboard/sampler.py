@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from droplet import resources
 from droplet.broker.interface import BrokerConnection, ConnectionFactory
 from droplet.broker_config.names import QueueNames
 from droplet.dashboard.history import Call, CallLog, FunctionHistory, Point, QueueHistory
@@ -59,6 +60,7 @@ class WorkerRow:
     started_at: float = 0.0
     last_seen: float = 0.0
     metrics_port: int = 0
+    tags: str = ""  # resource tags, gpu=1,mem=16 (empty: none)
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ class Sampler:
                 cached_keys=len(s.cached_keys), calls_total=s.calls_total,
                 errors_total=s.errors_total, incarnation=s.incarnation, started_at=s.started_at,
                 last_seen=now, metrics_port=s.metrics_port,
+                tags=resources.describe(s.resources) if s.resources else "",
             )
         known_dead = {StoreKeys.tail(k, self.keys.fleet) for k in members} | set(pins)
         for worker_id in known_dead - set(live) - set(self._seen):

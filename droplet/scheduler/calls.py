@@ -8,8 +8,10 @@ from droplet.broker_config.names import check_name
 from droplet.outbox import Outbox, deliver
 from droplet.proto import pb
 from droplet.proto.replies import error_response, error_value, stamp
+from droplet.resources import describe
 from droplet.scheduler.policy import pick_queue
 from droplet.scheduler.state import SchedulerState
+from droplet.scheduler.tagged import pick_tagged
 from droplet.store import serializer
 from droplet.store.metadata import Metadata
 
@@ -35,13 +37,20 @@ def call_function(
     if maybe_done:
         call.maybe_done = True
     stamp(call.trace, "scheduler")
-    queue = pick_queue(state, serializer.reference_keys(call.arguments.values))
+    keys = serializer.reference_keys(call.arguments.values)
+    reason = "no worker is available"
+    if call.resources or call.batching:
+        queue = pick_tagged(state, call.resources, keys)
+        if call.resources:
+            reason = f"no live worker has the resources {describe(call.resources)}"
+    else:
+        queue = pick_queue(state, keys)
     if queue is None:
-        failure = error_value(pb.NO_RESOURCES, "no worker is available")
+        failure = error_value(pb.NO_RESOURCES, reason)
         deliver(out, call_id=call.call_id, response_id=call.response_key, value=failure,
                 address=call.response_address, store=not call.direct_response,
                 keep=call.keep_result)
-        return error_response(call.response_key, pb.NO_RESOURCES, "no worker is available",
+        return error_response(call.response_key, pb.NO_RESOURCES, reason,
                               call_id=call.call_id)
     out.send(queue, pb.Message(call=call))
     response = pb.GenericResponse(

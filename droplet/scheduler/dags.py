@@ -17,14 +17,24 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from droplet.graph import BEGIN, OUTPUT, shape_error, sinks, sources, upstreams
 from droplet.outbox import Outbox, call_ref, deliver_call_outcome
 from droplet.proto import pb
 from droplet.proto.replies import error_response, error_value, stamp
+from droplet.resources import describe
+from droplet.scheduler.chains import chain_error, extend_schedule
 from droplet.scheduler.state import SchedulerState
+from droplet.scheduler.tagged import (
+    colocated_hosts,
+    function_needs,
+    pinning_order,
+    preferred_workers,
+    tags_error,
+)
+from droplet.speculation import destinations
 from droplet.store.metadata import Answer, Metadata
 
 # A trigger whose step has no live worker is tried again this often, for this long, while
@@ -58,12 +68,16 @@ def create_dag(
 ) -> pb.GenericResponse:
     rng = rng or random.Random()
     request_id = request_id or uuid.uuid4().hex
-    problem = shape_error(dag)
+    problem = shape_error(dag) or tags_error(dag)
     if problem:
         return error_response(dag.name, pb.INVALID_REQUEST, problem)
     missing = [f for f in dag.functions if not function_exists(f)]
     if missing:
         return error_response(dag.name, pb.FUNC_NOT_FOUND, f"unregistered functions: {missing}")
+    needs = {f: function_needs(dag, f, metadata) for f in dag.functions}
+    for function, need in needs.items():  # kept in the DAG: its speculative copies read them
+        if need:
+            dag.function_resources[function].amounts.update(need)
     pending = _claim_name(dag, state, metadata, pins, request_id, lease, wait_s)
     if isinstance(pending, pb.GenericResponse):
         return pending
@@ -72,13 +86,18 @@ def create_dag(
     done = pb.GenericResponse(success=True, response_id=dag.name)
     try:
         tried: set[str] = set()
-        for function in dag.functions:
-            record = pin_function(dag.name, function, state, metadata, pins, tried, rng)
+        for function in pinning_order(dag, needs):
+            near = colocated_hosts(state, dag, function, {p.function_name: p.worker_id
+                                                          for p in pinned})
+            record = pin_function(dag.name, function, state, metadata, pins, tried, rng,
+                                  needs[function], near)
             if record is None:
                 _roll_back(dag.name, pinned, state, metadata, pins, pending)
+                wanted = f" with the resources {describe(needs[function])} for " \
+                         f"{function!r}" if needs[function] else ""
                 return error_response(
                     dag.name, pb.NO_RESOURCES,
-                    f"not enough free workers to pin {len(dag.functions)} functions",
+                    f"not enough free workers{wanted} to pin {len(dag.functions)} functions",
                 )
             pinned.append(record)
         if not metadata.mark_dag_ready(dag, pending, Answer(request_id, done, lease=None)):
@@ -134,10 +153,14 @@ def pin_function(
     pins: PinPort,
     tried: set[str],
     rng: random.Random,
+    needs: Mapping[str, float] | None = None,
+    hosts: set[str] | None = None,
 ) -> pb.PinRecord | None:
-    """Pins `function` on some free worker not tried yet; None when none accepts."""
+    """Pins `function` on some free worker not tried yet whose tags satisfy `needs`
+    (preferring `hosts`: colocation; see tagged.py); None when none accepts."""
     while True:
-        candidates = [w for w in state.free_workers() if w not in tried]
+        candidates = preferred_workers(state, [w for w in state.free_workers() if w not in tried],
+                                       needs or {}, hosts or set())
         if not candidates:
             return None
         worker_id = rng.choice(candidates)
@@ -217,6 +240,8 @@ def call_dag(
         lost = [f for f in record.dag.functions if f not in locations]
         if lost:
             failure = (pb.NO_RESOURCES, f"no live worker holds functions {lost}")
+        elif problem := chain_error(dag_call):
+            failure = (pb.INVALID_REQUEST, problem)
     if failure is not None:
         deliver_call_outcome(out, ref, error_value(*failure))
         return error_response(response_id, failure[0], failure[1], call_id=call_id)
@@ -238,19 +263,22 @@ def call_dag(
         schedule.locations[function] = locations[function]
         if function in dag_call.function_args:
             schedule.arguments[function].CopyFrom(dag_call.function_args[function])
+    extend_schedule(dag_call, schedule, state)
     for function in dag.functions:
         one = pb.DagSchedule()
         one.CopyFrom(schedule)
         one.target_function = function
         one.triggers.extend(upstreams(dag, function) or [BEGIN])
-        out.send(state.names.worker(locations[function]), pb.Message(schedule=one))
+        for worker, _ in destinations(schedule, function):
+            out.send(state.names.worker(worker), pb.Message(schedule=one))
     stamp(dag_call.trace, "scheduler")
     for source in sources(dag):
-        trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source,
-                                call=call_ref(schedule), trace=dag_call.trace,
-                                trace_context=dag_call.trace_context)
-        trigger.schedule.CopyFrom(schedule)
-        out.send(state.names.worker(locations[source]), pb.Message(trigger=trigger))
+        for worker, copy in destinations(schedule, source):
+            trigger = pb.DagTrigger(id=schedule_id, source=BEGIN, target_function=source,
+                                    call=call_ref(schedule), trace=dag_call.trace,
+                                    trace_context=dag_call.trace_context, copy=copy)
+            trigger.schedule.CopyFrom(schedule)
+            out.send(state.names.worker(worker), pb.Message(trigger=trigger))
     return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)
 
 

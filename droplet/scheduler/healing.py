@@ -18,6 +18,7 @@ import random
 from droplet.proto import pb
 from droplet.scheduler.dags import PinPort, pin_function
 from droplet.scheduler.state import SchedulerState
+from droplet.scheduler.tagged import colocated_hosts, function_needs
 from droplet.store.metadata import Metadata
 
 
@@ -55,7 +56,10 @@ def heal_pins(
             state.pins.pop(worker, None)
     tried: set[str] = set()
     for dag_name, function in unplaced_functions(state):
-        pinned = pin_function(dag_name, function, state, metadata, pins, tried, rng)
+        dag = state.dags[dag_name].dag
+        near = colocated_hosts(state, dag, function, state.dag_locations(dag_name))
+        pinned = pin_function(dag_name, function, state, metadata, pins, tried, rng,
+                              function_needs(dag, function, metadata), near)
         if pinned is not None:
             done.append(f"pinned {dag_name}/{function} on {pinned.worker_id}")
     return done

@@ -28,6 +28,9 @@ class SchedulerState:
     # The store's current revision, read from etcd: the snapshot of a MULTI call run again
     # after it lost a commit race (the watches may lag behind the write it lost to).
     fresh_revision: Callable[[], int] = lambda: 0
+    # Calls placed on each worker's own queue since its status was written: worker id ->
+    # (that status's updated_at, count). See tagged.py.
+    placed: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def free_workers(self) -> list[str]:
         """Alive workers without a pin, which can accept one."""

@@ -22,7 +22,7 @@ from etcd3 import transactions as tx
 from etcd3 import utils as etcd_utils
 from etcd3.etcdrpc import kv_pb2
 
-from droplet.errors import CompactedError, StoreError
+from droplet.errors import CompactedError, StoreError, StoreTlsError
 from droplet.settings import Settings
 from droplet.store.kv import (
     Compare,
@@ -38,6 +38,7 @@ from droplet.store.kv import (
     WatchCallback,
     WatchEvent,
 )
+from droplet.tls import etcd_refusal, etcd_uses_tls
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,16 @@ _GRPC_OPTIONS = {
 }
 
 
-def _fail(action: str, exc: BaseException) -> StoreError:
-    detail = str(exc) or type(exc).__name__
+def _detail(exc: BaseException) -> str:
     if isinstance(exc, grpc.RpcError):
-        detail = f"{exc.code().name}: {exc.details()}"
-        if "compacted" in str(exc.details()):
-            return CompactedError(f"etcd {action} failed: {detail}")
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__
+
+
+def _fail(action: str, exc: BaseException) -> StoreError:
+    detail = _detail(exc)
+    if isinstance(exc, grpc.RpcError) and "compacted" in str(exc.details()):
+        return CompactedError(f"etcd {action} failed: {detail}")
     return StoreError(f"etcd {action} failed: {detail}")
 
 
@@ -86,9 +91,9 @@ class EtcdKV:
     def _connect(self) -> Any:
         s = self._settings
         creds = None
-        secure = bool(s.etcd_ca_file or s.etcd_cert_file or s.etcd_key_file)
+        secure = etcd_uses_tls(s)
         if secure:
-            creds = _read_credentials(s.etcd_ca_file, s.etcd_key_file, s.etcd_cert_file)
+            creds = _read_credentials(s)
         endpoints = []
         for spec in s.etcd_endpoints:
             host, _, port = spec.rpartition(":")
@@ -106,7 +111,7 @@ class EtcdKV:
                 user=s.etcd_user, password=s.etcd_password, failover=True,
             )
         except Exception as exc:
-            raise _fail("connect", exc) from None
+            raise (etcd_refusal(s, _detail(exc), probe=True) or _fail("connect", exc)) from None
 
     def call(self, action: str, fn: Callable[[Any], Any]) -> Any:
         """Runs fn(client), converting failures. While etcd is unreachable (a restart, a
@@ -114,6 +119,7 @@ class EtcdKV:
         token gets a reconnect."""
         deadline = time.monotonic() + self._settings.store_retry_s
         delay = 0.05
+        probed = False
         while True:
             try:
                 return fn(self._client)
@@ -121,8 +127,11 @@ class EtcdKV:
                 if self._settings.etcd_user and "token" in str(exc).lower():
                     with self._lock:
                         self._client = self._connect()
+                elif refused := etcd_refusal(self._settings, _detail(exc), probe=not probed):
+                    raise refused from None
                 elif not _transient(exc) or time.monotonic() + delay > deadline:
                     raise _fail(action, exc) from None
+                probed = True
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -332,14 +341,23 @@ def _get_at(client: Any, key: str, revision: int) -> Any:
     return client.get_response(key, revision=revision)
 
 
-def _read_credentials(ca: str | None, key: str | None, cert: str | None) -> Any:
-    def read(path: str | None) -> bytes | None:
+def _read_credentials(settings: Settings) -> Any:
+    def read(setting: str) -> bytes | None:
+        path = getattr(settings, setting)
         if not path:
             return None
-        with open(path, "rb") as fh:
-            return fh.read()
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise StoreTlsError(f"cannot read {setting} (DROPLET_{setting.upper()}) "
+                                f"{path!r}: {exc}") from None
 
-    return grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
+    if settings.etcd_key_file and not settings.etcd_cert_file:
+        raise StoreTlsError("etcd_key_file is set but etcd_cert_file is not: set both (the "
+                            "client certificate and its key) or neither")
+    return grpc.ssl_channel_credentials(read("etcd_ca_file"), read("etcd_key_file"),
+                                        read("etcd_cert_file"))
 
 
 def _compare(c: Compare) -> Any:

@@ -59,6 +59,9 @@ class Cancellations:
         self._mirror: PrefixMirror | None = None
         self._lock = threading.Lock()  # never taken by the signal handler
         self._running: str | None = None  # call id whose function runs now (main thread)
+        # Another id that interrupts it too: a speculative copy's race, which the winning
+        # copy "cancels" (worker/copies.py); that interruption never exits the worker.
+        self._also: str | None = None
         self._interrupting: str | None = None
         self.cancelled_at: float | None = None  # monotonic time the running call's cancel came
         self._installed = False
@@ -88,24 +91,28 @@ class Cancellations:
         return self.cancelled_at
 
     @contextmanager
-    def interruptible(self, call_id: str) -> Iterator[None]:
-        """The stretch in which the function of call_id runs (on the main thread). Its
-        `finally` may itself be cut short by the one interrupt; `settle()` (run after the
-        function's outcome is made) puts everything back in any case."""
+    def interruptible(self, call_id: str, also: str = "") -> Iterator[None]:
+        """The stretch in which the function of call_id runs (on the main thread); a cancel
+        record of `also` interrupts it too. Its `finally` may itself be cut short by the one
+        interrupt; `settle()` (run after the function's outcome is made) puts everything back
+        in any case."""
         with self._lock:
             self._interrupting = None
             self.cancelled_at = None
             self._running = call_id
+            self._also = also or None
         try:
-            if self.is_cancelled(call_id):  # cancelled between the check and the run
+            if self.is_cancelled(call_id) or self.is_cancelled(also):  # between check and run
                 raise CallCancelled("before it started")
             yield
         finally:
             self._running = None  # first: from here on the handler raises nothing
+            self._also = None
 
     def settle(self) -> None:
         with self._lock:
             self._running = None
+            self._also = None
             self._interrupting = None
             self.cancelled_at = None
 
@@ -113,10 +120,11 @@ class Cancellations:
         if value is None:
             return
         with self._lock:
-            if call_id != self._running or not self._installed:
+            if call_id not in (self._running, self._also) or not self._installed:
                 return
             self._interrupting = call_id
-            self.cancelled_at = time.monotonic()
+            if call_id == self._running:  # a lost race only interrupts, never exits
+                self.cancelled_at = time.monotonic()
         log.info("interrupting the running call %s: it was cancelled", call_id)
         signal.pthread_kill(threading.main_thread().ident or 0, INTERRUPT_SIGNAL)
 
@@ -125,6 +133,6 @@ class Cancellations:
         (the main thread may hold it), and it raises once per cancel, only inside
         `interruptible` of the cancelled call."""
         target = self._interrupting
-        if target is not None and target == self._running:
+        if target is not None and target in (self._running, self._also):
             self._interrupting = None
             raise CallCancelled("while it ran")

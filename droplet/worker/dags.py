@@ -31,8 +31,11 @@ from droplet.graph import BEGIN, OUTPUT, downstreams, sinks, upstreams
 from droplet.outbox import Outbox, Outgoing, call_ref, deliver, deliver_call_outcome
 from droplet.proto import pb
 from droplet.proto.replies import error_value, stamp
+from droplet.speculation import destinations
 from droplet.store import serializer
 from droplet.store.commits import Commit, MultiWrites
+from droplet.worker.chains import next_call
+from droplet.worker.copies import Race, decide_again, is_valid, lost, race_of, stop_losers, won
 from droplet.worker.handlers import WorkerState, run
 from droplet.worker.library import RunContext
 
@@ -58,6 +61,10 @@ def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
     if trigger.source not in expected:
         raise DropletError(f"{target!r} does not wait for {trigger.source!r}")
     if len(expected) == 1:
+        race = race_of(schedule, target, state)
+        if race is not None:
+            _copy_step(trigger, race, state, out)
+            return
         _step(schedule, target, {trigger.source: trigger}, state, out, joined=False,
               trace=trigger.trace, trace_context=trigger.trace_context)
         return
@@ -115,9 +122,22 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
           trace_context: Mapping[str, str] | None = None) -> None:
     """Runs one step; a traced call's stamps (those of the trigger that let the step run)
     gain the step's start and end, and travel on with its result."""
-    dag = schedule.dag
     stamps = pb.DagTrigger(trace=trace)
     stamp(stamps.trace, f"{target}.start")
+    value, context = _run_step(schedule, target, parts, state, trace_context)
+    stamp(stamps.trace, f"{target}.end")
+    done = _done_record(schedule, target, value, context)
+    done.trace.extend(stamps.trace)
+    done.trace_context.update(trace_context or {})
+    join = _join_commit(schedule, target, done, state) if joined else None
+    _conclude(schedule, target, value, context, done, join, state, out)
+
+
+def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger],
+              state: WorkerState, trace_context: Mapping[str, str] | None, race_id: str = ""
+              ) -> tuple[pb.Value | None, RunContext]:
+    """The step's result (None: an upstream failed, nothing runs) and its context."""
+    dag = schedule.dag
     expected = expected_sources(dag, target)
     context = context_of(schedule, parts, expected)
     value: pb.Value | None = None
@@ -133,16 +153,25 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
         else:
             if target != OUTPUT:
                 outcome = run(state, target, schedule.arguments[target].values, upstream,
-                              context, trace_context, call_id=schedule.call_id or schedule.id)
+                              context, trace_context, call_id=schedule.call_id or schedule.id,
+                              race_id=race_id,
+                              batching=target in dag.batching_functions)
                 value, context = outcome.value, outcome.context
-    stamp(stamps.trace, f"{target}.end")
-    done = _done_record(schedule, target, value, context)
-    done.trace.extend(stamps.trace)
-    done.trace_context.update(trace_context or {})
-    join = _join_commit(schedule, target, done, state) if joined else None
-    final = target == OUTPUT or (not downstreams(dag, target) and len(sinks(dag)) == 1)
-    if value is not None and value.type != pb.ERROR and final:
-        _finish(schedule, value, context, state, out, join, done.trace)
+    return value, context
+
+
+def _is_final(dag: pb.Dag, target: str) -> bool:
+    return target == OUTPUT or (not downstreams(dag, target) and len(sinks(dag)) == 1)
+
+
+def _conclude(schedule: pb.DagSchedule, target: str, value: pb.Value | None,
+              context: RunContext, done: pb.DagTrigger, join: Commit | None,
+              state: WorkerState, out: Outbox, ref: pb.CallRef | None = None) -> None:
+    """What a step's result leads to: the call's end, its failure, or triggers downstream;
+    all of it conditional on `join` (a fan-in's or a speculative race's commit) when given."""
+    if value is not None and value.type != pb.ERROR and _is_final(schedule.dag, target):
+        _finish(schedule, value, context, state, out, join, done.trace, done.trace_context,
+                ref)
         return
     if value is not None and _snapshot_gone(value) and (again := _run_again(schedule, state)):
         out.sent.extend(again)  # compacted away under a long MULTI call: a fresh snapshot
@@ -151,12 +180,62 @@ def _step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrigger]
     if value is not None and value.type == pb.ERROR:
         # The failure is the call's outcome; nothing downstream runs (a MULTI call writes
         # nothing).
-        deliver_call_outcome(out, call_ref(schedule), value, then=forwards, join=join,
+        deliver_call_outcome(out, ref or call_ref(schedule), value, then=forwards, join=join,
                              trace=done.trace)
     elif join is not None:
         out.store(join, then=forwards)
     else:
         out.sent.extend(forwards)
+
+
+def _copy_step(trigger: pb.DagTrigger, race: Race, state: WorkerState, out: Outbox) -> None:
+    """One copy of a speculative step (worker/copies.py): runs unless the race is decided,
+    then commits its win or its loss; only the winner's commit sends anything on."""
+    schedule, target, copy = trigger.schedule, trigger.target_function, trigger.copy
+    decided = race.seen.done
+    if decided is not None:
+        if decided.copy == copy:  # this copy's trigger again: what it sent may be lost
+            _send_on(schedule, target, decided, state, out)
+        return
+    parts = {trigger.source: trigger}
+    stamps = pb.DagTrigger(trace=trigger.trace)
+    stamp(stamps.trace, f"{target}.start")
+    recorded = race.seen.parts.get(str(copy))
+    if trigger.HasField("copy_result") or recorded is not None:
+        value: pb.Value | None = (trigger.copy_result if trigger.HasField("copy_result")
+                                  else recorded.result if recorded is not None else None)
+        context = context_of(schedule, parts, [trigger.source])
+    else:
+        value, context = _run_step(schedule, target, parts, state, trigger.trace_context,
+                                   race.stop_id if race.copies > 1 else "")
+    stamp(stamps.trace, f"{target}.end")
+    if value is None:  # an upstream failed (the call has its outcome): abort onwards, once
+        if copy == 0:
+            aborted = _done_record(schedule, target, None, context)
+            out.sent.extend(_forwards(schedule, target, aborted, state))
+        return
+    ref = call_ref(schedule)
+    ref.once = True  # even a direct answer comes from the one stored outcome
+    if is_valid(race.spec, value):
+        done = _done_record(schedule, target, value, context)
+        done.trace.extend(stamps.trace)
+        done.trace_context.update(trigger.trace_context)
+        _conclude(schedule, target, value, context, done, won(race, done, copy, state), state,
+                  out, ref)
+        if race.copies > 1:
+            out.store(stop_losers(race, state))
+        return
+    commit, failure = lost(race, value, copy, state)
+    again = [decide_again(trigger, value, state)]
+    if failure is None:
+        out.store(commit, on_conflict=again)
+        return
+    if _snapshot_gone(failure) and (fresh := _run_again(schedule, state)):
+        out.store(commit, then=fresh, on_conflict=again)  # MULTI: again on a fresh snapshot
+        return
+    aborted = _done_record(schedule, target, None, context)
+    deliver_call_outcome(out, ref, failure, then=_forwards(schedule, target, aborted, state),
+                         join=commit, on_conflict=again, trace=stamps.trace)
 
 
 def _snapshot_gone(value: pb.Value) -> bool:
@@ -200,12 +279,15 @@ def _forwards(schedule: pb.DagSchedule, source: str, done: pb.DagTrigger,
         targets = [OUTPUT]
     sent = []
     for target in targets:
-        trigger = pb.DagTrigger()
-        trigger.CopyFrom(done)
-        trigger.target_function = target
-        trigger.schedule.CopyFrom(schedule)
-        worker = schedule.locations[all_sinks[0] if target == OUTPUT else target]
-        sent.append(Outgoing(state.names.worker(worker), pb.Message(trigger=trigger)))
+        places = ([(schedule.locations[all_sinks[0]], 0)] if target == OUTPUT
+                  else destinations(schedule, target))
+        for worker, copy in places:  # every copy of a speculative target
+            trigger = pb.DagTrigger()
+            trigger.CopyFrom(done)
+            trigger.target_function = target
+            trigger.copy = copy
+            trigger.schedule.CopyFrom(schedule)
+            sent.append(Outgoing(state.names.worker(worker), pb.Message(trigger=trigger)))
     return sent
 
 
@@ -213,10 +295,12 @@ def _send_on(schedule: pb.DagSchedule, target: str, done: pb.DagTrigger, state: 
              out: Outbox) -> None:
     """A trigger for a step that already ran: send its result on again (the first run may
     have died before its messages were confirmed); the final step answers again."""
-    final = target == OUTPUT or (not downstreams(schedule.dag, target)
-                                 and len(sinks(schedule.dag)) == 1)
-    if not final or done.aborted:
+    if not _is_final(schedule.dag, target) or done.aborted:
         out.sent.extend(_forwards(schedule, target, done, state))
+        return
+    if schedule.continuations:
+        out.sent.append(next_call(schedule, done.result, done.observed_revision, state,
+                                  done.trace_context))
         return
     ref = call_ref(schedule)
     stored = (state.stored_outcome(ref.call_id)
@@ -227,15 +311,25 @@ def _send_on(schedule: pb.DagSchedule, target: str, done: pb.DagTrigger, state: 
 
 
 def _finish(schedule: pb.DagSchedule, value: pb.Value, context: RunContext, state: WorkerState,
-            out: Outbox, join: Commit | None, trace: Sequence[pb.Stamp] = ()) -> None:
-    """The call's end: its outcome is stored (with a MULTI call's writes) and answered."""
+            out: Outbox, join: Commit | None, trace: Sequence[pb.Stamp] = (),
+            trace_context: Mapping[str, str] | None = None,
+            ref: pb.CallRef | None = None) -> None:
+    """The call's end: its outcome is stored (with a MULTI call's writes) and answered; or,
+    when a chain goes on, the next DAG call is made with the result (worker/chains.py)."""
+    if schedule.continuations:
+        following = next_call(schedule, value, context.observed_revision, state, trace_context)
+        if join is not None:
+            out.store(join, then=[following])
+        else:
+            out.sent.append(following)
+        return
     multi = None
     retry: list[Outgoing] = []
     if context.writes is not None:
         multi = MultiWrites(dict(context.writes), set(context.deletes), dict(context.reads),
                             schedule.snapshot_revision)
         retry = _run_again(schedule, state)
-    deliver_call_outcome(out, call_ref(schedule), value, context.observed_revision,
+    deliver_call_outcome(out, ref or call_ref(schedule), value, context.observed_revision,
                          multi=multi, on_conflict=retry, join=join, trace=trace)
 
 

@@ -22,11 +22,13 @@ from droplet.proto.replies import error_value, stamp
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
 from droplet.tracing import NO_TRACING, Tracing
+from droplet.worker.batching import one_at_a_time
 from droplet.worker.cancel import Cancellations, cancelled_value
 from droplet.worker.executor import run_function
 from droplet.worker.functions import FunctionCache, LoadedFunction
 from droplet.worker.joins import JoinRecords
 from droplet.worker.library import Library, RunContext, RunOutcome, UserLibrary
+from droplet.worker.tags import misplaced
 
 
 @dataclass
@@ -53,6 +55,14 @@ class WorkerState:
     tracing: Tracing = NO_TRACING  # spans of runs whose call carries a trace context
     # Calls cancelled (a mirror of cancels/) and the interruption of the running one.
     cancels: Cancellations = field(default_factory=Cancellations)
+    # This worker's resource tags (droplet/resources.py), published in its status record.
+    resources: dict[str, float] = field(default_factory=dict)
+    # Outcomes of calls run already in a batch (worker/batching.py), by (function, call id):
+    # the handler of each call takes its outcome from here instead of running it.
+    batched: dict[tuple[str, str], RunOutcome] = field(default_factory=dict)
+    # Functions known to batch (registered so, or listed so by a DAG a step of which ran here):
+    # only while there are any does the worker look into deliveries for batches.
+    batching: set[str] = field(default_factory=set)
 
 
 def resolve_arguments(values: Any, lib: UserLibrary) -> list[Any]:
@@ -83,13 +93,19 @@ def lookup(state: WorkerState, name: str) -> tuple[LoadedFunction | None, pb.Val
 
 def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
         context: RunContext | None = None,
-        trace_context: Mapping[str, str] | None = None, call_id: str = "") -> RunOutcome:
+        trace_context: Mapping[str, str] | None = None, call_id: str = "",
+        race_id: str = "", batching: bool = False) -> RunOutcome:
     """Runs a registered function; every failure comes back as an ERROR value. A call
     (call_id: the plain call's, or the DAG call's for a step) cancelled already does not run;
-    one cancelled while it runs is interrupted (worker/cancel.py)."""
+    one cancelled while it runs is interrupted (worker/cancel.py), and so is a speculative
+    copy whose race (race_id) another copy won. A batching function (`batching`: listed so
+    by its DAG) that ran no batch here runs as a batch of one."""
     context = context or RunContext()
     if state.cancels.is_cancelled(call_id):
         return RunOutcome(cancelled_value(), context)
+    ran = state.batched.pop((name, call_id), None)
+    if ran is not None:
+        return ran  # ran in a batch already (worker/batching.py)
     function, failure = lookup(state, name)
     if function is None:
         assert failure is not None
@@ -106,14 +122,17 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
         return RunOutcome(error_value(pb.CONFLICT, f"the call's snapshot is gone: {exc}"),
                           context)
     limit = function.spec.time_limit_s or state.default_time_limit_s
+    if batching or function.spec.batching:
+        state.batching.add(name)
     state.calls_total += 1
     started = time.perf_counter()
     state.deadline = time.monotonic() + limit if limit > 0 else None
     try:
         with state.tracing.run(name, trace_context or {}) as span:
             value, raised = run_function(
-                function.run, lib, args, limit,
-                state.cancels.interruptible(call_id) if call_id else None)
+                one_at_a_time(function.run) if batching or function.spec.batching
+                else function.run, lib, args, limit,
+                state.cancels.interruptible(call_id, race_id) if call_id else None)
             if span is not None and value.type == pb.ERROR:
                 state.tracing.failed(span, pb.ErrorInfo.FromString(value.body).message)
     finally:
@@ -142,6 +161,10 @@ def exec_function(
         if done is not None:
             _answer(call, call_id, done, out, store=False)
             return done
+    elsewhere = misplaced(call, state)
+    if elsewhere is not None:  # needs tags this worker lacks: a scheduler places it
+        out.send(state.names.calls, pb.Message(call=elsewhere))
+        return pb.Value()
     stamp(call.trace, "worker.start")
     outcome = run(state, call.name, call.arguments.values, [],
                   trace_context=call.trace_context, call_id=call_id)

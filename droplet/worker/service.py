@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from droplet import resources
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import RESENT_HEADER, QueueNames, is_reply_address
@@ -42,7 +43,7 @@ from droplet.store.metadata import Metadata
 from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.tracing import Tracing
-from droplet.worker import dags, handlers
+from droplet.worker import batching, dags, handlers
 from droplet.worker.cache import ValueCache
 from droplet.worker.claims import LongCallClaims
 from droplet.worker.functions import FunctionCache
@@ -109,6 +110,7 @@ class WorkerService:
             schedule_ttl_s=settings.schedule_ttl_s,
             middleware=Chain([MetricsMiddleware(self.metrics), self.pace, *middleware]),
             tracing=Tracing(settings.tracing, "droplet-worker"),
+            resources=resources.parse(settings.worker_resources),
         )
         self.poison = PoisonCounter(kv, self.keys, self.values.leases,
                                     settings.dead_letter_max_redeliveries)
@@ -126,13 +128,14 @@ class WorkerService:
         self._declared: set[tuple[int, str]] = set()
         self._functions_mirror: PrefixMirror | None = None
         self._current: Delivery | None = None  # the delivery being run (for long calls)
+        self._gathered: list[Delivery] = []  # taken with it for a batch, not run yet
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> None:
         """Serves on the calling thread until stop(); then shuts down cleanly."""
         mirror = PrefixMirror(self._kv, self.keys.functions)
-        mirror.on_change(lambda name, _value: self.state.functions.invalidate(name))
+        mirror.on_change(self._function_changed)
         self._functions_mirror = mirror.start()
         self.metrics.serve(self.settings.metrics_port)
         self.cache.start()
@@ -145,6 +148,11 @@ class WorkerService:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _function_changed(self, name: str, value: bytes | None) -> None:
+        self.state.functions.invalidate(name)
+        if batching.batches(value):
+            self.state.batching.add(name)
 
     def shutdown(self) -> None:
         """Gives up the pin and leaves the fleet; a scheduler then moves the pin and drains
@@ -237,15 +245,66 @@ class WorkerService:
         delivery = self._next(conn, timeout_s)
         if delivery is None:
             return False
-        started = time.monotonic()
-        self.status.in_hand = 1 + len(self._buffer)
-        gate = cycle.run(delivery, self._dispatch)
-        self.poison.done(delivery)
-        self.status.busy(time.monotonic() - started)
-        self.status.in_hand = len(self._buffer)
-        if gate.store_unavailable:
-            time.sleep(_STORE_BACKOFF_S)  # etcd is away: do not spin on the same message
+        group = self._gather(conn, delivery)
+        try:
+            for index, taken in enumerate(group):
+                self._gathered = group[index + 1:]
+                started = time.monotonic()
+                self.status.in_hand = 1 + len(self._buffer)
+                gate = cycle.run(taken, self._dispatch)
+                self.poison.done(taken)
+                self.status.busy(time.monotonic() - started)
+                self.status.in_hand = len(self._buffer)
+                if gate.store_unavailable:
+                    time.sleep(_STORE_BACKOFF_S)  # etcd is away: do not spin on a message
+        finally:
+            self._gathered = []
+            self.state.batched.clear()  # what a refused or requeued delivery left unused
         return True
+
+    def _gather(self, conn: BrokerConnection, first: Delivery) -> list[Delivery]:
+        """The delivery, and when it has calls of a batching function, the deliveries with
+        more calls of it that the broker hands over until the batch is full or its linger
+        has passed; their batches are run before the cycle takes them one by one
+        (worker/batching.py)."""
+        group = [first]
+        try:
+            self._run_batches(conn, group)
+        except Exception as exc:  # etcd away, or worse: each call then runs alone, in the
+            # cycle, which requeues or refuses it as it would any other
+            log.warning("a batch could not be gathered or run (%s); its calls run alone", exc)
+            self.state.batched.clear()
+        return group
+
+    def _run_batches(self, conn: BrokerConnection, group: list[Delivery]) -> None:
+        gathering = batching.Gathering(self.state, self._batch_items(group[0]))
+        if not gathering.items:
+            return
+        while not gathering.full():
+            with self._buffer_lock:
+                for delivery in list(self._buffer):
+                    more = self._batch_items(delivery)
+                    if more and gathering.wants(more):
+                        self._buffer.remove(delivery)
+                        group.append(delivery)
+                        gathering.add(more)
+                remaining = gathering.deadline - time.monotonic()
+                if gathering.full() or remaining <= 0:
+                    break
+                self._buffer += conn.poll(remaining)
+        self.status.in_hand = len(group) + len(self._buffer)
+        started = time.monotonic()
+        self._current, self._gathered = group[0], group[1:]  # a long batch holds them as claims
+        try:
+            with self.keeper.running():
+                gathering.run()
+        finally:
+            self._current, self._gathered = None, []
+        self.status.busy(time.monotonic() - started)
+
+    def _batch_items(self, delivery: Delivery) -> dict[str, list[batching.BatchItem]]:
+        maybe_run = delivery.redelivered or bool((delivery.headers or {}).get(RESENT_HEADER))
+        return batching.items_of(delivery.body, self.signer, self.state, maybe_run)
 
     def _next(self, conn: BrokerConnection, timeout_s: float) -> Delivery | None:
         """The next delivery to run: what the shared queue handed over first (it came while
@@ -280,7 +339,8 @@ class WorkerService:
             conn.pause(self.names.worker(self.id))
             self._buffer += conn.poll(0)
             self._long = True
-            in_hand = [d for d in [self._current, *self._buffer] if d is not None]
+            in_hand = [d for d in [self._current, *self._gathered, *self._buffer]
+                       if d is not None]
             self.claims.hold(conn, in_hand)
 
     def _dispatch(self, message: pb.Message, delivery: Delivery, _env: pb.Envelope,

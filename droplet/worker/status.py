@@ -75,6 +75,6 @@ class StatusReport:
             started_at=self.started_at,
             updated_at=time.time(), calls_total=state.calls_total,
             errors_total=state.errors_total, metrics_port=self._metrics_port(),
-            incarnation=self.incarnation,
+            incarnation=self.incarnation, resources=state.resources,
         )
         return status.SerializeToString()

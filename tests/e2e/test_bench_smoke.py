@@ -17,7 +17,7 @@ def test_bench_quick_reports_positive_figures(services: Services) -> None:
     command = [
         sys.executable, "-m", "droplet.cli.main",
         "--broker-url", services.broker_url, "--etcd", services.etcd_endpoint,
-        "bench", "--quick", "--workers", "2", "--breakdown",
+        "bench", "--quick", "--workers", "2", "--breakdown", "--sweep", "1",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT,
                           check=False)
@@ -35,6 +35,11 @@ def test_bench_quick_reports_positive_figures(services: Services) -> None:
     assert set(stages) == {"client.send -> worker.start", "worker.start -> worker.end",
                            "worker.end -> stored", "stored -> client.received"}
     assert all(s["p50_ms"] >= 0 and s["p99_ms"] >= s["p50_ms"] for s in stages.values())
+    assert report["sweep"]["1"] > 0
+    cpu = report["sweep_cpu"]["1"]
+    # The one worker ran the burst: it spent CPU on it, and less than a core at rest.
+    assert cpu["worker_cpu_us_per_call"] > 0
+    assert 0 <= cpu["idle_worker_cpu_pct"] < 100
     dag_stages = set(report["dag2_breakdown"])
     assert dag_stages == {"client.send -> scheduler", "scheduler -> incr.start",
                           "incr.start -> incr.end", "incr.end -> square.start",

@@ -1,75 +1,47 @@
-"""etcd over TLS with user/password authentication: a fleet configured for it works; clients
-without the CA or with a wrong password get a clear StoreError."""
+"""etcd over TLS with user/password authentication: a fleet configured for it works; a client
+with a wrong password, no user, a CA that did not sign etcd's certificate or no TLS at all
+gets a clear error at once (not after store_retry_s of retries)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
-from etcd3 import etcdrpc
 
 import droplet
-from droplet.cli.etcd_local import EtcdTls, LocalEtcd, free_port
+from droplet.cli.cluster import child_env
+from droplet.cli.etcd_local import LocalEtcd
 from tests.conftest import Services, purge_namespace, start_cluster
+from tests.secure_services import ETCD_PASSWORD, ETCD_USER, start_tls_etcd
+from tests.tls_certs import TestCertificates, make_certificates
+from tests.tls_checks import LONG_RETRY_S, check_etcd_refusals
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl for test certs"),
-]
+pytestmark = pytest.mark.e2e
 
-PASSWORD = "s3cret-for-tests"
-
-
-def _certificates(directory: Path) -> EtcdTls:
-    """A throw-away CA and a server certificate for 127.0.0.1 signed by it."""
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory,
-                       timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-        "ca.crt", "-subj", "/CN=droplet-test-ca", "-days", "2")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
-    return EtcdTls(str(directory / "server.crt"), str(directory / "server.key"),
-                   str(directory / "ca.crt"))
-
-
-def _enable_auth(endpoint: str, ca_file: str) -> None:
-    credentials = grpc.ssl_channel_credentials(Path(ca_file).read_bytes())
-    with grpc.secure_channel(endpoint, credentials) as channel:
-        auth = etcdrpc.AuthStub(channel)
-        auth.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password=PASSWORD), timeout=10)
-        auth.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"),
-                           timeout=10)
-        auth.AuthEnable(etcdrpc.AuthEnableRequest(), timeout=10)
+@pytest.fixture
+def certs(tmp_path: Path) -> TestCertificates:
+    return make_certificates(tmp_path / "certs")
 
 
 @pytest.fixture
-def secure_etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
-    tls = _certificates(tmp_path)
-    etcd = LocalEtcd(tmp_path / "etcd", f"127.0.0.1:{free_port()}", tls=tls).start()
+def secure_etcd(tmp_path: Path, certs: TestCertificates) -> Iterator[LocalEtcd]:
+    etcd = start_tls_etcd(tmp_path / "etcd", certs)
     try:
-        _enable_auth(etcd.endpoint, tls.ca_file)
         yield etcd
     finally:
         etcd.stop()
 
 
 def test_a_fleet_on_tls_etcd_with_credentials(
-    services: Services, secure_etcd: LocalEtcd, tmp_path: Path, unique: str
+    services: Services, secure_etcd: LocalEtcd, certs: TestCertificates, tmp_path: Path,
+    unique: str,
 ) -> None:
-    assert secure_etcd.tls is not None
     settings = services.settings().with_(
-        etcd_endpoints=(secure_etcd.endpoint,), etcd_ca_file=secure_etcd.tls.ca_file,
-        etcd_user="root", etcd_password=PASSWORD,
+        etcd_endpoints=(secure_etcd.endpoint,), etcd_ca_file=certs.ca_file,
+        etcd_user=ETCD_USER, etcd_password=ETCD_PASSWORD,
     )
     cluster = start_cluster(settings, tmp_path, workers=2)
     try:
@@ -82,10 +54,24 @@ def test_a_fleet_on_tls_etcd_with_credentials(
         cluster.stop()
         purge_namespace(settings, cluster.worker_ids())
 
-    wrong: Any = settings.with_(etcd_password="wrong", store_retry_s=1.0)
-    with pytest.raises(droplet.StoreError, match="etcd"):
-        droplet.connect(settings=wrong)
-    plaintext: Any = settings.with_(etcd_ca_file=None, etcd_user=None, etcd_password=None,
-                                    store_retry_s=1.0)
-    with pytest.raises(droplet.StoreError, match="etcd"), droplet.connect(settings=plaintext) as c:
-        c.list()
+
+@pytest.mark.timeout(120)
+def test_etcd_refusals_are_clear_and_immediate(
+    services: Services, secure_etcd: LocalEtcd, certs: TestCertificates
+) -> None:
+    check_etcd_refusals(services.settings(), secure_etcd.endpoint, certs)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_refused_by_etcd_exits_saying_why(
+    services: Services, secure_etcd: LocalEtcd, certs: TestCertificates
+) -> None:
+    settings = services.settings().with_(
+        etcd_endpoints=(secure_etcd.endpoint,), etcd_ca_file=certs.wrong_ca_file,
+        etcd_user=ETCD_USER, etcd_password=ETCD_PASSWORD, store_retry_s=LONG_RETRY_S,
+    )
+    done = subprocess.run([sys.executable, "-m", "droplet.cli.main", "worker"],
+                          env=child_env(settings), capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1, done.stderr
+    assert "not signed by a CA this client trusts" in done.stderr
+    assert "set etcd_ca_file (DROPLET_ETCD_CA_FILE)" in done.stderr

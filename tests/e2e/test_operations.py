@@ -152,7 +152,8 @@ def test_the_examples_run_against_a_cluster(services: Services, tmp_path: Any) -
                DROPLET_NAMESPACE=settings.namespace, DROPLET_LOCAL_FLEET_SECRET="false")
     try:
         for example, expected in (("quickstart.py", "call_dag direct       -> 4"),
-                                  ("stateful.py", "['hello', 'from', 'droplet']")):
+                                  ("stateful.py", "['hello', 'from', 'droplet']"),
+                                  ("speculative_chains.py", "inc, sq, inc, sq      -> 25")):
             run = subprocess.run([sys.executable, str(ROOT / "examples" / example)], env=env,
                                  capture_output=True, text=True, timeout=120)
             assert run.returncode == 0, run.stderr

@@ -97,7 +97,14 @@ class ChunkManifest(_message.Message):
     def __init__(self, blob_id: _Optional[str] = ..., chunk_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., inner_type: _Optional[_Union[ValueType, str]] = ..., sha256: _Optional[bytes] = ...) -> None: ...
 
 class Function(_message.Message):
-    __slots__ = ("name", "body", "init_args", "is_class", "time_limit_s", "max_retries", "retry_on", "retry_backoff_s")
+    __slots__ = ("name", "body", "init_args", "is_class", "time_limit_s", "max_retries", "retry_on", "retry_backoff_s", "resources", "batching", "batch_size", "batch_linger_s")
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     INIT_ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +113,10 @@ class Function(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     RETRY_ON_FIELD_NUMBER: _ClassVar[int]
     RETRY_BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_LINGER_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     body: bytes
     init_args: Arguments
@@ -114,10 +125,14 @@ class Function(_message.Message):
     max_retries: int
     retry_on: _containers.RepeatedScalarFieldContainer[str]
     retry_backoff_s: float
-    def __init__(self, name: _Optional[str] = ..., body: _Optional[bytes] = ..., init_args: _Optional[_Union[Arguments, _Mapping]] = ..., is_class: _Optional[bool] = ..., time_limit_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., retry_on: _Optional[_Iterable[str]] = ..., retry_backoff_s: _Optional[float] = ...) -> None: ...
+    resources: _containers.ScalarMap[str, float]
+    batching: bool
+    batch_size: int
+    batch_linger_s: float
+    def __init__(self, name: _Optional[str] = ..., body: _Optional[bytes] = ..., init_args: _Optional[_Union[Arguments, _Mapping]] = ..., is_class: _Optional[bool] = ..., time_limit_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., retry_on: _Optional[_Iterable[str]] = ..., retry_backoff_s: _Optional[float] = ..., resources: _Optional[_Mapping[str, float]] = ..., batching: _Optional[bool] = ..., batch_size: _Optional[int] = ..., batch_linger_s: _Optional[float] = ...) -> None: ...
 
 class FunctionCall(_message.Message):
-    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt", "maybe_done", "keep_result", "trace", "trace_context", "priority", "due_at_ms")
+    __slots__ = ("name", "request_id", "response_key", "arguments", "consistency", "client_id", "response_address", "call_id", "direct_response", "attempt", "maybe_done", "keep_result", "trace", "trace_context", "priority", "due_at_ms", "resources", "batching")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +140,13 @@ class FunctionCall(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +163,8 @@ class FunctionCall(_message.Message):
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     DUE_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
     name: str
     request_id: int
     response_key: str
@@ -157,7 +181,9 @@ class FunctionCall(_message.Message):
     trace_context: _containers.ScalarMap[str, str]
     priority: int
     due_at_ms: int
-    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ..., maybe_done: _Optional[bool] = ..., keep_result: _Optional[bool] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., due_at_ms: _Optional[int] = ...) -> None: ...
+    resources: _containers.ScalarMap[str, float]
+    batching: bool
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ..., response_key: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., attempt: _Optional[int] = ..., maybe_done: _Optional[bool] = ..., keep_result: _Optional[bool] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., due_at_ms: _Optional[int] = ..., resources: _Optional[_Mapping[str, float]] = ..., batching: _Optional[bool] = ...) -> None: ...
 
 class Stamp(_message.Message):
     __slots__ = ("stage", "at_s")
@@ -190,7 +216,7 @@ class GenericResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[ErrorCode, str]] = ..., response_id: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., stored: _Optional[bool] = ..., message: _Optional[str] = ..., call_id: _Optional[str] = ..., revision: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ...) -> None: ...
 
 class Dag(_message.Message):
-    __slots__ = ("name", "functions", "connections")
+    __slots__ = ("name", "functions", "connections", "function_resources", "batching_functions", "colocated", "speculative")
     class Connection(_message.Message):
         __slots__ = ("source", "sink")
         SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -198,16 +224,81 @@ class Dag(_message.Message):
         source: str
         sink: str
         def __init__(self, source: _Optional[str] = ..., sink: _Optional[str] = ...) -> None: ...
+    class FunctionResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ResourceNeeds
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ResourceNeeds, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    COLOCATED_FIELD_NUMBER: _ClassVar[int]
+    SPECULATIVE_FIELD_NUMBER: _ClassVar[int]
     name: str
     functions: _containers.RepeatedScalarFieldContainer[str]
     connections: _containers.RepeatedCompositeFieldContainer[Dag.Connection]
-    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Connection, _Mapping]]] = ...) -> None: ...
+    function_resources: _containers.MessageMap[str, ResourceNeeds]
+    batching_functions: _containers.RepeatedScalarFieldContainer[str]
+    colocated: _containers.RepeatedCompositeFieldContainer[ColocatedGroup]
+    speculative: _containers.RepeatedCompositeFieldContainer[Speculative]
+    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Connection, _Mapping]]] = ..., function_resources: _Optional[_Mapping[str, ResourceNeeds]] = ..., batching_functions: _Optional[_Iterable[str]] = ..., colocated: _Optional[_Iterable[_Union[ColocatedGroup, _Mapping]]] = ..., speculative: _Optional[_Iterable[_Union[Speculative, _Mapping]]] = ...) -> None: ...
+
+class Speculative(_message.Message):
+    __slots__ = ("function", "copies", "invalid_results")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    INVALID_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    copies: int
+    invalid_results: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, function: _Optional[str] = ..., copies: _Optional[int] = ..., invalid_results: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class Continuation(_message.Message):
+    __slots__ = ("dag", "function_args")
+    class FunctionArgsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Arguments
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+    DAG_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ARGS_FIELD_NUMBER: _ClassVar[int]
+    dag: str
+    function_args: _containers.MessageMap[str, Arguments]
+    def __init__(self, dag: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ...) -> None: ...
+
+class CopyPlaces(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, workers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ResourceNeeds(_message.Message):
+    __slots__ = ("amounts",)
+    class AmountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    AMOUNTS_FIELD_NUMBER: _ClassVar[int]
+    amounts: _containers.ScalarMap[str, float]
+    def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ColocatedGroup(_message.Message):
+    __slots__ = ("functions",)
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    functions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, functions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagCall(_message.Message):
-    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision", "attempt", "trace", "trace_context")
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision", "attempt", "trace", "trace_context", "continuations", "chained_input")
     class FunctionArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +326,8 @@ class DagCall(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATIONS_FIELD_NUMBER: _ClassVar[int]
+    CHAINED_INPUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     function_args: _containers.MessageMap[str, Arguments]
     consistency: ConsistencyMode
@@ -248,10 +341,12 @@ class DagCall(_message.Message):
     attempt: int
     trace: _containers.RepeatedCompositeFieldContainer[Stamp]
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    continuations: _containers.RepeatedCompositeFieldContainer[Continuation]
+    chained_input: Value
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., continuations: _Optional[_Iterable[_Union[Continuation, _Mapping]]] = ..., chained_input: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id", "min_revision", "attempt")
+    __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id", "min_revision", "attempt", "copy_places", "continuations")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +361,13 @@ class DagSchedule(_message.Message):
         key: str
         value: Arguments
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+    class CopyPlacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: CopyPlaces
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[CopyPlaces, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     DAG_FIELD_NUMBER: _ClassVar[int]
     LOCATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +384,8 @@ class DagSchedule(_message.Message):
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    COPY_PLACES_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -298,10 +402,12 @@ class DagSchedule(_message.Message):
     call_id: str
     min_revision: int
     attempt: int
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+    copy_places: _containers.MessageMap[str, CopyPlaces]
+    continuations: _containers.RepeatedCompositeFieldContainer[Continuation]
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., target_function: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., output_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., client_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., call_id: _Optional[str] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., copy_places: _Optional[_Mapping[str, CopyPlaces]] = ..., continuations: _Optional[_Iterable[_Union[Continuation, _Mapping]]] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
-    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision", "schedule", "reads", "rerouted_since", "trace", "trace_context")
+    __slots__ = ("id", "source", "target_function", "result", "aborted", "call", "writes", "deletes", "observed_revision", "schedule", "reads", "rerouted_since", "trace", "trace_context", "copy", "copy_result")
     class WritesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +443,8 @@ class DagTrigger(_message.Message):
     REROUTED_SINCE_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
+    COPY_RESULT_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     target_function: str
@@ -351,7 +459,9 @@ class DagTrigger(_message.Message):
     rerouted_since: float
     trace: _containers.RepeatedCompositeFieldContainer[Stamp]
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ..., rerouted_since: _Optional[float] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    copy: int
+    copy_result: Value
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., result: _Optional[_Union[Value, _Mapping]] = ..., aborted: _Optional[bool] = ..., call: _Optional[_Union[CallRef, _Mapping]] = ..., writes: _Optional[_Mapping[str, Value]] = ..., deletes: _Optional[_Iterable[str]] = ..., observed_revision: _Optional[int] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., reads: _Optional[_Mapping[str, int]] = ..., rerouted_since: _Optional[float] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., copy: _Optional[int] = ..., copy_result: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
 class CallRef(_message.Message):
     __slots__ = ("call_id", "response_address", "output_key", "direct_response", "once")
@@ -436,7 +546,14 @@ class Envelope(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[str] = ...) -> None: ...
 
 class WorkerStatus(_message.Message):
-    __slots__ = ("id", "host", "pid", "pinned_dag", "pinned_function", "cached_keys", "utilisation", "queue_depth", "started_at", "updated_at", "calls_total", "metrics_port", "errors_total", "incarnation")
+    __slots__ = ("id", "host", "pid", "pinned_dag", "pinned_function", "cached_keys", "utilisation", "queue_depth", "started_at", "updated_at", "calls_total", "metrics_port", "errors_total", "incarnation", "resources")
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -451,6 +568,7 @@ class WorkerStatus(_message.Message):
     METRICS_PORT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     id: str
     host: str
     pid: int
@@ -465,7 +583,8 @@ class WorkerStatus(_message.Message):
     metrics_port: int
     errors_total: int
     incarnation: str
-    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., pinned_dag: _Optional[str] = ..., pinned_function: _Optional[str] = ..., cached_keys: _Optional[_Iterable[str]] = ..., utilisation: _Optional[float] = ..., queue_depth: _Optional[int] = ..., started_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., calls_total: _Optional[int] = ..., metrics_port: _Optional[int] = ..., errors_total: _Optional[int] = ..., incarnation: _Optional[str] = ...) -> None: ...
+    resources: _containers.ScalarMap[str, float]
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., pinned_dag: _Optional[str] = ..., pinned_function: _Optional[str] = ..., cached_keys: _Optional[_Iterable[str]] = ..., utilisation: _Optional[float] = ..., queue_depth: _Optional[int] = ..., started_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., calls_total: _Optional[int] = ..., metrics_port: _Optional[int] = ..., errors_total: _Optional[int] = ..., incarnation: _Optional[str] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SchedulerStatus(_message.Message):
     __slots__ = ("id", "host", "pid", "started_at", "metrics_port")
