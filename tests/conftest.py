@@ -72,7 +72,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not session.items or _mode() != "containers":
         return
     kinds = []
-    if any("services" in getattr(item, "fixturenames", ()) for item in session.items):
+    # Fixtures reach `services` dynamically too (getfixturevalue): any test outside
+    # tests/unit may need the services.
+    if any("unit" not in item.path.parts[-3:] for item in session.items):
         kinds += ["rabbitmq", "etcd"]
     if any(item.get_closest_marker("worker_image") for item in session.items):
         kinds.append("worker")
@@ -82,8 +84,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     capture = session.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        for kind in kinds:
-            image(kind)
+        try:
+            for kind in kinds:
+                image(kind)
+        except Exception as exc:
+            pytest.exit(f"containers mode: the {kind} image could not be made: {exc}\n"
+                        "Run with DROPLET_TEST_SERVICES=local, or name images with "
+                        "DROPLET_TEST_RABBITMQ_IMAGE / DROPLET_TEST_ETCD_IMAGE.", returncode=4)
 
 
 @dataclass
