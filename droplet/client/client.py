@@ -264,6 +264,8 @@ class DropletClient:
     def list(self, prefix: str | None = None) -> builtins.list[str]:
         """Names of the registered functions (those starting with prefix), sorted; DAGs are
         not listed (as in the original system)."""
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidArgumentError(f"prefix is a string or None, not {prefix!r}")
         return sorted(n for n in self.metadata.function_names() if n.startswith(prefix or ""))
 
     def get_function(self, name: str) -> DropletFunction:

@@ -29,6 +29,7 @@ trigger and runs again, so the race always ends.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from droplet.outbox import Outgoing
@@ -37,6 +38,7 @@ from droplet.proto.replies import error_value
 from droplet.speculation import copies_scheduled, speculative_spec
 from droplet.store import serializer
 from droplet.store.commits import Commit
+from droplet.worker.executor import TimeLimitExceeded, time_limit
 from droplet.worker.handlers import WorkerState
 from droplet.worker.joins import JoinState
 
@@ -44,6 +46,9 @@ RACE_SUFFIX = "$copies"  # "$" is outside function names: no clash with a real s
 # The record that interrupts the losing copies still running is needed only until every
 # worker's watch has seen it (a copy that starts later finds the race decided instead).
 STOP_RECORD_TTL_S = 60.0
+# How long loading a copy's result and comparing it with invalid_results may take (is_valid).
+COMPARE_LIMIT_S = 10.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,16 +79,30 @@ def race_of(schedule: pb.DagSchedule, target: str, state: WorkerState) -> Race |
 
 
 def is_valid(spec: pb.Speculative, value: pb.Value) -> bool:
-    """Whether a copy's result may win: not an error and equal to no invalid result."""
+    """Whether a copy's result may win: not an error and equal to no invalid result.
+
+    Loading the result and comparing it run the user's code (`__setstate__`, `__eq__`) in
+    the worker's handler, after the function's own time limit: they are bounded by
+    COMPARE_LIMIT_S, else a result whose `__eq__` never returns would hold the worker forever
+    (no cancel reaches it). Running out of time counts as raising does: a result that cannot
+    be loaded is invalid, a comparison that does not finish is "not equal"."""
     if value.type == pb.ERROR:
         return False
     if not spec.invalid_results:
         return True
+    loaded = False
     try:
-        result = serializer.load(value)
-    except Exception:
-        return False
-    return not any(_equal(result, bad) for bad in spec.invalid_results)
+        with time_limit(COMPARE_LIMIT_S):
+            try:
+                result = serializer.load(value)
+            except Exception:
+                return False
+            loaded = True
+            return not any(_equal(result, bad) for bad in spec.invalid_results)
+    except TimeLimitExceeded:
+        log.warning("a result of %r took over %gs to load or compare with its invalid_results",
+                    spec.function, COMPARE_LIMIT_S)
+        return loaded
 
 
 def _equal(result: object, bad: pb.Value) -> bool:
