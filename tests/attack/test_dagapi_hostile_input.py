@@ -110,3 +110,28 @@ def test_comparing_a_result_that_never_finishes_comparing_does_not_hold_the_work
     assert time.monotonic() - started < 30
     assert copies.is_valid(spec, serializer.dump(1))
     assert not copies.is_valid(spec, serializer.dump(None))
+
+
+def test_a_chained_result_that_would_make_the_next_dags_messages_too_large_fails_the_call(
+) -> None:
+    """Each source of the next DAG gets the previous result in the schedule, which every
+    trigger carries (e2e: tests/attack/test_e2e_chain_over_broker_limit.py)."""
+    state = scheduler_state("w-a", "w-b", "w-c")
+    state.max_message_bytes = 1000
+    state.dags["d"] = pb.DagRecord(dag=pb.Dag(name="d", functions=["a", "b", "c"]), ready=True)
+    for f in "abc":
+        state.pins[f"w-{f}"] = pb.PinRecord(dag_name="d", function_name=f, worker_id=f"w-{f}")
+
+    def chained(size: int) -> tuple[pb.GenericResponse, Outbox]:
+        call = pb.DagCall(name="d", call_id="c", response_address="client")
+        call.chained_input.CopyFrom(serializer.dump(b"x" * size))
+        out = Outbox()
+        return scheduler_dags.call_dag(call, None, state, out), out
+
+    response, out = chained(400)
+    assert response.error == pb.INVALID_REQUEST and "max_message_bytes" in response.message
+    assert "max_message_bytes" in pb.ErrorInfo.FromString(out.outcomes()[0].value.body).message
+    assert not [o for o in out.sent if o.message.WhichOneof("kind") == "trigger"]
+    response, out = chained(100)
+    assert response.success
+    assert len([o for o in out.sent if o.message.WhichOneof("kind") == "trigger"]) == 3
