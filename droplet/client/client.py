@@ -42,6 +42,7 @@ from droplet.proto.replies import error_response, error_value
 from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S
 from droplet.settings import Settings
 from droplet.signing import Signer
+from droplet.speculation import MAX_DAG_BYTES
 from droplet.store import serializer
 from droplet.store.commits import Commit, Committer, Outcome
 from droplet.store.kv import KV
@@ -330,6 +331,10 @@ class DropletClient:
                 raise InvalidArgumentError(f"a connection is a (source, sink) pair, not {pair!r}")
             dag.connections.add(source=_name("function", pair[0]), sink=_name("function", pair[1]))
         dag_options(dag, gpu_functions, batching_functions, colocated, resources)
+        if dag.ByteSize() > MAX_DAG_BYTES:
+            raise ValueTooLargeError(
+                f"DAG {name!r} takes {dag.ByteSize()} bytes, over {MAX_DAG_BYTES} (every "
+                "message of its calls carries it): keep invalid_results to a few small values")
         registered = set(self.list())
         if any(f not in registered for f in dag.functions):
             return False, pb.FUNC_NOT_FOUND

@@ -135,3 +135,17 @@ def test_a_chained_result_that_would_make_the_next_dags_messages_too_large_fails
     response, out = chained(100)
     assert response.success
     assert len([o for o in out.sent if o.message.WhichOneof("kind") == "trigger"]) == 3
+
+
+def test_a_dag_too_large_to_store_is_malformed() -> None:
+    """e2e (the scheduler looped on it, every admin request timing out):
+    tests/attack/test_e2e_dag_too_large.py."""
+    from droplet.graph import shape_error
+    from droplet.speculation import MAX_DAG_BYTES
+
+    dag = pb.Dag(name="d", functions=["f"])
+    spec = dag.speculative.add(function="f", copies=2)
+    serializer.dump(b"x" * 100, spec.invalid_results.add())
+    assert shape_error(dag) is None
+    serializer.dump(b"x" * MAX_DAG_BYTES, spec.invalid_results.add())
+    assert "invalid_results" in (shape_error(dag) or "")
