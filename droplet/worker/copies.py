@@ -21,6 +21,10 @@ records `joins/<schedule>/<step>$copies/` (the fan-in records of joins.py, reuse
 * a copy that starts after the race is decided does not run; a redelivered trigger of the
   winning copy sends its result on again (its first sending may not have been confirmed);
   redelivered triggers of the other copies are dropped.
+* the records hold a winner's result only up to RECORD_MAX_BYTES (etcd takes ~1 MiB in one
+  transaction): a larger win is recorded without it, and its redelivered trigger runs the
+  copy again to send a result on, as a redelivered ordinary step does. A loss keeps only
+  what may be read back: a small result, or the error (its message cut short).
 
 So a DAG call gets one outcome, and a winning step sends exactly one result on, whatever the
 timing of its copies; a copy whose worker is killed is redelivered or rerouted like any DAG
@@ -46,6 +50,10 @@ RACE_SUFFIX = "$copies"  # "$" is outside function names: no clash with a real s
 # The record that interrupts the losing copies still running is needed only until every
 # worker's watch has seen it (a copy that starts later finds the race decided instead).
 STOP_RECORD_TTL_S = 60.0
+# Largest result a race record holds (a winner's, with a MULTI call's writes, or a loser's):
+# etcd refuses transactions over ~1 MiB (commits.MAX_TXN_BYTES), and a commit refused for its
+# size is not one the worker can retry.
+RECORD_MAX_BYTES = 256 * 1024
 # How long loading a copy's result and comparing it with invalid_results may take (is_valid).
 COMPARE_LIMIT_S = 10.0
 log = logging.getLogger(__name__)
@@ -117,8 +125,19 @@ def won(race: Race, done: pb.DagTrigger, copy: int, state: WorkerState) -> Commi
     done.copy = copy
     schedule_id = race.schedule.id
     key = state.keys.join_done(schedule_id, race.key)
-    return Commit(records={key: state.joins.seal(key, done)},
+    kept = done
+    if done.ByteSize() > RECORD_MAX_BYTES:  # the win alone: see is_elided
+        kept = pb.DagTrigger(id=done.id, source=done.source, copy=copy,
+                             observed_revision=done.observed_revision)
+    return Commit(records={key: state.joins.seal(key, kept)},
                   clears=[state.joins.parts_prefix(schedule_id, race.key)], absent=key)
+
+
+def is_elided(decided: pb.DagTrigger) -> bool:
+    """Whether the race's winner was recorded without its result (too large for the race's
+    etcd transaction): a redelivered winner then runs again to send its result on, as a
+    redelivered ordinary step does."""
+    return not decided.aborted and not decided.HasField("result")
 
 
 def stop_losers(race: Race, state: WorkerState) -> Commit:
@@ -135,7 +154,11 @@ def lost(race: Race, value: pb.Value, copy: int,
     copy still running (then the commit also closes the race)."""
     schedule_id = race.schedule.id
     record = pb.DagTrigger(id=schedule_id, source=str(copy), aborted=True, copy=copy)
-    record.result.CopyFrom(value)
+    if value.ByteSize() <= RECORD_MAX_BYTES:  # only a failure's error is ever read back
+        record.result.CopyFrom(value)
+    elif value.type == pb.ERROR:
+        info = pb.ErrorInfo.FromString(value.body)
+        record.result.CopyFrom(error_value(info.code, info.message[:RECORD_MAX_BYTES // 4]))
     parts = dict(race.seen.parts)
     parts[str(copy)] = record
     guard = state.joins.unchanged_since(schedule_id, race.key, race.seen)

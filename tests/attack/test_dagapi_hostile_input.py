@@ -149,3 +149,68 @@ def test_a_dag_too_large_to_store_is_malformed() -> None:
     assert shape_error(dag) is None
     serializer.dump(b"x" * MAX_DAG_BYTES, spec.invalid_results.add())
     assert "invalid_results" in (shape_error(dag) or "")
+
+
+# -- race records of large results (e2e: tests/attack/test_e2e_speculative_big_result.py) --
+
+BIG = 2_000_000  # over what one etcd transaction takes (commits.MAX_TXN_BYTES)
+
+
+def test_a_winner_too_large_for_its_race_record_still_wins_and_sends_its_result_once() -> None:
+    from droplet.store.commits import Committer, Status
+    from droplet.store.values import ValueStore
+    from tests.unit.helpers import NAMES, SETTINGS, worker_state
+    from tests.unit.test_speculative import (
+        _kv_with,
+        copy_trigger,
+        handle,
+        schedule_of,
+        settle,
+        speculative_dag,
+    )
+
+    kv = _kv_with(lambda lib, x: b"y" * BIG)
+    schedule = schedule_of(speculative_dag(), ["w-1"])
+    winner = worker_state(kv, "w-spec")
+    out = handle(kv, winner, copy_trigger(schedule, 0))
+    committer = Committer(ValueStore(kv, SETTINGS), SETTINGS.etcd_max_txn_ops)
+    assert all(committer.apply(item.commit).status is Status.DONE for item in out.durable), \
+        "the win fits in one etcd transaction"
+    after = NAMES.worker("w-after")
+    sent = [o for item in out.durable for o in item.then] + out.sent
+    assert [len(serializer.load(o.message.trigger.result)) for o in sent
+            if o.queue == after] == [BIG]
+    # A redelivered winner: its record has no result, so it runs again and sends it on.
+    again, _ = settle(kv, handle(kv, winner, copy_trigger(schedule, 0)))
+    assert [len(serializer.load(o.message.trigger.result)) for o in again
+            if o.queue == after] == [BIG]
+    # The other copy, later, finds the race decided and sends nothing.
+    late, _ = settle(kv, handle(kv, worker_state(kv, "w-1"), copy_trigger(schedule, 1)))
+    assert late == []
+
+
+def test_losing_copies_with_large_results_or_errors_record_their_loss_and_fail_the_call() -> (
+        None):
+    from tests.unit.helpers import worker_state
+    from tests.unit.test_speculative import (
+        _kv_with,
+        copy_trigger,
+        handle,
+        schedule_of,
+        settle,
+        speculative_dag,
+    )
+
+    def big_or_raise(lib: Any, x: int) -> Any:
+        if lib.getid() == "w-1":
+            raise ValueError("e" * BIG)
+        return b"bad" * (BIG // 3)
+
+    kv = _kv_with(big_or_raise)
+    schedule = schedule_of(speculative_dag(invalid=[b"bad" * (BIG // 3)], final=True), ["w-1"])
+    _, first = settle(kv, handle(kv, worker_state(kv, "w-spec"), copy_trigger(schedule, 0)))
+    _, second = settle(kv, handle(kv, worker_state(kv, "w-1"), copy_trigger(schedule, 1)))
+    [answer] = first + second
+    assert answer.value.type == pb.ERROR
+    info = pb.ErrorInfo.FromString(answer.value.body)
+    assert "ValueError" in info.message and len(answer.value.body) < BIG
