@@ -13,9 +13,10 @@ from typing import Any
 
 from droplet.broker.interface import ConnectionFactory
 from droplet.broker_config.names import QueueNames
+from droplet.client import dagspecs
 from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
-from droplet.client.checks import checked_key, checked_name
+from droplet.client.checks import checked_key, checked_name, checked_prefix
 from droplet.client.dagcalls import build_dag_call, send_dag_call
 from droplet.client.dagspecs import ContinuationStep, FunctionEntry, dag_functions, describe
 from droplet.client.delays import delayed_call, send_delayed
@@ -42,7 +43,6 @@ from droplet.proto.replies import error_response, error_value
 from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S
 from droplet.settings import Settings
 from droplet.signing import Signer
-from droplet.speculation import MAX_DAG_BYTES
 from droplet.store import serializer
 from droplet.store.commits import Commit, Committer, Outcome
 from droplet.store.kv import KV
@@ -265,9 +265,8 @@ class DropletClient:
     def list(self, prefix: str | None = None) -> builtins.list[str]:
         """Names of the registered functions (those starting with prefix), sorted; DAGs are
         not listed (as in the original system)."""
-        if prefix is not None and not isinstance(prefix, str):
-            raise InvalidArgumentError(f"prefix is a string or None, not {prefix!r}")
-        return sorted(n for n in self.metadata.function_names() if n.startswith(prefix or ""))
+        start = checked_prefix(prefix)
+        return sorted(n for n in self.metadata.function_names() if n.startswith(start))
 
     def get_function(self, name: str) -> DropletFunction:
         """A handle on a function registered elsewhere (by another client or process);
@@ -331,10 +330,7 @@ class DropletClient:
                 raise InvalidArgumentError(f"a connection is a (source, sink) pair, not {pair!r}")
             dag.connections.add(source=_name("function", pair[0]), sink=_name("function", pair[1]))
         dag_options(dag, gpu_functions, batching_functions, colocated, resources)
-        if dag.ByteSize() > MAX_DAG_BYTES:
-            raise ValueTooLargeError(
-                f"DAG {name!r} takes {dag.ByteSize()} bytes, over {MAX_DAG_BYTES} (every "
-                "message of its calls carries it): keep invalid_results to a few small values")
+        dagspecs.checked_size(dag)
         registered = set(self.list())
         if any(f not in registered for f in dag.functions):
             return False, pb.FUNC_NOT_FOUND

@@ -15,8 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from droplet.client.checks import checked_name
-from droplet.errors import InvalidArgumentError
+from droplet.errors import InvalidArgumentError, ValueTooLargeError
 from droplet.proto import pb
+from droplet.speculation import MAX_DAG_BYTES
 from droplet.store import serializer
 
 FunctionEntry = str | tuple[str, Iterable[Any]] | tuple[str, Iterable[Any], int]
@@ -55,6 +56,14 @@ def dag_functions(functions: Iterable[Any], default_copies: int
         names.append(name)
         specs.append(spec)
     return names, specs
+
+
+def checked_size(dag: pb.Dag) -> None:
+    """Refuses a DAG a scheduler would refuse for its size (droplet/speculation.py)."""
+    if dag.ByteSize() > MAX_DAG_BYTES:
+        raise ValueTooLargeError(
+            f"DAG {dag.name!r} takes {dag.ByteSize()} bytes, over {MAX_DAG_BYTES} (every "
+            "message of its calls carries it): keep invalid_results to a few small values")
 
 
 def add_continuations(call: pb.DagCall, continuation: Any) -> None:
