@@ -28,7 +28,7 @@ class TimeLimitExceeded(BaseException):
 
 
 @contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
+def time_limit(seconds: float) -> Iterator[None]:
     usable = seconds > 0 and threading.current_thread() is threading.main_thread()
     if not usable:
         yield
@@ -53,7 +53,7 @@ def run_function(
     """The outcome, and when the function raised, the qualified names of its exception's
     classes (so that retries can match `retry_on`)."""
     try:
-        with _time_limit(time_limit_s), interrupt or nullcontext():
+        with time_limit(time_limit_s), interrupt or nullcontext():
             result = fn(lib, *args)
     except CallCancelled as exc:
         return cancelled_value(str(exc)), ()
