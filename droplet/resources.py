@@ -43,9 +43,14 @@ def checked(needs: Mapping[str, float] | None, what: str = "resources") -> Needs
             raise InvalidArgumentError(f"{what}: bad tag name {name!r} (letters, digits, _.-)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidArgumentError(f"{what}: the value of {name!r} is a number")
-        if not math.isfinite(value) or value < 0:
-            raise InvalidArgumentError(f"{what}: the value of {name!r} must be >= 0")
-        out[name] = float(value)
+        try:
+            number = float(value)  # an int too large for a float raises OverflowError
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or number < 0:
+            raise InvalidArgumentError(
+                f"{what}: the value of {name!r} must be a finite number >= 0, not {value!r:.40}")
+        out[name] = number
     return out
 
 

@@ -17,6 +17,10 @@ alone, after their stored outcome is looked up. Everything else of a batching fu
 (MULTI steps, fan-ins, a cancelled call, a call whose arguments cannot be read) runs alone too
 -- as a batch of one, so the function always sees a list.
 
+The same call delivered twice (not marked as a copy that may have run) joins a batch once, and
+both deliveries are answered with its one outcome (they all read WorkerState.batched, which is
+emptied once the group of deliveries is done).
+
 A batch that raises, or returns something that is not a list of the right length, fails
 every call in it with EXECUTION_ERROR saying so. The function's time limit bounds the whole
 invocation; a cancel of one call does not interrupt a batch (the call's outcome is CANCELLED
@@ -141,7 +145,11 @@ def run_batch(state: WorkerState, name: str, items: Sequence[BatchItem]) -> int:
     context = RunContext()
     lib = state.library.for_run(context)
     members: list[tuple[BatchItem, tuple[Any, ...]]] = []
+    seen: set[tuple[str, str]] = set()
     for item in items:
+        if item.key in seen or item.key in state.batched:
+            continue  # a duplicate delivery of a call: it gets the outcome of the one run
+        seen.add(item.key)
         if state.cancels.is_cancelled(item.key[1]):
             continue
         try:
