@@ -75,3 +75,29 @@ def test_the_same_direct_call_twice_in_one_batch_is_answered_the_same() -> None:
 def test_a_need_too_large_for_a_float_is_refused_clearly(value: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="finite number >= 0"):
         checked_needs({"gpu": value})
+
+
+class OwnBaseException(BaseException):
+    """A function's own BaseException subclass (neither Exception nor SystemExit)."""
+
+
+def raises_base(lib: Any, batch: list[tuple[int]]) -> list[int]:
+    raise OwnBaseException("odd")
+
+
+def test_a_batch_raising_its_own_base_exception_fails_each_call_and_the_worker_goes_on(
+) -> None:
+    fleet = Fleet()
+    fleet.start_worker("w1")
+    Metadata(fleet.kv, fleet.settings, fleet.signer).put_function(pb.Function(
+        name="b", body=cloudpickle.dumps(raises_base), batching=True, batch_size=8,
+        batch_linger_s=0.001))
+    fleet.workers["w1"].service.state.batching.add("b")
+    calls = [fleet.call("b", i, queue=fleet.names.worker("w1")) for i in range(3)]
+    fleet.run_until_quiet()  # raised OwnBaseException out of the worker's loop before
+    assert_one_outcome_each(fleet, calls)
+    for call_id in calls:
+        value = fleet.values.outcome(call_id)
+        assert value is not None and value.type == pb.ERROR
+        info = pb.ErrorInfo.FromString(value.body)
+        assert info.code == pb.EXECUTION_ERROR and "OwnBaseException: odd" in info.message

@@ -1,0 +1,86 @@
+"""Attack (end to end, real RabbitMQ and etcd): kill -9 the only worker with the tags calls
+need while calls wait on its own queue, and restart it under the same id with other tags.
+
+Every call must get exactly one outcome within a bounded time: the one that ran (or was in
+hand) and those waiting are moved to the schedulers and answered NO_RESOURCES (no live worker
+has the tags), or run on a worker that qualifies; none may hang until the client's timeout.
+README "Resource tags" (`NO_RESOURCES` at once when no live worker qualifies; a worker without
+the tags sends a call back to the schedulers).
+Run: .venv/bin/python -m pytest -q tests/attack/test_e2e_tagged_worker_killed.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import droplet
+from droplet.cli.cluster import LocalCluster
+from droplet.cli.status import collect
+from tests.conftest import Services, purge_namespace
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
+
+
+def _slow(lib: Any, x: int) -> str:
+    import time as t
+
+    t.sleep(0.5)
+    return f"{lib.getid()}:{x}"
+
+
+def _worker(settings: Any, worker_id: str) -> dict[str, Any]:
+    return {w["id"]: w for w in collect(settings)["workers"]}.get(worker_id, {})
+
+
+def _outcomes(futures: list[Any], deadline_s: float) -> list[str]:
+    """Each future's outcome: its result, or the name of the error it raised."""
+    out = []
+    deadline = time.monotonic() + deadline_s
+    for future in futures:
+        try:
+            out.append(future.get(timeout=max(0.5, deadline - time.monotonic())))
+        except droplet.DropletTimeoutError:
+            out.append("HUNG")
+        except droplet.DropletError as exc:
+            out.append(type(exc).__name__)
+    return out
+
+
+@pytest.mark.parametrize("restart_tags", [None, "mem=4"])
+def test_calls_queued_on_a_killed_tagged_worker_each_get_one_outcome(
+        services: Services, tmp_path: Path, unique: str, restart_tags: str | None) -> None:
+    plain, gpu = f"{unique}-plain", f"{unique}-gpu"
+    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
+    cluster = LocalCluster(settings, tmp_path)
+    cluster.start_scheduler()
+    cluster.start_worker(plain)
+    cluster.start_worker(gpu, resources="gpu=1")
+    try:
+        cluster.wait_ready(2, timeout_s=30)
+        with droplet.connect(settings=settings) as client:
+            f = client.register(_slow, unique, resources={"gpu": 1})
+            assert f(-1).get(timeout=30) == f"{gpu}:-1"
+            futures = [f(i) for i in range(8)]
+            client.batcher.flush()
+            deadline = time.monotonic() + 20
+            while not _worker(settings, gpu).get("queue_depth"):
+                assert time.monotonic() < deadline, "the tagged worker never took a call"
+                time.sleep(0.05)
+            os.kill(_worker(settings, gpu)["pid"], signal.SIGKILL)
+            if restart_tags is not None:  # the same id, at once, with other tags
+                cluster.start_worker(gpu, resources=restart_tags)
+            outcomes = _outcomes(futures, 60)
+        ran = [o for o in outcomes if o.startswith(gpu + ":")]
+        refused = [o for o in outcomes if o == "NoResourcesError"]
+        assert len(ran) + len(refused) == 8, f"lost, hung or unclear outcomes: {outcomes}"
+        print(f"restart with {restart_tags}: {len(ran)} ran before the kill, "
+              f"{len(refused)} NO_RESOURCES")
+    finally:
+        cluster.stop()
+        purge_namespace(settings, [plain, gpu])
