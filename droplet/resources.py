@@ -29,6 +29,10 @@ GPU_NEEDS: Mapping[str, float] = {"gpu": 1.0}
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LINGER_S = 0.005
 MAX_BATCH_SIZE = 4096
+# Tags travel in every tagged call and in the worker's status record (rewritten every few
+# tenths of a second): a few describe a worker; thousands would make each record too large
+# for one etcd request, and the worker could not even register.
+MAX_TAGS = 64
 
 
 def checked(needs: Mapping[str, float] | None, what: str = "resources") -> Needs:
@@ -37,6 +41,8 @@ def checked(needs: Mapping[str, float] | None, what: str = "resources") -> Needs
         return {}
     if not isinstance(needs, Mapping):
         raise InvalidArgumentError(f"{what} is a mapping of tag names to numbers, not {needs!r}")
+    if len(needs) > MAX_TAGS:
+        raise InvalidArgumentError(f"{what}: at most {MAX_TAGS} tags, not {len(needs)}")
     out: Needs = {}
     for name, value in needs.items():
         if not isinstance(name, str) or not _TAG.match(name):

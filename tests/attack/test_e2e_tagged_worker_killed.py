@@ -84,3 +84,38 @@ def test_calls_queued_on_a_killed_tagged_worker_each_get_one_outcome(
     finally:
         cluster.stop()
         purge_namespace(settings, [plain, gpu])
+
+
+def test_calls_placed_on_a_paused_tagged_worker_complete_after_it_resumes(
+        services: Services, tmp_path: Path, unique: str) -> None:
+    """SIGSTOP one of two gpu workers (its status still shows it idle, so calls are placed on
+    its queue), past its lease, then SIGCONT: every call gets one result."""
+    ids = [f"{unique}-g{i}" for i in range(2)]
+    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
+    cluster = LocalCluster(settings, tmp_path)
+    cluster.start_scheduler()
+    for worker_id in ids:
+        cluster.start_worker(worker_id, resources="gpu=1")
+    stopped = None
+    try:
+        cluster.wait_ready(2, timeout_s=30)
+        with droplet.connect(settings=settings) as client:
+            f = client.register(_slow, unique, resources={"gpu": 1})
+            assert f(-1).get(timeout=30).split(":")[0] in ids
+            pid = _worker(settings, ids[0])["pid"]
+            os.kill(pid, signal.SIGSTOP)
+            stopped = pid
+            futures = [f(i) for i in range(10)]
+            client.batcher.flush()
+            time.sleep(8)  # lease 3 s: the schedulers find it dead and move its queue
+            os.kill(pid, signal.SIGCONT)
+            stopped = None
+            outcomes = _outcomes(futures, 60)
+        assert all(o.split(":")[0] in ids and o.endswith(f":{i}")
+                   for i, o in enumerate(outcomes)), f"lost, hung or failed: {outcomes}"
+        print("ran on", sorted(o.split(":")[0][-2:] for o in outcomes))
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        cluster.stop()
+        purge_namespace(settings, ids)

@@ -11,6 +11,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
+from droplet import resources
 from droplet.client.tagging import checked_needs
 from droplet.errors import InvalidArgumentError
 from droplet.proto import envelope, pb
@@ -101,3 +102,12 @@ def test_a_batch_raising_its_own_base_exception_fails_each_call_and_the_worker_g
         assert value is not None and value.type == pb.ERROR
         info = pb.ErrorInfo.FromString(value.body)
         assert info.code == pb.EXECUTION_ERROR and "OwnBaseException: odd" in info.message
+
+
+def test_thousands_of_tags_are_refused_clearly_before_anything_starts() -> None:
+    many = ",".join(f"t{i}=1" for i in range(resources.MAX_TAGS + 1))
+    with pytest.raises(InvalidArgumentError, match="at most"):
+        resources.parse(many)  # `droplet worker --resources`, `droplet up --tagged-worker`
+    with pytest.raises(InvalidArgumentError, match="at most"):
+        checked_needs({f"t{i}": 1 for i in range(5000)})
+    assert len(resources.parse(",".join(f"t{i}" for i in range(resources.MAX_TAGS)))) == 64
