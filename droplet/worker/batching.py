@@ -44,7 +44,7 @@ from droplet.store import serializer
 from droplet.worker.executor import run_function
 from droplet.worker.functions import LoadedFunction
 from droplet.worker.library import RunContext, RunOutcome
-from droplet.worker.tags import misplaced
+from droplet.worker.tags import misplaced, trigger_misplaced
 
 if TYPE_CHECKING:
     from droplet.worker.handlers import WorkerState
@@ -115,7 +115,8 @@ def batch_item(message: pb.Message, state: WorkerState) -> BatchItem | None:
     if (target == OUTPUT or trigger.aborted or trigger.rerouted_since
             or schedule.consistency != pb.NORMAL or schedule.client_id
             or [trigger.source] != (upstreams(schedule.dag, target) or [BEGIN])
-            or not is_batching(_loaded(state, target), schedule.dag)):
+            or not is_batching(_loaded(state, target), schedule.dag)
+            or trigger_misplaced(trigger, state)):  # it goes back, it does not run here
         return None
     try:
         extra = [] if trigger.source == BEGIN else [serializer.load(trigger.result)]
