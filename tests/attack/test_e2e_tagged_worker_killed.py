@@ -38,9 +38,9 @@ def _worker(settings: Any, worker_id: str) -> dict[str, Any]:
     return {w["id"]: w for w in collect(settings)["workers"]}.get(worker_id, {})
 
 
-def _outcomes(futures: list[Any], deadline_s: float) -> list[str]:
-    """Each future's outcome: its result, or the name of the error it raised."""
-    out = []
+def _outcomes(futures: list[Any], deadline_s: float) -> list[Any]:
+    """Each future's outcome: its result, or the name of the error it raised ("HUNG")."""
+    out: list[Any] = []
     deadline = time.monotonic() + deadline_s
     for future in futures:
         try:
@@ -117,5 +117,40 @@ def test_calls_placed_on_a_paused_tagged_worker_complete_after_it_resumes(
     finally:
         if stopped is not None:
             os.kill(stopped, signal.SIGCONT)
+        cluster.stop()
+        purge_namespace(settings, ids)
+
+
+def _tripled(lib: Any, batch: list[tuple[int]]) -> list[int]:
+    return [x * 3 for (x,) in batch]
+
+
+def test_a_scheduler_killed_while_placing_tagged_batching_calls_loses_none(
+        services: Services, tmp_path: Path, unique: str) -> None:
+    """Two schedulers place a burst of calls that need gpu and batch; one is killed -9 in the
+    middle: its unacked calls go to the other, and every call gets its one result."""
+    ids = [f"{unique}-g{i}" for i in range(2)]
+    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
+    cluster = LocalCluster(settings, tmp_path)
+    victim = cluster.start_scheduler()
+    cluster.start_scheduler()
+    for worker_id in ids:
+        cluster.start_worker(worker_id, resources="gpu=1")
+    try:
+        cluster.wait_ready(2, timeout_s=30)
+        with droplet.connect(settings=settings) as client:
+            f = client.register(_tripled, unique, resources={"gpu": 1}, batching=True,
+                                batch_size=16, batch_linger_ms=20)
+            assert f(1).get(timeout=30) == 3
+            futures = []
+            for i in range(300):
+                futures.append(f(i))
+                if i == 150:
+                    client.batcher.flush()
+                    victim.kill()
+            outcomes = _outcomes(futures, 90)
+        wrong = [(i, o) for i, o in enumerate(outcomes) if o != i * 3]
+        assert not wrong, f"{len(wrong)} of 300 lost, hung or wrong: {wrong[:10]}"
+    finally:
         cluster.stop()
         purge_namespace(settings, ids)
