@@ -52,9 +52,18 @@ def _outcomes(futures: list[Any], deadline_s: float) -> list[Any]:
     return out
 
 
-@pytest.mark.parametrize("restart_tags", [None, "mem=4"])
+def _slow_batch(lib: Any, batch: list[tuple[int]]) -> list[str]:
+    import time as t
+
+    t.sleep(0.5)
+    return [f"{lib.getid()}:{x}" for (x,) in batch]
+
+
+@pytest.mark.parametrize(("restart_tags", "batches"),
+                         [(None, False), ("mem=4", False), (None, True), ("mem=4", True)])
 def test_calls_queued_on_a_killed_tagged_worker_each_get_one_outcome(
-        services: Services, tmp_path: Path, unique: str, restart_tags: str | None) -> None:
+        services: Services, tmp_path: Path, unique: str, restart_tags: str | None,
+        batches: bool) -> None:
     plain, gpu = f"{unique}-plain", f"{unique}-gpu"
     settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
     cluster = LocalCluster(settings, tmp_path)
@@ -64,7 +73,11 @@ def test_calls_queued_on_a_killed_tagged_worker_each_get_one_outcome(
     try:
         cluster.wait_ready(2, timeout_s=30)
         with droplet.connect(settings=settings) as client:
-            f = client.register(_slow, unique, resources={"gpu": 1})
+            if batches:  # killed mid-batch: the batch and the calls behind it
+                f = client.register(_slow_batch, unique, resources={"gpu": 1}, batching=True,
+                                    batch_size=3, batch_linger_ms=50)
+            else:
+                f = client.register(_slow, unique, resources={"gpu": 1})
             assert f(-1).get(timeout=30) == f"{gpu}:-1"
             futures = [f(i) for i in range(8)]
             client.batcher.flush()
