@@ -167,3 +167,52 @@ def test_a_scheduler_killed_while_placing_tagged_batching_calls_loses_none(
     finally:
         cluster.stop()
         purge_namespace(settings, ids)
+
+
+def _pid(lib: Any, x: int) -> str:
+    import os as o
+
+    return f"{lib.getid()}:{o.getpid()}:{x}"
+
+
+def test_a_gpu_step_never_runs_on_its_worker_restarted_without_gpu(
+        services: Services, tmp_path: Path, unique: str) -> None:
+    """The worker pinned on a gpu DAG function is killed -9 and restarted at once under the
+    same id without tags: the pin moves to the other gpu worker, and no step (queued before
+    or sent after) runs on the restarted process."""
+    from contextlib import closing
+
+    from droplet.runtime import open_kv
+    from droplet.signing import Signer
+    from droplet.store.metadata import Metadata
+
+    ids = [f"{unique}-g{i}" for i in range(2)]
+    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
+    cluster = LocalCluster(settings, tmp_path)
+    cluster.start_scheduler()
+    for worker_id in ids:
+        cluster.start_worker(worker_id, resources="gpu=1")
+    try:
+        cluster.wait_ready(2, timeout_s=30)
+        with droplet.connect(settings=settings) as client:
+            client.register(_pid, unique + "-f")
+            assert client.register_dag(unique, [unique + "-f"], [],
+                                       gpu_functions=[unique + "-f"]) == (True, None)
+            with closing(open_kv(settings)) as kv:
+                [pin] = [p for p in Metadata(kv, settings, Signer(None)).pins()
+                         if p.dag_name == unique]
+            holder = pin.worker_id
+            other = next(w for w in ids if w != holder)
+            futures = [client.call_dag(unique, {unique + "-f": [i]}) for i in range(6)]
+            os.kill(_worker(settings, holder)["pid"], signal.SIGKILL)
+            restarted = cluster.start_worker(holder)  # the same id, no tags
+            futures += [client.call_dag(unique, {unique + "-f": [i]}) for i in range(6, 12)]
+            outcomes = _outcomes(futures, 90)
+        on_restarted = [o for o in outcomes if str(o).startswith(f"{holder}:{restarted.pid}:")]
+        assert not on_restarted, f"gpu steps ran on the worker without gpu: {on_restarted}"
+        after = outcomes[6:]
+        assert all(str(o).startswith(other + ":") for o in after), \
+            f"steps sent after the restart did not all run on {other}: {after}"
+    finally:
+        cluster.stop()
+        purge_namespace(settings, ids)
