@@ -28,6 +28,7 @@ GPU_NEEDS: Mapping[str, float] = {"gpu": 1.0}
 # the worker both read them.
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LINGER_S = 0.005
+MAX_LINGER_S = 10.0
 MAX_BATCH_SIZE = 4096
 # Tags travel in every tagged call and in the worker's status record (rewritten every few
 # tenths of a second): a few describe a worker; thousands would make each record too large

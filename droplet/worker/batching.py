@@ -38,7 +38,7 @@ from droplet.errors import DropletError, SnapshotExpired, StoreError
 from droplet.graph import BEGIN, OUTPUT, upstreams
 from droplet.proto import envelope, pb
 from droplet.proto.replies import error_value
-from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S, MAX_BATCH_SIZE
+from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S, MAX_BATCH_SIZE, MAX_LINGER_S
 from droplet.signing import Signer
 from droplet.store import serializer
 from droplet.worker.executor import run_function
@@ -74,7 +74,12 @@ def batch_size(function: LoadedFunction) -> int:
 
 
 def linger_s(function: LoadedFunction) -> float:
-    return function.spec.batch_linger_s or DEFAULT_LINGER_S
+    """The registered linger, read within range: a record the client did not check (NaN,
+    infinity, negative) would otherwise keep the worker gathering forever."""
+    linger = function.spec.batch_linger_s
+    if not linger > 0:  # 0 (not given), negative or NaN
+        return DEFAULT_LINGER_S
+    return min(linger, MAX_LINGER_S)
 
 
 def one_at_a_time(run: Callable[..., Any]) -> Callable[..., Any]:
