@@ -23,6 +23,7 @@ from droplet import resources
 from droplet.errors import DropletError, StoreError
 from droplet.graph import OUTPUT
 from droplet.proto import pb
+from droplet.speculation import speculative_spec
 
 if TYPE_CHECKING:
     from droplet.worker.handlers import WorkerState
@@ -62,9 +63,12 @@ def fits(dag: pb.Dag, function: str, state: WorkerState) -> bool:
 def trigger_misplaced(trigger: pb.DagTrigger, state: WorkerState) -> bool:
     """A DAG step that must not run here: its function needs tags this worker lacks and it is
     not pinned here (a pin it holds is kept, so a trigger never bounces between this worker
-    and the schedulers)."""
+    and the schedulers). Speculative steps are left to their races, whose copies go only to
+    workers with the tags (droplet/speculation.py)."""
     target = trigger.target_function
     if target == OUTPUT or not trigger.HasField("schedule"):
         return False
     dag = trigger.schedule.dag
+    if speculative_spec(dag, target) is not None:
+        return False
     return state.pinned != (dag.name, target) and not fits(dag, target, state)
