@@ -216,3 +216,48 @@ def test_a_gpu_step_never_runs_on_its_worker_restarted_without_gpu(
     finally:
         cluster.stop()
         purge_namespace(settings, ids)
+
+
+def _slow_tripled(lib: Any, batch: list[tuple[int]]) -> list[int]:
+    import time as t
+
+    t.sleep(1.0)
+    return [x * 3 for (x,) in batch]
+
+
+def test_a_worker_paused_mid_batch_past_its_lease_leaves_every_call_its_result(
+        services: Services, tmp_path: Path, unique: str) -> None:
+    """SIGSTOP the worker running a batch, past its lease, then SIGCONT: the batch's calls
+    (moved on as claims, run elsewhere) and those behind it all complete, none hangs."""
+    ids = [f"{unique}-g{i}" for i in range(2)]
+    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
+    cluster = LocalCluster(settings, tmp_path)
+    cluster.start_scheduler()
+    for worker_id in ids:
+        cluster.start_worker(worker_id, resources="gpu=1")
+    stopped = None
+    try:
+        cluster.wait_ready(2, timeout_s=30)
+        with droplet.connect(settings=settings) as client:
+            f = client.register(_slow_tripled, unique, resources={"gpu": 1}, batching=True,
+                                batch_size=4, batch_linger_ms=50)
+            assert f(1).get(timeout=30) == 3
+            futures = [f(i) for i in range(16)]
+            client.batcher.flush()
+            deadline = time.monotonic() + 20
+            while not (busy := [w for w in ids if _worker(settings, w).get("queue_depth")]):
+                assert time.monotonic() < deadline, "no worker took a batch"
+                time.sleep(0.05)
+            pid = _worker(settings, busy[0])["pid"]
+            os.kill(pid, signal.SIGSTOP)
+            stopped = pid
+            time.sleep(8)  # lease 3 s: its claims and queue are moved on
+            os.kill(pid, signal.SIGCONT)
+            stopped = None
+            outcomes = _outcomes(futures, 90)
+        assert outcomes == [i * 3 for i in range(16)], f"lost, hung or failed: {outcomes}"
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        cluster.stop()
+        purge_namespace(settings, ids)
