@@ -261,3 +261,32 @@ def test_a_worker_paused_mid_batch_past_its_lease_leaves_every_call_its_result(
             os.kill(stopped, signal.SIGCONT)
         cluster.stop()
         purge_namespace(settings, ids)
+
+
+def test_a_call_cancelled_in_a_running_batch_is_cancelled_and_the_rest_complete(
+        services: Services, tmp_path: Path, unique: str) -> None:
+    gpu = f"{unique}-g"
+    settings = services.settings(worker_lease_ttl_s=3, status_interval_s=0.5)
+    cluster = LocalCluster(settings, tmp_path)
+    cluster.start_scheduler()
+    cluster.start_worker(gpu, resources="gpu=1")
+    try:
+        cluster.wait_ready(1, timeout_s=30)
+        with droplet.connect(settings=settings) as client:
+            f = client.register(_slow_tripled, unique, resources={"gpu": 1}, batching=True,
+                                batch_size=8, batch_linger_ms=200)
+            assert f(1).get(timeout=30) == 3
+            futures = [f(i) for i in range(8)]
+            client.batcher.flush()
+            deadline = time.monotonic() + 20
+            while not _worker(settings, gpu).get("queue_depth"):
+                assert time.monotonic() < deadline, "the worker never took the batch"
+                time.sleep(0.05)
+            assert client.cancel(futures[3].call_id)
+            outcomes = _outcomes(futures, 60)
+        assert outcomes[3] == "CancelledError", outcomes
+        assert [o for i, o in enumerate(outcomes) if i != 3] == \
+            [i * 3 for i in range(8) if i != 3], outcomes
+    finally:
+        cluster.stop()
+        purge_namespace(settings, [gpu])
