@@ -301,6 +301,9 @@ class WorkerService:
                 remaining = gathering.deadline - time.monotonic()
                 if gathering.full() or remaining <= 0:
                     break
+                # Lingering, it has calls in hand: its status says so, so that a scheduler
+                # places a tagged call on an idle worker rather than behind this batch.
+                self.status.in_hand = len(group) + len(self._buffer)
                 self._buffer += conn.poll(remaining)
         self.status.in_hand = len(group) + len(self._buffer)
         started = time.monotonic()
