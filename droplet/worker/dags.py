@@ -47,6 +47,7 @@ from droplet.worker.copies import (
 )
 from droplet.worker.handlers import WorkerState, run
 from droplet.worker.library import RunContext
+from droplet.worker.tags import trigger_misplaced
 
 _RETRY_BASE_MS = 10.0
 
@@ -64,6 +65,9 @@ def expected_sources(dag: pb.Dag, target: str) -> list[str]:
 def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
     if not trigger.HasField("schedule"):
         raise DropletError("a DAG trigger without its schedule")
+    if trigger_misplaced(trigger, state):  # needs tags this worker lacks: sent on by a
+        out.send(state.names.calls, pb.Message(trigger=trigger))  # scheduler (worker/tags.py)
+        return
     schedule = trigger.schedule
     target = trigger.target_function
     expected = expected_sources(schedule.dag, target)
