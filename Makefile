@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint typecheck proto services clean bench
+.PHONY: demo test unit lint typecheck proto services clean bench images
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,16 @@ services: $(STAMP)
 demo: services
 	$(PY) examples/demo.py
 
-test: services lint
+# DROPLET_TEST_SERVICES=containers runs RabbitMQ and etcd in Docker containers (images built
+# on first use); local (the default without Docker) uses the machine's RabbitMQ and a private
+# etcd; external uses DROPLET_BROKER_URL and DROPLET_ETCD. See the README's Tests section.
+test: $(STAMP) lint
+	@if [ "$${DROPLET_TEST_SERVICES:-}" != containers ]; then bash scripts/ensure_rabbitmq.sh; fi
 	$(PY) -m pytest -q
+
+# The test images (RabbitMQ, etcd, a worker), built when their recipe changed.
+images: $(STAMP)
+	$(PY) -m tests.containers.images
 
 # The unit tests alone, in-process fault tests included: no RabbitMQ, no etcd.
 unit: $(STAMP)

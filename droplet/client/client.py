@@ -13,9 +13,10 @@ from typing import Any
 
 from droplet.broker.interface import ConnectionFactory
 from droplet.broker_config.names import QueueNames
+from droplet.client import dagspecs
 from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
-from droplet.client.checks import checked_key, checked_name
+from droplet.client.checks import checked_key, checked_name, checked_prefix
 from droplet.client.dagcalls import build_dag_call, send_dag_call
 from droplet.client.dagspecs import ContinuationStep, FunctionEntry, dag_functions, describe
 from droplet.client.delays import delayed_call, send_delayed
@@ -264,7 +265,8 @@ class DropletClient:
     def list(self, prefix: str | None = None) -> builtins.list[str]:
         """Names of the registered functions (those starting with prefix), sorted; DAGs are
         not listed (as in the original system)."""
-        return sorted(n for n in self.metadata.function_names() if n.startswith(prefix or ""))
+        start = checked_prefix(prefix)
+        return sorted(n for n in self.metadata.function_names() if n.startswith(start))
 
     def get_function(self, name: str) -> DropletFunction:
         """A handle on a function registered elsewhere (by another client or process);
@@ -328,6 +330,7 @@ class DropletClient:
                 raise InvalidArgumentError(f"a connection is a (source, sink) pair, not {pair!r}")
             dag.connections.add(source=_name("function", pair[0]), sink=_name("function", pair[1]))
         dag_options(dag, gpu_functions, batching_functions, colocated, resources)
+        dagspecs.checked_size(dag)
         registered = set(self.list())
         if any(f not in registered for f in dag.functions):
             return False, pb.FUNC_NOT_FOUND

@@ -15,11 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from droplet.client.checks import checked_name
-from droplet.errors import InvalidArgumentError
+from droplet.errors import InvalidArgumentError, ValueTooLargeError
 from droplet.proto import pb
+from droplet.speculation import MAX_DAG_BYTES
 from droplet.store import serializer
 
 FunctionEntry = str | tuple[str, Iterable[Any]] | tuple[str, Iterable[Any], int]
+# What the message's field holds (uint32); the scheduler runs at most one copy per live worker.
+MAX_COPIES = 2**32 - 1
 ContinuationStep = str | tuple[str, Mapping[str, Sequence[Any]]]
 
 
@@ -43,14 +46,24 @@ def dag_functions(functions: Iterable[Any], default_copies: int
         if isinstance(invalid, (str, bytes)) or not isinstance(invalid, Iterable):
             raise InvalidArgumentError(f"invalid_results of {name!r} is a list of values")
         copies = entry[2] if len(entry) == 3 else default_copies
-        if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
-            raise InvalidArgumentError(f"copies of {name!r} is a whole number >= 1")
+        if isinstance(copies, bool) or not isinstance(copies, int) or not (
+                1 <= copies <= MAX_COPIES):
+            raise InvalidArgumentError(
+                f"copies of {name!r} is a whole number from 1 to {MAX_COPIES}, not {copies!r}")
         spec = pb.Speculative(function=name, copies=copies)
         for value in invalid:
             serializer.dump(value, spec.invalid_results.add())
         names.append(name)
         specs.append(spec)
     return names, specs
+
+
+def checked_size(dag: pb.Dag) -> None:
+    """Refuses a DAG a scheduler would refuse for its size (droplet/speculation.py)."""
+    if dag.ByteSize() > MAX_DAG_BYTES:
+        raise ValueTooLargeError(
+            f"DAG {dag.name!r} takes {dag.ByteSize()} bytes, over {MAX_DAG_BYTES} (every "
+            "message of its calls carries it): keep invalid_results to a few small values")
 
 
 def add_continuations(call: pb.DagCall, continuation: Any) -> None:

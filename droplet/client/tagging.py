@@ -37,8 +37,9 @@ def registration_options(needs: Mapping[str, float] | None, batching: bool, batc
         raise InvalidArgumentError(
             f"batch_size is a whole number from 1 to {resources.MAX_BATCH_SIZE}")
     if not isinstance(batch_linger_ms, (int, float)) or not math.isfinite(batch_linger_ms) \
-            or not 0 <= batch_linger_ms <= 10_000:
-        raise InvalidArgumentError("batch_linger_ms is a number of milliseconds, 0 .. 10000")
+            or not 0 <= batch_linger_ms <= resources.MAX_LINGER_S * 1000:
+        raise InvalidArgumentError(f"batch_linger_ms is a number of milliseconds, "
+                                   f"0 .. {resources.MAX_LINGER_S * 1000:g}")
     # 0 is stored as a microsecond: a stored 0 would read as "the default".
     return checked, (batch_size, max(batch_linger_ms / 1000, 1e-6))
 

@@ -37,7 +37,7 @@ HERE = Path(__file__).parent
 PAGES = (("/", "Fleet"), ("/queues", "Queues"), ("/functions", "Functions & DAGs"),
          ("/calls", "Recent calls"), ("/errors", "Errors"), ("/plots", "Plots"),
          ("/dead-letters", "Dead letters"))
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_NAME = re.compile(r"\A[A-Za-z0-9_.:-]{1,200}\Z")
 _FIELD_CHARS = 500
 
 

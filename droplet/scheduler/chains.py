@@ -21,10 +21,34 @@ from droplet.proto import pb
 from droplet.scheduler.state import SchedulerState
 
 
-def chain_error(dag_call: pb.DagCall) -> str | None:
+def call_error(dag_call: pb.DagCall, dag: pb.Dag) -> str | None:
+    """Why this call of `dag` cannot run. Arguments for a function the DAG does not have (a
+    misspelt name, or a continuation's arg_map meant for another DAG) would otherwise be
+    dropped without a word, and the function would run without them."""
+    unknown = sorted(set(dag_call.function_args) - set(dag.functions))
+    if unknown:
+        return (f"arguments given for {unknown}, which are not functions of DAG "
+                f"{dag.name!r} (its functions: {sorted(dag.functions)})")
     if dag_call.continuations and dag_call.consistency == pb.MULTI:
         return "a MULTI DAG call cannot have a continuation (its writes commit at its end)"
     return None
+
+
+def oversized(dag_call: pb.DagCall, schedule: pb.DagSchedule, state: SchedulerState
+              ) -> str | None:
+    """Why a chained call's schedule is too large to send. The client checks what it sends
+    against max_message_bytes, but the previous DAG's result is only known here, and it
+    travels once per source in the schedule, which every trigger and notice of the call
+    carries: sent anyway, a broker with a max_message_size refuses every one of them, and
+    the call is scheduled again and again without ever being answered."""
+    size = schedule.ByteSize()
+    if not dag_call.HasField("chained_input") or size <= state.max_message_bytes:
+        return None
+    return (f"the previous DAG's result ({dag_call.chained_input.ByteSize()} bytes), passed to "
+            f"each of the {len(sources(schedule.dag))} sources of DAG {schedule.dag.name!r}, "
+            f"makes messages of {size} bytes, over max_message_bytes "
+            f"({state.max_message_bytes}): have the previous DAG return a reference to a "
+            "stored value (lib.put) instead")
 
 
 def extend_schedule(dag_call: pb.DagCall, schedule: pb.DagSchedule, state: SchedulerState,

@@ -25,7 +25,7 @@ from droplet.outbox import Outbox, call_ref, deliver_call_outcome
 from droplet.proto import pb
 from droplet.proto.replies import error_response, error_value, stamp
 from droplet.resources import describe
-from droplet.scheduler.chains import chain_error, extend_schedule
+from droplet.scheduler.chains import call_error, extend_schedule, oversized
 from droplet.scheduler.state import SchedulerState
 from droplet.scheduler.tagged import (
     colocated_hosts,
@@ -240,7 +240,7 @@ def call_dag(
         lost = [f for f in record.dag.functions if f not in locations]
         if lost:
             failure = (pb.NO_RESOURCES, f"no live worker holds functions {lost}")
-        elif problem := chain_error(dag_call):
+        elif problem := call_error(dag_call, record.dag):
             failure = (pb.INVALID_REQUEST, problem)
     if failure is not None:
         deliver_call_outcome(out, ref, error_value(*failure))
@@ -264,6 +264,9 @@ def call_dag(
         if function in dag_call.function_args:
             schedule.arguments[function].CopyFrom(dag_call.function_args[function])
     extend_schedule(dag_call, schedule, state)
+    if too_big := oversized(dag_call, schedule, state):
+        deliver_call_outcome(out, ref, error_value(pb.INVALID_REQUEST, too_big))
+        return error_response(response_id, pb.INVALID_REQUEST, too_big, call_id=call_id)
     for function in dag.functions:
         one = pb.DagSchedule()
         one.CopyFrom(schedule)

@@ -65,7 +65,8 @@ class SchedulerService:
         self.names = QueueNames.of(settings)
         self.signer = Signer(settings.signing_key)
         self.state = SchedulerState(self.names, scheduler_id=self.id,
-                                    fresh_revision=kv.revision)
+                                    fresh_revision=kv.revision,
+                                    max_message_bytes=settings.max_message_bytes)
         self.metadata = Metadata(kv, settings, self.signer)
         self.values = ValueStore(kv, settings, self.signer)
         self.committer = Committer(self.values, settings.etcd_max_txn_ops)

@@ -31,6 +31,9 @@ class SchedulerState:
     # Calls placed on each worker's own queue since its status was written: worker id ->
     # (that status's updated_at, count). See tagged.py.
     placed: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # What one message may carry (settings.max_message_bytes): a chained call's schedule, which
+    # every trigger of the call carries, is checked against it (scheduler/chains.py).
+    max_message_bytes: int = 16 * 1024 * 1024
 
     def free_workers(self) -> list[str]:
         """Alive workers without a pin, which can accept one."""

@@ -17,6 +17,10 @@ alone, after their stored outcome is looked up. Everything else of a batching fu
 (MULTI steps, fan-ins, a cancelled call, a call whose arguments cannot be read) runs alone too
 -- as a batch of one, so the function always sees a list.
 
+The same call delivered twice (not marked as a copy that may have run) joins a batch once, and
+both deliveries are answered with its one outcome (they all read WorkerState.batched, which is
+emptied once the group of deliveries is done).
+
 A batch that raises, or returns something that is not a list of the right length, fails
 every call in it with EXECUTION_ERROR saying so. The function's time limit bounds the whole
 invocation; a cancel of one call does not interrupt a batch (the call's outcome is CANCELLED
@@ -34,13 +38,13 @@ from droplet.errors import DropletError, SnapshotExpired, StoreError
 from droplet.graph import BEGIN, OUTPUT, upstreams
 from droplet.proto import envelope, pb
 from droplet.proto.replies import error_value
-from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S, MAX_BATCH_SIZE
+from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S, MAX_BATCH_SIZE, MAX_LINGER_S
 from droplet.signing import Signer
 from droplet.store import serializer
 from droplet.worker.executor import run_function
 from droplet.worker.functions import LoadedFunction
 from droplet.worker.library import RunContext, RunOutcome
-from droplet.worker.tags import misplaced
+from droplet.worker.tags import misplaced, trigger_misplaced
 
 if TYPE_CHECKING:
     from droplet.worker.handlers import WorkerState
@@ -70,7 +74,12 @@ def batch_size(function: LoadedFunction) -> int:
 
 
 def linger_s(function: LoadedFunction) -> float:
-    return function.spec.batch_linger_s or DEFAULT_LINGER_S
+    """The registered linger, read within range: a record the client did not check (NaN,
+    infinity, negative) would otherwise keep the worker gathering forever."""
+    linger = function.spec.batch_linger_s
+    if not linger > 0:  # 0 (not given), negative or NaN
+        return DEFAULT_LINGER_S
+    return min(linger, MAX_LINGER_S)
 
 
 def one_at_a_time(run: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,7 +120,8 @@ def batch_item(message: pb.Message, state: WorkerState) -> BatchItem | None:
     if (target == OUTPUT or trigger.aborted or trigger.rerouted_since
             or schedule.consistency != pb.NORMAL or schedule.client_id
             or [trigger.source] != (upstreams(schedule.dag, target) or [BEGIN])
-            or not is_batching(_loaded(state, target), schedule.dag)):
+            or not is_batching(_loaded(state, target), schedule.dag)
+            or trigger_misplaced(trigger, state)):  # it goes back, it does not run here
         return None
     try:
         extra = [] if trigger.source == BEGIN else [serializer.load(trigger.result)]
@@ -141,7 +151,11 @@ def run_batch(state: WorkerState, name: str, items: Sequence[BatchItem]) -> int:
     context = RunContext()
     lib = state.library.for_run(context)
     members: list[tuple[BatchItem, tuple[Any, ...]]] = []
+    seen: set[tuple[str, str]] = set()
     for item in items:
+        if item.key in seen or item.key in state.batched:
+            continue  # a duplicate delivery of a call: it gets the outcome of the one run
+        seen.add(item.key)
         if state.cancels.is_cancelled(item.key[1]):
             continue
         try:

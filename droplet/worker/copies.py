@@ -21,6 +21,10 @@ records `joins/<schedule>/<step>$copies/` (the fan-in records of joins.py, reuse
 * a copy that starts after the race is decided does not run; a redelivered trigger of the
   winning copy sends its result on again (its first sending may not have been confirmed);
   redelivered triggers of the other copies are dropped.
+* the records hold a winner's result only up to RECORD_MAX_BYTES (etcd takes ~1 MiB in one
+  transaction): a larger win is recorded without it, and its redelivered trigger runs the
+  copy again to send a result on, as a redelivered ordinary step does. A loss keeps only
+  what may be read back: a small result, or the error (its message cut short).
 
 So a DAG call gets one outcome, and a winning step sends exactly one result on, whatever the
 timing of its copies; a copy whose worker is killed is redelivered or rerouted like any DAG
@@ -29,6 +33,7 @@ trigger and runs again, so the race always ends.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from droplet.outbox import Outgoing
@@ -37,6 +42,7 @@ from droplet.proto.replies import error_value
 from droplet.speculation import copies_scheduled, speculative_spec
 from droplet.store import serializer
 from droplet.store.commits import Commit
+from droplet.worker.executor import TimeLimitExceeded, time_limit
 from droplet.worker.handlers import WorkerState
 from droplet.worker.joins import JoinState
 
@@ -44,6 +50,13 @@ RACE_SUFFIX = "$copies"  # "$" is outside function names: no clash with a real s
 # The record that interrupts the losing copies still running is needed only until every
 # worker's watch has seen it (a copy that starts later finds the race decided instead).
 STOP_RECORD_TTL_S = 60.0
+# Largest result a race record holds (a winner's, with a MULTI call's writes, or a loser's):
+# etcd refuses transactions over ~1 MiB (commits.MAX_TXN_BYTES), and a commit refused for its
+# size is not one the worker can retry.
+RECORD_MAX_BYTES = 256 * 1024
+# How long loading a copy's result and comparing it with invalid_results may take (is_valid).
+COMPARE_LIMIT_S = 10.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,16 +87,30 @@ def race_of(schedule: pb.DagSchedule, target: str, state: WorkerState) -> Race |
 
 
 def is_valid(spec: pb.Speculative, value: pb.Value) -> bool:
-    """Whether a copy's result may win: not an error and equal to no invalid result."""
+    """Whether a copy's result may win: not an error and equal to no invalid result.
+
+    Loading the result and comparing it run the user's code (`__setstate__`, `__eq__`) in
+    the worker's handler, after the function's own time limit: they are bounded by
+    COMPARE_LIMIT_S, else a result whose `__eq__` never returns would hold the worker forever
+    (no cancel reaches it). Running out of time counts as raising does: a result that cannot
+    be loaded is invalid, a comparison that does not finish is "not equal"."""
     if value.type == pb.ERROR:
         return False
     if not spec.invalid_results:
         return True
+    loaded = False
     try:
-        result = serializer.load(value)
-    except Exception:
-        return False
-    return not any(_equal(result, bad) for bad in spec.invalid_results)
+        with time_limit(COMPARE_LIMIT_S):
+            try:
+                result = serializer.load(value)
+            except Exception:
+                return False
+            loaded = True
+            return not any(_equal(result, bad) for bad in spec.invalid_results)
+    except TimeLimitExceeded:
+        log.warning("a result of %r took over %gs to load or compare with its invalid_results",
+                    spec.function, COMPARE_LIMIT_S)
+        return loaded
 
 
 def _equal(result: object, bad: pb.Value) -> bool:
@@ -98,8 +125,19 @@ def won(race: Race, done: pb.DagTrigger, copy: int, state: WorkerState) -> Commi
     done.copy = copy
     schedule_id = race.schedule.id
     key = state.keys.join_done(schedule_id, race.key)
-    return Commit(records={key: state.joins.seal(key, done)},
+    kept = done
+    if done.ByteSize() > RECORD_MAX_BYTES:  # the win alone: see is_elided
+        kept = pb.DagTrigger(id=done.id, source=done.source, copy=copy,
+                             observed_revision=done.observed_revision)
+    return Commit(records={key: state.joins.seal(key, kept)},
                   clears=[state.joins.parts_prefix(schedule_id, race.key)], absent=key)
+
+
+def is_elided(decided: pb.DagTrigger) -> bool:
+    """Whether the race's winner was recorded without its result (too large for the race's
+    etcd transaction): a redelivered winner then runs again to send its result on, as a
+    redelivered ordinary step does."""
+    return not decided.aborted and not decided.HasField("result")
 
 
 def stop_losers(race: Race, state: WorkerState) -> Commit:
@@ -116,7 +154,11 @@ def lost(race: Race, value: pb.Value, copy: int,
     copy still running (then the commit also closes the race)."""
     schedule_id = race.schedule.id
     record = pb.DagTrigger(id=schedule_id, source=str(copy), aborted=True, copy=copy)
-    record.result.CopyFrom(value)
+    if value.ByteSize() <= RECORD_MAX_BYTES:  # only a failure's error is ever read back
+        record.result.CopyFrom(value)
+    elif value.type == pb.ERROR:
+        info = pb.ErrorInfo.FromString(value.body)
+        record.result.CopyFrom(error_value(info.code, info.message[:RECORD_MAX_BYTES // 4]))
     parts = dict(race.seen.parts)
     parts[str(copy)] = record
     guard = state.joins.unchanged_since(schedule_id, race.key, race.seen)

@@ -35,9 +35,19 @@ from droplet.speculation import destinations
 from droplet.store import serializer
 from droplet.store.commits import Commit, MultiWrites
 from droplet.worker.chains import next_call
-from droplet.worker.copies import Race, decide_again, is_valid, lost, race_of, stop_losers, won
+from droplet.worker.copies import (
+    Race,
+    decide_again,
+    is_elided,
+    is_valid,
+    lost,
+    race_of,
+    stop_losers,
+    won,
+)
 from droplet.worker.handlers import WorkerState, run
 from droplet.worker.library import RunContext
+from droplet.worker.tags import trigger_misplaced
 
 _RETRY_BASE_MS = 10.0
 
@@ -55,6 +65,9 @@ def expected_sources(dag: pb.Dag, target: str) -> list[str]:
 def on_trigger(trigger: pb.DagTrigger, state: WorkerState, out: Outbox) -> None:
     if not trigger.HasField("schedule"):
         raise DropletError("a DAG trigger without its schedule")
+    if trigger_misplaced(trigger, state):  # needs tags this worker lacks: sent on by a
+        out.send(state.names.calls, pb.Message(trigger=trigger))  # scheduler (worker/tags.py)
+        return
     schedule = trigger.schedule
     target = trigger.target_function
     expected = expected_sources(schedule.dag, target)
@@ -193,15 +206,22 @@ def _copy_step(trigger: pb.DagTrigger, race: Race, state: WorkerState, out: Outb
     then commits its win or its loss; only the winner's commit sends anything on."""
     schedule, target, copy = trigger.schedule, trigger.target_function, trigger.copy
     decided = race.seen.done
+    parts = {trigger.source: trigger}
     if decided is not None:
-        if decided.copy == copy:  # this copy's trigger again: what it sent may be lost
+        if decided.copy == copy and is_elided(decided):  # its result is not in the record
+            rerun, rerun_context = _run_step(schedule, target, parts, state,
+                                             trigger.trace_context)
+            _conclude(schedule, target, rerun, rerun_context,
+                      _done_record(schedule, target, rerun, rerun_context), None, state, out,
+                      _once(schedule))
+        elif decided.copy == copy:  # this copy's trigger again: what it sent may be lost
             _send_on(schedule, target, decided, state, out)
         return
-    parts = {trigger.source: trigger}
     stamps = pb.DagTrigger(trace=trigger.trace)
     stamp(stamps.trace, f"{target}.start")
     recorded = race.seen.parts.get(str(copy))
-    if trigger.HasField("copy_result") or recorded is not None:
+    lost_already = trigger.HasField("copy_result") or recorded is not None
+    if lost_already:
         value: pb.Value | None = (trigger.copy_result if trigger.HasField("copy_result")
                                   else recorded.result if recorded is not None else None)
         context = context_of(schedule, parts, [trigger.source])
@@ -214,9 +234,8 @@ def _copy_step(trigger: pb.DagTrigger, race: Race, state: WorkerState, out: Outb
             aborted = _done_record(schedule, target, None, context)
             out.sent.extend(_forwards(schedule, target, aborted, state))
         return
-    ref = call_ref(schedule)
-    ref.once = True  # even a direct answer comes from the one stored outcome
-    if is_valid(race.spec, value):
+    ref = _once(schedule)
+    if not lost_already and is_valid(race.spec, value):
         done = _done_record(schedule, target, value, context)
         done.trace.extend(stamps.trace)
         done.trace_context.update(trigger.trace_context)
@@ -236,6 +255,12 @@ def _copy_step(trigger: pb.DagTrigger, race: Race, state: WorkerState, out: Outb
     aborted = _done_record(schedule, target, None, context)
     deliver_call_outcome(out, ref, failure, then=_forwards(schedule, target, aborted, state),
                          join=commit, on_conflict=again, trace=stamps.trace)
+
+
+def _once(schedule: pb.DagSchedule) -> pb.CallRef:
+    ref = call_ref(schedule)
+    ref.once = True  # even a direct answer of a speculative step: the one stored outcome
+    return ref
 
 
 def _snapshot_gone(value: pb.Value) -> bool:

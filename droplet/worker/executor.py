@@ -1,6 +1,7 @@
 """Running one user function: arguments in, a result Value or an ERROR Value out.
 
-Nothing a function does can kill the worker: exceptions (SystemExit included) become
+Nothing a function does can kill the worker: exceptions (SystemExit and a function's own
+BaseException subclasses included; KeyboardInterrupt stops the worker) become
 EXECUTION_ERROR values carrying the message and the traceback. A time limit is enforced with
 SIGALRM when running on the main thread, which interrupts sleeps and pure-Python loops alike;
 a cancel interrupts the same way (worker/cancel.py), through the `interrupt` context.
@@ -28,7 +29,7 @@ class TimeLimitExceeded(BaseException):
 
 
 @contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
+def time_limit(seconds: float) -> Iterator[None]:
     usable = seconds > 0 and threading.current_thread() is threading.main_thread()
     if not usable:
         yield
@@ -53,7 +54,7 @@ def run_function(
     """The outcome, and when the function raised, the qualified names of its exception's
     classes (so that retries can match `retry_on`)."""
     try:
-        with _time_limit(time_limit_s), interrupt or nullcontext():
+        with time_limit(time_limit_s), interrupt or nullcontext():
             result = fn(lib, *args)
     except CallCancelled as exc:
         return cancelled_value(str(exc)), ()
@@ -64,7 +65,9 @@ def run_function(
         value = error_value(pb.CONFLICT, f"the call's snapshot is gone: {exc}", "",
                             "SnapshotExpired")
         return value, ()
-    except (Exception, SystemExit) as exc:
+    except KeyboardInterrupt:
+        raise  # the worker is being stopped (Ctrl-C): not the function's outcome
+    except BaseException as exc:  # SystemExit, GeneratorExit, a function's own BaseException
         names = qualified_names(type(exc))
         value = error_value(
             pb.EXECUTION_ERROR, f"{type(exc).__name__}: {exc}", traceback.format_exc(), names[0]

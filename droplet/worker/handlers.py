@@ -103,9 +103,9 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
     context = context or RunContext()
     if state.cancels.is_cancelled(call_id):
         return RunOutcome(cancelled_value(), context)
-    ran = state.batched.pop((name, call_id), None)
-    if ran is not None:
-        return ran  # ran in a batch already (worker/batching.py)
+    ran = state.batched.get((name, call_id))
+    if ran is not None:  # ran in a batch already (worker/batching.py); kept (not popped) so
+        return ran  # that a duplicate delivery in the same group answers the same
     function, failure = lookup(state, name)
     if function is None:
         assert failure is not None

@@ -48,7 +48,7 @@ from droplet.store.metadata import Metadata
 from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.tracing import Tracing
-from droplet.worker import batching, dags, handlers
+from droplet.worker import batching, dags, handlers, tags
 from droplet.worker.cache import ValueCache
 from droplet.worker.claims import LongCallClaims
 from droplet.worker.functions import FunctionCache
@@ -185,8 +185,14 @@ class WorkerService:
     def join_fleet(self) -> None:
         """Once the worker's queue exists: alive under a lease, and listed for good (no
         lease) until a scheduler has drained its queue after its death. A pin recorded for
-        this id (a restart under the same id) is taken up again."""
+        this id (a restart under the same id) is taken up again, unless its function needs
+        tags this worker no longer has: then it is given up, and pinned again elsewhere."""
         pin = self.metadata.pin_of(self.id)
+        if pin is not None and not self._pin_fits(pin):
+            log.warning("giving up the pin of %s/%s: it needs tags this worker lacks",
+                        pin.dag_name, pin.function_name)
+            self.metadata.release_pin(pin)
+            pin = None
         if pin is not None:
             self.state.pinned = (pin.dag_name, pin.function_name)
         self.membership.join()
@@ -195,6 +201,10 @@ class WorkerService:
         log.info("worker %s started (incarnation %s)", self.id, self.incarnation[:8])
         if note := priorities_note(self.names):
             log.warning(note)
+
+    def _pin_fits(self, pin: pb.PinRecord) -> bool:
+        record = self.metadata.get_dag(pin.dag_name)
+        return record is None or tags.fits(record.dag, pin.function_name, self.state)
 
     def _list_in_fleet(self) -> None:
         """The fleet entry a scheduler goes by to settle this worker's queue if it dies: put
@@ -298,6 +308,9 @@ class WorkerService:
                 remaining = gathering.deadline - time.monotonic()
                 if gathering.full() or remaining <= 0:
                     break
+                # Lingering, it has calls in hand: its status says so, so that a scheduler
+                # places a tagged call on an idle worker rather than behind this batch.
+                self.status.in_hand = len(group) + len(self._buffer)
                 self._buffer += conn.poll(remaining)
         self.status.in_hand = len(group) + len(self._buffer)
         started = time.monotonic()

@@ -171,6 +171,8 @@ def test_the_asyncio_client_has_the_same(chain_cluster: Cluster, unique: str) ->
                                          continuation=u + "-d2") == 10
             shown = client.call_dag(u + "-d1", {incr.name: [4]}, dry_run=True)
             assert shown["arguments"] == {incr.name: [4]}
+            awaited = await client.call_dag(u + "-d1", {incr.name: [4]}, dry_run=True)
+            assert awaited["arguments"] == {incr.name: [4]}  # awaitable like any call_dag
         finally:
             await client.delete_dag(u + "-d1")
             await client.delete_dag(u + "-d2")
