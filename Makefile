@@ -22,7 +22,8 @@ demo: services
 # on first use); local (the default without Docker) uses the machine's RabbitMQ and a private
 # etcd; external uses DROPLET_BROKER_URL and DROPLET_ETCD. See the README's Tests section.
 test: $(STAMP) lint
-	@if [ "$${DROPLET_TEST_SERVICES:-}" != containers ]; then bash scripts/ensure_rabbitmq.sh; fi
+	@if [ "$${DROPLET_TEST_SERVICES:-}" != containers ]; then bash scripts/ensure_rabbitmq.sh; \
+	else bash scripts/ensure_rabbitmq_installed.sh; fi
 	$(PY) -m pytest -q
 
 # The test images (RabbitMQ, etcd, a worker), built when their recipe changed.
