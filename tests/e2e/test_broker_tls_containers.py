@@ -147,7 +147,8 @@ def tls_containers(tmp_path_factory: pytest.TempPathFactory,
     certs = make_certificates(base / "certs")
     mount = _mount(base / "mount", certs)
     with _etcd(mount) as endpoint:
-        probe = over_tls(services.settings(), "", endpoint, certs)
+        # The broker's address is known only once its container runs: _rabbit sets it.
+        probe = over_tls(services.settings(), "amqps://127.0.0.1:1/%2F", endpoint, certs)
         with _rabbit(mount, "server", probe) as (url, rabbit):
             yield ContainerTls(certs, mount, endpoint, url, rabbit)
 
