@@ -63,7 +63,10 @@ def test_without_a_priority_the_same_calls_wait_their_turn(pclient: Any, unique:
     """The control: the test above fails when priorities do nothing."""
     ahead, waiting = _overtaken_by(pclient, unique, 0)
     print(f"priority 0 behind a backlog of {waiting} calls: {ahead} ran first")
-    assert ahead > 100
+    # More ran first than the test above allows, and the "urgent" calls waited behind all but
+    # what the worker held (how much of the backlog was still waiting varies with the load).
+    assert ahead > 32, f"only {ahead} of {waiting} waiting calls ran first"
+    assert ahead >= waiting - 32, f"{ahead} of {waiting} waiting calls ran first"
 
 
 @pytest.mark.parametrize("priority", [-1, 10, 1000, 2**40, 1.5, "9", None, True])
