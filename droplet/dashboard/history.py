@@ -253,20 +253,41 @@ class CallLog:
         self._calls: deque[Call] = deque(maxlen=CALLS_KEPT)
         self._errors: deque[Call] = deque(maxlen=ERRORS_KEPT)
         self._last_seq: dict[tuple[str, str], int] = {}
+        # Calls first seen before their outcome was stored (no call id yet): a later record
+        # brings the id, and the call seen earlier is completed with it.
+        self._unsettled: dict[tuple[str, str, int], Call] = {}
 
     def add(self, record: pb.RecentCalls) -> int:
-        """Takes the calls of a record not seen before; returns how many were new."""
+        """Takes the calls of a record not seen before, and the call ids of calls seen
+        before without one; returns how many were new."""
         stream = (record.worker_id, record.incarnation)
         last = self._last_seq.get(stream, 0)
         new = [c for c in record.calls if c.seq > last]
+        for raw in record.calls:
+            if raw.seq <= last and raw.call_id:
+                self._settle((*stream, raw.seq), _call(record.worker_id, raw))
         for raw in new:
             call = _call(record.worker_id, raw)
             self._calls.append(call)
             if call.failed:
                 self._errors.append(call)
+            if not call.call_id:
+                self._unsettled[(*stream, raw.seq)] = call
+                while len(self._unsettled) > CALLS_KEPT:
+                    del self._unsettled[next(iter(self._unsettled))]
         if new:
             self._last_seq[stream] = new[-1].seq
         return len(new)
+
+    def _settle(self, key: tuple[str, str, int], settled: Call) -> None:
+        seen = self._unsettled.pop(key, None)
+        if seen is None:
+            return
+        for kept in (self._calls, self._errors):
+            for index, call in enumerate(kept):
+                if call is seen:
+                    kept[index] = settled
+                    break
 
     def calls(self) -> list[Call]:
         return list(self._calls)

@@ -93,12 +93,8 @@ def test_calls_arrive_with_their_ids_workers_and_errors_with_tracebacks(
         if all(f.call_id[:12] in calls for f in futures):
             break
         time.sleep(0.3)
-    listed = [f.call_id for f in futures if f.call_id[:12] in calls]
-    # Known gap (under heavy load a run is now and then listed without its call id: the
-    # recorder matches a run to its stored outcome by identity, and some path hands on another
-    # object): every call listed, nearly all by id.
-    assert calls.count(unique) >= 20, "every call listed"
-    assert len(listed) >= 18, f"calls listed by their call id: {len(listed)} of 20"
+    # A run published before its outcome was stored gets its id from a later record.
+    assert all(f.call_id[:12] in calls for f in futures), "every call listed by its call id"
     assert any(worker in calls for worker in board_cluster.worker_ids())
     errors = dashboard.http.get("/errors", params={"function": unique + "-bad"}).text
     assert "KeyError" in errors and "Traceback (most recent call last)" in errors

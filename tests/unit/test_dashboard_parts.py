@@ -102,6 +102,23 @@ def test_the_call_log_takes_each_call_once_and_keeps_errors_apart() -> None:
     assert [c.call_id for c in log.calls()][:1] == ["c1"]
 
 
+def test_a_call_first_seen_without_its_id_gets_it_from_a_later_record() -> None:
+    """A worker publishes a run before its outcome is stored (no call id yet); the next
+    record carries the id, and the call already listed is completed with it."""
+    log = CallLog()
+    early = pb.RecentCalls(worker_id="w", incarnation="a")
+    early.calls.add(seq=1, function="f", status=pb.EXECUTION_ERROR, error="boom")
+    assert log.add(early) == 1
+    later = pb.RecentCalls(worker_id="w", incarnation="a")
+    later.calls.add(seq=1, function="f", call_id="c1", status=pb.EXECUTION_ERROR, error="boom",
+                    stages=pb.CallStages(run_s=0.1, store_s=0.2))
+    assert log.add(later) == 0, "not a new call"
+    (call,) = log.calls()
+    (error,) = log.errors()
+    assert call.call_id == error.call_id == "c1"
+    assert call.stages == {"run_s": 0.1, "store_s": 0.2}
+
+
 def test_dag_layers_put_each_function_after_its_deepest_upstream() -> None:
     edges = [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("a", "d")]
     assert layers(["a", "b", "c", "d"], edges) == [["a"], ["b", "c"], ["d"]]
