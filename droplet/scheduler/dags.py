@@ -217,8 +217,8 @@ def call_dag(
     out: Outbox,
     now: float | None = None,
 ) -> pb.GenericResponse:
-    """Sends each function's worker a DagSchedule (notice of what is coming) and each source a
-    BEGIN trigger; every trigger carries the whole schedule.
+    """Sends each source a BEGIN trigger, which carries the whole schedule (and each extra
+    worker of a speculative copy a DagSchedule, notice of what is coming).
 
     Every scheduling gets a fresh schedule id, even for a re-sent call, so that joins left by
     an earlier attempt never mix with this one; the call id ties attempts together (replies,
@@ -268,11 +268,17 @@ def call_dag(
         deliver_call_outcome(out, ref, error_value(pb.INVALID_REQUEST, too_big))
         return error_response(response_id, pb.INVALID_REQUEST, too_big, call_id=call_id)
     for function in dag.functions:
+        # A pinned worker loaded its function when it took the pin: a notice would cost it a
+        # delivery per step and call for nothing. A speculative copy's extra worker may
+        # never have run the function: its notice loads it before the trigger arrives.
+        extra = [worker for worker, copy in destinations(schedule, function) if copy]
+        if not extra:
+            continue
         one = pb.DagSchedule()
         one.CopyFrom(schedule)
         one.target_function = function
         one.triggers.extend(upstreams(dag, function) or [BEGIN])
-        for worker, _ in destinations(schedule, function):
+        for worker in extra:
             out.send(state.names.worker(worker), pb.Message(schedule=one))
     stamp(dag_call.trace, "scheduler")
     for source in sources(dag):

@@ -171,7 +171,7 @@ def _ready_dag_state(dag: pb.Dag) -> tuple[MemoryKV, object]:
     return kv, state
 
 
-def test_call_dag_sends_schedules_and_begin_triggers() -> None:
+def test_call_dag_sends_begin_triggers_carrying_the_schedule_and_no_notices_to_pinned_workers() -> None:
     dag = linear_dag("dag", ["source", "sink"])
     _, state = _ready_dag_state(dag)
     out = Outbox()
@@ -181,24 +181,20 @@ def test_call_dag_sends_schedules_and_begin_triggers() -> None:
     response = dags.call_dag(call, "reply-addr", state, out, now=1.0)  # type: ignore[arg-type]
 
     assert response.success and response.response_id == "sched-1"
-    schedule_id = out.sent[0].message.schedule.id
-    assert schedule_id and schedule_id != "sched-1", "each scheduling has its own id"
     locations = state.dag_locations("dag")  # type: ignore[attr-defined]
     schedules = [o for o in out.sent if o.message.WhichOneof("kind") == "schedule"]
     triggers = [o for o in out.sent if o.message.WhichOneof("kind") == "trigger"]
-    assert len(schedules) == 2
-    by_target = {o.message.schedule.target_function: o for o in schedules}
-    assert list(by_target["source"].message.schedule.triggers) == ["BEGIN"]
-    assert list(by_target["sink"].message.schedule.triggers) == ["source"]
-    for fn, o in by_target.items():
-        assert o.queue == NAMES.worker(locations[fn])
-        assert o.message.schedule.id == schedule_id
-        assert o.message.schedule.call_id == "sched-1"
-        assert o.message.schedule.response_address == "reply-addr"
-        assert dict(o.message.schedule.locations) == locations
-    assert len(by_target["source"].message.schedule.arguments["source"].values) == 1
+    assert schedules == [], "pinned workers loaded their functions when pinned: no notices"
+    schedule = triggers[0].message.trigger.schedule
+    assert schedule.id and schedule.id != "sched-1", "each scheduling has its own id"
+    assert triggers[0].queue == NAMES.worker(locations["source"])
+    assert schedule.call_id == "sched-1"
+    assert schedule.response_address == "reply-addr"
+    assert dict(schedule.locations) == locations
+    assert len(schedule.arguments["source"].values) == 1
     assert len(triggers) == 1
     trigger = triggers[0].message.trigger
+    schedule_id = schedule.id
     assert (trigger.id, trigger.source, trigger.target_function) == (schedule_id, "BEGIN", "source")
     assert triggers[0].queue == NAMES.worker(locations["source"])
     assert trigger.schedule.id == schedule_id, "the trigger carries the whole schedule"
