@@ -12,7 +12,8 @@ settling of long-call claims all run their deliveries through `Cycle.run`:
    published with confirms. The answer to a call always carries the outcome that was stored;
 4. ack the delivery once every publish it caused is confirmed. A store that is away, or a
    publish the broker did not take, requeues it instead; a handler that crashes on a message
-   dead-letters that message alone and fails the calls it concerns (their callers are told).
+   dead-letters that message alone and fails the calls it concerns (their callers are told);
+   a commit etcd can never take (too large) fails the calls it concerns at once, and is acked.
 
 A message addressed to a worker queue that no longer exists (its worker died) goes to the
 schedulers instead, which place it again. Transport knows nothing of any of this.
@@ -41,7 +42,7 @@ from droplet.outbox import (
     Outbox,
     Outgoing,
     Reply,
-    call_ref,
+    callers_of,
     fail_call,
 )
 from droplet.priority import message_priority
@@ -196,6 +197,9 @@ class Cycle:
         out = Outbox()
         try:
             handle(message, delivery, received, out)
+            for item in out.durable:  # whom to fail if etcd cannot take it (_settle)
+                if item.commit.outcome is None and not item.callers:
+                    item.callers = callers_of(message, delivery)
             with self._pending_lock:
                 pending.extend(out)
             self.middleware.after_message(kind, pb.NO_ERROR)
@@ -236,11 +240,12 @@ class Cycle:
         """What a durable item's commit leads to: its answer, and what it sends."""
         assert self.committer is not None
         commit = item.commit
+        if done.status is Status.TOO_LARGE and commit.outcome is None:
+            return self._refuse_too_large(item, done.why, replies)
         if done.status is Status.TOO_LARGE:
-            limit = self.committer.max_ops
             done, commit = self._fail(commit, pb.INVALID_REQUEST, (
-                f"this call's commit needs more than {limit} operations in one etcd "
-                "transaction (etcd_max_txn_ops): write fewer keys in one MULTI call"))
+                f"this call's commit is too large: {done.why}: write fewer keys in one MULTI "
+                "call, or pass large values by reference (store them, send the key)"))
         elif done.status is Status.CONFLICT:
             if item.on_conflict:  # a MULTI call runs again; a copy's loss is decided again
                 return item.on_conflict
@@ -253,6 +258,26 @@ class Cycle:
             return []
         self._answer(item, commit, done, replies)
         return item.then if done.status is Status.DONE else []
+
+    def _refuse_too_large(self, item: Durable, why: str, replies: list[Reply]
+                          ) -> list[Outgoing]:
+        """A commit without an outcome that etcd cannot take (a fan-in's partial result over
+        its request limit) fails the calls it works for, once and now: retrying cannot help,
+        and a message that failed on every delivery would be dead-lettered, its caller told
+        late and wrongly. Nothing it would have sent goes."""
+        assert self.committer is not None
+        out = Outbox()
+        for ref in item.callers:
+            fail_call(out, ref, pb.INVALID_REQUEST, (
+                f"a partial result of this call is too large to record: {why}; pass large "
+                "values between functions by reference (store them, return the key)"))
+        if not item.callers:
+            log.error("dropping a commit that no call owns, too large for etcd: %s", why)
+        replies.extend(out.replies)
+        sending = list(out.sent)
+        for failed in out.durable:
+            sending += self._settle(failed, self.committer.apply(failed.commit), replies)
+        return sending
 
     def _fail(self, commit: Commit, code: int, message: str) -> tuple[Committed, Commit]:
         """Replaces a commit that cannot happen by the call's error outcome alone."""
@@ -370,31 +395,3 @@ class Cycle:
         body = envelope.encode([message], self.signer)
         self.conn.publish(self.names.dead, body, headers=headers, mandatory=True,
                           on_confirm=gate.expect())
-
-
-def callers_of(message: pb.Message, delivery: Delivery) -> list[pb.CallRef]:
-    """Whom a message's calls answer to: what a refusal or a lost worker must tell."""
-    kind = message.WhichOneof("kind")
-    if kind == "call":
-        call = message.call
-        address = delivery.reply_to if is_reply_address(delivery.reply_to) else ""
-        return [pb.CallRef(call_id=call.call_id or call.response_key,
-                           response_address=address or call.response_address,
-                           direct_response=call.direct_response)]
-    if kind == "dag_call":
-        dag_call = message.dag_call
-        address = delivery.reply_to if is_reply_address(delivery.reply_to) else ""
-        return [pb.CallRef(call_id=dag_call.call_id, output_key=dag_call.output_key,
-                           response_address=address or dag_call.response_address,
-                           direct_response=dag_call.direct_response,
-                           once=dag_call.consistency == pb.MULTI)]
-    if kind == "schedule":
-        return [call_ref(message.schedule)]
-    if kind == "trigger":
-        trigger = message.trigger
-        if trigger.HasField("schedule"):
-            return [call_ref(trigger.schedule)]
-        return [trigger.call] if trigger.call.call_id else []
-    return []
-
-

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from droplet.broker.interface import Delivery
+from droplet.broker_config.names import is_reply_address
 from droplet.proto import pb
 from droplet.proto.replies import response_for
 from droplet.store.commits import Commit, MultiWrites, Outcome
@@ -50,6 +52,9 @@ class Durable:
     # MULTI: sent instead when the commit lost to a concurrent writer (the call runs again);
     # when empty, the call fails with CONFLICT.
     on_conflict: list[Outgoing] = field(default_factory=list)
+    # The calls a commit without an outcome (a join's partial, a step's record) works for:
+    # failed, when etcd cannot take the commit (too large), so their callers learn it at once.
+    callers: list[pb.CallRef] = field(default_factory=list)
 
 
 @dataclass
@@ -167,3 +172,29 @@ def deliver_call_outcome(out: Outbox, ref: pb.CallRef, value: pb.Value, revision
 def fail_call(out: Outbox, ref: pb.CallRef, code: int, message: str) -> None:
     info = pb.ErrorInfo(code=code, message=message)  # type: ignore[arg-type]
     deliver_call_outcome(out, ref, pb.Value(type=pb.ERROR, body=info.SerializeToString()))
+
+
+def callers_of(message: pb.Message, delivery: Delivery) -> list[pb.CallRef]:
+    """Whom a message's calls answer to: what a refusal or a lost worker must tell."""
+    kind = message.WhichOneof("kind")
+    if kind == "call":
+        call = message.call
+        address = delivery.reply_to if is_reply_address(delivery.reply_to) else ""
+        return [pb.CallRef(call_id=call.call_id or call.response_key,
+                           response_address=address or call.response_address,
+                           direct_response=call.direct_response)]
+    if kind == "dag_call":
+        dag_call = message.dag_call
+        address = delivery.reply_to if is_reply_address(delivery.reply_to) else ""
+        return [pb.CallRef(call_id=dag_call.call_id, output_key=dag_call.output_key,
+                           response_address=address or dag_call.response_address,
+                           direct_response=dag_call.direct_response,
+                           once=dag_call.consistency == pb.MULTI)]
+    if kind == "schedule":
+        return [call_ref(message.schedule)]
+    if kind == "trigger":
+        trigger = message.trigger
+        if trigger.HasField("schedule"):
+            return [call_ref(trigger.schedule)]
+        return [trigger.call] if trigger.call.call_id else []
+    return []

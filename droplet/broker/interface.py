@@ -1,6 +1,6 @@
 """The broker as Droplet's services see it: a connection that publishes, consumes and acks.
 
-`RabbitConnection` (broker/rabbitmq.py, the only module importing pika) and `StubConnection`
+`RabbitConnection` (broker/rabbitmq*.py, the only modules importing pika) and `StubConnection`
 (broker/stub.py, in memory) implement `BrokerConnection`. A connection is used by one thread;
 other threads hand it work through `call_soon_threadsafe`.
 """

@@ -57,7 +57,8 @@ class Commit:
 
 # etcd refuses a request larger than its --max-request-bytes (1.5 MiB by default): a commit is
 # kept well under it (chunks are written before, outside the transaction).
-MAX_TXN_BYTES = 1024 * 1024
+MiB = 1024 * 1024
+MAX_TXN_BYTES = 1 * MiB
 
 
 def _bytes(ops: list[Put | Delete]) -> int:
@@ -77,6 +78,7 @@ class Committed:
     status: Status
     revision: int = 0
     existing: pb.Value | None = None
+    why: str = ""  # TOO_LARGE: which of etcd's limits, and by how much
 
 
 class Committer:
@@ -87,8 +89,8 @@ class Committer:
 
     def apply(self, commit: Commit) -> Committed:
         built = self._build(commit)
-        if built is None:
-            return Committed(Status.TOO_LARGE)
+        if isinstance(built, str):
+            return Committed(Status.TOO_LARGE, why=built)
         return self._execute(commit, *built)
 
     def apply_all(self, commits: list[Commit]) -> list[Committed]:
@@ -124,7 +126,7 @@ class Committer:
             plain = (commit.outcome is not None and commit.multi is None and not commit.records
                      and not commit.clears and commit.absent is None and not commit.guards)
             built = self._build(commit) if plain else None
-            if built is None:
+            if built is None or isinstance(built, str):
                 results[index] = self.apply(commit)
                 continue
             named = {op.key for op in built[1]}
@@ -140,8 +142,8 @@ class Committer:
         return [r for r in results if r is not None]
 
     def _build(self, commit: Commit
-               ) -> tuple[list[Compare], list[Put | Delete], list[Prepared]] | None:
-        """The transaction of one commit; None when it exceeds what etcd allows."""
+               ) -> tuple[list[Compare], list[Put | Delete], list[Prepared]] | str:
+        """The transaction of one commit; when it exceeds what etcd allows, why."""
         settings = self.values.settings
         leases = self.values.leases
         compares: list[Compare] = []
@@ -176,9 +178,13 @@ class Committer:
                                  else records_ttl_s)
             ops += [Put(key, raw, lease) for key, raw in commit.records.items()]
         ops += [Delete(prefix, prefix=True) for prefix in commit.clears]
-        if len(ops) > self.max_ops or len(compares) > self.max_ops or (
-                _bytes(ops) > MAX_TXN_BYTES):
-            return None
+        if len(ops) > self.max_ops or len(compares) > self.max_ops:
+            return (f"more than {self.max_ops} operations in one etcd transaction "
+                    "(etcd_max_txn_ops)")
+        if (size := _bytes(ops)) > MAX_TXN_BYTES:
+            return (f"{size / MiB:.1f} MiB in one etcd transaction, over the limit of "
+                    f"{MAX_TXN_BYTES / MiB:g} MiB (etcd refuses requests over "
+                    "--max-request-bytes, 1.5 MiB by default)")
         return compares, ops, prepared
 
     def _execute(self, commit: Commit, compares: list[Compare], ops: list[Put | Delete],

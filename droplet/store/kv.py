@@ -1,6 +1,6 @@
 """The key-value interface the rest of Droplet sees: etcd's model, minus gRPC.
 
-`EtcdKV` (store/etcd.py, the only module that imports etcd3) and `MemoryKV` (store/memory.py,
+`EtcdKV` (store/etcd*.py, the only modules that import etcd3) and `MemoryKV` (store/memory.py,
 for narrow unit tests) implement it. Keys are str, values bytes; revisions are etcd's.
 """
 

@@ -2,9 +2,10 @@
 load, a connection reset, a leader change), and the client library retries it.
 
 EtcdKV.call retries every DEADLINE_EXCEEDED / UNAVAILABLE failure of a transaction
-(store/etcd.py:111-127, 214), so a transaction that took effect runs a second time, and its
-compares now fail (its own writes changed what they guard). Both writers of large values then
-take the failure at face value and delete the chunks they had just linked:
+(EtcdClient.call in store/etcd_client.py, under EtcdKV._txn), so a transaction that took
+effect runs a second time, and its compares now fail (its own writes changed what they
+guard). Both writers of large values then take the failure at face value and delete the
+chunks they had just linked:
 
 * ValueStore.switch (store/values.py:64-77): `not ok` -> drop the prepared blobs -> the head
   that the first execution linked now names deleted chunks: the value is unreadable for good

@@ -17,6 +17,7 @@ from typing import Any
 from droplet.errors import BrokerError
 from droplet.graph import BEGIN
 from droplet.proto import envelope, pb
+from droplet.store import serializer
 from droplet.store.kv import Put
 
 from .inprocess import Fleet
@@ -156,6 +157,37 @@ def test_a_store_failure_after_a_join_was_read_leaves_the_join_whole() -> None:
     assert RUNS["add"] == 2, "ran, failed to store, ran again"
     assert fleet.answers()["call-j"] == [42]
     assert_one_outcome_each(fleet, ["call-j"])
+
+
+def test_a_join_partial_too_large_for_etcd_fails_the_call_once_and_is_acked() -> None:
+    """A fan-in's partial over etcd's request limit cannot be recorded: the call fails at
+    once naming the limit (one stored outcome, every delivery acked), instead of the cycle
+    crashing on each redelivery until the trigger is dead-lettered."""
+    RUNS.clear()
+    fleet = Fleet()
+    fleet.start_worker("w1")
+    fleet.register("add", add)
+    dag = pb.Dag(name="j", functions=["x", "y", "add"])
+    dag.connections.add(source="x", sink="add")
+    dag.connections.add(source="y", sink="add")
+    schedule = pb.DagSchedule(id="s2", call_id="call-big", response_address=fleet.reply_to)
+    schedule.dag.CopyFrom(dag)
+    schedule.locations.update({"x": "w1", "y": "w1", "add": "w1"})
+    for source in ("x", "y"):
+        t = pb.DagTrigger(id="s2", source=source, target_function="add")
+        t.schedule.CopyFrom(schedule)
+        serializer.dump(b"p" * (2 * 1024 * 1024), t.result)
+        fleet.client.publish(fleet.names.worker("w1"),
+                             envelope.encode([pb.Message(trigger=t)], fleet.signer))
+    fleet.run_until_quiet()
+
+    stored = fleet.values.outcome("call-big")
+    assert stored is not None and stored.type == pb.ERROR
+    info = pb.ErrorInfo.FromString(stored.body)
+    assert info.code == pb.INVALID_REQUEST and "MiB" in info.message, info.message
+    assert RUNS["add"] == 0
+    assert not fleet.broker.queues[fleet.names.dead].ready, "nothing dead-lettered"
+    assert_one_outcome_each(fleet, ["call-big"])
 
 
 def test_a_crash_between_storing_an_outcome_and_acking_answers_from_the_store() -> None:

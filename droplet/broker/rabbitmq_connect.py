@@ -1,0 +1,101 @@
+"""Opening a RabbitMQ connection: per-node parameters, TLS, and the walk over broker_url's nodes.
+
+Apart from what is done on a connection (broker/rabbitmq.py) because connecting has its own
+failure story: a refused user or a TLS mismatch must say which setting to change and is not
+retried blindly, while a node that is down is simply skipped for the next one of the rotation
+(broker/nodes.py). Every pika exception of an operation leaves as a `BrokerError` through
+`converted`, after which the owning service reconnects (broker/session.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pika
+import pika.exceptions as pex
+
+from droplet.broker.nodes import NodeOrder
+from droplet.errors import BrokerCredentialsError, BrokerError, BrokerTlsError, ConfigurationError
+from droplet.settings import Settings
+from droplet.tls import broker_peer, client_context, explain_failure
+
+log = logging.getLogger(__name__)
+
+
+def connection_parameters(settings: Settings, name: str, url: str | None = None
+                          ) -> pika.URLParameters:
+    """Parameters of one node's URL (the first of broker_url when url is not given)."""
+    url = url or settings.broker_urls[0]
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:
+        raise BrokerError(f"bad broker URL: {exc}") from None
+    params.heartbeat = settings.broker_heartbeat_s
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.client_properties = {"connection_name": name}
+    if url.startswith("amqps://"):
+        try:
+            context = client_context(
+                "broker_ca_file", settings.broker_ca_file, "broker_cert_file",
+                settings.broker_cert_file, "broker_key_file", settings.broker_key_file)
+        except ConfigurationError as exc:
+            raise BrokerTlsError(str(exc)) from None
+        params.ssl_options = pika.SSLOptions(context, params.host)
+    return params
+
+
+def _connect_error(settings: Settings, params: pika.URLParameters, exc: BaseException
+                   ) -> BrokerError:
+    """The error a failed connect leaves as: a refused user or a TLS mismatch say so, with
+    the setting to change; anything else (a port that refuses, a broker down) is a plain
+    BrokerError the caller may retry."""
+    detail = f"{type(exc).__name__}: {str(exc) or repr(exc)}"
+    address = f"{params.host}:{params.port}"
+    if isinstance(exc, (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError)):
+        return BrokerCredentialsError(
+            f"RabbitMQ at {address} refused user {params.credentials.username!r} on virtual "
+            f"host {params.virtual_host!r} ({detail}): check the user, password and virtual "
+            "host in broker_url (DROPLET_BROKER_URL)")
+    explained = explain_failure(detail, broker_peer(settings, address,
+                                                    tls=params.ssl_options is not None))
+    if explained is not None:
+        return BrokerTlsError(f"{explained} [{detail}]")
+    return BrokerError(f"RabbitMQ connect failed: {detail}")
+
+
+@contextmanager
+def converted(action: str) -> Iterator[None]:
+    """Turns a pika or socket failure inside into a BrokerError naming the action."""
+    try:
+        yield
+    except (pex.AMQPError, OSError, AssertionError) as exc:
+        detail = str(exc) or repr(exc)
+        raise BrokerError(f"RabbitMQ {action} failed: {type(exc).__name__}: {detail}") from None
+
+
+def connect_any(settings: Settings, name: str, nodes: NodeOrder) -> pika.BlockingConnection:
+    """A connection to the first node of the rotation that takes one."""
+    failures: list[BrokerError] = []
+    for index in nodes.attempt_order():
+        url = nodes.urls[index]
+        params = connection_parameters(settings, name, url)
+        try:
+            conn = pika.BlockingConnection(params)
+        except (pex.AMQPError, OSError, AssertionError) as exc:
+            failures.append(_connect_error(settings, params, exc))
+            continue
+        nodes.connected(index)
+        if len(nodes.urls) > 1:
+            log.info("%s connected to the broker at %s:%s", name, params.host, params.port)
+        return conn
+    # A refused user or a TLS mismatch says what to change; else every node's failure.
+    for failure in failures:
+        if type(failure) is not BrokerError:
+            raise failure
+    if len(failures) == 1:
+        raise failures[0]
+    raise BrokerError("no RabbitMQ node answered: " + "; ".join(str(f) for f in failures))

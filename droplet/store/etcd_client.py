@@ -1,0 +1,172 @@
+"""The etcd3 client behind `EtcdKV`: endpoints, retries across an etcd restart, fail-over.
+
+Split from the KV operations (store/etcd.py) because reaching a member is one concern and
+what is asked of it another: every request goes through `EtcdClient.call`, so a leader
+election, a restarted member or an expired auth token is handled in one place, and every
+gRPC or client failure leaves as a `StoreError`. A failed endpoint is retried after half a
+second (the library's default would shun it for five minutes, so one etcd restart would take
+a single-endpoint process down for that long).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import etcd3
+import grpc
+
+from droplet.errors import CompactedError, StoreError, StoreTlsError
+from droplet.settings import Settings
+from droplet.tls import etcd_refusal, etcd_uses_tls
+
+_REQUEST_TIMEOUT_S = 5.0
+_ENDPOINT_RETRY_S = 0.5
+_GRPC_OPTIONS = {
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+}
+
+
+class EtcdClient:
+    """One MultiEndpointEtcd3Client over etcd_endpoints, reconnected when its token expires."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self.client: Any = None
+        self._answered = False  # a request succeeded: the TLS settings are not the problem
+        self.client = self._connect()
+
+    @property
+    def endpoints(self) -> int:
+        return len(self._settings.etcd_endpoints)
+
+    def _connect(self) -> Any:
+        s = self._settings
+        creds = None
+        secure = etcd_uses_tls(s)
+        if secure:
+            creds = _read_credentials(s)
+        endpoints = []
+        for spec in s.etcd_endpoints:
+            host, _, port = spec.rpartition(":")
+            if not host or not port.isdigit():
+                raise StoreError(f"bad etcd endpoint {spec!r}: expected host:port")
+            endpoints.append(
+                etcd3.Endpoint(
+                    host, int(port), secure=secure, creds=creds,
+                    time_retry=_ENDPOINT_RETRY_S, opts=list(_GRPC_OPTIONS.items()),
+                )
+            )
+        try:
+            return etcd3.MultiEndpointEtcd3Client(
+                endpoints=endpoints, timeout=_REQUEST_TIMEOUT_S,
+                user=s.etcd_user, password=s.etcd_password, failover=True,
+            )
+        except Exception as exc:
+            raise (etcd_refusal(s, detail(exc), probe=True) or fail("connect", exc)) from None
+
+    def call(self, action: str, fn: Callable[[Any], Any]) -> Any:
+        """Runs fn(client), converting failures. While etcd is unreachable (a restart, a
+        leader election) it retries with back-off for up to `store_retry_s`; an expired auth
+        token gets a reconnect."""
+        deadline = time.monotonic() + self._settings.store_retry_s
+        delay = 0.05
+        probed = False
+        while True:
+            try:
+                result = fn(self.client)
+                self._answered = True
+                return result
+            except Exception as exc:
+                if self._settings.etcd_user and "token" in str(exc).lower():
+                    with self._lock:
+                        self.client = self._connect()
+                # Probing the endpoints for TLS costs seconds: not for a member that died
+                # (or an election) once etcd has answered this client over its plaintext.
+                elif refused := etcd_refusal(self._settings, detail(exc),
+                                             probe=not probed and not self._answered):
+                    raise refused from None
+                elif not transient(exc) or time.monotonic() + delay > deadline:
+                    raise fail(action, exc) from None
+                probed = True
+                if isinstance(exc, grpc.RpcError):
+                    self.fail_over()
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def fail_over(self) -> None:
+        """Takes the member in use for failed (for _ENDPOINT_RETRY_S), so the next request
+        goes to another one. The library does this itself for the calls it makes; our own
+        stubs (transactions) and watch streams do it here."""
+        fail_over(self.client, self.endpoints)
+
+    @property
+    def endpoint_in_use(self) -> str:
+        """host:port of the member requests go to now."""
+        return str(self.client.endpoint_in_use.netloc)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def fail_over(client: Any, endpoints: int) -> None:
+    """Marks the client's member in use failed (see EtcdClient.fail_over); with one endpoint
+    there is nowhere else to go, and the library would refuse it for a while."""
+    if endpoints > 1:
+        with contextlib.suppress(Exception):
+            client.endpoint_in_use.fail()
+            client._clear_old_stubs()
+
+
+def detail(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__
+
+
+def fail(action: str, exc: BaseException) -> StoreError:
+    """The StoreError a failed request leaves as (a CompactedError for a compacted revision)."""
+    text = detail(exc)
+    if isinstance(exc, grpc.RpcError) and "compacted" in str(exc.details()):
+        return CompactedError(f"etcd {action} failed: {text}")
+    return StoreError(f"etcd {action} failed: {text}")
+
+
+def transient(exc: BaseException) -> bool:
+    """Failures that mean "etcd is not reachable right now", as opposed to a refusal."""
+    if isinstance(exc, _TRANSIENT_ERRORS):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, ValueError) and "failed node" in str(exc)
+
+
+_TRANSIENT_ERRORS = (
+    etcd3.exceptions.ConnectionFailedError,
+    etcd3.exceptions.ConnectionTimeoutError,
+    etcd3.exceptions.NoServerAvailableError,
+)
+
+
+def _read_credentials(settings: Settings) -> Any:
+    def read(setting: str) -> bytes | None:
+        path = getattr(settings, setting)
+        if not path:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise StoreTlsError(f"cannot read {setting} (DROPLET_{setting.upper()}) "
+                                f"{path!r}: {exc}") from None
+
+    if settings.etcd_key_file and not settings.etcd_cert_file:
+        raise StoreTlsError("etcd_key_file is set but etcd_cert_file is not: set both (the "
+                            "client certificate and its key) or neither")
+    return grpc.ssl_channel_credentials(read("etcd_ca_file"), read("etcd_key_file"),
+                                        read("etcd_cert_file"))
