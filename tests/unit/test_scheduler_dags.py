@@ -171,7 +171,7 @@ def _ready_dag_state(dag: pb.Dag) -> tuple[MemoryKV, object]:
     return kv, state
 
 
-def test_call_dag_sends_begin_triggers_carrying_the_schedule_and_no_notices_to_pinned_workers() -> None:
+def test_call_dag_sends_begin_triggers_and_no_notices_to_pinned_workers() -> None:
     dag = linear_dag("dag", ["source", "sink"])
     _, state = _ready_dag_state(dag)
     out = Outbox()
