@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 import droplet
-from droplet.cli.cluster import LocalCluster, purge_namespace
+from tests.attack.small_broker import small_broker_fleet
 from tests.conftest import Services
-from tests.private_rabbit import PrivateRabbit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -30,23 +29,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 def test_calls_each_within_max_message_bytes_made_back_to_back_are_answered(
     services: Services, tmp_path: Path, unique: str
 ) -> None:
-    rabbit = PrivateRabbit(tmp_path / "rabbit", "max_message_size = 1048576\n",
-                           label="attack").start()
-    settings = services.settings(max_message_bytes=512 * 1024).with_(broker_url=rabbit.url)
-    cluster = LocalCluster(settings, tmp_path)
-    try:
-        cluster.start(workers=1)
-        cluster.wait_ready(1, timeout_s=60)
-        with droplet.connect(settings=settings) as c:
-            size = c.register(lambda lib, blob: len(blob), unique)
-            assert size(b"x").get(timeout=20) == 1
-            blob = b"y" * 400_000
-            try:  # each call is within the limit; map sends them in one message
-                results = list(c.map(size, [blob] * 3, timeout=20))
-            except droplet.DropletError as exc:
-                pytest.fail(f"{type(exc).__name__}: {exc}")
-            assert results == [400_000] * 3
-    finally:
-        cluster.stop()
-        purge_namespace(settings)
-        rabbit.stop()
+    with (small_broker_fleet(services, tmp_path, 1, "attack") as settings,
+          droplet.connect(settings=settings) as c):
+        size = c.register(lambda lib, blob: len(blob), unique)
+        assert size(b"x").get(timeout=20) == 1
+        blob = b"y" * 400_000
+        try:  # each call is within the limit; map sends them in one message
+            results = list(c.map(size, [blob] * 3, timeout=20))
+        except droplet.DropletError as exc:
+            pytest.fail(f"{type(exc).__name__}: {exc}")
+        assert results == [400_000] * 3

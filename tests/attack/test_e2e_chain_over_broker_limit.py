@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 import droplet
-from droplet.cli.cluster import LocalCluster, purge_namespace
+from tests.attack.small_broker import small_broker_fleet
 from tests.conftest import Services
-from tests.private_rabbit import PrivateRabbit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -30,31 +29,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 def test_a_chained_result_too_large_for_the_next_dags_messages_fails_the_call_clearly(
     services: Services, tmp_path: Path, unique: str
 ) -> None:
-    rabbit = PrivateRabbit(tmp_path / "rabbit", "max_message_size = 1048576\n",
-                           label="attack-chain").start()
-    settings = services.settings(max_message_bytes=512 * 1024).with_(broker_url=rabbit.url)
-    cluster = LocalCluster(settings, tmp_path)
     u = unique
-    try:
-        cluster.start(workers=4)
-        cluster.wait_ready(4, timeout_s=60)
-        with droplet.connect(settings=settings) as c:
-            c.register(lambda lib, n: b"z" * n, u + "-make")
-            for side in ("a", "b", "c"):
-                c.register(lambda lib, blob: len(blob), f"{u}-len{side}")
-            assert c.register_dag(u + "-first", [u + "-make"], []) == (True, None)
-            assert c.register_dag(u + "-next", [f"{u}-len{s}" for s in "abc"], []) == (
-                True, None)
-            small = c.call_dag(u + "-first", {u + "-make": [1000]}, continuation=u + "-next")
-            assert small.get(timeout=30) == {f"{u}-len{s}": 1000 for s in "abc"}
-            big = c.call_dag(u + "-first", {u + "-make": [400_000]}, continuation=u + "-next")
-            with pytest.raises(droplet.DropletError, match="max_message_bytes") as raised:
-                big.get(timeout=60)
-            assert raised.value.code == droplet.INVALID_REQUEST
-            # The cluster still works after it.
-            again = c.call_dag(u + "-first", {u + "-make": [7]}, continuation=u + "-next")
-            assert again.get(timeout=30) == {f"{u}-len{s}": 7 for s in "abc"}
-    finally:
-        cluster.stop()
-        purge_namespace(settings)
-        rabbit.stop()
+    with (small_broker_fleet(services, tmp_path, 4, "attack-chain") as settings,
+          droplet.connect(settings=settings) as c):
+        c.register(lambda lib, n: b"z" * n, u + "-make")
+        for side in ("a", "b", "c"):
+            c.register(lambda lib, blob: len(blob), f"{u}-len{side}")
+        assert c.register_dag(u + "-first", [u + "-make"], []) == (True, None)
+        assert c.register_dag(u + "-next", [f"{u}-len{s}" for s in "abc"], []) == (
+            True, None)
+        small = c.call_dag(u + "-first", {u + "-make": [1000]}, continuation=u + "-next")
+        assert small.get(timeout=30) == {f"{u}-len{s}": 1000 for s in "abc"}
+        big = c.call_dag(u + "-first", {u + "-make": [400_000]}, continuation=u + "-next")
+        with pytest.raises(droplet.DropletError, match="max_message_bytes") as raised:
+            big.get(timeout=60)
+        assert raised.value.code == droplet.INVALID_REQUEST
+        # The cluster still works after it.
+        again = c.call_dag(u + "-first", {u + "-make": [7]}, continuation=u + "-next")
+        assert again.get(timeout=30) == {f"{u}-len{s}": 7 for s in "abc"}

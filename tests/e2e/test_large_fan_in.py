@@ -16,8 +16,8 @@ import pytest
 
 import droplet
 from droplet.broker_config.names import QueueNames
-from droplet.runtime import broker_factory
 from tests.conftest import Cluster, client_fixture, cluster_fixture
+from tests.e2e.dashboard_support import queue_depth
 
 pytestmark = pytest.mark.e2e
 
@@ -29,11 +29,7 @@ PART_BYTES = 2 * 1024 * 1024 + 1
 
 def _dead_letters(cluster: Cluster) -> int:
     settings = cluster.settings
-    conn = broker_factory(settings, "test-dead-letters")()
-    try:
-        return conn.queue_depth(QueueNames(settings.namespace).dead) or 0
-    finally:
-        conn.close()
+    return queue_depth(settings, QueueNames(settings.namespace).dead) or 0
 
 
 @pytest.mark.timeout(90)

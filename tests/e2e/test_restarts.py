@@ -17,33 +17,10 @@ import pytest
 import droplet
 from droplet.cli.etcd_local import LocalEtcd
 from tests.conftest import Services, purge_namespace, start_cluster
+from tests.e2e.run_marks import count_runs, register_recording
 from tests.private_rabbit import PrivateRabbit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
-
-
-def _recording_function(client: Any, name: str) -> None:
-    """A slowish function that leaves a mark per execution (to count re-runs)."""
-    prefix = f"{name}-run"
-
-    def record(lib: Any, i: int) -> int:
-        import time as t
-        import uuid as u
-
-        lib.put(f"{prefix}-{i}-{u.uuid4().hex[:8]}", 1)
-        t.sleep(0.02)
-        return i * 3
-
-    client.register(record, name)
-
-
-def _executions(client: Any, name: str) -> dict[int, int]:
-    items, _ = client.kv.get_prefix(client.values.keys.value(f"{name}-run-"))
-    runs: dict[int, int] = {}
-    for key in items:
-        i = int(key.rsplit("-", 2)[-2])
-        runs[i] = runs.get(i, 0) + 1
-    return runs
 
 
 @pytest.fixture
@@ -61,7 +38,7 @@ def _survives(settings: Any, tmp_path: Any, calls: int, restart: Callable[[], No
     name = f"u{uuid.uuid4().hex[:8]}"
     try:
         with droplet.connect(settings=settings) as c:
-            _recording_function(c, name)
+            register_recording(c, name)
             futures = [c.call(name, i) for i in range(calls)]
             time.sleep(0.3)
             down_at = time.monotonic()
@@ -69,7 +46,7 @@ def _survives(settings: Any, tmp_path: Any, calls: int, restart: Callable[[], No
             results = [f.get(timeout=90) for f in futures]
             recovered_s = time.monotonic() - down_at
             assert results == [i * 3 for i in range(calls)]
-            runs = _executions(c, name)
+            runs = count_runs(c, name)
             assert set(runs) == set(range(calls)), "every call ran"
             extra = sum(runs.values()) - calls
             # The fleet is whole again: new calls and new registrations work.

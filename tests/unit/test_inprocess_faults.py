@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from droplet.errors import BrokerError
@@ -124,28 +125,33 @@ def test_an_unconfirmed_placement_requeues_the_call_and_it_runs_once() -> None:
     assert_one_outcome_each(fleet, [call_id])
 
 
-def test_a_store_failure_after_a_join_was_read_leaves_the_join_whole() -> None:
-    RUNS.clear()
+def _fan_in(call_id: str) -> tuple[Fleet, Callable[[str, Any], None]]:
+    """A fleet of one worker holding the join `add` of x and y for call_id, and a function
+    sending it x's or y's trigger with a result."""
     fleet = Fleet()
     fleet.start_worker("w1")
     fleet.register("add", add)
     dag = pb.Dag(name="j", functions=["x", "y", "add"])
     dag.connections.add(source="x", sink="add")
     dag.connections.add(source="y", sink="add")
-    schedule = pb.DagSchedule(id="s1", call_id="call-j", response_address=fleet.reply_to)
+    schedule = pb.DagSchedule(id="s-" + call_id, call_id=call_id,
+                              response_address=fleet.reply_to)
     schedule.dag.CopyFrom(dag)
     schedule.locations.update({"x": "w1", "y": "w1", "add": "w1"})
 
-    def trigger(source: str, value: int) -> None:
-        from droplet.proto import envelope
-        from droplet.store import serializer
-
-        t = pb.DagTrigger(id="s1", source=source, target_function="add")
+    def trigger(source: str, value: Any) -> None:
+        t = pb.DagTrigger(id=schedule.id, source=source, target_function="add")
         t.schedule.CopyFrom(schedule)
         serializer.dump(value, t.result)
         fleet.client.publish(fleet.names.worker("w1"),
                              envelope.encode([pb.Message(trigger=t)], fleet.signer))
 
+    return fleet, trigger
+
+
+def test_a_store_failure_after_a_join_was_read_leaves_the_join_whole() -> None:
+    RUNS.clear()
+    fleet, trigger = _fan_in("call-j")
     trigger("x", 40)
     fleet.run_until_quiet()
     failing = [True]
@@ -164,21 +170,9 @@ def test_a_join_partial_too_large_for_etcd_fails_the_call_once_and_is_acked() ->
     once naming the limit (one stored outcome, every delivery acked), instead of the cycle
     crashing on each redelivery until the trigger is dead-lettered."""
     RUNS.clear()
-    fleet = Fleet()
-    fleet.start_worker("w1")
-    fleet.register("add", add)
-    dag = pb.Dag(name="j", functions=["x", "y", "add"])
-    dag.connections.add(source="x", sink="add")
-    dag.connections.add(source="y", sink="add")
-    schedule = pb.DagSchedule(id="s2", call_id="call-big", response_address=fleet.reply_to)
-    schedule.dag.CopyFrom(dag)
-    schedule.locations.update({"x": "w1", "y": "w1", "add": "w1"})
-    for source in ("x", "y"):
-        t = pb.DagTrigger(id="s2", source=source, target_function="add")
-        t.schedule.CopyFrom(schedule)
-        serializer.dump(b"p" * (2 * 1024 * 1024), t.result)
-        fleet.client.publish(fleet.names.worker("w1"),
-                             envelope.encode([pb.Message(trigger=t)], fleet.signer))
+    fleet, trigger = _fan_in("call-big")
+    trigger("x", b"p" * (2 * 1024 * 1024))
+    trigger("y", b"q" * (2 * 1024 * 1024))
     fleet.run_until_quiet()
 
     stored = fleet.values.outcome("call-big")
