@@ -20,6 +20,7 @@ delivery at-least-once.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -124,11 +125,9 @@ class RabbitConnection:
         )
         channel = self._channel if confirmed else self._fast
         with converted(f"publish to {queue}"):
-            if self._writing_later:
-                channel._impl.basic_publish("", queue, body, properties=props,
-                                            mandatory=mandatory)
-            else:
-                channel.basic_publish("", queue, body, properties=props, mandatory=mandatory)
+            channel._impl.basic_publish("", queue, body, properties=props, mandatory=mandatory)
+            if not self._writing_later:
+                self._write_out(channel)
         if not confirmed and on_confirm is not None:
             self._pending.confirm_now(on_confirm)
 
@@ -171,10 +170,24 @@ class RabbitConnection:
 
     def ack(self, tag: int, multiple: bool = False) -> None:
         with converted("ack"):
-            if self._writing_later:
-                self._channel._impl.basic_ack(delivery_tag=tag, multiple=multiple)
-            else:
-                self._channel.basic_ack(tag, multiple=multiple)
+            self._channel._impl.basic_ack(delivery_tag=tag, multiple=multiple)
+            if not self._writing_later:
+                self._write_out(self._channel)
+
+    def _write_out(self, channel: BlockingChannel | None = None) -> None:
+        """Writes what pika has buffered, in one send. pika hands the socket each frame on
+        its own (a publish is three frames: method, header, body), and each send() is a
+        system call and a packet for the broker; joined, a reply and its delivery's ack cost
+        one (measured: 4 sends per plain call on a worker before, 1 after)."""
+        buffers = getattr(getattr(self._conn._impl, "_transport", None), "_tx_buffers", None)
+        if isinstance(buffers, deque) and len(buffers) > 1:
+            joined = b"".join(buffers)  # the byte count pika keeps is unchanged
+            buffers.clear()
+            buffers.append(joined)
+        if channel is not None:
+            channel._flush_output()  # raises as BlockingChannel would if the channel closed
+        else:
+            self._conn._flush_output()
 
     @contextmanager
     def written_together(self) -> Iterator[None]:
@@ -189,7 +202,7 @@ class RabbitConnection:
         finally:
             self._writing_later = False
             with converted("write"):
-                self._conn._flush_output()
+                self._write_out()
 
     def reject(self, tag: int, requeue: bool) -> None:
         with converted("reject"):
