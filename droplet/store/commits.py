@@ -104,8 +104,10 @@ class Committer:
         ops: list[Put | Delete] = []
         prepared: list[Prepared] = []
         keys: set[str] = set()  # etcd refuses a transaction naming a key twice
+        size = 0  # _bytes(ops), kept as ops grow (a burst's envelope has many commits)
 
         def flush() -> None:
+            nonlocal size
             if not group:
                 return
             if len(group) == 1:  # built already: run it as it is
@@ -121,6 +123,7 @@ class Committer:
             ops.clear()
             prepared.clear()
             keys.clear()
+            size = 0
 
         for index, commit in enumerate(commits):
             plain = (commit.outcome is not None and commit.multi is None and not commit.records
@@ -130,10 +133,12 @@ class Committer:
                 results[index] = self.apply(commit)
                 continue
             named = {op.key for op in built[1]}
+            added = _bytes(built[1])
             too_many = max(len(ops) + len(built[1]), len(compares) + len(built[0])) > self.max_ops
-            if too_many or named & keys or _bytes(ops) + _bytes(built[1]) > MAX_TXN_BYTES:
+            if too_many or named & keys or size + added > MAX_TXN_BYTES:
                 flush()
             keys.update(named)
+            size += added
             group.append(index)
             compares.extend(built[0])
             ops.extend(built[1])
