@@ -211,8 +211,8 @@ def unique() -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The cluster tests' figures (tests/ha_services.py), shown even without -s."""
-    from tests.ha_services import FIGURES
+    """The cluster tests' figures (tests/ha_backend.py report()), shown even without -s."""
+    from tests.ha_backend import FIGURES
 
     if FIGURES:
         terminalreporter.section("cluster figures")

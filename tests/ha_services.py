@@ -1,29 +1,21 @@
-"""A 3-node RabbitMQ cluster and a 3-member etcd cluster of local processes, for the cluster
-tests (tests/e2e/test_ha_cluster.py): private nodes on free ports, never the machine's
-shared broker."""
+"""The cluster tests' services as local processes (local and external modes): a 3-node
+RabbitMQ cluster and a 3-member etcd cluster, private nodes on free ports (never the machine's
+shared broker), and the scheduler and workers as `droplet` processes; tests/ha_backend.py's
+HaBackend, as tests/ha_containers.py is in containers mode."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import threading
-import time
-import urllib.request
-from collections.abc import Callable
+import signal
 from pathlib import Path
+from typing import Any
 
 from droplet.cli.etcd_local import LocalEtcd, find_etcd_binary
 from droplet.settings import Settings
+from tests.ha_backend import in_parallel, leader_among
 from tests.private_rabbit import PrivateRabbit, PrivateRabbitCluster, _rabbit_tool
-
-# What the cluster tests measured, printed again at the end of the run (tests/conftest.py),
-# so CI's log shows the figures without -s.
-FIGURES: list[str] = []
-
-
-def report(line: str) -> None:
-    print(f"\n{line}")
-    FIGURES.append(line)
 
 
 def missing_tools() -> str | None:
@@ -35,25 +27,6 @@ def missing_tools() -> str | None:
     if shutil.which("epmd") is None and not Path("/usr/lib/erlang/bin/epmd").exists():
         return "needs Erlang's epmd"
     return None
-
-
-def in_parallel(*actions: Callable[[], object]) -> None:
-    """Runs actions on threads and waits for all; the first failure is raised."""
-    errors: list[BaseException] = []
-
-    def run(action: Callable[[], object]) -> None:
-        try:
-            action()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in actions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 class HaServices:
@@ -117,20 +90,27 @@ class HaServices:
             **overrides,  # type: ignore[arg-type]
         )
 
-    # -- who is who ----------------------------------------------------------------------
+    # -- tests/ha_backend.py's HaBackend -------------------------------------------------
 
-    def etcd_leader(self) -> LocalEtcd:
-        """The member etcd's maintenance status names the leader."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for member in self.etcd:
-                status = etcd_status(member.endpoint)
-                if status and status["header"]["member_id"] == status["leader"]:
-                    return member
-            time.sleep(0.2)
-        raise RuntimeError("no etcd leader within 30 s")
+    kind = "local processes"
 
-    def rabbit_node_of(self, connection_name: str) -> PrivateRabbit:
+    @property
+    def rabbit_nodes(self) -> list[RabbitProcess]:
+        return [RabbitProcess(node) for node in self.rabbit.nodes]
+
+    @property
+    def etcd_members(self) -> list[EtcdProcess]:
+        return [EtcdProcess(member) for member in self.etcd]
+
+    def start_fleet(self, settings: Settings, log_dir: Path, workers: int) -> ProcessFleet:
+        from tests.conftest import start_cluster
+
+        return ProcessFleet(start_cluster(settings, log_dir, workers=workers))
+
+    def etcd_leader(self) -> EtcdProcess:
+        return leader_among(self.etcd_members)  # type: ignore[return-value]
+
+    def rabbit_node_of(self, connection_name: str) -> RabbitProcess:
         """The node holding most connections of that name (e.g. droplet-worker)."""
         counts: dict[int, int] = {}
         for node in self.rabbit.nodes:  # each lists the connections of the whole cluster
@@ -147,16 +127,85 @@ class HaServices:
         if not counts:
             raise RuntimeError(f"no {connection_name} connection found")
         port = max(counts, key=lambda p: counts[p])
-        return next(node for node in self.rabbit.nodes if node.port == port)
+        return RabbitProcess(next(node for node in self.rabbit.nodes if node.port == port))
+
+    def queue_types(self) -> dict[str, str]:
+        listed = self.rabbit.nodes[0].ctl("-q", "list_queues", "--no-table-headers", "name",
+                                          "type").stdout
+        return dict(line.split("\t")[:2] for line in listed.splitlines() if "\t" in line)
 
 
-def etcd_status(endpoint: str) -> dict[str, dict[str, str]] | None:
-    """etcd's maintenance status through its JSON gateway (None when it does not answer)."""
-    request = urllib.request.Request(f"http://{endpoint}/v3/maintenance/status", data=b"{}",
-                                     method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=2) as resp:
-            data = json.loads(resp.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "leader" in data else None
+class RabbitProcess:
+    """A private RabbitMQ node as tests/ha_backend.py's Node (equal when the same node)."""
+
+    def __init__(self, node: PrivateRabbit) -> None:
+        self.node = node
+        self.name = node.node
+        self.address = node.url
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RabbitProcess) and other.node is self.node
+
+    def __hash__(self) -> int:
+        return id(self.node)
+
+    def kill(self) -> None:
+        self.node.kill()
+
+    def start(self) -> None:
+        self.node.start()
+
+    def restart(self) -> None:
+        self.node.stop()
+        self.node.start()
+
+
+class EtcdProcess:
+    """An etcd member process as tests/ha_backend.py's Node (equal when the same member)."""
+
+    def __init__(self, member: LocalEtcd) -> None:
+        self.member = member
+        self.name = member.name
+        self.address = member.endpoint
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EtcdProcess) and other.member is self.member
+
+    def __hash__(self) -> int:
+        return id(self.member)
+
+    def kill(self) -> None:
+        self.member.kill()
+
+    def start(self) -> None:
+        self.member.start()
+
+    def restart(self) -> None:
+        self.member.stop()
+        self.member.start()
+
+
+class ProcessFleet:
+    """A scheduler and workers as local `droplet` processes (tests/ha_backend.py's Fleet);
+    cut() stops a worker with SIGSTOP: silent to the broker and to etcd, as if cut off."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self.settings: Settings = cluster.settings
+
+    @property
+    def worker_count(self) -> int:
+        return len(self.cluster.workers)
+
+    def cut(self, worker: int) -> str:
+        os.kill(self.cluster.workers[worker].pid, signal.SIGSTOP)
+        return "worker process stopped (SIGSTOP)"
+
+    def reconnect(self, worker: int) -> None:
+        os.kill(self.cluster.workers[worker].pid, signal.SIGCONT)
+
+    def running(self, worker: int) -> bool:
+        return bool(self.cluster.workers[worker].poll() is None)
+
+    def stop(self) -> None:
+        self.cluster.stop()

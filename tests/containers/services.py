@@ -108,8 +108,8 @@ def etcd_service(timeout_s: float = 60.0) -> Iterator[str]:
 
 
 def remove_leftovers() -> list[str]:
-    """Removes the droplet-test containers whose making process no longer runs here
-    (a test run that was killed); returns their names."""
+    """Removes the droplet-test containers and networks whose making process no longer runs
+    here (a test run that was killed); returns their names."""
     import docker  # type: ignore[import-untyped]
 
     client = docker.from_env()
@@ -122,6 +122,15 @@ def remove_leftovers() -> list[str]:
             with contextlib.suppress(Exception):
                 found.remove(force=True)
                 removed.append(found.name)
+        # The cluster tests' own networks (tests/ha_containers.py), once their containers
+        # are gone.
+        for network in client.networks.list(filters={"label": PID_LABEL}):
+            pid = int(network.attrs.get("Labels", {}).get(PID_LABEL, "0") or 0)
+            if not network.name.startswith(PREFIX) or pid <= 0 or _pid_runs(pid):
+                continue
+            with contextlib.suppress(Exception):
+                network.remove()
+                removed.append(network.name)
     finally:
         client.close()
     return removed

@@ -1,5 +1,10 @@
 """A highly available fleet: a 3-node RabbitMQ cluster with quorum queues and a 3-member etcd
-cluster, all local processes (tests/ha_services.py), with a scheduler, workers and a client.
+cluster, with a scheduler, workers and a client.
+
+The scenarios run against tests/ha_backend.py's HaBackend, started by the mode of the run
+(DROPLET_TEST_SERVICES): in containers mode every node, the scheduler and the workers are
+containers on a network of the test's own (tests/ha_containers.py); otherwise they are local
+processes (tests/ha_services.py). One or the other, never both.
 
 Each scenario loses part of a cluster with calls in flight, and proves that every call
 completes with its own correct result, that each call has one outcome (what the client got is
@@ -18,27 +23,43 @@ from typing import Any
 
 import pytest
 
-from tests.ha_services import HaServices, missing_tools, report
+from tests.ha_backend import Fleet, HaBackend, report
 
+# worker_image: containers mode builds the worker image before the tests.
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.cluster,
-              pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))]
+              pytest.mark.worker_image]
 
 
 @pytest.fixture(scope="module")
-def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaServices]:
+def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaBackend]:
+    from tests.conftest import _mode
+
+    backend: Any
+    if _mode() == "containers":
+        from tests.containers.services import remove_leftovers
+        from tests.ha_containers import ContainerHa
+
+        remove_leftovers()
+        backend = ContainerHa()
+    else:
+        from tests.ha_services import HaServices, missing_tools
+
+        if missing_tools() is not None:
+            pytest.skip(f"local processes: {missing_tools()}")
+        backend = HaServices(tmp_path_factory.mktemp("ha"))
     started = time.monotonic()
-    services = HaServices(tmp_path_factory.mktemp("ha")).start()
-    report(f"3 RabbitMQ nodes clustered and 3 etcd members up in "
+    backend.start()
+    report(f"[{backend.kind}] 3 RabbitMQ nodes clustered and 3 etcd members up in "
            f"{time.monotonic() - started:.1f}s")
-    yield services
-    services.stop()
+    yield backend
+    backend.stop()
 
 
 # -- etcd fail-over, in-process --------------------------------------------------------------
 
 
 @pytest.mark.timeout(360)  # the first test also starts both clusters
-def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaServices) -> None:
+def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaBackend) -> None:
     """Reads, writes, transactions and lease keepalives go on when the member a process talks
     to is killed; a mirror watching through that member re-establishes its watch on another
     member and misses no write."""
@@ -51,7 +72,7 @@ def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaServices) 
     kv = EtcdKV(settings)
     mirror = PrefixMirror(kv, prefix).start()
     lease = kv.grant_lease(5)
-    member = next(m for m in ha.etcd if m.endpoint == kv.endpoint_in_use)
+    member = next(m for m in ha.etcd_members if m.address == kv.endpoint_in_use)
     expected: dict[str, bytes] = {}
     try:
         for i in range(40):
@@ -68,13 +89,13 @@ def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaServices) 
             kv.put(f"{prefix}{i:03d}", b"z", lease=lease.id)
             expected[f"{i:03d}"] = b"z"
         moved_s = time.monotonic() - killed_at
-        assert kv.endpoint_in_use != member.endpoint
+        assert kv.endpoint_in_use != member.address
         deadline = time.monotonic() + 30
         while mirror.items() != expected and time.monotonic() < deadline:
             time.sleep(0.05)
         assert mirror.items() == expected, "the mirror missed writes"
         assert mirror.healthy.is_set(), "its watch runs again"
-        report(f"etcd member {member.endpoint} killed: {len(expected)} writes, the mirror "
+        report(f"[{ha.kind}] etcd member {member.name} killed: {len(expected)} writes, the mirror "
                f"whole again; all writes done {moved_s:.1f}s after the kill")
     finally:
         mirror.close()
@@ -87,7 +108,7 @@ def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaServices) 
 
 @pytest.mark.timeout(240)
 def test_switching_to_quorum_is_refused_clearly_until_migrate_queues_keeps_the_messages(
-    ha: HaServices, capsys: pytest.CaptureFixture[str]
+    ha: HaBackend, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from droplet.broker_config.names import QueueNames
     from droplet.broker_config.topology import retry_topology, shared_topology
@@ -115,9 +136,7 @@ def test_switching_to_quorum_is_refused_clearly_until_migrate_queues_keeps_the_m
         conn.declare(shared_topology(QueueNames.of(quorum)))  # now accepted
         conn.declare(retry_topology(QueueNames.of(quorum), 1000))
         assert conn.queue_depth(names.calls) == 3, migrated
-    listed = ha.rabbit.nodes[0].ctl("-q", "list_queues", "--no-table-headers", "name",
-                                    "type").stdout
-    types = dict(line.split("\t")[:2] for line in listed.splitlines() if "\t" in line)
+    types = ha.queue_types()
     for queue in (names.calls, names.admin, names.work, names.dead, names.retry(1000)):
         assert types[queue] == "quorum", queue
     assert not any(name.endswith(".migrating") for name in types)
@@ -192,25 +211,24 @@ class Load:
 
 
 @pytest.fixture
-def fleet(ha: HaServices, tmp_path: Path) -> Iterator[tuple[Any, Load]]:
+def fleet(ha: HaBackend, tmp_path: Path) -> Iterator[tuple[Fleet, Load]]:
     """A scheduler, two workers and a client on both clusters, with a registered function."""
     import droplet
-    from tests.conftest import start_cluster
 
     settings = ha.settings(worker_lease_ttl_s=3, status_interval_s=0.5, broker_heartbeat_s=3)
-    cluster = start_cluster(settings, tmp_path, workers=2)
+    started = ha.start_fleet(settings, tmp_path, workers=2)
     try:
         with droplet.connect(settings=settings) as client:
             name = f"u{uuid.uuid4().hex[:8]}"
             _register(client, name)
-            yield cluster, Load(client, name)
+            yield started, Load(client, name)
     finally:
-        cluster.stop()
+        started.stop()
 
 
 @pytest.mark.timeout(360)
 def test_killing_the_rabbitmq_node_the_workers_use_loses_no_call(
-    ha: HaServices, fleet: tuple[Any, Load]
+    ha: HaBackend, fleet: tuple[Fleet, Load]
 ) -> None:
     _, load = fleet
     node = ha.rabbit_node_of("droplet-worker")
@@ -219,14 +237,14 @@ def test_killing_the_rabbitmq_node_the_workers_use_loses_no_call(
     fault_at = time.monotonic()
     node.kill()
     try:
-        load.check(f"RabbitMQ node {node.node} killed (kill -9)", fault_at)
+        load.check(f"[{ha.kind}] RabbitMQ node {node.name} killed, the workers' node", fault_at)
     finally:
         node.start()
 
 
 @pytest.mark.timeout(360)
 def test_killing_the_clients_node_its_replies_arrive_on_its_new_connection(
-    ha: HaServices, fleet: tuple[Any, Load]
+    ha: HaBackend, fleet: tuple[Fleet, Load]
 ) -> None:
     """The client on another node than the fleet: its node dies with 500 calls in flight,
     the workers' connections live on. Replies to its old reply queue are dropped (with direct
@@ -235,26 +253,26 @@ def test_killing_the_clients_node_its_replies_arrive_on_its_new_connection(
     gets every answer there."""
     import droplet
 
-    cluster, first = fleet
+    started, first = fleet
     fleet_node = ha.rabbit_node_of("droplet-worker")
-    others = [node for node in ha.rabbit.nodes if node is not fleet_node]
+    others = [node for node in ha.rabbit_nodes if node != fleet_node]
     # A first connection follows the list: the client is on others[0], the fleet is not.
-    urls = ",".join(node.url for node in [*others, fleet_node])
-    with droplet.connect(settings=cluster.settings.with_(broker_url=urls)) as client:
+    urls = ",".join(node.address for node in [*others, fleet_node])
+    with droplet.connect(settings=started.settings.with_(broker_url=urls)) as client:
         load = Load(client, first.name)
         load.submit(CALLS)
         time.sleep(0.3)
         fault_at = time.monotonic()
         others[0].kill()
         try:
-            load.check(f"the client's RabbitMQ node {others[0].node} killed (kill -9)",
+            load.check(f"[{ha.kind}] RabbitMQ node {others[0].name} killed, the client's",
                        fault_at)
         finally:
             others[0].start()
 
 
 @pytest.mark.timeout(360)
-def test_killing_the_etcd_leader_loses_no_call(ha: HaServices, fleet: tuple[Any, Load]) -> None:
+def test_killing_the_etcd_leader_loses_no_call(ha: HaBackend, fleet: tuple[Fleet, Load]) -> None:
     _, load = fleet
     leader = ha.etcd_leader()
     load.submit(CALLS)
@@ -262,42 +280,39 @@ def test_killing_the_etcd_leader_loses_no_call(ha: HaServices, fleet: tuple[Any,
     fault_at = time.monotonic()
     leader.kill()
     try:
-        load.check(f"etcd leader {leader.name} killed (kill -9)", fault_at)
+        load.check(f"[{ha.kind}] etcd leader {leader.name} killed", fault_at)
     finally:
         leader.start()
 
 
 @pytest.mark.timeout(360)
 def test_a_worker_cut_off_past_its_lease_has_its_calls_placed_again_and_no_second_outcome(
-    ha: HaServices, fleet: tuple[Any, Load]
+    ha: HaBackend, fleet: tuple[Fleet, Load]
 ) -> None:
-    """SIGSTOP: the worker's lease (3 s) expires and the broker drops its silent connection
-    (heartbeat 3 s), so its queue and unacked calls are handed to the other worker; all
-    calls complete while it is still stopped. SIGCONT: it finishes what it had in hand, and
+    """The worker is cut off (local processes: SIGSTOP; containers: its container leaves the
+    network): its lease (3 s) expires and the broker drops its silent connection (heartbeat
+    3 s), so its queue and unacked calls are handed to the other worker; all calls complete
+    while it is still cut off. Then it is back: it finishes or drops what it had in hand, and
     the outcomes stay the first ones."""
-    import os
-    import signal
-
-    cluster, load = fleet
-    victim = cluster.workers[0]
+    started, load = fleet
     load.submit(CALLS)
     time.sleep(0.5)
     fault_at = time.monotonic()
-    os.kill(victim.pid, signal.SIGSTOP)
+    how = started.cut(0)
     try:
         done = [future.get(timeout=120) for _, future in load.futures]
-        stopped_s = time.monotonic() - fault_at
+        cut_s = time.monotonic() - fault_at
         assert len(done) == CALLS
     finally:
-        os.kill(victim.pid, signal.SIGCONT)
+        started.reconnect(0)
     time.sleep(5)  # the worker rejoins and settles what it held
-    assert victim.poll() is None, "the rejoined worker runs on"
-    load.check(f"worker stopped {stopped_s:.1f}s (lease 3 s), then resumed", fault_at)
+    assert started.running(0), "the rejoined worker runs on"
+    load.check(f"[{ha.kind}] {how} {cut_s:.1f}s (lease 3 s), then back", fault_at)
 
 
 @pytest.mark.timeout(600)
 def test_a_rolling_restart_of_every_node_of_both_clusters_loses_no_call(
-    ha: HaServices, fleet: tuple[Any, Load]
+    ha: HaBackend, fleet: tuple[Fleet, Load]
 ) -> None:
     _, load = fleet
     stop = threading.Event()
@@ -312,15 +327,13 @@ def test_a_rolling_restart_of_every_node_of_both_clusters_loses_no_call(
     fault_at = time.monotonic()
     submitter.start()
     try:
-        for node in ha.rabbit.nodes:
-            node.stop()
-            node.start()
-        for member in ha.etcd:
-            member.stop()
-            member.start()
+        for node in ha.rabbit_nodes:
+            node.restart()
+        for member in ha.etcd_members:
+            member.restart()
             ha.etcd_leader()
     finally:
         stop.set()
         submitter.join()
-    load.check(f"rolling restart of 3 RabbitMQ nodes and 3 etcd members "
+    load.check(f"[{ha.kind}] rolling restart of 3 RabbitMQ nodes and 3 etcd members "
                f"({time.monotonic() - fault_at:.0f}s)", fault_at)
