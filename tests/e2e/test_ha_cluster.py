@@ -300,14 +300,37 @@ def test_a_worker_cut_off_past_its_lease_has_its_calls_placed_again_and_no_secon
     fault_at = time.monotonic()
     how = started.cut(0)
     try:
+        _until(lambda: _fleet_size(started, load) == started.worker_count - 1,
+               "the cut-off worker's lease expired: it left the fleet")
         done = [future.get(timeout=120) for _, future in load.futures]
         cut_s = time.monotonic() - fault_at
         assert len(done) == CALLS
     finally:
         started.reconnect(0)
-    time.sleep(5)  # the worker rejoins and settles what it held
+    rejoined_s = _until(lambda: _fleet_size(started, load) == started.worker_count,
+                        "the worker rejoined the fleet")
+    time.sleep(3)  # it settles what it held
     assert started.running(0), "the rejoined worker runs on"
-    load.check(f"[{ha.kind}] {how} {cut_s:.1f}s (lease 3 s), then back", fault_at)
+    load.check(f"[{ha.kind}] {how} {cut_s:.1f}s (lease 3 s), back in the fleet "
+               f"{rejoined_s:.1f}s after", fault_at)
+
+
+def _fleet_size(started: Fleet, load: Load) -> int:
+    from droplet.signing import Signer
+    from droplet.store.metadata import Metadata
+
+    settings = started.settings
+    return len(Metadata(load.client.kv, settings, Signer(settings.signing_key)).workers())
+
+
+def _until(condition: Any, what: str, timeout_s: float = 60) -> float:
+    """Polls condition() until true; the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout_s:g}s: {what}")
 
 
 @pytest.mark.timeout(600)
