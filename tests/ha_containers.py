@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from droplet.cli.cluster import child_env
-from droplet.cli.etcd_local import etcd_answers, free_port
+from droplet.cli.etcd_local import etcd_answers
 from droplet.settings import Settings
 from tests.containers.images import image
 from tests.containers.services import PID_LABEL, PREFIX, amqp_answers, etcd_command
@@ -47,10 +49,24 @@ RABBIT_START = (
 
 
 def _host_port() -> int:
-    while True:
-        port = free_port()
-        if port not in HOST_RABBIT_PORTS:
+    """A free port on 127.0.0.1 below the ephemeral range: a killed node's port stays free
+    for its return, where an outgoing connection could take an ephemeral one meanwhile."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(low, 10001))
+        if port in HOST_RABBIT_PORTS:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             return port
+    raise RuntimeError(f"no free port on 127.0.0.1 between 10000 and {low}")
 
 
 def _until(ready: Callable[[], bool], what: str, timeout_s: float,
@@ -211,10 +227,14 @@ class ContainerHa:
         import docker  # type: ignore[import-untyped]
 
         self.size = size
-        self.prefix = f"{PREFIX}ha{uuid.uuid4().hex[:6]}"
-        self.cookie = secrets.token_hex(16).upper()
         self.signing_key = secrets.token_urlsafe(32)
         self.docker = docker.from_env()
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """New names, cookie and (when started) ports; nothing started yet."""
+        self.prefix = f"{PREFIX}ha{uuid.uuid4().hex[:6]}"
+        self.cookie = secrets.token_hex(16).upper()
         self.network: Any = None
         self.containers: list[Any] = []
         self.rabbit_nodes: list[ContainerNode] = []
@@ -236,19 +256,34 @@ class ContainerHa:
         self.containers.append(container)
         return container
 
+    # A port picked free may be taken before Docker binds it (another test session): then
+    # the clusters start afresh, on other ports and names, at most _ATTEMPTS times.
+    _ATTEMPTS = 2
+
     def start(self) -> ContainerHa:
-        try:
-            self.network = self.docker.networks.create(
-                self.prefix, driver="bridge", labels={PID_LABEL: str(os.getpid())})
-            for i in range(1, self.size + 1):
-                self._run_rabbit(i)
-                self._run_etcd(i)
-            in_parallel(*[node.wait_ready for node in self.rabbit_nodes + self.etcd_members])
-            self._cluster_rabbit()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, self._ATTEMPTS + 1):
+            try:
+                self._start_once()
+                return self
+            except Exception:
+                self._remove()
+                if attempt == self._ATTEMPTS:
+                    self.docker.close()
+                    raise
+                self._fresh()
+            except BaseException:
+                self.stop()
+                raise
         return self
+
+    def _start_once(self) -> None:
+        self.network = self.docker.networks.create(
+            self.prefix, driver="bridge", labels={PID_LABEL: str(os.getpid())})
+        for i in range(1, self.size + 1):
+            self._run_rabbit(i)
+            self._run_etcd(i)
+        in_parallel(*[node.wait_ready for node in self.rabbit_nodes + self.etcd_members])
+        self._cluster_rabbit()
 
     def _run_rabbit(self, i: int) -> None:
         host = f"{self.prefix}-rabbit{i}"
@@ -298,13 +333,16 @@ class ContainerHa:
         than its quorum online (RabbitMQ's documented upgrade step)."""
         node.exec("rabbitmq-upgrade", "await_online_quorum_plus_one", "-t", "120")
 
-    def stop(self) -> None:
+    def _remove(self) -> None:
         for container in self.containers:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
         if self.network is not None:
             with contextlib.suppress(Exception):
                 self.network.remove()
+
+    def stop(self) -> None:
+        self._remove()
         self.docker.close()
 
     # -- what the scenarios use ----------------------------------------------------------

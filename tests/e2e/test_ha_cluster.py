@@ -90,11 +90,18 @@ def test_the_store_moves_to_another_member_when_its_member_dies(ha: HaBackend) -
             expected[f"{i:03d}"] = b"z"
         moved_s = time.monotonic() - killed_at
         assert kv.endpoint_in_use != member.address
+        # A re-sync fills the mirror a moment before its new watch is made: wait for both.
         deadline = time.monotonic() + 30
-        while mirror.items() != expected and time.monotonic() < deadline:
+        while (mirror.items() != expected or not mirror.healthy.is_set()) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
         assert mirror.items() == expected, "the mirror missed writes"
         assert mirror.healthy.is_set(), "its watch runs again"
+        kv.put(f"{prefix}after", b"w")  # and delivers: a write after the re-sync arrives
+        deadline = time.monotonic() + 10
+        while mirror.get("after") != b"w" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mirror.get("after") == b"w", "the re-made watch delivers new writes"
         report(f"[{ha.kind}] etcd member {member.name} killed: {len(expected)} writes, the mirror "
                f"whole again; all writes done {moved_s:.1f}s after the kill")
     finally:

@@ -4,6 +4,8 @@ nodes may be published on."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests import ha_containers
@@ -21,6 +23,12 @@ def test_a_connections_node_address_is_read_as_the_node_containers_ipv4(
 
 
 def test_the_hosts_rabbitmq_ports_are_never_published(monkeypatch: pytest.MonkeyPatch) -> None:
-    offered = iter([5672, 25672, 40001])
-    monkeypatch.setattr(ha_containers, "free_port", lambda: next(offered))
-    assert ha_containers._host_port() == 40001
+    offered = iter([5672, 25672, 20001])
+    monkeypatch.setattr(ha_containers.random.Random, "randrange", lambda self, a, b: next(offered))
+    assert ha_containers._host_port() == 20001
+
+
+def test_a_host_port_is_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {ha_containers._host_port() for _ in range(50)}
+    assert all(10000 <= port < low and port not in (5672, 25672) for port in ports)
