@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.run_marks import count_runs, register_recording
 from tests.ha_backend import Fleet, HaBackend, report
 
 # worker_image: containers mode builds the worker image before the tests.
@@ -155,32 +156,6 @@ def test_switching_to_quorum_is_refused_clearly_until_migrate_queues_keeps_the_m
 CALLS = 500
 
 
-def _register(client: Any, name: str) -> None:
-    """A function leaving a mark per run (to count re-runs) whose result names its run, so
-    that a second run's outcome would differ from the first's."""
-    prefix = f"{name}-run"
-
-    def record(lib: Any, i: int) -> list[Any]:
-        import time as t
-        import uuid as u
-
-        token = u.uuid4().hex[:8]
-        lib.put(f"{prefix}-{i}-{token}", 1)
-        t.sleep(0.02)
-        return [i * 3, token]
-
-    client.register(record, name)
-
-
-def _runs(client: Any, name: str) -> dict[int, int]:
-    items, _ = client.kv.get_prefix(client.values.keys.value(f"{name}-run-"))
-    runs: dict[int, int] = {}
-    for key in items:
-        i = int(key.rsplit("-", 2)[-2])
-        runs[i] = runs.get(i, 0) + 1
-    return runs
-
-
 class Load:
     """Calls submitted by one client, checked at the end."""
 
@@ -207,7 +182,7 @@ class Load:
             stored = self.client.values.outcome(future.call_id)
             assert stored is not None, f"call {i} has no stored outcome"
             different += load(stored) != results[i]
-        runs = _runs(self.client, self.name)
+        runs = count_runs(self.client, self.name)
         assert set(runs) == set(range(calls)), "every call ran"
         reruns = sum(runs.values()) - calls
         assert different == 0, f"{different} calls answered otherwise than their outcome"
@@ -215,6 +190,18 @@ class Load:
         report(f"{what}: {calls} calls, {len(results)} completed, 0 lost, {different} "
                f"second outcomes, {reruns} re-runs, all results {recovered_s:.1f}s after the "
                "fault began")
+
+
+def _kill_under_load(load: Load, node: Any, what: str) -> None:
+    """Kills `node` with CALLS calls in flight, checks them all, and starts it again."""
+    load.submit(CALLS)
+    time.sleep(0.3)
+    fault_at = time.monotonic()
+    node.kill()
+    try:
+        load.check(what, fault_at)
+    finally:
+        node.start()
 
 
 @pytest.fixture
@@ -227,7 +214,7 @@ def fleet(ha: HaBackend, tmp_path: Path) -> Iterator[tuple[Fleet, Load]]:
     try:
         with droplet.connect(settings=settings) as client:
             name = f"u{uuid.uuid4().hex[:8]}"
-            _register(client, name)
+            register_recording(client, name, name_the_run=True)
             yield started, Load(client, name)
     finally:
         started.stop()
@@ -239,14 +226,7 @@ def test_killing_the_rabbitmq_node_the_workers_use_loses_no_call(
 ) -> None:
     _, load = fleet
     node = ha.rabbit_node_of("droplet-worker")
-    load.submit(CALLS)
-    time.sleep(0.3)
-    fault_at = time.monotonic()
-    node.kill()
-    try:
-        load.check(f"[{ha.kind}] RabbitMQ node {node.name} killed, the workers' node", fault_at)
-    finally:
-        node.start()
+    _kill_under_load(load, node, f"[{ha.kind}] RabbitMQ node {node.name} killed, the workers' node")
 
 
 @pytest.mark.timeout(360)
@@ -266,30 +246,15 @@ def test_killing_the_clients_node_its_replies_arrive_on_its_new_connection(
     # A first connection follows the list: the client is on others[0], the fleet is not.
     urls = ",".join(node.address for node in [*others, fleet_node])
     with droplet.connect(settings=started.settings.with_(broker_url=urls)) as client:
-        load = Load(client, first.name)
-        load.submit(CALLS)
-        time.sleep(0.3)
-        fault_at = time.monotonic()
-        others[0].kill()
-        try:
-            load.check(f"[{ha.kind}] RabbitMQ node {others[0].name} killed, the client's",
-                       fault_at)
-        finally:
-            others[0].start()
+        _kill_under_load(Load(client, first.name), others[0],
+                         f"[{ha.kind}] RabbitMQ node {others[0].name} killed, the client's")
 
 
 @pytest.mark.timeout(360)
 def test_killing_the_etcd_leader_loses_no_call(ha: HaBackend, fleet: tuple[Fleet, Load]) -> None:
     _, load = fleet
     leader = ha.etcd_leader()
-    load.submit(CALLS)
-    time.sleep(0.3)
-    fault_at = time.monotonic()
-    leader.kill()
-    try:
-        load.check(f"[{ha.kind}] etcd leader {leader.name} killed", fault_at)
-    finally:
-        leader.start()
+    _kill_under_load(load, leader, f"[{ha.kind}] etcd leader {leader.name} killed")
 
 
 @pytest.mark.timeout(360)
