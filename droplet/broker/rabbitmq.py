@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _PERSISTENT = 2
 _TRANSIENT = 1
+# Frames joined into one send (_write_out) while they are small: a large message goes frame by
+# frame as pika sends it (a partial send re-queues what is left, which for one large joined
+# buffer would copy it again and again).
+_JOIN_FRAMES_MAX = 64
+_JOIN_BYTES_MAX = 64 * 1024
 
 
 class RabbitConnection:
@@ -180,7 +185,8 @@ class RabbitConnection:
         system call and a packet for the broker; joined, a reply and its delivery's ack cost
         one (measured: 4 sends per plain call on a worker before, 1 after)."""
         buffers = getattr(getattr(self._conn._impl, "_transport", None), "_tx_buffers", None)
-        if isinstance(buffers, deque) and len(buffers) > 1:
+        if isinstance(buffers, deque) and 1 < len(buffers) <= _JOIN_FRAMES_MAX and sum(
+                len(b) for b in buffers) <= _JOIN_BYTES_MAX:
             joined = b"".join(buffers)  # the byte count pika keeps is unchanged
             buffers.clear()
             buffers.append(joined)

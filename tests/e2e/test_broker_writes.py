@@ -68,3 +68,19 @@ def test_an_answer_and_the_ack_of_its_delivery_go_out_in_one_send(
         if answer:
             break
     assert answer and answer[0].body == b"answer", "what was joined arrives whole"
+
+
+def test_a_large_message_goes_frame_by_frame_and_arrives_whole(
+        counted: tuple[RabbitConnection, list[bytes], str]) -> None:
+    conn, sent, queue = counted
+    conn.consume(queue, prefetch=1)
+    body = bytes(range(256)) * 8192  # 2 MiB: many frames, not joined into one buffer
+    conn.publish(queue, body, persistent=False)
+    assert len(sent) > 3
+    assert max(len(chunk) for chunk in sent) < len(body)
+    got = []
+    for _ in range(100):
+        got += conn.poll(0.1)
+        if got:
+            break
+    assert got and got[0].body == body
