@@ -25,9 +25,18 @@ from droplet.tls import etcd_refusal, etcd_uses_tls
 
 _REQUEST_TIMEOUT_S = 5.0
 _ENDPOINT_RETRY_S = 0.5
+# Keepalive pings while a stream is open: a watch has no deadline, so on a member that holds
+# the connection but answers nothing (a hung VM, a one-way partition, SIGSTOP) it would wait
+# forever; the pings fail it within ~10 s and its owner watches again on another member.
+# etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time) with a GOAWAY.
 _GRPC_OPTIONS = {
     "grpc.max_receive_message_length": 64 * 1024 * 1024,
     "grpc.max_send_message_length": 64 * 1024 * 1024,
+    "grpc.keepalive_time_ms": 6000,
+    "grpc.keepalive_timeout_ms": 4000,
+    "grpc.http2.ping_timeout_ms": 4000,
+    "grpc.keepalive_permit_without_calls": 0,
+    "grpc.http2.max_pings_without_data": 0,
 }
 
 
@@ -115,12 +124,16 @@ class EtcdClient:
 
 
 def fail_over(client: Any, endpoints: int) -> None:
-    """Marks the client's member in use failed (see EtcdClient.fail_over); with one endpoint
-    there is nowhere else to go, and the library would refuse it for a while."""
+    """Marks the client's member in use failed (see EtcdClient.fail_over) and moves to another
+    one now: the mark lasts only _ENDPOINT_RETRY_S, and the library moves only when a channel
+    is asked for while it lasts, so a watch started later went back to the same member (a
+    hung one again). With one endpoint there is nowhere else to go, and the library would
+    refuse it for a while."""
     if endpoints > 1:
         with contextlib.suppress(Exception):
             client.endpoint_in_use.fail()
             client._clear_old_stubs()
+            client.channel  # noqa: B018 - the property picks a member not marked failed
 
 
 def detail(exc: BaseException) -> str:
