@@ -95,13 +95,40 @@ def client_context(
                                  "(the client certificate and its key) or neither")
     if cert_file:
         try:
-            context.load_cert_chain(cert_file, key_file)
+            # A password callback, so that OpenSSL never asks for one on the terminal (a
+            # worker started from a shell would wait there forever).
+            context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
+        except _EncryptedKey:
+            raise ConfigurationError(
+                f"{_named(key_setting)} {key_file or cert_file!r} is an encrypted key (it "
+                "asks for a passphrase, and nothing here can type one): give it an "
+                "unencrypted key, e.g. `openssl pkey -in KEY -out KEY.plain` (mode 0600)"
+            ) from None
         except (OSError, ValueError) as exc:
             raise ConfigurationError(
                 f"cannot load the client certificate {_named(cert_setting)} {cert_file!r} "
                 f"with {_named(key_setting)} {key_file!r}: {exc}; they must name PEM files "
                 "of a certificate and its unencrypted key") from None
     return context
+
+
+class _EncryptedKey(Exception):
+    """Raised by _no_passphrase: the key file is encrypted."""
+
+
+def _no_passphrase() -> bytes:
+    raise _EncryptedKey
+
+
+def check_etcd_files(settings: Settings) -> None:
+    """Loads etcd's TLS files as PEM now: gRPC takes any bytes and fails each connection
+    later with "Failed to create security handshaker", naming no file (and retried as if
+    etcd were away). Raises StoreTlsError naming the setting."""
+    try:
+        client_context("etcd_ca_file", settings.etcd_ca_file, "etcd_cert_file",
+                       settings.etcd_cert_file, "etcd_key_file", settings.etcd_key_file)
+    except ConfigurationError as exc:
+        raise StoreTlsError(str(exc)) from None
 
 
 _EXPIRED = ("certificate has expired", "certificate is not yet valid")

@@ -21,7 +21,7 @@ import grpc
 
 from droplet.errors import CompactedError, StoreError, StoreTlsError
 from droplet.settings import Settings
-from droplet.tls import etcd_refusal, etcd_uses_tls
+from droplet.tls import check_etcd_files, etcd_refusal, etcd_uses_tls
 
 _REQUEST_TIMEOUT_S = 5.0
 _ENDPOINT_RETRY_S = 0.5
@@ -181,5 +181,7 @@ def _read_credentials(settings: Settings) -> Any:
     if settings.etcd_key_file and not settings.etcd_cert_file:
         raise StoreTlsError("etcd_key_file is set but etcd_cert_file is not: set both (the "
                             "client certificate and its key) or neither")
-    return grpc.ssl_channel_credentials(read("etcd_ca_file"), read("etcd_key_file"),
-                                        read("etcd_cert_file"))
+    credentials = grpc.ssl_channel_credentials(
+        read("etcd_ca_file"), read("etcd_key_file"), read("etcd_cert_file"))
+    check_etcd_files(settings)
+    return credentials
