@@ -156,6 +156,15 @@ class Settings:
                 f"setting 'queue_type': bad value {self.queue_type!r} (classic or quorum)")
         if not self.broker_urls:
             raise ConfigurationError("setting 'broker_url': no URL given")
+        for url in self.broker_urls:
+            # pika reads http:// as plaintext and https:// as TLS with neither broker_ca_file
+            # nor a client certificate, and fails on a bare host with "list index out of
+            # range": only what the README promises is taken (its password never echoed).
+            if url.split("://", 1)[0].lower() not in ("amqp", "amqps") or "://" not in url:
+                raise ConfigurationError(
+                    f"setting 'broker_url': {redacted_url(url)!r} is not an amqp:// or "
+                    "amqps:// URL (several nodes are separated by commas; a comma in a password is "
+                    "%2C)")
 
     @property
     def broker_urls(self) -> tuple[str, ...]:
@@ -262,6 +271,22 @@ def default_state_dir() -> Path:
 
 def fleet_secret_path(state_dir: Path) -> Path:
     return state_dir / "fleet.key"
+
+
+def redacted_url(url: str) -> str:
+    """A broker URL (or a comma-separated list of them) without passwords, for messages."""
+    shown = []
+    for one in url.split(","):
+        scheme, sep, rest = one.partition("://")
+        if not sep:
+            scheme, rest = "", one
+        creds, at, host = rest.rpartition("@")
+        if at and not sep:  # the tail of a URL cut at a comma of its password
+            rest = f"***@{host}"
+        elif at and ":" in creds:
+            rest = f"{creds.split(':', 1)[0]}:***@{host}"
+        shown.append(f"{scheme}{sep}{rest}")
+    return ",".join(shown)
 
 
 def _url_host(url: str) -> str:

@@ -37,7 +37,7 @@ def connection_parameters(settings: Settings, name: str, url: str | None = None
     params.connection_attempts = 1
     params.socket_timeout = 5
     params.client_properties = {"connection_name": name}
-    if url.startswith("amqps://"):
+    if url.lower().startswith("amqps://"):  # pika takes AMQPS:// too
         try:
             context = client_context(
                 "broker_ca_file", settings.broker_ca_file, "broker_cert_file",

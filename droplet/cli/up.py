@@ -22,7 +22,7 @@ from droplet import resources
 from droplet.cli.cluster import LocalCluster
 from droplet.cli.etcd_local import LocalEtcd, embedded_data_dir, etcd_answers, find_etcd
 from droplet.errors import ConfigurationError, DropletError
-from droplet.settings import Settings, default_state_dir, fleet_secret_path
+from droplet.settings import Settings, default_state_dir, fleet_secret_path, redacted_url
 
 log = logging.getLogger("droplet.up")
 
@@ -91,8 +91,8 @@ def run_up(
         extra = f" (+{len(tagged)} tagged: {'; '.join(tagged)})" if tagged else ""
         print(
             f"droplet up: ready — 1 scheduler, {workers} workers{extra}; broker "
-            f"{_redacted(settings.broker_url)}, etcd {endpoint}; signed with the fleet secret in "
-            f"{settings.signing_key_file or 'your configuration'}; Ctrl-C stops",
+            f"{redacted_url(settings.broker_url)}, etcd {endpoint}; signed with the fleet "
+            f"secret in {settings.signing_key_file or 'your configuration'}; Ctrl-C stops",
             flush=True,
         )
         while not stop.wait(0.5):
@@ -104,13 +104,3 @@ def run_up(
             etcd.stop()
         print("droplet up: stopped", flush=True)
     return 0
-
-
-def _redacted(url: str) -> str:
-    """The broker URL without its password."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
