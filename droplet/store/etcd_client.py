@@ -18,8 +18,10 @@ from typing import Any
 
 import etcd3
 import grpc
+from etcd3 import etcdrpc
+from etcd3.client import EtcdTokenCallCredentials
 
-from droplet.errors import CompactedError, StoreError, StoreTlsError
+from droplet.errors import CompactedError, StoreCredentialsError, StoreError, StoreTlsError
 from droplet.settings import Settings
 from droplet.tls import check_etcd_files, etcd_refusal, etcd_uses_tls
 
@@ -72,12 +74,45 @@ class EtcdClient:
                 )
             )
         try:
-            return etcd3.MultiEndpointEtcd3Client(
-                endpoints=endpoints, timeout=_REQUEST_TIMEOUT_S,
-                user=s.etcd_user, password=s.etcd_password, failover=True,
-            )
+            client = etcd3.MultiEndpointEtcd3Client(
+                endpoints=endpoints, timeout=_REQUEST_TIMEOUT_S, failover=True)
         except Exception as exc:
             raise (etcd_refusal(s, detail(exc), probe=True) or fail("connect", exc)) from None
+        if s.etcd_user is not None or s.etcd_password is not None:
+            self._authenticate(client, secure)
+        return client
+
+    def _authenticate(self, client: Any, secure: bool) -> None:
+        """What the library's constructor would do with user and password, but moving to
+        another member like any request: it asked one member picked at random, once, so with
+        a member down (or during an election) a start or a token renewal failed one time in
+        three. The token goes as metadata, and as call credentials only over TLS: gRPC
+        refuses call credentials on a plaintext channel, so auth never worked without TLS."""
+        s = self._settings
+        if not (s.etcd_user and s.etcd_password):
+            raise StoreCredentialsError("set both etcd_user and etcd_password "
+                                        "(DROPLET_ETCD_USER, DROPLET_ETCD_PASSWORD), or neither")
+        request = etcdrpc.AuthenticateRequest(name=s.etcd_user, password=s.etcd_password)
+        deadline = time.monotonic() + s.store_retry_s
+        delay = 0.05
+        probe = True
+        while True:
+            try:
+                token = client.authstub.Authenticate(request, client.timeout).token
+                break
+            except Exception as exc:
+                if refused := etcd_refusal(s, detail(exc), probe=probe):
+                    raise refused from None
+                if not transient(exc) or time.monotonic() + delay > deadline:
+                    raise fail("connect", exc) from None
+                probe = False
+                fail_over(client, self.endpoints)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        client.metadata = (("token", token),)
+        if secure:
+            client.call_credentials = grpc.metadata_call_credentials(
+                EtcdTokenCallCredentials(token))
 
     def call(self, action: str, fn: Callable[[Any], Any]) -> Any:
         """Runs fn(client), converting failures. While etcd is unreachable (a restart, a
