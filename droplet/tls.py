@@ -132,7 +132,8 @@ def check_etcd_files(settings: Settings) -> None:
 
 
 _EXPIRED = ("certificate has expired", "certificate is not yet valid")
-_OTHER_HOST = ("hostname mismatch", "ip address mismatch", "doesn't match")
+_OTHER_HOST = ("hostname mismatch", "ip address mismatch", "doesn't match",
+               "hostname verification check failed", "is not in peer certificate")  # gRPC
 _UNTRUSTED = ("certificate_verify_failed", "certificate verify failed")
 _REFUSED_US = ("alert handshake failure", "alert certificate required", "alert bad certificate",
                "alert unknown ca", "alert certificate unknown", "alert certificate expired",

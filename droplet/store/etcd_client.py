@@ -172,6 +172,10 @@ def fail_over(client: Any, endpoints: int) -> None:
 
 
 def detail(exc: BaseException) -> str:
+    # The library raises its own exception (ConnectionFailedError, empty) inside the handler
+    # of the gRPC error: gRPC's words (a TLS refusal, say) are in its context.
+    if not isinstance(exc, grpc.RpcError) and isinstance(exc.__context__, grpc.RpcError):
+        exc = exc.__context__
     if isinstance(exc, grpc.RpcError):
         return f"{exc.code().name}: {exc.details()}"
     return str(exc) or type(exc).__name__
