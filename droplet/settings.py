@@ -156,6 +156,9 @@ class Settings:
                 f"setting 'queue_type': bad value {self.queue_type!r} (classic or quorum)")
         if not self.broker_urls:
             raise ConfigurationError("setting 'broker_url': no URL given")
+        endpoints = tuple(self._etcd_address(spec) for spec in self.etcd_endpoints)
+        if endpoints != self.etcd_endpoints:
+            object.__setattr__(self, "etcd_endpoints", endpoints)
         for url in self.broker_urls:
             # pika reads http:// as plaintext and https:// as TLS with neither broker_ca_file
             # nor a client certificate, and fails on a bare host with "list index out of
@@ -165,6 +168,23 @@ class Settings:
                     f"setting 'broker_url': {redacted_url(url)!r} is not an amqp:// or "
                     "amqps:// URL (several nodes are separated by commas; a comma in a password is "
                     "%2C)")
+
+    def _etcd_address(self, spec: str) -> str:
+        """host:port of an endpoint also written as etcd prints it (http://host:port/, as
+        etcdctl takes it): gRPC read the URL as a host name that never resolves, and the
+        process retried it for store_retry_s."""
+        scheme, sep, rest = spec.strip().partition("://")
+        if not sep:
+            return spec.strip()
+        if scheme.lower() not in ("http", "https"):
+            raise ConfigurationError(f"setting 'etcd_endpoints': {spec!r} is not host:port "
+                                     "(or http://host:port)")
+        if scheme.lower() == "https" and not (self.etcd_ca_file or self.etcd_cert_file):
+            raise ConfigurationError(
+                f"setting 'etcd_endpoints': {spec!r} is https://, but TLS to etcd is switched "
+                "on by etcd_ca_file (DROPLET_ETCD_CA_FILE): set it to the CA of etcd's "
+                "certificate")
+        return rest.rstrip("/")
 
     @property
     def broker_urls(self) -> tuple[str, ...]:
