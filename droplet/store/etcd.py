@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
+from etcd3 import etcdrpc
 from etcd3 import transactions as tx
 
 from droplet.errors import StoreError
 from droplet.settings import Settings
-from droplet.store.etcd_client import EtcdClient
+from droplet.store.etcd_client import REQUEST_TIMEOUT_S, EtcdClient
 from droplet.store.etcd_txn import transaction
 from droplet.store.etcd_watch import PrefixWatch
 from droplet.store.kv import Compare, Entry, ErrorCallback, Op, WatchCallback
@@ -35,7 +36,17 @@ class EtcdLease:
         return int(self._lease.id)
 
     def refresh(self) -> None:
-        responses = self._kv.call("lease refresh", lambda c: list(c.refresh_lease(self.id)))
+        # At most a third of the ttl per attempt: on a member that hangs, the library's 5 s
+        # deadline outlived a short lease (3 s: a live worker was taken for dead) before the
+        # keepalive moved to a member that answers.
+        timeout = min(REQUEST_TIMEOUT_S, max(float(self._lease.ttl) / 3, 0.5))
+
+        def keepalive(c: Any) -> list[Any]:
+            request = etcdrpc.LeaseKeepAliveRequest(ID=self.id)
+            return list(c.leasestub.LeaseKeepAlive(
+                iter([request]), timeout, credentials=c.call_credentials, metadata=c.metadata))
+
+        responses = self._kv.call("lease refresh", keepalive)
         if not responses or responses[0].TTL <= 0:
             raise StoreError(f"lease {self.id} expired")
 

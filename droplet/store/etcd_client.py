@@ -25,7 +25,7 @@ from droplet.errors import CompactedError, StoreCredentialsError, StoreError, St
 from droplet.settings import Settings
 from droplet.tls import check_etcd_files, etcd_refusal, etcd_uses_tls
 
-_REQUEST_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 5.0
 _ENDPOINT_RETRY_S = 0.5
 # Keepalive pings while a stream is open: a watch has no deadline, so on a member that holds
 # the connection but answers nothing (a hung VM, a one-way partition, SIGSTOP) it would wait
@@ -75,7 +75,7 @@ class EtcdClient:
             )
         try:
             client = etcd3.MultiEndpointEtcd3Client(
-                endpoints=endpoints, timeout=_REQUEST_TIMEOUT_S, failover=True)
+                endpoints=endpoints, timeout=REQUEST_TIMEOUT_S, failover=True)
         except Exception as exc:
             raise (etcd_refusal(s, detail(exc), probe=True) or fail("connect", exc)) from None
         if s.etcd_user is not None or s.etcd_password is not None:
