@@ -210,7 +210,45 @@ def etcd_refusal(settings: Settings, detail: str, probe: bool) -> StoreError | N
         explained = explain_failure(detail, etcd_peer(settings, address))
         if explained is not None:
             return StoreTlsError(f"{explained} [{detail}]")
+    # A plaintext etcd closes the connection at a TLS hello, which gRPC words like a member
+    # going away ("Handshake read failed (Socket closed)"): ask the port itself.
+    if etcd_uses_tls(settings) and probe and any(m in text for m in _CLOSED_AT_HELLO):
+        for address in settings.etcd_endpoints:
+            if closes_at_tls_hello(address):
+                return StoreTlsError(
+                    f"etcd at {address} does not answer with TLS (it closes the connection at "
+                    "the TLS hello): point etcd_endpoints at its TLS port, or unset "
+                    f"{_named('etcd_ca_file')} to connect without TLS [{detail}]")
     return None
+
+
+_CLOSED_AT_HELLO = ("handshake read failed", "socket closed")
+
+
+def closes_at_tls_hello(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
+    """True when host:port takes a connection but not TLS: it closes the connection at the
+    hello, or answers it without TLS. False when nothing listens or nothing answers (a member
+    that died or hangs), or when it speaks TLS."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return False
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
+    except OSError:
+        return False
+    try:
+        with raw, context.wrap_socket(raw) as tls:
+            tls.do_handshake()
+        return False
+    except ssl.SSLError as exc:
+        return "alert" not in str(exc).lower()  # an alert is a TLS server refusing us
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset at the hello
 
 
 def speaks_tls(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:

@@ -9,7 +9,8 @@ recognised, and a CA that did not sign etcd's certificate was retried for store_
 ended as "etcd get failed: etcd connection failed". And gRPC words a certificate issued for
 another host as "Hostname Verification Check failed", which no marker knew, with or without a
 user. README "Security": what no retry fixes is refused at once with a TlsError naming the
-setting; the host name of the endpoint is verified.
+setting; the host name of the endpoint is verified. Also: a TLS client at a plaintext etcd
+(see the last test).
 Run: .venv/bin/python -m pytest -q tests/attack/test_etcd_tls_refusals_without_auth.py
 """
 
@@ -114,5 +115,28 @@ def test_a_certificate_for_another_host_is_refused_at_once(
     message, took = _refusal(settings)
     assert "certificate issued for another host" in message, message
     assert etcd_other_host.endpoint in message
+    assert "secret-pw" not in message
+    assert took < 5, f"refused after {took:.1f}s"
+
+
+@pytest.fixture(scope="module")
+def etcd_plaintext(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]:
+    etcd = LocalEtcd(tmp_path_factory.mktemp("etcd-plain") / "data").start()
+    try:
+        yield etcd
+    finally:
+        etcd.stop()
+
+
+@pytest.mark.parametrize("user", [None, "root"], ids=["no-user", "user"])
+def test_a_tls_client_at_a_plaintext_etcd_is_told_so_at_once(
+    etcd_plaintext: LocalEtcd, certs: TestCertificates, user: str | None,
+) -> None:
+    """etcd without TLS closes the connection at the TLS hello; gRPC says "Handshake read
+    failed (Socket closed)", as for a member going away: it was retried for store_retry_s."""
+    settings = Settings(etcd_endpoints=(etcd_plaintext.endpoint,), etcd_ca_file=certs.ca_file,
+                        etcd_user=user, etcd_password="secret-pw" if user else None)
+    message, took = _refusal(settings)
+    assert "does not answer with TLS" in message and "etcd_ca_file" in message, message
     assert "secret-pw" not in message
     assert took < 5, f"refused after {took:.1f}s"
