@@ -12,6 +12,7 @@ a holding queue left over is emptied into its queue first.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -106,8 +107,18 @@ def _existing_retry_specs(connect: Callable[[], BrokerConnection],
 
 
 def run_migrate(settings: Settings) -> int:
+    """0 when every queue is up to date; 1 when a queue with consumers was left alone (a
+    script must not go on to start a fleet that its queues would refuse)."""
     names = QueueNames.of(settings)
     connect = broker_factory(settings, "droplet-migrate")
+    left: list[str] = []
     for spec in _specs(settings, names) + _existing_retry_specs(connect, names):
-        print(migrate_queue(connect, spec))
+        said = migrate_queue(connect, spec)
+        print(said)
+        if said.startswith(f"{spec.name}: skipped"):
+            left.append(spec.name)
+    if left:
+        print(f"droplet: not migrated, they have consumers: {', '.join(left)}; stop the fleet "
+              "and run migrate-queues again", file=sys.stderr)
+        return 1
     return 0
