@@ -26,7 +26,8 @@ import pytest
 
 import droplet
 from tests.conftest import start_cluster
-from tests.ha_services import HaServices, missing_tools, report
+from tests.ha_backend import report
+from tests.ha_services import HaServices, missing_tools
 from tests.private_rabbit import PrivateRabbit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.cluster,
@@ -60,7 +61,7 @@ def test_calls_complete_when_the_clients_node_hangs(ha: HaServices, tmp_path: Pa
         with droplet.connect(settings=settings) as client:
             client.register(lambda lib, x: x * 2, "double")
             assert client.call("double", 1).get(timeout=30) == 2
-            node = ha.rabbit_node_of("droplet-client")
+            node = ha.rabbit_node_of("droplet-client").node
             stopped = _beam_pid(node)
             os.kill(stopped, signal.SIGSTOP)
             started = time.monotonic()
