@@ -10,7 +10,11 @@ any node will do.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
+
+# A node that failed a connection is tried after the others for this long.
+FAILED_LAST_S = 30.0
 
 
 class NodeOrder:
@@ -22,12 +26,18 @@ class NodeOrder:
         self.urls = tuple(urls)
         self._lock = threading.Lock()
         self._next = 0
+        self._failed_at: dict[int, float] = {}
 
     def attempt_order(self) -> list[int]:
-        """Indexes of the URLs to try, in order, for a new connection."""
+        """Indexes of the URLs to try, in order, for a new connection: the rotation, with the
+        nodes that failed in the last FAILED_LAST_S last (a node that takes connections and
+        never answers costs pika's 15 s handshake timeout at every attempt)."""
         with self._lock:
             start = self._next
-        return [(start + i) % len(self.urls) for i in range(len(self.urls))]
+            now = time.monotonic()
+            failed = {i for i, at in self._failed_at.items() if now - at < FAILED_LAST_S}
+        order = [(start + i) % len(self.urls) for i in range(len(self.urls))]
+        return sorted(order, key=lambda index: index in failed)
 
     def connected(self, index: int) -> None:
         """Records a connection to urls[index]: the next connection starts after it (the
@@ -35,3 +45,9 @@ class NodeOrder:
         went away)."""
         with self._lock:
             self._next = (index + 1) % len(self.urls)
+            self._failed_at.pop(index, None)
+
+    def failed(self, index: int) -> None:
+        """Records that urls[index] refused or did not answer a connection just now."""
+        with self._lock:
+            self._failed_at[index] = time.monotonic()

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import pika
 import pika.exceptions as pex
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from droplet.broker.nodes import NodeOrder
 from droplet.errors import BrokerCredentialsError, BrokerError, BrokerTlsError, ConfigurationError
@@ -85,8 +86,12 @@ def connect_any(settings: Settings, name: str, nodes: NodeOrder) -> pika.Blockin
         params = connection_parameters(settings, name, url)
         try:
             conn = pika.BlockingConnection(params)
-        except (pex.AMQPError, OSError, AssertionError) as exc:
+        except (pex.AMQPError, OSError, AssertionError, AMQPConnectorException) as exc:
+            # AMQPConnectorException: a node that takes the TCP connection and never answers
+            # ends in AMQPConnectorStackTimeout, which is no AMQPError: it escaped raw, and the
+            # next node was never tried.
             failures.append(_connect_error(settings, params, exc))
+            nodes.failed(index)
             continue
         nodes.connected(index)
         if len(nodes.urls) > 1:
