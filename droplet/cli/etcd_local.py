@@ -169,9 +169,15 @@ class LocalEtcd:
             # Server TLS only: etcd asks clients for certificates once given a trusted CA.
             args += ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file]
         self._log_start = log.tell()
-        self._proc = subprocess.Popen(args, stdout=log, stderr=log,
-                                      start_new_session=True)
-        log.close()
+        try:
+            self._proc = subprocess.Popen(args, stdout=log, stderr=log,
+                                          start_new_session=True)
+        except OSError as exc:  # missing, not executable: a traceback said it before
+            raise ConfigurationError(
+                f"cannot run etcd {binary}: {exc}; DROPLET_ETCD_BINARY must name an etcd "
+                "executable (or unset it to use the newest etcd found)") from None
+        finally:
+            log.close()
         if wait:
             self.wait_ready(timeout_s)
         return self

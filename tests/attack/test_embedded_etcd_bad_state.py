@@ -7,6 +7,8 @@ cannot be made, and its port held by something else.
   quotes etcd's messages without the stack and says the data is damaged and what to do.
 - A --state-dir that cannot be made (a file in its path; a read-only disk): a Python
   traceback (NotADirectoryError) instead of "droplet: ..." naming the directory.
+- DROPLET_ETCD_BINARY naming a missing or non-executable file: a traceback
+  (FileNotFoundError, PermissionError from subprocess).
 - Held: a port already taken (etcd's "address already in use", with the fix).
 Run: .venv/bin/python -m pytest -q tests/attack/test_embedded_etcd_bad_state.py
 """
@@ -84,3 +86,18 @@ def test_a_taken_port_is_named_with_the_fix(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "address already in use" in done.stderr
     assert f"something else listens on 127.0.0.1:{port}" in done.stderr
+
+
+@pytest.mark.parametrize("binary", ["missing", "not-executable"])
+def test_an_etcd_binary_that_cannot_run_is_an_error_not_a_traceback(
+    tmp_path: Path, binary: str,
+) -> None:
+    path = tmp_path / "etcd"
+    if binary == "not-executable":
+        path.write_text("")
+    env = dict(os.environ, DROPLET_SIGNING_KEY="k" * 32, DROPLET_ETCD_BINARY=str(path))
+    done = _droplet_up("--etcd", f"127.0.0.1:{_free_port()}", "up", "--workers", "1",
+                       "--state-dir", str(tmp_path / "state"), env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"cannot run etcd {path}" in done.stderr and "DROPLET_ETCD_BINARY" in done.stderr
