@@ -66,6 +66,10 @@ class PrefixWatch(threading.Thread):
         self._on_error = on_error
         self._requests: queue.Queue[Any] = queue.Queue()
         self._cancelled = threading.Event()
+        # cancel() and run() agree under it on whether the stream exists: a watch cancelled
+        # before run() opened its stream would otherwise find nothing to cancel, and etcd keeps
+        # a watch whose client merely stops sending (thread, stream and events live on).
+        self._stream_lock = threading.Lock()
         self._stream: Any = None
         key = prefix.encode()
         create = etcdrpc.WatchCreateRequest(
@@ -82,11 +86,16 @@ class PrefixWatch(threading.Thread):
         try:
             client = self._client
             stub = etcdrpc.WatchStub(client.channel)
-            self._stream = stub.Watch(
-                self._request_stream(), credentials=client.call_credentials,
-                metadata=client.metadata,
-            )
+            with self._stream_lock:
+                if self._cancelled.is_set():
+                    return
+                self._stream = stub.Watch(
+                    self._request_stream(), credentials=client.call_credentials,
+                    metadata=client.metadata,
+                )
             for response in self._stream:
+                if self._cancelled.is_set():
+                    return
                 if response.compact_revision:
                     raise StoreError(f"watch start compacted ({response.compact_revision})")
                 if response.canceled:
@@ -103,10 +112,12 @@ class PrefixWatch(threading.Thread):
             self._on_error(exc if isinstance(exc, StoreError) else fail("watch", exc))
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        with self._stream_lock:
+            self._cancelled.set()
+            stream = self._stream
         self._requests.put(None)
-        if self._stream is not None:
-            self._stream.cancel()
+        if stream is not None:
+            stream.cancel()
 
 
 def _event(raw: Any) -> WatchEvent:

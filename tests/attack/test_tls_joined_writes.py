@@ -1,0 +1,156 @@
+"""Attack on the joined socket writes (broker/rabbitmq.py `_write_out`) over amqps: with a
+tiny socket send buffer every write is partial or refused (SSL_ERROR_WANT_WRITE), so pika
+re-tries what it could not send while more frames join it. Small and large messages mixed in
+one written_together(), acks among them: every message must arrive whole and in order, and
+every publisher confirm must come back positive, exactly once."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from droplet.broker.interface import Delivery, QueueSpec, Topology
+from droplet.broker.rabbitmq import RabbitConnection, connect
+from droplet.settings import Settings
+from tests.private_rabbit import PrivateRabbit
+from tests.secure_services import tls_rabbit
+from tests.tls_certs import make_certificates
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(150),
+    pytest.mark.skipif(shutil.which("rabbitmq-server") is None
+                       and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(),
+                       reason="needs rabbitmq-server"),
+]
+
+
+@pytest.fixture(scope="module")
+def tls_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    base = tmp_path_factory.mktemp("tls-writes")
+    certs = make_certificates(base / "certs")
+    rabbit: PrivateRabbit = tls_rabbit(base / "rabbit", certs, label="tlswrites")
+    try:
+        rabbit.start()
+        yield Settings(broker_url=rabbit.url, broker_ca_file=certs.ca_file,
+                       broker_cert_file=certs.client_cert, broker_key_file=certs.client_key,
+                       etcd_endpoints=("127.0.0.1:1",), namespace=f"t{uuid.uuid4().hex[:8]}")
+    finally:
+        rabbit.stop()
+
+
+def _squeezed(conn: RabbitConnection) -> None:
+    """The smallest send buffer the kernel allows: most writes are partial."""
+    sock: Any = conn._conn._impl._transport._sock
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024)
+
+
+def _drain(conn: RabbitConnection, want: int) -> list[Delivery]:
+    got: list[Delivery] = []
+    for _ in range(600):
+        got += conn.poll(0.05)
+        if len(got) >= want:
+            break
+    return got
+
+
+def _bodies(sizes: list[int]) -> list[bytes]:
+    return [bytes([i % 251]) * size + i.to_bytes(4, "big") for i, size in enumerate(sizes)]
+
+
+# joined (<= 64 frames, <= 64 KiB), then not joined (large ones, many frames)
+_SMALL = [10, 3000, 3, 9000, 17, 20_000, 1, 5, 100, 100, 100, 100, 100, 15_000, 9]
+_MIXED = [10, 40_000, 3, 300_000, 17, 70_000, 1, 2_000_000, 5] + [100] * 70 + [65_000, 9]
+
+
+def _watched(conn: RabbitConnection) -> list[str]:
+    """Records each send's fate: 'sent' whole, 'part' partial, 'wait' refused for now."""
+    transport: Any = conn._conn._impl._transport
+    real = transport._sigint_safe_send
+    fates: list[str] = []
+
+    def send(sock: Any, data: bytes) -> int:
+        try:
+            n = int(real(sock, data))
+        except ssl.SSLWantWriteError:
+            fates.append("wait")
+            raise
+        fates.append("sent" if n == len(data) else "part")
+        return n
+
+    transport._sigint_safe_send = send
+    return fates
+
+
+@pytest.mark.parametrize("sizes", [_SMALL, _MIXED], ids=["joined", "mixed"])
+def test_sizes_in_one_written_together_over_tls(tls_settings: Settings, sizes: list[int]
+                                                ) -> None:
+    conn = connect(tls_settings, "tls-writes", confirms=True)
+    try:
+        assert conn._conn._impl._transport.__class__.__name__ == "_AsyncSSLTransport"
+        queue = f"tlsw-{uuid.uuid4().hex[:8]}"
+        conn.declare(Topology(queues=[QueueSpec(queue, durable=True)]))
+        conn.consume(queue, prefetch=500)
+        _squeezed(conn)
+        fates = _watched(conn)
+        bodies = _bodies(sizes)
+        confirms: list[tuple[int, bool]] = []
+        with conn.written_together():
+            for i, body in enumerate(bodies):
+                conn.publish(queue, body, persistent=i % 2 == 0, mandatory=True,
+                             on_confirm=lambda ok, i=i: confirms.append((i, ok)))
+        got = _drain(conn, len(bodies))
+        assert [d.body for d in got] == bodies, "a frame lost, corrupted or out of order"
+        assert "wait" in fates, f"the squeezed socket never refused a write: {fates[:20]}"
+        # acks joined with publishes: half inside one written_together, half one by one
+        with conn.written_together():
+            for d in got[: len(got) // 2]:
+                conn.ack(d.tag)
+                conn.publish(queue, b"again" + d.body[-4:], persistent=False)
+        for d in got[len(got) // 2:]:
+            conn.ack(d.tag)
+        again = _drain(conn, len(got) // 2)
+        assert [d.body for d in again] == [b"again" + d.body[-4:] for d in got[: len(got) // 2]]
+        for d in again:
+            conn.ack(d.tag)
+        for _ in range(100):
+            conn.poll(0.02)
+            if len(confirms) >= len(bodies):
+                break
+        assert sorted(confirms) == [(i, True) for i in range(len(bodies))]
+        assert conn.is_open
+        conn.delete_queue(queue)
+    finally:
+        conn.close()
+
+
+def test_one_by_one_publishes_of_mixed_sizes_over_tls(tls_settings: Settings) -> None:
+    conn = connect(tls_settings, "tls-writes-1", confirms=True)
+    try:
+        queue = f"tlsw-{uuid.uuid4().hex[:8]}"
+        conn.declare(Topology(queues=[QueueSpec(queue, durable=True)]))
+        conn.consume(queue, prefetch=500)
+        _squeezed(conn)
+        bodies = _bodies(_MIXED)
+        confirms: list[bool] = []
+        for body in bodies:
+            conn.publish(queue, body, mandatory=True, on_confirm=confirms.append)
+        got = _drain(conn, len(bodies))
+        assert [d.body for d in got] == bodies
+        for d in got:
+            conn.ack(d.tag)
+        for _ in range(100):
+            conn.poll(0.02)
+            if len(confirms) >= len(bodies):
+                break
+        assert confirms == [True] * len(bodies)
+        conn.delete_queue(queue)
+    finally:
+        conn.close()
