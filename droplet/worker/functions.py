@@ -30,6 +30,9 @@ class FunctionCache:
         self._loader = loader
         self._lock = threading.Lock()
         self._loaded: dict[str, LoadedFunction] = {}
+        # Invalidations per name: a load that an invalidation overtook (the body was
+        # re-registered while it was being read) is used once but not cached.
+        self._invalidations: dict[str, int] = {}
 
     def get(self, name: str) -> LoadedFunction | None:
         """The function, or None when no such name is registered.
@@ -40,17 +43,21 @@ class FunctionCache:
         loaded = self._loaded.get(name)
         if loaded is not None:
             return loaded
+        with self._lock:
+            seen = self._invalidations.get(name, 0)
         spec = self._loader(name)
         if spec is None:
             return None
         loaded = LoadedFunction(name, _build(spec), spec)
         with self._lock:
-            self._loaded[name] = loaded
+            if self._invalidations.get(name, 0) == seen:
+                self._loaded[name] = loaded
         return loaded
 
     def invalidate(self, name: str) -> None:
         with self._lock:
             self._loaded.pop(name, None)
+            self._invalidations[name] = self._invalidations.get(name, 0) + 1
 
     def __contains__(self, name: str) -> bool:
         return name in self._loaded
