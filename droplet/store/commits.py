@@ -130,6 +130,7 @@ class Committer:
                      and not commit.clears and commit.absent is None and not commit.guards)
             built = self._build(commit) if plain else None
             if built is None or isinstance(built, str):
+                flush()  # in order: an earlier call's outcome is written first, and wins
                 results[index] = self.apply(commit)
                 continue
             named = {op.key for op in built[1]}
