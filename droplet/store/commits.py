@@ -65,6 +65,18 @@ def _bytes(ops: list[Put | Delete]) -> int:
     return sum(len(op.key) + (len(op.value) if isinstance(op, Put) else 0) + 16 for op in ops)
 
 
+def _overlaps(built: tuple[list[Compare], list[Put | Delete], list[Prepared]],
+              keys: set[str]) -> bool:
+    """Whether a commit reads or writes any of keys (its deleted prefixes cover one): then it
+    must not overtake the commits that name them (apply_all keeps their order)."""
+    if not keys:
+        return False
+    compares, ops, _ = built
+    named = {c.key for c in compares} | {op.key for op in ops}
+    prefixes = [op.key for op in ops if isinstance(op, Delete) and op.prefix]
+    return bool(named & keys) or any(k.startswith(p) for p in prefixes for k in keys)
+
+
 class Status(enum.Enum):
     DONE = "done"
     DUPLICATE = "duplicate"  # the call already had an outcome: `existing`
@@ -97,13 +109,15 @@ class Committer:
         """Applies several commits, the plain outcomes among them together in as few
         transactions as etcd allows (a burst of calls costs one write, not one each); any
         other commit, or a batch that fails (one of its calls had an outcome already), is
-        applied on its own."""
+        applied on its own. The results are those of applying the commits one by one in
+        order: a commit that names a key of the plain ones grouped before it waits for them."""
         results: list[Committed | None] = [None] * len(commits)
         group: list[int] = []
         compares: list[Compare] = []
         ops: list[Put | Delete] = []
         prepared: list[Prepared] = []
         keys: set[str] = set()  # etcd refuses a transaction naming a key twice
+        guarded: set[str] = set()  # keys the group's compares read
         size = 0  # _bytes(ops), kept as ops grow (a burst's envelope has many commits)
 
         def flush() -> None:
@@ -123,15 +137,20 @@ class Committer:
             ops.clear()
             prepared.clear()
             keys.clear()
+            guarded.clear()
             size = 0
 
         for index, commit in enumerate(commits):
             plain = (commit.outcome is not None and commit.multi is None and not commit.records
                      and not commit.clears and commit.absent is None and not commit.guards)
-            built = self._build(commit) if plain else None
-            if built is None or isinstance(built, str):
-                flush()  # in order: an earlier call's outcome is written first, and wins
-                results[index] = self.apply(commit)
+            built = self._build(commit)
+            if isinstance(built, str):
+                results[index] = Committed(Status.TOO_LARGE, why=built)
+                continue
+            if not plain:
+                if _overlaps(built, keys | guarded):
+                    flush()  # in order: an earlier outcome of the same call is written first
+                results[index] = self._execute(commit, *built)
                 continue
             named = {op.key for op in built[1]}
             added = _bytes(built[1])
@@ -139,6 +158,7 @@ class Committer:
             if too_many or named & keys or size + added > MAX_TXN_BYTES:
                 flush()
             keys.update(named)
+            guarded.update(c.key for c in built[0])
             size += added
             group.append(index)
             compares.extend(built[0])

@@ -74,3 +74,25 @@ def test_grouped_results_equal_one_by_one(seed: int) -> None:
         a = grouped.values.outcome(f"c{call}")
         b = single.values.outcome(f"c{call}")
         assert (a and a.body) == (b and b.body), f"c{call}"
+
+
+def test_unrelated_commits_between_plain_outcomes_do_not_split_their_group() -> None:
+    kv = SizedKV()
+    committer = Committer(ValueStore(kv, SETTINGS), SETTINGS.etcd_max_txn_ops)
+    commits: list[Commit] = []
+    for i in range(10):
+        commits.append(Commit(outcome=Outcome(f"p{i}", _value(100, i))))
+        commits.append(Commit(records={f"/rec/{i}": b"r"}))
+    done = committer.apply_all(commits)
+    assert [d.status for d in done] == [Status.DONE] * 20
+    assert len(kv.sizes) == 1 + 10, kv.sizes  # the plain ones together, each record alone
+
+
+def test_a_later_outcome_of_a_call_waits_for_the_grouped_earlier_one() -> None:
+    committer = Committer(ValueStore(SizedKV(), SETTINGS), SETTINGS.etcd_max_txn_ops)
+    first = Commit(outcome=Outcome("x", _value(10, 1)))
+    later = Commit(outcome=Outcome("x", _value(10, 2)), records={"/rec/x": b"r"})
+    done = committer.apply_all([Commit(outcome=Outcome("y", _value(10, 3))), first, later])
+    assert [d.status for d in done] == [Status.DONE, Status.DONE, Status.DUPLICATE]
+    stored = committer.values.outcome("x")
+    assert stored is not None and stored.body == _value(10, 1).body, "the later one won"
