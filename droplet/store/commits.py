@@ -208,9 +208,10 @@ class Committer:
             return (f"more than {self.max_ops} operations in one etcd transaction "
                     "(etcd_max_txn_ops)")
         if (size := _bytes(ops)) > MAX_TXN_BYTES:
-            return (f"{size / MiB:.1f} MiB in one etcd transaction, over the limit of "
-                    f"{MAX_TXN_BYTES / MiB:g} MiB (etcd refuses requests over "
-                    "--max-request-bytes, 1.5 MiB by default)")
+            # in bytes too: just over the limit, both round to the same MiB figure
+            return (f"{size / MiB:.1f} MiB ({size} bytes) in one etcd transaction, over the "
+                    f"limit of {MAX_TXN_BYTES / MiB:g} MiB ({MAX_TXN_BYTES} bytes; etcd refuses "
+                    "requests over --max-request-bytes, 1.5 MiB by default)")
         return compares, ops, prepared
 
     def _execute(self, commit: Commit, compares: list[Compare], ops: list[Put | Delete],

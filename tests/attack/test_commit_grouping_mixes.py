@@ -96,3 +96,11 @@ def test_a_later_outcome_of_a_call_waits_for_the_grouped_earlier_one() -> None:
     assert [d.status for d in done] == [Status.DONE, Status.DONE, Status.DUPLICATE]
     stored = committer.values.outcome("x")
     assert stored is not None and stored.body == _value(10, 1).body, "the later one won"
+
+
+def test_too_large_says_by_how_much_even_just_over_the_limit() -> None:
+    committer = Committer(ValueStore(SizedKV(), SETTINGS), SETTINGS.etcd_max_txn_ops)
+    done = committer.apply(Commit(records={"/rec/big": bytes(MAX_TXN_BYTES)}))
+    assert done.status is Status.TOO_LARGE
+    # was "1.0 MiB in one etcd transaction, over the limit of 1 MiB"
+    assert f"({MAX_TXN_BYTES} bytes" in done.why and "1.0 MiB (" in done.why, done.why

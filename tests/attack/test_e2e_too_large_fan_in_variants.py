@@ -87,3 +87,32 @@ def test_a_final_join_result_too_large_to_record_direct(vclient: Any, variant_cl
                                 timeout=20) == b"LRR"
     finally:
         vclient.delete_dag(dag)
+
+
+def test_a_final_join_of_small_partials_with_a_result_too_large_to_record(
+        vclient: Any, variant_cluster: Cluster, unique: str) -> None:
+    dag, left, right = _fan_in(vclient, unique, lambda lib, a, b: b"J" * (len(a) * BIG))
+    try:
+        dead = _dead(variant_cluster)
+        seen = []
+        for direct in (True, False):
+            started = time.monotonic()
+            try:
+                if direct:
+                    got = vclient.call_dag(dag, {left: [1], right: [1]}, direct_response=True,
+                                           timeout=30)
+                else:
+                    got = vclient.call_dag(dag, {left: [1], right: [1]}).get(timeout=30)
+                assert got == b"J" * BIG
+                seen.append("ok")
+            except droplet.InvalidRequestError as exc:
+                assert "too large" in str(exc)
+                seen.append("too large")
+            assert time.monotonic() - started < 15, f"direct={direct}"
+        print("final join of a result too large to record:", seen)
+        time.sleep(1)
+        assert _dead(variant_cluster) == dead
+        assert vclient.call_dag(dag, {left: [0], right: [2]}, direct_response=True,
+                                timeout=20) == b""
+    finally:
+        vclient.delete_dag(dag)
