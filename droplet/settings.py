@@ -23,6 +23,9 @@ DEFAULT_ETCD = "127.0.0.1:2379"
 MiB = 1024 * 1024
 QUEUE_TYPES = ("classic", "quorum")
 
+# Fields a repr shows as *** (the broker URL's password is masked instead).
+_SECRET_FIELDS = frozenset({"signing_key", "etcd_password", "dashboard_token"})
+
 # Environment variable -> field name; each field also has DROPLET_<FIELD> below.
 _ENV_ALIASES = {"DROPLET_ETCD": "etcd_endpoints", "DROPLET_BROKER_URL": "broker_url"}
 
@@ -242,6 +245,19 @@ class Settings:
             if not _is_loopback(etcd_host):
                 exposed.append(f"etcd {endpoint}")
         return exposed
+
+    def __repr__(self) -> str:
+        """Every field, but no secret: a Settings in a log line or a traceback must not give
+        away the fleet secret or a password (the broker URL's is masked)."""
+        shown = []
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name in _SECRET_FIELDS and value:
+                value = "***"
+            elif item.name == "broker_url":
+                value = redacted_url(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def with_(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
