@@ -225,46 +225,40 @@ def etcd_refusal(settings: Settings, detail: str, probe: bool) -> StoreError | N
 _CLOSED_AT_HELLO = ("handshake read failed", "socket closed")
 
 
+def _tls_hello(address: str, timeout_s: float) -> str:
+    """What host:port does with a TLS hello (certificates unchecked): "none" (nothing
+    listens, or not a host:port), "handshake", "alert" (a TLS server refusing us), "garbled"
+    (an answer that is not TLS), "silent" (no answer in time) or "reset" (closed at the
+    hello)."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return "none"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
+    except OSError:
+        return "none"
+    try:
+        with raw, context.wrap_socket(raw) as tls:
+            tls.do_handshake()
+        return "handshake"
+    except ssl.SSLError as exc:
+        return "alert" if "alert" in str(exc).lower() else "garbled"
+    except TimeoutError:
+        return "silent"
+    except OSError:
+        return "reset"
+
+
 def closes_at_tls_hello(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
     """True when host:port takes a connection but not TLS: it closes the connection at the
     hello, or answers it without TLS. False when nothing listens or nothing answers (a member
     that died or hangs), or when it speaks TLS."""
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        return False
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
-    except OSError:
-        return False
-    try:
-        with raw, context.wrap_socket(raw) as tls:
-            tls.do_handshake()
-        return False
-    except ssl.SSLError as exc:
-        return "alert" not in str(exc).lower()  # an alert is a TLS server refusing us
-    except TimeoutError:
-        return False
-    except OSError:
-        return True  # reset at the hello
+    return _tls_hello(address, timeout_s) in ("garbled", "reset")
 
 
 def speaks_tls(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
     """True when host:port answers a TLS hello (a handshake, or a TLS alert refusing us)."""
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        return False
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
-        with raw, context.wrap_socket(raw) as tls:
-            tls.do_handshake()
-        return True
-    except ssl.SSLError as exc:
-        return "alert" in str(exc).lower()  # the server spoke TLS to refuse us
-    except OSError:
-        return False
+    return _tls_hello(address, timeout_s) in ("handshake", "alert")

@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from droplet.cli.etcd_local import free_port
 
 QueueDepths = list[tuple[str, int, int]]  # (queue, messages ready, messages unacked)
@@ -28,6 +30,11 @@ def _rabbit_tool(name: str) -> str | None:
     rabbitmq user with a fresh environment (and so on the shared node)."""
     direct = Path("/usr/lib/rabbitmq/bin") / name
     return str(direct) if direct.exists() else shutil.which(name)
+
+
+# For tests that start RabbitMQ nodes of their own: skipped, saying why, where it is absent.
+needs_rabbitmq_server = pytest.mark.skipif(_rabbit_tool("rabbitmq-server") is None,
+                                           reason="needs rabbitmq-server")
 
 
 def parse_queue_listing(text: str) -> QueueDepths:

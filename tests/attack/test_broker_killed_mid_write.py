@@ -6,12 +6,10 @@ broker must work."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,14 +17,12 @@ from droplet.broker.interface import QueueSpec, Topology
 from droplet.broker.rabbitmq import connect
 from droplet.errors import BrokerError
 from droplet.settings import Settings
-from tests.private_rabbit import PrivateRabbit
+from tests.private_rabbit import PrivateRabbit, needs_rabbitmq_server
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(shutil.which("rabbitmq-server") is None
-                       and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(),
-                       reason="needs rabbitmq-server"),
+    needs_rabbitmq_server,
 ]
 
 

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 import droplet
-from droplet.broker_config.names import QueueNames
 from tests.conftest import Cluster, client_fixture, cluster_fixture
-from tests.e2e.dashboard_support import queue_depth
+from tests.e2e.dashboard_support import dead_letter_count
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -22,11 +21,6 @@ variant_cluster = cluster_fixture(workers=3, status_interval_s=0.5)
 vclient = client_fixture("variant_cluster")
 
 BIG = 2 * 1024 * 1024 + 1
-
-
-def _dead(cluster: Cluster) -> int:
-    settings = cluster.settings
-    return queue_depth(settings, QueueNames(settings.namespace).dead) or 0
 
 
 def _fan_in(client: Any, unique: str, join_fn: Any) -> tuple[str, str, str]:
@@ -44,7 +38,7 @@ def test_too_large_partials_direct_and_multi(vclient: Any, variant_cluster: Clus
                                              unique: str) -> None:
     dag, left, right = _fan_in(vclient, unique, lambda lib, a, b: len(a) + len(b))
     try:
-        dead = _dead(variant_cluster)
+        dead = dead_letter_count(variant_cluster.settings)
         started = time.monotonic()
         with pytest.raises(droplet.InvalidRequestError, match="too large"):
             vclient.call_dag(dag, {left: [BIG], right: [BIG]}, direct_response=True,
@@ -58,7 +52,7 @@ def test_too_large_partials_direct_and_multi(vclient: Any, variant_cluster: Clus
         assert vclient.call_dag(dag, {left: [10], right: [4]},
                                 consistency=droplet.MULTI).get(timeout=20) == 14
         time.sleep(1)
-        assert _dead(variant_cluster) == dead
+        assert dead_letter_count(variant_cluster.settings) == dead
     finally:
         vclient.delete_dag(dag)
 
@@ -67,7 +61,7 @@ def test_a_final_join_result_too_large_to_record_direct(vclient: Any, variant_cl
                                                         unique: str) -> None:
     dag, left, right = _fan_in(vclient, unique, lambda lib, a, b: a + b)
     try:
-        dead = _dead(variant_cluster)
+        dead = dead_letter_count(variant_cluster.settings)
         for direct in (True, False):
             started = time.monotonic()
             try:
@@ -82,7 +76,7 @@ def test_a_final_join_result_too_large_to_record_direct(vclient: Any, variant_cl
                 assert "too large" in str(exc)
             assert time.monotonic() - started < 15, f"direct={direct}"
         time.sleep(1)
-        assert _dead(variant_cluster) == dead
+        assert dead_letter_count(variant_cluster.settings) == dead
         assert vclient.call_dag(dag, {left: [1], right: [2]}, direct_response=True,
                                 timeout=20) == b"LRR"
     finally:
@@ -93,7 +87,7 @@ def test_a_final_join_of_small_partials_with_a_result_too_large_to_record(
         vclient: Any, variant_cluster: Cluster, unique: str) -> None:
     dag, left, right = _fan_in(vclient, unique, lambda lib, a, b: b"J" * (len(a) * BIG))
     try:
-        dead = _dead(variant_cluster)
+        dead = dead_letter_count(variant_cluster.settings)
         seen = []
         for direct in (True, False):
             started = time.monotonic()
@@ -111,7 +105,7 @@ def test_a_final_join_of_small_partials_with_a_result_too_large_to_record(
             assert time.monotonic() - started < 15, f"direct={direct}"
         print("final join of a result too large to record:", seen)
         time.sleep(1)
-        assert _dead(variant_cluster) == dead
+        assert dead_letter_count(variant_cluster.settings) == dead
         assert vclient.call_dag(dag, {left: [0], right: [2]}, direct_response=True,
                                 timeout=20) == b""
     finally:

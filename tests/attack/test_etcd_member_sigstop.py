@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -35,26 +33,10 @@ pytestmark = [
 _NOTICED_WITHIN_S = 20.0
 
 
-@pytest.fixture
-def members(tmp_path: Path) -> Iterator[list[LocalEtcd]]:
-    started = LocalEtcd.members(tmp_path / "etcd", 3)
-    try:
-        for member in started:
-            member.start(wait=False)
-        for member in started:
-            member.wait_ready(60)
-        yield started
-    finally:
-        for member in started:
-            if member.pid is not None:
-                os.kill(member.pid, signal.SIGCONT)
-            member.stop()
-
-
 def test_a_watch_on_a_stopped_member_fails_over_instead_of_waiting_forever(
-    members: list[LocalEtcd],
+    etcd_members: list[LocalEtcd],
 ) -> None:
-    endpoints = tuple(m.endpoint for m in members)
+    endpoints = tuple(m.endpoint for m in etcd_members)
     watcher = EtcdKV(Settings(etcd_endpoints=endpoints))
     writer = EtcdKV(Settings(etcd_endpoints=endpoints[1:]))
     events: list[WatchEvent] = []
@@ -67,7 +49,7 @@ def test_a_watch_on_a_stopped_member_fails_over_instead_of_waiting_forever(
             time.sleep(0.2)
         assert events and {e.key for e in events} == {"/attack/before"}
         seen = len(events)
-        stopped = next(m for m in members if m.endpoint == watcher.endpoint_in_use)
+        stopped = next(m for m in etcd_members if m.endpoint == watcher.endpoint_in_use)
         assert stopped.pid is not None
         os.kill(stopped.pid, signal.SIGSTOP)
         started = time.monotonic()

@@ -6,12 +6,10 @@ every publisher confirm must come back positive, exactly once."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,16 +17,14 @@ import pytest
 from droplet.broker.interface import Delivery, QueueSpec, Topology
 from droplet.broker.rabbitmq import RabbitConnection, connect
 from droplet.settings import Settings
-from tests.private_rabbit import PrivateRabbit
+from tests.private_rabbit import PrivateRabbit, needs_rabbitmq_server
 from tests.secure_services import tls_rabbit
 from tests.tls_certs import make_certificates
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(150),
-    pytest.mark.skipif(shutil.which("rabbitmq-server") is None
-                       and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(),
-                       reason="needs rabbitmq-server"),
+    needs_rabbitmq_server,
 ]
 
 

@@ -166,6 +166,11 @@ def queue_depth(settings: Settings, queue: str) -> int | None:
         conn.close()
 
 
+def dead_letter_count(settings: Settings) -> int:
+    """Messages in the namespace's dead-letter queue now."""
+    return queue_depth(settings, QueueNames(settings.namespace).dead) or 0
+
+
 def declare_holding_queue(settings: Settings, queue: str) -> None:
     """A queue nobody consumes, for requeued messages to land in and be counted."""
     from droplet.broker.interface import QueueSpec, Topology

@@ -12,7 +12,6 @@ against containers).
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from droplet.cli.cluster import LocalCluster
 from droplet.cli.etcd_local import LocalEtcd
 from droplet.settings import Settings
 from tests.conftest import Services
-from tests.private_rabbit import PrivateRabbit
+from tests.private_rabbit import PrivateRabbit, needs_rabbitmq_server
 from tests.secure_services import start_tls_etcd, tls_rabbit
 from tests.tls_certs import TestCertificates, make_certificates
 from tests.tls_checks import (
@@ -37,9 +36,7 @@ from tests.tls_checks import (
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("rabbitmq-server") is None
-                       and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(),
-                       reason="needs rabbitmq-server"),
+    needs_rabbitmq_server,
 ]
 
 

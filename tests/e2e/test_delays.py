@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -26,6 +25,7 @@ from tests.conftest import (
     purge_namespace,
     start_cluster,
 )
+from tests.private_rabbit import needs_rabbitmq_server
 
 pytestmark = [pytest.mark.e2e]
 
@@ -159,8 +159,7 @@ def test_a_scheduler_killed_while_calls_wait_each_runs_once_after_its_time(
 
 
 @pytest.mark.fault
-@pytest.mark.skipif(shutil.which("rabbitmq-server") is None and not Path(
-    "/usr/lib/rabbitmq/bin/rabbitmq-server").exists(), reason="needs rabbitmq-server")
+@needs_rabbitmq_server
 def test_a_rabbitmq_restart_while_calls_wait_each_runs_once_after_its_time(
         services: Services, tmp_path: Path) -> None:
     from tests.private_rabbit import PrivateRabbit

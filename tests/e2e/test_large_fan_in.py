@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 import droplet
-from droplet.broker_config.names import QueueNames
 from tests.conftest import Cluster, client_fixture, cluster_fixture
-from tests.e2e.dashboard_support import queue_depth
+from tests.e2e.dashboard_support import dead_letter_count
 
 pytestmark = pytest.mark.e2e
 
@@ -25,11 +24,6 @@ fan_in_cluster = cluster_fixture(workers=3, status_interval_s=0.5)
 fclient = client_fixture("fan_in_cluster")
 
 PART_BYTES = 2 * 1024 * 1024 + 1
-
-
-def _dead_letters(cluster: Cluster) -> int:
-    settings = cluster.settings
-    return queue_depth(settings, QueueNames(settings.namespace).dead) or 0
 
 
 @pytest.mark.timeout(90)
@@ -44,7 +38,7 @@ def test_a_fan_in_of_partials_too_large_for_a_commit_fails_at_once_naming_the_li
     assert fclient.register_dag(dag, [left, right, join], [(left, join), (right, join)]) == (
         True, None)
     try:
-        dead_before = _dead_letters(fan_in_cluster)
+        dead_before = dead_letter_count(fan_in_cluster.settings)
         started = time.monotonic()
         with pytest.raises(droplet.InvalidRequestError, match="MiB") as info:
             fclient.call_dag(dag, {left: [PART_BYTES], right: [PART_BYTES]}).get(timeout=60)
@@ -53,7 +47,7 @@ def test_a_fan_in_of_partials_too_large_for_a_commit_fails_at_once_naming_the_li
         assert elapsed < 15, f"the call failed only after {elapsed:.1f}s (a retry loop)"
         # Acked, not dead-lettered after crashing on every redelivery.
         time.sleep(1)
-        assert _dead_letters(fan_in_cluster) == dead_before
+        assert dead_letter_count(fan_in_cluster.settings) == dead_before
         # The same DAG with partials that fit still joins.
         assert fclient.call_dag(dag, {left: [1000], right: [24]}).get(timeout=20) == 1024
     finally:
