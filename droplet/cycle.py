@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from droplet.acks import AckGate, Settlement, group
@@ -35,6 +36,7 @@ from droplet.broker_config.names import (
     is_reply_address,
 )
 from droplet.errors import DropletError, PoisonMessageError, SignatureError, StoreError
+from droplet.handback import hand_back, may_hand_back
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import (
     INLINE_REPLY_BYTES,
@@ -53,6 +55,8 @@ from droplet.signing import Signer
 from droplet.store.commits import Commit, Committed, Committer, Outcome, Status
 
 log = logging.getLogger(__name__)
+
+_LINGER_CAP_S = 0.05  # the longest a quick outcome waits for the rest of its delivery
 
 Handler = Callable[[pb.Message, Delivery, pb.Envelope, Outbox], None]
 
@@ -85,12 +89,18 @@ class Cycle:
         self._prepare = prepare  # declares a destination queue made on demand (retry queues)
         # Outcomes of quick messages in one delivery are committed together, unless they have
         # waited linger_s or the next message is expected to take long (see worker/pace.py):
-        # no result waits for a slow call that happens to follow it.
+        # no result waits for a slow call that happens to follow it. The linger is counted in
+        # this thread's CPU time: on a crowded host (more busy processes than cores) a process
+        # is descheduled for tens of ms at a time, and a wall-clock linger then split every
+        # delivery's commit in several etcd transactions, each costing the crowded machine
+        # more. The wall clock still bounds the wait at linger_cap_s.
         self._expect_slow = expect_slow
         self.linger_s = linger_s
+        self.linger_cap_s = max(linger_s, _LINGER_CAP_S)
         self._max_bytes = max_bytes  # what one message may carry (max_message_bytes)
         self._pending_lock = threading.Lock()
-        self._live: tuple[Outbox, AckGate] | None = None
+        self._live: tuple[Outbox, AckGate, deque[pb.Message], Delivery] | None = None
+        self._running: pb.Message | None = None  # the message being handled now
 
     # -- one delivery ----------------------------------------------------------------------
 
@@ -121,14 +131,20 @@ class Cycle:
             gate.release()
             return gate
         pending = Outbox()  # handled messages whose outboxes are not committed yet
-        since = 0.0
-        self._live = (pending, gate)
+        since = (0.0, 0.0)  # when the oldest pending outcome was started: CPU, wall clock
+        rest = deque(received.messages)  # not started yet (hand_back_rest may take them)
+        self._live = (pending, gate, rest, delivery)
         try:
-            for message in received.messages:
+            while rest:
+                try:
+                    message = rest.popleft()
+                except IndexError:  # handed back meanwhile
+                    break
+                self._running = message
                 if self._due(pending, since, message) and not self._flush(pending, gate):
                     return self._requeued(gate)
                 if pending.empty():
-                    since = time.monotonic()
+                    since = (time.thread_time(), time.monotonic())
                 if not self._run_one(message, delivery, received, handle, gate, pending):
                     return self._requeued(gate)
             with self.conn.written_together():  # the last answers and the ack: one write
@@ -137,6 +153,7 @@ class Cycle:
                 gate.release()
         finally:
             self._live = None
+            self._running = None
         return gate
 
     def flush_pending(self) -> None:
@@ -159,15 +176,38 @@ class Cycle:
                 raise
 
     def has_pending(self) -> bool:
-        """Whether the delivery in hand has outcomes not committed yet."""
+        """Whether the delivery in hand has outcomes not committed yet, or calls not started."""
         live = self._live
-        return live is not None and not live[0].empty()
+        return live is not None and (not live[0].empty() or bool(live[2]))
 
-    def _due(self, pending: Outbox, since: float, upcoming: pb.Message) -> bool:
+    def hand_back_rest(self) -> None:
+        """The keeper thread calls it while a run goes on long: the calls of the delivery not
+        started yet go back to the shared queue one to a message, unless the run's function
+        is known to be quick (a host too busy to run it at once: see handback.py)."""
+        live, running = self._live, self._running
+        if live is None or running is None or (
+                self._expect_slow is not None and not self._expect_slow(running)):
+            return
+        rest = live[2]
+        if not may_hand_back(live[3], self.names, rest):
+            return
+        taken = []
+        while True:
+            try:
+                taken.append(rest.popleft())
+            except IndexError:
+                break
+        if taken:
+            log.info("a run goes on long: %d calls of its delivery go back to the shared "
+                     "queue", len(taken))
+            hand_back(self.conn, self.signer, self.names, live[3], taken, live[1].expect)
+
+    def _due(self, pending: Outbox, since: tuple[float, float], upcoming: pb.Message) -> bool:
         """Whether what is pending must be committed before the upcoming message runs."""
         if pending.empty():
             return False
-        if time.monotonic() - since > self.linger_s:
+        if (time.thread_time() - since[0] > self.linger_s
+                or time.monotonic() - since[1] > self.linger_cap_s):
             return True
         return self._expect_slow is not None and self._expect_slow(upcoming)
 

@@ -6,13 +6,18 @@ floor of a request and a reply. The scheduler would only put it there itself. A 
 stored keys goes through a scheduler, which places it on the worker that caches them; so does
 a call that needs resource tags or whose function batches (client/tagging.py).
 
-The router knows how many workers are alive (etcd, read at most once a second), and spreads
-what is in flight over them: an envelope carries calls in flight / live workers calls (at most
-16). A few calls meet idle workers one or two to an envelope, so slow calls run side by side;
-a burst whose calls already keep every worker busy goes in full envelopes, each worth one etcd
-write and one ack, instead of many small ones that would cost the fleet as much each. When no
-worker is alive a call is answered NO_RESOURCES at once instead of waiting in the queue for a
-worker that may never come.
+The router knows how many workers are alive and how many cores they run on (their status
+records in etcd, read at most once a second), and spreads what is in flight over the calls the
+fleet can really run at once: the live workers, but no more than the cores of their hosts
+(32 workers sharing 2 cores run 2 calls at a time, not 32). An envelope carries calls in flight
+/ that parallelism calls (at most 16). A few calls meet idle workers one or two to an envelope;
+a burst whose calls already keep every core busy goes in full envelopes, each worth one etcd
+write and one ack, instead of many small ones that would cost the crowded machine as much
+each, and wake as many descheduled processes. Calls of a function that turns out slow are not
+held back behind one another by this: a worker hands the calls of its envelope it has not
+started back to the shared queue, one to a message, once a run goes on past 20 ms (cycle.py),
+so slow calls still run side by side on idle workers. When no worker is alive a call is
+answered NO_RESOURCES at once instead of waiting in the queue for a worker that may never come.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+from google.protobuf.message import DecodeError
 
 from droplet.broker_config.names import QueueNames
 from droplet.proto import envelope, pb
@@ -44,6 +51,24 @@ def _placed(call: pb.FunctionCall) -> bool:
                 or serializer.reference_keys(call.arguments.values))
 
 
+def fleet_parallelism(records: Iterable[bytes]) -> int:
+    """Calls the workers of these status records can run at once: on each host, its workers,
+    but no more than its cores. A record that does not say its cores (an older worker, or
+    one unreadable) counts as a core of its own."""
+    workers: dict[str, int] = {}
+    cores: dict[str, int] = {}
+    for index, raw in enumerate(records):
+        status = pb.WorkerStatus()
+        try:
+            status.ParseFromString(raw)
+        except DecodeError:
+            status = pb.WorkerStatus()
+        host = status.host if status.cpus else f"?{index}"  # unknown: alone
+        workers[host] = workers.get(host, 0) + 1
+        cores[host] = max(cores.get(host, 0), status.cpus or 1)
+    return sum(min(count, cores[host]) for host, count in workers.items())
+
+
 class CallRouter:
     def __init__(self, kv: KV, keys: StoreKeys, names: QueueNames, signer: Signer,
                  send: Send, max_bytes: int = MAX_ENVELOPE_BYTES,
@@ -57,22 +82,33 @@ class CallRouter:
         self._send = send
         self._lock = threading.Lock()
         self._workers = 0
+        self._parallel = 0
         self._checked_at = -math.inf
 
     def live_workers(self) -> int:
         """Workers alive now; none is believed only after a second of asking again (a worker
         re-registering after an etcd outage is briefly absent)."""
+        return self._fleet()[0]
+
+    def parallelism(self) -> int:
+        """How many calls the live workers can run at once: one each, but no more than the
+        cores of the hosts they share (0 when none is alive)."""
+        return self._fleet()[1]
+
+    def _fleet(self) -> tuple[int, int]:
         with self._lock:
             if time.monotonic() - self._checked_at < _RECHECK_S and self._workers:
-                return self._workers
+                return self._workers, self._parallel
         deadline = time.monotonic() + _NONE_FOR_S
-        while (count := self._kv.count_prefix(self._keys.workers)) == 0:
+        while not (records := self._kv.get_prefix(self._keys.workers)[0]):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+        workers, parallel = len(records), fleet_parallelism(records.values())
         with self._lock:
-            self._workers, self._checked_at = count, time.monotonic()
-        return count
+            self._workers, self._parallel = workers, parallel
+            self._checked_at = time.monotonic()
+        return workers, parallel
 
     def send(self, calls: Sequence[pb.FunctionCall]) -> list[pb.FunctionCall]:
         """Sends calls where they belong; returns those no worker is alive to take."""
@@ -84,10 +120,10 @@ class CallRouter:
             self._publish(self._names.calls, placed)
         if not plain:
             return []
-        workers = self.live_workers()
-        if workers == 0:
+        parallel = self.parallelism()
+        if parallel == 0:
             return plain
-        spread = math.ceil((len(plain) + self._in_flight()) / workers)
+        spread = math.ceil((len(plain) + self._in_flight()) / parallel)
         size = max(1, min(_MAX_PER_ENVELOPE, spread))
         self._publish(self._names.work, plain, size)
         return []

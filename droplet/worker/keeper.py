@@ -67,6 +67,10 @@ class ConnectionKeeper:
         self._lock = threading.Lock()
         self._conn: BrokerConnection | None = None
         self._busy_since: float | None = None
+        self._busy_pace = False  # the keeper waits flush_after_s, not interval_s, now
+        self._runner = self._runner_tid = 0  # the thread running the function (ident, the
+        # kernel's id) and its CPU time at the start
+        self._cpu_since = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="conn-keeper")
@@ -101,10 +105,16 @@ class ConnectionKeeper:
         only through using() until it ends. On the way out it waits for a pump in progress,
         so that afterwards the main thread has the connection to itself."""
         self._busy_since = time.monotonic()
+        self._runner = threading.get_ident()
+        self._runner_tid = threading.get_native_id()
+        self._cpu_since = time.thread_time()
         self._long_call_handled = False
         self._busy_told = False
-        if self._flush is not None and self._pending():
-            self._wake.set()  # from its idle pace to the busy one: outcomes wait on it
+        if self._flush is not None and not self._busy_pace and self._pending():
+            # From its idle pace to the busy one: outcomes wait on it. Not when it ticks at
+            # the busy pace already: one wake-up of this thread per call of a burst's
+            # envelope was a context switch each, on a crowded host among the costliest.
+            self._wake.set()
         try:
             yield
         finally:
@@ -120,7 +130,10 @@ class ConnectionKeeper:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._tick_s())
+            self._busy_pace = False  # first: a run starting now wakes it (running())
+            tick = self._tick_s()
+            self._busy_pace = self._busy_since is not None
+            self._wake.wait(tick)
             self._wake.clear()
             if self._stop.is_set():
                 return
@@ -169,6 +182,8 @@ class ConnectionKeeper:
         since = self._busy_since
         if self._flush is None or since is None or time.monotonic() - since < self._flush_after_s:
             return
+        if self._waiting_for_a_core():
+            return
         with self._lock:
             if self._conn is None or self._busy_since is None:
                 return
@@ -176,6 +191,21 @@ class ConnectionKeeper:
                 self._flush()
             except Exception as exc:  # the main thread commits it later, or finds out why
                 log.warning("committing finished calls during a long one failed: %s", exc)
+
+    def _waiting_for_a_core(self) -> bool:
+        """Whether the run has not been long but only kept from a core: it is runnable and
+        has used less than flush_after_s of CPU. On a crowded host (more busy processes than
+        cores) a quick call is often descheduled for tens of ms; committing its delivery's
+        outcomes in pieces, or handing its calls back, would then only cost that host more.
+        A run that sleeps, waits on I/O or computes that long is slow indeed."""
+        try:
+            clock = time.pthread_getcpuclockid(self._runner)
+            used = time.clock_gettime(clock) - self._cpu_since
+            with open(f"/proc/self/task/{self._runner_tid}/stat", "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, AttributeError, ValueError, IndexError):  # not Linux: never
+            return False
+        return state == b"R" and used < self._flush_after_s
 
     def _tell_busy(self) -> None:
         try:

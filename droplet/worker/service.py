@@ -91,7 +91,7 @@ class WorkerService:
         self.keeper = ConnectionKeeper(
             deadline=self._deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
             long_call_s=settings.long_call_s, on_long_call=self._go_long,
-            flush=lambda: self._cycle.flush_pending() if self._cycle is not None else None,
+            flush=self._during_a_long_run,
             pending=lambda: self._cycle is not None and self._cycle.has_pending(),
             on_busy=lambda: self.membership.publish(),
         )
@@ -350,6 +350,14 @@ class WorkerService:
         """Whether a delivery runs a function that is not known to be quick here (read from
         the unverified body: it only decides when to pause, the cycle verifies it)."""
         return any(self.pace.expect_slow(m) for m in envelope.peek(delivery.body))
+
+    def _during_a_long_run(self) -> None:
+        """On the keeper thread, a run has gone on 20 ms: the calls of its delivery not
+        started yet go to idle workers, and what is done is committed (cycle.py)."""
+        cycle = self._cycle
+        if cycle is not None:
+            cycle.hand_back_rest()
+            cycle.flush_pending()
 
     def _go_long(self, conn: BrokerConnection) -> None:
         """On the keeper thread, a call has run long_call_s: stop consuming, and hold what is

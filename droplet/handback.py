@@ -1,0 +1,43 @@
+"""Handing back the calls of an envelope that a slow run would hold up.
+
+A client sizes envelopes by the calls the fleet can run at once (client/routing.py): on a
+crowded host, 16 calls to a message. When one of them turns out slow (it has run 20 ms and its
+function is not known to be quick), the calls behind it in the same envelope would wait for it
+while other workers may sit idle. The worker then publishes each call it has not started to
+the shared queue again, one to a message, so that idle workers take them and slow calls still
+run side by side. The original delivery is acked only once these publishes are confirmed (and
+its own calls are done): a worker killed in between has it redelivered whole, and a call that
+then runs twice finds its outcome already stored (outcomes are written once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from droplet.broker.interface import BrokerConnection, Delivery
+from droplet.broker_config.names import RESENT_HEADER, QueueNames, is_reply_address
+from droplet.priority import message_priority
+from droplet.proto import envelope, pb
+from droplet.signing import Signer
+
+
+def may_hand_back(delivery: Delivery, names: QueueNames, rest: Sequence[pb.Message]) -> bool:
+    """Only plain calls from the shared queue go back there (anything else has its place)."""
+    return (delivery.queue == names.work and bool(rest)
+            and all(m.WhichOneof("kind") == "call" for m in rest))
+
+
+def hand_back(conn: BrokerConnection, signer: Signer, names: QueueNames, delivery: Delivery,
+              calls: Sequence[pb.Message], expect: Callable[[], Callable[[bool], None]]
+              ) -> None:
+    """Publishes each call to the shared queue on its own; `expect` holds the delivery's ack
+    until each is confirmed."""
+    maybe_run = delivery.redelivered or bool((delivery.headers or {}).get(RESENT_HEADER))
+    headers = {RESENT_HEADER: 1} if maybe_run else None
+    for message in calls:
+        call = message.call
+        if not call.response_address and is_reply_address(delivery.reply_to):
+            call.response_address = delivery.reply_to or ""  # it was sent directly
+        conn.publish(names.work, envelope.encode([message], signer), persistent=True,
+                     mandatory=True, headers=headers, on_confirm=expect(),
+                     priority=message_priority(message))

@@ -1,0 +1,143 @@
+"""A crowded host (more workers than cores) runs a burst in few, full deliveries: envelopes
+sized by the cores the fleet runs on (client/routing.py), one etcd write per delivery however
+long a descheduled worker took (cycle.py), and slow calls still spread over idle workers
+(handback.py). Counted, not timed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from droplet.broker.stub import StubBroker
+from droplet.broker_config.names import QueueNames
+from droplet.broker_config.topology import shared_topology
+from droplet.client.routing import fleet_parallelism
+from droplet.cycle import Cycle
+from droplet.outbox import Outbox
+from droplet.proto import envelope, pb
+from droplet.signing import Signer
+from droplet.store import serializer
+from droplet.store.commits import Commit, Committer, Outcome
+from droplet.store.memory import MemoryKV
+from droplet.store.values import ValueStore
+from tests.unit.inprocess import Fleet
+from tests.unit.test_call_routing import KEYS, NAMES, calls, router
+
+from .helpers import SETTINGS
+
+
+def _status(host: str, cpus: int) -> bytes:
+    return pb.WorkerStatus(host=host, cpus=cpus).SerializeToString()
+
+
+def test_parallelism_is_the_workers_but_no_more_than_their_hosts_cores() -> None:
+    assert fleet_parallelism([_status("a", 2)] * 32) == 2
+    assert fleet_parallelism([_status("a", 2)] * 32 + [_status("b", 8)] * 4) == 6
+    assert fleet_parallelism([_status("a", 64)] * 3) == 3
+    assert fleet_parallelism([b"", _status("", 0), b"\xff"]) == 3, "unknown: one core each"
+
+
+def test_a_burst_on_32_workers_sharing_2_cores_goes_in_full_envelopes() -> None:
+    kv = MemoryKV()
+    for i in range(32):
+        kv.put(KEYS.worker(f"w{i}"), _status("host", 2))
+    route, sent = router(kv)
+    assert route.send(calls(64)) == []
+    assert sent == [(NAMES.work, 16)] * 4, "2 cores: 16 calls a message, not 2"
+
+
+def test_with_a_core_per_worker_few_calls_still_go_one_to_a_message() -> None:
+    kv = MemoryKV()
+    for i in range(32):
+        kv.put(KEYS.worker(f"w{i}"), _status(f"host{i}", 4))
+    route, sent = router(kv)
+    assert route.send(calls(32)) == []
+    assert sent == [(NAMES.work, 1)] * 32
+
+
+class _CountingCommitter(Committer):
+    def __init__(self) -> None:
+        super().__init__(ValueStore(MemoryKV(), SETTINGS), SETTINGS.etcd_max_txn_ops)
+        self.batches: list[int] = []
+
+    def apply_all(self, commits: Any) -> Any:
+        commits = list(commits)
+        self.batches.append(len(commits))
+        return super().apply_all(commits)
+
+
+def test_a_descheduled_worker_still_commits_its_quick_delivery_in_one_write() -> None:
+    """The linger between outcomes is counted in CPU time: wall-clock time a process spends
+    off a core (here: asleep) does not split the commit of quick calls."""
+    broker = StubBroker()
+    conn = broker.connect("w")
+    names = QueueNames("crowd")
+    conn.declare(shared_topology(names))
+    committer = _CountingCommitter()
+    cycle = Cycle(conn, Signer(None), names, committer, expect_slow=lambda m: False)
+    messages = []
+    for i in range(8):
+        call = pb.FunctionCall(name="f", call_id=f"c{i}", response_key=f"c{i}")
+        messages.append(pb.Message(call=call))
+
+    def handle(message: pb.Message, _d: Any, _e: Any, out: Outbox) -> None:
+        time.sleep(0.004)  # off the core, twice the 2 ms linger
+        out.store(Commit(outcome=Outcome(message.call.call_id, pb.Value(body=b"1"))))
+
+    conn.publish(names.work, envelope.encode(messages, Signer(None)))
+    conn.consume(names.work, prefetch=1)
+    delivery = conn.poll(1.0)[0]
+    cycle.run(delivery, handle)
+    assert committer.batches == [8], committer.batches
+
+
+RUNS: list[Any] = []
+
+
+def nap(lib: Any, x: Any) -> Any:
+    RUNS.append(x)
+    time.sleep(0.2)  # slow: the keeper hands the calls behind it back after 20 ms
+    return x
+
+
+def test_calls_behind_a_slow_run_go_back_to_the_shared_queue_one_to_a_message() -> None:
+    RUNS.clear()
+    fleet = Fleet()
+    fleet.start_worker("w1")
+    fleet.register("nap", nap)
+    ids = [f"n{i}" for i in range(4)]
+    messages = []
+    for i, call_id in enumerate(ids):
+        call = pb.FunctionCall(name="nap", call_id=call_id, response_key=call_id,
+                               response_address=fleet.reply_to)
+        serializer.dump(i, call.arguments.values.add())
+        messages.append(pb.Message(call=call))
+    fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
+                         reply_to=fleet.reply_to)  # one envelope of 4 slow calls
+    assert fleet.step("w1", 1.0)
+    assert RUNS == [0], "the worker ran the first call only"
+    fleet.settle("w1")
+    assert fleet.broker.queue_depth(fleet.names.work) == 3, "the 3 others went back, apart"
+    fleet.run_until_quiet()
+    assert sorted(RUNS) == [0, 1, 2, 3], "each ran once"
+    assert [fleet.stored(c) for c in ids] == [0, 1, 2, 3]
+
+
+def test_a_quick_function_kept_from_a_core_keeps_its_delivery() -> None:
+    """A run of a function known to be quick is not a reason to hand calls back (on a
+    crowded host it was only descheduled)."""
+    RUNS.clear()
+    fleet = Fleet()
+    member = fleet.start_worker("w1")
+    fleet.register("nap", nap)
+    member.cycle._expect_slow = lambda message: False  # its history: always quick
+    messages = []
+    for i in range(3):
+        call = pb.FunctionCall(name="nap", call_id=f"q{i}", response_key=f"q{i}",
+                               response_address=fleet.reply_to)
+        serializer.dump(i, call.arguments.values.add())
+        messages.append(pb.Message(call=call))
+    fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
+                         reply_to=fleet.reply_to)
+    assert fleet.step("w1", 1.0)
+    assert RUNS == [0, 1, 2], "all three ran in the one delivery"
