@@ -189,7 +189,7 @@ class Cycle:
                 self._expect_slow is not None and not self._expect_slow(running)):
             return
         rest = live[2]
-        if not may_hand_back(live[3], self.names, rest):
+        if not may_hand_back(live[3], self.names, rest) or not self._others_idle():
             return
         taken = []
         while True:
@@ -201,6 +201,17 @@ class Cycle:
             log.info("a run goes on long: %d calls of its delivery go back to the shared "
                      "queue", len(taken))
             hand_back(self.conn, self.signer, self.names, live[3], taken, live[1].expect)
+
+    def _others_idle(self) -> bool:
+        """Whether another worker may take a call at once: nothing waits in the shared queue
+        (with prefetch 1, calls wait there only while every consumer is busy), and it has
+        another consumer. Otherwise handing calls back would only send them to the back of
+        the queue, behind calls sent after them."""
+        try:
+            info = self.conn.queue_info(self.names.work)
+        except DropletError:
+            return False
+        return info is not None and info[0] == 0 and info[1] > 1
 
     def _due(self, pending: Outbox, since: tuple[float, float], upcoming: pb.Message) -> bool:
         """Whether what is pending must be committed before the upcoming message runs."""

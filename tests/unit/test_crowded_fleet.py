@@ -103,7 +103,7 @@ def nap(lib: Any, x: Any) -> Any:
 def test_calls_behind_a_slow_run_go_back_to_the_shared_queue_one_to_a_message() -> None:
     RUNS.clear()
     fleet = Fleet()
-    fleet.start_worker("w1")
+    member = fleet.start_worker("w1")
     fleet.register("nap", nap)
     ids = [f"n{i}" for i in range(4)]
     messages = []
@@ -113,14 +113,44 @@ def test_calls_behind_a_slow_run_go_back_to_the_shared_queue_one_to_a_message() 
         serializer.dump(i, call.arguments.values.add())
         messages.append(pb.Message(call=call))
     fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
-                         reply_to=fleet.reply_to)  # one envelope of 4 slow calls
+                         reply_to=fleet.reply_to)  # one envelope of 4 slow calls, to w1
+    idle = fleet.broker.connect("idle")  # another worker, idle
+    idle.consume(fleet.names.work, prefetch=10)
+    handed: list[int] = []
+    publish = member.conn.publish
+
+    def spy(queue: str, body: bytes, **fields: Any) -> None:
+        if queue == fleet.names.work:
+            handed.append(len(envelope.decode(body, fleet.signer)))
+        publish(queue, body, **fields)
+
+    member.conn.publish = spy  # type: ignore[method-assign]
     assert fleet.step("w1", 1.0)
     assert RUNS == [0], "the worker ran the first call only"
-    fleet.settle("w1")
-    assert fleet.broker.queue_depth(fleet.names.work) == 3, "the 3 others went back, apart"
+    assert handed == [1, 1, 1], "the 3 others went back to the shared queue, one to a message"
+    idle.close()  # it dies: they come back, and w1 runs them
     fleet.run_until_quiet()
     assert sorted(RUNS) == [0, 1, 2, 3], "each ran once"
     assert [fleet.stored(c) for c in ids] == [0, 1, 2, 3]
+
+
+def test_with_no_idle_worker_calls_keep_their_place() -> None:
+    """Alone on the shared queue, a worker keeps its envelope: handing calls back would only
+    put them behind calls sent after them."""
+    RUNS.clear()
+    fleet = Fleet()
+    fleet.start_worker("w1")
+    fleet.register("nap", nap)
+    messages = []
+    for i in range(3):
+        call = pb.FunctionCall(name="nap", call_id=f"a{i}", response_key=f"a{i}",
+                               response_address=fleet.reply_to)
+        serializer.dump(i, call.arguments.values.add())
+        messages.append(pb.Message(call=call))
+    fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
+                         reply_to=fleet.reply_to)
+    assert fleet.step("w1", 1.0)
+    assert RUNS == [0, 1, 2], "all three ran in the one delivery"
 
 
 def test_a_quick_function_kept_from_a_core_keeps_its_delivery() -> None:
@@ -131,6 +161,7 @@ def test_a_quick_function_kept_from_a_core_keeps_its_delivery() -> None:
     member = fleet.start_worker("w1")
     fleet.register("nap", nap)
     member.cycle._expect_slow = lambda message: False  # its history: always quick
+    idle = fleet.broker.connect("idle")  # another worker, idle
     messages = []
     for i in range(3):
         call = pb.FunctionCall(name="nap", call_id=f"q{i}", response_key=f"q{i}",
@@ -139,5 +170,6 @@ def test_a_quick_function_kept_from_a_core_keeps_its_delivery() -> None:
         messages.append(pb.Message(call=call))
     fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
                          reply_to=fleet.reply_to)
+    idle.consume(fleet.names.work, prefetch=10)
     assert fleet.step("w1", 1.0)
     assert RUNS == [0, 1, 2], "all three ran in the one delivery"
