@@ -36,7 +36,7 @@ from droplet.broker_config.names import (
     is_reply_address,
 )
 from droplet.errors import DropletError, PoisonMessageError, SignatureError, StoreError
-from droplet.handback import hand_back, may_hand_back
+from droplet.handback import hand_back_rest
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import (
     INLINE_REPLY_BYTES,
@@ -89,11 +89,9 @@ class Cycle:
         self._prepare = prepare  # declares a destination queue made on demand (retry queues)
         # Outcomes of quick messages in one delivery are committed together, unless they have
         # waited linger_s or the next message is expected to take long (see worker/pace.py):
-        # no result waits for a slow call that happens to follow it. The linger is counted in
-        # this thread's CPU time: on a crowded host (more busy processes than cores) a process
-        # is descheduled for tens of ms at a time, and a wall-clock linger then split every
-        # delivery's commit in several etcd transactions, each costing the crowded machine
-        # more. The wall clock still bounds the wait at linger_cap_s.
+        # no result waits for a slow call that happens to follow it. The linger counts this
+        # thread's CPU time (up to linger_cap_s of wall clock): descheduled for tens of ms on a
+        # crowded host, a wall-clock linger split each commit in several etcd transactions.
         self._expect_slow = expect_slow
         self.linger_s = linger_s
         self.linger_cap_s = max(linger_s, _LINGER_CAP_S)
@@ -135,10 +133,10 @@ class Cycle:
         rest = deque(received.messages)  # not started yet (hand_back_rest may take them)
         self._live = (pending, gate, rest, delivery)
         try:
-            while rest:
+            while True:
                 try:
                     message = rest.popleft()
-                except IndexError:  # handed back meanwhile
+                except IndexError:  # all run, or handed back
                     break
                 self._running = message
                 if self._due(pending, since, message) and not self._flush(pending, gate):
@@ -188,30 +186,7 @@ class Cycle:
         if live is None or running is None or (
                 self._expect_slow is not None and not self._expect_slow(running)):
             return
-        rest = live[2]
-        if not may_hand_back(live[3], self.names, rest) or not self._others_idle():
-            return
-        taken = []
-        while True:
-            try:
-                taken.append(rest.popleft())
-            except IndexError:
-                break
-        if taken:
-            log.info("a run goes on long: %d calls of its delivery go back to the shared "
-                     "queue", len(taken))
-            hand_back(self.conn, self.signer, self.names, live[3], taken, live[1].expect)
-
-    def _others_idle(self) -> bool:
-        """Whether another worker may take a call at once: nothing waits in the shared queue
-        (with prefetch 1, calls wait there only while every consumer is busy), and it has
-        another consumer. Otherwise handing calls back would only send them to the back of
-        the queue, behind calls sent after them."""
-        try:
-            info = self.conn.queue_info(self.names.work)
-        except DropletError:
-            return False
-        return info is not None and info[0] == 0 and info[1] > 1
+        hand_back_rest(self.conn, self.signer, self.names, live[3], live[2], live[1].expect)
 
     def _due(self, pending: Outbox, since: tuple[float, float], upcoming: pb.Message) -> bool:
         """Whether what is pending must be committed before the upcoming message runs."""
