@@ -15,9 +15,10 @@ a burst whose calls already keep every core busy goes in full envelopes, each wo
 write and one ack, instead of many small ones that would cost the crowded machine as much
 each, and wake as many descheduled processes. Calls of a function that turns out slow are not
 held back behind one another by this: a worker hands the calls of its envelope it has not
-started back to the shared queue, one to a message, once a run goes on past 20 ms (cycle.py),
-so slow calls still run side by side on idle workers. When no worker is alive a call is
-answered NO_RESOURCES at once instead of waiting in the queue for a worker that may never come.
+started back to the shared queue, one to a message, once a run goes on past 20 ms while
+another worker is idle (handback.py), so slow calls still run side by side. When no worker is
+alive a call is answered NO_RESOURCES at once instead of waiting in the queue for a worker that
+may never come.
 """
 
 from __future__ import annotations

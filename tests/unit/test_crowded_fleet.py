@@ -5,6 +5,7 @@ long a descheduled worker took (cycle.py), and slow calls still spread over idle
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -173,3 +174,52 @@ def test_a_quick_function_kept_from_a_core_keeps_its_delivery() -> None:
     idle.consume(fleet.names.work, prefetch=10)
     assert fleet.step("w1", 1.0)
     assert RUNS == [0, 1, 2], "all three ran in the one delivery"
+
+
+DIE: dict[str, Any] = {}
+
+
+def nap_then_die(lib: Any, x: Any) -> Any:
+    RUNS.append(x)
+    time.sleep(0.2)  # the calls behind it are handed back meanwhile
+    if x == 0 and "conn" in DIE:
+        DIE.pop("conn").close()  # killed before its ack: the broker requeues the envelope
+    return x
+
+
+def test_a_worker_killed_after_handing_calls_back_loses_none() -> None:
+    """Its delivery comes back whole: the calls it handed back may run twice, and each still
+    has one outcome, the first one stored."""
+    RUNS.clear()
+    fleet = Fleet()
+    fleet.start_worker("w1")
+    fleet.register("nap", nap_then_die)
+    ids = [f"k{i}" for i in range(3)]
+    messages = []
+    for i, call_id in enumerate(ids):
+        call = pb.FunctionCall(name="nap", call_id=call_id, response_key=call_id,
+                               response_address=fleet.reply_to)
+        serializer.dump(i, call.arguments.values.add())
+        messages.append(pb.Message(call=call))
+    fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
+                         reply_to=fleet.reply_to)  # to w1
+    fleet.start_worker("w2")  # idle
+    conn = DIE["conn"] = fleet.workers["w1"].conn
+    handed: list[int] = []
+    publish = conn.publish
+
+    def spy(queue: str, body: bytes, **fields: Any) -> None:
+        if queue == fleet.names.work:
+            handed.append(len(envelope.decode(body, fleet.signer)))
+        publish(queue, body, **fields)
+
+    conn.publish = spy  # type: ignore[method-assign]
+    with contextlib.suppress(Exception):  # its connection is gone
+        fleet.step("w1", 1.0)
+    fleet.crash("w1")
+    assert RUNS == [0] and handed == [1, 1], "w1 ran call 0 only and handed 1 and 2 back"
+    fleet.run_until_quiet()
+    assert sorted(set(RUNS)) == [0, 1, 2]
+    assert [fleet.stored(c) for c in ids] == [0, 1, 2]
+    answers = fleet.answers()
+    assert all(answers.get(c) for c in ids), answers
