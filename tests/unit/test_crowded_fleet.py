@@ -223,3 +223,24 @@ def test_a_worker_killed_after_handing_calls_back_loses_none() -> None:
     assert [fleet.stored(c) for c in ids] == [0, 1, 2]
     answers = fleet.answers()
     assert all(answers.get(c) for c in ids), answers
+
+
+def test_the_keeper_is_woken_once_for_a_burst_not_once_a_call() -> None:
+    """Each call of a burst's envelope used to wake the keeper thread (a context switch a
+    call); once it ticks at its busy pace, a run starting does not wake it again."""
+    from droplet.worker.keeper import ConnectionKeeper
+
+    keeper = ConnectionKeeper(flush=lambda: None, pending=lambda: True, flush_after_s=0.05)
+    wakes = []
+    wake = keeper._wake.set
+    keeper._wake.set = lambda: (wakes.append(1), wake())[1]  # type: ignore[method-assign]
+    keeper.start()
+    try:
+        for _ in range(20):
+            with keeper.running():
+                deadline = time.monotonic() + 1.0
+                while not keeper._busy_pace and time.monotonic() < deadline:
+                    time.sleep(0.001)  # the keeper takes up its busy pace
+    finally:
+        keeper.stop()
+    assert 1 <= len(wakes) <= 3, f"{len(wakes)} wake-ups for 20 runs"
