@@ -75,6 +75,9 @@ class Settings:
     # Client behaviour.
     request_timeout_s: float = 30.0  # admin requests (register, DAG create/delete)
     result_timeout_s: float = 60.0  # default of DropletFuture.get()
+    # A DAG call's first trigger goes straight to its source's pinned worker when the client
+    # can build the schedule itself (client/dagroutes.py); off: always through a scheduler.
+    dag_direct: bool = True
 
     # Worker behaviour.
     worker_lease_ttl_s: int = 10  # a dead worker leaves the fleet after this long

@@ -40,7 +40,9 @@ def connect(
         settings = settings.with_secret_file()
     kv = open_kv(settings)
     try:
-        connect_broker = broker_factory(settings, "droplet-client", confirms=False)
+        # Confirms, so that a DAG trigger sent straight to a worker whose queue is gone comes
+        # back and goes to the schedulers instead (client/dagroutes.py).
+        connect_broker = broker_factory(settings, "droplet-client", confirms=settings.dag_direct)
         return DropletClient(settings, kv, connect_broker)
     except BaseException:
         kv.close()

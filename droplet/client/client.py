@@ -18,6 +18,7 @@ from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
 from droplet.client.checks import checked_key, checked_name, checked_prefix
 from droplet.client.dagcalls import build_dag_call, send_dag_call
+from droplet.client.dagroutes import DagRoutes
 from droplet.client.dagspecs import ContinuationStep, FunctionEntry, dag_functions, describe
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
@@ -67,6 +68,7 @@ class DropletClient:
         self.router = CallRouter(kv, self.metadata.keys, self.names, self.signer,
                                  self.pump.send, settings.max_message_bytes,
                                  self.pump.in_flight)
+        self.dag_routes = DagRoutes(self.metadata)
         self.batcher = CallBatcher(self._send_calls)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
         if self.traces.enabled:
@@ -334,10 +336,14 @@ class DropletClient:
         registered = set(self.list())
         if any(f not in registered for f in dag.functions):
             return False, pb.FUNC_NOT_FOUND
-        return self._admin_result(pb.Message(dag=dag))
+        result = self._admin_result(pb.Message(dag=dag))
+        self.dag_routes.forget(dag.name)  # the call after this one looks again
+        return result
 
     def delete_dag(self, name: str) -> tuple[bool, int | None]:
-        return self._admin_result(pb.Message(delete_dag=pb.DeleteDag(name=_name("DAG", name))))
+        result = self._admin_result(pb.Message(delete_dag=pb.DeleteDag(name=_name("DAG", name))))
+        self.dag_routes.forget(name)
+        return result
 
     def call_dag(
         self,

@@ -50,4 +50,13 @@ def send_dag_call(client: DropletClient, call: pb.DagCall) -> None:
         # Everything written before the call, this client's own writes included.
         call.snapshot_revision = client.kv.revision()
     body = envelope.encode([pb.Message(dag_call=call)], client.signer)
-    client.pump.send(client.names.calls, body, [call.call_id])
+    routed = client.dag_routes.trigger(call) if client.settings.dag_direct else None
+    if routed is None:
+        client.pump.send(client.names.calls, body, [call.call_id])
+        return
+    # Straight to the source's worker, one hop less; back to the schedulers when the
+    # worker's queue is gone (client/dagroutes.py).
+    worker, trigger = routed
+    direct = envelope.encode([pb.Message(trigger=trigger)], client.signer)
+    client.pump.send_direct(client.names.worker(worker), direct, [call.call_id],
+                            client.names.calls, body)

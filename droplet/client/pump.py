@@ -72,6 +72,8 @@ class ReplyPump:
         # Requests the broker refused (quorum queues): first id -> when; sent again later.
         self._refused_at: dict[str, float] = {}
         self._refusing_since: float | None = None  # every confirm since then was a nack
+        # Direct requests the broker returned: their fallbacks go out after the poll.
+        self._unroutable: list[tuple[str, _Request]] = []
         self._closed = threading.Event()
         with self._io:
             self._ensure()
@@ -98,6 +100,42 @@ class ReplyPump:
         except BrokerError as exc:
             # Kept in flight: the keepalive (or a waiting get) re-sends it after reconnecting.
             log.warning("request queued until the broker is back: %s", exc)
+
+    def send_direct(self, queue: str, body: bytes, ids: list[str], fallback_queue: str,
+                    fallback: bytes) -> None:
+        """Publishes `body` to `queue` (a worker's) as `mandatory`; when the broker cannot
+        route it (the queue is gone) `fallback` goes to `fallback_queue` instead. What stays
+        in flight, and is re-sent after a reconnect, is the fallback: by then the worker may
+        be gone. Needs a connection with confirms: without them nothing comes back."""
+        if self._closed.is_set():
+            raise DropletError("the client is closed")
+        request = _Request(fallback_queue, fallback, None, set(ids))
+        with self._cond:
+            self._expected.update(ids)
+            self._inflight[ids[0]] = request
+            for key in ids:
+                self._request_of[key] = ids[0]
+
+        def publish(conn: BrokerConnection) -> None:
+            def confirmed(ok: bool) -> None:
+                if not ok and self._inflight.get(ids[0]) is request and conn is self._conn:
+                    self._unroutable.append((ids[0], request))  # sent after this poll
+
+            conn.publish(queue, body, reply_to=self._reply_address, mandatory=True,
+                         on_confirm=confirmed)
+
+        try:
+            self._with_connection(publish)
+        except BrokerError as exc:
+            log.warning("request queued until the broker is back: %s", exc)
+
+    def _send_unroutable(self, conn: BrokerConnection) -> None:
+        """Sends the fallbacks of direct requests the broker returned (driving thread)."""
+        while self._unroutable:
+            first, request = self._unroutable.pop(0)
+            if self._inflight.get(first) is request:
+                log.info("a worker queue is gone: request %s goes to the schedulers", first)
+                self._publish(conn, first, request)
 
     def _publish(self, conn: BrokerConnection, first: str, request: _Request,
                  resent: bool = False) -> None:
@@ -267,6 +305,7 @@ class ReplyPump:
             conn = self._ensure()
             self._route(conn.poll(timeout_s))
             self._send_refused(conn)
+            self._send_unroutable(conn)
         except BrokerError as exc:
             log.warning("broker connection lost (%s); reconnecting", exc)
             self._drop()
@@ -340,6 +379,7 @@ class ReplyPump:
             with self._cond:
                 pending = list(self._inflight.items())
             self._refused_at.clear()  # every request in flight is sent again now
+            self._unroutable.clear()
             self._refusing_since = None
             self._conn = conn
             for first, request in pending:

@@ -48,7 +48,7 @@ from droplet.store.metadata import Metadata
 from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.tracing import Tracing
-from droplet.worker import batching, dags, handlers, tags
+from droplet.worker import batching, dags, direct, handlers, tags
 from droplet.worker.cache import ValueCache
 from droplet.worker.claims import LongCallClaims
 from droplet.worker.functions import FunctionCache
@@ -385,6 +385,9 @@ class WorkerService:
                 with self.keeper.running():
                     handlers.exec_function(message.call, state, out, maybe_done)
             elif kind == "trigger":
+                if direct.from_client(message.trigger, delivery.reply_to) and not direct.adopt(
+                        message.trigger, delivery.reply_to or "", state, out):
+                    return  # no longer pinned here: handed to the schedulers
                 with self.keeper.running():
                     dags.on_trigger(message.trigger, state, out)
             elif kind == "schedule":

@@ -1,0 +1,50 @@
+"""A DAG call's first trigger sent by a client straight to this worker (client/dagroutes.py).
+
+The client built the schedule from its view of etcd, which may be up to a second old. So the
+trigger runs here only while this worker holds the pin of its step (the pin it took, or read
+back at start under the same id); otherwise (the pin moved, the DAG was deleted or re-created)
+the call goes to the schedulers as the DagCall the client would have sent, and is scheduled
+there as if it had never come here. A client's trigger is told apart by its reply-to: a
+client publishes with its reply address, schedulers and workers publish without one. That
+address is the call's (the client cannot know the broker's name for it before publishing).
+"""
+
+from __future__ import annotations
+
+from droplet.broker_config.names import is_reply_address
+from droplet.graph import BEGIN
+from droplet.outbox import Outbox
+from droplet.proto import pb
+from droplet.worker.handlers import WorkerState
+
+
+def from_client(trigger: pb.DagTrigger, reply_to: str | None) -> bool:
+    return trigger.source == BEGIN and is_reply_address(reply_to)
+
+
+def adopt(trigger: pb.DagTrigger, reply_to: str, state: WorkerState, out: Outbox) -> bool:
+    """Takes the client's reply address into the trigger; True when the step may run here,
+    False when the call was handed to the schedulers instead."""
+    trigger.schedule.response_address = reply_to
+    trigger.call.response_address = reply_to
+    schedule = trigger.schedule
+    if state.pinned == (schedule.dag.name, trigger.target_function):
+        return True
+    out.send(state.names.calls, pb.Message(dag_call=dag_call_of(trigger)))
+    return False
+
+
+def dag_call_of(trigger: pb.DagTrigger) -> pb.DagCall:
+    """The DagCall a client's trigger stands for (client/dagroutes.py begin_trigger)."""
+    schedule = trigger.schedule
+    call = pb.DagCall(
+        name=schedule.dag.name, consistency=schedule.consistency,
+        output_key=schedule.output_key, client_id=schedule.client_id,
+        response_address=schedule.response_address, call_id=schedule.call_id,
+        direct_response=schedule.direct_response, snapshot_revision=schedule.snapshot_revision,
+        min_revision=schedule.min_revision, trace=trigger.trace,
+        trace_context=trigger.trace_context,
+    )
+    for function, args in schedule.arguments.items():
+        call.function_args[function].CopyFrom(args)
+    return call
