@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from droplet.broker.interface import Delivery
 from droplet.broker_config.names import is_reply_address
+from droplet.graph import BEGIN
 from droplet.proto import pb
 from droplet.proto.replies import response_for
 from droplet.store.commits import Commit, MultiWrites, Outcome
@@ -195,6 +196,22 @@ def callers_of(message: pb.Message, delivery: Delivery) -> list[pb.CallRef]:
     if kind == "trigger":
         trigger = message.trigger
         if trigger.HasField("schedule"):
-            return [call_ref(trigger.schedule)]
+            ref = call_ref(trigger.schedule)
+            if not ref.response_address and is_reply_address(delivery.reply_to):
+                ref.response_address = delivery.reply_to or ""  # a client's trigger
+            return [ref]
         return [trigger.call] if trigger.call.call_id else []
     return []
+
+
+def adopt_reply_address(trigger: pb.DagTrigger, reply_to: str | None) -> bool:
+    """A DAG call's first trigger that its client published straight to a worker
+    (client/dagroutes.py) carries no reply address: the broker names the client's address
+    only on delivery, as reply-to (which moves with the message when a dead worker's queue is
+    drained). Takes it in; True for such a trigger."""
+    if (trigger.source != BEGIN or not is_reply_address(reply_to)
+            or trigger.schedule.response_address):
+        return False
+    trigger.schedule.response_address = reply_to or ""
+    trigger.call.response_address = reply_to or ""
+    return True

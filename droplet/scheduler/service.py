@@ -33,7 +33,7 @@ from droplet.cycle import Cycle
 from droplet.errors import DropletError, UnauthorizedError
 from droplet.metrics import Metrics, MetricsMiddleware
 from droplet.middleware import Chain, Middleware
-from droplet.outbox import Outbox
+from droplet.outbox import Outbox, adopt_reply_address
 from droplet.proto import pb
 from droplet.scheduler import calls, dags, delays
 from droplet.scheduler.fleet import FleetView
@@ -161,6 +161,7 @@ class SchedulerService:
             self.fleet.track_revision()
             dags.call_dag(message.dag_call, reply_to, self.state, out)
         elif kind == "trigger":
+            adopt_reply_address(message.trigger, reply_to)  # a client's, from a dead worker
             dags.reroute(message.trigger, self.state, out)
         elif kind == "schedule":
             pass  # notice for a worker that is gone: its triggers are re-routed

@@ -11,24 +11,18 @@ address is the call's (the client cannot know the broker's name for it before pu
 
 from __future__ import annotations
 
-from droplet.broker_config.names import is_reply_address
-from droplet.graph import BEGIN
-from droplet.outbox import Outbox
+from droplet.outbox import Outbox, adopt_reply_address
 from droplet.proto import pb
 from droplet.worker.handlers import WorkerState
 
 
-def from_client(trigger: pb.DagTrigger, reply_to: str | None) -> bool:
-    return trigger.source == BEGIN and is_reply_address(reply_to)
-
-
-def adopt(trigger: pb.DagTrigger, reply_to: str, state: WorkerState, out: Outbox) -> bool:
-    """Takes the client's reply address into the trigger; True when the step may run here,
-    False when the call was handed to the schedulers instead."""
-    trigger.schedule.response_address = reply_to
-    trigger.call.response_address = reply_to
-    schedule = trigger.schedule
-    if state.pinned == (schedule.dag.name, trigger.target_function):
+def pinned_here(trigger: pb.DagTrigger, reply_to: str | None, state: WorkerState,
+                out: Outbox) -> bool:
+    """False when the trigger is a client's and this worker no longer holds its step's pin:
+    the call was handed to the schedulers instead. Takes a client's reply address in."""
+    if not adopt_reply_address(trigger, reply_to):
+        return True  # a scheduler's or a worker's trigger
+    if state.pinned == (trigger.schedule.dag.name, trigger.target_function):
         return True
     out.send(state.names.calls, pb.Message(dag_call=dag_call_of(trigger)))
     return False

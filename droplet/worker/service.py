@@ -385,9 +385,8 @@ class WorkerService:
                 with self.keeper.running():
                     handlers.exec_function(message.call, state, out, maybe_done)
             elif kind == "trigger":
-                if direct.from_client(message.trigger, delivery.reply_to) and not direct.adopt(
-                        message.trigger, delivery.reply_to or "", state, out):
-                    return  # no longer pinned here: handed to the schedulers
+                if not direct.pinned_here(message.trigger, delivery.reply_to, state, out):
+                    return  # a client's trigger for a pin that moved: sent to the schedulers
                 with self.keeper.running():
                     dags.on_trigger(message.trigger, state, out)
             elif kind == "schedule":

@@ -128,6 +128,27 @@ def test_a_trigger_for_a_pin_that_moved_is_handed_to_the_scheduler_by_the_worker
         client.close()
 
 
+def test_a_clients_trigger_drained_from_a_dead_workers_queue_is_still_answered() -> None:
+    """The reaper moves what a dead worker left to the scheduler queue, reply-to included:
+    the scheduler takes the client's reply address from it, as the worker would have."""
+    fleet, client, _, _ = _fleet(("w1", "w2", "w3"))
+    try:
+        future = client.call_dag("d", {"first": [7]}, direct_response=True, traced=True)
+        fleet.crash("w1")  # before it took the trigger
+        probe = fleet.broker.connect("reaper")
+        queue = fleet.names.worker("w1")
+        while (left := probe.get(queue)) is not None:
+            probe.publish(fleet.names.calls, left.body, reply_to=left.reply_to,
+                          correlation_id=left.correlation_id)
+            probe.ack(left.tag)
+        _move_pin(fleet, "w1", "w3", "first")
+        fleet.run_until_quiet()
+        assert future.get(timeout=2) == ["second", ["first", 7]]
+        assert RUNS == {"first@w3": 1, "second@w2": 1}
+    finally:
+        client.close()
+
+
 def test_a_re_pinned_dag_is_followed_by_the_client_within_a_second() -> None:
     fleet, client, published, clock = _fleet(("w1", "w2", "w3"))
     try:
