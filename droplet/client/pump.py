@@ -87,16 +87,22 @@ class ReplyPump:
              priority: int = 0) -> None:
         """Publishes a request whose replies are keyed by `ids`; they stay in flight (and are
         re-sent after a reconnect) until answered or `forget`-ed."""
+        request = self._track(_Request(queue, body, correlation_id, set(ids), priority), ids)
+        self._send_with(lambda conn: self._publish(conn, ids[0], request))
+
+    def _track(self, request: _Request, ids: list[str]) -> _Request:
         if self._closed.is_set():
             raise DropletError("the client is closed")
         with self._cond:
             self._expected.update(ids)
-            self._inflight[ids[0]] = _Request(queue, body, correlation_id, set(ids), priority)
+            self._inflight[ids[0]] = request
             for key in ids:
                 self._request_of[key] = ids[0]
-        request = self._inflight[ids[0]]
+        return request
+
+    def _send_with(self, action: Callable[[BrokerConnection], None]) -> None:
         try:
-            self._with_connection(lambda conn: self._publish(conn, ids[0], request))
+            self._with_connection(action)
         except BrokerError as exc:
             # Kept in flight: the keepalive (or a waiting get) re-sends it after reconnecting.
             log.warning("request queued until the broker is back: %s", exc)
@@ -107,14 +113,7 @@ class ReplyPump:
         route it (the queue is gone) `fallback` goes to `fallback_queue` instead. What stays
         in flight, and is re-sent after a reconnect, is the fallback: by then the worker may
         be gone. Needs a connection with confirms: without them nothing comes back."""
-        if self._closed.is_set():
-            raise DropletError("the client is closed")
-        request = _Request(fallback_queue, fallback, None, set(ids))
-        with self._cond:
-            self._expected.update(ids)
-            self._inflight[ids[0]] = request
-            for key in ids:
-                self._request_of[key] = ids[0]
+        request = self._track(_Request(fallback_queue, fallback, None, set(ids)), ids)
 
         def publish(conn: BrokerConnection) -> None:
             def confirmed(ok: bool) -> None:
@@ -124,10 +123,7 @@ class ReplyPump:
             conn.publish(queue, body, reply_to=self._reply_address, mandatory=True,
                          on_confirm=confirmed)
 
-        try:
-            self._with_connection(publish)
-        except BrokerError as exc:
-            log.warning("request queued until the broker is back: %s", exc)
+        self._send_with(publish)
 
     def _send_unroutable(self, conn: BrokerConnection) -> None:
         """Sends the fallbacks of direct requests the broker returned (driving thread)."""
