@@ -7,6 +7,8 @@ etcd3 directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from droplet.broker.interface import BrokerConnection, ConnectionFactory
 from droplet.settings import Settings
 from droplet.store.kv import KV
@@ -23,12 +25,24 @@ def broker_factory(settings: Settings, name: str, confirms: bool = True) -> Conn
     node after the last one that worked first (broker/nodes.py). Under quorum queues every
     connection uses publisher confirms, whatever `confirms` asks."""
     from droplet.broker.nodes import NodeOrder
-    from droplet.broker.rabbitmq import RabbitConnection
 
+    transport = broker_transport(settings)
     nodes = NodeOrder(settings.broker_urls)
     confirms = confirms or settings.quorum_queues
 
     def connect() -> BrokerConnection:
-        return RabbitConnection(settings, name, confirms, nodes)
+        return transport(settings, name, confirms, nodes)
 
     return connect
+
+
+def broker_transport(settings: Settings) -> Callable[..., BrokerConnection]:
+    """The one place that picks the AMQP client (settings.broker_transport): Droplet's lean
+    one (broker/amqp.py) by default, pika's (broker/rabbitmq.py) to fall back to."""
+    if settings.broker_transport == "pika":
+        from droplet.broker.rabbitmq import RabbitConnection
+
+        return RabbitConnection
+    from droplet.broker.amqp import AmqpConnection
+
+    return AmqpConnection

@@ -22,6 +22,7 @@ DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_ETCD = "127.0.0.1:2379"
 MiB = 1024 * 1024
 QUEUE_TYPES = ("classic", "quorum")
+BROKER_TRANSPORTS = ("amqp", "pika")
 
 # Fields a repr shows as *** (the broker URL's password is masked instead).
 _SECRET_FIELDS = frozenset({"signing_key", "etcd_password", "dashboard_token"})
@@ -65,6 +66,9 @@ class Settings:
 
     # Broker connections: a peer silent for two heartbeats is taken for dead.
     broker_heartbeat_s: int = 30
+    # The AMQP client: "amqp", Droplet's own lean one (broker/amqp.py), or "pika" (broker/
+    # rabbitmq.py), the general client it replaced, kept for an operator to fall back to.
+    broker_transport: str = "amqp"
     # "classic", or "quorum" for a RabbitMQ cluster: every durable queue whose messages must
     # survive the loss of a node is then a quorum queue (replicated over the cluster), and
     # every publisher uses confirms. Quorum queues (RabbitMQ < 4) have no priorities: calls
@@ -160,6 +164,9 @@ class Settings:
         if self.queue_type not in QUEUE_TYPES:
             raise ConfigurationError(
                 f"setting 'queue_type': bad value {self.queue_type!r} (classic or quorum)")
+        if self.broker_transport not in BROKER_TRANSPORTS:
+            raise ConfigurationError(f"setting 'broker_transport': bad value "
+                                     f"{self.broker_transport!r} (amqp or pika)")
         if not self.broker_urls:
             raise ConfigurationError("setting 'broker_url': no URL given")
         endpoints = tuple(self._etcd_address(spec) for spec in self.etcd_endpoints)

@@ -32,7 +32,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from droplet.broker import rabbitmq_topology as topo
 from droplet.broker.interface import ConfirmCallback, Delivery, Topology
 from droplet.broker.nodes import NodeOrder
-from droplet.broker.rabbitmq_confirms import PublisherConfirms
+from droplet.broker.rabbitmq_confirms import PikaConfirms
 from droplet.broker.rabbitmq_connect import connect_any, connection_parameters, converted
 from droplet.broker.rabbitmq_consumers import Consumers, delivery
 from droplet.broker_config.names import private_reply_queue
@@ -64,7 +64,7 @@ class RabbitConnection:
         self._consumers = Consumers()
         self._writing_later = False  # inside written_together(): queue frames, write at its end
         self._conn = connect_any(settings, name, nodes or NodeOrder(settings.broker_urls))
-        self._pending = PublisherConfirms(lambda fn: self._conn.call_later(0, fn))
+        self._pending = PikaConfirms(lambda fn: self._conn.call_later(0, fn))
         with converted("open channels"):
             self._open_channel()
             self._fast: BlockingChannel = self._conn.channel() if confirms else self._channel

@@ -9,7 +9,6 @@ retried blindly, while a node that is down is simply skipped for the next one of
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,12 +16,11 @@ import pika
 import pika.exceptions as pex
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
+from droplet.broker.connecting import connect_error, first_node
 from droplet.broker.nodes import NodeOrder
-from droplet.errors import BrokerCredentialsError, BrokerError, BrokerTlsError, ConfigurationError
+from droplet.errors import BrokerError, BrokerTlsError, ConfigurationError
 from droplet.settings import Settings
-from droplet.tls import broker_peer, client_context, explain_failure
-
-log = logging.getLogger(__name__)
+from droplet.tls import client_context
 
 
 def connection_parameters(settings: Settings, name: str, url: str | None = None
@@ -51,21 +49,11 @@ def connection_parameters(settings: Settings, name: str, url: str | None = None
 
 def _connect_error(settings: Settings, params: pika.URLParameters, exc: BaseException
                    ) -> BrokerError:
-    """The error a failed connect leaves as: a refused user or a TLS mismatch say so, with
-    the setting to change; anything else (a port that refuses, a broker down) is a plain
-    BrokerError the caller may retry."""
-    detail = f"{type(exc).__name__}: {str(exc) or repr(exc)}"
-    address = f"{params.host}:{params.port}"
-    if isinstance(exc, (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError)):
-        return BrokerCredentialsError(
-            f"RabbitMQ at {address} refused user {params.credentials.username!r} on virtual "
-            f"host {params.virtual_host!r} ({detail}): check the user, password and virtual "
-            "host in broker_url (DROPLET_BROKER_URL)")
-    explained = explain_failure(detail, broker_peer(settings, address,
-                                                    tls=params.ssl_options is not None))
-    if explained is not None:
-        return BrokerTlsError(f"{explained} [{detail}]")
-    return BrokerError(f"RabbitMQ connect failed: {detail}")
+    """The error a failed connect leaves as (broker/connecting.py words it)."""
+    refused = isinstance(exc, (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError))
+    return connect_error(settings, f"{params.host}:{params.port}", params.credentials.username,
+                         params.virtual_host, params.ssl_options is not None,
+                         f"{type(exc).__name__}: {str(exc) or repr(exc)}", refused)
 
 
 @contextmanager
@@ -80,27 +68,15 @@ def converted(action: str) -> Iterator[None]:
 
 def connect_any(settings: Settings, name: str, nodes: NodeOrder) -> pika.BlockingConnection:
     """A connection to the first node of the rotation that takes one."""
-    failures: list[BrokerError] = []
-    for index in nodes.attempt_order():
-        url = nodes.urls[index]
-        params = connection_parameters(settings, name, url)
+
+    def attempt(index: int) -> tuple[pika.BlockingConnection, str]:
+        params = connection_parameters(settings, name, nodes.urls[index])
         try:
-            conn = pika.BlockingConnection(params)
+            return pika.BlockingConnection(params), f"{params.host}:{params.port}"
         except (pex.AMQPError, OSError, AssertionError, AMQPConnectorException) as exc:
             # AMQPConnectorException: a node that takes the TCP connection and never answers
             # ends in AMQPConnectorStackTimeout, which is no AMQPError: it escaped raw, and the
             # next node was never tried.
-            failures.append(_connect_error(settings, params, exc))
-            nodes.failed(index)
-            continue
-        nodes.connected(index)
-        if len(nodes.urls) > 1:
-            log.info("%s connected to the broker at %s:%s", name, params.host, params.port)
-        return conn
-    # A refused user or a TLS mismatch says what to change; else every node's failure.
-    for failure in failures:
-        if type(failure) is not BrokerError:
-            raise failure
-    if len(failures) == 1:
-        raise failures[0]
-    raise BrokerError("no RabbitMQ node answered: " + "; ".join(str(f) for f in failures))
+            raise _connect_error(settings, params, exc) from None
+
+    return first_node(name, nodes, attempt)

@@ -13,9 +13,8 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from droplet.broker.interface import Topology
+from droplet.broker.refusals import declare_refusal
 from droplet.errors import BrokerError, QueueArgumentsError
-
-_PRECONDITION_FAILED = 406
 
 
 def declare(channel: BlockingChannel, topology: Topology) -> None:
@@ -42,15 +41,8 @@ def declare(channel: BlockingChannel, topology: Topology) -> None:
 
 
 def refusal(exc: pex.ChannelClosedByBroker) -> BrokerError | QueueArgumentsError:
-    """The error a declare closed by the broker leaves as; for a QueueArgumentsError the
-    caller reopens its channel first (a BrokerError drops the connection anyway)."""
-    if exc.reply_code != _PRECONDITION_FAILED:
-        return BrokerError(f"RabbitMQ declare failed: {exc}")
-    return QueueArgumentsError(
-        f"RabbitMQ refused a queue's arguments ({exc.reply_text}): it was declared "
-        "differently, by an older Droplet or with another max_priority or queue_type "
-        "(classic and quorum queues differ). Stop the fleet and run "
-        "`droplet migrate-queues` (messages are kept)")
+    """The error a declare closed by the broker leaves as (broker/refusals.py)."""
+    return declare_refusal(exc.reply_code, exc.reply_text)
 
 
 def queue_info(channel: BlockingChannel, queue: str) -> tuple[int, int]:
