@@ -1,8 +1,8 @@
-"""Attack on the joined writes (broker/rabbitmq.py `_write_out`): the broker goes away while
-frames are being written, one by one and inside written_together() (killed: the socket dies;
-its app stopped: it closes the connection). The publisher must get a BrokerError promptly (no
-hang, no assertion from pika's buffer bookkeeping), and a fresh connection to the restarted
-broker must work."""
+"""Attack on the joined writes (broker/amqp_wire.py `flush`, broker/rabbitmq.py `_write_out`),
+both transports: the broker goes away while frames are being written, one by one and inside
+written_together() (killed: the socket dies; its app stopped: it closes the connection). The
+publisher must get a BrokerError promptly (no hang, no assertion from pika's buffer
+bookkeeping), and a fresh connection to the restarted broker must work."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from droplet.broker.interface import QueueSpec, Topology
-from droplet.broker.rabbitmq import connect
 from droplet.errors import BrokerError
 from droplet.settings import Settings
+from tests.broker_transports import connect, transports
 from tests.private_rabbit import PrivateRabbit, needs_rabbitmq_server
 
 pytestmark = [
@@ -37,11 +37,12 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRabbit]:
 
 @pytest.mark.parametrize(("together", "kill"), [(False, True), (True, False)],
                          ids=["one-by-one-killed", "written-together-stopped"])
+@transports
 def test_publishing_when_the_broker_goes_away(rabbit: PrivateRabbit, together: bool,
-                                              kill: bool) -> None:
+                                              kill: bool, transport: str) -> None:
     settings = Settings(broker_url=rabbit.url, etcd_endpoints=("127.0.0.1:1",),
                         namespace=f"t{uuid.uuid4().hex[:8]}")
-    conn = connect(settings, "kill-writes", confirms=True)
+    conn = connect(transport, settings, "kill-writes", confirms=True)
     queue = f"kw-{uuid.uuid4().hex[:8]}"
     conn.declare(Topology(queues=[QueueSpec(queue, durable=True)]))
     away = threading.Timer(1.0, rabbit.kill if kill else lambda: rabbit.ctl("stop_app"))
@@ -66,7 +67,7 @@ def test_publishing_when_the_broker_goes_away(rabbit: PrivateRabbit, together: b
         rabbit.start()
     else:
         rabbit.ctl("start_app")
-    again = connect(settings, "kill-writes-2", confirms=True)
+    again = connect(transport, settings, "kill-writes-2", confirms=True)
     try:
         again.declare(Topology(queues=[QueueSpec(queue, durable=True)]))
         confirmed: list[bool] = []

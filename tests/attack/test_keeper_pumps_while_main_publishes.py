@@ -12,15 +12,17 @@ import uuid
 import pytest
 
 from droplet.broker.interface import Delivery, QueueSpec, Topology
-from droplet.broker.rabbitmq import connect
 from droplet.settings import Settings
 from droplet.worker.keeper import ConnectionKeeper
+from tests.broker_transports import connect, transports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 
-def test_keeper_pumps_while_the_main_thread_publishes(settings: Settings) -> None:
-    conn = connect(settings, "keeper-writes", confirms=True)
+@transports
+def test_keeper_pumps_while_the_main_thread_publishes(settings: Settings, transport: str
+                                                     ) -> None:
+    conn = connect(transport, settings, "keeper-writes", confirms=True)
     queue = f"kpw-{uuid.uuid4().hex[:8]}"
     conn.declare(Topology(queues=[QueueSpec(queue, durable=False, auto_delete=True)]))
     conn.consume(queue, prefetch=1000)

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from droplet.broker.interface import Delivery, QueueSpec, Topology
-from droplet.broker.rabbitmq import RabbitConnection, connect
 from droplet.settings import Settings
+from tests.broker_transports import connect, on_send, raw_socket, transports
 from tests.private_rabbit import PrivateRabbit, needs_rabbitmq_server
 from tests.secure_services import tls_rabbit
 from tests.tls_certs import make_certificates
@@ -42,13 +42,13 @@ def tls_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
         rabbit.stop()
 
 
-def _squeezed(conn: RabbitConnection) -> None:
+def _squeezed(conn: Any) -> None:
     """The smallest send buffer the kernel allows: most writes are partial."""
-    sock: Any = conn._conn._impl._transport._sock
+    sock: Any = raw_socket(conn)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024)
 
 
-def _drain(conn: RabbitConnection, want: int) -> list[Delivery]:
+def _drain(conn: Any, want: int) -> list[Delivery]:
     got: list[Delivery] = []
     for _ in range(600):
         got += conn.poll(0.05)
@@ -66,31 +66,30 @@ _SMALL = [10, 3000, 3, 9000, 17, 20_000, 1, 5, 100, 100, 100, 100, 100, 15_000, 
 _MIXED = [10, 40_000, 3, 300_000, 17, 70_000, 1, 2_000_000, 5] + [100] * 70 + [65_000, 9]
 
 
-def _watched(conn: RabbitConnection) -> list[str]:
+def _watched(conn: Any) -> list[str]:
     """Records each send's fate: 'sent' whole, 'part' partial, 'wait' refused for now."""
-    transport: Any = conn._conn._impl._transport
-    real = transport._sigint_safe_send
     fates: list[str] = []
 
-    def send(sock: Any, data: bytes) -> int:
+    def send(real: Any, data: Any) -> int:
         try:
-            n = int(real(sock, data))
+            n = int(real(data))
         except ssl.SSLWantWriteError:
             fates.append("wait")
             raise
         fates.append("sent" if n == len(data) else "part")
         return n
 
-    transport._sigint_safe_send = send
+    on_send(conn, send)
     return fates
 
 
+@transports
 @pytest.mark.parametrize("sizes", [_SMALL, _MIXED], ids=["joined", "mixed"])
-def test_sizes_in_one_written_together_over_tls(tls_settings: Settings, sizes: list[int]
-                                                ) -> None:
-    conn = connect(tls_settings, "tls-writes", confirms=True)
+def test_sizes_in_one_written_together_over_tls(tls_settings: Settings, sizes: list[int],
+                                                transport: str) -> None:
+    conn = connect(transport, tls_settings, "tls-writes", confirms=True)
     try:
-        assert conn._conn._impl._transport.__class__.__name__ == "_AsyncSSLTransport"
+        assert isinstance(raw_socket(conn), ssl.SSLSocket)
         queue = f"tlsw-{uuid.uuid4().hex[:8]}"
         conn.declare(Topology(queues=[QueueSpec(queue, durable=True)]))
         conn.consume(queue, prefetch=500)
@@ -127,8 +126,10 @@ def test_sizes_in_one_written_together_over_tls(tls_settings: Settings, sizes: l
         conn.close()
 
 
-def test_one_by_one_publishes_of_mixed_sizes_over_tls(tls_settings: Settings) -> None:
-    conn = connect(tls_settings, "tls-writes-1", confirms=True)
+@transports
+def test_one_by_one_publishes_of_mixed_sizes_over_tls(tls_settings: Settings, transport: str
+                                                      ) -> None:
+    conn = connect(transport, tls_settings, "tls-writes-1", confirms=True)
     try:
         queue = f"tlsw-{uuid.uuid4().hex[:8]}"
         conn.declare(Topology(queues=[QueueSpec(queue, durable=True)]))

@@ -1,5 +1,5 @@
 """What the transport writes to the broker's socket: one send per batch of frames, not one per
-frame (broker/rabbitmq.py `_write_out`)."""
+frame (broker/amqp_wire.py `flush`, broker/rabbitmq.py `_write_out`), for both transports."""
 
 from __future__ import annotations
 
@@ -10,27 +10,26 @@ from typing import Any
 import pytest
 
 from droplet.broker.interface import QueueSpec, Topology
-from droplet.broker.rabbitmq import RabbitConnection, connect
 from droplet.settings import Settings
+from tests.broker_transports import TRANSPORTS, connect, on_send
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def counted(settings: Settings) -> Iterator[tuple[RabbitConnection, list[bytes], str]]:
+@pytest.fixture(params=TRANSPORTS)
+def counted(settings: Settings, request: pytest.FixtureRequest
+            ) -> Iterator[tuple[Any, list[bytes], str]]:
     """A connection (without confirms, as a client's) whose socket sends are recorded."""
-    conn = connect(settings, "writes-test", confirms=False)
+    conn = connect(request.param, settings, "writes-test", confirms=False)
     queue = f"writes-{uuid.uuid4().hex[:8]}"
     conn.declare(Topology(queues=[QueueSpec(queue, durable=False, auto_delete=True)]))
-    transport: Any = conn._conn._impl._transport
     sent: list[bytes] = []
-    real_send = transport._sigint_safe_send
 
-    def send(sock: Any, data: bytes) -> int:
+    def send(real: Any, data: Any) -> int:
         sent.append(bytes(data))
-        return int(real_send(sock, data))
+        return int(real(data))
 
-    transport._sigint_safe_send = send
+    on_send(conn, send)
     try:
         yield conn, sent, queue
     finally:
@@ -39,7 +38,7 @@ def counted(settings: Settings) -> Iterator[tuple[RabbitConnection, list[bytes],
 
 
 def test_a_publish_is_one_send_of_its_three_frames(
-        counted: tuple[RabbitConnection, list[bytes], str]) -> None:
+        counted: tuple[Any, list[bytes], str]) -> None:
     conn, sent, queue = counted
     conn.publish(queue, b"x" * 300, persistent=False)
     assert len(sent) == 1, f"{len(sent)} sends for one publish"
@@ -47,7 +46,7 @@ def test_a_publish_is_one_send_of_its_three_frames(
 
 
 def test_an_answer_and_the_ack_of_its_delivery_go_out_in_one_send(
-        counted: tuple[RabbitConnection, list[bytes], str]) -> None:
+        counted: tuple[Any, list[bytes], str]) -> None:
     conn, sent, queue = counted
     conn.consume(queue, prefetch=1)
     conn.publish(queue, b"request", persistent=False)
@@ -71,7 +70,7 @@ def test_an_answer_and_the_ack_of_its_delivery_go_out_in_one_send(
 
 
 def test_a_large_message_goes_frame_by_frame_and_arrives_whole(
-        counted: tuple[RabbitConnection, list[bytes], str]) -> None:
+        counted: tuple[Any, list[bytes], str]) -> None:
     conn, sent, queue = counted
     conn.consume(queue, prefetch=1)
     body = bytes(range(256)) * 8192  # 2 MiB: many frames, not joined into one buffer
