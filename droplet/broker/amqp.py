@@ -78,8 +78,13 @@ class AmqpConnection(AmqpReader):
             self._open_main()
             self._fast = self._new_channel(False) if confirms else self._main
         except _FAILURES as exc:
-            wire.close()
-            raise broker_error("open channels", exc) from None
+            raise self._failed("open channels", exc) from None
+
+    def _failed(self, action: str, exc: BaseException) -> BrokerError:
+        """A failure of the connection: it is closed (is_open turns False, as pika's) and
+        leaves as a BrokerError naming the action."""
+        self._wire.close()
+        return broker_error(action, exc)
 
     def _new_channel(self, confirm: bool) -> int:
         self._last_channel += 1
@@ -104,7 +109,7 @@ class AmqpConnection(AmqpReader):
         try:
             self._open_main()
         except _FAILURES as exc:
-            raise broker_error("reopen channel", exc) from None
+            raise self._failed("reopen channel", exc) from None
 
     @property
     def is_open(self) -> bool:
@@ -133,7 +138,7 @@ class AmqpConnection(AmqpReader):
             self._reopen_main()
             raise error from None
         except _FAILURES as exc:
-            raise broker_error("declare", exc) from None
+            raise self._failed("declare", exc) from None
 
     def publish(
         self,
@@ -197,7 +202,7 @@ class AmqpConnection(AmqpReader):
             if not self._writing_later:
                 wire.flush()
         except _FAILURES as exc:
-            raise broker_error(f"publish to {queue}", exc) from None
+            raise self._failed(f"publish to {queue}", exc) from None
         if on_confirm is not None and not confirmed:
             self._confirm_now(on_confirm)
 
@@ -212,7 +217,7 @@ class AmqpConnection(AmqpReader):
             self._rpc(self._main, f.QOS, struct.pack(">IHB", 0, prefetch, 0), f.QOS_OK)
             tag = self._consume(queue, exclusive=exclusive, no_ack=False)
         except _FAILURES as exc:
-            raise broker_error(f"consume {queue}", exc) from None
+            raise self._failed(f"consume {queue}", exc) from None
         self._by_queue[queue] = (tag, prefetch, exclusive)
 
     def _consume(self, queue: str, exclusive: bool, no_ack: bool) -> str:
@@ -236,7 +241,7 @@ class AmqpConnection(AmqpReader):
         try:
             self._rpc(self._main, f.CANCEL, f.shortstr(held[0]) + b"\0", f.CANCEL_OK)
         except _FAILURES as exc:
-            raise broker_error(f"pause {queue}", exc) from None
+            raise self._failed(f"pause {queue}", exc) from None
         self._consumers.pop(held[0], None)
 
     def resume(self, queue: str) -> None:
@@ -259,7 +264,7 @@ class AmqpConnection(AmqpReader):
                     False, False, True, True) + f.encode_table({}), f.QUEUE_DECLARE_OK)
             self._consume(address, exclusive=False, no_ack=True)
         except _FAILURES as exc:
-            raise broker_error("consume replies", exc) from None
+            raise self._failed("consume replies", exc) from None
         return address
 
     def poll(self, timeout_s: float) -> list[Delivery]:
@@ -272,7 +277,7 @@ class AmqpConnection(AmqpReader):
             self._service()
             self._run_callbacks()
         except _FAILURES as exc:
-            raise broker_error("poll", exc) from None
+            raise self._failed("poll", exc) from None
         if self._cancelled:
             raise BrokerError(f"the broker cancelled consuming {self._cancelled}")
         if self._dead:
@@ -299,7 +304,7 @@ class AmqpConnection(AmqpReader):
             self._service()
             self._run_callbacks()
         except _FAILURES as exc:
-            raise broker_error("pump", exc) from None
+            raise self._failed("pump", exc) from None
 
     def ack(self, tag: int, multiple: bool = False) -> None:
         wire = self._wire
@@ -308,7 +313,7 @@ class AmqpConnection(AmqpReader):
             try:
                 wire.flush()
             except _FAILURES as exc:
-                raise broker_error("ack", exc) from None
+                raise self._failed("ack", exc) from None
 
     @contextmanager
     def written_together(self) -> Iterator[None]:
@@ -325,13 +330,13 @@ class AmqpConnection(AmqpReader):
             try:
                 self._wire.flush()
             except _FAILURES as exc:
-                raise broker_error("write", exc) from None
+                raise self._failed("write", exc) from None
 
     def reject(self, tag: int, requeue: bool) -> None:
         try:
             self._wire.send(f.method_frame(self._main, f.REJECT, _TAG_BIT(tag, requeue)))
         except _FAILURES as exc:
-            raise broker_error("reject", exc) from None
+            raise self._failed("reject", exc) from None
 
     def get(self, queue: str) -> Delivery | None:
         """Takes one message without a consumer (manual ack), or None when empty."""
@@ -344,7 +349,7 @@ class AmqpConnection(AmqpReader):
             while self._got is None:
                 self._wait_step(1.0)
         except _FAILURES as exc:
-            raise broker_error(f"get from {queue}", exc) from None
+            raise self._failed(f"get from {queue}", exc) from None
         got, self._got = self._got, None
         got.queue = queue
         return got
@@ -364,7 +369,7 @@ class AmqpConnection(AmqpReader):
             self._reopen_main()
             return None
         except _FAILURES as exc:
-            raise broker_error("queue depth", exc) from None
+            raise self._failed("queue depth", exc) from None
         offset = 1 + args[0]
         ready, consumers = struct.unpack_from(">II", args, offset)
         return int(ready), int(consumers)
@@ -374,7 +379,7 @@ class AmqpConnection(AmqpReader):
             self._rpc(self._main, f.QUEUE_DELETE, b"\0\0" + f.shortstr(queue) + b"\0",
                       f.QUEUE_DELETE_OK)
         except _FAILURES as exc:
-            raise broker_error(f"delete {queue}", exc) from None
+            raise self._failed(f"delete {queue}", exc) from None
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         if self._wire.closed:

@@ -60,6 +60,7 @@ class Wire:
         self.wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.closed = False
+        self._tls = isinstance(sock, ssl.SSLSocket)
         sock.setblocking(False)
 
     # -- writing -------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class Wire:
         if not data:
             raise WireError("connection lost: the broker closed the socket (EOF)")
         self.rbuf += data
-        while len(data) == _RECV or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        while len(data) == _RECV or (self._tls and sock.pending()):  # type: ignore[attr-defined]
             try:
                 data = sock.recv(_RECV)
             except _WOULD_BLOCK:
@@ -147,7 +148,7 @@ class Wire:
 
     def wait(self, timeout_s: float) -> None:
         """Waits up to timeout_s for bytes from the broker or a wake-up, reading them."""
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+        if self._tls and self.sock.pending():  # type: ignore[attr-defined]
             self.read()
             return
         writing = [self.sock] if self._current is not None or self.out else []
@@ -166,6 +167,8 @@ class Wire:
             self._wake_w.send(b"x")
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         for sock in (self.sock, self.wake_r, self._wake_w):
             with contextlib.suppress(OSError):
