@@ -103,3 +103,17 @@ def test_confirms_with_multiple_are_recorded_not_run_while_parsing() -> None:
     assert seen == [] and scheduled, "callbacks wait for the next poll"
     scheduled[-1]()
     assert seen == [(1, True), (2, True), (3, False)]
+
+
+def test_the_transport_setting_picks_the_client() -> None:
+    from droplet.broker.amqp import AmqpConnection
+    from droplet.broker.rabbitmq import RabbitConnection
+    from droplet.errors import ConfigurationError
+    from droplet.runtime import broker_transport
+    from droplet.settings import Settings
+
+    assert broker_transport(Settings()) is AmqpConnection, "the lean client by default"
+    fallback = Settings.from_env({"DROPLET_BROKER_TRANSPORT": "pika"})
+    assert broker_transport(fallback) is RabbitConnection
+    with pytest.raises(ConfigurationError, match="broker_transport"):
+        Settings(broker_transport="kombu")
