@@ -1,0 +1,129 @@
+"""What the services rely on from a broker connection, checked against RabbitMQ for both
+transports (broker/amqp.py, the default, and broker/rabbitmq.py): a refused declare and a
+missing queue's queue_info leave the connection usable, get, pause without a redelivered
+message, a consumer the broker cancels fails the next poll, an unroutable mandatory publish
+is confirmed False, headers and properties arrive as sent, and call_soon_threadsafe wakes a
+blocked poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from droplet.broker.interface import Delivery, QueueSpec, Topology
+from droplet.errors import BrokerError, QueueArgumentsError
+from droplet.settings import Settings
+from tests.broker_transports import connect, transports
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+
+def _drain(conn: Any, want: int, rounds: int = 100) -> list[Delivery]:
+    got: list[Delivery] = []
+    for _ in range(rounds):
+        got += conn.poll(0.05)
+        if len(got) >= want:
+            break
+    return got
+
+
+@transports
+def test_refusals_leave_the_connection_usable(settings: Settings, transport: str) -> None:
+    conn = connect(transport, settings, "transports-refusals")
+    queue = f"tr-{uuid.uuid4().hex[:8]}"
+    try:
+        conn.declare(Topology(queues=[QueueSpec(queue, arguments={"x-max-priority": 9})]))
+        with pytest.raises(QueueArgumentsError, match="migrate-queues"):
+            conn.declare(Topology(queues=[QueueSpec(queue, arguments={"x-max-priority": 3})]))
+        assert conn.is_open
+        assert conn.queue_info(f"missing-{queue}") is None
+        assert conn.is_open
+        assert conn.queue_info(queue) == (0, 0)
+        assert conn.get(queue) is None
+        confirmed: list[bool] = []
+        conn.publish(queue, b"one", headers={"n": 1, "t": {"a": [1, "x"]}}, priority=4,
+                     reply_to="r", correlation_id="c", on_confirm=confirmed.append)
+        conn.publish(f"missing-{queue}", b"lost", mandatory=True, on_confirm=confirmed.append)
+        for _ in range(100):
+            conn.poll(0.02)
+            if len(confirmed) == 2:
+                break
+        assert sorted(confirmed) == [False, True], "the unroutable one is confirmed False"
+        got = conn.get(queue)
+        assert got is not None and got.body == b"one" and got.queue == queue
+        assert (got.headers, got.priority, got.reply_to, got.correlation_id) == (
+            {"n": 1, "t": {"a": [1, "x"]}}, 4, "r", "c")
+        conn.ack(got.tag)
+        conn.delete_queue(queue)
+    finally:
+        conn.close()
+
+
+@transports
+def test_pause_keeps_every_delivery_unredelivered(settings: Settings, transport: str) -> None:
+    conn = connect(transport, settings, "transports-pause")
+    queue = f"tp-{uuid.uuid4().hex[:8]}"
+    try:
+        conn.declare(Topology(queues=[QueueSpec(queue, durable=False)]))
+        conn.consume(queue, prefetch=50)
+        for i in range(200):
+            conn.publish(queue, str(i).encode(), persistent=False)
+        got = conn.poll(0.05)
+        conn.pause(queue)
+        assert not conn.consuming(queue)
+        got += conn.poll(0)
+        time.sleep(0.2)
+        got += conn.poll(0.1)
+        assert not any(d.redelivered for d in got)
+        for d in got:
+            conn.ack(d.tag)
+        conn.resume(queue)
+        for _ in range(200):
+            more = conn.poll(0.05)
+            for d in more:
+                conn.ack(d.tag)
+            got += more
+            if len(got) >= 200:
+                break
+        assert sorted(int(d.body) for d in got) == list(range(200))
+        assert not any(d.redelivered for d in got)
+        conn.delete_queue(queue)
+    finally:
+        conn.close()
+
+
+@transports
+def test_a_consumer_the_broker_cancels_fails_the_next_poll(settings: Settings, transport: str
+                                                           ) -> None:
+    conn = connect(transport, settings, "transports-cancel")
+    other = connect(transport, settings, "transports-cancel-2")
+    queue = f"tc-{uuid.uuid4().hex[:8]}"
+    try:
+        conn.declare(Topology(queues=[QueueSpec(queue, durable=False)]))
+        conn.consume(queue, prefetch=5)
+        other.delete_queue(queue)
+        with pytest.raises(BrokerError, match="cancelled"):
+            for _ in range(100):
+                conn.poll(0.05)
+    finally:
+        other.close()
+        conn.close()
+
+
+@transports
+def test_call_soon_threadsafe_wakes_a_blocked_poll(settings: Settings, transport: str) -> None:
+    conn = connect(transport, settings, "transports-wake")
+    ran: list[float] = []
+    try:
+        started = time.monotonic()
+        threading.Timer(0.2, lambda: conn.call_soon_threadsafe(
+            lambda: ran.append(time.monotonic() - started))).start()
+        conn.poll(5.0)
+        assert ran and ran[0] < 2.0
+        assert time.monotonic() - started < 2.0, "the poll returned once the callback ran"
+    finally:
+        conn.close()
