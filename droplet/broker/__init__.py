@@ -1,4 +1,5 @@
-"""Broker connections: the interface, RabbitMQ (rabbitmq.py) and an in-memory stub (stub.py)."""
+"""Broker connections: the interface, RabbitMQ (amqp.py, or pika's rabbitmq.py) and an in-memory
+stub (stub.py)."""
 
 from droplet.broker.interface import (
     BrokerConnection,

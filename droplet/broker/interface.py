@@ -1,8 +1,9 @@
 """The broker as Droplet's services see it: a connection that publishes, consumes and acks.
 
-`RabbitConnection` (broker/rabbitmq*.py, the only modules importing pika) and `StubConnection`
-(broker/stub.py, in memory) implement `BrokerConnection`. A connection is used by one thread;
-other threads hand it work through `call_soon_threadsafe`.
+`AmqpConnection` (broker/amqp*.py, Droplet's own AMQP client, the default), `RabbitConnection`
+(broker/rabbitmq*.py, the only modules importing pika, settings.broker_transport = "pika") and
+`StubConnection` (broker/stub.py, in memory) implement `BrokerConnection`. A connection is used
+by one thread; other threads hand it work through `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
