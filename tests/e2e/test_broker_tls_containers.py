@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from droplet.broker.rabbitmq import connect
+from droplet.broker.amqp import connect
 from droplet.cli.etcd_local import etcd_answers
 from droplet.errors import BrokerError, BrokerTlsError
 from droplet.settings import Settings
