@@ -27,15 +27,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from droplet.broker import amqp_frames as f
-from droplet.broker.amqp_reader import AmqpReader, ChannelClosed
-from droplet.broker.amqp_wire import Wire, WireError, broker_error, open_wire
+from droplet.broker.amqp_topology import FAILURES as _FAILURES
+from droplet.broker.amqp_topology import AmqpTopology
+from droplet.broker.amqp_wire import Wire, open_wire
 from droplet.broker.confirms import PublisherConfirms
 from droplet.broker.connecting import endpoint, first_node
-from droplet.broker.interface import ConfirmCallback, Delivery, Topology
+from droplet.broker.interface import ConfirmCallback, Delivery
 from droplet.broker.nodes import NodeOrder
-from droplet.broker.refusals import declare_refusal
 from droplet.broker_config.names import private_reply_queue
-from droplet.errors import BrokerError, QueueArgumentsError
+from droplet.errors import BrokerError
 from droplet.settings import Settings
 
 __all__ = ["DIRECT_REPLY_TO", "AmqpConnection", "connect"]
@@ -43,14 +43,13 @@ __all__ = ["DIRECT_REPLY_TO", "AmqpConnection", "connect"]
 log = logging.getLogger(__name__)
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-_FAILURES = (OSError, WireError, f.ProtocolError, struct.error, KeyError, IndexError)
 _CONTENT_HEAD = struct.Struct(">BHIHHQH").pack  # frame head, class, weight, size, flags
 _BODY_HEAD = struct.Struct(">BHI").pack
 _TAG_BIT = struct.Struct(">QB").pack
 _SHORT = struct.Struct(">B").pack
 
 
-class AmqpConnection(AmqpReader):
+class AmqpConnection(AmqpTopology):
     """`confirms=False` suits a client, which re-sends whatever is unanswered after a
     reconnect anyway: it saves the broker and itself a frame per message."""
 
@@ -80,12 +79,6 @@ class AmqpConnection(AmqpReader):
         except _FAILURES as exc:
             raise self._failed("open channels", exc) from None
 
-    def _failed(self, action: str, exc: BaseException) -> BrokerError:
-        """A failure of the connection: it is closed (is_open turns False, as pika's) and
-        leaves as a BrokerError naming the action."""
-        self._wire.close()
-        return broker_error(action, exc)
-
     def _new_channel(self, confirm: bool) -> int:
         self._last_channel += 1
         self._open_channel(self._last_channel, confirm)
@@ -105,40 +98,10 @@ class AmqpConnection(AmqpReader):
             self._fast = self._main
         self._dead.pop(old, None)  # replaced: what closed it is answered
 
-    def _reopen_main(self) -> None:
-        try:
-            self._open_main()
-        except _FAILURES as exc:
-            raise self._failed("reopen channel", exc) from None
-
     @property
     def is_open(self) -> bool:
         return not self._wire.closed and self._main not in self._dead and (
             self._fast not in self._dead)
-
-    def declare(self, topology: Topology) -> None:
-        ch = self._main
-        try:
-            for ex in topology.exchanges:
-                self._rpc(ch, f.EXCHANGE_DECLARE, b"\0\0" + f.shortstr(ex.name) + f.shortstr(
-                    ex.kind) + f.bits(False, ex.durable) + f.encode_table({}),
-                    f.EXCHANGE_DECLARE_OK)
-            for q in topology.queues:
-                self._rpc(ch, f.QUEUE_DECLARE, b"\0\0" + f.shortstr(q.name) + f.bits(
-                    False, q.durable, q.exclusive, q.auto_delete) + f.encode_table(
-                    q.arguments), f.QUEUE_DECLARE_OK)
-            for b in topology.bindings:
-                self._rpc(ch, f.QUEUE_BIND, b"\0\0" + f.shortstr(b.queue) + f.shortstr(
-                    b.exchange) + f.shortstr(b.routing_key) + b"\0" + f.encode_table({}),
-                    f.QUEUE_BIND_OK)
-        except ChannelClosed as exc:
-            error = declare_refusal(exc.code, exc.text)
-            if not isinstance(error, QueueArgumentsError):
-                raise error from None
-            self._reopen_main()
-            raise error from None
-        except _FAILURES as exc:
-            raise self._failed("declare", exc) from None
 
     def publish(
         self,
@@ -353,33 +316,6 @@ class AmqpConnection(AmqpReader):
         got, self._got = self._got, None
         got.queue = queue
         return got
-
-    def queue_depth(self, queue: str) -> int | None:
-        info = self.queue_info(queue)
-        return None if info is None else info[0]
-
-    def queue_info(self, queue: str) -> tuple[int, int] | None:
-        """(messages ready, consumers), None for a missing queue. A missing queue closes the
-        channel and a fresh one is opened, which drops this connection's consumers: use it on
-        connections that only inspect."""
-        try:
-            _, args = self._rpc(self._main, f.QUEUE_DECLARE, b"\0\0" + f.shortstr(queue)
-                                + f.bits(True) + f.encode_table({}), f.QUEUE_DECLARE_OK)
-        except ChannelClosed:
-            self._reopen_main()
-            return None
-        except _FAILURES as exc:
-            raise self._failed("queue depth", exc) from None
-        offset = 1 + args[0]
-        ready, consumers = struct.unpack_from(">II", args, offset)
-        return int(ready), int(consumers)
-
-    def delete_queue(self, queue: str) -> None:
-        try:
-            self._rpc(self._main, f.QUEUE_DELETE, b"\0\0" + f.shortstr(queue) + b"\0",
-                      f.QUEUE_DELETE_OK)
-        except _FAILURES as exc:
-            raise self._failed(f"delete {queue}", exc) from None
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         if self._wire.closed:

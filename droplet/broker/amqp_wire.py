@@ -108,8 +108,12 @@ class Wire:
                 return
             if readable:
                 self.read()  # keeps the heartbeat clock and what arrives (TLS may need it)
-            if time.monotonic() - started > STALLED_WRITE_S:
+            now = time.monotonic()
+            if now - started > STALLED_WRITE_S:
                 raise WireError(f"the broker took no data for {STALLED_WRITE_S:.0f}s")
+            if self.heartbeat and now - self.last_read > 2 * self.heartbeat:
+                raise WireError(f"no data from the broker for {2 * self.heartbeat}s while "
+                                "writing (missed heartbeats)")
 
     def tick(self) -> None:
         """Heartbeats: one sent after heartbeat/2 without writing; a broker silent for two
