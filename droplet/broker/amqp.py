@@ -88,7 +88,10 @@ class AmqpConnection(AmqpTopology):
         """The channel of consumers, acks, declares and (with confirms) durable publishes; a
         fresh one after the broker closed it (the fast one too when it is the same)."""
         old = getattr(self, "_main", 0)
-        self._main = self._new_channel(self._confirms)
+        if old in self._dead:  # closed by the broker and answered: its number is free again
+            self._open_channel(old, self._confirms)  # (new numbers would run out: 2047)
+        else:
+            self._main = self._new_channel(self._confirms)
         self._confirm_channel = self._main
         if self._pending is not None:
             self._pending.restart()
@@ -129,6 +132,8 @@ class AmqpConnection(AmqpTopology):
             raise BrokerError(f"RabbitMQ publish to {queue} failed: {self._dead[ch]}")
         prefix = self._prefixes.get((ch, queue, mandatory))
         if prefix is None:
+            if len(self._prefixes) > 4096:  # reply addresses of clients long gone
+                self._prefixes.clear()
             prefix = self._prefixes[(ch, queue, mandatory)] = f.publish_prefix(ch, queue,
                                                                                 mandatory)
         # Properties in flag order: headers, delivery mode, priority, correlation id,

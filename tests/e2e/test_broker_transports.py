@@ -127,3 +127,26 @@ def test_call_soon_threadsafe_wakes_a_blocked_poll(settings: Settings, transport
         assert time.monotonic() - started < 2.0, "the poll returned once the callback ran"
     finally:
         conn.close()
+
+
+@transports
+def test_more_missing_queues_than_channel_numbers(settings: Settings, transport: str) -> None:
+    """Each missing queue's queue_info closes the channel; a dashboard asks for missing queues
+    all day, past RabbitMQ's 2047 channels per connection: the numbers must be reused."""
+    conn = connect(transport, settings, "transports-channels")
+    try:
+        for _ in range(2100):
+            assert conn.queue_info(f"missing-{uuid.uuid4().hex}") is None
+        assert conn.is_open
+        confirmed: list[bool] = []
+        queue = f"tn-{uuid.uuid4().hex[:8]}"
+        conn.declare(Topology(queues=[QueueSpec(queue)]))
+        conn.publish(queue, b"x", on_confirm=confirmed.append)
+        for _ in range(100):
+            conn.poll(0.02)
+            if confirmed:
+                break
+        assert confirmed == [True]
+        conn.delete_queue(queue)
+    finally:
+        conn.close()
