@@ -160,11 +160,11 @@ class AmqpConnection(AmqpTopology):
         wire = self._wire
         size = len(body)
         try:
-            if size <= wire.frame_max - 8:
+            if 0 < size <= wire.frame_max - 8:
                 wire.out.append(b"".join((
                     prefix, _CONTENT_HEAD(2, ch, 14 + len(props), 60, 0, size, flags), props,
                     b"\xce", _BODY_HEAD(3, ch, size), body, b"\xce")))
-            else:
+            else:  # empty (no body frame at all) or over frame_max (several)
                 wire.out.append(prefix)
                 wire.out.extend(f.content_frames(ch, props, flags, body, wire.frame_max))
             if not self._writing_later:

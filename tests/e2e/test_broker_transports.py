@@ -48,6 +48,7 @@ def test_refusals_leave_the_connection_usable(settings: Settings, transport: str
         conn.publish(queue, b"one", headers={"n": 1, "t": {"a": [1, "x"]}}, priority=4,
                      reply_to="r", correlation_id="c", on_confirm=confirmed.append)
         conn.publish(f"missing-{queue}", b"lost", mandatory=True, on_confirm=confirmed.append)
+        conn.publish(queue, b"", persistent=False)  # an empty body: a header frame only
         for _ in range(100):
             conn.poll(0.02)
             if len(confirmed) == 2:
@@ -58,6 +59,10 @@ def test_refusals_leave_the_connection_usable(settings: Settings, transport: str
         assert (got.headers, got.priority, got.reply_to, got.correlation_id) == (
             {"n": 1, "t": {"a": [1, "x"]}}, 4, "r", "c")
         conn.ack(got.tag)
+        empty = conn.get(queue)
+        assert empty is not None and empty.body == b""
+        conn.ack(empty.tag)
+        assert conn.is_open
         conn.delete_queue(queue)
     finally:
         conn.close()
