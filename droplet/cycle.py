@@ -258,9 +258,11 @@ class Cycle:
             results = self.committer.apply_all([item.commit for item in out.durable])
             for item, done in zip(out.durable, results, strict=True):
                 sending += self._settle(item, done, replies)
-        self.publish(sending, gate)
-        self.publish([Outgoing(r.address, pb.Message(response=r.response), False,
-                               r.correlation_id) for r in replies], gate)
+        if sending:
+            self.publish(sending, gate)
+        if replies:
+            self.publish([Outgoing(r.address, pb.Message(response=r.response), False,
+                                   r.correlation_id) for r in replies], gate)
 
     def _settle(self, item: Durable, done: Committed, replies: list[Reply]) -> list[Outgoing]:
         """What a durable item's commit leads to: its answer, and what it sends."""

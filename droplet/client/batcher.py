@@ -31,7 +31,8 @@ class CallBatcher:
         self._linger_s = linger_s
         self._max_batch = max_batch
         self._burst_gap_s = burst_gap_s
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # taken bare unless waiting or waking (cheaper)
+        self._cond = threading.Condition(self._lock)
         self._pending: list[pb.FunctionCall] = []
         self._last_add = 0.0
         self._closed = False
@@ -41,7 +42,7 @@ class CallBatcher:
 
     def add(self, call: pb.FunctionCall) -> None:
         now = time.monotonic()
-        with self._cond:
+        with self._lock:
             alone = not self._pending and now - self._last_add > self._burst_gap_s
             self._last_add = now
             if not alone:
@@ -55,20 +56,20 @@ class CallBatcher:
             self.flush()
 
     def flush(self) -> None:
-        with self._cond:
+        with self._lock:
             batch, self._pending = self._pending, []
         if batch:
             self._send(batch)
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify()
         self.flush()
 
     def _linger(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 if self._closed:

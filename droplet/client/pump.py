@@ -55,7 +55,10 @@ class ReplyPump:
         self._names = names
         self._signer = signer
         self._io = threading.RLock()
-        self._cond = threading.Condition()
+        # Taken as the bare lock where nobody waits or is woken (a Condition's own
+        # __enter__/__exit__ are two Python calls each, several times a call).
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._conn: BrokerConnection | None = None
         self._reply_address = ""
         self._responses: dict[str, pb.GenericResponse] = {}
@@ -93,7 +96,7 @@ class ReplyPump:
     def _track(self, request: _Request, ids: list[str]) -> _Request:
         if self._closed.is_set():
             raise DropletError("the client is closed")
-        with self._cond:
+        with self._lock:
             self._expected.update(ids)
             self._inflight[ids[0]] = request
             for key in ids:
@@ -215,7 +218,7 @@ class ReplyPump:
         """The reply for key, or None when none arrived within timeout_s."""
         deadline = time.monotonic() + timeout_s
         while True:
-            with self._cond:
+            with self._lock:
                 if key in self._responses:
                     self._expected.discard(key)
                     return self._responses.pop(key)
@@ -226,7 +229,7 @@ class ReplyPump:
 
     def answer(self, key: str, response: pb.GenericResponse) -> None:
         """Settles a request this client answers itself (it was never sent)."""
-        with self._cond:
+        with self._lock:
             self._expected.add(key)
             self._responses[key] = response
             self._hand_over(key)
@@ -235,7 +238,7 @@ class ReplyPump:
     def listen(self, key: str, callback: Callable[[pb.GenericResponse], None]) -> None:
         """Hands key's reply to callback (on whichever thread routes it; keep it quick)
         instead of keeping it for wait(); a reply that came already is handed over now."""
-        with self._cond:
+        with self._lock:
             self._expected.add(key)
             self._listeners[key] = callback
             self._hand_over(key)
@@ -257,10 +260,10 @@ class ReplyPump:
                 self._drive(timeout_s)
             finally:
                 self._io.release()
-            with self._cond:
+            with self._lock:
                 self._cond.notify_all()
         else:
-            with self._cond:
+            with self._lock:
                 if key is None or key not in self._responses:
                     self._cond.wait(min(timeout_s, _DRIVE_SLICE_S))
 
@@ -274,12 +277,12 @@ class ReplyPump:
     def release(self, key: str) -> None:
         """Nobody will wait for this key's reply, but its request stays in flight (and is
         re-sent after a reconnect) until the reply comes."""
-        with self._cond:
+        with self._lock:
             self._expected.discard(key)
             self._responses.pop(key, None)
 
     def forget(self, key: str) -> None:
-        with self._cond:
+        with self._lock:
             self._listeners.pop(key, None)
             self._expected.discard(key)
             self._responses.pop(key, None)
@@ -311,7 +314,7 @@ class ReplyPump:
         if not deliveries:
             return
         arrived: list[tuple[str, pb.GenericResponse]] = []
-        with self._cond:
+        with self._lock:
             for delivery in deliveries:
                 try:
                     messages = envelope.decode(delivery.body, self._signer)
@@ -372,7 +375,7 @@ class ReplyPump:
         try:
             conn.declare(shared_topology(self._names))
             self._reply_address = conn.consume_replies()
-            with self._cond:
+            with self._lock:
                 pending = list(self._inflight.items())
             self._refused_at.clear()  # every request in flight is sent again now
             self._unroutable.clear()

@@ -22,6 +22,8 @@ from droplet.proto import pb
 
 def checked_needs(needs: Mapping[str, float] | None) -> dict[str, float]:
     """A call's or function's resource needs, checked (names, numbers >= 0)."""
+    if needs is None:
+        return {}  # most calls: nothing to check
     return {k: v for k, v in resources.checked(needs).items() if v > 0}
 
 

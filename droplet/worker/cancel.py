@@ -28,8 +28,6 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 
 from droplet.proto import pb
@@ -65,6 +63,7 @@ class Cancellations:
         self._interrupting: str | None = None
         self.cancelled_at: float | None = None  # monotonic time the running call's cancel came
         self._installed = False
+        self._entering: tuple[str, str] = ("", "")  # interruptible()'s, for __enter__
 
     def start(self, kv: KV, prefix: str) -> Cancellations:
         """Mirrors the cancel records; installs the interrupt handler when on the main
@@ -90,24 +89,33 @@ class Cancellations:
         adds hard_kill_grace_s), None when no running call is cancelled."""
         return self.cancelled_at
 
-    @contextmanager
-    def interruptible(self, call_id: str, also: str = "") -> Iterator[None]:
-        """The stretch in which the function of call_id runs (on the main thread); a cancel
-        record of `also` interrupts it too. Its `finally` may itself be cut short by the one
-        interrupt; `settle()` (run after the function's outcome is made) puts everything back
-        in any case."""
+    def interruptible(self, call_id: str, also: str = "") -> Cancellations:
+        """The stretch in which the function of call_id runs (on the main thread, entered
+        with `with`); a cancel record of `also` interrupts it too. Its exit may itself be cut
+        short by the one interrupt; `settle()` (run after the function's outcome is made)
+        puts everything back in any case. Cancellations is its own context: entered around
+        every call, it costs no generator and no object per call."""
+        self._entering = (call_id, also)
+        return self
+
+    def __enter__(self) -> None:
+        call_id, also = self._entering
         with self._lock:
             self._interrupting = None
             self.cancelled_at = None
             self._running = call_id
             self._also = also or None
-        try:
-            if self.is_cancelled(call_id) or self.is_cancelled(also):  # between check and run
-                raise CallCancelled("before it started")
-            yield
-        finally:
-            self._running = None  # first: from here on the handler raises nothing
+        mirror = self._mirror
+        if mirror is not None and (  # cancelled between the check and the run
+                (call_id and mirror.get(call_id) is not None)
+                or (also and mirror.get(also) is not None)):
+            self._running = None
             self._also = None
+            raise CallCancelled("before it started")
+
+    def __exit__(self, *_: object) -> None:
+        self._running = None  # first: from here on the handler raises nothing
+        self._also = None
 
     def settle(self) -> None:
         with self._lock:

@@ -99,11 +99,15 @@ class ConnectionKeeper:
         with self._lock:
             yield
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        """Marks the stretch in which a function runs; the main thread touches the connection
-        only through using() until it ends. On the way out it waits for a pump in progress,
-        so that afterwards the main thread has the connection to itself."""
+    def running(self) -> ConnectionKeeper:
+        """Marks the stretch in which a function runs (`with keeper.running():`); the main
+        thread touches the connection only through using() until it ends. On the way out it
+        waits for a pump in progress, so that afterwards the main thread has the connection
+        to itself. The keeper is its own context (entered around every call: no generator
+        and no object per call); only the main thread enters it, one stretch at a time."""
+        return self
+
+    def __enter__(self) -> None:
         self._busy_since = time.monotonic()
         self._runner = threading.get_ident()
         self._runner_tid = threading.get_native_id()
@@ -115,11 +119,10 @@ class ConnectionKeeper:
             # the busy pace already: one wake-up of this thread per call of a burst's
             # envelope was a context switch each, on a crowded host among the costliest.
             self._wake.set()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy_since = None
+
+    def __exit__(self, *_: object) -> None:
+        with self._lock:
+            self._busy_since = None
 
     def busy_since(self) -> float | None:
         """When the function running now started (monotonic), or None."""

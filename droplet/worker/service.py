@@ -78,6 +78,7 @@ class WorkerService:
         self.id = worker_id or default_worker_id()
         self.incarnation = uuid.uuid4().hex
         self.names = QueueNames.of(settings)
+        self._own_queue = self.names.worker(self.id)
         self.signer = Signer(settings.signing_key)
         self.metadata = Metadata(kv, settings, self.signer)
         self.keys = self.metadata.keys
@@ -285,6 +286,8 @@ class WorkerService:
         has passed; their batches are run before the cycle takes them one by one
         (worker/batching.py)."""
         group = [first]
+        if not self.state.batching:  # no batching function known: nothing to look into
+            return group
         try:
             self._run_batches(conn, group)
         except Exception as exc:  # etcd away, or worse: each call then runs alone, in the
@@ -331,7 +334,7 @@ class WorkerService:
         this worker was idle), then its own queue. Before a step that may take a while, the
         shared consumer is paused (and what crossed the pause runs first), so no plain call
         is handed to a worker busy with one."""
-        own, work = self.names.worker(self.id), self.names.work
+        own, work = self._own_queue, self.names.work
         with self._buffer_lock:
             if not self._buffer:
                 self._buffer += conn.poll(timeout_s)

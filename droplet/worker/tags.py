@@ -44,7 +44,10 @@ def _registered(state: WorkerState, name: str) -> Mapping[str, float]:
 def misplaced(call: pb.FunctionCall, state: WorkerState) -> pb.FunctionCall | None:
     """The call with its needs spelled out, when this worker's tags do not satisfy them
     (None: run it here)."""
-    needs = resources.merged(call.resources, _registered(state, call.name))
+    registered = _registered(state, call.name)
+    if not registered and not call.resources:
+        return None  # needs nothing (most calls): no needs to merge and compare
+    needs = resources.merged(call.resources, registered)
     if resources.satisfies(state.resources, needs):
         return None
     again = pb.FunctionCall()
