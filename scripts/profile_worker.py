@@ -27,7 +27,7 @@ def _profile(frame: FrameType, event: str, arg: Any) -> None:
             detail = type(frame.f_locals["self"]).__qualname__
         elif code.co_name == "helper" and "func" in frame.f_locals:
             detail = getattr(frame.f_locals["func"], "__qualname__", "")
-        elif code.co_name in ("debug", "isEnabledFor", "__enter__", "__exit__", "items", "__instancecheck__", "observe", "inc") and frame.f_back:
+        elif code.co_name in ("debug", "isEnabledFor", "__enter__", "__exit__", "items", "__instancecheck__", "observe", "inc", "set", "notify_all", "is_set", "RLock") and frame.f_back:
             detail = frame.f_back.f_code.co_filename.split("/")[-1]
         counts[("py", code.co_filename, f"{code.co_name}:{code.co_firstlineno}{detail}")] += 1
     elif event == "c_call":

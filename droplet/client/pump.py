@@ -59,6 +59,7 @@ class ReplyPump:
         # __enter__/__exit__ are two Python calls each, several times a call).
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
+        self._sleepers = 0  # threads in _cond.wait: nobody to notify when none (most calls)
         self._conn: BrokerConnection | None = None
         self._reply_address = ""
         self._responses: dict[str, pb.GenericResponse] = {}
@@ -78,6 +79,7 @@ class ReplyPump:
         # Direct requests the broker returned: their fallbacks go out after the poll.
         self._unroutable: list[tuple[str, _Request]] = []
         self._closed = threading.Event()
+        self._is_closed = False  # _closed, read per call without a Python call
         with self._io:
             self._ensure()
         self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
@@ -94,7 +96,7 @@ class ReplyPump:
         self._send_with(lambda conn: self._publish(conn, ids[0], request))
 
     def _track(self, request: _Request, ids: list[str]) -> _Request:
-        if self._closed.is_set():
+        if self._is_closed:
             raise DropletError("the client is closed")
         with self._lock:
             self._expected.update(ids)
@@ -223,7 +225,7 @@ class ReplyPump:
                     self._expected.discard(key)
                     return self._responses.pop(key)
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed.is_set():
+            if remaining <= 0 or self._is_closed:
                 return None
             self._drive_or_wait(min(remaining, 1.0), key)
 
@@ -261,11 +263,16 @@ class ReplyPump:
             finally:
                 self._io.release()
             with self._lock:
-                self._cond.notify_all()
+                if self._sleepers:
+                    self._cond.notify_all()
         else:
             with self._lock:
                 if key is None or key not in self._responses:
-                    self._cond.wait(min(timeout_s, _DRIVE_SLICE_S))
+                    self._sleepers += 1
+                    try:
+                        self._cond.wait(min(timeout_s, _DRIVE_SLICE_S))
+                    finally:
+                        self._sleepers -= 1
 
     def wake(self) -> None:
         """Ends a drive() waiting in poll (new work for the driving thread)."""
@@ -344,7 +351,8 @@ class ReplyPump:
                     self._responses[key] = response
                     arrived.append((key, response))
                     self._hand_over(key)
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
         if self.watcher is not None:
             for key, response in arrived:
                 self.watcher.answered(key, response)
@@ -408,6 +416,7 @@ class ReplyPump:
                     self._io.release()
 
     def close(self) -> None:
+        self._is_closed = True
         self._closed.set()
         with self._io:
             self._drop()

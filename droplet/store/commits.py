@@ -62,7 +62,10 @@ MAX_TXN_BYTES = 1 * MiB
 
 
 def _bytes(ops: list[Put | Delete]) -> int:
-    return sum(len(op.key) + (len(op.value) if isinstance(op, Put) else 0) + 16 for op in ops)
+    total = 0  # a loop, not sum() over a generator: one Python call instead of one an op
+    for op in ops:
+        total += len(op.key) + (len(op.value) if isinstance(op, Put) else 0) + 16
+    return total
 
 
 def _overlaps(built: tuple[list[Compare], list[Put | Delete], list[Prepared]],
@@ -158,7 +161,8 @@ class Committer:
             if too_many or named & keys or size + added > MAX_TXN_BYTES:
                 flush()
             keys.update(named)
-            guarded.update(c.key for c in built[0])
+            for compare in built[0]:
+                guarded.add(compare.key)
             size += added
             group.append(index)
             compares.extend(built[0])

@@ -85,8 +85,7 @@ class WorkerService:
         self.values = ValueStore(kv, settings, self.signer)
         self.committer = Committer(self.values, settings.etcd_max_txn_ops)
         self.cache = ValueCache(self.values, settings.cache_max_entries, settings.cache_max_bytes)
-        self._kv = kv
-        self._connect = connect
+        self._kv, self._connect = kv, connect
         self._conn: BrokerConnection | None = None
         self._cycle: Cycle | None = None
         self.keeper = ConnectionKeeper(
@@ -96,10 +95,8 @@ class WorkerService:
             pending=lambda: self._cycle is not None and self._cycle.has_pending(),
             on_busy=lambda: self.membership.publish(),
         )
-        self.port = WorkerPort(
-            self.id, self.names, self.signer, self.keeper, lambda: self._conn,
-            lambda worker: kv.get(self.keys.worker(worker)) is not None,
-        )
+        self.port = WorkerPort(self.id, self.names, self.signer, self.keeper, lambda: self._conn,
+                               lambda worker: kv.get(self.keys.worker(worker)) is not None)
         self.claims = LongCallClaims(kv, self.keys, self.names, self.id, self.incarnation,
                                      lambda: self._conn)
         self.metrics = Metrics("worker")
@@ -263,7 +260,8 @@ class WorkerService:
         delivery = self._next(conn, timeout_s)
         if delivery is None:
             return False
-        group = self._gather(conn, delivery)
+        # No batching function known (most workers): nothing to look into.
+        group = self._gather(conn, delivery) if self.state.batching else [delivery]
         try:
             for index, taken in enumerate(group):
                 self._gathered = group[index + 1:]
@@ -281,13 +279,10 @@ class WorkerService:
         return True
 
     def _gather(self, conn: BrokerConnection, first: Delivery) -> list[Delivery]:
-        """The delivery, and when it has calls of a batching function, the deliveries with
-        more calls of it that the broker hands over until the batch is full or its linger
-        has passed; their batches are run before the cycle takes them one by one
-        (worker/batching.py)."""
+        """The delivery, and when it has calls of a batching function, the deliveries with more
+        calls of it that the broker hands over until the batch is full or its linger has
+        passed; their batches are run before the cycle takes them one by one (batching.py)."""
         group = [first]
-        if not self.state.batching:  # no batching function known: nothing to look into
-            return group
         try:
             self._run_batches(conn, group)
         except Exception as exc:  # etcd away, or worse: each call then runs alone, in the
@@ -330,10 +325,10 @@ class WorkerService:
         return batching.items_of(delivery.body, self.signer, self.state, maybe_run)
 
     def _next(self, conn: BrokerConnection, timeout_s: float) -> Delivery | None:
-        """The next delivery to run: what the shared queue handed over first (it came while
-        this worker was idle), then its own queue. Before a step that may take a while, the
-        shared consumer is paused (and what crossed the pause runs first), so no plain call
-        is handed to a worker busy with one."""
+        """The next delivery to run: what the shared queue handed over first (it came while this
+        worker was idle), then its own queue. Before a step that may take a while, the shared
+        consumer is paused (and what crossed the pause runs first), so no plain call is handed
+        to a worker busy with one."""
         own, work = self._own_queue, self.names.work
         with self._buffer_lock:
             if not self._buffer:
@@ -346,8 +341,10 @@ class WorkerService:
                 self._buffer += conn.poll(0)
             if not self._buffer:
                 return None
-            index = next((i for i, d in enumerate(self._buffer) if d.queue != own), 0)
-            return self._buffer.pop(index)
+            for index, taken in enumerate(self._buffer):
+                if taken.queue != own:
+                    return self._buffer.pop(index)
+            return self._buffer.pop(0)
 
     def _may_take_long(self, delivery: Delivery) -> bool:
         """Whether a delivery runs a function that is not known to be quick here (read from
