@@ -5,13 +5,22 @@ from __future__ import annotations
 from droplet.broker_config.names import check_name
 from droplet.errors import InvalidArgumentError
 
+_PASSED: set[str] = set()  # names checked already (a map checks one name per call)
+_PASSED_MAX = 4096
+
 
 def checked_name(kind: str, name: object) -> str:
     """Names become queue names and etcd keys: InvalidArgumentError unless safe."""
+    if type(name) is str and name in _PASSED:
+        return name
     try:
-        return check_name(kind, name)  # type: ignore[arg-type]
+        checked = check_name(kind, name)  # type: ignore[arg-type]
     except ValueError as exc:
         raise InvalidArgumentError(str(exc)) from None
+    if len(_PASSED) >= _PASSED_MAX:
+        _PASSED.clear()
+    _PASSED.add(checked)
+    return checked
 
 
 def checked_key(key: object) -> str:

@@ -57,7 +57,7 @@ class DropletFuture:
     def get(self, timeout: float | None = None) -> Any:
         """The result; raises DropletTimeoutError (a TimeoutError) after `timeout` seconds
         (default: settings.result_timeout_s)."""
-        if not self.done():
+        if self._value is _UNSET and self._error is None:  # not done() (one call less)
             limit = self._client.settings.result_timeout_s if timeout is None else timeout
             if timeout is None and self.due_at:  # the default waits out the delay too
                 limit += max(0.0, self.due_at - time.time())
@@ -114,7 +114,8 @@ class DropletFuture:
                     return
 
     def _settle_response(self, response: pb.GenericResponse) -> None:
-        self.trace = [(s.stage, s.at_s) for s in response.trace]
+        if len(response.trace):  # traced calls only
+            self.trace = [(s.stage, s.at_s) for s in response.trace]
         if self._on_revision is not None and response.revision:
             self._on_revision(response.revision)
         if response.stored:

@@ -23,13 +23,10 @@ MAX_OPEN = 100_000
 class CallTraces:
     def __init__(self, tracing: Tracing, max_open: int = MAX_OPEN) -> None:
         self.tracing = tracing
+        self.enabled = tracing.enabled  # read on every call: an attribute, not a property
         self._max_open = max_open
         self._lock = threading.Lock()
         self._open: OrderedDict[str, Any] = OrderedDict()
-
-    @property
-    def enabled(self) -> bool:
-        return self.tracing.enabled
 
     def begin(self, call_id: str, name: str, trace: Any, carrier: Any) -> None:
         """Stamps the send and starts the call's span (its context goes in `carrier`)."""

@@ -77,8 +77,12 @@ def run_function(
     """The outcome, and when the function raised, the qualified names of its exception's
     classes (so that retries can match `retry_on`)."""
     try:
-        with time_limit(time_limit_s), interrupt or _UNLIMITED:
-            result = fn(lib, *args)
+        if time_limit_s > 0:
+            with time_limit(time_limit_s), interrupt or _UNLIMITED:
+                result = fn(lib, *args)
+        else:  # no limit (the default): nothing to enter for it
+            with interrupt or _UNLIMITED:
+                result = fn(lib, *args)
     except CallCancelled as exc:
         return cancelled_value(str(exc)), ()
     except TimeLimitExceeded as exc:

@@ -127,14 +127,16 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
     state.calls_total += 1
     started = time.perf_counter()
     state.deadline = time.monotonic() + limit if limit > 0 else None
+    body = one_at_a_time(function.run) if batching or function.spec.batching else function.run
+    interrupt = state.cancels.interruptible(call_id, race_id) if call_id else None
     try:
-        with state.tracing.run(name, trace_context or {}) as span:
-            value, raised = run_function(
-                one_at_a_time(function.run) if batching or function.spec.batching
-                else function.run, lib, args, limit,
-                state.cancels.interruptible(call_id, race_id) if call_id else None)
-            if span is not None and value.type == pb.ERROR:
-                state.tracing.failed(span, pb.ErrorInfo.FromString(value.body).message)
+        if not (state.tracing.enabled and trace_context):  # untraced: no span to enter
+            value, raised = run_function(body, lib, args, limit, interrupt)
+        else:
+            with state.tracing.run(name, trace_context) as span:
+                value, raised = run_function(body, lib, args, limit, interrupt)
+                if span is not None and value.type == pb.ERROR:
+                    state.tracing.failed(span, pb.ErrorInfo.FromString(value.body).message)
     finally:
         state.deadline = None
         state.cancels.settle()
@@ -165,10 +167,13 @@ def exec_function(
     if elsewhere is not None:  # needs tags this worker lacks: a scheduler places it
         out.send(state.names.calls, pb.Message(call=elsewhere))
         return pb.Value()
-    stamp(call.trace, "worker.start")
+    traced = len(call.trace)  # stamps only on a traced call (checked here: no call each)
+    if traced:
+        stamp(call.trace, "worker.start")
     outcome = run(state, call.name, call.arguments.values, [],
                   trace_context=call.trace_context, call_id=call_id)
-    stamp(call.trace, "worker.end")
+    if traced:
+        stamp(call.trace, "worker.end")
     function = state.functions.get(call.name) if outcome.retryable else None
     if function is not None and call.attempt < function.spec.max_retries:
         again = pb.FunctionCall()
