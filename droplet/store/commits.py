@@ -233,8 +233,10 @@ class Committer:
                 return Committed(Status.DONE, self.values.kv.revision())
             raise
         if ok:
-            replaced = {k: v for k, v in previous.items() if k.startswith(self._keys.values)}
-            self.values.blobs.drop(self.values.blobs.blob_ids(replaced))
+            if previous:  # it overwrote values (an outcome's marker was new: nothing to drop)
+                replaced = {k: v for k, v in previous.items()
+                            if k.startswith(self._keys.values)}
+                self.values.blobs.drop(self.values.blobs.blob_ids(replaced))
             return Committed(Status.DONE, revision)
         if self.values.blobs.drop_unless_landed(prepared):
             return Committed(Status.DONE, revision)  # applied by an earlier try of this call

@@ -37,9 +37,9 @@ def transaction(
     """A function of the etcd3 client running the transaction: (succeeded, revision, the
     previous values of the keys the success ops wrote or deleted when `previous`)."""
     request = etcdrpc.TxnRequest(
-        compare=[_compare(c) for c in compares],
+        compare=list(map(_compare, compares)),
         success=[_op(o, previous) for o in success],
-        failure=[_op(o, False) for o in failure],
+        failure=[_op(o, False) for o in failure] if failure else (),
     )
 
     def run(c: Any) -> tuple[bool, int, dict[str, bytes]]:
