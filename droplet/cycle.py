@@ -86,7 +86,7 @@ class Cycle:
         self._admit = admit
         self._settlement = settlement
         self.split = split or {}
-        self._prepare = prepare  # declares a destination queue made on demand (retry queues)
+        self._prepare = prepare  # declares a retry queue (made on demand) before its use
         # Outcomes of quick messages in one delivery are committed together, unless they have
         # waited linger_s or the next message is expected to take long (see worker/pace.py):
         # no result waits for a slow call that happens to follow it. The linger counts this
@@ -204,10 +204,9 @@ class Cycle:
         return gate
 
     def _flush(self, pending: Outbox, gate: AckGate) -> bool:
-        with self._pending_lock:
-            taken = Outbox()
-            taken.extend(pending)
-            pending.clear()
+        with self._pending_lock:  # its lists are taken whole, pending gets fresh ones
+            taken = Outbox(pending.sent, pending.replies, pending.durable)
+            pending.sent, pending.replies, pending.durable = [], [], []
         try:
             self.commit(taken, gate)
         except StoreError as exc:
@@ -340,9 +339,9 @@ class Cycle:
         for a worker that is gone is handed to the schedulers instead)."""
         for queue, persistent, correlation_id, items in group(outgoing, self.split,
                                                               self._max_bytes):
-            if self._prepare is not None:
+            if self._prepare is not None and queue.startswith(self.names.retry_prefix):
                 self._prepare(queue)
-            body = envelope.encode((i.message for i in items), self.signer)
+            body = envelope.encode([i.message for i in items], self.signer)
             confirmed = gate.expect() if gate is not None and persistent else None
             if confirmed is not None and self.names.is_worker_queue(queue):
                 confirmed = self._rescuing(confirmed, items, gate)

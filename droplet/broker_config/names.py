@@ -95,6 +95,7 @@ class QueueNames:
         self.work = f"{namespace}.work"
         self.dead = f"{namespace}.dead"
         self.worker_prefix = f"{namespace}.worker."
+        self.retry_prefix = f"{namespace}.retry."
 
     @classmethod
     def of(cls, settings: Settings) -> QueueNames:
@@ -107,7 +108,7 @@ class QueueNames:
         return f"{self.namespace}.retry.{retry_bucket_ms(delay_ms)}ms"
 
     def retry_delay_ms(self, queue: str) -> int | None:
-        prefix = f"{self.namespace}.retry."
+        prefix = self.retry_prefix
         if queue.startswith(prefix) and queue.endswith("ms"):
             return int(queue[len(prefix):-2])
         return None
