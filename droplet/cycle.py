@@ -70,7 +70,7 @@ class Cycle:
         committer: Committer | None,
         *,
         middleware: Middleware | None = None,
-        admit: Callable[[Delivery], None] | None = None,
+        admit: Callable[[Delivery, Sequence[pb.Message]], None] | None = None,
         settlement: Settlement | None = None,
         split: dict[str, int] | None = None,
         prepare: Callable[[str], None] | None = None,
@@ -113,7 +113,7 @@ class Cycle:
             return gate
         try:
             if self._admit is not None:
-                self._admit(delivery)
+                self._admit(delivery, received.messages)  # verified: no second parse
         except PoisonMessageError as exc:
             try:
                 self._refuse_all(received.messages, delivery, exc, gate)
@@ -328,8 +328,9 @@ class Cycle:
             revision = max(revision, done.revision)  # the session then reads what it wrote
         response = response_for(skeleton.call_id, skeleton.response_id, value, revision,
                                 INLINE_REPLY_BYTES)
-        response.trace.extend(skeleton.trace)
-        stamp(response.trace, "stored")
+        if len(skeleton.trace):  # a traced call
+            response.trace.extend(skeleton.trace)
+            stamp(response.trace, "stored")
         replies.append(Reply(item.reply.address, response, item.reply.correlation_id))
 
     # -- publishing ------------------------------------------------------------------------

@@ -207,7 +207,8 @@ class Committer:
             lease = leases.lease(settings.schedule_ttl_s if records_ttl_s is None
                                  else records_ttl_s)
             ops += [Put(key, raw, lease) for key, raw in commit.records.items()]
-        ops += [Delete(prefix, prefix=True) for prefix in commit.clears]
+        if commit.clears:
+            ops += [Delete(prefix, prefix=True) for prefix in commit.clears]
         if len(ops) > self.max_ops or len(compares) > self.max_ops:
             return (f"more than {self.max_ops} operations in one etcd transaction "
                     "(etcd_max_txn_ops)")

@@ -125,7 +125,8 @@ class EtcdKV:
     def txn_previous(
         self, compares: Iterable[Compare], success: Iterable[Op]
     ) -> tuple[bool, int, dict[str, bytes]]:
-        return self._txn(compares, success, (), previous=True)
+        return self.call("transaction",  # type: ignore[no-any-return]
+                         transaction(compares, success, (), previous=True))
 
     def _txn(
         self, compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op],

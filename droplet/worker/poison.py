@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 
 from droplet.broker.interface import Delivery
 from droplet.broker_config.names import RESENT_HEADER
 from droplet.errors import DropletError, PoisonMessageError
-from droplet.proto import envelope
+from droplet.proto import envelope, pb
 from droplet.store.keys import StoreKeys
 from droplet.store.kv import KV
 from droplet.store.leases import LeasePool
@@ -27,11 +28,14 @@ log = logging.getLogger(__name__)
 _COUNT_TTL_S = 3600
 
 
-def identity(delivery: Delivery) -> tuple[str, bool]:
+def identity(delivery: Delivery, messages: Sequence[pb.Message] | None = None
+             ) -> tuple[str, bool]:
     """What a delivery is, whichever copy of it this is, and whether this copy may have run
-    before (read unverified: it only names a counter)."""
+    before (its `messages` when the caller decoded them, else read unverified: it only names
+    a counter)."""
     maybe = delivery.redelivered or bool((delivery.headers or {}).get(RESENT_HEADER))
-    messages = envelope.peek(delivery.body)
+    if messages is None:
+        messages = envelope.peek(delivery.body)
     if messages:
         message = messages[0]
         kind = message.WhichOneof("kind")
@@ -51,10 +55,10 @@ class PoisonCounter:
         self._limit = limit
         self._counting: dict[int, str] = {}  # id(delivery) -> key of its count
 
-    def admit(self, delivery: Delivery) -> None:
+    def admit(self, delivery: Delivery, messages: Sequence[pb.Message] | None = None) -> None:
         """Counts a delivery that may have run before; raises PoisonMessageError past the
         limit."""
-        name, maybe_run = identity(delivery)
+        name, maybe_run = identity(delivery, messages)
         if not maybe_run:
             return
         key = self._keys.delivery_count(hashlib.sha1(name.encode()).hexdigest())
