@@ -16,7 +16,6 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import droplet
@@ -26,26 +25,10 @@ from droplet.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = os.path.dirname(os.__file__)
-client_counts: Counter[tuple[str, str, str]] = Counter()
-client_on = False
+sys.path.insert(0, str(ROOT / "scripts"))
+from profile_worker import CallCounter  # noqa: E402
 
-
-def _profile(frame: FrameType, event: str, arg: Any) -> None:
-    if not client_on:
-        return
-    if event == "call":
-        code = frame.f_code
-        detail = ""
-        if code.co_filename == "<string>" and "self" in frame.f_locals:
-            detail = type(frame.f_locals["self"]).__qualname__
-        elif code.co_name == "helper" and "func" in frame.f_locals:
-            detail = getattr(frame.f_locals["func"], "__qualname__", "")
-        elif code.co_name in ("debug", "isEnabledFor", "__enter__", "__exit__", "items", "__instancecheck__", "observe", "inc", "set", "notify_all", "is_set", "RLock") and frame.f_back:
-            detail = frame.f_back.f_code.co_filename.split("/")[-1]
-        client_counts[("py", code.co_filename, f"{code.co_name}:{code.co_firstlineno}{detail}")] += 1
-    elif event == "c_call":
-        client_counts[("c", getattr(arg, "__module__", None) or "",
-                       getattr(arg, "__qualname__", str(arg)))] += 1
+counter = CallCounter()
 
 
 def category(kind: str, where: str) -> str:
@@ -88,7 +71,6 @@ def wait_rows(out: Path) -> list[list[Any]]:
 
 
 def main() -> None:
-    global client_on
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     top = int(os.environ.get("TOP", "25"))
     tmp = Path(tempfile.mkdtemp(prefix="dprof"))
@@ -105,8 +87,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         cluster.wait_ready(1)
-        threading.setprofile(_profile)
-        sys.setprofile(_profile)
+        counter.install()
         with droplet.connect(settings=settings) as client:
             client.register(lambda lib, x: x + 1, "incr")
             scenarios = {
@@ -118,29 +99,27 @@ def main() -> None:
                     call(i)
                 worker.send_signal(signal.SIGUSR1)
                 time.sleep(0.3)
-                client_counts.clear()
-                client_on = True
+                counter.counts.clear()
+                counter.on = True
                 for i in range(n):
                     assert call(i) == i + 1
-                client_on = False
+                counter.on = False
                 worker.send_signal(signal.SIGHUP)
                 rows = wait_rows(out)
                 results[name] = {"worker": summary(rows, n, top),
-                                 "client": summary([[k[0], k[1], k[2], v] for k, v in
-                                                    client_counts.items()], n, top)}
+                                 "client": summary(counter.rows(), n, top)}
             m = n * 16
             list(client.map("incr", range(500)))
             worker.send_signal(signal.SIGUSR1)
             time.sleep(0.3)
-            client_counts.clear()
-            client_on = True
+            counter.counts.clear()
+            counter.on = True
             assert list(client.map("incr", range(m))) == [i + 1 for i in range(m)]
-            client_on = False
+            counter.on = False
             worker.send_signal(signal.SIGHUP)
             rows = wait_rows(out)
             results["map"] = {"worker": summary(rows, m, top),
-                              "client": summary([[k[0], k[1], k[2], v] for k, v in
-                                                 client_counts.items()], m, top)}
+                              "client": summary(counter.rows(), m, top)}
     finally:
         sys.setprofile(None)
         threading.setprofile(None)  # type: ignore[arg-type]
