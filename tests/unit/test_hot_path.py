@@ -174,3 +174,20 @@ def test_interrupt_state_is_put_back_when_a_call_was_cancelled_before_it_started
         assert cancels._running is None and cancels._also is None
     finally:
         cancels.close()
+
+
+@pytest.mark.parametrize("key", ["fleet secret", b"\x00" * 100])  # a key longer than a block
+def test_tags_from_the_keyed_copy_are_the_hmac_of_context_and_payload(key: str | bytes) -> None:
+    import hashlib
+    import hmac
+
+    from droplet.signing import Signer, value_context
+
+    signer = Signer(key)
+    raw = key.encode() if isinstance(key, str) else key
+    for context, payload in [(b"envelope", b""), (value_context("values/k"), b"x" * 100_000)]:
+        framed = signer.seal(payload, context)
+        want = hmac.new(raw, len(context).to_bytes(4, "big") + context + payload,
+                        hashlib.sha256).digest()
+        assert framed[1:33] == want
+        assert signer.open(framed, context) == payload
