@@ -42,7 +42,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dcg"))
     etcd = LocalEtcd(tmp / "etcd").start()
     settings = Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/%2F",
-                        etcd_endpoints=(etcd.endpoint,), namespace=f"g{uuid.uuid4().hex[:8]}")
+                        etcd_endpoints=(etcd.endpoint,), namespace=f"g{uuid.uuid4().hex[:8]}",
+                        signing_key=os.environ.get("PROFILE_SIGNING_KEY"))  # signed: set it
     cluster = LocalCluster(settings, tmp, log_level="WARNING").start(0, 1)
     env = child_env(settings) | {"PYTHONDONTWRITEBYTECODE": "1"}
     if path:
