@@ -328,9 +328,8 @@ class Cycle:
             revision = max(revision, done.revision)  # the session then reads what it wrote
         response = response_for(skeleton.call_id, skeleton.response_id, value, revision,
                                 INLINE_REPLY_BYTES)
-        if len(skeleton.trace):  # a traced call
-            response.trace.extend(skeleton.trace)
-            stamp(response.trace, "stored")
+        response.trace.extend(skeleton.trace)
+        stamp(response.trace, "stored")
         replies.append(Reply(item.reply.address, response, item.reply.correlation_id))
 
     # -- publishing ------------------------------------------------------------------------

@@ -119,6 +119,11 @@ class ConnectionKeeper:
             # the busy pace already: one wake-up of this thread per call of a burst's
             # envelope was a context switch each, on a crowded host among the costliest.
             self._wake.set()
+            # Woken: it takes up the busy pace by itself. Said here too, or every run of a
+            # burst before the keeper gets the interpreter (it may wait 5 ms for it) sets the
+            # event again. Safe: _busy_since stays set until this run ends, so the keeper
+            # cannot settle at its idle pace meanwhile.
+            self._busy_pace = True
 
     def __exit__(self, *_: object) -> None:
         with self._lock:
