@@ -55,9 +55,7 @@ class ReplyPump:
         self._names = names
         self._signer = signer
         self._io = threading.RLock()
-        # Taken as the bare lock where nobody waits or is woken (a Condition's own
-        # __enter__/__exit__ are two Python calls each, several times a call).
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # taken bare unless waiting or waking (fewer calls)
         self._cond = threading.Condition(self._lock)
         self._sleepers = 0  # threads in _cond.wait: nobody to notify when none (most calls)
         self._conn: BrokerConnection | None = None
@@ -268,11 +266,9 @@ class ReplyPump:
         else:
             with self._lock:
                 if key is None or key not in self._responses:
-                    self._sleepers += 1
-                    try:
-                        self._cond.wait(min(timeout_s, _DRIVE_SLICE_S))
-                    finally:
-                        self._sleepers -= 1
+                    self._sleepers += 1  # (left counted if wait raises: a notify in vain)
+                    self._cond.wait(min(timeout_s, _DRIVE_SLICE_S))
+                    self._sleepers -= 1
 
     def wake(self) -> None:
         """Ends a drive() waiting in poll (new work for the driving thread)."""
