@@ -121,13 +121,7 @@ class AmqpConnection(AmqpTopology):
     ) -> None:
         pending = self._pending
         confirmed = pending is not None and (persistent or mandatory)
-        if confirmed:
-            ch = self._main
-            seq = pending.expect(on_confirm)  # type: ignore[union-attr]
-            message_id = str(seq) if mandatory else None
-        else:
-            ch = self._fast
-            message_id = None
+        ch = self._main if confirmed else self._fast
         if self._dead and ch in self._dead:
             raise BrokerError(f"RabbitMQ publish to {queue} failed: {self._dead[ch]}")
         prefix = self._prefixes.get((ch, queue, mandatory))
@@ -154,6 +148,13 @@ class AmqpConnection(AmqpTopology):
             flags |= f.P_REPLY_TO
             raw = reply_to.encode()
             props += _SHORT(len(raw)) + raw
+        # Numbered only now: a property that would not encode (raising above) must not take
+        # a confirm number the broker never gives (every later confirm would go to the
+        # callback of the publish before it: tests/attack/test_failed_publish_shifts_confirms).
+        message_id = None
+        if confirmed:
+            seq = pending.expect(on_confirm)  # type: ignore[union-attr]
+            message_id = str(seq) if mandatory else None
         if message_id is not None:
             flags |= f.P_MESSAGE_ID
             props += _SHORT(len(message_id)) + message_id.encode()

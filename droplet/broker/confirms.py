@@ -35,6 +35,13 @@ class PublisherConfirms:
         self._unconfirmed[self.seq] = on_confirm
         return self.seq
 
+    def withdraw(self, seq: int) -> None:
+        """A publish numbered by expect() failed before any byte of it was written (a property
+        that would not encode): the broker never numbers it, so its number is free again."""
+        if seq == self.seq:
+            self._unconfirmed.pop(seq, None)
+            self.seq -= 1
+
     def confirm_now(self, on_confirm: ConfirmCallback) -> None:
         """A publish that gets no confirm from the broker: on_confirm(True) from the next poll."""
         self._confirmed.append((on_confirm, True))

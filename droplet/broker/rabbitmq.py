@@ -130,7 +130,13 @@ class RabbitConnection:
         )
         channel = self._channel if confirmed else self._fast
         with converted(f"publish to {queue}"):
-            channel._impl.basic_publish("", queue, body, properties=props, mandatory=mandatory)
+            try:
+                channel._impl.basic_publish("", queue, body, properties=props,
+                                            mandatory=mandatory)
+            except Exception:  # not encoded, or a closed channel: nothing of it was written
+                if confirmed:  # (pika writes in _write_out), so the broker never numbers it
+                    self._pending.withdraw(seq)
+                raise
             if not self._writing_later:
                 self._write_out(channel)
         if not confirmed and on_confirm is not None:
