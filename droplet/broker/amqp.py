@@ -142,11 +142,11 @@ class AmqpConnection(AmqpTopology):
             props += _SHORT(priority)
         if correlation_id is not None:
             flags |= f.P_CORRELATION_ID
-            raw = correlation_id.encode()
+            raw = correlation_id.encode("utf-8", "surrogateescape")  # as decoded
             props += _SHORT(len(raw)) + raw
         if reply_to is not None:
             flags |= f.P_REPLY_TO
-            raw = reply_to.encode()
+            raw = reply_to.encode("utf-8", "surrogateescape")
             props += _SHORT(len(raw)) + raw
         # Numbered only now: a property that would not encode (raising above) must not take
         # a confirm number the broker never gives (every later confirm would go to the

@@ -252,7 +252,9 @@ def decode_properties(buf: bytes | bytearray, offset: int, flags: int
                                  str | None]:
     """(headers, priority, correlation_id, reply_to, message_id) of a content header's
     properties (the others are skipped: nothing here reads them; they come after
-    message_id but for the first two)."""
+    message_id but for the first two). Bytes that are not UTF-8 come through as surrogates
+    (publish encodes them back): a strict decode failed every poll of the connection, which
+    could never consume past such a message (tests/attack/test_non_utf8_properties.py)."""
     headers = correlation_id = reply_to = message_id = None
     priority = 0
     if flags & P_CONTENT_TYPE:
@@ -268,17 +270,17 @@ def decode_properties(buf: bytes | bytearray, offset: int, flags: int
         offset += 1
     if flags & P_CORRELATION_ID:
         end = offset + 1 + buf[offset]
-        correlation_id = buf[offset + 1:end].decode()
+        correlation_id = buf[offset + 1:end].decode("utf-8", "surrogateescape")
         offset = end
     if flags & P_REPLY_TO:
         end = offset + 1 + buf[offset]
-        reply_to = buf[offset + 1:end].decode()
+        reply_to = buf[offset + 1:end].decode("utf-8", "surrogateescape")
         offset = end
     if flags & P_EXPIRATION:
         offset += 1 + buf[offset]
     if flags & P_MESSAGE_ID:
         end = offset + 1 + buf[offset]
-        message_id = buf[offset + 1:end].decode()
+        message_id = buf[offset + 1:end].decode("utf-8", "surrogateescape")
     return headers, priority, correlation_id, reply_to, message_id
 
 
