@@ -262,7 +262,14 @@ def decode_properties(buf: bytes | bytearray, offset: int, flags: int
     if flags & P_CONTENT_ENCODING:
         offset += 1 + buf[offset]
     if flags & P_HEADERS:
-        headers, offset = decode_table(buf, offset)
+        try:
+            headers, offset = decode_table(buf, offset)
+        except (ValueError, OverflowError, OSError, RecursionError, ProtocolError):
+            # What RabbitMQ passed on but Python cannot hold (a timestamp past datetime's
+            # range, nesting past the recursion limit): skipped by its size, or every poll
+            # would fail on it for ever (tests/attack/test_undecodable_header_table.py).
+            headers = {}
+            offset += 4 + _U32.unpack_from(buf, offset)[0]
     if flags & P_DELIVERY_MODE:
         offset += 1
     if flags & P_PRIORITY:
