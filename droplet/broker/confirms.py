@@ -26,8 +26,17 @@ class PublisherConfirms:
         self._confirmed: list[tuple[ConfirmCallback, bool]] = []
 
     def restart(self) -> None:
-        """A new channel numbers its publishes from 1 again."""
+        """A new channel numbers its publishes from 1 again. What the closed one still owed
+        is never confirmed (the broker forgets it): failed, as for a nack, not left to be
+        overwritten or vouched for by the new channel's acks
+        (tests/attack/test_channel_reopened_with_confirms_owed.py)."""
         self.seq = 0
+        owed = [callback for callback in self._unconfirmed.values() if callback is not None]
+        self._unconfirmed.clear()
+        self._returned.clear()
+        if owed:
+            self._confirmed.extend((callback, False) for callback in owed)
+            self._schedule(self._run)
 
     def expect(self, on_confirm: ConfirmCallback | None) -> int:
         """Numbers a publish about to go on the confirmed channel; on_confirm gets its fate."""
