@@ -47,6 +47,10 @@ class WorkerState:
     multi_max_attempts: int = 10
     schedule_ttl_s: float = 86400.0  # fan-in partials live this long
     pinned: tuple[str, str] | None = None  # (dag, function)
+    # The pinned DAG's definition, read at the first client trigger after a pin was taken
+    # (worker/direct.py): a DAG deleted and registered again under its name is told apart.
+    dag_record: Callable[[str], pb.DagRecord | None] = lambda _name: None
+    pinned_dag: pb.Dag | None = None
     calls_total: int = 0
     errors_total: int = 0
     # When the function running now must be stopped, hard (see keeper.py); None: no limit.
@@ -205,6 +209,7 @@ def pin(
     accepted = _may_pin(request, state)
     if accepted:
         state.pinned = (request.dag_name, request.function_name)
+        state.pinned_dag = None  # read again: this may be a new DAG of the same name
     response = pb.GenericResponse(success=accepted, response_id=request.function_name,
                                   call_id=correlation_id or "")
     if not accepted:
@@ -227,5 +232,6 @@ def _may_pin(request: pb.PinRequest, state: WorkerState) -> bool:
 def unpin(request: pb.UnpinRequest, state: WorkerState) -> bool:
     if state.pinned == (request.dag_name, request.function_name):
         state.pinned = None
+        state.pinned_dag = None
         return True
     return False

@@ -108,6 +108,7 @@ class WorkerService:
             joins=JoinRecords(kv, self.keys, self.signer),
             stored_outcome=self.values.outcome,
             pin_record=lambda: self.metadata.pin_of(self.id),
+            dag_record=self.metadata.get_dag,
             default_time_limit_s=settings.function_time_limit_s,
             multi_max_attempts=settings.multi_max_attempts,
             schedule_ttl_s=settings.schedule_ttl_s,

@@ -70,6 +70,7 @@ class StatusReport:
             if record is None or (record.dag_name, record.function_name) != state.pinned:
                 log.warning("pin %s was moved away from this worker", state.pinned)
                 state.pinned = None
+                state.pinned_dag = None
         dag, function = state.pinned or ("", "")
         status = pb.WorkerStatus(
             id=state.worker_id, host=socket.gethostname(), pid=os.getpid(),
