@@ -19,8 +19,11 @@ from droplet.broker.refusals import declare_refusal
 from droplet.errors import BrokerError, QueueArgumentsError
 
 # What an operation may fail with; each leaves as a BrokerError (KeyError, IndexError: frames
-# that do not fit what came before, i.e. a garbled stream).
-FAILURES = (OSError, WireError, f.ProtocolError, struct.error, KeyError, IndexError)
+# that do not fit what came before, i.e. a garbled stream; ChannelClosed: the broker closed the
+# channel, e.g. a get or consume of a missing queue, where it escaped as no BrokerError:
+# tests/attack/test_missing_queue_errors.py). Declares and queue_info catch it first.
+FAILURES = (OSError, WireError, f.ProtocolError, struct.error, KeyError, IndexError,
+            ChannelClosed)
 _FAILURES = FAILURES
 
 
