@@ -146,7 +146,7 @@ class AmqpConnection(AmqpTopology):
             props += _SHORT(len(raw)) + raw
         if reply_to is not None:
             flags |= f.P_REPLY_TO
-            raw = reply_to.encode("utf-8", "surrogateescape")
+            raw = reply_to.encode()
             props += _SHORT(len(raw)) + raw
         # Numbered only now: a property that would not encode (raising above) must not take
         # a confirm number the broker never gives (every later confirm would go to the

@@ -252,9 +252,10 @@ def decode_properties(buf: bytes | bytearray, offset: int, flags: int
                                  str | None]:
     """(headers, priority, correlation_id, reply_to, message_id) of a content header's
     properties (the others are skipped: nothing here reads them; they come after
-    message_id but for the first two). Bytes that are not UTF-8 come through as surrogates
-    (publish encodes them back): a strict decode failed every poll of the connection, which
-    could never consume past such a message (tests/attack/test_non_utf8_properties.py)."""
+    message_id but for the first two). Ids that are not UTF-8 come through as surrogates
+    (publish encodes them back), a reply-to that is not as None: a strict decode failed every
+    poll of the connection, which could never consume past such a message
+    (tests/attack/test_non_utf8_properties.py)."""
     headers = correlation_id = reply_to = message_id = None
     priority = 0
     if flags & P_CONTENT_TYPE:
@@ -281,7 +282,10 @@ def decode_properties(buf: bytes | bytearray, offset: int, flags: int
         offset = end
     if flags & P_REPLY_TO:
         end = offset + 1 + buf[offset]
-        reply_to = buf[offset + 1:end].decode("utf-8", "surrogateescape")
+        try:  # an address RabbitMQ cannot route to either (a reply to it would make the
+            reply_to = buf[offset + 1:end].decode()  # broker close the connection: 541)
+        except UnicodeDecodeError:
+            reply_to = None  # no answer can reach it
         offset = end
     if flags & P_EXPIRATION:
         offset += 1 + buf[offset]
