@@ -142,7 +142,7 @@ class AmqpConnection(AmqpTopology):
             props += _SHORT(priority)
         if correlation_id is not None:
             flags |= f.P_CORRELATION_ID
-            raw = correlation_id.encode("utf-8", "surrogateescape")  # as decoded
+            raw = correlation_id.encode()
             props += _SHORT(len(raw)) + raw
         if reply_to is not None:
             flags |= f.P_REPLY_TO

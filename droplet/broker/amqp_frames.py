@@ -252,10 +252,10 @@ def decode_properties(buf: bytes | bytearray, offset: int, flags: int
                                  str | None]:
     """(headers, priority, correlation_id, reply_to, message_id) of a content header's
     properties (the others are skipped: nothing here reads them; they come after
-    message_id but for the first two). Ids that are not UTF-8 come through as surrogates
-    (publish encodes them back), a reply-to that is not as None: a strict decode failed every
-    poll of the connection, which could never consume past such a message
-    (tests/attack/test_non_utf8_properties.py)."""
+    message_id but for the first two). Ids that are not UTF-8 come through with U+FFFD for
+    what is not (protobuf's string fields and the publish take them then), a reply-to that is
+    not as None: a strict decode failed every poll of the connection, which could never
+    consume past such a message (tests/attack/test_non_utf8_properties.py)."""
     headers = correlation_id = reply_to = message_id = None
     priority = 0
     if flags & P_CONTENT_TYPE:
@@ -278,7 +278,7 @@ def decode_properties(buf: bytes | bytearray, offset: int, flags: int
         offset += 1
     if flags & P_CORRELATION_ID:
         end = offset + 1 + buf[offset]
-        correlation_id = buf[offset + 1:end].decode("utf-8", "surrogateescape")
+        correlation_id = buf[offset + 1:end].decode("utf-8", "replace")
         offset = end
     if flags & P_REPLY_TO:
         end = offset + 1 + buf[offset]
@@ -291,7 +291,7 @@ def decode_properties(buf: bytes | bytearray, offset: int, flags: int
         offset += 1 + buf[offset]
     if flags & P_MESSAGE_ID:
         end = offset + 1 + buf[offset]
-        message_id = buf[offset + 1:end].decode("utf-8", "surrogateescape")
+        message_id = buf[offset + 1:end].decode("utf-8", "replace")
     return headers, priority, correlation_id, reply_to, message_id
 
 

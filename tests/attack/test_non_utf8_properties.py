@@ -3,9 +3,10 @@ publish to a Droplet queue can send one) must not break the consumer. The lean t
 decoded these properties strictly: a UnicodeDecodeError (no BrokerError) escaped every
 poll, the owner reconnected, the unacked message came back and failed the poll again, for
 ever: a worker could never consume past it (and the poison counter never saw it). Now the
-ids come through (as surrogates) and go back out with the same bytes; a reply-to that is not
-UTF-8 reads as none: RabbitMQ closes the connection (541 INTERNAL_ERROR) that publishes to
-such a direct reply-to address."""
+ids come through with U+FFFD for what is not UTF-8 (protobuf's string fields refuse lone
+surrogates: a refusal naming the call id would raise) and an answer can carry them back; a
+reply-to that is not UTF-8 reads as none: RabbitMQ closes the connection (541
+INTERNAL_ERROR) that publishes to such a direct reply-to address."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pika
 import pytest
 
 from droplet.broker.interface import Delivery, QueueSpec, Topology
+from droplet.proto import pb
 from droplet.settings import Settings
 from tests.broker_transports import connect
 
@@ -49,6 +51,7 @@ def test_non_utf8_properties(settings: Settings) -> None:
         assert [d.body for d in got] == [b"before", b"hostile", b"after"]
         hostile = got[1]
         assert hostile.correlation_id is not None and hostile.reply_to is None
+        pb.GenericResponse(call_id=hostile.correlation_id).SerializeToString()  # takes it
         for d in got:
             conn.ack(d.tag)
         # Answered as a worker would: to its reply-to, with its correlation id.
