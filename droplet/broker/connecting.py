@@ -43,6 +43,17 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The client TLS context of an amqps:// node, from the broker_*_file settings; a bad
+    file is a BrokerTlsError naming the setting."""
+    try:
+        return client_context(
+            "broker_ca_file", settings.broker_ca_file, "broker_cert_file",
+            settings.broker_cert_file, "broker_key_file", settings.broker_key_file)
+    except ConfigurationError as exc:
+        raise BrokerTlsError(str(exc)) from None
+
+
 def endpoint(settings: Settings, url: str) -> Endpoint:
     """A node's URL: amqp:// or amqps:// (any case), percent-decoded user, password and
     virtual host ("/" when the path is empty), ports 5672 and 5671 by default."""
@@ -56,14 +67,7 @@ def endpoint(settings: Settings, url: str) -> Endpoint:
     vhost = "/"
     if parts.path and parts.path != "/":
         vhost = unquote(parts.path.split("/")[1])
-    context = None
-    if tls:
-        try:
-            context = client_context(
-                "broker_ca_file", settings.broker_ca_file, "broker_cert_file",
-                settings.broker_cert_file, "broker_key_file", settings.broker_key_file)
-        except ConfigurationError as exc:
-            raise BrokerTlsError(str(exc)) from None
+    context = tls_context(settings) if tls else None
     username = unquote(parts.username) if parts.username is not None else "guest"
     password = unquote(parts.password) if parts.password is not None else "guest"
     return Endpoint(host, port, username, password, vhost, context)

@@ -16,11 +16,10 @@ import pika
 import pika.exceptions as pex
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from droplet.broker.connecting import connect_error, first_node
+from droplet.broker.connecting import connect_error, first_node, tls_context
 from droplet.broker.nodes import NodeOrder
-from droplet.errors import BrokerError, BrokerTlsError, ConfigurationError
+from droplet.errors import BrokerError
 from droplet.settings import Settings
-from droplet.tls import client_context
 
 
 def connection_parameters(settings: Settings, name: str, url: str | None = None
@@ -37,13 +36,7 @@ def connection_parameters(settings: Settings, name: str, url: str | None = None
     params.socket_timeout = 5
     params.client_properties = {"connection_name": name}
     if url.lower().startswith("amqps://"):  # pika takes AMQPS:// too
-        try:
-            context = client_context(
-                "broker_ca_file", settings.broker_ca_file, "broker_cert_file",
-                settings.broker_cert_file, "broker_key_file", settings.broker_key_file)
-        except ConfigurationError as exc:
-            raise BrokerTlsError(str(exc)) from None
-        params.ssl_options = pika.SSLOptions(context, params.host)
+        params.ssl_options = pika.SSLOptions(tls_context(settings), params.host)
     return params
 
 
