@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from droplet.broker import amqp, rabbitmq
+from droplet.broker.interface import Delivery
 from droplet.settings import Settings
 
 TRANSPORTS = ("amqp", "pika")
@@ -38,3 +39,13 @@ def on_send(conn: Any, hook: Callable[[Callable[[Any], int], Any], int]) -> None
         wire = conn._wire
         real_raw = wire._send_raw
         wire._send_raw = lambda data: hook(real_raw, data)
+
+
+def drain(conn: Any, want: int, rounds: int = 100) -> list[Delivery]:
+    """Polls conn until `want` deliveries arrived or `rounds` polls of 50 ms passed."""
+    got: list[Delivery] = []
+    for _ in range(rounds):
+        got += conn.poll(0.05)
+        if len(got) >= want:
+            break
+    return got

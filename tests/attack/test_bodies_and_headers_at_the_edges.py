@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from droplet.broker.interface import Delivery, QueueSpec, Topology
+from droplet.broker.interface import QueueSpec, Topology
 from droplet.settings import Settings
-from tests.broker_transports import TRANSPORTS, connect
+from tests.broker_transports import TRANSPORTS, connect, drain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -42,14 +42,6 @@ def _sizes(frame_max: int) -> list[int]:
     return [0, 1, room - 1, room, room + 1, 2 * room, 2 * room + 1, 3 * room + 7]
 
 
-def _drain(conn: Any, want: int) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(200):
-        got += conn.poll(0.05)
-        if len(got) >= want:
-            break
-    return got
-
 
 @pytest.mark.parametrize("publisher", TRANSPORTS)
 @pytest.mark.parametrize("consumer", TRANSPORTS)
@@ -75,7 +67,7 @@ def test_bodies_and_headers_at_the_edges(settings: Settings, publisher: str,
                 break
         assert confirmed == [True] * len(sizes)
         sub.consume(queue, prefetch=100)
-        got = _drain(sub, len(sizes))
+        got = drain(sub, len(sizes), rounds=200)
         assert [len(d.body) for d in got] == sizes
         for i, d in enumerate(got):
             assert d.body == bytes((i + j) % 251 for j in range(sizes[i]))

@@ -11,28 +11,19 @@ INTERNAL_ERROR) that publishes to such a direct reply-to address."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pika
 import pytest
 
-from droplet.broker.interface import Delivery, QueueSpec, Topology
+from droplet.broker.interface import QueueSpec, Topology
 from droplet.proto import pb
 from droplet.settings import Settings
-from tests.broker_transports import connect
+from tests.broker_transports import connect, drain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 BAD = b"\xff\xfe-not-utf8"
 
-
-def _drain(conn: Any, want: int) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(100):
-        got += conn.poll(0.05)
-        if len(got) >= want:
-            break
-    return got
 
 
 def test_non_utf8_properties(settings: Settings) -> None:
@@ -47,7 +38,7 @@ def test_non_utf8_properties(settings: Settings) -> None:
             correlation_id=BAD, reply_to=BAD, message_id=BAD))  # type: ignore[arg-type]
         channel.basic_publish("", queue, b"after")
         conn.consume(queue, prefetch=10)
-        got = _drain(conn, 3)
+        got = drain(conn, 3, rounds=100)
         assert [d.body for d in got] == [b"before", b"hostile", b"after"]
         hostile = got[1]
         assert hostile.correlation_id is not None and hostile.reply_to is None
@@ -57,7 +48,7 @@ def test_non_utf8_properties(settings: Settings) -> None:
         # Answered as a worker would: to its reply-to, with its correlation id.
         conn.publish(queue, b"answer", correlation_id=hostile.correlation_id,
                      persistent=False)
-        answer = _drain(conn, 1)
+        answer = drain(conn, 1, rounds=100)
         assert [d.body for d in answer] == [b"answer"]
         assert answer[0].correlation_id == hostile.correlation_id
         conn.ack(answer[0].tag)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from droplet.broker.interface import Delivery, QueueSpec, Topology
+from droplet.broker.interface import QueueSpec, Topology
 from droplet.settings import Settings
-from tests.broker_transports import connect, on_send, raw_socket, transports
+from tests.broker_transports import connect, drain, on_send, raw_socket, transports
 from tests.private_rabbit import PrivateRabbit, needs_rabbitmq_server
 from tests.secure_services import tls_rabbit
 from tests.tls_certs import make_certificates
@@ -47,14 +47,6 @@ def _squeezed(conn: Any) -> None:
     sock: Any = raw_socket(conn)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024)
 
-
-def _drain(conn: Any, want: int) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(600):
-        got += conn.poll(0.05)
-        if len(got) >= want:
-            break
-    return got
 
 
 def _bodies(sizes: list[int]) -> list[bytes]:
@@ -101,7 +93,7 @@ def test_sizes_in_one_written_together_over_tls(tls_settings: Settings, sizes: l
             for i, body in enumerate(bodies):
                 conn.publish(queue, body, persistent=i % 2 == 0, mandatory=True,
                              on_confirm=lambda ok, i=i: confirms.append((i, ok)))
-        got = _drain(conn, len(bodies))
+        got = drain(conn, len(bodies), rounds=600)
         assert [d.body for d in got] == bodies, "a frame lost, corrupted or out of order"
         assert "wait" in fates, f"the squeezed socket never refused a write: {fates[:20]}"
         # acks joined with publishes: half inside one written_together, half one by one
@@ -111,7 +103,7 @@ def test_sizes_in_one_written_together_over_tls(tls_settings: Settings, sizes: l
                 conn.publish(queue, b"again" + d.body[-4:], persistent=False)
         for d in got[len(got) // 2:]:
             conn.ack(d.tag)
-        again = _drain(conn, len(got) // 2)
+        again = drain(conn, len(got) // 2, rounds=600)
         assert [d.body for d in again] == [b"again" + d.body[-4:] for d in got[: len(got) // 2]]
         for d in again:
             conn.ack(d.tag)
@@ -139,7 +131,7 @@ def test_one_by_one_publishes_of_mixed_sizes_over_tls(tls_settings: Settings, tr
         confirms: list[bool] = []
         for body in bodies:
             conn.publish(queue, body, mandatory=True, on_confirm=confirms.append)
-        got = _drain(conn, len(bodies))
+        got = drain(conn, len(bodies), rounds=600)
         assert [d.body for d in got] == bodies
         for d in got:
             conn.ack(d.tag)

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from droplet.broker import amqp_frames as f
-from droplet.broker.interface import Delivery, QueueSpec, Topology
+from droplet.broker.interface import QueueSpec, Topology
 from droplet.settings import Settings
-from tests.broker_transports import connect
+from tests.broker_transports import connect, drain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -44,14 +44,6 @@ def _publish_raw(conn: Any, queue: str, table_payload: bytes, body: bytes) -> No
     wire.flush()
 
 
-def _drain(conn: Any, want: int) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(60):
-        got += conn.poll(0.05)
-        if len(got) >= want:
-            break
-    return got
-
 
 @pytest.mark.parametrize("table", sorted(TABLES))
 def test_undecodable_header_table(settings: Settings, table: str) -> None:
@@ -71,7 +63,7 @@ def test_undecodable_header_table(settings: Settings, table: str) -> None:
                 break
         assert confirmed == [True] and pub.is_open
         sub.consume(queue, prefetch=10)
-        got = _drain(sub, 4)
+        got = drain(sub, 4, rounds=60)
         by_body = {d.body: d for d in got}  # (the raw publish went on the other channel)
         assert sorted(by_body) == [b"after", b"before", b"hostile", b"last"] and len(got) == 4
         assert by_body[b"hostile"].headers == {} and by_body[b"after"].headers == {"n": 1}

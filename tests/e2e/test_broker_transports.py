@@ -10,25 +10,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any
 
 import pytest
 
-from droplet.broker.interface import Delivery, QueueSpec, Topology
+from droplet.broker.interface import QueueSpec, Topology
 from droplet.errors import BrokerError, QueueArgumentsError
 from droplet.settings import Settings
 from tests.broker_transports import connect, transports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-
-def _drain(conn: Any, want: int, rounds: int = 100) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(rounds):
-        got += conn.poll(0.05)
-        if len(got) >= want:
-            break
-    return got
 
 
 @transports

@@ -101,12 +101,8 @@ def nap(lib: Any, x: Any) -> Any:
     return x
 
 
-def test_calls_behind_a_slow_run_go_back_to_the_shared_queue_one_to_a_message() -> None:
-    RUNS.clear()
-    fleet = Fleet()
-    member = fleet.start_worker("w1")
-    fleet.register("nap", nap)
-    ids = [f"n{i}" for i in range(4)]
+def _publish_naps(fleet: Fleet, ids: list[str]) -> None:
+    """One envelope of calls of `nap` (argument: their index) to the shared queue."""
     messages = []
     for i, call_id in enumerate(ids):
         call = pb.FunctionCall(name="nap", call_id=call_id, response_key=call_id,
@@ -114,7 +110,16 @@ def test_calls_behind_a_slow_run_go_back_to_the_shared_queue_one_to_a_message() 
         serializer.dump(i, call.arguments.values.add())
         messages.append(pb.Message(call=call))
     fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
-                         reply_to=fleet.reply_to)  # one envelope of 4 slow calls, to w1
+                         reply_to=fleet.reply_to)
+
+
+def test_calls_behind_a_slow_run_go_back_to_the_shared_queue_one_to_a_message() -> None:
+    RUNS.clear()
+    fleet = Fleet()
+    member = fleet.start_worker("w1")
+    fleet.register("nap", nap)
+    ids = [f"n{i}" for i in range(4)]
+    _publish_naps(fleet, ids)  # one envelope of 4 slow calls, to w1
     idle = fleet.broker.connect("idle")  # another worker, idle
     idle.consume(fleet.names.work, prefetch=10)
     handed: list[int] = []
@@ -142,14 +147,7 @@ def test_with_no_idle_worker_calls_keep_their_place() -> None:
     fleet = Fleet()
     fleet.start_worker("w1")
     fleet.register("nap", nap)
-    messages = []
-    for i in range(3):
-        call = pb.FunctionCall(name="nap", call_id=f"a{i}", response_key=f"a{i}",
-                               response_address=fleet.reply_to)
-        serializer.dump(i, call.arguments.values.add())
-        messages.append(pb.Message(call=call))
-    fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
-                         reply_to=fleet.reply_to)
+    _publish_naps(fleet, [f"a{i}" for i in range(3)])
     assert fleet.step("w1", 1.0)
     assert RUNS == [0, 1, 2], "all three ran in the one delivery"
 
@@ -163,14 +161,7 @@ def test_a_quick_function_kept_from_a_core_keeps_its_delivery() -> None:
     fleet.register("nap", nap)
     member.cycle._expect_slow = lambda message: False  # its history: always quick
     idle = fleet.broker.connect("idle")  # another worker, idle
-    messages = []
-    for i in range(3):
-        call = pb.FunctionCall(name="nap", call_id=f"q{i}", response_key=f"q{i}",
-                               response_address=fleet.reply_to)
-        serializer.dump(i, call.arguments.values.add())
-        messages.append(pb.Message(call=call))
-    fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
-                         reply_to=fleet.reply_to)
+    _publish_naps(fleet, [f"q{i}" for i in range(3)])
     idle.consume(fleet.names.work, prefetch=10)
     assert fleet.step("w1", 1.0)
     assert RUNS == [0, 1, 2], "all three ran in the one delivery"
@@ -195,14 +186,7 @@ def test_a_worker_killed_after_handing_calls_back_loses_none() -> None:
     fleet.start_worker("w1")
     fleet.register("nap", nap_then_die)
     ids = [f"k{i}" for i in range(3)]
-    messages = []
-    for i, call_id in enumerate(ids):
-        call = pb.FunctionCall(name="nap", call_id=call_id, response_key=call_id,
-                               response_address=fleet.reply_to)
-        serializer.dump(i, call.arguments.values.add())
-        messages.append(pb.Message(call=call))
-    fleet.client.publish(fleet.names.work, envelope.encode(messages, fleet.signer),
-                         reply_to=fleet.reply_to)  # to w1
+    _publish_naps(fleet, ids)  # to w1
     fleet.start_worker("w2")  # idle
     conn = DIE["conn"] = fleet.workers["w1"].conn
     handed: list[int] = []
