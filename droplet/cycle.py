@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from droplet.acks import AckGate, Settlement, group
 from droplet.broker.interface import BrokerConnection, Delivery
 from droplet.broker_config.names import (
+    BATCHING_HEADER,
     DEAD_FROM_HEADER,
     DEAD_REASON_HEADER,
     QueueNames,
@@ -56,6 +57,7 @@ from droplet.store.commits import Commit, Committed, Committer, Outcome, Status
 
 log = logging.getLogger(__name__)
 
+_BATCHING = {BATCHING_HEADER: 1}
 _LINGER_CAP_S = 0.05  # the longest a quick outcome waits for the rest of its delivery
 
 Handler = Callable[[pb.Message, Delivery, pb.Envelope, Outbox], None]
@@ -343,11 +345,14 @@ class Cycle:
                 self._prepare(queue)
             body = envelope.encode([i.message for i in items], self.signer)
             confirmed = gate.expect() if gate is not None and persistent else None
-            if confirmed is not None and self.names.is_worker_queue(queue):
+            to_worker = self.names.is_worker_queue(queue)
+            if confirmed is not None and to_worker:
                 confirmed = self._rescuing(confirmed, items, gate)
+            batching = to_worker and envelope.batches(i.message for i in items)
             self.conn.publish(queue, body, persistent=persistent, mandatory=persistent,
                               correlation_id=correlation_id, on_confirm=confirmed,
-                              priority=message_priority(items[0].message))
+                              priority=message_priority(items[0].message),
+                              headers=_BATCHING if batching else None)
 
     def _rescuing(self, confirmed: Callable[[bool], None], items: list[Outgoing],
                   gate: AckGate | None) -> Callable[[bool], None]:

@@ -42,6 +42,9 @@ REPLY_QUEUE_PREFIX = "droplet.reply."
 # Header of a message sent again (a client's re-send after a reconnect, a dead worker's queue
 # moved, a long call's claim settled): it may have run already, so its outcome is looked up.
 RESENT_HEADER = "x-droplet-resent"
+# Header of an envelope with calls (or DAG steps) of a batching function: its worker gathers
+# a batch even before its functions mirror has told it that the function batches.
+BATCHING_HEADER = "x-droplet-batching"
 # Headers of a message dead-lettered by Droplet itself (one message of an envelope).
 DEAD_FROM_HEADER = "x-droplet-from"
 DEAD_REASON_HEADER = "x-droplet-reason"

@@ -34,6 +34,19 @@ def encode(messages: Iterable[pb.Message], signer: Signer, nonce: str = "") -> b
     return signer.seal(envelope.SerializeToString())
 
 
+def batches(messages: Iterable[pb.Message]) -> bool:
+    """Whether a call or DAG step of a batching function is among the messages, as its sender
+    knows it (the registration's or the DAG's `batching`), so the body is marked for its worker."""
+    for message in messages:
+        kind = message.WhichOneof("kind")
+        if kind == "call" and message.call.batching:
+            return True
+        if kind == "trigger" and message.trigger.HasField("schedule") and (
+                message.trigger.target_function in message.trigger.schedule.dag.batching_functions):
+            return True
+    return False
+
+
 def encode_unsigned(messages: Iterable[pb.Message]) -> bytes:
     """A body deliberately left unsigned (refusals of messages that failed verification)."""
     return encode(messages, Signer(None))

@@ -214,10 +214,10 @@ def batches(stored_function: bytes | None) -> bool:
 def items_of(body: bytes, signer: Signer, state: WorkerState,
              maybe_run: bool) -> dict[str, list[BatchItem]]:
     """The batch items of a delivery, by function (none when it may have run before, or does
-    not verify: it then goes through the cycle as it is, and is refused there). Deliveries are
-    looked into only once this worker knows of a batching function (state.batching): the
-    others pay nothing."""
-    if maybe_run or not state.batching:
+    not verify: it then goes through the cycle as it is, and is refused there). The service
+    looks into deliveries only once this worker knows of a batching function (state.batching)
+    or the sender marked the delivery (BATCHING_HEADER): the others pay nothing."""
+    if maybe_run:
         return {}
     try:
         messages = envelope.decode(body, signer)

@@ -26,7 +26,12 @@ from collections.abc import Sequence
 from droplet import resources
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
-from droplet.broker_config.names import RESENT_HEADER, QueueNames, is_reply_address
+from droplet.broker_config.names import (
+    BATCHING_HEADER,
+    RESENT_HEADER,
+    QueueNames,
+    is_reply_address,
+)
 from droplet.broker_config.topology import (
     priorities_note,
     retry_topology,
@@ -261,8 +266,9 @@ class WorkerService:
         delivery = self._next(conn, timeout_s)
         if delivery is None:
             return False
-        # No batching function known (most workers): nothing to look into.
-        group = self._gather(conn, delivery) if self.state.batching else [delivery]
+        # No batching function known or marked (most workers): nothing to look into.
+        gather = self.state.batching or BATCHING_HEADER in (delivery.headers or ())
+        group = self._gather(conn, delivery) if gather else [delivery]
         try:
             for index, taken in enumerate(group):
                 self._gathered = group[index + 1:]
@@ -296,6 +302,7 @@ class WorkerService:
         gathering = batching.Gathering(self.state, self._batch_items(group[0]))
         if not gathering.items:
             return
+        self.state.batching.update(gathering.items)  # its mirror may not have said so yet
         while not gathering.full():
             with self._buffer_lock:
                 for delivery in list(self._buffer):

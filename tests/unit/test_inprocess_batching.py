@@ -12,7 +12,8 @@ import cloudpickle
 import pytest
 
 from droplet.errors import BrokerError, StoreError
-from droplet.proto import pb
+from droplet.proto import envelope, pb
+from droplet.store import serializer
 from droplet.store.metadata import Metadata
 from droplet.worker import batching
 
@@ -30,7 +31,7 @@ def tripled(lib: Any, batch: list[tuple[int]]) -> list[int]:
     return [x * 3 for (x,) in batch]
 
 
-def _batching_fleet(*workers: str, size: int = 16) -> Fleet:
+def _batching_fleet(*workers: str, size: int = 16, told: bool = True) -> Fleet:
     BATCHES.clear()
     RUNS.clear()
     fleet = Fleet()
@@ -40,7 +41,8 @@ def _batching_fleet(*workers: str, size: int = 16) -> Fleet:
         name="b", body=cloudpickle.dumps(tripled), batching=True, batch_size=size,
         batch_linger_s=0.001))
     for member in fleet.workers.values():
-        member.service.state.batching.add("b")  # what its functions mirror would tell it
+        if told:
+            member.service.state.batching.add("b")  # what its functions mirror would tell it
     return fleet
 
 
@@ -54,6 +56,27 @@ def test_calls_in_separate_deliveries_run_in_one_invocation_and_each_is_answered
     assert BATCHES == [5]
     assert [fleet.stored(c) for c in calls] == [0, 3, 6, 9, 12]
     assert_one_outcome_each(fleet, calls)
+
+
+def test_a_worker_not_yet_told_that_a_function_batches_still_batches_its_calls() -> None:
+    """Its functions mirror lags the registration (a loaded CI machine): the calls the
+    scheduler places are marked, so the first ones batch too, not only those after the first
+    run (in CI, every call of one envelope once ran alone)."""
+    fleet = _batching_fleet("w1", told=False)
+    fleet.start_scheduler()
+    calls = [pb.FunctionCall(name="b", call_id=f"c{i}", response_key=f"c{i}",
+                             response_address=fleet.reply_to, batching=True) for i in range(5)]
+    for i, call in enumerate(calls):
+        serializer.dump(i, call.arguments.values.add())
+    fleet.client.publish(fleet.names.calls, envelope.encode(
+        [pb.Message(call=c) for c in calls], fleet.signer), reply_to=fleet.reply_to)
+    assert fleet.schedule() == 1
+    assert fleet.workers["w1"].service.state.batching == set()
+    fleet.step("w1")
+    assert BATCHES == [5], "one envelope of five calls, one invocation"
+    fleet.run_until_quiet()
+    assert [fleet.stored(c.call_id) for c in calls] == [0, 3, 6, 9, 12]
+    assert_one_outcome_each(fleet, [c.call_id for c in calls])
 
 
 def test_a_batch_takes_at_most_its_size_and_the_rest_waits_for_the_next() -> None:

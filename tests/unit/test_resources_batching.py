@@ -309,8 +309,6 @@ def test_copies_that_may_have_run_do_not_join_a_batch() -> None:
     assert batching.items_of(body, Signer(None), state, maybe_run=True) == {}
     call.maybe_done = True
     assert _delivery_items(state, call) == {}
-    state.batching.clear()  # no batching function known: deliveries are not looked into
-    assert _delivery_items(state, function_call("b", [1])) == {}
 
 
 def test_a_stored_registration_says_whether_it_batches() -> None:
@@ -396,3 +394,16 @@ def test_a_burst_goes_to_the_idle_worker_while_the_other_is_busy() -> None:
     state.workers["idle"].queue_depth = 2  # both busy now: the fewest in hand
     state.workers["idle"].updated_at += 1
     assert pick_tagged(state, {"gpu": 1}) == NAMES.worker("busy")
+
+
+def test_a_body_is_marked_when_it_carries_a_call_or_step_of_a_batching_function() -> None:
+    plain = pb.Message(call=function_call("p", [1]))
+    batched = pb.Message(call=function_call("b", [1]))
+    batched.call.batching = True
+    step = pb.Message(trigger=pb.DagTrigger(target_function="b"))
+    step.trigger.schedule.dag.batching_functions.append("b")
+    other_step = pb.Message(trigger=pb.DagTrigger(target_function="p"))
+    other_step.trigger.schedule.dag.batching_functions.append("b")
+    assert not envelope.batches([plain, other_step])
+    assert envelope.batches([plain, batched])
+    assert envelope.batches([other_step, step])
