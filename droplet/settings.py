@@ -23,6 +23,7 @@ DEFAULT_ETCD = "127.0.0.1:2379"
 MiB = 1024 * 1024
 QUEUE_TYPES = ("classic", "quorum")
 BROKER_TRANSPORTS = ("amqp", "pika")
+ETCD_TRANSPORTS = ("lean", "grpc")
 
 # Fields a repr shows as *** (the broker URL's password is masked instead).
 _SECRET_FIELDS = frozenset({"signing_key", "etcd_password", "dashboard_token"})
@@ -50,6 +51,10 @@ class Settings:
     etcd_ca_file: str | None = None
     etcd_cert_file: str | None = None
     etcd_key_file: str | None = None
+    # etcd's KV requests (every read and write a call makes): "lean", Droplet's own HTTP/2
+    # client (store/http2.py), or "grpc", the etcd3 library's. Over TLS they take gRPC in
+    # either case; watches, leases and authentication always do.
+    etcd_transport: str = "lean"
     # Shared fleet secret: when set, every message, function body and stored value is
     # HMAC-signed and anything unsigned or badly signed is refused. signing_key_file names a
     # file holding it instead (`droplet up` writes one in its state directory).
@@ -167,6 +172,9 @@ class Settings:
         if self.broker_transport not in BROKER_TRANSPORTS:
             raise ConfigurationError(f"setting 'broker_transport': bad value "
                                      f"{self.broker_transport!r} (amqp or pika)")
+        if self.etcd_transport not in ETCD_TRANSPORTS:
+            raise ConfigurationError(f"setting 'etcd_transport': bad value "
+                                     f"{self.etcd_transport!r} (lean or grpc)")
         if not self.broker_urls:
             raise ConfigurationError("setting 'broker_url': no URL given")
         endpoints = tuple(self._etcd_address(spec) for spec in self.etcd_endpoints)

@@ -23,6 +23,7 @@ from etcd3.client import EtcdTokenCallCredentials
 
 from droplet.errors import CompactedError, StoreCredentialsError, StoreError, StoreTlsError
 from droplet.settings import Settings
+from droplet.store.etcd_lean import LeanKVClient
 from droplet.tls import check_etcd_files, etcd_refusal, etcd_uses_tls
 
 REQUEST_TIMEOUT_S = 5.0
@@ -73,9 +74,10 @@ class EtcdClient:
                     time_retry=_ENDPOINT_RETRY_S, opts=list(_GRPC_OPTIONS.items()),
                 )
             )
+        kind = LeanKVClient if s.etcd_transport == "lean" and not secure else (
+            etcd3.MultiEndpointEtcd3Client)
         try:
-            client = etcd3.MultiEndpointEtcd3Client(
-                endpoints=endpoints, timeout=REQUEST_TIMEOUT_S, failover=True)
+            client = kind(endpoints=endpoints, timeout=REQUEST_TIMEOUT_S, failover=True)
         except Exception as exc:
             raise (etcd_refusal(s, detail(exc), probe=True) or fail("connect", exc)) from None
         if s.etcd_user is not None or s.etcd_password is not None:

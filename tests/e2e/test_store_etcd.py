@@ -33,10 +33,11 @@ MiB = 1024 * 1024
 # EtcdKV.get_entries reads several keys with client.transaction(compare=[], success=[...]) and
 # no failure list; python3-etcd3 0.13 iterates failure=None and raises TypeError. Every read of
 # a value of two or more chunks, every put_values and get_values of two or more keys, fails.
-@pytest.fixture
-def kv(settings: Settings) -> Iterator[EtcdKV]:
-    """An EtcdKV on the test's fresh namespace; its whole prefix is deleted afterwards."""
-    client = EtcdKV(settings)
+@pytest.fixture(params=["lean", "grpc"])
+def kv(settings: Settings, request: pytest.FixtureRequest) -> Iterator[EtcdKV]:
+    """An EtcdKV on the test's fresh namespace, over each KV transport (settings.
+    etcd_transport); its whole prefix is deleted afterwards."""
+    client = EtcdKV(settings.with_(etcd_transport=request.param))
     yield client
     try:
         client.delete(settings.etcd_prefix, prefix=True)

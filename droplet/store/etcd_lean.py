@@ -1,0 +1,156 @@
+"""etcd's KV methods (Range, Put, DeleteRange, Txn, Compact) over store/http2.py connections.
+
+`LeanKV` stands where the etcd3 library keeps its gRPC KV stub (`client.kvstub`), so the
+library's own reads and writes and our transactions (store/etcd_txn.py) all take the lean
+path, and a failure leaves as a `grpc.RpcError` with the code grpcio would give it: the
+library's fail-over and our retries (store/etcd_client.py) treat both paths alike. Watches,
+leases and authentication stay on gRPC: they are not on a call's path.
+
+Each call takes an idle connection of the pool, or opens one, so threads never share one; a
+connection idle for a while is checked for what the peer sent meanwhile (a GOAWAY, a closed
+socket, keepalive pings) before it carries a request, and a failed one is dropped.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import etcd3
+import grpc
+from etcd3 import etcdrpc
+
+from droplet.store.http2 import CallFailure, Http2Connection, header_block
+
+_CHECK_IDLE_S = 10.0  # a connection idle longer is looked at before it is used again
+
+
+class RpcFailure(grpc.RpcError):  # type: ignore[misc]
+    """A failed lean call, read like grpcio's errors (code(), details())."""
+
+    def __init__(self, status: str, details: str) -> None:
+        super().__init__(f"{status}: {details}")
+        self._code = getattr(grpc.StatusCode, status, grpc.StatusCode.UNKNOWN)
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class LeanKV:
+    """The KV stub of one etcd member (host:port), its methods called as grpcio's are:
+    (request, timeout, credentials=..., metadata=...)."""
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        self._host, self._port, self._tls = host, port, tls
+        self._authority = f"{host}:{port}"
+        self._idle: list[Http2Connection] = []
+        self._heads: dict[tuple[str, Any], bytes] = {}
+        self._closed = False
+        self.Range = self._method("Range", etcdrpc.RangeResponse)
+        self.Put = self._method("Put", etcdrpc.PutResponse)
+        self.DeleteRange = self._method("DeleteRange", etcdrpc.DeleteRangeResponse)
+        self.Txn = self._method("Txn", etcdrpc.TxnResponse)
+        self.Compact = self._method("Compact", etcdrpc.CompactionResponse)
+
+    def _method(self, name: str, answer: Any) -> Callable[..., Any]:
+        path = f"/etcdserverpb.KV/{name}"
+
+        def call(request: Any, timeout: float | None = None, credentials: Any = None,
+                 metadata: Sequence[tuple[str, str]] | None = None) -> Any:
+            del credentials  # the token also travels as metadata (etcd_client._authenticate)
+            head = self._head(path, tuple(metadata or ()))
+            return answer.FromString(self._call(head, request.SerializeToString(),
+                                                timeout or 5.0))
+
+        return call
+
+    def _head(self, path: str, metadata: tuple[tuple[str, str], ...]) -> bytes:
+        head = self._heads.get((path, metadata))
+        if head is None:
+            scheme = "https" if self._tls is not None else "http"
+            head = self._heads[(path, metadata)] = header_block(
+                [(":method", "POST"), (":scheme", scheme), (":path", path),
+                 (":authority", self._authority), ("content-type", "application/grpc"),
+                 ("te", "trailers"), *metadata])
+        return head
+
+    def _call(self, head: bytes, body: bytes, timeout_s: float) -> bytes:
+        connection = self._take(timeout_s)
+        try:
+            answer = connection.call(head, body, timeout_s)
+        except CallFailure as exc:
+            raise RpcFailure(exc.status, exc.details) from None
+        if connection.broken or self._closed:
+            connection.close()
+        else:
+            self._idle.append(connection)
+        return answer
+
+    def _take(self, timeout_s: float) -> Http2Connection:
+        while True:
+            try:
+                connection = self._idle.pop()  # atomic: no two threads take the same one
+            except IndexError:
+                break
+            if connection.broken or not _still_open(connection):
+                connection.close()
+                continue
+            return connection
+        try:
+            return Http2Connection(self._host, self._port, timeout_s, self._tls)
+        except CallFailure as exc:
+            raise RpcFailure(exc.status, exc.details) from None
+
+    def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            try:
+                self._idle.pop().close()
+            except IndexError:
+                break
+
+
+def _still_open(connection: Http2Connection) -> bool:
+    """False for a connection the peer closed while it was idle; a long-idle one is checked
+    (a readable socket means the peer said something: a GOAWAY, a ping, or its end)."""
+    if time.monotonic() - connection.last_used < _CHECK_IDLE_S:
+        return True
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
+    """The library's multi-endpoint client with its KV stub on the lean path (`LeanKV` for
+    the member in use; a fail-over drops it, and the next call opens one on the next)."""
+
+    tls: ssl.SSLContext | None = None
+
+    @property
+    def kvstub(self) -> LeanKV:
+        stub: LeanKV | None = self._stubs.get("kvstub")
+        if stub is None:
+            self.channel  # noqa: B018 - the property moves off a member marked failed
+            endpoint = self.endpoint_in_use
+            host, _, port = endpoint.netloc.rpartition(":")
+            stub = self._stubs["kvstub"] = LeanKV(host.strip("[]"), int(port), self.tls)
+        return stub
+
+    def _clear_old_stubs(self) -> None:
+        stub = self._stubs.get("kvstub")
+        if isinstance(stub, LeanKV):
+            stub.close()
+        super()._clear_old_stubs()
+
+    def close(self) -> None:
+        self._clear_old_stubs()
+        super().close()
