@@ -120,15 +120,19 @@ def _no_passphrase() -> bytes:
     raise _EncryptedKey
 
 
-def check_etcd_files(settings: Settings) -> None:
+def check_etcd_files(settings: Settings) -> ssl.SSLContext:
     """Loads etcd's TLS files as PEM now: gRPC takes any bytes and fails each connection
     later with "Failed to create security handshaker", naming no file (and retried as if
-    etcd were away). Raises StoreTlsError naming the setting."""
+    etcd were away). Raises StoreTlsError naming the setting. The context it returns is the
+    lean KV client's (store/etcd_lean.py), offering HTTP/2 as gRPC needs."""
     try:
-        client_context("etcd_ca_file", settings.etcd_ca_file, "etcd_cert_file",
-                       settings.etcd_cert_file, "etcd_key_file", settings.etcd_key_file)
+        context = client_context(
+            "etcd_ca_file", settings.etcd_ca_file, "etcd_cert_file", settings.etcd_cert_file,
+            "etcd_key_file", settings.etcd_key_file)
     except ConfigurationError as exc:
         raise StoreTlsError(str(exc)) from None
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 _EXPIRED = ("certificate has expired", "certificate is not yet valid")

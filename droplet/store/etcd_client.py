@@ -11,6 +11,7 @@ a single-endpoint process down for that long).
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -59,10 +60,10 @@ class EtcdClient:
 
     def _connect(self) -> Any:
         s = self._settings
-        creds = None
+        creds = tls = None
         secure = etcd_uses_tls(s)
         if secure:
-            creds = _read_credentials(s)
+            creds, tls = _read_credentials(s)
         endpoints = []
         for spec in s.etcd_endpoints:
             host, _, port = spec.rpartition(":")
@@ -74,12 +75,14 @@ class EtcdClient:
                     time_retry=_ENDPOINT_RETRY_S, opts=list(_GRPC_OPTIONS.items()),
                 )
             )
-        kind = LeanKVClient if s.etcd_transport == "lean" and not secure else (
-            etcd3.MultiEndpointEtcd3Client)
+        lean = s.etcd_transport == "lean"
+        kind = LeanKVClient if lean else etcd3.MultiEndpointEtcd3Client
         try:
             client = kind(endpoints=endpoints, timeout=REQUEST_TIMEOUT_S, failover=True)
         except Exception as exc:
             raise (etcd_refusal(s, detail(exc), probe=True) or fail("connect", exc)) from None
+        if lean:
+            client.tls = tls
         if s.etcd_user is not None or s.etcd_password is not None:
             self._authenticate(client, secure)
         return client
@@ -207,7 +210,7 @@ _TRANSIENT_ERRORS = (
 )
 
 
-def _read_credentials(settings: Settings) -> Any:
+def _read_credentials(settings: Settings) -> tuple[Any, ssl.SSLContext]:
     def read(setting: str) -> bytes | None:
         path = getattr(settings, setting)
         if not path:
@@ -224,5 +227,4 @@ def _read_credentials(settings: Settings) -> Any:
                             "client certificate and its key) or neither")
     credentials = grpc.ssl_channel_credentials(
         read("etcd_ca_file"), read("etcd_key_file"), read("etcd_cert_file"))
-    check_etcd_files(settings)
-    return credentials
+    return credentials, check_etcd_files(settings)

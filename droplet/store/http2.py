@@ -95,7 +95,7 @@ class Http2Connection:
             sock = socket.create_connection((host, port), timeout=timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:
-                sock = tls.wrap_socket(sock, server_hostname=host)
+                sock = _handshake(tls, sock, host, self.address)
                 if sock.selected_alpn_protocol() != "h2":
                     sock.close()
                     raise CallFailure("UNAVAILABLE", f"{self.address} does not speak HTTP/2")
@@ -304,6 +304,19 @@ class Http2Connection:
         payload = bytes(buffer[9:9 + size])
         del buffer[:9 + size]
         return kind, flags, on, payload
+
+
+def _handshake(tls: ssl.SSLContext, sock: socket.socket, host: str,
+               address: str) -> ssl.SSLSocket:
+    try:
+        return tls.wrap_socket(sock, server_hostname=host)
+    except (ssl.SSLEOFError, ConnectionResetError) as exc:
+        sock.close()  # what a server without TLS does at a TLS hello: worded as gRPC does
+        raise CallFailure("UNAVAILABLE", f"TLS handshake with {address} failed "
+                                         f"(socket closed): {exc}") from None
+    except (OSError, ssl.SSLError):
+        sock.close()
+        raise
 
 
 def _header_fragment(flags: int, payload: bytes) -> bytes:
