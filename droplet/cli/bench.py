@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import droplet
-from droplet.cli.bench_cpu import FleetCpu, measure_fleet_cpu
+from droplet.cli.bench_cpu import FleetCpu, measure_fleet_cpu, settle
 from droplet.cli.bench_measure import (
     CALL_TIMEOUT_S,
     BenchError,
@@ -42,6 +43,7 @@ QUICK = {"calls": 20, "dag_calls": 20, "burst": 100, "map": 200, "warmup": 5}
 # Fewer samples than this make p99 the maximum of a handful: noise, not a tail.
 MIN_LATENCY_SAMPLES = 300
 READY_TIMEOUT_S = 60.0
+SWEEP_BURSTS = 3  # per fleet size of --sweep: its rate is their median
 
 
 @contextmanager
@@ -83,9 +85,16 @@ def _sweep_one(base: Settings, workers: int, counts: dict[str, int], workdir: Pa
         incr = register_incr(client, uuid.uuid4().hex[:8])
         latencies(counts["warmup"], lambda i: client.call(incr, i).get(timeout=CALL_TIMEOUT_S),
                    lambda i: i + 1, f"warm-up {workers} workers", progress)
-        return measure_fleet_cpu(
-            [p.pid for p in cluster.workers], [p.pid for p in cluster.schedulers],
-            counts["burst"], lambda: burst(client, incr, counts["burst"], progress))
+        pids = [p.pid for p in cluster.workers]
+        settle(pids)
+
+        def bursts() -> float:  # one burst of a few tenths of a second is at the mercy of
+            # whatever else the machine does then: the median of a few
+            return statistics.median(burst(client, incr, counts["burst"], progress)
+                                     for _ in range(SWEEP_BURSTS))
+
+        return measure_fleet_cpu(pids, [p.pid for p in cluster.schedulers],
+                                 counts["burst"] * SWEEP_BURSTS, bursts)
 
 
 # Scripts `--peers DIR` runs when present (none of them is a dependency of Droplet): the

@@ -31,6 +31,23 @@ def cpu_seconds(pids: Iterable[int]) -> float | None:
     return total
 
 
+def settle(pids: list[int], idle_pct: float = 2.0, timeout_s: float = 20.0,
+           window_s: float = 0.5) -> float:
+    """Waits until these processes together use under idle_pct% of a core per process (a
+    fleet just started is still importing, loading its mirrors and opening its watches: on a
+    crowded host that would be measured as the cost of a call); returns how long it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = cpu_seconds(pids)
+        time.sleep(window_s)
+        after = cpu_seconds(pids)
+        if before is None or after is None:
+            break
+        if (after - before) / window_s * 100 <= idle_pct * len(pids):
+            break
+    return time.monotonic() - started
+
+
 @dataclass(frozen=True)
 class FleetCpu:
     """What `--sweep` reports for one fleet size, next to its burst rate."""

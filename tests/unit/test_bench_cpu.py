@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
 
-from droplet.cli.bench_cpu import cpu_seconds, measure_fleet_cpu
+from droplet.cli.bench_cpu import cpu_seconds, measure_fleet_cpu, settle
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -37,3 +38,16 @@ def test_fleet_cpu_charges_the_run_per_call_and_the_rest_to_idle() -> None:
     assert cpu.worker_cpu_us_per_call > 0  # the spin is charged to the 1000 "calls"
     assert cpu.scheduler_cpu_us_per_call == 0
     assert cpu.idle_worker_cpu_pct < 50  # this process slept through the idle window
+
+
+def test_settle_waits_while_a_process_is_busy_and_not_once_it_rests() -> None:
+    busy = subprocess.Popen([sys.executable, "-c",
+                             "import time\nend = time.monotonic() + 1.2\n"
+                             "while time.monotonic() < end: pass\ntime.sleep(30)"])
+    try:
+        waited = settle([busy.pid], idle_pct=20.0, timeout_s=10.0, window_s=0.2)
+        assert 0.9 < waited < 5.0, f"settled after {waited:.2f}s"
+        assert settle([busy.pid], idle_pct=20.0, timeout_s=10.0, window_s=0.2) < 0.5
+    finally:
+        busy.kill()
+        busy.wait()
