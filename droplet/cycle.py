@@ -4,8 +4,7 @@ Schedulers (calls and admin), workers, the reaper draining a dead worker's queue
 settling of long-call claims all run their deliveries through `Cycle.run`:
 
 1. decode and verify the envelope; one that fails is dead-lettered, and whoever waits for an
-   answer is told so by an UNSIGNED reply, only ever to a reply address (never a signed message
-   to an address nobody vouched for);
+   answer is told so by an UNSIGNED reply, only ever to a reply address (refusal.py);
 2. hand each message to the loop's handler, which fills an Outbox;
 3. commit each message's outbox before the next message runs: durable writes first (a call's
    outcome, written once; MULTI writes; join records), then every message that depends on them,
@@ -29,14 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from droplet.acks import AckGate, Settlement, group
 from droplet.broker.interface import BrokerConnection, Delivery
-from droplet.broker_config.names import (
-    BATCHING_HEADER,
-    DEAD_FROM_HEADER,
-    DEAD_REASON_HEADER,
-    QueueNames,
-    is_reply_address,
-)
-from droplet.errors import DropletError, PoisonMessageError, SignatureError, StoreError
+from droplet.broker_config.names import BATCHING_HEADER, QueueNames
+from droplet.errors import DropletError, PoisonMessageError, StoreError
 from droplet.handback import hand_back_rest
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import (
@@ -51,7 +44,8 @@ from droplet.outbox import (
 from droplet.priority import message_priority
 from droplet.proto import envelope, pb
 from droplet.proto.envelope import MAX_ENVELOPE_BYTES
-from droplet.proto.replies import error_response, error_value, response_for, stamp
+from droplet.proto.replies import error_value, response_for, stamp
+from droplet.refusal import dead_letter, refusals, refuse_unverified
 from droplet.signing import Signer
 from droplet.store.commits import Commit, Committed, Committer, Outcome, Status
 
@@ -109,7 +103,7 @@ class Cycle:
         try:
             received = envelope.decode_envelope(delivery.body, self.signer)
         except DropletError as exc:
-            self._refuse_unverified(delivery, exc)
+            refuse_unverified(self.conn, self.middleware, delivery, exc)
             gate.dead()
             gate.release()
             return gate
@@ -118,7 +112,8 @@ class Cycle:
                 self._admit(delivery, received.messages)  # verified: no second parse
         except PoisonMessageError as exc:
             try:
-                self._refuse_all(received.messages, delivery, exc, gate)
+                self.commit(refusals(received.messages, delivery, exc, self.middleware,
+                                     self.committer is not None), gate)
             except StoreError:
                 return self._requeued(gate)
             gate.dead()
@@ -240,8 +235,10 @@ class Cycle:
             log.warning("dead-lettering a %s message from %s: %s", kind, delivery.queue, exc)
             failure = exc
         try:
-            self._refuse_all([message], delivery, failure, gate)
-            self._dead_letter(message, delivery, str(failure), gate)
+            self.commit(refusals([message], delivery, failure, self.middleware,
+                                 self.committer is not None), gate)
+            dead_letter(self.conn, self.signer, self.names.dead, message, delivery,
+                        str(failure), gate)
         except StoreError:
             return False
         return True
@@ -371,59 +368,3 @@ class Cycle:
             confirmed(True)
 
         return callback
-
-    # -- refusing --------------------------------------------------------------------------
-
-    def _refuse_unverified(self, delivery: Delivery, error: Exception) -> None:
-        """Dead-letters what cannot be trusted; the sender, if it waits on a reply address,
-        learns why from an unsigned answer (which a client shows as UNAUTHORIZED)."""
-        log.warning("dead-lettering an unverified message from %s: %s", delivery.queue, error)
-        code = pb.UNAUTHORIZED if isinstance(error, SignatureError) else pb.INVALID_REQUEST
-        self.middleware.after_message("unverified", code)
-        told: set[str] = set()
-        for message in envelope.peek(delivery.body):
-            for ref in callers_of(message, delivery):
-                address = ref.response_address
-                if is_reply_address(address) and ref.call_id not in told:
-                    told.add(ref.call_id)
-                    self._send_unsigned(address, error_response(
-                        ref.output_key or ref.call_id, code, f"refused: {error}",
-                        call_id=ref.call_id), None)
-        if not told and is_reply_address(delivery.reply_to) and delivery.correlation_id:
-            self._send_unsigned(delivery.reply_to or "", error_response(
-                "", code, f"refused: {error}"), delivery.correlation_id)
-
-    def _send_unsigned(self, address: str, response: pb.GenericResponse,
-                       correlation_id: str | None) -> None:
-        body = envelope.encode_unsigned([pb.Message(response=response)])
-        self.conn.publish(address, body, persistent=False, correlation_id=correlation_id)
-
-    def _refuse_all(self, messages: Sequence[pb.Message], delivery: Delivery, error: Exception,
-                    gate: AckGate) -> None:
-        """Fails every call the (verified) messages concern, through their write-once
-        outcomes, so a caller never waits for an answer that will not come."""
-        code = getattr(error, "code", pb.NO_ERROR) or pb.INVALID_REQUEST
-        out = Outbox()
-        told: set[str] = set()  # a call gets one refusal (a notice and its trigger travel
-        for message in messages:  # together)
-            kind = message.WhichOneof("kind") or "empty"
-            self.middleware.after_message(kind, code)
-            if kind in ("function", "dag", "delete_dag") and is_reply_address(
-                    delivery.reply_to):
-                out.reply(delivery.reply_to, error_response(
-                    "", code, f"refused: {error}", call_id=delivery.correlation_id or ""),
-                    delivery.correlation_id)
-            for ref in callers_of(message, delivery):
-                if ref.call_id not in told:
-                    told.add(ref.call_id)
-                    fail_call(out, ref, code, f"refused: {error}")
-        if self.committer is None:
-            out.durable = []
-        self.commit(out, gate)
-
-    def _dead_letter(self, message: pb.Message, delivery: Delivery, reason: str,
-                     gate: AckGate) -> None:
-        headers = {DEAD_FROM_HEADER: delivery.queue, DEAD_REASON_HEADER: reason[:500]}
-        body = envelope.encode([message], self.signer)
-        self.conn.publish(self.names.dead, body, headers=headers, mandatory=True,
-                          on_confirm=gate.expect())

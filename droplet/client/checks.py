@@ -1,9 +1,10 @@
-"""What the client refuses before sending: names and keys outside the safe alphabet."""
+"""What the client refuses before sending: names and keys outside the safe alphabet, and
+arguments too large for one message."""
 
 from __future__ import annotations
 
 from droplet.broker_config.names import check_name
-from droplet.errors import InvalidArgumentError
+from droplet.errors import InvalidArgumentError, ValueTooLargeError
 
 _PASSED: set[str] = set()  # names checked already (a map checks one name per call)
 _PASSED_MAX = 4096
@@ -34,3 +35,12 @@ def checked_prefix(prefix: object) -> str:
     if prefix is not None and not isinstance(prefix, str):
         raise InvalidArgumentError(f"prefix is a string or None, not {prefix!r}")
     return prefix or ""
+
+
+def checked_size(size: int, limit: int, what: str) -> None:
+    """ValueTooLargeError when `what` (size bytes) is over limit (max_message_bytes)."""
+    if size > limit:
+        raise ValueTooLargeError(
+            f"{what} take {size} bytes, over max_message_bytes ({limit}): store large "
+            "values with put_object() and pass a DropletReference to them instead"
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import inspect
 import time
 import uuid
 import weakref
@@ -14,9 +13,10 @@ from typing import Any
 from droplet.broker.interface import ConnectionFactory
 from droplet.broker_config.names import QueueNames
 from droplet.client import dagspecs
+from droplet.client.admin import AdminRequests
 from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
-from droplet.client.checks import checked_key, checked_name, checked_prefix
+from droplet.client.checks import checked_key, checked_name, checked_prefix, checked_size
 from droplet.client.dagcalls import build_dag_call, send_dag_call
 from droplet.client.dagroutes import DagRoutes
 from droplet.client.dagspecs import ContinuationStep, FunctionEntry, dag_functions, describe
@@ -25,21 +25,19 @@ from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
 from droplet.client.mapping import map_calls
 from droplet.client.pump import ReplyPump
+from droplet.client.registration import function_spec
 from droplet.client.routing import CallRouter
 from droplet.client.tagging import checked_needs, dag_options, registration_options
 from droplet.client.traces import CallTraces
 from droplet.errors import (
     DropletError,
-    DropletTimeoutError,
     FunctionNotFoundError,
     InvalidArgumentError,
     RequestError,
-    ValueTooLargeError,
     error_from_info,
-    qualified_names,
 )
 from droplet.priority import checked_priority
-from droplet.proto import envelope, pb
+from droplet.proto import pb
 from droplet.proto.replies import error_response, error_value
 from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S
 from droplet.settings import Settings
@@ -64,6 +62,7 @@ class DropletClient:
         self.values = ValueStore(kv, settings)
         self.metadata = Metadata(kv, settings, self.signer)
         self.pump = ReplyPump(connect, self.names, self.signer)
+        self.admin = AdminRequests(self.pump, self.names, self.signer, settings)
         self.committer = Committer(self.values, settings.etcd_max_txn_ops)
         self.router = CallRouter(kv, self.metadata.keys, self.names, self.signer,
                                  self.pump.send, settings.max_message_bytes,
@@ -126,27 +125,9 @@ class DropletClient:
         needs, batch = registration_options(resources, batching, batch_size, batch_linger_ms)
         name = _name("function", name)
         checked_priority(priority, self.settings.max_priority)
-        is_class = inspect.isclass(function)
-        if is_class and not callable(getattr(function, "run", None)):
-            raise InvalidArgumentError(f"class {function.__name__} has no run(self, lib, ...)")
-        if not is_class and not callable(function):
-            raise InvalidArgumentError(f"{function!r} is neither a function nor a class")
-        if time_limit_s < 0 or retries < 0 or retry_backoff_s <= 0:
-            raise InvalidArgumentError("time_limit_s, retries and retry_backoff_s must be >= 0")
-        if not all(inspect.isclass(c) and issubclass(c, BaseException) for c in retry_on):
-            raise InvalidArgumentError("retry_on is a sequence of exception classes")
-        body = serializer.dump(function)
-        spec = pb.Function(
-            name=name, body=body.body, is_class=is_class, time_limit_s=time_limit_s,
-            max_retries=retries, retry_backoff_s=retry_backoff_s,
-            retry_on=[qualified_names(c)[0] for c in retry_on],
-        )
-        for arg in init_args:
-            serializer.dump(arg, spec.init_args.values.add())
-        spec.resources.update(needs)
-        if batch is not None:
-            spec.batching, spec.batch_size, spec.batch_linger_s = True, batch[0], batch[1]
-        self._admin(pb.Message(function=spec))
+        spec = function_spec(function, name, init_args, time_limit_s, retries, retry_on,
+                             retry_backoff_s, needs, batch)
+        self.admin.checked(pb.Message(function=spec))
         return DropletFunction(name, self, direct_response, priority, resources=needs,
                                batching=batching)
 
@@ -222,19 +203,12 @@ class DropletClient:
         )
         for arg in args:
             serializer.dump(arg, call.arguments.values.add())
-        self._check_size(call.arguments.ByteSize(), f"arguments of {name!r}")
+        checked_size(call.arguments.ByteSize(), self.settings.max_message_bytes,
+                     f"arguments of {name!r}")
         if self.traces.enabled:
             self.traces.begin(call_id, f"droplet.call {call.name}", call.trace,
                               call.trace_context)
         return call
-
-    def _check_size(self, size: int, what: str) -> None:
-        limit = self.settings.max_message_bytes
-        if size > limit:
-            raise ValueTooLargeError(
-                f"{what} take {size} bytes, over max_message_bytes ({limit}): store large "
-                "values with put_object() and pass a DropletReference to them instead"
-            )
 
     def map(
         self,
@@ -336,12 +310,12 @@ class DropletClient:
         registered = set(self.list())
         if any(f not in registered for f in dag.functions):
             return False, pb.FUNC_NOT_FOUND
-        result = self._admin_result(pb.Message(dag=dag))
+        result = self.admin.result(pb.Message(dag=dag))
         self.dag_routes.forget(dag.name)  # the call after this one looks again
         return result
 
     def delete_dag(self, name: str) -> tuple[bool, int | None]:
-        result = self._admin_result(pb.Message(delete_dag=pb.DeleteDag(name=_name("DAG", name))))
+        result = self.admin.result(pb.Message(delete_dag=pb.DeleteDag(name=_name("DAG", name))))
         self.dag_routes.forget(name)
         return result
 
@@ -388,34 +362,6 @@ class DropletClient:
 
     def _saw(self, client_id: str, revision: int) -> None:
         self._sessions[client_id] = max(self._sessions.get(client_id, 0), revision)
-
-    # -- admin requests --------------------------------------------------------------------
-
-    def _admin(self, message: pb.Message) -> pb.GenericResponse:
-        """Sends a request to a scheduler; raises its error as a RequestError."""
-        response = self._admin_response(message)
-        if not response.success:
-            info = pb.ErrorInfo(code=response.error, message=response.message)
-            raise error_from_info(info)
-        return response
-
-    def _admin_result(self, message: pb.Message) -> tuple[bool, int | None]:
-        response = self._admin_response(message)
-        return (True, None) if response.success else (False, response.error)
-
-    def _admin_response(self, message: pb.Message) -> pb.GenericResponse:
-        correlation_id = uuid.uuid4().hex
-        # The request id: a redelivered (or replayed) request gets the first answer.
-        body = envelope.encode([message], self.signer, nonce=correlation_id)
-        self.pump.send(self.names.admin, body, [correlation_id], correlation_id=correlation_id)
-        timeout = self.settings.request_timeout_s
-        response = self.pump.wait(correlation_id, timeout)
-        if response is None:
-            self.pump.forget(correlation_id)
-            raise DropletTimeoutError(
-                f"no scheduler answered within {timeout:g}s: is `droplet scheduler` running?"
-            )
-        return response
 
 
 __all__ = ["DropletClient", "DropletError", "RequestError"]

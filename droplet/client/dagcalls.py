@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from droplet.client.checks import checked_key, checked_name
+from droplet.client.checks import checked_key, checked_name, checked_size
 from droplet.client.dagspecs import add_continuations
 from droplet.errors import InvalidArgumentError
 from droplet.proto import envelope, pb
@@ -41,7 +41,8 @@ def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Seque
         for arg in args:
             serializer.dump(arg, target.values.add())
     add_continuations(call, continuation)
-    client._check_size(call.ByteSize(), f"arguments of DAG {name!r}")
+    checked_size(call.ByteSize(), client.settings.max_message_bytes,
+                 f"arguments of DAG {name!r}")
     return call
 
 

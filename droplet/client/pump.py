@@ -21,17 +21,16 @@ from typing import Protocol
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker_config.names import RESENT_HEADER, QueueNames
 from droplet.broker_config.topology import shared_topology
+from droplet.client.answers import answers_in
+from droplet.client.refused import RefusedRequests
 from droplet.errors import BrokerError, DropletError
-from droplet.proto import envelope, pb
-from droplet.proto.replies import error_response
+from droplet.proto import pb
 from droplet.signing import Signer
 
 log = logging.getLogger(__name__)
 
 _KEEPALIVE_S = 2.0
 _DRIVE_SLICE_S = 0.05
-_RESEND_AFTER_S = 1.0  # a request the broker refused is sent again this much later
-_RECONNECT_AFTER_S = 5.0  # refused this long without a single acceptance: a new connection
 
 
 @dataclass
@@ -71,9 +70,7 @@ class ReplyPump:
         # Replies handed to a callback instead of a waiting thread (the asyncio client).
         self._listeners: dict[str, Callable[[pb.GenericResponse], None]] = {}
         self.generation = 0
-        # Requests the broker refused (quorum queues): first id -> when; sent again later.
-        self._refused_at: dict[str, float] = {}
-        self._refusing_since: float | None = None  # every confirm since then was a nack
+        self._refused = RefusedRequests()  # by the broker (quorum queues): sent again later
         # Direct requests the broker returned: their fallbacks go out after the poll.
         self._unroutable: list[tuple[str, _Request]] = []
         self._closed = threading.Event()
@@ -140,13 +137,14 @@ class ReplyPump:
                  resent: bool = False) -> None:
         """Publishes a request. Under quorum queues the connection has confirms (see
         runtime.broker_factory), and a request the broker refuses (a nack: its queue had no
-        leader for a moment) is sent again a second later (_refused); a classic client
-        re-sends only after a reconnect."""
+        leader for a moment) is sent again a second later (refused.py); a classic client
+        re-sends only after a reconnect. The confirm runs inside the connection's poll, on
+        the thread driving it."""
         def confirmed(ok: bool) -> None:
             if ok:
-                self._refusing_since = None
-            else:
-                self._refused(conn, first, request)
+                self._refused.accepted()
+            elif self._inflight.get(first) is request and conn is self._conn:
+                self._refused.refused(first)
 
         conn.publish(request.queue, request.body, reply_to=self._reply_address,
                      correlation_id=request.correlation_id,
@@ -154,30 +152,9 @@ class ReplyPump:
                      priority=request.priority,
                      on_confirm=confirmed if self._names.quorum else None)
 
-    def _refused(self, conn: BrokerConnection, first: str, request: _Request) -> None:
-        """Runs inside the connection's poll, on the thread driving it. Not sent again at
-        once: while a quorum queue elects a leader every publish is refused, and re-sending
-        on each refusal would loop as fast as the broker answers."""
-        if self._inflight.get(first) is request and conn is self._conn:
-            now = time.monotonic()
-            self._refused_at.setdefault(first, now)
-            self._refusing_since = self._refusing_since or now
-
     def _send_refused(self, conn: BrokerConnection) -> None:
         """Sends again the refused requests whose back-off is over (driving thread)."""
-        if not self._refused_at:
-            return
-        now = time.monotonic()
-        if self._refusing_since and now - self._refusing_since > _RECONNECT_AFTER_S:
-            # Seen with RabbitMQ 3.10 after a node died: a channel that keeps refusing every
-            # publish to a quorum queue whose new leader serves other channels. A new
-            # connection (on the next node) re-sends everything in flight.
-            raise BrokerError(f"the broker refused every request for {_RECONNECT_AFTER_S:g}s")
-        due = [first for first, at in self._refused_at.items() if now - at >= _RESEND_AFTER_S]
-        if due:
-            log.warning("the broker refused %d requests (nack); sending them again", len(due))
-        for first in due:
-            del self._refused_at[first]
+        for first in self._refused.due():
             request = self._inflight.get(first)
             if request is not None:
                 self._publish(conn, first, request, resent=True)
@@ -319,29 +296,10 @@ class ReplyPump:
         arrived: list[tuple[str, pb.GenericResponse]] = []
         with self._lock:
             for delivery in deliveries:
-                try:
-                    messages = envelope.decode(delivery.body, self._signer)
-                    trusted = True
-                except DropletError as exc:
-                    # Not to be believed; but whoever waits for it learns why nothing comes.
-                    log.warning("a reply failed verification: %s", exc)
-                    messages, trusted = envelope.peek(delivery.body), False
-                for message in messages:
-                    if message.WhichOneof("kind") != "response":
-                        continue
-                    response = message.response
-                    key = self._key_of(response, delivery.correlation_id, trusted)
-                    if key is None:
-                        continue
+                for key, response in answers_in(delivery, self._signer):
                     self._answered(key)
                     if key not in self._expected:
                         continue
-                    if not trusted:
-                        response = error_response(
-                            response.response_id, pb.UNAUTHORIZED,
-                            "a reply failed signature verification: does this client use "
-                            "the fleet's signing_key?", call_id=response.call_id,
-                        )
                     if len(response.trace):
                         response.trace.add(stage="client.received", at_s=time.time())
                     self._responses[key] = response
@@ -352,20 +310,6 @@ class ReplyPump:
         if self.watcher is not None:
             for key, response in arrived:
                 self.watcher.answered(key, response)
-
-    @staticmethod
-    def _key_of(response: pb.GenericResponse, correlation_id: str | None,
-                trusted: bool) -> str | None:
-        """Whose answer a reply is: the signed call id it carries. The correlation id (an
-        AMQP property nobody signs) must agree with it; a verified reply whose ids disagree
-        was re-addressed by someone, and is dropped."""
-        if response.call_id:
-            if trusted and correlation_id and correlation_id != response.call_id:
-                log.warning("dropped a reply re-addressed from %s to %s", response.call_id,
-                            correlation_id)
-                return None
-            return response.call_id
-        return correlation_id or response.response_id or None
 
     # -- connection ------------------------------------------------------------------------
 
@@ -381,9 +325,8 @@ class ReplyPump:
             self._reply_address = conn.consume_replies()
             with self._lock:
                 pending = list(self._inflight.items())
-            self._refused_at.clear()  # every request in flight is sent again now
+            self._refused.clear()  # every request in flight is sent again now
             self._unroutable.clear()
-            self._refusing_since = None
             self._conn = conn
             for first, request in pending:
                 self._publish(conn, first, request, resent=True)

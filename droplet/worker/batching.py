@@ -4,7 +4,7 @@ A function registered with `batching=True` (or listed in a DAG's `batching_funct
 list of argument tuples and returns a list of results, one per tuple, in order. The worker
 gathers the calls of such a function that wait for it: those in the delivery in hand, those
 the broker has handed it already, and whatever arrives within the function's
-`batch_linger_s`, up to its `batch_size` (`BatchGatherer` in the service loop). It runs them in
+`batch_linger_s`, up to its `batch_size` (`BatchGatherer`, gatherer.py). It runs them in
 one invocation *before* the message cycle takes the deliveries one by one; each call's
 handler then finds its outcome in `WorkerState.batched` instead of running the function, and
 its outcome is stored and answered like any other (write-once, under its call id). The

@@ -26,12 +26,7 @@ from collections.abc import Sequence
 from droplet import resources
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
-from droplet.broker_config.names import (
-    BATCHING_HEADER,
-    RESENT_HEADER,
-    QueueNames,
-    is_reply_address,
-)
+from droplet.broker_config.names import QueueNames, is_reply_address
 from droplet.broker_config.topology import (
     priorities_note,
     retry_topology,
@@ -57,6 +52,7 @@ from droplet.worker import batching, dags, direct, handlers, tags
 from droplet.worker.cache import ValueCache
 from droplet.worker.claims import LongCallClaims
 from droplet.worker.functions import FunctionCache
+from droplet.worker.gatherer import BatchGatherer, maybe_run
 from droplet.worker.joins import JoinRecords
 from droplet.worker.keeper import ConnectionKeeper
 from droplet.worker.library import Library
@@ -138,6 +134,7 @@ class WorkerService:
         self._functions_mirror: PrefixMirror | None = None
         self._current: Delivery | None = None  # the delivery being run (for long calls)
         self._gathered: list[Delivery] = []  # taken with it for a batch, not run yet
+        self.gatherer = BatchGatherer(self.state, self.signer, self.status, self.keeper)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -266,9 +263,7 @@ class WorkerService:
         delivery = self._next(conn, timeout_s)
         if delivery is None:
             return False
-        # No batching function known or marked (most workers): nothing to look into.
-        gather = self.state.batching or BATCHING_HEADER in (delivery.headers or ())
-        group = self._gather(conn, delivery) if gather else [delivery]
+        group = self.gatherer.group(conn, delivery, self._buffer, self._buffer_lock)
         try:
             for index, taken in enumerate(group):
                 self._gathered = group[index + 1:]
@@ -284,53 +279,6 @@ class WorkerService:
             self._gathered = []
             self.state.batched.clear()  # what a refused or requeued delivery left unused
         return True
-
-    def _gather(self, conn: BrokerConnection, first: Delivery) -> list[Delivery]:
-        """The delivery, and when it has calls of a batching function, the deliveries with more
-        calls of it that the broker hands over until the batch is full or its linger has
-        passed; their batches are run before the cycle takes them one by one (batching.py)."""
-        group = [first]
-        try:
-            self._run_batches(conn, group)
-        except Exception as exc:  # etcd away, or worse: each call then runs alone, in the
-            # cycle, which requeues or refuses it as it would any other
-            log.warning("a batch could not be gathered or run (%s); its calls run alone", exc)
-            self.state.batched.clear()
-        return group
-
-    def _run_batches(self, conn: BrokerConnection, group: list[Delivery]) -> None:
-        gathering = batching.Gathering(self.state, self._batch_items(group[0]))
-        if not gathering.items:
-            return
-        self.state.batching.update(gathering.items)  # its mirror may not have said so yet
-        while not gathering.full():
-            with self._buffer_lock:
-                for delivery in list(self._buffer):
-                    more = self._batch_items(delivery)
-                    if more and gathering.wants(more):
-                        self._buffer.remove(delivery)
-                        group.append(delivery)
-                        gathering.add(more)
-                remaining = gathering.deadline - time.monotonic()
-                if gathering.full() or remaining <= 0:
-                    break
-                # Lingering, it has calls in hand: its status says so, so that a scheduler
-                # places a tagged call on an idle worker rather than behind this batch.
-                self.status.in_hand = len(group) + len(self._buffer)
-                self._buffer += conn.poll(remaining)
-        self.status.in_hand = len(group) + len(self._buffer)
-        started = time.monotonic()
-        self._current, self._gathered = group[0], group[1:]  # a long batch holds them as claims
-        try:
-            with self.keeper.running():
-                gathering.run()
-        finally:
-            self._current, self._gathered = None, []
-        self.status.busy(time.monotonic() - started)
-
-    def _batch_items(self, delivery: Delivery) -> dict[str, list[batching.BatchItem]]:
-        maybe_run = delivery.redelivered or bool((delivery.headers or {}).get(RESENT_HEADER))
-        return batching.items_of(delivery.body, self.signer, self.state, maybe_run)
 
     def _next(self, conn: BrokerConnection, timeout_s: float) -> Delivery | None:
         """The next delivery to run: what the shared queue handed over first (it came while this
@@ -375,8 +323,8 @@ class WorkerService:
             conn.pause(self.names.worker(self.id))
             self._buffer += conn.poll(0)
             self._long = True
-            in_hand = [d for d in [self._current, *self._gathered, *self._buffer]
-                       if d is not None]
+            in_hand = [d for d in [self._current, *self._gathered, *self.gatherer.running,
+                                   *self._buffer] if d is not None]
             self.claims.hold(conn, in_hand)
 
     def _dispatch(self, message: pb.Message, delivery: Delivery, _env: pb.Envelope,
@@ -386,8 +334,7 @@ class WorkerService:
         self._current = delivery
         try:
             if kind == "call":
-                maybe_done = delivery.redelivered or bool(
-                    (delivery.headers or {}).get(RESENT_HEADER))
+                maybe_done = maybe_run(delivery)
                 if not message.call.response_address and is_reply_address(delivery.reply_to):
                     message.call.response_address = delivery.reply_to or ""  # sent directly
                 with self.keeper.running():

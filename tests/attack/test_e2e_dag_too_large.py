@@ -38,7 +38,7 @@ def test_a_dag_too_large_to_store_is_refused_and_the_scheduler_goes_on(bclient: 
     dag = pb.Dag(name=u + "-raw", functions=[u + "-incr"])
     spec = dag.speculative.add(function=u + "-incr", copies=2)
     serializer.dump(huge, spec.invalid_results.add())
-    assert bclient._admin_result(pb.Message(dag=dag)) == (False, pb.INVALID_REQUEST)
+    assert bclient.admin.result(pb.Message(dag=dag)) == (False, pb.INVALID_REQUEST)
     assert bclient.register_dag(u + "-ok", [(u + "-incr", [None])], []) == (True, None)
     assert bclient.call_dag(u + "-ok", {u + "-incr": [1]}, direct_response=True,
                             timeout=20) == 2

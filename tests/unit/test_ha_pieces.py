@@ -170,12 +170,12 @@ def test_a_client_whose_every_request_is_refused_for_long_reconnects(
     """A connection whose every publish is nacked for _RECONNECT_AFTER_S is dropped: the new
     one (on the next node) sends everything in flight again."""
     from droplet.broker.stub import StubBroker
-    from droplet.client import pump as pump_module
+    from droplet.client import refused
     from droplet.client.pump import ReplyPump
     from droplet.signing import Signer
 
-    monkeypatch.setattr(pump_module, "_RESEND_AFTER_S", 0.05)
-    monkeypatch.setattr(pump_module, "_RECONNECT_AFTER_S", 0.3)
+    monkeypatch.setattr(refused, "_RESEND_AFTER_S", 0.05)
+    monkeypatch.setattr(refused, "_RECONNECT_AFTER_S", 0.3)
     broker = StubBroker()
     names = QueueNames("refusing", quorum=True)
     broker.nack_when = lambda queue, body: queue == names.calls
