@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import select
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -91,6 +92,8 @@ class LeanKV:
             connection.close()
         else:
             self._idle.append(connection)
+            if self._closed:  # close() ran meanwhile and may have missed it
+                self.close()
         return answer
 
     def _take(self, timeout_s: float) -> Http2Connection:
@@ -135,21 +138,33 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
 
     tls: ssl.SSLContext | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Taken while a stub is made: threads that all found none (a new client, or after a
+        # fail-over cleared it) made one each, and all but the last one kept were dropped
+        # with their pooled connections open. Reentrant: `channel` may clear the stubs.
+        self._stub_lock = threading.RLock()
+        super().__init__(*args, **kwargs)
+
     @property
     def kvstub(self) -> LeanKV:
         stub: LeanKV | None = self._stubs.get("kvstub")
         if stub is None:
-            self.channel  # noqa: B018 - the property moves off a member marked failed
-            endpoint = self.endpoint_in_use
-            host, _, port = endpoint.netloc.rpartition(":")
-            stub = self._stubs["kvstub"] = LeanKV(host.strip("[]"), int(port), self.tls)
+            with self._stub_lock:
+                stub = self._stubs.get("kvstub")
+                if stub is None:
+                    self.channel  # noqa: B018 - the property moves off a member marked failed
+                    endpoint = self.endpoint_in_use
+                    host, _, port = endpoint.netloc.rpartition(":")
+                    stub = self._stubs["kvstub"] = LeanKV(host.strip("[]"), int(port),
+                                                          self.tls)
         return stub
 
     def _clear_old_stubs(self) -> None:
-        stub = self._stubs.get("kvstub")
-        if isinstance(stub, LeanKV):
-            stub.close()
-        super()._clear_old_stubs()
+        with self._stub_lock:
+            stub = self._stubs.get("kvstub")
+            if isinstance(stub, LeanKV):
+                stub.close()
+            super()._clear_old_stubs()
 
     def close(self) -> None:
         self._clear_old_stubs()

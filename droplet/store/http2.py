@@ -140,8 +140,9 @@ class Http2Connection:
         try:
             if not self._greeted:
                 self._greet(deadline)
-            self._send_request(stream, head, body, deadline)
-            return self._read_answer(stream, deadline)
+            answer = _Answer()
+            self._send_request(stream, head, body, deadline, answer)
+            return self._read_answer(stream, deadline, answer)
         except CallFailure:
             self.close()
             raise
@@ -153,6 +154,12 @@ class Http2Connection:
             self.close()
             raise CallFailure("UNAVAILABLE",
                               f"connection to {self.address} lost: {exc}") from None
+        except BaseException:
+            # Anything else (a time limit's or a cancel's signal raised in the caller's thread
+            # mid-read): the connection may be half-read, so it is closed, not left to the
+            # garbage collector (an unclosed socket) or, worse, to another call.
+            self.close()
+            raise
         finally:
             self.last_used = time.monotonic()
 
@@ -170,7 +177,11 @@ class Http2Connection:
         self._greeted = True
         self._handle(first, 0, None)
 
-    def _send_request(self, stream: int, head: bytes, body: bytes, deadline: float) -> None:
+    def _send_request(self, stream: int, head: bytes, body: bytes, deadline: float,
+                      answer: _Answer) -> None:
+        """Sends the request as far as the windows let it; a peer that answers before it has
+        the whole body (grpc's "message larger than max") ends the call early: its status is
+        kept in `answer`, not lost to the reset that follows it."""
         out = bytes(self._owed) + frame(HEADERS, END_HEADERS, stream, head)
         self._owed.clear()
         sent = 0
@@ -179,7 +190,9 @@ class Http2Connection:
             if room <= 0:
                 self._send(out, deadline)
                 out = b""
-                self._handle(self._read_frame(deadline), stream, None)  # until a window opens
+                self._handle(self._read_frame(deadline), stream, answer)  # until a window opens
+                if answer.status is not None:
+                    return  # answered already: the rest of the body is not wanted
                 continue
             chunk = body[sent:sent + room]
             sent += len(chunk)
@@ -191,8 +204,7 @@ class Http2Connection:
                 self._send(out, deadline)
                 return
 
-    def _read_answer(self, stream: int, deadline: float) -> bytes:
-        answer = _Answer()
+    def _read_answer(self, stream: int, deadline: float, answer: _Answer) -> bytes:
         while answer.status is None:
             self._handle(self._read_frame(deadline), stream, answer)
         if answer.status != "OK":
@@ -209,7 +221,7 @@ class Http2Connection:
         if kind == DATA:
             self._received += len(payload)
             if flags & PADDED:
-                payload = payload[1:len(payload) - payload[0]]
+                payload = payload[1:len(payload) - _padding(payload)]
             if on == stream and answer is not None:
                 answer.data += payload
                 if flags & END_STREAM:
@@ -322,10 +334,18 @@ def _handshake(tls: ssl.SSLContext, sock: socket.socket, host: str,
 def _header_fragment(flags: int, payload: bytes) -> bytes:
     start, end = 0, len(payload)
     if flags & PADDED:
-        start, end = 1, end - payload[0]
+        start, end = 1, end - _padding(payload)
     if flags & PRIORITY:
         start += 5
     return payload[start:end]
+
+
+def _padding(payload: bytes) -> int:
+    """The pad length of a PADDED frame; a frame too short for its padding is a protocol
+    error (ValueError: the connection is lost), not an IndexError leaving it open."""
+    if not payload or payload[0] >= len(payload):
+        raise ValueError(f"a padded frame shorter than its padding ({payload[:1]!r})")
+    return payload[0]
 
 
 class _Answer:

@@ -1,0 +1,149 @@
+"""Attack on the lean etcd path (store/http2.py, etcd_lean.py): what the scripted-server tests
+did not try.
+
+* A request over gRPC's receive limit (etcd: max-request-bytes + 512 KiB, 2 MiB by default):
+  grpc-go answers RESOURCE_EXHAUSTED before it has read the body and resets the stream. The
+  lean client read that answer while it waited for a send window, dropped it, and reported
+  the reset that followed ("INTERNAL: reset the call (HTTP/2 error 0)"): the reason was lost.
+* Threads that all find no KV stub (a new client; every fail-over clears it) made one each;
+  the client kept the last, and the others were dropped with their pooled connections open.
+* A PADDED frame shorter than its padding raised IndexError from the middle of a call, and a
+  BaseException (a time limit's or a cancel's signal) left the half-read connection unclosed.
+Run: .venv/bin/python -m pytest -q tests/attack/test_etcd_lean_edges.py
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from etcd3 import etcdrpc
+
+from droplet.errors import StoreError
+from droplet.settings import Settings
+from droplet.store import etcd_lean, http2
+from droplet.store.etcd import EtcdKV
+from droplet.store.etcd_lean import LeanKV, RpcFailure
+from droplet.store.http2 import DATA, END_HEADERS, HEADERS, PADDED, frame
+from tests.unit.test_etcd_http2 import _range, _Server, _serving
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("transport", ["lean", "grpc"])
+def test_a_request_over_grpcs_limit_keeps_its_refusal(settings: Settings,
+                                                       transport: str) -> None:
+    kv = EtcdKV(settings.with_(etcd_transport=transport))
+    try:
+        with pytest.raises(StoreError, match=r"RESOURCE_EXHAUSTED.*larger than max"):
+            kv.put(f"{settings.etcd_prefix}big", b"x" * 3_000_000)
+        kv.put(f"{settings.etcd_prefix}small", b"y")  # and the client goes on
+        assert kv.get(f"{settings.etcd_prefix}small") == b"y"
+    finally:
+        kv.delete(settings.etcd_prefix, prefix=True)
+        kv.close()
+
+
+@pytest.mark.e2e
+def test_threads_racing_for_the_kv_stub_leave_no_connection_open(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[http2.Http2Connection] = []
+    real_connection_init = http2.Http2Connection.__init__
+    real_stub_init = LeanKV.__init__
+
+    def connection_init(self: http2.Http2Connection, *args: Any) -> None:
+        real_connection_init(self, *args)
+        opened.append(self)
+
+    def slow_stub_init(self: LeanKV, *args: Any) -> None:
+        real_stub_init(self, *args)
+        time.sleep(0.05)  # widens the window between "no stub" and "stub kept"
+
+    monkeypatch.setattr(http2.Http2Connection, "__init__", connection_init)
+    monkeypatch.setattr(etcd_lean.LeanKV, "__init__", slow_stub_init)
+    kv = EtcdKV(settings.with_(etcd_transport="lean"))
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            start.wait()
+            for _ in range(5):
+                kv.get(f"{settings.etcd_prefix}nothing")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    kv.close()
+    assert not errors
+    assert opened
+    left_open = [c for c in opened if c.fileno() != -1]
+    for connection in left_open:
+        connection.close()
+    assert not left_open, f"{len(left_open)} of {len(opened)} connections left open"
+
+
+def test_a_padded_frame_shorter_than_its_padding_is_a_lost_connection() -> None:
+    def script(server: _Server) -> None:
+        server.greet()
+        stream, _, _ = server.request()
+        server.sock.sendall(frame(HEADERS, END_HEADERS, stream, server.encoder.encode(
+            [(":status", "200"), ("content-type", "application/grpc")]))
+            + frame(DATA, PADDED, stream, b""))
+
+    with _serving(script) as (host, port):
+        stub = LeanKV(host, port)
+        opened: list[http2.Http2Connection] = []
+        real_take = stub._take
+
+        def take(timeout_s: float) -> http2.Http2Connection:
+            opened.append(real_take(timeout_s))
+            return opened[-1]
+
+        stub._take = take  # type: ignore[method-assign]
+        with pytest.raises(RpcFailure) as caught:
+            _range(stub)
+        assert caught.value.code().name == "UNAVAILABLE"
+        assert opened and opened[0].fileno() == -1
+        stub.close()
+
+
+class _Interrupted(BaseException):
+    """What a time limit's or a cancel's signal handler raises in the caller's thread."""
+
+
+def test_an_interrupt_mid_answer_closes_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    answered = threading.Event()
+
+    def script(server: _Server) -> None:
+        server.greet()
+        server.request()
+        answered.wait(5)  # no answer: the client is interrupted while it waits
+
+    with _serving(script) as (host, port):
+        stub = LeanKV(host, port)
+        opened: list[http2.Http2Connection] = []
+        real_read = http2.Http2Connection._read_frame
+
+        def read(self: http2.Http2Connection, deadline: float) -> tuple[int, int, int, bytes]:
+            if self not in opened:
+                opened.append(self)
+            if self._greeted:
+                raise _Interrupted
+            return real_read(self, deadline)
+
+        monkeypatch.setattr(http2.Http2Connection, "_read_frame", read)
+        try:
+            with pytest.raises(_Interrupted):
+                stub.Range(etcdrpc.RangeRequest(key=b"k"), 2.0)
+        finally:
+            answered.set()
+        assert opened and opened[0].fileno() == -1
+        stub.close()
