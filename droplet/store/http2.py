@@ -17,6 +17,7 @@ grpcio's. A connection that failed is closed, never reused.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import struct
@@ -123,6 +124,31 @@ class Http2Connection:
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    def usable(self) -> bool:
+        """Whether the connection can carry another call, after reading (without waiting)
+        what the peer sent while it was idle: pings and settings are taken in, a GOAWAY or
+        the end of the connection (a restarted etcd) make it unusable, so it is replaced
+        before a request is lost on it."""
+        if self.broken:
+            return False
+        try:
+            poller = select.poll()  # not select.select: no limit on the fd's number
+            poller.register(self._sock, select.POLLIN)
+            if not poller.poll(0):
+                return True
+            deadline = self._deadline = time.monotonic() + 0.01
+            self._sock.settimeout(0.01)
+            data = self._sock.recv(_RECV_BYTES)
+            if not data:
+                raise OSError("closed by the peer")
+            buffer = self._buffer
+            buffer += data
+            while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+                self._handle(self._read_frame(deadline), 0, None)
+        except (CallFailure, OSError, ssl.SSLError, hpack.HPACKError, ValueError):
+            self.close()
+        return not self.broken
 
     def close(self) -> None:
         self.broken = True

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from etcd3 import etcdrpc
 
+from droplet.cli.etcd_local import LocalEtcd, find_etcd_binary
 from droplet.errors import StoreError
 from droplet.settings import Settings
 from droplet.store import etcd_lean, http2
@@ -147,3 +149,35 @@ def test_an_interrupt_mid_answer_closes_the_connection(monkeypatch: pytest.Monke
             answered.set()
         assert opened and opened[0].fileno() == -1
         stub.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(find_etcd_binary() is None, reason="needs an etcd binary")
+def test_pooled_connections_of_a_restarted_etcd_cost_no_stall(tmp_path: Path) -> None:
+    """grpcio's channel reconnects at the first call after a restart (~10 ms); the lean pool
+    sent that call on a dead pooled connection, failed it, and the library shunned the only
+    member for half a second: ~0.75 s per process and restart."""
+    etcd = LocalEtcd(tmp_path / "etcd").start()
+    kv = EtcdKV(Settings(etcd_endpoints=(etcd.endpoint,), etcd_transport="lean"))
+    try:
+        start = threading.Barrier(4)
+
+        def work() -> None:
+            start.wait()
+            for _ in range(10):
+                kv.get("/attack/nothing")
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        etcd.stop()
+        etcd.start()
+        started = time.monotonic()
+        assert kv.get("/attack/nothing") is None
+        assert time.monotonic() - started < 0.3
+    finally:
+        kv.close()
+        etcd.stop()
