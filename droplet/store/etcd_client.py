@@ -127,14 +127,14 @@ class EtcdClient:
         delay = 0.05
         probed = False
         while True:
+            client = self.client
             try:
-                result = fn(self.client)
+                result = fn(client)
                 self._answered = True
                 return result
             except Exception as exc:
                 if self._settings.etcd_user and "token" in str(exc).lower():
-                    with self._lock:
-                        self.client = self._connect()
+                    self._reconnect(client)
                 # Probing the endpoints for TLS costs seconds: not for a member that died
                 # (or an election) once etcd has answered this client over its plaintext.
                 elif refused := etcd_refusal(self._settings, detail(exc),
@@ -147,6 +147,19 @@ class EtcdClient:
                     self.fail_over()
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _reconnect(self, failed: Any) -> None:
+        """A new client (a new token) in place of `failed`, unless another thread that saw
+        the token expire too replaced it already. The old client's lean connections are
+        closed (its gRPC channels are left as they were: a call of another thread may still
+        be on them, and closing a channel cancels its calls; a lean call in progress keeps its
+        connection and closes it when done)."""
+        with self._lock:
+            if self.client is not failed:
+                return
+            self.client = self._connect()
+        if isinstance(failed, LeanKVClient):
+            failed.close_kv()
 
     def fail_over(self) -> None:
         """Takes the member in use for failed (for _ENDPOINT_RETRY_S), so the next request

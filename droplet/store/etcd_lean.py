@@ -164,6 +164,13 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
                 stub.close()
             super()._clear_old_stubs()
 
+    def close_kv(self) -> None:
+        """Closes the lean KV stub's connections (a client replaced by one with a new token)."""
+        with self._stub_lock:
+            stub = self._stubs.pop("kvstub", None)
+        if isinstance(stub, LeanKV):
+            stub.close()
+
     def close(self) -> None:
         self._clear_old_stubs()
         super().close()

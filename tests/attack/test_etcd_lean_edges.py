@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from etcd3 import etcdrpc
 
@@ -180,4 +181,74 @@ def test_pooled_connections_of_a_restarted_etcd_cost_no_stall(tmp_path: Path) ->
         assert time.monotonic() - started < 0.3
     finally:
         kv.close()
+        etcd.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(find_etcd_binary() is None, reason="needs an etcd binary")
+def test_a_token_renewal_leaves_no_connection_open(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted etcd forgets its tokens: the next call reconnects with a new client. The
+    old client was dropped as it was, its pooled lean connections open (and one reconnect
+    per thread that saw the expired token, each dropping the one before)."""
+    opened: list[http2.Http2Connection] = []
+    real_connection_init = http2.Http2Connection.__init__
+
+    def connection_init(self: http2.Http2Connection, *args: Any) -> None:
+        real_connection_init(self, *args)
+        opened.append(self)
+
+    monkeypatch.setattr(http2.Http2Connection, "__init__", connection_init)
+    etcd = LocalEtcd(tmp_path / "etcd").start()
+    try:
+        with grpc.insecure_channel(etcd.endpoint) as channel:
+            auth = etcdrpc.AuthStub(channel)
+            auth.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password="pw"), timeout=10)
+            auth.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"),
+                               timeout=10)
+            auth.AuthEnable(etcdrpc.AuthEnableRequest(), timeout=10)
+        kv = EtcdKV(Settings(etcd_endpoints=(etcd.endpoint,), etcd_transport="lean",
+                             etcd_user="root", etcd_password="pw"))
+        clients: dict[int, Any] = {}  # the clients kept, so no id is reused
+
+        def work(rounds: int) -> None:
+            start.wait()
+            for _ in range(rounds):
+                kv.get("/attack/nothing")
+                client = kv._etcd.client
+                clients[id(client)] = client
+
+        def together(rounds: int) -> None:
+            threads = [threading.Thread(target=work, args=(rounds,)) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(20)
+
+        start = threading.Barrier(4)
+        together(10)  # a pool of connections
+        etcd.stop()
+        etcd.start()
+        time.sleep(0.1)
+        together(3)  # all see the expired token at once
+        assert len(clients) == 2, "one reconnect"
+        together(3)  # a pool of healthy connections on the new client
+        expired = [False, True]  # popped: first True (refused), then False
+
+        def expires_once(client: Any) -> Any:  # as a token past its TTL is refused
+            if expired.pop():
+                raise RpcFailure("UNAUTHENTICATED", "etcdserver: invalid auth token")
+            return client.get("/attack/nothing")
+
+        kv._etcd.call("get", expires_once)
+        assert len(clients) == 2
+        together(1)
+        assert len(clients) == 3
+        kv.close()
+        left_open = [c for c in opened if c.fileno() != -1]
+        for connection in left_open:
+            connection.close()
+        assert not left_open, f"{len(left_open)} of {len(opened)} connections left open"
+    finally:
         etcd.stop()
