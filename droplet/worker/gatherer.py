@@ -15,6 +15,7 @@ import time
 
 from droplet.broker.interface import BrokerConnection, Delivery
 from droplet.broker_config.names import BATCHING_HEADER, RESENT_HEADER
+from droplet.errors import StoreError
 from droplet.signing import Signer
 from droplet.worker import batching
 from droplet.worker.handlers import WorkerState
@@ -38,6 +39,7 @@ class BatchGatherer:
         self.keeper = keeper
         # While a gathered batch runs: its deliveries, which a long batch holds as claims.
         self.running: list[Delivery] = []
+        self._pin_looked_at: tuple[str, str] | None = None  # see _pinned_batching
 
     def group(self, conn: BrokerConnection, first: Delivery, buffer: list[Delivery],
               buffer_lock: threading.Lock) -> list[Delivery]:
@@ -46,7 +48,8 @@ class BatchGatherer:
         until the batch is full or its linger has passed; their batches are run before the
         cycle takes them one by one."""
         # No batching function known or marked (most workers): nothing to look into.
-        if not self.state.batching and BATCHING_HEADER not in (first.headers or ()):
+        if (not self.state.batching and BATCHING_HEADER not in (first.headers or ())
+                and not self._pinned_batching()):
             return [first]
         group = [first]
         try:
@@ -56,6 +59,26 @@ class BatchGatherer:
             log.warning("a batch could not be gathered or run (%s); its calls run alone", exc)
             self.state.batched.clear()
         return group
+
+    def _pinned_batching(self) -> bool:
+        """Whether the function pinned here was registered with batching=True (read once a
+        pin). Its DAG steps come unmarked when the DAG does not list it in batching_functions
+        (envelope.batches sees only that list), so until this worker's functions mirror told
+        it, the first steps ran one by one: the race BATCHING_HEADER closes for calls."""
+        pinned = self.state.pinned
+        if pinned is None or pinned == self._pin_looked_at:
+            return False
+        try:
+            function = self.state.functions.get(pinned[1])
+        except StoreError:
+            return False  # etcd away: looked at again with the next delivery
+        except Exception:  # a body that does not verify or load: it fails when it runs
+            function = None
+        self._pin_looked_at = pinned
+        if function is None or not function.spec.batching:
+            return False
+        self.state.batching.add(pinned[1])
+        return True
 
     def _run_batches(self, conn: BrokerConnection, group: list[Delivery],
                      buffer: list[Delivery], buffer_lock: threading.Lock) -> None:
