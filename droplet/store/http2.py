@@ -337,6 +337,8 @@ class Http2Connection:
                 raise OSError("closed by the peer")
             buffer += data
         size = int.from_bytes(buffer[:3], "big")
+        if size > _MAX_FRAME_WE_TAKE:  # (it came whole in one read)
+            raise OSError(f"a frame larger than we allow ({bytes(buffer[:9])!r})")
         kind, flags = buffer[3], buffer[4]
         on = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
         payload = bytes(buffer[9:9 + size])

@@ -30,7 +30,7 @@ from droplet.store import etcd_lean, http2
 from droplet.store.etcd import EtcdKV
 from droplet.store.etcd_lean import LeanKV, RpcFailure
 from droplet.store.http2 import DATA, END_HEADERS, HEADERS, PADDED, frame
-from tests.unit.test_etcd_http2 import _range, _Server, _serving
+from tests.unit.test_etcd_http2 import _kv_answer, _range, _Server, _serving
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -252,3 +252,18 @@ def test_a_token_renewal_leaves_no_connection_open(tmp_path: Path,
         assert not left_open, f"{len(left_open)} of {len(opened)} connections left open"
     finally:
         etcd.stop()
+
+
+def test_a_frame_over_the_size_we_allow_is_refused_also_when_it_comes_whole() -> None:
+    """We keep SETTINGS_MAX_FRAME_SIZE at 16 KiB: a larger frame is a protocol error (RFC
+    9113 4.2). It was refused only while incomplete: one that came whole in a read (up to
+    256 KiB on loopback) was taken."""
+    def script(server: _Server) -> None:
+        server.greet()
+        stream, _, _ = server.request()
+        server.answer(stream, _kv_answer(b"v" * 20_000))  # one 20 KiB DATA frame
+
+    with _serving(script) as (host, port), pytest.raises(RpcFailure) as caught:
+        _range(LeanKV(host, port))
+    assert caught.value.code().name == "UNAVAILABLE"
+    assert "larger than we allow" in caught.value.details()
