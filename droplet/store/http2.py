@@ -142,8 +142,7 @@ class Http2Connection:
             data = self._sock.recv(_RECV_BYTES)
             if not data:
                 raise OSError("closed by the peer")
-            buffer = self._buffer
-            buffer += data
+            (buffer := self._buffer).extend(data)
             while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
                 self._handle(self._read_frame(deadline), 0, None)
         except (CallFailure, OSError, ssl.SSLError, hpack.HPACKError, ValueError):
@@ -181,9 +180,8 @@ class Http2Connection:
             raise CallFailure("UNAVAILABLE",
                               f"connection to {self.address} lost: {exc}") from None
         except BaseException:
-            # Anything else (a time limit's or a cancel's signal raised in the caller's thread
-            # mid-read): the connection may be half-read, so it is closed, not left to the
-            # garbage collector (an unclosed socket) or, worse, to another call.
+            # Anything else (a time limit's or a cancel's signal mid-read): the connection may
+            # be half-read, so it is closed, not left to the garbage collector or another call.
             self.close()
             raise
         finally:
