@@ -311,12 +311,13 @@ class Http2Connection:
             known = _DECODED.get(block)
             if known is not None:
                 return known
+        was_empty = self._table_empty
         headers = [(str(n), str(v)) for n, v in self._decoder.decode(block)]
         table = self._decoder.header_table
-        if table.maxsize == 0 and not table.dynamic_entries:
-            if self._table_empty and len(_DECODED) < _DECODED_MAX:
-                _DECODED[block] = headers
-            self._table_empty = True
+        # Stateless (so remembered) only from and to an empty zero-size table.
+        self._table_empty = table.maxsize == 0 and not table.dynamic_entries
+        if was_empty and self._table_empty and len(_DECODED) < _DECODED_MAX:
+            _DECODED[block] = headers
         return headers
 
     def _send(self, data: bytes, deadline: float) -> None:

@@ -267,3 +267,35 @@ def test_a_frame_over_the_size_we_allow_is_refused_also_when_it_comes_whole() ->
         _range(LeanKV(host, port))
     assert caught.value.code().name == "UNAVAILABLE"
     assert "larger than we allow" in caught.value.details()
+
+
+def test_a_peer_that_grows_its_header_table_again_is_decoded_block_by_block() -> None:
+    """Blocks decoded with the peer's table at zero are remembered; a hostile peer raising it
+    again must not be answered from that memory (a block it indexes would then be skipped,
+    and a later reference to it read wrong)."""
+    import socket
+
+    import hpack
+
+    from droplet.store import http2
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    connection = http2.Http2Connection(*listener.getsockname(), timeout_s=2.0)
+    try:
+        encoder = hpack.Encoder()
+        encoder.header_table_size = 0
+        answer = [(":status", "200"), ("content-type", "application/grpc")]
+        connection._decode(encoder.encode(answer))
+        remembered = encoder.encode(answer)
+        assert connection._decode(remembered) == answer
+        encoder.header_table_size = 4096
+        connection._decode(encoder.encode([("x-first", "1")]))
+        again = encoder.encode(answer)  # now indexed by the peer's encoder
+        assert connection._decode(again) == answer
+        assert connection._decode(encoder.encode(answer)) == answer
+        assert connection._decode(encoder.encode([("x-first", "1")])) == [("x-first", "1")]
+    finally:
+        connection.close()
+        listener.close()
