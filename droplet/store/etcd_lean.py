@@ -159,9 +159,7 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
 
     def _clear_old_stubs(self) -> None:
         with self._stub_lock:
-            stub = self._stubs.get("kvstub")
-            if isinstance(stub, LeanKV):
-                stub.close()
+            self.close_kv()
             super()._clear_old_stubs()
 
     def close_kv(self) -> None:

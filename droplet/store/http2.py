@@ -24,6 +24,7 @@ import struct
 import time
 import urllib.parse
 
+import grpc
 import hpack
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -39,12 +40,8 @@ _DECODED: dict[bytes, list[tuple[str, str]]] = {}  # header blocks of a zero-siz
 _DECODED_MAX = 512
 _FRAME_HEAD = struct.Struct(">I")
 
-# gRPC status codes by number, named as grpc.StatusCode names them.
-STATUS_NAMES = {0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT",
-                4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND", 6: "ALREADY_EXISTS",
-                7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
-                10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL",
-                14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED"}
+# gRPC status codes by number, by the names grpcio gives them.
+STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class CallFailure(Exception):

@@ -68,22 +68,8 @@ def test_threads_racing_for_the_kv_stub_leave_no_connection_open(
     monkeypatch.setattr(http2.Http2Connection, "__init__", connection_init)
     monkeypatch.setattr(etcd_lean.LeanKV, "__init__", slow_stub_init)
     kv = EtcdKV(settings.with_(etcd_transport="lean"))
-    start = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            start.wait()
-            for _ in range(5):
-                kv.get(f"{settings.etcd_prefix}nothing")
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
+    errors = _reading_together(kv, f"{settings.etcd_prefix}nothing", threads=8, reads=5,
+                               join_s=20)
     kv.close()
     assert not errors
     assert opened
@@ -162,18 +148,7 @@ def test_pooled_connections_of_a_restarted_etcd_cost_no_stall(tmp_path: Path) ->
     etcd = LocalEtcd(tmp_path / "etcd").start()
     kv = EtcdKV(Settings(etcd_endpoints=(etcd.endpoint,), etcd_transport="lean"))
     try:
-        start = threading.Barrier(4)
-
-        def work() -> None:
-            start.wait()
-            for _ in range(10):
-                kv.get("/attack/nothing")
-
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        assert not _reading_together(kv, "/attack/nothing", threads=4, reads=10, join_s=10)
         etcd.stop()
         etcd.start()
         started = time.monotonic()
@@ -299,3 +274,26 @@ def test_a_peer_that_grows_its_header_table_again_is_decoded_block_by_block() ->
     finally:
         connection.close()
         listener.close()
+
+
+def _reading_together(kv: EtcdKV, key: str, threads: int, reads: int,
+                      join_s: float) -> list[BaseException]:
+    """`threads` threads, started together, each reading `key` `reads` times through one
+    EtcdKV; what they raised."""
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            start.wait()
+            for _ in range(reads):
+                kv.get(key)
+        except BaseException as exc:
+            errors.append(exc)
+
+    running = [threading.Thread(target=work) for _ in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join(join_s)
+    return errors
