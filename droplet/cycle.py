@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
+from droplet import threadclock
 from droplet.acks import AckGate, Settlement, group
 from droplet.broker.interface import BrokerConnection, Delivery
 from droplet.broker_config.names import BATCHING_HEADER, QueueNames
@@ -71,7 +72,7 @@ class Cycle:
         split: dict[str, int] | None = None,
         prepare: Callable[[str], None] | None = None,
         expect_slow: Callable[[pb.Message], bool] | None = None,
-        linger_s: float = 0.002,
+        linger_s: float = 0.005,
         max_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         self.conn = conn
@@ -86,8 +87,9 @@ class Cycle:
         # Outcomes of quick messages in one delivery are committed together, unless they have
         # waited linger_s or the next message is expected to take long (see worker/pace.py):
         # no result waits for a slow call that happens to follow it. The linger counts this
-        # thread's CPU time (up to linger_cap_s of wall clock): descheduled for tens of ms on a
-        # crowded host, a wall-clock linger split each commit in several etcd transactions.
+        # thread's CPU time, and its wall clock (up to linger_cap_s) without the time it waited
+        # for a core (threadclock.py): descheduled for tens of ms on a crowded host, a
+        # wall-clock linger split each commit in several etcd transactions.
         self._expect_slow = expect_slow
         self.linger_s = linger_s
         self.linger_cap_s = max(linger_s, _LINGER_CAP_S)
@@ -126,7 +128,7 @@ class Cycle:
             gate.release()
             return gate
         pending = Outbox()  # handled messages whose outboxes are not committed yet
-        since = (0.0, 0.0)  # when the oldest pending outcome was started: CPU, wall clock
+        since = threadclock.mark()  # when the oldest pending outcome was started
         rest = deque(received.messages)  # not started yet (hand_back_rest may take them)
         self._live = (pending, gate, rest, delivery)
         try:
@@ -139,7 +141,7 @@ class Cycle:
                 if self._due(pending, since, message) and not self._flush(pending, gate):
                     return self._requeued(gate)
                 if pending.empty():
-                    since = (time.thread_time(), time.monotonic())
+                    since = threadclock.mark()
                 if not self._run_one(message, delivery, received, handle, gate, pending):
                     return self._requeued(gate)
             with self.conn.written_together():  # the last answers and the ack: one write
@@ -185,12 +187,14 @@ class Cycle:
             return
         hand_back_rest(self.conn, self.signer, self.names, live[3], live[2], live[1].expect)
 
-    def _due(self, pending: Outbox, since: tuple[float, float], upcoming: pb.Message) -> bool:
+    def _due(self, pending: Outbox, since: threadclock.Mark, upcoming: pb.Message) -> bool:
         """Whether what is pending must be committed before the upcoming message runs."""
         if pending.empty():
             return False
-        if (time.thread_time() - since[0] > self.linger_s
-                or time.monotonic() - since[1] > self.linger_cap_s):
+        if time.thread_time() - since.cpu_s > self.linger_s:
+            return True
+        if (time.monotonic() - since.wall_s > self.linger_cap_s
+                and threadclock.own_wall_s(since) > self.linger_cap_s):
             return True
         return self._expect_slow is not None and self._expect_slow(upcoming)
 

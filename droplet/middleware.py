@@ -22,6 +22,9 @@ class Middleware:
     def after_message(self, kind: str, error_code: int) -> None:
         """A message was handled (error_code NO_ERROR) or refused."""
 
+    def before_run(self, function: str) -> None:
+        """A function is about to run, on this thread."""
+
     def after_run(self, function: str, seconds: float, outcome: pb.Value) -> None:
         """A function ran, with this outcome (an ERROR value when it failed)."""
 
@@ -37,6 +40,7 @@ class Chain(Middleware):
         # Each hook calls only the middlewares that override it: the hooks run for every
         # message and call, and most middlewares implement one or two of them.
         self._on_message = _overriding(self.middlewares, "after_message")
+        self._on_start = _overriding(self.middlewares, "before_run")
         self._on_run = _overriding(self.middlewares, "after_run")
         self._on_outcome = _overriding(self.middlewares, "after_outcome")
 
@@ -44,6 +48,13 @@ class Chain(Middleware):
         for middleware in self._on_message:
             try:
                 middleware.after_message(kind, error_code)
+            except Exception:
+                log.exception("middleware %r failed", middleware)
+
+    def before_run(self, function: str) -> None:
+        for middleware in self._on_start:
+            try:
+                middleware.before_run(function)
             except Exception:
                 log.exception("middleware %r failed", middleware)
 

@@ -26,8 +26,10 @@ class CallBatcher:
         linger_s: float = 0.001,
         max_batch: int = 64,
         burst_gap_s: float = 0.0002,
+        saturated: Callable[[], bool] = lambda: False,
     ) -> None:
         self._send = send
+        self._saturated = saturated
         self._linger_s = linger_s
         self._max_batch = max_batch
         self._burst_gap_s = burst_gap_s
@@ -43,7 +45,8 @@ class CallBatcher:
     def add(self, call: pb.FunctionCall) -> None:
         now = time.monotonic()
         with self._lock:
-            alone = not self._pending and now - self._last_add > self._burst_gap_s
+            alone = (not self._pending and now - self._last_add > self._burst_gap_s
+                     and not self._saturated())
             self._last_add = now
             if not alone:
                 self._pending.append(call)

@@ -68,7 +68,7 @@ class DropletClient:
                                  self.pump.send, settings.max_message_bytes,
                                  self.pump.in_flight)
         self.dag_routes = DagRoutes(self.metadata)
-        self.batcher = CallBatcher(self._send_calls)
+        self.batcher = CallBatcher(self._send_calls, saturated=self.router.saturated)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
         if self.traces.enabled:
             self.pump.watcher = self.traces

@@ -96,6 +96,12 @@ class CallRouter:
         cores of the hosts they share (0 when none is alive)."""
         return self._fleet()[1]
 
+    def saturated(self) -> bool:
+        """Whether the calls in flight already keep every worker busy, as far as the last look
+        at the fleet knows (never asks etcd: the batcher asks at every call)."""
+        parallel = self._parallel
+        return parallel > 0 and self._in_flight() >= parallel
+
     def _fleet(self) -> tuple[int, int]:
         with self._lock:
             if time.monotonic() - self._checked_at < _RECHECK_S and self._workers:

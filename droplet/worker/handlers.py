@@ -129,6 +129,7 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
     if batching or function.spec.batching:
         state.batching.add(name)
     state.calls_total += 1
+    state.middleware.before_run(name)
     started = time.perf_counter()
     state.deadline = time.monotonic() + limit if limit > 0 else None
     body = one_at_a_time(function.run) if batching or function.spec.batching else function.run

@@ -4,11 +4,15 @@ call that follows it in the same delivery.
 
 A middleware: it learns from every run (an exponentially weighted mean per function) and
 answers `expect_slow(message)` before a message runs. A function it has not seen run yet
-counts as slow, so a result is never held back by a first run of unknown length.
+counts as slow, so a result is never held back by a first run of unknown length. A run counts
+without the time its thread waited for a core (threadclock.py): on a crowded host, a quick
+function descheduled mid-run is not slow, and taking it for slow would split every commit
+after it.
 """
 
 from __future__ import annotations
 
+from droplet import threadclock
 from droplet.graph import OUTPUT
 from droplet.middleware import Middleware
 from droplet.proto import pb
@@ -21,8 +25,15 @@ class Pace(Middleware):
     def __init__(self, slow_s: float = SLOW_S) -> None:
         self._slow_s = slow_s
         self._mean_s: dict[str, float] = {}
+        self._started: tuple[str, threadclock.Mark] | None = None  # the run going on
+
+    def before_run(self, function: str) -> None:
+        self._started = (function, threadclock.mark())
 
     def after_run(self, function: str, seconds: float, outcome: pb.Value) -> None:
+        started, self._started = self._started, None
+        if started is not None and started[0] == function and seconds > self._slow_s:
+            seconds = min(seconds, threadclock.own_wall_s(started[1]))  # (a batch: no start)
         mean = self._mean_s.get(function)
         self._mean_s[function] = seconds if mean is None else mean + _WEIGHT * (seconds - mean)
 

@@ -49,3 +49,26 @@ def test_flush_sends_what_is_pending() -> None:
         assert sum(len(b) for b in sent) == 3
     finally:
         batcher.close()
+
+
+def test_a_call_made_while_the_fleet_is_saturated_waits_for_company() -> None:
+    """With as many calls in flight as the fleet runs at once, a call would wait in the queue
+    anyway: a slow producer's calls (each more than burst_gap_s after the last, as on a
+    crowded client) go together, not each in a message of its own."""
+    sent: list[list[pb.FunctionCall]] = []
+    saturated = [True]
+    batcher = CallBatcher(sent.append, linger_s=0.05, burst_gap_s=0.001,
+                          saturated=lambda: saturated[0])
+    try:
+        for call in _calls(3):
+            batcher.add(call)
+            time.sleep(0.005)
+        assert sent == [], "held for the linger"
+        time.sleep(0.2)
+        assert [len(b) for b in sent] == [3]
+        saturated[0] = False
+        time.sleep(0.01)
+        batcher.add(pb.FunctionCall(name="f", call_id="alone"))
+        assert [len(b) for b in sent] == [3, 1], "not saturated: at once again"
+    finally:
+        batcher.close()

@@ -9,6 +9,9 @@ import contextlib
 import time
 from typing import Any
 
+import pytest
+
+from droplet import threadclock
 from droplet.broker.stub import StubBroker
 from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import shared_topology
@@ -67,29 +70,48 @@ class _CountingCommitter(Committer):
         return super().apply_all(commits)
 
 
-def test_a_descheduled_worker_still_commits_its_quick_delivery_in_one_write() -> None:
-    """The linger between outcomes is counted in CPU time: wall-clock time a process spends
-    off a core (here: asleep) does not split the commit of quick calls."""
+def _one_delivery_of_quick_calls(count: int, nap_s: float) -> list[int]:
+    """Runs one delivery of `count` calls known to be quick, each napping nap_s; the sizes of
+    the commits it made."""
     broker = StubBroker()
     conn = broker.connect("w")
     names = QueueNames("crowd")
     conn.declare(shared_topology(names))
     committer = _CountingCommitter()
     cycle = Cycle(conn, Signer(None), names, committer, expect_slow=lambda m: False)
-    messages = []
-    for i in range(8):
-        call = pb.FunctionCall(name="f", call_id=f"c{i}", response_key=f"c{i}")
-        messages.append(pb.Message(call=call))
+    messages = [pb.Message(call=pb.FunctionCall(name="f", call_id=f"c{i}", response_key=f"c{i}"))
+                for i in range(count)]
 
     def handle(message: pb.Message, _d: Any, _e: Any, out: Outbox) -> None:
-        time.sleep(0.004)  # off the core, twice the 2 ms linger
+        time.sleep(nap_s)
         out.store(Commit(outcome=Outcome(message.call.call_id, pb.Value(body=b"1"))))
 
     conn.publish(names.work, envelope.encode(messages, Signer(None)))
     conn.consume(names.work, prefetch=1)
-    delivery = conn.poll(1.0)[0]
-    cycle.run(delivery, handle)
-    assert committer.batches == [8], committer.batches
+    cycle.run(conn.poll(1.0)[0], handle)
+    return committer.batches
+
+
+def test_a_descheduled_worker_still_commits_its_quick_delivery_in_one_write() -> None:
+    """The linger between outcomes is counted in CPU time: wall-clock time a process spends
+    off a core (here: asleep) does not split the commit of quick calls."""
+    assert _one_delivery_of_quick_calls(6, 0.006) == [6], "naps longer than the 5 ms linger"
+
+
+def test_quick_calls_that_block_past_the_wall_clock_cap_commit_in_pieces() -> None:
+    """Time a thread spends blocked (I/O, sleep) counts: 8 x 10 ms is past the 50 ms cap, so
+    the first outcomes do not wait for the last."""
+    batches = _one_delivery_of_quick_calls(8, 0.01)
+    assert len(batches) >= 2 and sum(batches) == 8, batches
+
+
+def test_a_worker_kept_off_its_core_past_the_wall_clock_cap_still_commits_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Time a thread waits for a core (the kernel's schedstat, faked here: the naps stand for
+    a crowded host's run queue) does not count: one commit for the delivery."""
+    start = time.monotonic()
+    monkeypatch.setattr(threadclock, "queued_s", lambda: time.monotonic() - start)
+    assert _one_delivery_of_quick_calls(8, 0.01) == [8]
 
 
 RUNS: list[Any] = []
