@@ -104,6 +104,9 @@ class Settings:
     # the longest a branch of a DAG may take.
     schedule_ttl_s: float = 86400.0
     own_queue_prefetch: int = 64
+    # Quick deliveries that run at once on one host, over all its workers of this user
+    # (worker/slots.py): -1, one per core; 0, no limit. The others wait off the run queue.
+    run_slots: int = -1
     # A call running longer than this is acked and held as a claim in etcd instead: keep it
     # well under RabbitMQ's consumer_timeout (30 min by default).
     long_call_s: float = 600.0
@@ -175,6 +178,9 @@ class Settings:
         if self.etcd_transport not in ETCD_TRANSPORTS:
             raise ConfigurationError(f"setting 'etcd_transport': bad value "
                                      f"{self.etcd_transport!r} (lean or grpc)")
+        if self.run_slots < -1:
+            raise ConfigurationError(f"setting 'run_slots': bad value {self.run_slots!r} "
+                                     "(-1: one per core, 0: no limit, or a number of slots)")
         if not self.broker_urls:
             raise ConfigurationError("setting 'broker_url': no URL given")
         endpoints = tuple(self._etcd_address(spec) for spec in self.etcd_endpoints)

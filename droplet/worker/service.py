@@ -59,7 +59,8 @@ from droplet.worker.library import Library
 from droplet.worker.messaging import WorkerPort
 from droplet.worker.pace import Pace
 from droplet.worker.poison import PoisonCounter
-from droplet.worker.status import StatusReport
+from droplet.worker.slots import RunSlots
+from droplet.worker.status import CPUS, StatusReport
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class WorkerService:
         self._current: Delivery | None = None  # the delivery being run (for long calls)
         self._gathered: list[Delivery] = []  # taken with it for a batch, not run yet
         self.gatherer = BatchGatherer(self.state, self.signer, self.status, self.keeper)
+        self.slots = RunSlots(CPUS if settings.run_slots < 0 else settings.run_slots)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -164,6 +166,7 @@ class WorkerService:
         """Gives up the pin and leaves the fleet; a scheduler then moves the pin and drains
         whatever is left in this worker's queue."""
         self.keeper.stop()
+        self.slots.close()
         self.cache.close()
         self.state.cancels.close()
         if self._functions_mirror is not None:
@@ -264,6 +267,8 @@ class WorkerService:
         if delivery is None:
             return False
         group = self.gatherer.group(conn, delivery, self._buffer, self._buffer_lock)
+        if self.slots.enabled and not any(self._may_take_long(d) for d in group):
+            self.slots.take()  # quick work: a core of its own, or a wait off the run queue
         try:
             for index, taken in enumerate(group):
                 self._gathered = group[index + 1:]
@@ -274,8 +279,10 @@ class WorkerService:
                 self.status.busy(time.monotonic() - started)
                 self.status.in_hand = len(self._buffer)
                 if gate.store_unavailable:
+                    self.slots.give_back()
                     time.sleep(_STORE_BACKOFF_S)  # etcd is away: do not spin on a message
         finally:
+            self.slots.give_back()
             self._gathered = []
             self.state.batched.clear()  # what a refused or requeued delivery left unused
         return True
@@ -310,6 +317,7 @@ class WorkerService:
     def _during_a_long_run(self) -> None:
         """On the keeper thread, a run has gone on 20 ms: the calls of its delivery not
         started yet go to idle workers, and what is done is committed (cycle.py)."""
+        self.slots.give_back()  # it sleeps, waits or computes long: another worker's turn
         cycle = self._cycle
         if cycle is not None:
             cycle.hand_back_rest()

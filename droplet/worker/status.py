@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # The cores this process may run on: with the host, what tells a client how many calls the
 # fleet can really run at once (client/routing.py), however many workers share those cores.
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 class StatusReport:
@@ -80,6 +80,6 @@ class StatusReport:
             started_at=self.started_at,
             updated_at=time.time(), calls_total=state.calls_total,
             errors_total=state.errors_total, metrics_port=self._metrics_port(),
-            incarnation=self.incarnation, resources=state.resources, cpus=_CPUS,
+            incarnation=self.incarnation, resources=state.resources, cpus=CPUS,
         )
         return status.SerializeToString()

@@ -33,3 +33,36 @@ def test_32_slow_calls_on_32_workers_run_side_by_side(crowd_client: Any, unique:
     # 16 workers took part (one to a worker, a few handed on after 20 ms: slow calls spread).
     assert len(set(ran_on)) >= 16, sorted(set(ran_on))
     assert took < 4.0, f"32 naps of 0.5 s took {took:.1f} s: serialised in envelopes"
+
+
+slotted = cluster_fixture(workers=3, run_slots=1)
+slotted_client = client_fixture("slotted")
+
+
+def _overlaps(runs: list[tuple[int, float, float]]) -> int:
+    """Pairs of runs on different workers that were going on at the same time."""
+    ordered = sorted(runs, key=lambda run: run[1])
+    return sum(1 for i, (pid, _, end) in enumerate(ordered)
+               for other, start, _ in ordered[i + 1:] if other != pid and start < end)
+
+
+def test_with_one_run_slot_quick_calls_on_three_workers_never_run_at_once(
+        slotted_client: Any, unique: str) -> None:
+    """run_slots=1: once each worker knows the function is quick, its deliveries take the
+    host's one slot in turn (worker/slots.py), so no two runs overlap, whichever worker."""
+    def spin(lib: Any, x: int) -> tuple[int, float, float]:
+        import os
+        import time as t
+
+        start = t.time()
+        until = t.thread_time() + 0.0005
+        while t.thread_time() < until:
+            pass
+        return os.getpid(), start, t.time()
+
+    slotted_client.register(spin, unique)
+    for _ in range(3):  # every worker learns that spin is quick (an unknown one runs slotless)
+        [f.get(timeout=60) for f in [slotted_client.call(unique, i) for i in range(60)]]
+    runs = [tuple(f.get(timeout=60)) for f in [slotted_client.call(unique, i) for i in range(300)]]
+    assert len({pid for pid, _, _ in runs}) >= 2, "the burst reached several workers"
+    assert _overlaps(runs) == 0, f"{_overlaps(runs)} pairs of runs overlapped"
