@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _BATCHING = {BATCHING_HEADER: 1}
 _LINGER_CAP_S = 0.05  # the longest a quick outcome waits for the rest of its delivery
+_UNMARKED = threadclock.Mark(0.0, 0.0, -1.0)  # nothing pending yet: nothing lingers
 
 Handler = Callable[[pb.Message, Delivery, pb.Envelope, Outbox], None]
 
@@ -128,7 +129,7 @@ class Cycle:
             gate.release()
             return gate
         pending = Outbox()  # handled messages whose outboxes are not committed yet
-        since = threadclock.mark()  # when the oldest pending outcome was started
+        since = _UNMARKED  # when the oldest pending outcome was started
         rest = deque(received.messages)  # not started yet (hand_back_rest may take them)
         self._live = (pending, gate, rest, delivery)
         try:
@@ -140,7 +141,7 @@ class Cycle:
                 self._running = message
                 if self._due(pending, since, message) and not self._flush(pending, gate):
                     return self._requeued(gate)
-                if pending.empty():
+                if pending.empty() and rest:  # (the last message: no linger to measure)
                     since = threadclock.mark()
                 if not self._run_one(message, delivery, received, handle, gate, pending):
                     return self._requeued(gate)
