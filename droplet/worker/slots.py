@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 WAIT_S = 0.25
 SKIP_S = 10.0
+_TICK_S = 0.02  # a waiter looks at every slot this often
 
 
 class _Expired(Exception):
@@ -83,52 +84,70 @@ class RunSlots:
         if self._fd < 0 or self._held is not None:
             return self._held is not None
         start = os.getpid() % self.count  # workers spread over the slots they try first
+        index = self._try_each(start)
+        if index is None and not (
+                self._wait_s <= 0 or time.monotonic() < self._skip_until
+                or threading.current_thread() is not threading.main_thread()
+                or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # another's timer runs
+            index = self._wait(start)
+            if index is None:
+                log.info("no run slot came free in %gs: running without one for %gs",
+                         self._wait_s, self._skip_s)
+                self._skip_until = time.monotonic() + self._skip_s
+        if index is None:
+            return False
+        self._held = index
+        return True
+
+    def _try_each(self, start: int) -> int | None:
+        """The first slot free now, from start on (without waiting)."""
         for step in range(self.count):
             index = (start + step) % self.count
             try:
                 fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, index)
             except OSError:
                 continue
-            self._held = index
-            return True
-        if (self._wait_s <= 0 or time.monotonic() < self._skip_until
-                or threading.current_thread() is not threading.main_thread()
-                or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # another's timer runs
-            return False
-        if self._wait(start):
-            self._held = start
-            return True
-        log.info("no run slot came free in %gs: running without one for %gs",
-                 self._wait_s, self._skip_s)
-        self._skip_until = time.monotonic() + self._skip_s
-        return False
+            return index
+        return None
 
-    def _wait(self, index: int) -> bool:
+    def _wait(self, first: int) -> int | None:
+        """Waits (off the run queue) for a slot, at most wait_s: blocked on one slot, looking
+        at every slot again at each tick of the timer and then blocking on the next one, so
+        that whichever slot is given back first is taken (a lock can only be waited for one
+        at a time, and the holder of the first one tried may be stuck)."""
         def expire(_signum: int, _frame: FrameType | None) -> None:
-            if self._armed:  # a signal handled after the wait ended is ignored
+            if self._armed:  # only the blocking wait is cut short; a late signal is ignored
                 raise _Expired
 
+        tick_s = self._wait_s if self.count == 1 else min(self._wait_s, _TICK_S)
+        deadline = time.monotonic() + self._wait_s
+        index = first
         previous = signal.signal(signal.SIGALRM, expire)
-        self._armed = True
         try:
-            try:
-                signal.setitimer(signal.ITIMER_REAL, self._wait_s)
-                fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, index)
-                granted = True
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                self._armed = False
-        except _Expired:
-            granted = False
-        except OSError as exc:  # EDEADLK and the like: run without a slot
-            log.debug("waiting for a run slot failed: %s", exc)
-            granted = False
+            signal.setitimer(signal.ITIMER_REAL, tick_s, tick_s)
+            while True:
+                try:
+                    self._armed = True
+                    fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, index)
+                    self._armed = False
+                    return index
+                except _Expired:
+                    self._armed = False
+                    self._unlock(index)  # it may have been granted as the timer went off
+                except OSError as exc:  # EDEADLK and the like: run without a slot
+                    self._armed = False
+                    log.debug("waiting for a run slot failed: %s", exc)
+                    return None
+                if time.monotonic() > deadline - tick_s / 2:
+                    return None
+                free = self._try_each(index + 1)
+                if free is not None:
+                    return free
+                index = (index + 1) % self.count
         finally:
             self._armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-        if not granted:  # the lock may have been granted as the timer went off
-            self._unlock(index)
-        return granted
 
     def give_back(self) -> None:
         """Ends the hold (idempotent; the main thread after a delivery, the keeper thread when
