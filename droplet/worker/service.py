@@ -94,7 +94,10 @@ class WorkerService:
             deadline=self._deadline, hard_kill_grace_s=settings.hard_kill_grace_s,
             long_call_s=settings.long_call_s, on_long_call=self._go_long,
             flush=self._during_a_long_run,
-            pending=lambda: self._cycle is not None and self._cycle.has_pending(),
+            # A held run slot is given back at the keeper's busy pace (20 ms), not at its
+            # next idle tick (up to interval_s): the others wait for it (slots.py).
+            pending=lambda: self.slots.held or (
+                self._cycle is not None and self._cycle.has_pending()),
             on_busy=lambda: self.membership.publish(),
         )
         self.port = WorkerPort(self.id, self.names, self.signer, self.keeper, lambda: self._conn,

@@ -57,6 +57,11 @@ class RunSlots:
     def enabled(self) -> bool:
         return self._fd >= 0
 
+    @property
+    def held(self) -> bool:
+        """Whether this worker holds a slot now."""
+        return self._held is not None
+
     def _open(self, directory: str) -> int:
         """This user's slot file, never a file (or link) another user planted there."""
         path = os.path.join(directory, f"droplet-run-slots-{os.getuid()}")
