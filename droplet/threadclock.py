@@ -50,6 +50,17 @@ class _Schedstat:
 _local = threading.local()
 
 
+def _forget() -> None:
+    """In a forked child: the schedstat kept open is the parent's thread's (a file of
+    /proc/<parent>/task/<tid>), and its wait would count as this process's."""
+    global _local
+    _local = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
+
+
 def queued_s() -> float:
     """How long this thread has waited for a core so far (-1.0 where the kernel does not say)."""
     stat = getattr(_local, "schedstat", None)
