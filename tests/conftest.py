@@ -162,8 +162,12 @@ Cluster = LocalCluster
 
 def start_cluster(settings: Settings, log_dir: Path, workers: int = 2,
                   schedulers: int = 1) -> Cluster:
-    """A scheduler and workers as real `droplet` processes on the test's namespace."""
-    cluster = Cluster(settings, log_dir).start(workers, schedulers)
+    """A scheduler and workers as real `droplet` processes on the test's namespace, with a
+    temporary directory of their own: their run slots (worker/slots.py) are not shared with
+    every other droplet worker of this user on the host (other tests, other checkouts)."""
+    own_tmp = log_dir / "tmp"
+    own_tmp.mkdir(exist_ok=True)
+    cluster = Cluster(settings, log_dir, env={"TMPDIR": str(own_tmp)}).start(workers, schedulers)
     try:
         cluster.wait_ready(workers, timeout_s=30)
     except BaseException:

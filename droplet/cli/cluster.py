@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 
@@ -43,15 +44,17 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 class LocalCluster:
     def __init__(
-        self, settings: Settings, log_dir: Path | None = None, log_level: str = "INFO"
+        self, settings: Settings, log_dir: Path | None = None, log_level: str = "INFO",
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env`: more environment for the children (a test's own TMPDIR, say)."""
         self.settings = settings
         self.log_dir = log_dir
         self.log_level = log_level
         self.schedulers: list[subprocess.Popen[bytes]] = []
         self.workers: list[subprocess.Popen[bytes]] = []
         self._worker_args: list[tuple[str, ...]] = []  # each worker's tags, for its replacement
-        self._env = child_env(settings)
+        self._env = {**child_env(settings), **(env or {})}
 
     def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "droplet.cli.main", "--log-level", self.log_level,
