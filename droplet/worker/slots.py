@@ -11,8 +11,12 @@ done, or as soon as a run goes on long (the keeper's 20 ms mark): a delivery tha
 long, sleeps or waits on I/O never holds a slot, so I/O-bound functions still run side by side
 on every worker. The kernel drops the locks of a process that dies, so no slot is ever lost.
 
-A worker waits for a slot at most `wait_s` (a holder may be stopped, or stuck in a commit
-while etcd is away): then it runs without one, and for `skip_s` does not wait again. Only the
+Each taker stamps its slot (a few bytes past the locks), so a waiter sees the slots change
+hands. A host busy with a burst hands them on every few milliseconds: a worker waits as long
+as that goes on, up to `wait_s` (the kernel does not queue waiters fairly), then runs this
+delivery without one. Slots that change hands for none of `stuck_s` mean stuck holders (a
+stopped process, a commit waiting for etcd): the worker runs without one, and for `skip_s`
+does not wait again. Only the
 main thread waits, and only while no interval timer is armed: the wait is bounded by SIGALRM,
 which is free then in a worker (no function runs); elsewhere (workers run in threads by
 tests, a test runner's own timer) a slot is only taken when one is free at once.
@@ -32,8 +36,10 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
-WAIT_S = 0.25
+WAIT_S = 1.0
+STUCK_S = 0.25
 SKIP_S = 10.0
+_STAMPS = 4096  # where the slots' stamps start in the file (past the locked bytes)
 _TICK_S = 0.02  # a waiter looks at every slot this often
 
 
@@ -43,9 +49,10 @@ class _Expired(Exception):
 
 class RunSlots:
     def __init__(self, count: int, directory: str | None = None, wait_s: float = WAIT_S,
-                 skip_s: float = SKIP_S) -> None:
+                 skip_s: float = SKIP_S, stuck_s: float = STUCK_S) -> None:
         self.count = count
         self._wait_s = wait_s
+        self._stuck_s = min(stuck_s, wait_s)
         self._skip_s = skip_s
         self._skip_until = 0.0
         self._held: int | None = None
@@ -94,15 +101,26 @@ class RunSlots:
                 self._wait_s <= 0 or time.monotonic() < self._skip_until
                 or threading.current_thread() is not threading.main_thread()
                 or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # another's timer runs
-            index = self._wait(start)
-            if index is None:
-                log.info("no run slot came free in %gs: running without one for %gs",
-                         self._wait_s, self._skip_s)
+            index, stuck = self._wait(start)
+            if stuck:
+                log.info("no run slot changed hands in %gs: running without one for %gs",
+                         self._stuck_s, self._skip_s)
                 self._skip_until = time.monotonic() + self._skip_s
         if index is None:
             return False
         self._held = index
+        try:
+            os.pwrite(self._fd, time.monotonic_ns().to_bytes(8, "little"), _STAMPS + 8 * index)
+        except OSError as exc:  # a full disk: waiters may take the slots for stuck
+            log.debug("could not stamp run slot %d: %s", index, exc)
         return True
+
+    def _stamps(self) -> bytes:
+        try:
+            return os.pread(self._fd, 8 * self.count, _STAMPS)
+        except OSError:
+            return b""
+
 
     def _try_each(self, start: int) -> int | None:
         """The first slot free now, from start on (without waiting)."""
@@ -115,17 +133,19 @@ class RunSlots:
             return index
         return None
 
-    def _wait(self, first: int) -> int | None:
-        """Waits (off the run queue) for a slot, at most wait_s: blocked on one slot, looking
-        at every slot again at each tick of the timer and then blocking on the next one, so
-        that whichever slot is given back first is taken (a lock can only be waited for one
-        at a time, and the holder of the first one tried may be stuck)."""
+    def _wait(self, first: int) -> tuple[int | None, bool]:
+        """Waits (off the run queue) for a slot: blocked on one slot, looking at every slot
+        again at each tick of the timer and then blocking on the next one, so that whichever
+        slot is given back first is taken (a lock can only be waited for one at a time, and
+        the holder of the first one tried may be stuck). The slot, or None and whether the
+        holders looked stuck."""
         def expire(_signum: int, _frame: FrameType | None) -> None:
             if self._armed:  # only the blocking wait is cut short; a late signal is ignored
                 raise _Expired
 
-        tick_s = self._wait_s if self.count == 1 else min(self._wait_s, _TICK_S)
+        tick_s = min(self._stuck_s, _TICK_S)
         deadline = time.monotonic() + self._wait_s
+        seen, moved = self._stamps(), time.monotonic()
         index = first
         previous = signal.signal(signal.SIGALRM, expire)
         try:
@@ -135,19 +155,24 @@ class RunSlots:
                     self._armed = True
                     fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, index)
                     self._armed = False
-                    return index
+                    return index, False
                 except _Expired:
                     self._armed = False
                     self._unlock(index)  # it may have been granted as the timer went off
                 except OSError as exc:  # EDEADLK and the like: run without a slot
                     self._armed = False
                     log.debug("waiting for a run slot failed: %s", exc)
-                    return None
-                if time.monotonic() > deadline - tick_s / 2:
-                    return None
+                    return None, False
                 free = self._try_each(index + 1)
                 if free is not None:
-                    return free
+                    return free, False
+                now, stamps = time.monotonic(), self._stamps()
+                if stamps != seen:
+                    seen, moved = stamps, now
+                elif now - moved > self._stuck_s - tick_s / 2:
+                    return None, True
+                if now > deadline - tick_s / 2:
+                    return None, False
                 index = (index + 1) % self.count
         finally:
             self._armed = False

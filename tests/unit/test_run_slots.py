@@ -19,9 +19,12 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX record lo
 _HOLDER = """
 import sys, time
 from droplet.worker.slots import RunSlots
-slots = RunSlots(int(sys.argv[2]), sys.argv[1], wait_s=float(sys.argv[3]))
+if sys.argv[5] == "moving":  # the slots change hands all the time (as on a busy host)
+    RunSlots._stamps = lambda self: str(time.monotonic()).encode()
+slots = RunSlots(int(sys.argv[2]), sys.argv[1], wait_s=float(sys.argv[3]),
+                 stuck_s=float(sys.argv[6]))
 took = slots.take()
-print("held" if took else "none", flush=True)
+print("held" if took else "skipping" if slots._skip_until else "none", flush=True)
 time.sleep(float(sys.argv[4]))
 slots.give_back()
 print("given back", flush=True)
@@ -29,11 +32,15 @@ time.sleep(600)
 """
 
 
-def _holder(directory: Path, count: int = 1, hold_s: float = 600.0,
-            wait_s: float = 0.2) -> tuple[subprocess.Popen[str], str]:
-    """Another worker: a process that takes a slot (on its main thread), holds it hold_s."""
+def _holder(directory: Path, count: int = 1, hold_s: float = 600.0, wait_s: float = 0.2,
+            moving: bool = False, stuck_s: float | None = None,
+            ) -> tuple[subprocess.Popen[str], str]:
+    """Another worker: a process that takes a slot (on its main thread), holds it hold_s;
+    what it said: held, none (ran without one), skipping (and stopped waiting for a while)."""
     proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(directory), str(count),
-                             str(wait_s), str(hold_s)], stdout=subprocess.PIPE, text=True)
+                             str(wait_s), str(hold_s), "moving" if moving else "still",
+                             str(wait_s if stuck_s is None else stuck_s)],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
 
@@ -109,7 +116,7 @@ def test_a_stuck_holder_holds_up_a_waiting_worker_only_for_wait_s(tmp_path: Path
         second, said = _holder(tmp_path, wait_s=0.3)
         waited = time.monotonic() - start
         _stop(second)
-        assert said == "none", "ran without a slot"
+        assert said == "skipping", "ran without a slot, and stops waiting for a while"
         assert waited < 3.0, f"waited {waited:.1f} s"
     finally:
         os.kill(first.pid, signal.SIGCONT)
@@ -132,3 +139,33 @@ def test_zero_slots_is_no_limit(tmp_path: Path) -> None:
     assert not slots.enabled and not slots.take()
     assert list(tmp_path.iterdir()) == [], "no file made"
     slots.close()
+
+
+def test_a_busy_host_keeps_its_waiters_waiting_and_a_stuck_one_does_not(tmp_path: Path) -> None:
+    """Slots that keep changing hands are a busy host, not stuck holders: a worker that got
+    none within wait_s runs this delivery without one but goes on waiting next time; slots
+    that do not move within stuck_s make it stop waiting for skip_s."""
+    first, said = _holder(tmp_path)
+    try:
+        assert said == "held"
+        busy, said_busy = _holder(tmp_path, wait_s=0.6, stuck_s=0.2, moving=True)
+        _stop(busy)
+        still, said_still = _holder(tmp_path, wait_s=0.6, stuck_s=0.2)
+        _stop(still)
+        assert (said_busy, said_still) == ("none", "skipping")
+    finally:
+        _stop(first)
+
+
+def test_a_slot_taken_is_stamped_so_waiters_see_it_change_hands(tmp_path: Path) -> None:
+    first, said = _holder(tmp_path, hold_s=0.0)
+    watcher = RunSlots(1, str(tmp_path))
+    try:
+        assert said == "held"
+        before = watcher._stamps()
+        second, said = _holder(tmp_path, hold_s=0.0)
+        _stop(second)
+        assert said == "held" and watcher._stamps() != before
+    finally:
+        watcher.close()
+        _stop(first)
