@@ -40,7 +40,6 @@ WAIT_S = 1.0
 STUCK_S = 0.25
 SKIP_S = 10.0
 _STAMPS = 4096  # where the slots' stamps start in the file (past the locked bytes)
-_TICK_S = 0.02  # a waiter looks at every slot this often
 
 
 class _Expired(Exception):
@@ -143,7 +142,7 @@ class RunSlots:
             if self._armed:  # only the blocking wait is cut short; a late signal is ignored
                 raise _Expired
 
-        tick_s = min(self._stuck_s, _TICK_S)
+        tick_s = self._stuck_s  # (a waiter woken more often cost the host more than it won)
         deadline = time.monotonic() + self._wait_s
         seen, moved = self._stamps(), time.monotonic()
         index = first

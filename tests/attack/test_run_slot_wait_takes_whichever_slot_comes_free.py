@@ -26,7 +26,7 @@ time.sleep(600)
 _WAITER = """
 import sys, time
 from droplet.worker.slots import RunSlots
-slots = RunSlots(2, sys.argv[1], wait_s=float(sys.argv[2]), stuck_s=float(sys.argv[2]))
+slots = RunSlots(2, sys.argv[1], wait_s=float(sys.argv[2]), stuck_s=2.0)
 print("ready", flush=True)
 start = time.monotonic()
 took = slots.take()
