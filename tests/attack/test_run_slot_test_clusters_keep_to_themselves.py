@@ -12,12 +12,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import droplet
 from tests.conftest import Services, purge_namespace, start_cluster
+from tests.e2e.test_crowded_fleet import assert_quick_calls_run_one_at_a_time
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(sys.platform != "linux", reason="POSIX record locks, Linux")]
@@ -52,35 +52,13 @@ def host_slot_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             locker.stdout.close()
 
 
-def _overlaps(runs: list[tuple[int, float, float]]) -> int:
-    ordered = sorted(runs, key=lambda run: run[1])
-    return sum(1 for i, (pid, _, end) in enumerate(ordered)
-               for other, start, _ in ordered[i + 1:] if other != pid and start < end)
-
-
 def test_a_one_slot_cluster_is_not_held_up_by_a_slot_held_outside_it(
         host_slot_held: None, services: Services, tmp_path: Path, unique: str) -> None:
     settings = services.settings(run_slots=1)
     cluster = start_cluster(settings, tmp_path, workers=3)
     try:
         with droplet.connect(settings=settings) as client:
-            def spin(lib: Any, x: int) -> tuple[int, float, float]:
-                import os
-                import time as t
-
-                start = t.time()
-                until = t.thread_time() + 0.0005
-                while t.thread_time() < until:
-                    pass
-                return os.getpid(), start, t.time()
-
-            client.register(spin, unique)
-            for _ in range(3):  # every worker learns that spin is quick
-                [f.get(timeout=60) for f in [client.call(unique, i) for i in range(60)]]
-            runs = [tuple(f.get(timeout=60))
-                    for f in [client.call(unique, i) for i in range(300)]]
-            assert len({pid for pid, _, _ in runs}) >= 2, "the burst reached several workers"
-            assert _overlaps(runs) == 0, f"{_overlaps(runs)} pairs of runs overlapped"
+            assert_quick_calls_run_one_at_a_time(client, unique)
     finally:
         cluster.stop()
         purge_namespace(settings, cluster.worker_ids())

@@ -46,23 +46,31 @@ def _overlaps(runs: list[tuple[int, float, float]]) -> int:
                for other, start, _ in ordered[i + 1:] if other != pid and start < end)
 
 
+def _spin(lib: Any, x: int) -> tuple[int, float, float]:
+    import os
+    import time as t
+
+    start = t.time()
+    until = t.thread_time() + 0.0005
+    while t.thread_time() < until:
+        pass
+    return os.getpid(), start, t.time()
+
+
+def assert_quick_calls_run_one_at_a_time(client: Any, name: str) -> None:
+    """With one run slot: a burst of quick calls reaches several workers, and no two of its
+    runs overlap (once every worker knows the function is quick: an unknown one runs
+    slotless)."""
+    client.register(_spin, name)
+    for _ in range(3):
+        [f.get(timeout=60) for f in [client.call(name, i) for i in range(60)]]
+    runs = [tuple(f.get(timeout=60)) for f in [client.call(name, i) for i in range(300)]]
+    assert len({pid for pid, _, _ in runs}) >= 2, "the burst reached several workers"
+    assert _overlaps(runs) == 0, f"{_overlaps(runs)} pairs of runs overlapped"
+
+
 def test_with_one_run_slot_quick_calls_on_three_workers_never_run_at_once(
         slotted_client: Any, unique: str) -> None:
     """run_slots=1: once each worker knows the function is quick, its deliveries take the
     host's one slot in turn (worker/slots.py), so no two runs overlap, whichever worker."""
-    def spin(lib: Any, x: int) -> tuple[int, float, float]:
-        import os
-        import time as t
-
-        start = t.time()
-        until = t.thread_time() + 0.0005
-        while t.thread_time() < until:
-            pass
-        return os.getpid(), start, t.time()
-
-    slotted_client.register(spin, unique)
-    for _ in range(3):  # every worker learns that spin is quick (an unknown one runs slotless)
-        [f.get(timeout=60) for f in [slotted_client.call(unique, i) for i in range(60)]]
-    runs = [tuple(f.get(timeout=60)) for f in [slotted_client.call(unique, i) for i in range(300)]]
-    assert len({pid for pid, _, _ in runs}) >= 2, "the burst reached several workers"
-    assert _overlaps(runs) == 0, f"{_overlaps(runs)} pairs of runs overlapped"
+    assert_quick_calls_run_one_at_a_time(slotted_client, unique)
