@@ -120,7 +120,6 @@ class RunSlots:
         except OSError:
             return b""
 
-
     def _try_each(self, start: int) -> int | None:
         """The first slot free now, from start on (without waiting)."""
         for step in range(self.count):

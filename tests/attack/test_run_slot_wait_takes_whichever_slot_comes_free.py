@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_run_slots import _stop
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX record locks, Linux")
 
 _LOCKER = """
@@ -43,13 +45,6 @@ def _spawn(code: str, *args: str) -> subprocess.Popen[str]:
 def _line(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
     return proc.stdout.readline().strip()
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.kill()
-    proc.wait(10)
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 def test_a_waiter_takes_the_other_slot_when_it_comes_free(tmp_path: Path) -> None:
