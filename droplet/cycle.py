@@ -178,7 +178,7 @@ class Cycle:
         live = self._live
         return live is not None and (not live[0].empty() or bool(live[2]))
 
-    def hand_back_rest(self) -> None:
+    def hand_back_rest(self, waiting: Callable[[], bool] = lambda: False) -> None:
         """The keeper thread calls it while a run goes on long: the calls of the delivery not
         started yet go back to the shared queue one to a message, unless the run's function
         is known to be quick (a host too busy to run it at once: see handback.py)."""
@@ -186,7 +186,8 @@ class Cycle:
         if live is None or running is None or (
                 self._expect_slow is not None and not self._expect_slow(running)):
             return
-        hand_back_rest(self.conn, self.signer, self.names, live[3], live[2], live[1].expect)
+        hand_back_rest(self.conn, self.signer, self.names, live[3], live[2], live[1].expect,
+                       waiting)
 
     def _due(self, pending: Outbox, since: threadclock.Mark, upcoming: pb.Message) -> bool:
         """Whether what is pending must be committed before the upcoming message runs."""

@@ -1,7 +1,7 @@
 """Handing back the calls of an envelope that a slow run would hold up.
 
 A client sizes envelopes by the calls the fleet can run at once (client/routing.py): on a
-crowded host, 16 calls to a message. When one of them turns out slow (it has run 20 ms and its
+crowded host, up to 64 calls to a message. When one of them turns out slow (it has run 20 ms and its
 function is not known to be quick), the calls behind it in the same envelope would wait for it
 while other workers sit idle. The worker then publishes each call it has not started to
 the shared queue again, one to a message, so that idle workers take them and slow calls still
@@ -29,11 +29,12 @@ Expect = Callable[[], Callable[[bool], None]]  # AckGate.expect: holds the ack u
 
 
 def hand_back_rest(conn: BrokerConnection, signer: Signer, names: QueueNames,
-                   delivery: Delivery, rest: deque[pb.Message], expect: Expect) -> None:
+                   delivery: Delivery, rest: deque[pb.Message], expect: Expect,
+                   waiting: Callable[[], bool] = lambda: False) -> None:
     """Takes the calls not started from `rest` (the cycle's own list: it then skips them) and
     hands them back, when they are plain calls from the shared queue and another worker is
-    idle."""
-    if not may_hand_back(delivery, names, rest) or not others_idle(conn, names):
+    idle (`waiting`: one waits for a seat at the queue, worker/seats.py)."""
+    if not may_hand_back(delivery, names, rest) or not others_idle(conn, names, waiting):
         return
     taken = []
     while True:
@@ -47,16 +48,20 @@ def hand_back_rest(conn: BrokerConnection, signer: Signer, names: QueueNames,
         hand_back(conn, signer, names, delivery, taken, expect)
 
 
-def others_idle(conn: BrokerConnection, names: QueueNames) -> bool:
+def others_idle(conn: BrokerConnection, names: QueueNames,
+                waiting: Callable[[], bool] = lambda: False) -> bool:
     """Whether another worker may take a call at once: nothing waits in the shared queue
-    (with prefetch 1, calls wait there only while every consumer is busy), and it has another
-    consumer. Otherwise handing calls back would only send them to the back of the queue,
-    behind calls sent after them."""
+    (with prefetch 1, calls wait there only while every consumer is busy), and it has a
+    consumer besides this worker, or a worker waits for this worker's seat. Otherwise handing
+    calls back would only send them to the back of the queue, behind calls sent after them."""
     try:
         info = conn.queue_info(names.work)
     except DropletError:
         return False
-    return info is not None and info[0] == 0 and info[1] > 1
+    if info is None or info[0] != 0:
+        return False
+    mine = 1 if conn.consuming(names.work) else 0
+    return info[1] - mine > 0 or waiting()
 
 
 def may_hand_back(delivery: Delivery, names: QueueNames, rest: Sequence[pb.Message]) -> bool:

@@ -38,12 +38,24 @@ class Pace(Middleware):
         self._mean_s[function] = seconds if mean is None else mean + _WEIGHT * (seconds - mean)
 
     def expect_slow(self, message: pb.Message) -> bool:
-        kind = message.WhichOneof("kind")
-        if kind == "call":
-            name = message.call.name
-        elif kind == "trigger" and message.trigger.target_function != OUTPUT:
-            name = message.trigger.target_function
-        else:
+        """Whether the message may run long: its function is slow here, or not known yet."""
+        name = _function_of(message)
+        if name is None:
             return False
         mean = self._mean_s.get(name)
         return mean is None or mean > self._slow_s
+
+    def known_slow(self, message: pb.Message) -> bool:
+        """Whether the message's function has run long here (not merely unknown)."""
+        name = _function_of(message)
+        mean = None if name is None else self._mean_s.get(name)
+        return mean is not None and mean > self._slow_s
+
+
+def _function_of(message: pb.Message) -> str | None:
+    kind = message.WhichOneof("kind")
+    if kind == "call":
+        return message.call.name
+    if kind == "trigger" and message.trigger.target_function != OUTPUT:
+        return message.trigger.target_function
+    return None

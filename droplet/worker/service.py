@@ -10,7 +10,10 @@ queue with prefetch 1. Before it starts a step from its own queue it pauses the 
 consumer (and runs first whatever the broker handed it before the pause took effect), so a
 worker busy with a step is never handed a plain call while another worker sits idle; it
 consumes the shared queue again once its own queue is drained. During a long call it stops
-consuming altogether and holds what it has as claims (claims.py).
+consuming altogether and holds what it has as claims (claims.py). On a host with more
+workers than cores, a worker consumes the shared queue only while it holds one of the host's
+seats (seats.py): it gives its seat back whenever it stops consuming, and a run that goes on
+past 20 ms stops it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 
 from droplet import resources
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
@@ -59,6 +63,7 @@ from droplet.worker.library import Library
 from droplet.worker.messaging import WorkerPort
 from droplet.worker.pace import Pace
 from droplet.worker.poison import PoisonCounter
+from droplet.worker.seats import Seats
 from droplet.worker.slots import RunSlots
 from droplet.worker.status import CPUS, StatusReport
 
@@ -140,6 +145,7 @@ class WorkerService:
         self._gathered: list[Delivery] = []  # taken with it for a batch, not run yet
         self.gatherer = BatchGatherer(self.state, self.signer, self.status, self.keeper)
         self.slots = RunSlots(CPUS if settings.run_slots < 0 else settings.run_slots)
+        self.seats = Seats(0)  # taken up by run() (a worker process's main thread)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -152,6 +158,9 @@ class WorkerService:
         self.cache.start()
         self.state.cancels.start(self._kv, self.keys.cancels)
         self.keeper.start()
+        if self.slots.count > 0 and threading.current_thread() is threading.main_thread():
+            self.seats = Seats(self.slots.count, f"{self.settings.broker_url}|{self.names.work}",
+                               on_seated=self._wake)
         try:
             run_with_reconnect(f"worker {self.id}", self._connect, self._session, self._stop)
         finally:
@@ -170,6 +179,7 @@ class WorkerService:
         whatever is left in this worker's queue."""
         self.keeper.stop()
         self.slots.close()
+        self.seats.close()
         self.cache.close()
         self.state.cancels.close()
         if self._functions_mirror is not None:
@@ -236,6 +246,9 @@ class WorkerService:
         conn.declare(worker_topology(self.names, self.id))
         conn.consume(self.names.worker(self.id), prefetch=self.settings.own_queue_prefetch)
         conn.consume(self.names.work, prefetch=1)
+        if self.seats.enabled and not self.seats.take():
+            conn.pause(self.names.work)  # (what crossed it is run: the next poll has it)
+            self.seats.wait()
         if not self._joined:
             self.join_fleet()
         else:
@@ -265,13 +278,16 @@ class WorkerService:
         if self._long:
             self._long = False
             conn.resume(self.names.worker(self.id))
-            conn.resume(self.names.work)
+            if not self.seats.enabled:  # (with seats: once one is held, _next)
+                conn.resume(self.names.work)
         delivery = self._next(conn, timeout_s)
         if delivery is None:
             return False
         group = self.gatherer.group(conn, delivery, self._buffer, self._buffer_lock)
         if self.slots.enabled and not any(self._may_take_long(d) for d in group):
             self.slots.take()  # quick work: a core of its own, or a wait off the run queue
+        elif self.seats.seated and any(self._known_slow(d) for d in group):
+            self._leave_shared(conn)  # another worker takes its seat and the next calls
         try:
             for index, taken in enumerate(group):
                 self._gathered = group[index + 1:]
@@ -300,10 +316,10 @@ class WorkerService:
             if not self._buffer:
                 self._buffer += conn.poll(timeout_s)
             mine = [d for d in self._buffer if d.queue == own]
-            if not mine and not conn.consuming(work):
-                conn.resume(work)
+            if not mine:
+                self._consume_shared(conn)
             elif mine and conn.consuming(work) and any(self._may_take_long(d) for d in mine):
-                conn.pause(work)
+                self._leave_shared(conn)
                 self._buffer += conn.poll(0)
             if not self._buffer:
                 return None
@@ -311,6 +327,34 @@ class WorkerService:
                 if taken.queue != own:
                     return self._buffer.pop(index)
             return self._buffer.pop(0)
+
+    def _consume_shared(self, conn: BrokerConnection) -> None:
+        """Consumes the shared queue if this worker may: always without seats, with them
+        while it holds one (it waits for one otherwise). Called with the buffer lock held."""
+        work, seats = self.names.work, self.seats
+        if seats.enabled and not (seats.keep() or seats.take()):
+            if conn.consuming(work):
+                conn.pause(work)  # a substitute that stepped down
+                self._buffer += conn.poll(0)
+            seats.wait()
+        elif not conn.consuming(work):
+            conn.resume(work)
+
+    def _leave_shared(self, conn: BrokerConnection) -> None:
+        """Stops consuming the shared queue for a while (a run that may take long): the seat
+        goes to a worker that waits for one."""
+        conn.pause(self.names.work)
+        self.seats.give_back()
+
+    def _wake(self) -> None:
+        """A waiter thread got a seat: the main loop's poll returns, and it consumes."""
+        conn = self._conn
+        if conn is not None:
+            with suppress(DropletError):  # closed: the next session takes the seat up
+                conn.call_soon_threadsafe(lambda: None)
+
+    def _known_slow(self, delivery: Delivery) -> bool:
+        return any(self.pace.known_slow(m) for m in envelope.peek(delivery.body))
 
     def _may_take_long(self, delivery: Delivery) -> bool:
         """Whether a delivery runs a function that is not known to be quick here (read from
@@ -321,16 +365,19 @@ class WorkerService:
         """On the keeper thread, a run has gone on 20 ms: the calls of its delivery not
         started yet go to idle workers, and what is done is committed (cycle.py)."""
         self.slots.give_back()  # it sleeps, waits or computes long: another worker's turn
+        conn = self._conn  # (the keeper has it while a function runs)
+        if self.seats.seated and conn is not None:
+            self._leave_shared(conn)
         cycle = self._cycle
         if cycle is not None:
-            cycle.hand_back_rest()
+            cycle.hand_back_rest(self.seats.others_waiting)
             cycle.flush_pending()
 
     def _go_long(self, conn: BrokerConnection) -> None:
         """On the keeper thread, a call has run long_call_s: stop consuming, and hold what is
         in hand as claims (the broker's consumer timeout never cuts them off)."""
         with self._buffer_lock:
-            conn.pause(self.names.work)
+            self._leave_shared(conn)
             conn.pause(self.names.worker(self.id))
             self._buffer += conn.poll(0)
             self._long = True
