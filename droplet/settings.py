@@ -107,6 +107,9 @@ class Settings:
     # Quick deliveries that run at once on one host, over all its workers of this user
     # (worker/slots.py): -1, one per core; 0, no limit. The others wait off the run queue.
     run_slots: int = -1
+    # Workers of one host that consume the shared work queue at once (worker/seats.py): -1, as
+    # many as run_slots; 0, every worker. The others serve their own queues and wait for a seat.
+    queue_seats: int = -1
     # A call running longer than this is acked and held as a claim in etcd instead: keep it
     # well under RabbitMQ's consumer_timeout (30 min by default).
     long_call_s: float = 600.0
@@ -181,6 +184,9 @@ class Settings:
         if self.run_slots < -1:
             raise ConfigurationError(f"setting 'run_slots': bad value {self.run_slots!r} "
                                      "(-1: one per core, 0: no limit, or a number of slots)")
+        if self.queue_seats < -1:
+            raise ConfigurationError(f"setting 'queue_seats': bad value {self.queue_seats!r} "
+                                     "(-1: as many as run_slots, 0: every worker, or a number)")
         if not self.broker_urls:
             raise ConfigurationError("setting 'broker_url': no URL given")
         endpoints = tuple(self._etcd_address(spec) for spec in self.etcd_endpoints)

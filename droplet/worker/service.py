@@ -25,7 +25,6 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from contextlib import suppress
 
 from droplet import resources
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
@@ -42,7 +41,7 @@ from droplet.errors import DropletError
 from droplet.metrics import Metrics, MetricsMiddleware
 from droplet.middleware import Chain, Middleware
 from droplet.outbox import Outbox
-from droplet.proto import envelope, pb
+from droplet.proto import pb
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store.commits import Committer
@@ -57,13 +56,13 @@ from droplet.worker.cache import ValueCache
 from droplet.worker.claims import LongCallClaims
 from droplet.worker.functions import FunctionCache
 from droplet.worker.gatherer import BatchGatherer, maybe_run
+from droplet.worker.intake import SharedIntake
 from droplet.worker.joins import JoinRecords
 from droplet.worker.keeper import ConnectionKeeper
 from droplet.worker.library import Library
 from droplet.worker.messaging import WorkerPort
 from droplet.worker.pace import Pace
 from droplet.worker.poison import PoisonCounter
-from droplet.worker.seats import Seats
 from droplet.worker.slots import RunSlots
 from droplet.worker.status import CPUS, StatusReport
 
@@ -145,7 +144,7 @@ class WorkerService:
         self._gathered: list[Delivery] = []  # taken with it for a batch, not run yet
         self.gatherer = BatchGatherer(self.state, self.signer, self.status, self.keeper)
         self.slots = RunSlots(CPUS if settings.run_slots < 0 else settings.run_slots)
-        self.seats = Seats(0)  # taken up by run() (a worker process's main thread)
+        self.intake = SharedIntake(self.names.work, self.pace)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -158,9 +157,10 @@ class WorkerService:
         self.cache.start()
         self.state.cancels.start(self._kv, self.keys.cancels)
         self.keeper.start()
-        if self.slots.count > 0 and threading.current_thread() is threading.main_thread():
-            self.seats = Seats(self.slots.count, f"{self.settings.broker_url}|{self.names.work}",
-                               on_seated=self._wake)
+        seats = self.slots.count if self.settings.queue_seats < 0 else self.settings.queue_seats
+        if seats > 0 and threading.current_thread() is threading.main_thread():
+            self.intake.take_up_seats(seats, f"{self.settings.broker_url}|{self.names.work}",
+                                      lambda: self._conn)
         try:
             run_with_reconnect(f"worker {self.id}", self._connect, self._session, self._stop)
         finally:
@@ -179,7 +179,7 @@ class WorkerService:
         whatever is left in this worker's queue."""
         self.keeper.stop()
         self.slots.close()
-        self.seats.close()
+        self.intake.close()
         self.cache.close()
         self.state.cancels.close()
         if self._functions_mirror is not None:
@@ -246,9 +246,7 @@ class WorkerService:
         conn.declare(worker_topology(self.names, self.id))
         conn.consume(self.names.worker(self.id), prefetch=self.settings.own_queue_prefetch)
         conn.consume(self.names.work, prefetch=1)
-        if self.seats.enabled and not self.seats.take():
-            conn.pause(self.names.work)  # (what crossed it is run: the next poll has it)
-            self.seats.wait()
+        self.intake.opened(conn)
         if not self._joined:
             self.join_fleet()
         else:
@@ -278,16 +276,17 @@ class WorkerService:
         if self._long:
             self._long = False
             conn.resume(self.names.worker(self.id))
-            if not self.seats.enabled:  # (with seats: once one is held, _next)
+            if not self.intake.seats.enabled:  # (with seats: once one is held, _next)
                 conn.resume(self.names.work)
         delivery = self._next(conn, timeout_s)
         if delivery is None:
             return False
         group = self.gatherer.group(conn, delivery, self._buffer, self._buffer_lock)
-        if self.slots.enabled and not any(self._may_take_long(d) for d in group):
+        intake = self.intake
+        if self.slots.enabled and not any(intake.may_take_long(d) for d in group):
             self.slots.take()  # quick work: a core of its own, or a wait off the run queue
-        elif self.seats.seated and any(self._known_slow(d) for d in group):
-            self._leave_shared(conn)  # another worker takes its seat and the next calls
+        elif intake.seats.seated and any(intake.known_slow(d) for d in group):
+            intake.leave(conn)  # another worker takes its seat and the next calls
         try:
             for index, taken in enumerate(group):
                 self._gathered = group[index + 1:]
@@ -317,9 +316,10 @@ class WorkerService:
                 self._buffer += conn.poll(timeout_s)
             mine = [d for d in self._buffer if d.queue == own]
             if not mine:
-                self._consume_shared(conn)
-            elif mine and conn.consuming(work) and any(self._may_take_long(d) for d in mine):
-                self._leave_shared(conn)
+                self._buffer += self.intake.consume(conn)
+            elif mine and conn.consuming(work) and any(
+                    self.intake.may_take_long(d) for d in mine):
+                self.intake.leave(conn)
                 self._buffer += conn.poll(0)
             if not self._buffer:
                 return None
@@ -328,56 +328,23 @@ class WorkerService:
                     return self._buffer.pop(index)
             return self._buffer.pop(0)
 
-    def _consume_shared(self, conn: BrokerConnection) -> None:
-        """Consumes the shared queue if this worker may: always without seats, with them
-        while it holds one (it waits for one otherwise). Called with the buffer lock held."""
-        work, seats = self.names.work, self.seats
-        if seats.enabled and not (seats.keep() or seats.take()):
-            if conn.consuming(work):
-                conn.pause(work)  # a substitute that stepped down
-                self._buffer += conn.poll(0)
-            seats.wait()
-        elif not conn.consuming(work):
-            conn.resume(work)
-
-    def _leave_shared(self, conn: BrokerConnection) -> None:
-        """Stops consuming the shared queue for a while (a run that may take long): the seat
-        goes to a worker that waits for one."""
-        conn.pause(self.names.work)
-        self.seats.give_back()
-
-    def _wake(self) -> None:
-        """A waiter thread got a seat: the main loop's poll returns, and it consumes."""
-        conn = self._conn
-        if conn is not None:
-            with suppress(DropletError):  # closed: the next session takes the seat up
-                conn.call_soon_threadsafe(lambda: None)
-
-    def _known_slow(self, delivery: Delivery) -> bool:
-        return any(self.pace.known_slow(m) for m in envelope.peek(delivery.body))
-
-    def _may_take_long(self, delivery: Delivery) -> bool:
-        """Whether a delivery runs a function that is not known to be quick here (read from
-        the unverified body: it only decides when to pause, the cycle verifies it)."""
-        return any(self.pace.expect_slow(m) for m in envelope.peek(delivery.body))
-
     def _during_a_long_run(self) -> None:
         """On the keeper thread, a run has gone on 20 ms: the calls of its delivery not
         started yet go to idle workers, and what is done is committed (cycle.py)."""
         self.slots.give_back()  # it sleeps, waits or computes long: another worker's turn
         conn = self._conn  # (the keeper has it while a function runs)
-        if self.seats.seated and conn is not None:
-            self._leave_shared(conn)
+        if self.intake.seats.seated and conn is not None:
+            self.intake.leave(conn)
         cycle = self._cycle
         if cycle is not None:
-            cycle.hand_back_rest(self.seats.others_waiting)
+            cycle.hand_back_rest(self.intake.seats.others_waiting)
             cycle.flush_pending()
 
     def _go_long(self, conn: BrokerConnection) -> None:
         """On the keeper thread, a call has run long_call_s: stop consuming, and hold what is
         in hand as claims (the broker's consumer timeout never cuts them off)."""
         with self._buffer_lock:
-            self._leave_shared(conn)
+            self.intake.leave(conn)
             conn.pause(self.names.worker(self.id))
             self._buffer += conn.poll(0)
             self._long = True

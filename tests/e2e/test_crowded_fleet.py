@@ -35,7 +35,7 @@ def test_32_slow_calls_on_32_workers_run_side_by_side(crowd_client: Any, unique:
     assert took < 4.0, f"32 naps of 0.5 s took {took:.1f} s: serialised in envelopes"
 
 
-slotted = cluster_fixture(workers=3, run_slots=1)
+slotted = cluster_fixture(workers=3, run_slots=1, queue_seats=0)  # (seats: test_seats.py)
 slotted_client = client_fixture("slotted")
 
 

@@ -174,6 +174,22 @@ def test_with_no_idle_worker_calls_keep_their_place() -> None:
     assert RUNS == [0, 1, 2], "all three ran in the one delivery"
 
 
+def test_a_worker_waiting_for_the_seat_counts_as_idle() -> None:
+    """With seats (worker/seats.py), a run that goes on long gives its seat up, and no other
+    worker may consume the shared queue yet; but one waits for the seat and takes it at once:
+    the calls behind the run go back for it."""
+    RUNS.clear()
+    fleet = Fleet()
+    member = fleet.start_worker("w1")
+    member.service.intake.seats.others_waiting = lambda: True  # type: ignore[method-assign]
+    fleet.register("nap", nap)
+    _publish_naps(fleet, [f"s{i}" for i in range(3)])
+    assert fleet.step("w1", 1.0)
+    assert RUNS == [0], "the calls behind the first went back to the shared queue"
+    fleet.run_until_quiet()
+    assert sorted(RUNS) == [0, 1, 2], "each ran once"
+
+
 def test_a_quick_function_kept_from_a_core_keeps_its_delivery() -> None:
     """A run of a function known to be quick is not a reason to hand calls back (on a
     crowded host it was only descheduled)."""
