@@ -183,12 +183,16 @@ class Seats:
             self._unlock(_SUBSTITUTES + substitute)
 
     def close(self) -> None:
-        """Gives back what is held; the waiter threads end when next granted (the process is
-        ending: the kernel drops any lock they take)."""
+        """Gives back what is held. Waiter threads blocked in the kernel end when next
+        granted (the process is ending: it drops any lock they take), so the file stays open
+        once they exist (closing it under them could hand its number to another file)."""
         self._closed = True
         self.give_back()
         self._stop_waiting()
         self._wanted.set()
+        if not self._threads and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     # -- internals ------------------------------------------------------------------------
 
