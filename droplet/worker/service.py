@@ -312,6 +312,10 @@ class WorkerService:
         to a worker busy with one."""
         own, work = self._own_queue, self.names.work
         with self._buffer_lock:
+            if not self._buffer and not conn.consuming(work):
+                # Paused for a run that went long (or a long step): it consumes again, or
+                # waits for a seat, before it waits on the connection, not after.
+                self._buffer += self.intake.consume(conn)
             if not self._buffer:
                 self._buffer += conn.poll(timeout_s)
             mine = [d for d in self._buffer if d.queue == own]

@@ -1,0 +1,48 @@
+"""Seats (worker/seats.py) in a worker service over the stub broker: a worker gives its seat
+back soon after a run goes long, and takes up the shared queue again at once afterwards."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.inprocess import Fleet, Member
+
+pytestmark = pytest.mark.timeout(30)
+
+def _seated_worker(fleet: Fleet, directory: Path, monkeypatch: pytest.MonkeyPatch) -> Member:
+    monkeypatch.setenv("TMPDIR", str(directory))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    member = fleet.start_worker("w1")
+    intake = member.service.intake
+    intake.take_up_seats(1, f"stub|{fleet.names.work}|{directory}", lambda: member.conn)
+    intake.opened(member.conn)
+    assert intake.seats.seated
+    return member
+
+
+def quick(lib: Any, x: Any) -> Any:
+    return x
+
+
+def test_after_a_run_that_went_long_a_worker_consumes_before_it_waits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that went long left the shared queue paused and the seat free: the next turn of
+    the loop consumes again at once, instead of first waiting a whole poll for nothing."""
+    fleet = Fleet()
+    member = _seated_worker(fleet, tmp_path, monkeypatch)
+    try:
+        fleet.register("quick", quick)
+        member.service.intake.leave(member.conn)  # as at the end of a run that went long
+        call_id = fleet.call("quick", 7)
+        start = time.monotonic()
+        ran = fleet.step("w1", 2.0)
+        took = time.monotonic() - start
+    finally:
+        member.service.keeper.stop()
+        member.service.intake.close()
+    assert ran and took < 1.0, f"ran: {ran}, after {took:.2f} s"
+    assert fleet.stored(call_id) == 7
