@@ -100,7 +100,8 @@ class WorkerService:
             flush=self._during_a_long_run,
             # A held run slot is given back at the keeper's busy pace (20 ms), not at its
             # next idle tick (up to interval_s): the others wait for it (slots.py).
-            pending=lambda: self.slots.held or (
+            # So is a seat at the shared queue (seats.py): the waiting workers want it.
+            pending=lambda: self.slots.held or self.intake.seats.seated or (
                 self._cycle is not None and self._cycle.has_pending()),
             on_busy=lambda: self.membership.publish(),
         )

@@ -13,6 +13,10 @@ from tests.unit.inprocess import Fleet, Member
 
 pytestmark = pytest.mark.timeout(30)
 
+SEEN: list[bool] = []
+SEATED: list[Member] = []
+
+
 def _seated_worker(fleet: Fleet, directory: Path, monkeypatch: pytest.MonkeyPatch) -> Member:
     monkeypatch.setenv("TMPDIR", str(directory))
     monkeypatch.setattr("tempfile.tempdir", None)
@@ -24,8 +28,34 @@ def _seated_worker(fleet: Fleet, directory: Path, monkeypatch: pytest.MonkeyPatc
     return member
 
 
+def seat_after_a_while(lib: Any, x: Any) -> Any:
+    time.sleep(0.12)
+    SEEN.append(SEATED[0].service.intake.seats.seated)
+    time.sleep(0.05)
+    return x
+
+
 def quick(lib: Any, x: Any) -> Any:
     return x
+
+
+def test_a_slow_call_alone_in_its_envelope_gives_the_seat_back_within_its_first_tenth(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing else of its delivery waits, and it holds no run slot (a function not known
+    yet): the keeper must still wake at its busy pace, for the seat."""
+    fleet = Fleet()
+    member = _seated_worker(fleet, tmp_path, monkeypatch)
+    SEATED[:] = [member]
+    SEEN.clear()
+    try:
+        for i in range(3):  # each a function new to the worker (a known slow one leaves first)
+            fleet.register(f"slow{i}", seat_after_a_while)
+            fleet.call(f"slow{i}", i)
+            assert fleet.step("w1", 1.0)
+    finally:
+        member.service.keeper.stop()
+        member.service.intake.close()
+    assert SEEN == [False, False, False], "seated 120 ms into a slow run"
 
 
 def test_after_a_run_that_went_long_a_worker_consumes_before_it_waits(

@@ -1,0 +1,89 @@
+"""Attacks on seats at the shared queue (worker/seats.py) with real worker processes: many
+workers sharing one seat must still run slow calls side by side, answer every call once
+when the seated worker stops or dies, and idle cheaply."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import client_fixture, cluster_fixture
+from tests.e2e.test_seats import _consumers, _until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+crowd = cluster_fixture(workers=8, run_slots=1)
+crowd_client = client_fixture("crowd")
+
+
+def _nap(lib: Any, x: int) -> int:
+    import os as o
+    import time as t
+
+    t.sleep(0.3)
+    return o.getpid()
+
+
+def _pid(lib: Any, x: int) -> int:
+    import os as o
+
+    return o.getpid()
+
+
+def test_slow_calls_run_side_by_side_on_eight_workers_with_one_seat(
+        crowd: Any, crowd_client: Any, unique: str) -> None:
+    crowd_client.register(_nap, unique)
+    start = time.monotonic()
+    pids = [f.get(timeout=40) for f in [crowd_client.call(unique, i) for i in range(40)]]
+    took = time.monotonic() - start
+    print(f"40 naps of 0.3 s on 8 workers, 1 seat: {took:.2f} s over {len(set(pids))} workers")
+    assert len(set(pids)) >= 6, f"40 naps ran on {len(set(pids))} workers"
+    assert took < 3.0, f"40 naps of 0.3 s on 8 workers took {took:.1f} s"
+
+
+def test_slow_calls_one_at_a_time_from_several_clients(
+        crowd: Any, crowd_client: Any, unique: str) -> None:
+    """Calls sent one by one (each envelope one call): a seated worker running one gives its
+    seat back after 20 ms all the same."""
+    crowd_client.register(_nap, unique)
+    crowd_client.call(unique, 0).get(timeout=30)  # (its pace: known slow from here)
+    unknown = unique + "_fresh"
+    crowd_client.register(_nap, unknown)
+    start = time.monotonic()
+    futures = []
+    for i in range(16):
+        futures.append(crowd_client.call(unknown, i))
+        time.sleep(0.01)
+    pids = [f.get(timeout=40) for f in futures]
+    took = time.monotonic() - start
+    print(f"16 naps sent one by one: {took:.2f} s over {len(set(pids))} workers")
+    assert took < 1.2, f"16 naps of 0.3 s sent one by one on 8 workers took {took:.1f} s"
+
+
+def test_a_stopped_seated_worker_gets_a_substitute(
+        crowd: Any, crowd_client: Any, unique: str) -> None:
+    """SIGSTOP of the seated worker: another consumes in its stead after stale_s (2 s); only
+    the call the stopped one was handed waits for it (until SIGCONT)."""
+    crowd_client.register(_pid, unique)
+    seated = crowd_client.call(unique, 0).get(timeout=30)
+    os.kill(seated, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        futures = [crowd_client.call(unique, i) for i in range(100)]
+        done = 0
+        for f in futures:
+            with contextlib.suppress(Exception):
+                f.get(timeout=max(0.1, start + 8 - time.monotonic()))
+                done += 1
+        took = time.monotonic() - start
+        print(f"with the seated worker stopped: {done}/100 answered in {took:.2f} s")
+        assert done >= 99, f"only {done}/100 answered with the seated worker stopped"
+    finally:
+        os.kill(seated, signal.SIGCONT)
+    assert len([f.get(timeout=10) for f in futures]) == 100
+    assert _until(lambda: _consumers(crowd.settings) == 1, 10.0), "one worker at the queue"
