@@ -314,9 +314,12 @@ class WorkerService:
         own, work = self._own_queue, self.names.work
         with self._buffer_lock:
             if not self._buffer and not conn.consuming(work):
-                # Paused for a run that went long (or a long step): it consumes again, or
-                # waits for a seat, before it waits on the connection, not after.
-                self._buffer += self.intake.consume(conn)
+                # Paused for a run that went long (or a long step): unless steps of its own
+                # queue are there, it consumes again (or waits for a seat) before it waits on
+                # the connection, not after.
+                self._buffer += conn.poll(0)
+                if not self._buffer:
+                    self._buffer += self.intake.consume(conn)
             if not self._buffer:
                 self._buffer += conn.poll(timeout_s)
             mine = [d for d in self._buffer if d.queue == own]

@@ -87,3 +87,22 @@ def test_a_stopped_seated_worker_gets_a_substitute(
         os.kill(seated, signal.SIGCONT)
     assert len([f.get(timeout=10) for f in futures]) == 100
     assert _until(lambda: _consumers(crowd.settings) == 1, 10.0), "one worker at the queue"
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_workers_waiting_for_a_seat_cost_next_to_no_cpu(
+        crowd: Any, crowd_client: Any, unique: str) -> None:
+    crowd_client.register(_nap, unique)
+    [f.get(timeout=30) for f in [crowd_client.call(unique, i) for i in range(16)]]
+    time.sleep(1.0)  # settled: one seated, seven waiting
+    pids = [p.pid for p in crowd.workers]
+    before = {pid: _cpu_s(pid) for pid in pids}
+    time.sleep(4.0)
+    used = {pid: _cpu_s(pid) - before[pid] for pid in pids}
+    print(f"CPU of 8 idle workers over 4 s: {sorted(round(u, 2) for u in used.values())}")
+    assert max(used.values()) < 0.2, f"an idle worker used {max(used.values()):.2f} s of CPU"

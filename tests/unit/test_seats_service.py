@@ -76,3 +76,30 @@ def test_after_a_run_that_went_long_a_worker_consumes_before_it_waits(
         member.service.intake.close()
     assert ran and took < 1.0, f"ran: {ran}, after {took:.2f} s"
     assert fleet.stored(call_id) == 7
+
+
+RAN: list[str] = []
+
+
+def record(lib: Any, x: Any) -> Any:
+    RAN.append(x)
+    return x
+
+
+def test_after_a_long_step_the_steps_of_its_own_queue_still_come_before_plain_calls() -> None:
+    """Paused for a long step of its own queue, a worker with more steps there runs them
+    before it consumes the shared queue again (no plain call slips in between)."""
+    fleet = Fleet()
+    member = fleet.start_worker("w1")
+    RAN.clear()
+    try:
+        fleet.register("record", record)
+        member.conn.pause(fleet.names.work)  # as for a long step of its own queue
+        fleet.call("record", "plain")
+        fleet.call("record", "own", queue=fleet.names.worker("w1"))
+        assert fleet.step("w1", 1.0)
+        assert RAN == ["own"]
+        assert fleet.step("w1", 1.0)
+        assert RAN == ["own", "plain"]
+    finally:
+        member.service.keeper.stop()
