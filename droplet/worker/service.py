@@ -232,13 +232,16 @@ class WorkerService:
         self._kv.put(self.keys.fleet_member(self.id), token)
 
     def _session(self, conn: BrokerConnection) -> None:
-        cycle = self.open_session(conn)
         try:
+            cycle = self.open_session(conn)
             with self.keeper.attached(conn):
                 while not self._stop.is_set():
                     self.serve_once(conn, cycle, _POLL_S)
         finally:
             self._conn = None
+            # A seat held while reconnecting would keep the shared queue from the workers
+            # that wait for one (until it looked stuck): the next session takes one again.
+            self.intake.seats.give_back()
 
     def open_session(self, conn: BrokerConnection) -> Cycle:
         """Declares, consumes and joins; returns the cycle for serve_once (tests drive these

@@ -103,3 +103,41 @@ def test_after_a_long_step_the_steps_of_its_own_queue_still_come_before_plain_ca
         assert RAN == ["own", "plain"]
     finally:
         member.service.keeper.stop()
+
+
+def test_a_seat_is_given_back_even_when_pausing_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection broke under a run that went long: the keeper's pause fails, and the
+    seat must still go to a worker that can consume (this one reconnects only after)."""
+    from droplet.errors import BrokerError
+
+    fleet = Fleet()
+    member = _seated_worker(fleet, tmp_path, monkeypatch)
+    try:
+        def broken(queue: str) -> None:
+            raise BrokerError("connection lost")
+
+        monkeypatch.setattr(member.conn, "pause", broken)
+        with pytest.raises(BrokerError):
+            member.service.intake.leave(member.conn)
+        assert not member.service.intake.seats.seated
+    finally:
+        member.service.keeper.stop()
+        member.service.intake.close()
+
+
+def test_a_session_that_ends_gives_the_seat_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While it reconnects, a worker consumes nothing: its seat goes to one that can."""
+    from droplet.errors import DropletError
+
+    fleet = Fleet()
+    member = _seated_worker(fleet, tmp_path, monkeypatch)
+    try:
+        member.conn.close()  # lost
+        with pytest.raises(DropletError):
+            member.service._session(member.conn)
+        assert not member.service.intake.seats.seated
+    finally:
+        member.service.keeper.stop()
+        member.service.intake.close()
