@@ -95,10 +95,13 @@ class Seats:
             log.warning("seats are off (every worker consumes): cannot open %s (%s)", path, exc)
             return -1
         info = os.fstat(fd)
-        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
+        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode) or (
+                info.st_mode & 0o077):
+            # (Open to others, anyone could hold every seat and substitute's place: no
+            # worker would consume the shared queue.)
             os.close(fd)
             log.warning("seats are off (every worker consumes): %s is not this user's own "
-                        "file", path)
+                        "file, or others may open it", path)
             return -1
         return fd
 

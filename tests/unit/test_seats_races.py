@@ -105,3 +105,16 @@ def test_a_stamp_from_the_future_does_not_keep_a_stopped_holders_seat_forever(
         assert _until(seats.take, 2.0), "the stopped holder's seat gets a substitute"
     finally:
         seats.close()
+
+
+def test_a_seat_file_others_may_open_turns_seats_off(tmp_path: Path) -> None:
+    """Another user able to open it could lock every seat and every substitute's place: no
+    worker of ours would consume the shared queue at all."""
+    path = tmp_path / seat_file_name(QUEUE)
+    path.write_bytes(b"")
+    path.chmod(0o666)
+    seats = Seats(1, QUEUE, str(tmp_path))
+    try:
+        assert not seats.enabled
+    finally:
+        seats.close()
