@@ -106,3 +106,64 @@ def test_idle_workers_waiting_for_a_seat_cost_next_to_no_cpu(
     used = {pid: _cpu_s(pid) - before[pid] for pid in pids}
     print(f"CPU of 8 idle workers over 4 s: {sorted(round(u, 2) for u in used.values())}")
     assert max(used.values()) < 0.2, f"an idle worker used {max(used.values()):.2f} s of CPU"
+
+
+def _parent(lib: Any, name: str, x: int) -> int:
+    return int(lib.call(name, x).get(timeout=20)) + 1
+
+
+def _child(lib: Any, x: int) -> int:
+    return x * 2
+
+
+def test_nested_calls_on_every_worker_with_one_seat(
+        crowd: Any, crowd_client: Any, unique: str) -> None:
+    """Eight parents wait on their children: each parent's run gives the seat up, so
+    another worker takes a child; none waits forever."""
+    crowd_client.register(_child, unique + "_child")
+    crowd_client.register(_parent, unique)
+    start = time.monotonic()
+    results = [f.get(timeout=30) for f in
+               [crowd_client.call(unique, unique + "_child", i) for i in range(7)]]
+    took = time.monotonic() - start
+    print(f"7 parents each waiting on a child, 8 workers, 1 seat: {took:.2f} s")
+    assert results == [2 * i + 1 for i in range(7)]
+    assert took < 5.0
+
+
+def test_a_dag_and_mixed_quick_and_slow_calls_with_one_seat(
+        crowd: Any, crowd_client: Any, unique: str) -> None:
+    crowd_client.register(_child, unique + "_a")
+    crowd_client.register(_child, unique + "_b")
+    crowd_client.register(_nap, unique + "_nap")
+    crowd_client.register(_pid, unique + "_pid")
+    ok, error = crowd_client.register_dag(unique, [unique + "_a", unique + "_b"],
+                                          [(unique + "_a", unique + "_b")])
+    assert ok, error
+    start = time.monotonic()
+    naps = [crowd_client.call(unique + "_nap", i) for i in range(12)]
+    quick = [crowd_client.call(unique + "_pid", i) for i in range(200)]
+    dags = [crowd_client.call_dag(unique, {unique + "_a": [i]}, direct_response=True,
+                                  timeout=30) for i in range(10)]
+    assert [f.get(timeout=30) for f in quick] and len([f.get(timeout=30) for f in naps]) == 12
+    took = time.monotonic() - start
+    print(f"12 naps, 200 quick calls, 10 DAG runs, 1 seat: {took:.2f} s")
+    assert dags == [4 * i for i in range(10)]
+    assert took < 8.0
+
+
+def test_seated_workers_killed_one_after_another_mid_burst_lose_no_call(
+        crowd: Any, crowd_client: Any, unique: str) -> None:
+    crowd_client.register(_pid, unique)
+    killed = []
+    futures = [crowd_client.call(unique, i) for i in range(300)]
+    for _ in range(2):
+        seated = crowd_client.call(unique, -1).get(timeout=30)
+        os.kill(seated, signal.SIGKILL)
+        killed.append(seated)
+        futures += [crowd_client.call(unique, i) for i in range(300)]
+    start = time.monotonic()
+    answered = [f.get(timeout=30) for f in futures]
+    print(f"900 calls, 2 seated workers killed: answered in {time.monotonic() - start:.2f} s")
+    assert len(answered) == 900
+    crowd.replace_exited()
