@@ -44,7 +44,10 @@ _STAMP_EVERY_NS = 100_000_000
 _WAITING = 1024  # the byte waiters hold a shared lock on
 _SUBSTITUTES = 2048  # where the substitutes' locks start
 _STAMPS = 4096  # where the seats' stamps start (8 bytes each)
-_MAX_WAITERS = 8  # threads per waiting worker (seats beyond them are found by take())
+# Threads per waiting worker, one a seat (blocked in the kernel, they cost no CPU). On a
+# host of more cores, each worker waits for the seats from its own starting point on, so
+# that all are waited for; others are found by take().
+_MAX_WAITERS = 64
 _RETRY_S = 0.05
 
 
@@ -168,7 +171,9 @@ class Seats:
                 self._waiting = self._lock(_WAITING, shared=True)
             self._wanted.set()
         if not self._threads:
-            for index in range(min(self.count, _MAX_WAITERS)):
+            start = os.getpid() % self.count
+            for step in range(min(self.count, _MAX_WAITERS)):
+                index = (start + step) % self.count
                 thread = threading.Thread(target=self._wait_for, args=(index,), daemon=True,
                                           name=f"droplet-seat-{index}")
                 thread.start()

@@ -118,3 +118,28 @@ def test_a_seat_file_others_may_open_turns_seats_off(tmp_path: Path) -> None:
         assert not seats.enabled
     finally:
         seats.close()
+
+
+def test_a_waiting_worker_is_woken_for_any_seat_given_back_also_beyond_the_eighth(
+        tmp_path: Path, workers: Start) -> None:
+    """A host of 10 cores, 10 seats held: the one given back is the tenth. A waiting
+    worker must take it at once, not at its main loop's next look (half a second on)."""
+    holders = [workers(count=10) for _ in range(10)]
+    assert [h.said for h in holders] == ["seated"] * 10
+    seated = threading.Event()
+    seats = Seats(10, QUEUE, str(tmp_path), on_seated=seated.set)
+    try:
+        assert not seats.take()
+        seats.wait()
+        time.sleep(0.2)
+        for holder in holders:
+            holder.tell("give")
+            assert holder.read() == "given"
+            assert seated.wait(1.0), "the seat given back went to the waiting worker"
+            seated.clear()
+            seats.give_back()
+            holder.tell("wait")  # it wants one again: it takes the one just given back
+            assert holder.read() == "seated"
+            seats.wait()
+    finally:
+        seats.close()
