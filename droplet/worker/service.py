@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.5
 _STORE_BACKOFF_S = 1.0
+_OWN_FIRST_S = 0.02  # how long steps of its own queue may take to come before plain calls
 _DELIVERY_COUNT_TTL_S = 3600
 
 
@@ -318,9 +319,9 @@ class WorkerService:
         with self._buffer_lock:
             if not self._buffer and not conn.consuming(work):
                 # Paused for a run that went long (or a long step): unless steps of its own
-                # queue are there, it consumes again (or waits for a seat) before it waits on
-                # the connection, not after.
-                self._buffer += conn.poll(0)
+                # queue come (those the last step just sent take a round trip), it consumes
+                # again (or waits for a seat) before it waits on the connection, not after.
+                self._buffer += conn.poll(_OWN_FIRST_S)
                 if not self._buffer:
                     self._buffer += self.intake.consume(conn)
             if not self._buffer:
