@@ -188,3 +188,37 @@ def test_seated_workers_killed_one_after_another_mid_burst_lose_no_call(
     print(f"900 calls, 2 seated workers killed: answered in {time.monotonic() - start:.2f} s")
     assert len(answered) == 900
     crowd.replace_exited()
+
+
+def _cut_broker_connections(pid: int) -> int:
+    """Aborts the worker's TCP connections to RabbitMQ (ss -K: its own sockets only)."""
+    import subprocess
+
+    listed = subprocess.run(["ss", "-tnpH", "dport", "=", ":5672"], capture_output=True,
+                            text=True, check=True).stdout
+    cut = 0
+    for line in listed.splitlines():
+        if f"pid={pid}," in line:
+            local = line.split()[3]
+            subprocess.run(["ss", "-K", "-t", "src", local], capture_output=True, check=True)
+            cut += 1
+    return cut
+
+
+def test_a_seated_worker_whose_connection_is_cut_hands_its_seat_on_and_all_is_answered(
+        crowd: Any, crowd_client: Any, unique: str) -> None:
+    crowd_client.register(_pid, unique)
+    crowd_client.call(unique, 0).get(timeout=30)
+    assert _until(lambda: len(_seat_holders(crowd)) == 1, 5.0)
+    [seated] = _seat_holders(crowd)
+    futures = [crowd_client.call(unique, i) for i in range(200)]
+    assert _cut_broker_connections(seated) >= 1
+    start = time.monotonic()
+    answered = [f.get(timeout=30) for f in futures]
+    print(f"seated worker's connection cut mid-burst: 200 answered in "
+          f"{time.monotonic() - start:.2f} s")
+    assert len(answered) == 200
+    after = [f.get(timeout=30) for f in [crowd_client.call(unique, i) for i in range(100)]]
+    assert len(after) == 100
+    assert _until(lambda: _consumers(crowd.settings) == 1, 10.0), "one worker at the queue"
+    assert len(_seat_holders(crowd)) == 1
