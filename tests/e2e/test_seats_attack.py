@@ -222,3 +222,38 @@ def test_a_seated_worker_whose_connection_is_cut_hands_its_seat_on_and_all_is_an
     assert len(after) == 100
     assert _until(lambda: _consumers(crowd.settings) == 1, 10.0), "one worker at the queue"
     assert len(_seat_holders(crowd)) == 1
+
+
+long_calls = cluster_fixture(workers=3, run_slots=1, long_call_s=0.5)
+long_calls_client = client_fixture("long_calls")
+
+
+def _long_nap(lib: Any, x: int) -> int:
+    import os as o
+    import time as t
+
+    t.sleep(1.2)
+    return o.getpid()
+
+
+def test_long_calls_held_as_claims_with_one_seat_and_quick_calls_beside(
+        long_calls: Any, long_calls_client: Any, unique: str) -> None:
+    """Calls past long_call_s (held as claims, claims.py) give the seat up; quick calls
+    keep flowing, and every worker consumes again afterwards."""
+    client = long_calls_client
+    client.register(_long_nap, unique)
+    client.register(_pid, unique + "_q")
+    start = time.monotonic()
+    naps = [client.call(unique, i) for i in range(4)]
+    time.sleep(0.7)
+    quick = [f.get(timeout=20) for f in [client.call(unique + "_q", i) for i in range(100)]]
+    quick_s = time.monotonic() - start
+    assert len(quick) == 100
+    assert len([f.get(timeout=30) for f in naps]) == 4
+    took = time.monotonic() - start
+    print(f"4 long calls (1.2 s, long_call_s 0.5) and 100 quick ones, 3 workers, 1 seat: "
+          f"quick done at {quick_s:.2f} s, all at {took:.2f} s")
+    assert took < 4.0
+    after = [f.get(timeout=20) for f in [client.call(unique + "_q", i) for i in range(50)]]
+    assert len(after) == 50
+    assert _until(lambda: _consumers(long_calls.settings) == 1, 10.0), "one worker at the queue"
