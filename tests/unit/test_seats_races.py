@@ -143,3 +143,27 @@ def test_a_waiting_worker_is_woken_for_any_seat_given_back_also_beyond_the_eight
             seats.wait()
     finally:
         seats.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")
+def test_a_seat_file_of_another_user_turns_seats_off(tmp_path: Path) -> None:
+    path = tmp_path / seat_file_name(QUEUE)
+    path.write_bytes(b"")
+    path.chmod(0o600)
+    os.chown(path, 65534, 65534)
+    seats = Seats(1, QUEUE, str(tmp_path))
+    try:
+        assert not seats.enabled and not seats.take()
+    finally:
+        seats.close()
+
+
+def test_an_unusable_directory_turns_seats_off(tmp_path: Path) -> None:
+    """TMPDIR gone (or not writable): every worker consumes, as without seats."""
+    seats = Seats(1, QUEUE, str(tmp_path / "gone"))
+    try:
+        assert not seats.enabled and not seats.take() and not seats.others_waiting()
+        seats.wait()  # (nothing to wait for, no thread started)
+        assert not seats._threads
+    finally:
+        seats.close()
