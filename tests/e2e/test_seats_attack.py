@@ -258,3 +258,29 @@ def test_long_calls_held_as_claims_with_one_seat_and_quick_calls_beside(
     after = [f.get(timeout=20) for f in [client.call(unique + "_q", i) for i in range(50)]]
     assert len(after) == 50
     assert _until(lambda: _consumers(long_calls.settings) == 1, 10.0), "one worker at the queue"
+
+
+two_cores_two_workers = cluster_fixture(workers=2)  # seats on (one a core), nobody waits
+two_client = client_fixture("two_cores_two_workers")
+
+
+def _io3(lib: Any, x: int) -> int:
+    import time as t
+
+    t.sleep(0.003)
+    return x
+
+
+def test_sequential_calls_of_a_slow_function_are_not_held_up_by_seats(
+        two_cores_two_workers: Any, two_client: Any, unique: str) -> None:
+    """A 3 ms function is slow to the pace (past 2 ms): each delivery of it makes its worker
+    leave the queue first. It must come back at once: on exp-consumers it waited a whole
+    poll (0.5 s) first, so 200 calls one after another took 50 s (1.0 s with seats off)."""
+    two_client.register(_io3, unique)
+    [two_client.call(unique, i).get(timeout=10) for i in range(20)]  # (its pace known)
+    start = time.monotonic()
+    for i in range(200):
+        assert two_client.call(unique, i).get(timeout=10) == i
+    took = time.monotonic() - start
+    print(f"200 sequential 3 ms calls on 2 workers, seats on: {took:.2f} s")
+    assert took < 1.8, f"200 sequential 3 ms calls took {took:.1f} s"
