@@ -54,9 +54,11 @@ class SharedIntake:
 
     def leave(self, conn: BrokerConnection) -> None:
         """Stops consuming the shared queue for a while (a run that may take long): the seat
-        goes to a worker that waits for one."""
-        conn.pause(self.queue)
-        self.seats.give_back()
+        goes to a worker that waits for one (also when the pause fails: a broken connection)."""
+        try:
+            conn.pause(self.queue)
+        finally:
+            self.seats.give_back()
 
     def may_take_long(self, delivery: Delivery) -> bool:
         """Whether a delivery runs a function that is not known to be quick here (read from

@@ -44,7 +44,10 @@ _STAMP_EVERY_NS = 100_000_000
 _WAITING = 1024  # the byte waiters hold a shared lock on
 _SUBSTITUTES = 2048  # where the substitutes' locks start
 _STAMPS = 4096  # where the seats' stamps start (8 bytes each)
-_MAX_WAITERS = 8  # threads per waiting worker (seats beyond them are found by take())
+# Threads per waiting worker, one a seat (blocked in the kernel, they cost no CPU). On a
+# host of more cores, each worker waits for the seats from its own starting point on, so
+# that all are waited for; others are found by take().
+_MAX_WAITERS = 64
 _RETRY_S = 0.05
 
 
@@ -61,7 +64,11 @@ class Seats:
         self.count = count
         self.on_seated = on_seated  # from a waiter thread, once a seat is held
         self._stale_ns = int(stale_s * 1e9)
-        self._mutex = threading.Lock()
+        # Held around every change of what this worker holds, the kernel's locks with it: a
+        # seat given back on the keeper thread, or let go by a waiter thread, must not be
+        # dropped in the kernel after the main thread took it again (the process's locks are
+        # one, whichever thread took them).
+        self._mutex = threading.RLock()
         self._seat: int | None = None
         self._substitute: int | None = None  # the stale seat this worker stands in for
         self._waiting = False  # holds the shared lock on _WAITING
@@ -91,10 +98,13 @@ class Seats:
             log.warning("seats are off (every worker consumes): cannot open %s (%s)", path, exc)
             return -1
         info = os.fstat(fd)
-        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
+        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode) or (
+                info.st_mode & 0o077):
+            # (Open to others, anyone could hold every seat and substitute's place: no
+            # worker would consume the shared queue.)
             os.close(fd)
             log.warning("seats are off (every worker consumes): %s is not this user's own "
-                        "file", path)
+                        "file, or others may open it", path)
             return -1
         return fd
 
@@ -106,18 +116,23 @@ class Seats:
         start = os.getpid() % self.count
         for step in range(self.count):
             index = (start + step) % self.count
-            if self._lock(index):
-                self._hold(index)
-                return self.seated
+            with self._mutex:
+                if self.seated:  # a waiter thread was granted a seat meanwhile
+                    return True
+                if self._lock(index):
+                    self._hold(index)
+                    return self.seated
         stamps, now = self._stamps(), time.monotonic_ns()
         for index, stamp in enumerate(stamps):
-            if now - stamp > self._stale_ns and self._lock(_SUBSTITUTES + index):
-                with self._mutex:
-                    if self.seated:  # a waiter thread was granted a seat meanwhile
-                        self._unlock(_SUBSTITUTES + index)
-                        return True
-                    self._substitute = index
-                    self._wanted.clear()
+            if not self._stale(stamp, now):
+                continue
+            with self._mutex:
+                if self.seated:
+                    return True
+                if not self._lock(_SUBSTITUTES + index):
+                    continue
+                self._substitute = index
+                self._wanted.clear()
                 self._stop_waiting()
                 log.warning("seat %d of the shared queue looks stuck (no stamp for %.1fs): "
                             "this worker consumes in its stead", index, (now - stamp) / 1e9)
@@ -137,7 +152,7 @@ class Seats:
         if substitute is None:
             return False
         stamps = self._stamps()
-        if substitute < len(stamps) and now - stamps[substitute] <= self._stale_ns:
+        if substitute < len(stamps) and not self._stale(stamps[substitute], now):
             log.info("seat %d of the shared queue moves again: its substitute steps down",
                      substitute)
             self.give_back()
@@ -149,11 +164,16 @@ class Seats:
         once held)."""
         if self._fd < 0 or self.seated or self._closed:
             return
-        if not self._waiting:
-            self._waiting = self._lock(_WAITING, shared=True)
-        self._wanted.set()
+        with self._mutex:
+            if self.seated:
+                return
+            if not self._waiting:
+                self._waiting = self._lock(_WAITING, shared=True)
+            self._wanted.set()
         if not self._threads:
-            for index in range(min(self.count, _MAX_WAITERS)):
+            start = os.getpid() % self.count
+            for step in range(min(self.count, _MAX_WAITERS)):
+                index = (start + step) % self.count
                 thread = threading.Thread(target=self._wait_for, args=(index,), daemon=True,
                                           name=f"droplet-seat-{index}")
                 thread.start()
@@ -177,10 +197,10 @@ class Seats:
             seat, substitute = self._seat, self._substitute
             self._seat = self._substitute = None
             self._wanted.clear()
-        if seat is not None:
-            self._unlock(seat)
-        if substitute is not None:
-            self._unlock(_SUBSTITUTES + substitute)
+            if seat is not None:
+                self._unlock(seat)
+            if substitute is not None:
+                self._unlock(_SUBSTITUTES + substitute)
 
     def close(self) -> None:
         """Gives back what is held. Waiter threads blocked in the kernel end when next
@@ -188,7 +208,8 @@ class Seats:
         once they exist (closing it under them could hand its number to another file)."""
         self._closed = True
         self.give_back()
-        self._stop_waiting()
+        with self._mutex:
+            self._stop_waiting()
         self._wanted.set()
         if not self._threads and self._fd >= 0:
             os.close(self._fd)
@@ -225,17 +246,16 @@ class Seats:
                 return True
             keep = self._seat is None and not self._closed and (
                 self._wanted.is_set() or threading.current_thread() is threading.main_thread())
-            substitute = self._substitute if keep else None
-            if keep:
-                self._seat, self._substitute = index, None
-                self._wanted.clear()
-        if not keep:
-            self._unlock(index)
-            return False
-        if substitute is not None:
-            self._unlock(_SUBSTITUTES + substitute)
-        self._stamp(index, time.monotonic_ns())
-        self._stop_waiting()
+            if not keep:
+                self._unlock(index)
+                return False
+            substitute = self._substitute
+            self._seat, self._substitute = index, None
+            self._wanted.clear()
+            if substitute is not None:
+                self._unlock(_SUBSTITUTES + substitute)
+            self._stamp(index, time.monotonic_ns())
+            self._stop_waiting()
         return True
 
     def _stop_waiting(self) -> None:
@@ -249,6 +269,11 @@ class Seats:
             os.pwrite(self._fd, now_ns.to_bytes(8, "little"), _STAMPS + 8 * index)
         except OSError as exc:  # a full disk: waiters may take the seat for stuck
             log.debug("could not stamp seat %d: %s", index, exc)
+
+    def _stale(self, stamp: int, now_ns: int) -> bool:
+        """A stamp not moved for stale_s, or one far ahead of now (garbage: another boot's
+        clock, a planted value), which proves nothing either."""
+        return abs(now_ns - stamp) > self._stale_ns
 
     def _stamps(self) -> list[int]:
         try:

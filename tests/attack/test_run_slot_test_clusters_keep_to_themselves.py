@@ -54,7 +54,7 @@ def host_slot_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 def test_a_one_slot_cluster_is_not_held_up_by_a_slot_held_outside_it(
         host_slot_held: None, services: Services, tmp_path: Path, unique: str) -> None:
-    settings = services.settings(run_slots=1, queue_seats=0)  # every worker at the queue
+    settings = services.settings(run_slots=1, queue_seats=0)  # (seats: test_seats.py)
     cluster = start_cluster(settings, tmp_path, workers=3)
     try:
         with droplet.connect(settings=settings) as client:

@@ -34,9 +34,11 @@ def stamping():
         seats.keep()
         time.sleep(0.02)
 threading.Thread(target=stamping, daemon=True).start()
-print("seated" if seats.take() else "waiting", flush=True)
-if not seats.seated:
-    seats.wait()
+if seats.take():
+    print("seated", flush=True)
+else:
+    seats.wait()  # (first: a worker said to wait is seen waiting)
+    print("waiting", flush=True)
 for line in sys.stdin:
     command = line.strip()
     if command == "give":

@@ -1,0 +1,143 @@
+"""Seats (worker/seats.py) in a worker service over the stub broker: a worker gives its seat
+back soon after a run goes long, and takes up the shared queue again at once afterwards."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.inprocess import Fleet, Member
+
+pytestmark = pytest.mark.timeout(30)
+
+SEEN: list[bool] = []
+SEATED: list[Member] = []
+
+
+def _seated_worker(fleet: Fleet, directory: Path, monkeypatch: pytest.MonkeyPatch) -> Member:
+    monkeypatch.setenv("TMPDIR", str(directory))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    member = fleet.start_worker("w1")
+    intake = member.service.intake
+    intake.take_up_seats(1, f"stub|{fleet.names.work}|{directory}", lambda: member.conn)
+    intake.opened(member.conn)
+    assert intake.seats.seated
+    return member
+
+
+def seat_after_a_while(lib: Any, x: Any) -> Any:
+    time.sleep(0.12)
+    SEEN.append(SEATED[0].service.intake.seats.seated)
+    time.sleep(0.05)
+    return x
+
+
+def quick(lib: Any, x: Any) -> Any:
+    return x
+
+
+def test_a_slow_call_alone_in_its_envelope_gives_the_seat_back_within_its_first_tenth(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing else of its delivery waits, and it holds no run slot (a function not known
+    yet): the keeper must still wake at its busy pace, for the seat."""
+    fleet = Fleet()
+    member = _seated_worker(fleet, tmp_path, monkeypatch)
+    SEATED[:] = [member]
+    SEEN.clear()
+    try:
+        for i in range(3):  # each a function new to the worker (a known slow one leaves first)
+            fleet.register(f"slow{i}", seat_after_a_while)
+            fleet.call(f"slow{i}", i)
+            assert fleet.step("w1", 1.0)
+    finally:
+        member.service.keeper.stop()
+        member.service.intake.close()
+    assert SEEN == [False, False, False], "seated 120 ms into a slow run"
+
+
+def test_after_a_run_that_went_long_a_worker_consumes_before_it_waits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that went long left the shared queue paused and the seat free: the next turn of
+    the loop consumes again at once, instead of first waiting a whole poll for nothing."""
+    fleet = Fleet()
+    member = _seated_worker(fleet, tmp_path, monkeypatch)
+    try:
+        fleet.register("quick", quick)
+        member.service.intake.leave(member.conn)  # as at the end of a run that went long
+        call_id = fleet.call("quick", 7)
+        start = time.monotonic()
+        ran = fleet.step("w1", 2.0)
+        took = time.monotonic() - start
+    finally:
+        member.service.keeper.stop()
+        member.service.intake.close()
+    assert ran and took < 1.0, f"ran: {ran}, after {took:.2f} s"
+    assert fleet.stored(call_id) == 7
+
+
+RAN: list[str] = []
+
+
+def record(lib: Any, x: Any) -> Any:
+    RAN.append(x)
+    return x
+
+
+def test_after_a_long_step_the_steps_of_its_own_queue_still_come_before_plain_calls() -> None:
+    """Paused for a long step of its own queue, a worker with more steps there runs them
+    before it consumes the shared queue again (no plain call slips in between)."""
+    fleet = Fleet()
+    member = fleet.start_worker("w1")
+    RAN.clear()
+    try:
+        fleet.register("record", record)
+        member.conn.pause(fleet.names.work)  # as for a long step of its own queue
+        fleet.call("record", "plain")
+        fleet.call("record", "own", queue=fleet.names.worker("w1"))
+        assert fleet.step("w1", 1.0)
+        assert RAN == ["own"]
+        assert fleet.step("w1", 1.0)
+        assert RAN == ["own", "plain"]
+    finally:
+        member.service.keeper.stop()
+
+
+def test_a_seat_is_given_back_even_when_pausing_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection broke under a run that went long: the keeper's pause fails, and the
+    seat must still go to a worker that can consume (this one reconnects only after)."""
+    from droplet.errors import BrokerError
+
+    fleet = Fleet()
+    member = _seated_worker(fleet, tmp_path, monkeypatch)
+    try:
+        def broken(queue: str) -> None:
+            raise BrokerError("connection lost")
+
+        monkeypatch.setattr(member.conn, "pause", broken)
+        with pytest.raises(BrokerError):
+            member.service.intake.leave(member.conn)
+        assert not member.service.intake.seats.seated
+    finally:
+        member.service.keeper.stop()
+        member.service.intake.close()
+
+
+def test_a_session_that_ends_gives_the_seat_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While it reconnects, a worker consumes nothing: its seat goes to one that can."""
+    from droplet.errors import DropletError
+
+    fleet = Fleet()
+    member = _seated_worker(fleet, tmp_path, monkeypatch)
+    try:
+        member.conn.close()  # lost
+        with pytest.raises(DropletError):
+            member.service._session(member.conn)
+        assert not member.service.intake.seats.seated
+    finally:
+        member.service.keeper.stop()
+        member.service.intake.close()
