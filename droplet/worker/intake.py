@@ -60,13 +60,20 @@ class SharedIntake:
         finally:
             self.seats.give_back()
 
+    def make_way(self, conn: BrokerConnection) -> None:
+        """A run goes on long (or will): the seat goes to a worker that waits for one, if any
+        does (none: this worker keeps it, and the keeper asks again at its next tick). Leaving
+        for nobody would only cost a pause and a resume a delivery."""
+        if self.seats.seated and self.seats.others_waiting():
+            self.leave(conn)
+
     def may_take_long(self, delivery: Delivery) -> bool:
         """Whether a delivery runs a function that is not known to be quick here (read from
         the unverified body: it only decides when to pause, the cycle verifies it)."""
         return any(self.pace.expect_slow(m) for m in envelope.peek(delivery.body))
 
-    def known_slow(self, delivery: Delivery) -> bool:
-        return any(self.pace.known_slow(m) for m in envelope.peek(delivery.body))
+    def known_long(self, delivery: Delivery) -> bool:
+        return any(self.pace.known_long(m) for m in envelope.peek(delivery.body))
 
     def close(self) -> None:
         self.seats.close()

@@ -18,6 +18,7 @@ from droplet.middleware import Middleware
 from droplet.proto import pb
 
 SLOW_S = 0.002  # as long as the cycle lingers before committing anyway
+LONG_S = 0.02  # the keeper's long-run mark (keeper.py flush_after_s)
 _WEIGHT = 0.2
 
 
@@ -45,11 +46,12 @@ class Pace(Middleware):
         mean = self._mean_s.get(name)
         return mean is None or mean > self._slow_s
 
-    def known_slow(self, message: pb.Message) -> bool:
-        """Whether the message's function has run long here (not merely unknown)."""
+    def known_long(self, message: pb.Message) -> bool:
+        """Whether the message's function usually runs past the keeper's long-run mark here
+        (LONG_S; not merely unknown, nor a few ms)."""
         name = _function_of(message)
         mean = None if name is None else self._mean_s.get(name)
-        return mean is not None and mean > self._slow_s
+        return mean is not None and mean > LONG_S
 
 
 def _function_of(message: pb.Message) -> str | None:

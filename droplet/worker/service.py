@@ -293,8 +293,8 @@ class WorkerService:
         intake = self.intake
         if self.slots.enabled and not any(intake.may_take_long(d) for d in group):
             self.slots.take()  # quick work: a core of its own, or a wait off the run queue
-        elif intake.seats.seated and any(intake.known_slow(d) for d in group):
-            intake.leave(conn)  # another worker takes its seat and the next calls
+        elif intake.seats.seated and any(intake.known_long(d) for d in group):
+            intake.make_way(conn)  # a waiting worker takes its seat and the next calls
         try:
             for index, taken in enumerate(group):
                 self._gathered = group[index + 1:]
@@ -348,12 +348,13 @@ class WorkerService:
             return self._buffer.pop(0)
 
     def _during_a_long_run(self) -> None:
-        """On the keeper thread, a run has gone on 20 ms: the calls of its delivery not
-        started yet go to idle workers, and what is done is committed (cycle.py)."""
+        """On the keeper thread, a run has gone on 20 ms (and at each tick after): its seat
+        goes to a worker waiting for one, the calls of its delivery not started yet go to idle
+        workers, and what is done is committed (cycle.py)."""
         self.slots.give_back()  # it sleeps, waits or computes long: another worker's turn
         conn = self._conn  # (the keeper has it while a function runs)
-        if self.intake.seats.seated and conn is not None:
-            self.intake.leave(conn)
+        if conn is not None:
+            self.intake.make_way(conn)
         cycle = self._cycle
         if cycle is not None:
             cycle.hand_back_rest(self.intake.seats.others_waiting)

@@ -39,12 +39,15 @@ def quick(lib: Any, x: Any) -> Any:
     return x
 
 
-def test_a_slow_call_alone_in_its_envelope_gives_the_seat_back_within_its_first_tenth(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("waiting", [True, False])
+def test_a_slow_call_alone_in_its_envelope_gives_the_seat_to_a_waiting_worker_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waiting: bool) -> None:
     """Nothing else of its delivery waits, and it holds no run slot (a function not known
-    yet): the keeper must still wake at its busy pace, for the seat."""
+    yet): the keeper must still wake at its busy pace, for the seat, when a worker waits for
+    it. When none does, the worker keeps its seat (no pause and resume for nobody)."""
     fleet = Fleet()
     member = _seated_worker(fleet, tmp_path, monkeypatch)
+    member.service.intake.seats.others_waiting = lambda: waiting  # type: ignore[method-assign]
     SEATED[:] = [member]
     SEEN.clear()
     try:
@@ -55,7 +58,7 @@ def test_a_slow_call_alone_in_its_envelope_gives_the_seat_back_within_its_first_
     finally:
         member.service.keeper.stop()
         member.service.intake.close()
-    assert SEEN == [False, False, False], "seated 120 ms into a slow run"
+    assert SEEN == [not waiting] * 3, "seated 120 ms into a slow run"
 
 
 def test_after_a_run_that_went_long_a_worker_consumes_before_it_waits(
