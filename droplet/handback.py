@@ -1,7 +1,7 @@
 """Handing back the calls of an envelope that a slow run would hold up.
 
 A client sizes envelopes by the calls the fleet can run at once (client/routing.py): on a
-crowded host, up to 64 calls to a message. When one of them turns out slow (it has run 20 ms and its
+crowded host, 16 calls to a message. When one of them turns out slow (it has run 20 ms and its
 function is not known to be quick), the calls behind it in the same envelope would wait for it
 while other workers sit idle. The worker then publishes each call it has not started to
 the shared queue again, one to a message, so that idle workers take them and slow calls still

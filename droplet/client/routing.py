@@ -10,16 +10,15 @@ The router knows how many workers are alive and how many cores they run on (thei
 records in etcd, read at most once a second), and spreads what is in flight over the calls the
 fleet can really run at once: the live workers, but no more than the cores of their hosts
 (32 workers sharing 2 cores run 2 calls at a time, not 32). An envelope carries calls in flight
-/ that parallelism calls (at most 64, what the batcher sends at once: measured on two cores, a
-burst went 40-60% faster in envelopes of 64 than of 16). A few calls meet idle workers one or
-two to an envelope; a burst whose calls already keep every core busy goes in full envelopes,
-each worth one etcd write and one ack, instead of many small ones that would cost the crowded
-machine as much each, and wake as many descheduled processes. Calls of a function that turns
-out slow are not held back behind one another by this: a worker hands the calls of its
-envelope it has not started back to the shared queue, one to a message, once a run goes on
-past 20 ms while another worker is idle (handback.py), so slow calls still run side by side.
-When no worker is alive a call is answered NO_RESOURCES at once instead of waiting in the
-queue for a worker that may never come.
+/ that parallelism calls (at most 16). A few calls meet idle workers one or two to an envelope;
+a burst whose calls already keep every core busy goes in full envelopes, each worth one etcd
+write and one ack, instead of many small ones that would cost the crowded machine as much
+each, and wake as many descheduled processes. Calls of a function that turns out slow are not
+held back behind one another by this: a worker hands the calls of its envelope it has not
+started back to the shared queue, one to a message, once a run goes on past 20 ms while
+another worker is idle (handback.py), so slow calls still run side by side. When no worker is
+alive a call is answered NO_RESOURCES at once instead of waiting in the queue for a worker that
+may never come.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from droplet.store.kv import KV
 
 _RECHECK_S = 1.0
 _NONE_FOR_S = 1.0
-_MAX_PER_ENVELOPE = 64  # (client/batcher.py max_batch)
+_MAX_PER_ENVELOPE = 16
 
 Send = Callable[..., None]  # (queue, body, reply ids, priority=...): ReplyPump.send
 

@@ -52,14 +52,14 @@ def test_plain_calls_go_to_the_shared_queue_split_among_live_workers() -> None:
 
 
 def test_calls_that_meet_busy_workers_go_in_full_envelopes() -> None:
-    """With 300 calls awaiting answers on 3 workers, every worker has plenty: 90 more go in
-    envelopes of 64, not 30 (each envelope costs a worker one etcd write and one ack)."""
+    """With 300 calls awaiting answers on 3 workers, every worker has plenty: 30 more go in
+    envelopes of 16, not 10 (each envelope costs a worker one etcd write and one ack)."""
     kv = MemoryKV()
     for worker in ("w1", "w2", "w3"):
         kv.put(KEYS.worker(worker), b"")
     route, sent = router(kv, in_flight=300)
-    assert route.send(calls(90)) == []
-    assert sent == [(NAMES.work, 64), (NAMES.work, 26)]
+    assert route.send(calls(30)) == []
+    assert sent == [(NAMES.work, 16), (NAMES.work, 14)]
 
 
 def test_calls_on_stored_keys_go_through_a_scheduler() -> None:

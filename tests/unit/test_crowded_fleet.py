@@ -46,8 +46,8 @@ def test_a_burst_on_32_workers_sharing_2_cores_goes_in_full_envelopes() -> None:
     for i in range(32):
         kv.put(KEYS.worker(f"w{i}"), _status("host", 2))
     route, sent = router(kv)
-    assert route.send(calls(256)) == []
-    assert sent == [(NAMES.work, 64)] * 4, "2 cores: 64 calls a message, not 8"
+    assert route.send(calls(64)) == []
+    assert sent == [(NAMES.work, 16)] * 4, "2 cores: 16 calls a message, not 2"
 
 
 def test_with_a_core_per_worker_few_calls_still_go_one_to_a_message() -> None:

@@ -58,7 +58,7 @@ def test_a_slow_call_alone_in_its_envelope_gives_the_seat_to_a_waiting_worker_at
     finally:
         member.service.keeper.stop()
         member.service.intake.close()
-    assert SEEN == [not waiting] * 3, "seated 120 ms into a slow run"
+    assert [not waiting] * 3 == SEEN, "seated 120 ms into a slow run"
 
 
 def test_after_a_run_that_went_long_a_worker_consumes_before_it_waits(
