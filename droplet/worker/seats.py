@@ -31,11 +31,12 @@ import fcntl
 import hashlib
 import logging
 import os
-import stat
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+
+from droplet.worker import lockfile
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,9 @@ class Seats:
         self._stamped_ns = 0
         self._fd = -1
         if count > 0:
-            self._fd = self._open(directory or tempfile.gettempdir(),
-                                  seat_file_name(queue_identity))
+            self._fd = lockfile.open_own(directory or tempfile.gettempdir(),
+                                         seat_file_name(queue_identity),
+                                         "seats are off, every worker consumes")
 
     @property
     def enabled(self) -> bool:
@@ -89,24 +91,6 @@ class Seats:
     def seated(self) -> bool:
         """Whether this worker may consume the shared queue now (a seat, or a substitute)."""
         return self._seat is not None or self._substitute is not None
-
-    def _open(self, directory: str, name: str) -> int:
-        path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            log.warning("seats are off (every worker consumes): cannot open %s (%s)", path, exc)
-            return -1
-        info = os.fstat(fd)
-        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode) or (
-                info.st_mode & 0o077):
-            # (Open to others, anyone could hold every seat and substitute's place: no
-            # worker would consume the shared queue.)
-            os.close(fd)
-            log.warning("seats are off (every worker consumes): %s is not this user's own "
-                        "file, or others may open it", path)
-            return -1
-        return fd
 
     def take(self) -> bool:
         """Without waiting: a free seat, else a substitute's place for a stale one. True once

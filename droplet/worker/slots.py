@@ -28,11 +28,12 @@ import fcntl
 import logging
 import os
 import signal
-import stat
 import tempfile
 import threading
 import time
 from types import FrameType
+
+from droplet.worker import lockfile
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,9 @@ class RunSlots:
         self._held: int | None = None
         self._lock = threading.Lock()  # the keeper thread gives a slot back too
         self._armed = False
-        self._fd = self._open(directory or tempfile.gettempdir()) if count > 0 else -1
+        self._fd = lockfile.open_own(directory or tempfile.gettempdir(),
+                                     f"droplet-run-slots-{os.getuid()}",
+                                     "run slots are off") if count > 0 else -1
 
     @property
     def enabled(self) -> bool:
@@ -67,21 +70,6 @@ class RunSlots:
     def held(self) -> bool:
         """Whether this worker holds a slot now."""
         return self._held is not None
-
-    def _open(self, directory: str) -> int:
-        """This user's slot file, never a file (or link) another user planted there."""
-        path = os.path.join(directory, f"droplet-run-slots-{os.getuid()}")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            log.warning("run slots are off: cannot open %s (%s)", path, exc)
-            return -1
-        info = os.fstat(fd)
-        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            log.warning("run slots are off: %s is not this user's own file", path)
-            return -1
-        return fd
 
     def close(self) -> None:
         self.give_back()

@@ -24,31 +24,46 @@ pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="POSIX record l
 workers = test_seats.workers  # (the fixture: other workers, as processes of their own)
 
 
-def test_a_seat_given_back_while_the_main_thread_takes_it_is_not_held_twice(
-        tmp_path: Path, workers: Start, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The keeper gives the seat back (a run went long) just as the run ends and the main
-    thread takes a seat: the main thread must not count on a lock the keeper then drops."""
-    seats = Seats(1, QUEUE, str(tmp_path))
+def _slow_unlocks(seats: Seats, threads: str, monkeypatch: pytest.MonkeyPatch
+                  ) -> tuple[threading.Event, threading.Event]:
+    """Unlocks in the kernel by threads whose name starts with `threads` stop half-way:
+    `inside` is set there, and they go on once `go` is."""
     inside, go = threading.Event(), threading.Event()
     unlock = seats._unlock
 
     def slow_unlock(offset: int) -> None:
-        if threading.current_thread().name == "keeper":
+        if threading.current_thread().name.startswith(threads):
             inside.set()
             go.wait(5)
         unlock(offset)
 
     monkeypatch.setattr(seats, "_unlock", slow_unlock)
+    return inside, go
+
+
+def _take_meanwhile(seats: Seats, go: threading.Event, workers: Start) -> None:
+    """The main thread takes a seat while another thread is half-way through an unlock (it
+    goes on 0.2 s later); then one seat must have one holder, whoever it is."""
+    threading.Timer(0.2, go.set).start()
+    seats.take()  # on the main thread, as the worker's loop does
+    time.sleep(0.3)
+    other = workers()
+    assert not (seats.seated and other.said == "seated"), "one seat, two holders"
+
+
+def test_a_seat_given_back_while_the_main_thread_takes_it_is_not_held_twice(
+        tmp_path: Path, workers: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keeper gives the seat back (a run went long) just as the run ends and the main
+    thread takes a seat: the main thread must not count on a lock the keeper then drops."""
+    seats = Seats(1, QUEUE, str(tmp_path))
+    inside, go = _slow_unlocks(seats, "keeper", monkeypatch)
     try:
         assert seats.take()
         keeper = threading.Thread(target=seats.give_back, name="keeper")
         keeper.start()
         assert inside.wait(5)
-        threading.Timer(0.2, go.set).start()
-        seats.take()  # on the main thread, as the worker's loop does
+        _take_meanwhile(seats, go, workers)
         keeper.join(5)
-        other = workers()
-        assert not (seats.seated and other.said == "seated"), "one seat, two holders"
     finally:
         go.set()
         seats.close()
@@ -61,16 +76,7 @@ def test_a_waiter_granted_a_seat_no_longer_wanted_does_not_drop_the_main_threads
     holder = workers()
     assert holder.said == "seated"
     seats = Seats(1, QUEUE, str(tmp_path))
-    inside, go = threading.Event(), threading.Event()
-    unlock = seats._unlock
-
-    def slow_unlock(offset: int) -> None:
-        if threading.current_thread().name.startswith("droplet-seat"):
-            inside.set()
-            go.wait(5)
-        unlock(offset)
-
-    monkeypatch.setattr(seats, "_unlock", slow_unlock)
+    inside, go = _slow_unlocks(seats, "droplet-seat", monkeypatch)
     try:
         assert not seats.take()
         seats.wait()
@@ -79,11 +85,7 @@ def test_a_waiter_granted_a_seat_no_longer_wanted_does_not_drop_the_main_threads
         holder.tell("give")
         assert holder.read() == "given"
         assert inside.wait(5), "the waiter was granted the seat and lets it go"
-        threading.Timer(0.2, go.set).start()
-        seats.take()  # on the main thread, as the worker's loop does
-        time.sleep(0.1)
-        other = workers()
-        assert not (seats.seated and other.said == "seated"), "one seat, two holders"
+        _take_meanwhile(seats, go, workers)
     finally:
         go.set()
         seats.close()
