@@ -190,11 +190,14 @@ def test_seated_workers_killed_one_after_another_mid_burst_lose_no_call(
     crowd.replace_exited()
 
 
-def _cut_broker_connections(pid: int) -> int:
-    """Aborts the worker's TCP connections to RabbitMQ (ss -K: its own sockets only)."""
+def _cut_broker_connections(pid: int, settings: Any) -> int:
+    """Aborts the worker's TCP connections to RabbitMQ (ss -K: its own sockets only), on
+    whichever port the broker listens (a container's is mapped to another)."""
     import subprocess
+    from urllib.parse import urlsplit
 
-    listed = subprocess.run(["ss", "-tnpH", "dport", "=", ":5672"], capture_output=True,
+    port = urlsplit(settings.broker_urls[0]).port or 5672
+    listed = subprocess.run(["ss", "-tnpH", "dport", "=", f":{port}"], capture_output=True,
                             text=True, check=True).stdout
     cut = 0
     for line in listed.splitlines():
@@ -213,7 +216,7 @@ def test_a_seated_worker_whose_connection_is_cut_hands_its_seat_on_and_all_is_an
     [seated] = _seat_holders(crowd)
     futures = [crowd_client.call(unique, i) for i in range(2000)]
     crowd_client.batcher.flush()  # sent: the burst is in flight as the connection goes
-    assert _cut_broker_connections(seated) >= 1
+    assert _cut_broker_connections(seated, crowd.settings) >= 1
     start = time.monotonic()
     answered = [f.get(timeout=30) for f in futures]
     print(f"seated worker's connection cut mid-burst: 2000 answered in "
