@@ -208,12 +208,18 @@ def fail(action: str, exc: BaseException) -> StoreError:
 
 
 def transient(exc: BaseException) -> bool:
-    """Failures that mean "etcd is not reachable right now", as opposed to a refusal."""
+    """Failures that mean "etcd is not reachable right now", as opposed to a refusal. Among
+    them what a member answers during a leader election for a request it did not apply: its
+    proposal dropped, or no leader to propose to (etcd sends both as UNKNOWN)."""
     if isinstance(exc, _TRANSIENT_ERRORS):
         return True
     if isinstance(exc, grpc.RpcError):
-        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
+            or any(words in (exc.details() or "") for words in _NOT_APPLIED)
     return isinstance(exc, ValueError) and "failed node" in str(exc)
+
+
+_NOT_APPLIED = ("raft proposal dropped", "etcdserver: no leader")
 
 
 _TRANSIENT_ERRORS = (
