@@ -7,6 +7,7 @@ them hold every lock in it: no worker would then run, or consume the shared queu
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat
@@ -29,3 +30,21 @@ def open_own(directory: str, name: str, what: str) -> int:
         log.warning("%s: %s is not this user's own file, or others may open it", what, path)
         return -1
     return fd
+
+
+def try_lock(fd: int, offset: int, shared: bool = False) -> bool:
+    """Locks one byte without waiting: True once held by this process."""
+    try:
+        fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB, 1, offset)
+    except OSError:
+        return False
+    return True
+
+
+def unlock(fd: int, offset: int) -> None:
+    """Unlocks one byte (a closed file, fd -1: nothing to do; a failure is only logged)."""
+    if fd >= 0:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+        except OSError as exc:
+            log.debug("unlocking byte %d of a lock file failed: %s", offset, exc)

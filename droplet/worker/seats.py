@@ -268,16 +268,7 @@ class Seats:
         return [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
 
     def _lock(self, offset: int, shared: bool = False) -> bool:
-        try:
-            fcntl.lockf(self._fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB,
-                        1, offset)
-        except OSError:
-            return False
-        return True
+        return lockfile.try_lock(self._fd, offset, shared)
 
     def _unlock(self, offset: int) -> None:
-        if self._fd >= 0:
-            try:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
-            except OSError as exc:
-                log.debug("unlocking byte %d of the seats file failed: %s", offset, exc)
+        lockfile.unlock(self._fd, offset)

@@ -320,6 +320,7 @@ class WorkerService:
         to a worker busy with one."""
         own, work = self._own_queue, self.names.work
         with self._buffer_lock:
+            asked = False  # whether the shared queue was taken up (or a seat asked for)
             if not self._buffer and not conn.consuming(work):
                 # Paused for a run that went long (or a long step): unless steps of its own
                 # queue come, it consumes again (or waits for a seat) before it waits on the
@@ -330,12 +331,14 @@ class WorkerService:
                 self._after_own_step = False
                 if not self._buffer:
                     self._buffer += self.intake.consume(conn)
+                    asked = True
             if not self._buffer:
                 self._buffer += conn.poll(timeout_s)
             mine = [d for d in self._buffer if d.queue == own]
             if not mine:
-                self._buffer += self.intake.consume(conn)
-            elif mine and conn.consuming(work) and any(
+                if not asked:  # (once a turn: without a seat it costs lock calls)
+                    self._buffer += self.intake.consume(conn)
+            elif conn.consuming(work) and any(
                     self.intake.may_take_long(d) for d in mine):
                 self.intake.leave(conn)
                 self._after_own_step = True

@@ -112,11 +112,8 @@ class RunSlots:
         """The first slot free now, from start on (without waiting)."""
         for step in range(self.count):
             index = (start + step) % self.count
-            try:
-                fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, index)
-            except OSError:
-                continue
-            return index
+            if lockfile.try_lock(self._fd, index):
+                return index
         return None
 
     def _wait(self, first: int) -> tuple[int | None, bool]:
@@ -174,8 +171,4 @@ class RunSlots:
             self._unlock(index)
 
     def _unlock(self, index: int) -> None:
-        if self._fd >= 0:
-            try:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, index)
-            except OSError as exc:
-                log.debug("giving back run slot %d failed: %s", index, exc)
+        lockfile.unlock(self._fd, index)

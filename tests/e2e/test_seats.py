@@ -15,6 +15,7 @@ import pytest
 from droplet.broker import amqp
 from droplet.broker_config.names import QueueNames
 from tests.conftest import client_fixture, cluster_fixture
+from tests.unit.test_seats import _until
 
 pytestmark = [pytest.mark.e2e]
 
@@ -44,15 +45,6 @@ def _consumers(settings: Any) -> int:
         return info[1]
     finally:
         conn.close()
-
-
-def _until(check: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_one_seat_one_consumer_and_a_burst_taken_by_one_worker(
