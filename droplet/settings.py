@@ -51,9 +51,9 @@ class Settings:
     etcd_ca_file: str | None = None
     etcd_cert_file: str | None = None
     etcd_key_file: str | None = None
-    # etcd's KV requests (every read and write a call makes): "lean", Droplet's own HTTP/2
-    # client (store/http2.py), or "grpc", the etcd3 library's. Watches, leases and
-    # authentication always take gRPC.
+    # etcd's requests (every read and write a call makes, leases, watches): "lean", Droplet's
+    # own HTTP/2 client (store/http2.py, http2_stream.py), or "grpc", the etcd3 library's.
+    # Authentication always takes gRPC.
     etcd_transport: str = "lean"
     # Shared fleet secret: when set, every message, function body and stored value is
     # HMAC-signed and anything unsigned or badly signed is refused. signing_key_file names a

@@ -1,10 +1,13 @@
-"""etcd's KV methods (Range, Put, DeleteRange, Txn, Compact) over store/http2.py connections.
+"""etcd's KV methods (Range, Put, DeleteRange, Txn, Compact), its lease methods and its
+watches over store/http2.py connections.
 
-`LeanKV` stands where the etcd3 library keeps its gRPC KV stub (`client.kvstub`), so the
-library's own reads and writes and our transactions (store/etcd_txn.py) all take the lean
-path, and a failure leaves as a `grpc.RpcError` with the code grpcio would give it: the
-library's fail-over and our retries (store/etcd_client.py) treat both paths alike. Watches,
-leases and authentication stay on gRPC: they are not on a call's path.
+`LeanKV` stands where the etcd3 library keeps its gRPC KV and lease stubs (`client.kvstub`,
+`client.leasestub`), so the library's own reads, writes and leases and our transactions
+(store/etcd_txn.py) all take the lean path, and a failure leaves as a `grpc.RpcError` with the
+code grpcio would give it: the library's fail-over and our retries (store/etcd_client.py)
+treat both paths alike. A watch gets a connection of its own (`open_watch`,
+store/http2_stream.py). Only authentication stays on gRPC: it happens once per token. With
+nothing left on grpcio's streams, an idle process's grpcio threads sleep.
 
 Each call takes an idle connection of the pool, or opens one, so threads never share one; a
 connection not used in the last moments is checked for what the peer sent meanwhile (a GOAWAY,
@@ -16,7 +19,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import etcd3
@@ -24,6 +27,7 @@ import grpc
 from etcd3 import etcdrpc
 
 from droplet.store.http2 import CallFailure, Http2Connection, header_block
+from droplet.store.http2_stream import Http2Stream
 
 _CHECK_IDLE_S = 0.05  # a connection idle longer is looked at before it is used again
 
@@ -43,9 +47,26 @@ class RpcFailure(grpc.RpcError):  # type: ignore[misc]
         return self._details
 
 
+class LeanWatch:
+    """A lean watch, read as grpcio's stream is: iterated for WatchResponses, cancel()led."""
+
+    def __init__(self, stream: Http2Stream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for message in self._stream.messages():
+                yield etcdrpc.WatchResponse.FromString(message)
+        except CallFailure as exc:
+            raise RpcFailure(exc.status, exc.details) from None
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+
+
 class LeanKV:
-    """The KV stub of one etcd member (host:port), its methods called as grpcio's are:
-    (request, timeout, credentials=..., metadata=...)."""
+    """The KV and lease stub of one etcd member (host:port), its methods called as grpcio's
+    are: (request, timeout, credentials=..., metadata=...)."""
 
     def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self._host, self._port, self._tls = host, port, tls
@@ -58,9 +79,34 @@ class LeanKV:
         self.DeleteRange = self._method("DeleteRange", etcdrpc.DeleteRangeResponse)
         self.Txn = self._method("Txn", etcdrpc.TxnResponse)
         self.Compact = self._method("Compact", etcdrpc.CompactionResponse)
+        self.LeaseGrant = self._method("LeaseGrant", etcdrpc.LeaseGrantResponse, "Lease")
+        self.LeaseRevoke = self._method("LeaseRevoke", etcdrpc.LeaseRevokeResponse, "Lease")
+        self.LeaseTimeToLive = self._method("LeaseTimeToLive",
+                                            etcdrpc.LeaseTimeToLiveResponse, "Lease")
+        self._keep_alive_once = self._method("LeaseKeepAlive",
+                                             etcdrpc.LeaseKeepAliveResponse, "Lease")
 
-    def _method(self, name: str, answer: Any) -> Callable[..., Any]:
-        path = f"/etcdserverpb.KV/{name}"
+    def LeaseKeepAlive(self, requests: Iterable[Any], timeout: float | None = None,
+                       credentials: Any = None,
+                       metadata: Sequence[tuple[str, str]] | None = None) -> list[Any]:
+        """A refresh per request, each a stream of its own that ends after its one answer
+        (etcd answers a keep-alive before it reads the end of the stream)."""
+        return [self._keep_alive_once(request, timeout, credentials, metadata)
+                for request in requests]
+
+    def open_watch(self, request: Any, metadata: Sequence[tuple[str, str]] | None = None,
+                   timeout_s: float = 5.0) -> LeanWatch:
+        """A watch stream on a connection of its own, its create request sent."""
+        head = self._head("/etcdserverpb.Watch/Watch", tuple(metadata or ()))
+        try:
+            stream = Http2Stream(self._host, self._port, timeout_s, self._tls)
+            stream.open(head, request.SerializeToString(), timeout_s)
+        except CallFailure as exc:
+            raise RpcFailure(exc.status, exc.details) from None
+        return LeanWatch(stream)
+
+    def _method(self, name: str, answer: Any, service: str = "KV") -> Callable[..., Any]:
+        path = f"/etcdserverpb.{service}/{name}"
 
         def call(request: Any, timeout: float | None = None, credentials: Any = None,
                  metadata: Sequence[tuple[str, str]] | None = None) -> Any:
@@ -142,6 +188,10 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
         # with their pooled connections open. Reentrant: `channel` may clear the stubs.
         self._stub_lock = threading.RLock()
         super().__init__(*args, **kwargs)
+
+    @property
+    def leasestub(self) -> LeanKV:
+        return self.kvstub
 
     @property
     def kvstub(self) -> LeanKV:

@@ -1,4 +1,4 @@
-"""Watches on an etcd prefix, one gRPC stream each, that report when they break.
+"""Watches on an etcd prefix, one stream each (lean or gRPC), that report when they break.
 
 Apart from the request/response operations (store/etcd.py) because a watch is a long-lived
 stream on its own thread with its own failure story: the library's own watcher swallows
@@ -20,6 +20,7 @@ from etcd3.etcdrpc import kv_pb2
 
 from droplet.errors import StoreError
 from droplet.store.etcd_client import fail, fail_over, transient
+from droplet.store.etcd_lean import LeanKVClient
 from droplet.store.kv import ErrorCallback, WatchCallback, WatchEvent
 
 # grpc's blocking stream iterators wake every 0.1 s (grpc._common.MAXIMUM_WAIT_TIMEOUT) only to
@@ -76,7 +77,8 @@ class PrefixWatch(threading.Thread):
             key=key, range_end=etcd_utils.prefix_range_end(key), prev_kv=True,
             start_revision=start_revision,
         )
-        self._requests.put(etcdrpc.WatchRequest(create_request=create))
+        self._create = etcdrpc.WatchRequest(create_request=create)
+        self._requests.put(self._create)
 
     def _request_stream(self) -> Iterator[Any]:
         while (request := self._requests.get()) is not None:
@@ -85,14 +87,16 @@ class PrefixWatch(threading.Thread):
     def run(self) -> None:
         try:
             client = self._client
-            stub = etcdrpc.WatchStub(client.channel)
             with self._stream_lock:
                 if self._cancelled.is_set():
                     return
-                self._stream = stub.Watch(
-                    self._request_stream(), credentials=client.call_credentials,
-                    metadata=client.metadata,
-                )
+                if isinstance(client, LeanKVClient):  # no grpcio thread wakes for it
+                    self._stream = client.kvstub.open_watch(self._create, client.metadata)
+                else:
+                    self._stream = etcdrpc.WatchStub(client.channel).Watch(
+                        self._request_stream(), credentials=client.call_credentials,
+                        metadata=client.metadata,
+                    )
             for response in self._stream:
                 if self._cancelled.is_set():
                     return

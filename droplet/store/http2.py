@@ -162,7 +162,7 @@ class Http2Connection:
         try:
             if not self._greeted:
                 self._greet(deadline)
-            answer = _Answer()
+            answer = Answer()
             self._send_request(stream, head, body, deadline, answer)
             return self._read_answer(stream, deadline, answer)
         except CallFailure:
@@ -199,7 +199,7 @@ class Http2Connection:
         self._handle(first, 0, None)
 
     def _send_request(self, stream: int, head: bytes, body: bytes, deadline: float,
-                      answer: _Answer) -> None:
+                      answer: Answer) -> None:
         """Sends the request as far as the windows let it; a peer that answers before it has
         the whole body (grpc's "message larger than max") ends the call early: its status is
         kept in `answer`, not lost to the reset that follows it."""
@@ -225,7 +225,7 @@ class Http2Connection:
                 self._send(out, deadline)
                 return
 
-    def _read_answer(self, stream: int, deadline: float, answer: _Answer) -> bytes:
+    def _read_answer(self, stream: int, deadline: float, answer: Answer) -> bytes:
         while answer.status is None:
             self._handle(self._read_frame(deadline), stream, answer)
         if answer.status != "OK":
@@ -237,12 +237,12 @@ class Http2Connection:
         return data[5:5 + int.from_bytes(data[1:5], "big")]
 
     def _handle(self, parsed: tuple[int, int, int, bytes], stream: int,
-                answer: _Answer | None) -> None:
+                answer: Answer | None) -> None:
         kind, flags, on, payload = parsed
         if kind == DATA:
             self._received += len(payload)
             if flags & PADDED:
-                payload = payload[1:len(payload) - _padding(payload)]
+                payload = payload[1:len(payload) - padding(payload)]
             if on == stream and answer is not None:
                 answer.data += payload
                 if flags & END_STREAM:
@@ -252,7 +252,7 @@ class Http2Connection:
                 self._received = 0
         elif kind in (HEADERS, CONTINUATION):
             if kind == HEADERS:
-                payload = _header_fragment(flags, payload)
+                payload = header_fragment(flags, payload)
             block, ends = self._whole_block(flags, payload)
             headers = self._decode(block)
             if on == stream and answer is not None:
@@ -355,16 +355,16 @@ def _handshake(tls: ssl.SSLContext, sock: socket.socket, host: str,
         raise
 
 
-def _header_fragment(flags: int, payload: bytes) -> bytes:
+def header_fragment(flags: int, payload: bytes) -> bytes:
     start, end = 0, len(payload)
     if flags & PADDED:
-        start, end = 1, end - _padding(payload)
+        start, end = 1, end - padding(payload)
     if flags & PRIORITY:
         start += 5
     return payload[start:end]
 
 
-def _padding(payload: bytes) -> int:
+def padding(payload: bytes) -> int:
     """The pad length of a PADDED frame; a frame too short for its padding is a protocol
     error (ValueError: the connection is lost), not an IndexError leaving it open."""
     if not payload or payload[0] >= len(payload):
@@ -372,7 +372,7 @@ def _padding(payload: bytes) -> int:
     return payload[0]
 
 
-class _Answer:
+class Answer:
     """What has come of one call: its body, then its status (from its trailers)."""
 
     def __init__(self) -> None:

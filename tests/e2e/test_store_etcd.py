@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 
+import etcd3
 import pytest
 
 from droplet.errors import StoreError, ValueTooLargeError
 from droplet.proto import pb
 from droplet.settings import Settings
-from droplet.store import serializer
+from droplet.store import etcd_watch, serializer
 from droplet.store.commits import Commit, Committer, MultiWrites, Outcome, Status
 from droplet.store.etcd import EtcdKV
 from droplet.store.kv import (
@@ -343,6 +345,57 @@ def test_kv_revoked_lease_removes_its_key(kv: EtcdKV, settings: Settings) -> Non
     assert kv.get(plain) == b"v"
     with pytest.raises(StoreError):
         lease.refresh()
+
+
+def test_kv_lease_refreshes_keep_its_key_past_its_ttl_and_it_goes_without_them(
+    kv: EtcdKV, settings: Settings
+) -> None:
+    key = raw_key(settings, "kept")
+    lease = kv.grant_lease(2)
+    kv.put(key, b"v", lease=lease.id)
+    until = time.monotonic() + 3.5
+    while time.monotonic() < until:  # past the 2 s ttl, refreshed
+        lease.refresh()
+        time.sleep(0.4)
+    assert kv.get(key) == b"v"
+    deadline = time.monotonic() + 5
+    while kv.get(key) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert kv.get(key) is None, "not refreshed, the lease ran out"
+
+
+def test_a_lean_store_watches_and_keeps_leases_without_grpc(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watch streams and lease refreshes are what woke an idle process's grpcio threads."""
+
+    def no_grpc(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a gRPC stub was used")
+
+    monkeypatch.setattr(etcd_watch.etcdrpc, "WatchStub", no_grpc)
+    monkeypatch.setattr(etcd3.MultiEndpointEtcd3Client, "leasestub", property(no_grpc))
+    kv = EtcdKV(settings.with_(etcd_transport="lean"))
+    prefix = raw_key(settings, "lean/")
+    events: list[WatchEvent] = []
+    errors: list[Exception] = []
+    big = b"b" * 100_000  # an event over several frames
+    try:
+        cancel = kv.watch_prefix(prefix, events.extend, errors.append,
+                                 start_revision=kv.revision() + 1)
+        lease = kv.grant_lease(30)
+        for i in range(5):
+            kv.put(f"{prefix}{i}", big, lease=lease.id)
+        lease.refresh()
+        deadline = time.monotonic() + 5
+        while len(events) < 5 and not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancel()
+        lease.revoke()
+        assert errors == []
+        assert [(e.key, e.value) for e in events] == [(f"{prefix}{i}", big) for i in range(5)]
+    finally:
+        kv.delete(settings.etcd_prefix, prefix=True)
+        kv.close()
 
 
 def test_kv_watch_prefix_delivers_put_and_delete_events(
