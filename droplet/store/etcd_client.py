@@ -24,7 +24,7 @@ from etcd3.client import EtcdTokenCallCredentials
 
 from droplet.errors import CompactedError, StoreCredentialsError, StoreError, StoreTlsError
 from droplet.settings import Settings
-from droplet.store.etcd_lean import LeanKVClient
+from droplet.store.etcd_lean import LazyEndpoint, LeanKVClient
 from droplet.tls import check_etcd_files, etcd_refusal, etcd_uses_tls
 
 REQUEST_TIMEOUT_S = 5.0
@@ -65,17 +65,18 @@ class EtcdClient:
         if secure:
             creds, tls = _read_credentials(s)
         endpoints = []
+        lean = s.etcd_transport == "lean"
+        endpoint_kind = LazyEndpoint if lean else etcd3.Endpoint
         for spec in s.etcd_endpoints:
             host, _, port = spec.rpartition(":")
             if not host or not port.isdigit():
                 raise StoreError(f"bad etcd endpoint {spec!r}: expected host:port")
             endpoints.append(
-                etcd3.Endpoint(
+                endpoint_kind(
                     host, int(port), secure=secure, creds=creds,
                     time_retry=_ENDPOINT_RETRY_S, opts=list(_GRPC_OPTIONS.items()),
                 )
             )
-        lean = s.etcd_transport == "lean"
         kind = LeanKVClient if lean else etcd3.MultiEndpointEtcd3Client
         try:
             client = kind(endpoints=endpoints, timeout=REQUEST_TIMEOUT_S, failover=True)

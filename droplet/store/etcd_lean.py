@@ -176,6 +176,43 @@ def _still_open(connection: Http2Connection) -> bool:
     return connection.usable()
 
 
+class LazyChannel:
+    """A gRPC channel made when something first uses it. A lean client may never (only
+    authentication and the library's other stubs take gRPC), and a made channel keeps
+    grpcio's poller and timer threads waking an idle process about ten times a second."""
+
+    def __init__(self, make: Callable[[], grpc.Channel]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+
+    def made(self) -> bool:
+        return self._channel is not None
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._channel is None:
+                self._channel = self._make()
+        return getattr(self._channel, name)
+
+    def close(self) -> None:
+        with self._lock:
+            channel, self._make = self._channel, _closed
+        if channel is not None:
+            channel.close()
+
+
+def _closed() -> grpc.Channel:
+    raise ValueError("this etcd client was closed")
+
+
+class LazyEndpoint(etcd3.Endpoint):  # type: ignore[misc]
+    """An etcd member whose gRPC channel is a LazyChannel."""
+
+    def _mkchannel(self, opts: Any) -> LazyChannel:
+        return LazyChannel(lambda: etcd3.Endpoint._mkchannel(self, opts))
+
+
 class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
     """The library's multi-endpoint client with its KV stub on the lean path (`LeanKV` for
     the member in use; a fail-over drops it, and the next call opens one on the next)."""

@@ -393,6 +393,8 @@ def test_a_lean_store_watches_and_keeps_leases_without_grpc(
         lease.revoke()
         assert errors == []
         assert [(e.key, e.value) for e in events] == [(f"{prefix}{i}", big) for i in range(5)]
+        channels = [e.channel for e in kv._etcd.client.endpoints.values()]
+        assert channels and not any(c.made() for c in channels), "no gRPC channel was made"
     finally:
         kv.delete(settings.etcd_prefix, prefix=True)
         kv.close()
