@@ -10,7 +10,8 @@ The router knows how many workers are alive and how many cores they run on (thei
 records in etcd, read at most once a second), and spreads what is in flight over the calls the
 fleet can really run at once: the live workers, but no more than the cores of their hosts
 (32 workers sharing 2 cores run 2 calls at a time, not 32). An envelope carries calls in flight
-/ that parallelism calls (at most 16). A few calls meet idle workers one or two to an envelope;
+/ that parallelism calls (at most 16, or 64 when every call's function is one the workers list
+as quick: under 1 ms a run). A few calls meet idle workers one or two to an envelope;
 a burst whose calls already keep every core busy goes in full envelopes, each worth one etcd
 write and one ack, instead of many small ones that would cost the crowded machine as much
 each, and wake as many descheduled processes. Calls of a function that turns out slow are not
@@ -41,6 +42,10 @@ from droplet.store.kv import KV
 _RECHECK_S = 1.0
 _NONE_FOR_S = 1.0
 _MAX_PER_ENVELOPE = 16
+# Calls of functions the workers find quick (worker/pace.py QUICK_S, 1 ms) go up to this many
+# to a message: each message costs a delivery, an etcd transaction, an ack and a reply, and a
+# whole envelope of them holds a call of higher priority back by some 64 ms at most.
+_QUICK_PER_ENVELOPE = 64
 
 Send = Callable[..., None]  # (queue, body, reply ids, priority=...): ReplyPump.send
 
@@ -52,18 +57,35 @@ def _placed(call: pb.FunctionCall) -> bool:
                 or serializer.reference_keys(call.arguments.values))
 
 
-def fleet_parallelism(records: Iterable[bytes]) -> int:
-    """Calls the workers of these status records can run at once: on each host, its workers,
-    but no more than its cores. A record that does not say its cores (an older worker, or
-    one unreadable) counts as a core of its own."""
-    workers: dict[str, int] = {}
-    cores: dict[str, int] = {}
-    for index, raw in enumerate(records):
+def _statuses(records: Iterable[bytes]) -> list[pb.WorkerStatus]:
+    """The records read; one unreadable is an empty status."""
+    statuses = []
+    for raw in records:
         status = pb.WorkerStatus()
         try:
             status.ParseFromString(raw)
         except DecodeError:
             status = pb.WorkerStatus()
+        statuses.append(status)
+    return statuses
+
+
+def quick_functions(statuses: Iterable[pb.WorkerStatus]) -> frozenset[str]:
+    """The functions some worker of the fleet finds quick (its status record lists them)."""
+    return frozenset(name for status in statuses for name in status.quick_functions)
+
+
+def fleet_parallelism(records: Iterable[bytes]) -> int:
+    """Calls the workers of these status records can run at once: on each host, its workers,
+    but no more than its cores. A record that does not say its cores (an older worker, or
+    one unreadable) counts as a core of its own."""
+    return _parallelism(_statuses(records))
+
+
+def _parallelism(statuses: Iterable[pb.WorkerStatus]) -> int:
+    workers: dict[str, int] = {}
+    cores: dict[str, int] = {}
+    for index, status in enumerate(statuses):
         host = status.host if status.cpus else f"?{index}"  # unknown: alone
         workers[host] = workers.get(host, 0) + 1
         cores[host] = max(cores.get(host, 0), status.cpus or 1)
@@ -84,6 +106,7 @@ class CallRouter:
         self._lock = threading.Lock()
         self._workers = 0
         self._parallel = 0
+        self._quick: frozenset[str] = frozenset()
         self._checked_at = -math.inf
 
     def live_workers(self) -> int:
@@ -95,6 +118,11 @@ class CallRouter:
         """How many calls the live workers can run at once: one each, but no more than the
         cores of the hosts they share (0 when none is alive)."""
         return self._fleet()[1]
+
+    def known_quick(self) -> frozenset[str]:
+        """The functions some live worker lists as quick (read at most once a second)."""
+        self._fleet()
+        return self._quick
 
     def saturated(self) -> bool:
         """Whether the calls in flight already keep every worker busy, as far as the last look
@@ -111,9 +139,11 @@ class CallRouter:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        workers, parallel = len(records), fleet_parallelism(records.values())
+        statuses = _statuses(records.values())
+        workers, parallel = len(records), _parallelism(statuses)
+        quick = quick_functions(statuses)
         with self._lock:
-            self._workers, self._parallel = workers, parallel
+            self._workers, self._parallel, self._quick = workers, parallel, quick
             self._checked_at = time.monotonic()
         return workers, parallel
 
@@ -131,7 +161,10 @@ class CallRouter:
         if parallel == 0:
             return plain
         spread = math.ceil((len(plain) + self._in_flight()) / parallel)
-        size = max(1, min(_MAX_PER_ENVELOPE, spread))
+        quick = self._quick
+        most = (_QUICK_PER_ENVELOPE if all(call.name in quick for call in plain)
+                else _MAX_PER_ENVELOPE)
+        size = max(1, min(most, spread))
         self._publish(self._names.work, plain, size)
         return []
 

@@ -18,6 +18,8 @@ from droplet.middleware import Middleware
 from droplet.proto import pb
 
 SLOW_S = 0.002  # as long as the cycle lingers before committing anyway
+QUICK_S = 0.001  # a function this quick may travel in big envelopes (client/routing.py)
+QUICK_LISTED = 64  # quick functions a status record names at most
 LONG_S = 0.02  # the keeper's long-run mark (keeper.py flush_after_s)
 _WEIGHT = 0.2
 
@@ -45,6 +47,13 @@ class Pace(Middleware):
             return False
         mean = self._mean_s.get(name)
         return mean is None or mean > self._slow_s
+
+    def quick_functions(self) -> list[str]:
+        """The functions that usually run in under QUICK_S here, quickest first (at most
+        QUICK_LISTED): the worker's status record names them, and clients send their calls
+        in bigger envelopes, where a slower one would hold the calls after it up."""
+        quick = sorted((mean, name) for name, mean in self._mean_s.items() if mean < QUICK_S)
+        return [name for _, name in quick[:QUICK_LISTED]]
 
     def known_long(self, message: pb.Message) -> bool:
         """Whether the message's function usually runs past the keeper's long-run mark here

@@ -133,7 +133,8 @@ class WorkerService:
                                     settings.dead_letter_max_redeliveries)
         self.status = StatusReport(self.state, self.cache, self.incarnation,
                                    settings.status_interval_s, self.state.pin_record,
-                                   lambda: self.metrics.port, self.keeper.busy_since)
+                                   lambda: self.metrics.port, self.keeper.busy_since,
+                                   self.pace.quick_functions)
         self.membership = Membership(kv, self.keys.worker(self.id), settings.worker_lease_ttl_s,
                                      self.status.record, settings.status_interval_s,
                                      on_register=self._list_in_fleet)

@@ -62,6 +62,22 @@ def test_calls_that_meet_busy_workers_go_in_full_envelopes() -> None:
     assert sent == [(NAMES.work, 16), (NAMES.work, 14)]
 
 
+def test_calls_of_functions_the_workers_find_quick_go_in_envelopes_of_64() -> None:
+    """A worker's status record lists the functions that run in under 1 ms on it: their calls
+    go 64 to a message; a batch with any other function's calls, 16."""
+    kv = MemoryKV()
+    kv.put(KEYS.worker("w1"), pb.WorkerStatus(id="w1", quick_functions=["f"]).SerializeToString())
+    kv.put(KEYS.worker("w2"), pb.WorkerStatus(id="w2").SerializeToString())
+    route, sent = router(kv, in_flight=300)
+    assert route.send(calls(100)) == []
+    assert sent == [(NAMES.work, 64), (NAMES.work, 36)]
+    sent.clear()
+    other = calls(1)
+    other[0].name = "g"
+    assert route.send(calls(99) + other) == []
+    assert sent == [(NAMES.work, 16)] * 6 + [(NAMES.work, 4)], "g is not known quick"
+
+
 def test_calls_on_stored_keys_go_through_a_scheduler() -> None:
     kv = MemoryKV()
     kv.put(KEYS.worker("w1"), b"")

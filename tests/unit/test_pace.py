@@ -11,7 +11,7 @@ import pytest
 from droplet import threadclock
 from droplet.middleware import Chain, Middleware
 from droplet.proto import pb
-from droplet.worker.pace import SLOW_S, Pace
+from droplet.worker.pace import QUICK_LISTED, QUICK_S, SLOW_S, Pace
 
 
 def _call(name: str) -> pb.Message:
@@ -73,3 +73,17 @@ def test_before_run_reaches_only_the_middleware_that_wants_it_and_never_raises(
     chain.before_run("f")
     assert seen == ["f"]
     assert "boom" in caplog.text
+
+
+def test_quick_functions_are_those_under_a_millisecond_quickest_first_and_at_most_64() -> None:
+    pace = Pace()
+    chain = Chain([pace])
+    for name, seconds in (("b", QUICK_S / 2), ("a", QUICK_S / 5), ("slow", QUICK_S * 3)):
+        chain.after_run(name, seconds, pb.Value())
+    assert pace.quick_functions() == ["a", "b"]
+    for _ in range(10):  # "b" turned slow: its mean follows
+        chain.after_run("b", QUICK_S * 5, pb.Value())
+    assert pace.quick_functions() == ["a"]
+    for i in range(QUICK_LISTED + 10):
+        chain.after_run(f"f{i}", QUICK_S / 10, pb.Value())
+    assert len(pace.quick_functions()) == QUICK_LISTED
