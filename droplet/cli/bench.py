@@ -29,9 +29,9 @@ from droplet.cli.bench_measure import (
     BenchError,
     Progress,
     burst,
-    latencies,
     measure,
     register_incr,
+    warm_up,
 )
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
@@ -83,8 +83,9 @@ def _sweep_one(base: Settings, workers: int, counts: dict[str, int], workdir: Pa
         settings=cluster.settings
     ) as client:
         incr = register_incr(client, uuid.uuid4().hex[:8])
-        latencies(counts["warmup"], lambda i: client.call(incr, i).get(timeout=CALL_TIMEOUT_S),
-                   lambda i: i + 1, f"warm-up {workers} workers", progress)
+        warm_up(client, counts["warmup"],
+                lambda i: client.call(incr, i).get(timeout=CALL_TIMEOUT_S),
+                lambda i: i + 1, f"warm-up {workers} workers", progress)
         pids = [p.pid for p in cluster.workers]
         settle(pids)
 

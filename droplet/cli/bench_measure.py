@@ -70,6 +70,21 @@ def latencies(n: int, call: Callable[[int], Any], want: Callable[[int], Any], wh
     return samples
 
 
+def warm_up(client: DropletClient, n: int, call: Callable[[int], Any],
+            want: Callable[[int], Any], what: str, progress: Progress) -> None:
+    """n untimed calls, and more until the workers have published what they learnt of the
+    function's run time (their status records, every status_interval_s) and the client has
+    read it (once a second): what a quick function's calls travel in (client/routing.py)
+    is then what it is in steady state, whatever the fleet's size."""
+    learn_s = 1.5 * client.settings.status_interval_s + 1.0
+    started = time.monotonic()
+    latencies(n, call, want, what, progress)
+    i = n
+    while time.monotonic() - started < learn_s:
+        check(call(i), want(i), f"{what} {i}")
+        i += 1
+
+
 def burst(client: DropletClient, fn: str, n: int, progress: Progress) -> float:
     start = time.perf_counter()
     futures = [client.call(fn, i) for i in range(n)]
@@ -158,7 +173,7 @@ def measure(client: DropletClient, counts: dict[str, int], progress: Progress,
                                    timeout=CALL_TIMEOUT_S)
 
         warm = counts["warmup"]
-        latencies(warm, call, lambda i: i + 1, "warm-up calls", progress)
+        warm_up(client, warm, call, lambda i: i + 1, "warm-up calls", progress)
         if has_dag:
             latencies(warm, call_dag, lambda i: (i + 1) ** 2, "warm-up DAG calls", progress)
         kept["call"] = latencies(counts["calls"], call, lambda i: i + 1, "calls", progress)
