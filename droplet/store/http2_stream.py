@@ -17,6 +17,8 @@ import struct
 import time
 from collections.abc import Iterator
 
+import hpack
+
 from droplet.store.http2 import (
     DATA,
     END_HEADERS,
@@ -71,10 +73,12 @@ class Http2Stream(Http2Connection):
 
     def messages(self) -> Iterator[bytes]:
         """The answers as they come, until the call ends: then CallFailure with its status
-        (OK too: a watch is not meant to end), or UNAVAILABLE when the connection goes."""
+        (OK too: a watch is not meant to end), or UNAVAILABLE when the connection goes (or
+        the peer sends what we cannot read: a bad frame, a header block that does not
+        decode), as a unary call's would (store/http2.py)."""
         try:
             yield from self._read_messages()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, hpack.HPACKError) as exc:
             raise CallFailure("UNAVAILABLE", f"stream from {self.address} lost: {exc}"
                               ) from None
         finally:  # also when the reader stops reading (the generator closed): its socket
