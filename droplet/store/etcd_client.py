@@ -177,14 +177,23 @@ class EtcdClient:
         self.client.close()
 
 
-def fail_over(client: Any, endpoints: int) -> None:
+def fail_over(client: Any, endpoints: int, member: Any = None) -> None:
     """Marks the client's member in use failed (see EtcdClient.fail_over) and moves to another
     one now: the mark lasts only _ENDPOINT_RETRY_S, and the library moves only when a channel
     is asked for while it lasts, so a watch started later went back to the same member (a
     hung one again). With one endpoint there is nowhere else to go, and the library would
-    refuse it for a while."""
+    refuse it for a while.
+
+    `member` is the endpoint that failed when the caller knows it (a watch's, opened a while
+    ago): when the client has moved off it since (a request timed out there sooner), only it
+    is marked. Marking the member in use instead took a healthy one for failed, and the
+    library then went back to the first member not marked, often the hung one again (a mirror
+    on a SIGSTOPped member took ~25 s to see writes again, not ~10)."""
     if endpoints > 1:
         with contextlib.suppress(Exception):
+            if member is not None and member is not client.endpoint_in_use:
+                member.fail()
+                return
             client.endpoint_in_use.fail()
             client._clear_old_stubs()
             client.channel  # noqa: B018 - the property picks a member not marked failed

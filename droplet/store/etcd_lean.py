@@ -48,20 +48,44 @@ class RpcFailure(grpc.RpcError):  # type: ignore[misc]
 
 
 class LeanWatch:
-    """A lean watch, read as grpcio's stream is: iterated for WatchResponses, cancel()led."""
+    """A lean watch, read as grpcio's stream is: iterated for WatchResponses, cancel()led.
 
-    def __init__(self, stream: Http2Stream) -> None:
-        self._stream = stream
+    Its connection is made and its request sent by the reader, on its first step, so that
+    cancel() never waits for an open (a member that accepts and then answers nothing held a
+    cancel for the open's whole timeout) and can end one in progress: a stream cancelled
+    before it is connected is never opened, one cancelled while it greets wakes and closes."""
+
+    def __init__(self, connect: Callable[[], Http2Stream], head: bytes, message: bytes,
+                 timeout_s: float) -> None:
+        self._connect = connect
+        self._head, self._message, self._timeout_s = head, message, timeout_s
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._stream: Http2Stream | None = None
 
     def __iter__(self) -> Iterator[Any]:
         try:
-            for message in self._stream.messages():
+            stream = self._connect()
+            with self._lock:
+                self._stream = stream
+                cancelled = self._cancelled
+            if cancelled:
+                stream.close()
+                raise CallFailure("CANCELLED", "the watch was cancelled")
+            stream.open(self._head, self._message, self._timeout_s)
+            for message in stream.messages():
                 yield etcdrpc.WatchResponse.FromString(message)
         except CallFailure as exc:
+            if self._cancelled:  # as grpcio's stream ends when cancelled
+                raise RpcFailure("CANCELLED", "the watch was cancelled") from None
             raise RpcFailure(exc.status, exc.details) from None
 
     def cancel(self) -> None:
-        self._stream.cancel()
+        with self._lock:
+            self._cancelled = True
+            stream = self._stream
+        if stream is not None:
+            stream.cancel()
 
 
 class LeanKV:
@@ -96,14 +120,11 @@ class LeanKV:
 
     def open_watch(self, request: Any, metadata: Sequence[tuple[str, str]] | None = None,
                    timeout_s: float = 5.0) -> LeanWatch:
-        """A watch stream on a connection of its own, its create request sent."""
+        """A watch stream on a connection of its own, connected and its create request sent
+        when it is first read (a failure to open is then the reader's RpcFailure)."""
         head = self._head("/etcdserverpb.Watch/Watch", tuple(metadata or ()))
-        try:
-            stream = Http2Stream(self._host, self._port, timeout_s, self._tls)
-            stream.open(head, request.SerializeToString(), timeout_s)
-        except CallFailure as exc:
-            raise RpcFailure(exc.status, exc.details) from None
-        return LeanWatch(stream)
+        return LeanWatch(lambda: Http2Stream(self._host, self._port, timeout_s, self._tls),
+                         head, request.SerializeToString(), timeout_s)
 
     def _method(self, name: str, answer: Any, service: str = "KV") -> Callable[..., Any]:
         path = f"/etcdserverpb.{service}/{name}"

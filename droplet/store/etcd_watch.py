@@ -85,15 +85,20 @@ class PrefixWatch(threading.Thread):
             yield request
 
     def run(self) -> None:
+        member = None
         try:
             client = self._client
             with self._stream_lock:
                 if self._cancelled.is_set():
                     return
                 if isinstance(client, LeanKVClient):  # no grpcio thread wakes for it
-                    self._stream = client.kvstub.open_watch(self._create, client.metadata)
+                    stub = client.kvstub
+                    member = client.endpoint_in_use  # the member it watches on
+                    self._stream = stub.open_watch(self._create, client.metadata)
                 else:
-                    self._stream = etcdrpc.WatchStub(client.channel).Watch(
+                    channel = client.channel
+                    member = client.endpoint_in_use
+                    self._stream = etcdrpc.WatchStub(channel).Watch(
                         self._request_stream(), credentials=client.call_credentials,
                         metadata=client.metadata,
                     )
@@ -112,7 +117,7 @@ class PrefixWatch(threading.Thread):
             if self._cancelled.is_set():
                 return
             if isinstance(exc, grpc.RpcError) and transient(exc):
-                fail_over(self._client, self._endpoints)
+                fail_over(self._client, self._endpoints, member)
             self._on_error(exc if isinstance(exc, StoreError) else fail("watch", exc))
 
     def cancel(self) -> None:

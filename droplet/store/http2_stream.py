@@ -17,10 +17,13 @@ import struct
 import time
 from collections.abc import Iterator
 
+import hpack
+
 from droplet.store.http2 import (
     DATA,
     END_HEADERS,
     END_STREAM,
+    GOAWAY,
     HEADERS,
     PADDED,
     PING,
@@ -40,6 +43,13 @@ from droplet.store.http2 import (
 # its 6 s and 4 s; etcd refuses pings more often than every 5 s).
 _PING_AFTER_S = 6.0
 _PING_TIMEOUT_S = 4.0
+# A member that finds the pings too frequent (its --grpc-keepalive-min-time set above 6 s)
+# ends the connection with a GOAWAY ENHANCE_YOUR_CALM "too_many_pings": every watch of the
+# process then pings half as often again (grpcio doubles its keepalive time the same way),
+# or each new watch was cut again some 20 s later, and its owner re-read everything each time.
+_ENHANCE_YOUR_CALM = 11
+_ping_slowdown = 1  # the factor on _PING_AFTER_S, doubled at each "too_many_pings"
+_PING_SLOWDOWN_MAX = 64
 _REOPEN_AT = 1 << 20  # bytes read on the stream before its window is opened again by them
 
 
@@ -71,10 +81,12 @@ class Http2Stream(Http2Connection):
 
     def messages(self) -> Iterator[bytes]:
         """The answers as they come, until the call ends: then CallFailure with its status
-        (OK too: a watch is not meant to end), or UNAVAILABLE when the connection goes."""
+        (OK too: a watch is not meant to end), or UNAVAILABLE when the connection goes (or
+        the peer sends what we cannot read: a bad frame, a header block that does not
+        decode), as a unary call's would (store/http2.py)."""
         try:
             yield from self._read_messages()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, hpack.HPACKError) as exc:
             raise CallFailure("UNAVAILABLE", f"stream from {self.address} lost: {exc}"
                               ) from None
         finally:  # also when the reader stops reading (the generator closed): its socket
@@ -87,7 +99,8 @@ class Http2Stream(Http2Connection):
         stream = self._stream_id
         pinged = False
         while True:
-            self._deadline = time.monotonic() + (_PING_TIMEOUT_S if pinged else _PING_AFTER_S)
+            self._deadline = time.monotonic() + (
+                _PING_TIMEOUT_S if pinged else _PING_AFTER_S * _ping_slowdown)
             try:
                 parsed = self._read_frame(self._deadline)
             except TimeoutError:
@@ -130,6 +143,8 @@ class Http2Stream(Http2Connection):
                 raise CallFailure("UNAVAILABLE", f"{self.address} reset the stream "
                                                  f"(HTTP/2 error {code})")
             else:
+                if kind == GOAWAY:
+                    _calmed(payload)
                 self._handle(parsed, 0, None)  # settings, pings, windows, a GOAWAY
             if self._owed:  # answered now, not with a next request: there is none
                 self._sock.sendall(bytes(self._owed))
@@ -143,3 +158,11 @@ class Http2Stream(Http2Connection):
         self.broken = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
+
+
+def _calmed(goaway: bytes) -> None:
+    """Pings half as often from now on when a GOAWAY says ours were too many."""
+    global _ping_slowdown
+    if (int.from_bytes(goaway[4:8], "big") == _ENHANCE_YOUR_CALM
+            and b"too_many_pings" in goaway[8:]):
+        _ping_slowdown = min(_ping_slowdown * 2, _PING_SLOWDOWN_MAX)
