@@ -19,6 +19,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -245,7 +246,18 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
         # fail-over cleared it) made one each, and all but the last one kept were dropped
         # with their pooled connections open. Reentrant: `channel` may clear the stubs.
         self._stub_lock = threading.RLock()
+        self._watches: weakref.WeakSet[LeanWatch] = weakref.WeakSet()
         super().__init__(*args, **kwargs)
+
+    def open_watch(self, request: Any) -> tuple[LeanWatch, Any]:
+        """A watch on the member in use, and that member. close() ends it, as closing grpcio's
+        channel ended its streams (a fail-over does not: its owner hears when it breaks)."""
+        stub = self.kvstub
+        member = self.endpoint_in_use
+        watch = stub.open_watch(request, self.metadata)
+        with self._stub_lock:
+            self._watches.add(watch)
+        return watch, member
 
     @property
     def leasestub(self) -> LeanKV:
@@ -278,5 +290,10 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
             stub.close()
 
     def close(self) -> None:
+        with self._stub_lock:
+            watches = list(self._watches)
+            self._watches.clear()
+        for watch in watches:
+            watch.cancel()
         self._clear_old_stubs()
         super().close()

@@ -92,9 +92,7 @@ class PrefixWatch(threading.Thread):
                 if self._cancelled.is_set():
                     return
                 if isinstance(client, LeanKVClient):  # no grpcio thread wakes for it
-                    stub = client.kvstub
-                    member = client.endpoint_in_use  # the member it watches on
-                    self._stream = stub.open_watch(self._create, client.metadata)
+                    self._stream, member = client.open_watch(self._create)
                 else:
                     channel = client.channel
                     member = client.endpoint_in_use

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
+import threading
 import time
 from collections.abc import Iterator
 
@@ -57,6 +59,11 @@ class Http2Stream(Http2Connection):
     """A connection that carries one streaming call and yields its answers (raw messages)."""
 
     _stream_id = 0
+
+    def __init__(self, host: str, port: int, timeout_s: float,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self._closing = threading.Lock()  # cancel() and the reader's close() one at a time
+        super().__init__(host, port, timeout_s, tls)
 
     def open(self, head: bytes, message: bytes, timeout_s: float) -> None:
         """Sends the call's headers and its one request, leaving the request stream open."""
@@ -155,9 +162,15 @@ class Http2Stream(Http2Connection):
         closes it. Only shut down here, never closed: a reader about to wait on the socket's
         number would wait on whatever connection opened next under it (10 watches cancelled
         at once left some waiting forever)."""
-        self.broken = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+        with self._closing:  # not while the reader closes it: its number may be reused
+            self.broken = True
+            if self._sock.fileno() >= 0:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._closing:
+            super().close()
 
 
 def _calmed(goaway: bytes) -> None:

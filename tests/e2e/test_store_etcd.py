@@ -400,6 +400,24 @@ def test_a_lean_store_watches_and_keeps_leases_without_grpc(
         kv.close()
 
 
+@pytest.mark.parametrize("transport", ["lean", "grpc"])
+def test_closing_the_store_ends_its_open_watches(settings: Settings, transport: str) -> None:
+    kv = EtcdKV(settings.with_(etcd_transport=transport))
+    prefix = raw_key(settings, f"closing-{transport}/")
+
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == f"etcd-watch {prefix}"]
+
+    kv.watch_prefix(prefix, lambda events: None, lambda exc: None)
+    kv.put(prefix + "k", b"v")  # (the watch is open: an event or not, its thread runs)
+    assert threads(), "the watch runs"
+    kv.close()
+    deadline = time.monotonic() + 3
+    while threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not threads(), "close() ended the watch"
+
+
 def test_kv_watch_prefix_delivers_put_and_delete_events(
     kv: EtcdKV, settings: Settings
 ) -> None:
