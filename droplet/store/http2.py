@@ -89,6 +89,7 @@ class Http2Connection:
         self.address = f"{host}:{port}"
         self.broken = False
         self.last_used = time.monotonic()
+        sock: socket.socket | None = None
         try:
             sock = socket.create_connection((host, port), timeout=timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -102,6 +103,8 @@ class Http2Connection:
             sock.sendall(PREFACE + frame(SETTINGS, 0, 0, settings) + frame(
                 WINDOW_UPDATE, 0, 0, struct.pack(">I", _BIG_WINDOW - _DEFAULT_WINDOW)))
         except (OSError, ssl.SSLError) as exc:
+            if sock is not None:  # (a failed handshake closed it already: closing is a no-op)
+                sock.close()
             raise CallFailure("UNAVAILABLE",
                               f"failed to connect to {self.address}: {exc}") from None
         self._sock = sock

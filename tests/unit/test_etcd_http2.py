@@ -306,3 +306,24 @@ def test_request_headers_are_literals_and_long_values_take_a_multi_byte_length()
     token = "t" * 300
     block = http2.header_block([(":path", "/x"), ("token", token)])
     assert hpack.Decoder().decode(block) == [(":path", "/x"), ("token", token)]
+
+
+def test_a_connection_whose_preface_cannot_be_sent_closes_its_socket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[socket.socket] = []
+
+    class Resetting(socket.socket):
+        def sendall(self, data: Any, flags: int = 0) -> None:
+            raise ConnectionResetError("reset at once")
+
+    def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        sock = Resetting()
+        sock.settimeout(timeout)
+        sock.connect(address)
+        made.append(sock)
+        return sock
+
+    monkeypatch.setattr(http2.socket, "create_connection", connect)
+    with _serving(lambda server: None) as (host, port), pytest.raises(http2.CallFailure):
+        http2.Http2Connection(host, port, 2.0)
+    assert made and made[0].fileno() == -1, "closed, not left to the garbage collector"
