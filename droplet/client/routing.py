@@ -10,8 +10,8 @@ The router knows how many workers are alive and how many cores they run on (thei
 records in etcd, read at most once a second), and spreads what is in flight over the calls the
 fleet can really run at once: the live workers, but no more than the cores of their hosts
 (32 workers sharing 2 cores run 2 calls at a time, not 32). An envelope carries calls in flight
-/ that parallelism calls (at most 16, or 64 when every call's function is one the workers list
-as quick: under 1 ms a run). A few calls meet idle workers one or two to an envelope;
+/ that parallelism calls (at most 16, or 64 when every call's function is one a worker lists
+as quick, none as slow: under 1 ms a run). A few calls meet idle workers one or two to an envelope;
 a burst whose calls already keep every core busy goes in full envelopes, each worth one etcd
 write and one ack, instead of many small ones that would cost the crowded machine as much
 each, and wake as many descheduled processes. Calls of a function that turns out slow are not
@@ -71,8 +71,17 @@ def _statuses(records: Iterable[bytes]) -> list[pb.WorkerStatus]:
 
 
 def quick_functions(statuses: Iterable[pb.WorkerStatus]) -> frozenset[str]:
-    """The functions some worker of the fleet finds quick (its status record lists them)."""
-    return frozenset(name for status in statuses for name in status.quick_functions)
+    """The functions some worker of the fleet finds quick (its status record lists them) and
+    none that has run them finds slow: an envelope in the shared queue may go to any worker,
+    and where a function takes 10 ms, 64 calls of it would run one after another (none
+    reaches the keeper's 20 ms mark to have the rest handed back). A worker that has not run
+    it (no seat at the queue, say) has no say."""
+    quick: set[str] = set()
+    slow: set[str] = set()
+    for status in statuses:
+        quick.update(status.quick_functions)
+        slow.update(status.slow_functions)
+    return frozenset(quick - slow)
 
 
 def fleet_parallelism(records: Iterable[bytes]) -> int:
@@ -120,7 +129,8 @@ class CallRouter:
         return self._fleet()[1]
 
     def known_quick(self) -> frozenset[str]:
-        """The functions some live worker lists as quick (read at most once a second)."""
+        """The functions some live worker lists as quick and none as slow (read at most
+        once a second)."""
         self._fleet()
         return self._quick
 

@@ -55,6 +55,15 @@ class Pace(Middleware):
         quick = sorted((mean, name) for name, mean in self._mean_s.items() if mean < QUICK_S)
         return [name for _, name in quick[:QUICK_LISTED]]
 
+    def slow_functions(self) -> list[str]:
+        """The functions that have run here and usually take QUICK_S or more, the quickest of
+        them first (at most QUICK_LISTED): the status record names them too, and a client
+        sends no function in big envelopes that some worker finds slow (the envelope may
+        reach it, and 64 runs of 10 ms would go one after another, none long enough for the
+        keeper to hand the rest back)."""
+        slow = sorted((mean, name) for name, mean in self._mean_s.items() if mean >= QUICK_S)
+        return [name for _, name in slow[:QUICK_LISTED]]
+
     def known_long(self, message: pb.Message) -> bool:
         """Whether the message's function usually runs past the keeper's long-run mark here
         (LONG_S; not merely unknown, nor a few ms)."""

@@ -134,7 +134,7 @@ class WorkerService:
         self.status = StatusReport(self.state, self.cache, self.incarnation,
                                    settings.status_interval_s, self.state.pin_record,
                                    lambda: self.metrics.port, self.keeper.busy_since,
-                                   self.pace.quick_functions)
+                                   self.pace.quick_functions, self.pace.slow_functions)
         self.membership = Membership(kv, self.keys.worker(self.id), settings.worker_lease_ttl_s,
                                      self.status.record, settings.status_interval_s,
                                      on_register=self._list_in_fleet)

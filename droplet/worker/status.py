@@ -32,7 +32,8 @@ class StatusReport:
                  interval_s: float, read_pin: Callable[[], pb.PinRecord | None],
                  metrics_port: Callable[[], int],
                  running_since: Callable[[], float | None] = lambda: None,
-                 quick_functions: Callable[[], list[str]] = list) -> None:
+                 quick_functions: Callable[[], list[str]] = list,
+                 slow_functions: Callable[[], list[str]] = list) -> None:
         self._state = state
         self._cache = cache
         self.incarnation = incarnation
@@ -41,6 +42,7 @@ class StatusReport:
         self._metrics_port = metrics_port
         self._running_since = running_since  # a run in progress counts as busy already
         self._quick_functions = quick_functions
+        self._slow_functions = slow_functions
         self.started_at = time.time()
         self.in_hand = 0  # deliveries taken and not ended yet: the load the status reports
         self._busy_s = 0.0
@@ -83,6 +85,6 @@ class StatusReport:
             updated_at=time.time(), calls_total=state.calls_total,
             errors_total=state.errors_total, metrics_port=self._metrics_port(),
             incarnation=self.incarnation, resources=state.resources, cpus=CPUS,
-            quick_functions=self._quick_functions(),
+            quick_functions=self._quick_functions(), slow_functions=self._slow_functions(),
         )
         return status.SerializeToString()

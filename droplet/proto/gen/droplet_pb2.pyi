@@ -546,7 +546,7 @@ class Envelope(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[str] = ...) -> None: ...
 
 class WorkerStatus(_message.Message):
-    __slots__ = ("id", "host", "pid", "pinned_dag", "pinned_function", "cached_keys", "utilisation", "queue_depth", "started_at", "updated_at", "calls_total", "metrics_port", "errors_total", "incarnation", "cpus", "quick_functions", "resources")
+    __slots__ = ("id", "host", "pid", "pinned_dag", "pinned_function", "cached_keys", "utilisation", "queue_depth", "started_at", "updated_at", "calls_total", "metrics_port", "errors_total", "incarnation", "cpus", "quick_functions", "slow_functions", "resources")
     class ResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -570,6 +570,7 @@ class WorkerStatus(_message.Message):
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
     QUICK_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    SLOW_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     id: str
     host: str
@@ -587,8 +588,9 @@ class WorkerStatus(_message.Message):
     incarnation: str
     cpus: int
     quick_functions: _containers.RepeatedScalarFieldContainer[str]
+    slow_functions: _containers.RepeatedScalarFieldContainer[str]
     resources: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., pinned_dag: _Optional[str] = ..., pinned_function: _Optional[str] = ..., cached_keys: _Optional[_Iterable[str]] = ..., utilisation: _Optional[float] = ..., queue_depth: _Optional[int] = ..., started_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., calls_total: _Optional[int] = ..., metrics_port: _Optional[int] = ..., errors_total: _Optional[int] = ..., incarnation: _Optional[str] = ..., cpus: _Optional[int] = ..., quick_functions: _Optional[_Iterable[str]] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., pinned_dag: _Optional[str] = ..., pinned_function: _Optional[str] = ..., cached_keys: _Optional[_Iterable[str]] = ..., utilisation: _Optional[float] = ..., queue_depth: _Optional[int] = ..., started_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., calls_total: _Optional[int] = ..., metrics_port: _Optional[int] = ..., errors_total: _Optional[int] = ..., incarnation: _Optional[str] = ..., cpus: _Optional[int] = ..., quick_functions: _Optional[_Iterable[str]] = ..., slow_functions: _Optional[_Iterable[str]] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SchedulerStatus(_message.Message):
     __slots__ = ("id", "host", "pid", "started_at", "metrics_port")
