@@ -247,6 +247,9 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
         # with their pooled connections open. Reentrant: `channel` may clear the stubs.
         self._stub_lock = threading.RLock()
         self._watches: weakref.WeakSet[LeanWatch] = weakref.WeakSet()
+        # Closed, or replaced at a token renewal (close_kv): a request a thread still makes
+        # through it gets a stub that keeps no connection (one pooled there was never closed).
+        self._retired = False
         super().__init__(*args, **kwargs)
 
     def open_watch(self, request: Any) -> tuple[LeanWatch, Any]:
@@ -275,19 +278,27 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
                     host, _, port = endpoint.netloc.rpartition(":")
                     stub = self._stubs["kvstub"] = LeanKV(host.strip("[]"), int(port),
                                                           self.tls)
+                    if self._retired:
+                        stub.close()
         return stub
 
     def _clear_old_stubs(self) -> None:
         with self._stub_lock:
-            self.close_kv()
+            self._drop_kv()
             super()._clear_old_stubs()
 
-    def close_kv(self) -> None:
-        """Closes the lean KV stub's connections (a client replaced by one with a new token)."""
+    def _drop_kv(self) -> None:
         with self._stub_lock:
             stub = self._stubs.pop("kvstub", None)
         if isinstance(stub, LeanKV):
             stub.close()
+
+    def close_kv(self) -> None:
+        """Closes the lean KV stub's connections (a client replaced by one with a new token),
+        and those of any stub a thread still at work on it makes."""
+        with self._stub_lock:
+            self._retired = True
+            self._drop_kv()
 
     def close(self) -> None:
         with self._stub_lock:
@@ -295,5 +306,6 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
             self._watches.clear()
         for watch in watches:
             watch.cancel()
+        self.close_kv()
         self._clear_old_stubs()
         super().close()
