@@ -86,6 +86,8 @@ class EtcdClient:
             client.tls = tls
         if s.etcd_user is not None or s.etcd_password is not None:
             self._authenticate(client, secure)
+            if lean:  # no one else has the client yet: no call of another thread on it
+                client.release_grpc()
         return client
 
     def _authenticate(self, client: Any, secure: bool) -> None:

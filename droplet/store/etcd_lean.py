@@ -217,6 +217,13 @@ class LazyChannel:
                 self._channel = self._make()
         return getattr(self._channel, name)
 
+    def release(self) -> None:
+        """Closes the channel if it was made; the next use makes another."""
+        with self._lock:
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
     def close(self) -> None:
         with self._lock:
             channel, self._make = self._channel, _closed
@@ -299,6 +306,17 @@ class LeanKVClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
         with self._stub_lock:
             self._retired = True
             self._drop_kv()
+
+    def release_grpc(self) -> None:
+        """Lets go of the gRPC channels made so far (authentication's: nothing else of a new
+        client takes gRPC) and the stubs on them; what needs gRPC later makes its own."""
+        with self._stub_lock:
+            for name in [n for n, stub in self._stubs.items()
+                         if n.endswith("stub") and not isinstance(stub, LeanKV)]:
+                del self._stubs[name]
+            for endpoint in self.endpoints.values():
+                if isinstance(endpoint.channel, LazyChannel):
+                    endpoint.channel.release()
 
     def close(self) -> None:
         with self._stub_lock:
