@@ -46,6 +46,11 @@ _MAX_PER_ENVELOPE = 16
 # to a message: each message costs a delivery, an etcd transaction, an ack and a reply, and a
 # whole envelope of them holds a call of higher priority back by some 64 ms at most.
 _QUICK_PER_ENVELOPE = 64
+# ...and no more than this many bytes: a delivery whose call goes long is held as a claim in
+# etcd (worker/claims.py), and etcd refuses a request over 1.5 MiB. 64 calls with 30 KB
+# arguments (1.9 MiB) went over it where 16 of them had fitted: the claim was refused, and
+# the delivery stayed exposed to the broker's consumer timeout for the whole long call.
+_QUICK_ENVELOPE_BYTES = 1024 * 1024
 
 Send = Callable[..., None]  # (queue, body, reply ids, priority=...): ReplyPump.send
 
@@ -172,20 +177,24 @@ class CallRouter:
             return plain
         spread = math.ceil((len(plain) + self._in_flight()) / parallel)
         quick = self._quick
-        most = (_QUICK_PER_ENVELOPE if all(call.name in quick for call in plain)
-                else _MAX_PER_ENVELOPE)
+        big = bool(quick) and all(call.name in quick for call in plain)
+        most = _QUICK_PER_ENVELOPE if big else _MAX_PER_ENVELOPE
         size = max(1, min(most, spread))
-        self._publish(self._names.work, plain, size)
+        if big and size > _MAX_PER_ENVELOPE:
+            self._publish(self._names.work, plain, size,
+                          min(self._max_bytes, _QUICK_ENVELOPE_BYTES))
+        else:
+            self._publish(self._names.work, plain, size)
         return []
 
     def _publish(self, queue: str, calls: Sequence[pb.FunctionCall],
-                 most: int = MAX_ENVELOPE_MESSAGES) -> None:
+                 most: int = MAX_ENVELOPE_MESSAGES, max_bytes: int | None = None) -> None:
         """Envelopes of calls of one priority each, published with it (urgent ones first)."""
         by_priority: dict[int, list[pb.FunctionCall]] = {}
         for call in calls:
             by_priority.setdefault(call.priority, []).append(call)
         for priority in sorted(by_priority, reverse=True):
             for chunk in packed(by_priority[priority], most, lambda call: call.ByteSize(),
-                                self._max_bytes):
+                                max_bytes or self._max_bytes):
                 body = envelope.encode((pb.Message(call=c) for c in chunk), self._signer)
                 self._send(queue, body, [c.response_key for c in chunk], priority=priority)

@@ -38,9 +38,9 @@ def test_bursts_of_calls_with_30_kb_results_in_envelopes_of_64(
     sizes: list[int] = []
     publish = qclient.router._publish
 
-    def spy(queue: str, calls: Any, most: int = 256) -> None:
+    def spy(queue: str, calls: Any, most: int = 256, max_bytes: int | None = None) -> None:
         sizes.append(most)
-        publish(queue, calls, most)
+        publish(queue, calls, most, max_bytes)
 
     monkeypatch.setattr(qclient.router, "_publish", spy)
     fn = qclient.register(_big, unique)
