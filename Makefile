@@ -24,7 +24,7 @@ demo: services
 test: $(STAMP) lint
 	@if [ "$${DROPLET_TEST_SERVICES:-}" != containers ]; then bash scripts/ensure_rabbitmq.sh; \
 	else bash scripts/ensure_rabbitmq_installed.sh; fi
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 # The test images (RabbitMQ, etcd, a worker), built when their recipe changed.
 images: $(STAMP)
