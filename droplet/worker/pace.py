@@ -52,8 +52,7 @@ class Pace(Middleware):
         """The functions that usually run in under QUICK_S here, quickest first (at most
         QUICK_LISTED): the worker's status record names them, and clients send their calls
         in bigger envelopes, where a slower one would hold the calls after it up."""
-        quick = sorted((mean, name) for name, mean in self._mean_s.items() if mean < QUICK_S)
-        return [name for _, name in quick[:QUICK_LISTED]]
+        return self._listed(quick=True)
 
     def slow_functions(self) -> list[str]:
         """The functions that have run here and usually take QUICK_S or more, the quickest of
@@ -61,8 +60,13 @@ class Pace(Middleware):
         sends no function in big envelopes that some worker finds slow (the envelope may
         reach it, and 64 runs of 10 ms would go one after another, none long enough for the
         keeper to hand the rest back)."""
-        slow = sorted((mean, name) for name, mean in self._mean_s.items() if mean >= QUICK_S)
-        return [name for _, name in slow[:QUICK_LISTED]]
+        return self._listed(quick=False)
+
+    def _listed(self, quick: bool) -> list[str]:
+        """The quick (or the other) functions, quickest first, at most QUICK_LISTED."""
+        chosen = sorted((mean, name) for name, mean in self._mean_s.items()
+                        if (mean < QUICK_S) == quick)
+        return [name for _, name in chosen[:QUICK_LISTED]]
 
     def known_long(self, message: pb.Message) -> bool:
         """Whether the message's function usually runs past the keeper's long-run mark here
