@@ -33,6 +33,11 @@ from droplet.errors import DropletError
 log = logging.getLogger(__name__)
 
 HARD_KILL_GRACE_S = 10.0
+# How long after a run started the keeper stays at its busy pace (flush_after_s): calls that
+# follow each other closer than this never wake it (a wake-up a call was a context switch and
+# a GIL hand-off each, on the hot path of every quick call that holds a run slot or a seat).
+_STAY_BUSY_S = 0.05
+_EARLY_S = 0.001
 
 
 class ConnectionKeeper:
@@ -67,6 +72,7 @@ class ConnectionKeeper:
         self._lock = threading.Lock()
         self._conn: BrokerConnection | None = None
         self._busy_since: float | None = None
+        self._last_start = -_STAY_BUSY_S  # when the latest run started (monotonic)
         self._busy_pace = False  # the keeper waits flush_after_s, not interval_s, now
         self._runner = self._runner_tid = 0  # the thread running the function (ident, the
         # kernel's id) and its CPU time at the start
@@ -108,7 +114,7 @@ class ConnectionKeeper:
         return self
 
     def __enter__(self) -> None:
-        self._busy_since = time.monotonic()
+        self._busy_since = self._last_start = time.monotonic()
         self._runner = threading.get_ident()
         self._runner_tid = threading.get_native_id()
         self._cpu_since = time.thread_time()
@@ -133,14 +139,25 @@ class ConnectionKeeper:
         """When the function running now started (monotonic), or None."""
         return self._busy_since
 
-    def _tick_s(self) -> float:
-        return self._flush_after_s if self._busy_since is not None else self._interval_s
+    def _tick_s(self) -> float | None:
+        """How long to wait: until the run's flush_after_s mark while a run is young, then
+        at the busy pace, which it keeps for _STAY_BUSY_S after a run started (so that a
+        run starting meanwhile needs no wake-up: the next tick comes before its mark); None
+        at the idle pace (a starting run wakes it)."""
+        now, since = time.monotonic(), self._busy_since
+        if since is not None:
+            to_mark = since + self._flush_after_s - now
+            return max(0.001, to_mark) if to_mark > 0 else self._flush_after_s
+        if now - self._last_start < _STAY_BUSY_S:
+            return self._flush_after_s
+        return None
 
     def _watch(self) -> None:
         while not self._stop.is_set():
             self._busy_pace = False  # first: a run starting now wakes it (running())
-            tick = self._tick_s()
-            self._busy_pace = self._busy_since is not None
+            busy_tick = self._tick_s()
+            self._busy_pace = busy_tick is not None
+            tick = self._interval_s if busy_tick is None else busy_tick
             self._wake.wait(tick)
             self._wake.clear()
             if self._stop.is_set():
@@ -188,7 +205,9 @@ class ConnectionKeeper:
 
     def _flush_pending(self) -> None:
         since = self._busy_since
-        if self._flush is None or since is None or time.monotonic() - since < self._flush_after_s:
+        # (a timed wait may end a hair before the mark it aimed at: then it is the mark)
+        if self._flush is None or since is None or (
+                time.monotonic() - since < self._flush_after_s - _EARLY_S):
             return
         if self._waiting_for_a_core():
             return

@@ -266,3 +266,65 @@ def test_the_keeper_is_woken_once_for_a_burst_not_once_a_call() -> None:
     finally:
         keeper.stop()
     assert 1 <= len(wakes) <= 3, f"{len(wakes)} wake-ups for 20 runs"
+
+
+def test_quick_runs_one_after_another_do_not_wake_the_keeper_each() -> None:
+    """Single calls a millisecond apart, each run over before the keeper could wake: it used
+    to drop to its idle pace between them, so every run woke it again (a context switch and
+    a GIL hand-off on the hot path of each quick call)."""
+    from droplet.worker.keeper import ConnectionKeeper
+
+    keeper = ConnectionKeeper(flush=lambda: None, pending=lambda: True, flush_after_s=0.02)
+    wakes = []
+    wake = keeper._wake.set
+    keeper._wake.set = lambda: (wakes.append(1), wake())[1]  # type: ignore[method-assign]
+    keeper.start()
+    try:
+        for _ in range(200):
+            with keeper.running():
+                pass
+            time.sleep(0.001)
+    finally:
+        keeper.stop()
+    assert 1 <= len(wakes) <= 20, f"{len(wakes)} wake-ups for 200 runs"
+
+
+def test_the_keeper_acts_at_the_mark_of_a_run_that_starts_while_it_is_busy() -> None:
+    """At its busy pace a starting run does not wake the keeper; it must still flush at the
+    run's flush_after_s mark, not up to a whole tick later."""
+    import threading
+
+    from droplet.worker.keeper import ConnectionKeeper
+
+    flushed: list[float] = []
+    done = threading.Event()
+
+    def flush() -> None:
+        flushed.append(time.monotonic())
+        done.set()
+
+    keeper = ConnectionKeeper(flush=flush, pending=lambda: True, flush_after_s=0.05)
+    late = []
+    with keeper.attached(MagicConn()):
+        keeper.start()
+        try:
+            for _ in range(5):
+                with keeper.running():
+                    pass  # keeps the keeper at its busy pace
+                time.sleep(0.013)  # a run starts at some point of the keeper's tick
+                flushed.clear()
+                done.clear()
+                with keeper.running():
+                    start = time.monotonic()
+                    done.wait(0.5)  # off the CPU: a run that waits, not one kept from a core
+                assert flushed, "the run was never flushed"
+                late.append(flushed[0] - start)
+        finally:
+            keeper.stop()
+    assert max(late) < 0.05 + 0.03, f"flushed {late} s after runs of a 50 ms mark"
+    assert min(late) >= 0.05 - 0.002, late
+
+
+class MagicConn:
+    def pump(self) -> None:
+        pass
