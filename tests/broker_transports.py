@@ -49,3 +49,8 @@ def drain(conn: Any, want: int, rounds: int = 100) -> list[Delivery]:
         if len(got) >= want:
             break
     return got
+
+
+def confirms_numbered(conn: Any) -> int:
+    """How many publishes conn has sent through its confirmed channel so far."""
+    return int(conn._pending.seq)

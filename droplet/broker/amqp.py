@@ -118,9 +118,10 @@ class AmqpConnection(AmqpTopology):
         mandatory: bool = False,
         on_confirm: ConfirmCallback | None = None,
         priority: int = 0,
+        needs_confirm: bool = True,
     ) -> None:
         pending = self._pending
-        confirmed = pending is not None and (persistent or mandatory)
+        confirmed = pending is not None and (mandatory or (persistent and needs_confirm))
         ch = self._main if confirmed else self._fast
         if self._dead and ch in self._dead:
             raise BrokerError(f"RabbitMQ publish to {queue} failed: {self._dead[ch]}")
@@ -189,11 +190,12 @@ class AmqpConnection(AmqpTopology):
             raise self._failed(f"consume {queue}", exc) from None
         self._by_queue[queue] = (tag, prefetch, exclusive)
 
-    def _consume(self, queue: str, exclusive: bool, no_ack: bool) -> str:
+    def _consume(self, queue: str, exclusive: bool, no_ack: bool, channel: int = 0) -> str:
+        channel = channel or self._main
         self._tags += 1
-        tag = f"ctag{self._main}.{self._tags}"
+        tag = f"ctag{channel}.{self._tags}"
         self._consumers[tag] = queue
-        self._rpc(self._main, f.CONSUME, b"\0\0" + f.shortstr(queue) + f.shortstr(tag) + f.bits(
+        self._rpc(channel, f.CONSUME, b"\0\0" + f.shortstr(queue) + f.shortstr(tag) + f.bits(
             False, no_ack, exclusive, False) + f.encode_table({}), f.CONSUME_OK)
         return tag
 
@@ -232,6 +234,11 @@ class AmqpConnection(AmqpTopology):
                 self._rpc(self._main, f.QUEUE_DECLARE, b"\0\0" + f.shortstr(address) + f.bits(
                     False, False, True, True) + f.encode_table({}), f.QUEUE_DECLARE_OK)
             self._consume(address, exclusive=False, no_ack=True)
+            if address == DIRECT_REPLY_TO and self._fast != self._main:
+                # Direct reply-to answers the channel that published: requests sent without
+                # confirms (publish's needs_confirm) go on the fast channel, and so must be
+                # consumed there too.
+                self._consume(address, exclusive=False, no_ack=True, channel=self._fast)
         except _FAILURES as exc:
             raise self._failed("consume replies", exc) from None
         return address

@@ -117,8 +117,9 @@ class RabbitConnection:
         mandatory: bool = False,
         on_confirm: ConfirmCallback | None = None,
         priority: int = 0,
+        needs_confirm: bool = True,
     ) -> None:
-        confirmed = self._confirms and (persistent or mandatory)
+        confirmed = self._confirms and (mandatory or (persistent and needs_confirm))
         seq = self._pending.expect(on_confirm) if confirmed else 0
         props = pika.BasicProperties(
             delivery_mode=_PERSISTENT if persistent else _TRANSIENT,
@@ -167,6 +168,9 @@ class RabbitConnection:
                 address = private_reply_queue()
                 self._channel.queue_declare(address, exclusive=True, auto_delete=True)
             self._consumers.consume_replies(self._channel, address)
+            if address == DIRECT_REPLY_TO and self._fast is not self._channel:
+                # (amqp.py consume_replies says why)
+                self._consumers.consume_replies(self._fast, address)
         return address
 
     def poll(self, timeout_s: float) -> list[Delivery]:

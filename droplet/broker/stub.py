@@ -160,6 +160,7 @@ class StubConnection:
         mandatory: bool = False,
         on_confirm: ConfirmCallback | None = None,
         priority: int = 0,
+        needs_confirm: bool = True,
     ) -> None:
         self._check()
         if reply_to == "amq.rabbitmq.reply-to":

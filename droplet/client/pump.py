@@ -150,7 +150,8 @@ class ReplyPump:
                      correlation_id=request.correlation_id,
                      headers={RESENT_HEADER: 1} if resent else None,
                      priority=request.priority,
-                     on_confirm=confirmed if self._names.quorum else None)
+                     on_confirm=confirmed if self._names.quorum else None,
+                     needs_confirm=self._names.quorum)  # else sent again after a reconnect
 
     def _send_refused(self, conn: BrokerConnection) -> None:
         """Sends again the refused requests whose back-off is over (driving thread)."""
