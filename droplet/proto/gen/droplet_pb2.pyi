@@ -593,18 +593,20 @@ class WorkerStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., pinned_dag: _Optional[str] = ..., pinned_function: _Optional[str] = ..., cached_keys: _Optional[_Iterable[str]] = ..., utilisation: _Optional[float] = ..., queue_depth: _Optional[int] = ..., started_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., calls_total: _Optional[int] = ..., metrics_port: _Optional[int] = ..., errors_total: _Optional[int] = ..., incarnation: _Optional[str] = ..., cpus: _Optional[int] = ..., quick_functions: _Optional[_Iterable[str]] = ..., slow_functions: _Optional[_Iterable[str]] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SchedulerStatus(_message.Message):
-    __slots__ = ("id", "host", "pid", "started_at", "metrics_port")
+    __slots__ = ("id", "host", "pid", "started_at", "metrics_port", "workers_seen")
     ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     METRICS_PORT_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_SEEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     host: str
     pid: int
     started_at: float
     metrics_port: int
-    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[float] = ..., metrics_port: _Optional[int] = ...) -> None: ...
+    workers_seen: int
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[float] = ..., metrics_port: _Optional[int] = ..., workers_seen: _Optional[int] = ...) -> None: ...
 
 class PinRecord(_message.Message):
     __slots__ = ("dag_name", "function_name", "worker_id")
