@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 
 from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import RETRY_BUCKETS
 from droplet.errors import DropletError
+from droplet.proto import pb
 from droplet.runtime import broker_factory, open_kv
 from droplet.settings import Settings
 from droplet.signing import Signer
@@ -104,18 +105,18 @@ class LocalCluster:
         return replaced
 
     def wait_ready(self, workers: int, timeout_s: float = 60.0) -> None:
-        """Until etcd lists `workers` workers and every scheduler; a child that exits meanwhile
-        is an error (its log says why)."""
+        """Until etcd lists `workers` workers and each of this cluster's schedulers says it
+        sees them (fleet_ready); a child that exits meanwhile is an error (its log says why)."""
         where = f"; logs in {self.log_dir}" if self.log_dir else ""
         deadline = time.monotonic() + timeout_s
+        pids = {p.pid for p in self.schedulers}
         with closing(open_kv(self.settings)) as kv:
             metadata = Metadata(kv, self.settings, Signer(self.settings.signing_key))
             while time.monotonic() < deadline:
                 if any(p.poll() is not None for p in self.schedulers + self.workers):
                     raise DropletError(f"a cluster process exited at start{where}")
                 try:
-                    if (len(metadata.workers()) >= workers
-                            and len(metadata.schedulers()) >= len(self.schedulers)):
+                    if fleet_ready(metadata.workers(), metadata.schedulers(), workers, pids):
                         return
                 except DropletError:
                     pass  # etcd still starting
@@ -133,6 +134,18 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def fleet_ready(workers: Sequence[pb.WorkerStatus], schedulers: Sequence[pb.SchedulerStatus],
+                want_workers: int, scheduler_pids: Collection[int]) -> bool:
+    """Etcd lists `want_workers` workers, and each scheduler of ours (this host, one of
+    `scheduler_pids`) is listed and sees as many: a scheduler learns of workers through its
+    watch, a moment after etcd lists them, and until then answers a call NO_RESOURCES.
+    Schedulers of others in the namespace (an old record, another version) are not waited on."""
+    host = socket.gethostname()
+    seen = {s.pid: s.workers_seen for s in schedulers if s.host == host}
+    return (len(workers) >= want_workers
+            and all(seen.get(pid, -1) >= want_workers for pid in scheduler_pids))
 
 
 def purge_namespace(settings: Settings, worker_ids: list[str] | None = None) -> None:

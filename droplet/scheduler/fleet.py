@@ -19,10 +19,15 @@ class FleetView:
         self._state = state
         self._mirrors: list[PrefixMirror] = []
         self._on_change: Callable[[], None] = lambda: None
+        self._on_count: Callable[[], None] = lambda: None
 
-    def start(self, on_change: Callable[[], None]) -> None:
-        """Mirrors the fleet; on_change() runs when a worker or scheduler goes away."""
+    def start(self, on_change: Callable[[], None],
+              on_count: Callable[[], None] = lambda: None) -> None:
+        """Mirrors the fleet; on_change() runs when a worker or scheduler goes away, and
+        on_count() when a worker joins or leaves this view (its record tells how many it
+        sees, which a cluster's start-up waits on: etcd listing a worker is not enough)."""
         self._on_change = on_change
+        self._on_count = on_count
         keys = self._metadata.keys
         self._mirror(keys.workers, self._on_worker)
         self._mirror(keys.pins, self._on_pin)
@@ -53,13 +58,16 @@ class FleetView:
     def _on_worker(self, name: str, value: bytes | None) -> None:
         state = self._state
         if value is None:
-            state.workers.pop(name, None)
+            if state.workers.pop(name, None) is not None:
+                self._on_count()
             state.backoff.discard(name)
             self._on_change()
         else:
             status = parse_worker(value)
             previous = state.workers.get(name)
             state.workers[name] = status
+            if previous is None:
+                self._on_count()
             if status.utilisation >= policy.BACKOFF_UTILISATION:
                 state.backoff.add(name)
             else:

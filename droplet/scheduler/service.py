@@ -90,7 +90,8 @@ class SchedulerService:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.fleet.start(on_change=self.reconciler.fleet_changed.set)
+        self.fleet.start(on_change=self.reconciler.fleet_changed.set,
+                         on_count=self.membership.publish_soon)
         self.metrics.serve(self.settings.metrics_port)
         self.membership.join()
         for name, session in (("calls", self._calls_session), ("admin", self._admin_session)):
@@ -116,7 +117,7 @@ class SchedulerService:
     def _record(self) -> bytes:
         status = pb.SchedulerStatus(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self._started_at,
-            metrics_port=self.metrics.port,
+            metrics_port=self.metrics.port, workers_seen=len(self.state.workers),
         )
         return status.SerializeToString()
 

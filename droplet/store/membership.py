@@ -36,6 +36,7 @@ class Membership:
         self._lease: Lease | None = None
         self._lease_id: int | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # publish_soon(), or leave()
         self._thread: threading.Thread | None = None
 
     @property
@@ -53,8 +54,14 @@ class Membership:
         if self._lease_id is not None:
             self._kv.put(self._key, self._record(), self._lease_id)
 
+    def publish_soon(self) -> None:
+        """Has the keepalive thread write the current record now rather than at its next
+        round: safe from any thread, a watch callback's included (it never waits on etcd)."""
+        self._wake.set()
+
     def leave(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._lease is not None:
             try:
                 self._kv.delete(self._key)
@@ -70,7 +77,11 @@ class Membership:
         self._kv.put(self._key, self._record(), self._lease_id)
 
     def _keepalive(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while True:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()  # before the record is read: a later change wakes us again
+            if self._stop.is_set():
+                return
             try:
                 if self._lease_id is None:
                     self._register()
