@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from droplet.broker.interface import BrokerConnection, Delivery
 from droplet.broker_config.names import RESENT_HEADER, QueueNames
 from droplet.proto import pb
+from droplet.store.commits import MAX_TXN_BYTES
 from droplet.store.keys import StoreKeys
 from droplet.store.kv import KV
 
@@ -36,7 +37,10 @@ class LongCallClaims:
         self._connection = connection
 
     def hold(self, conn: BrokerConnection, deliveries: Iterable[Delivery]) -> int:
-        """Claims and acks each delivery not claimed yet; returns how many."""
+        """Claims and acks each delivery not claimed yet; returns how many. A delivery too
+        large for one etcd request stays unacked (open to the consumer timeout, as before
+        claims existed): trying would only fail, and a failure here used to cost the worker
+        its broker connection. etcd being away raises StoreError: the keeper tries again."""
         held = 0
         for delivery in deliveries:
             if delivery.claim or not delivery.tag:
@@ -47,7 +51,15 @@ class LongCallClaims:
                 body=delivery.body, reply_to=delivery.reply_to or "",
                 correlation_id=delivery.correlation_id or "",
             )
-            self._kv.put(key, claim.SerializeToString())
+            raw = claim.SerializeToString()
+            if len(raw) > MAX_TXN_BYTES:
+                log.warning(
+                    "a delivery of %d bytes is too large to hold as a claim in etcd (at most "
+                    "%d): it stays unacked, and RabbitMQ may hand it out again if this call "
+                    "outlasts its consumer timeout (30 minutes by default)", len(raw),
+                    MAX_TXN_BYTES)
+                continue
+            self._kv.put(key, raw)
             conn.ack(delivery.tag)
             delivery.claim = key
             held += 1

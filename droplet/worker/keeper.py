@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from droplet.broker.interface import BrokerConnection
-from droplet.errors import DropletError
+from droplet.errors import DropletError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,12 @@ class ConnectionKeeper:
                 long_run = 0 < self._long_call_s < running_s
                 if long_run and not self._long_call_handled and self._on_long_call:
                     self._long_call_handled = True
-                    self._on_long_call(conn)
+                    try:
+                        self._on_long_call(conn)
+                    except StoreError as exc:  # etcd away: the connection is fine
+                        log.warning("holding a long call's deliveries in etcd failed (%s): "
+                                    "again in %gs", exc, self._interval_s)
+                        self._long_call_handled = False
             except DropletError as exc:
                 # The main thread finds the connection broken at its next use.
                 log.warning("broker connection lost during a long call: %s", exc)
