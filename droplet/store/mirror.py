@@ -52,9 +52,11 @@ class PrefixMirror:
         self._set(name, value)
 
     def close(self) -> None:
-        self._closed.set()
-        if self._cancel:
-            self._cancel()
+        with self._lock:
+            self._closed.set()
+            cancel, self._cancel = self._cancel, None
+        if cancel:
+            cancel()
 
     def _sync(self) -> None:
         items, revision = self._kv.get_prefix(self.prefix)
@@ -68,9 +70,15 @@ class PrefixMirror:
         for name, value in fresh.items():
             if old.get(name) != value:
                 self._notify(name, value)
-        self._cancel = self._kv.watch_prefix(
+        cancel: Callable[[], None] | None = self._kv.watch_prefix(
             self.prefix, self._on_events, self._on_error, start_revision=revision + 1
         )
+        with self._lock:  # a re-sync racing close(): its new watch must not outlive it
+            if not self._closed.is_set():
+                self._cancel, cancel = cancel, None
+        if cancel is not None:
+            cancel()
+            return
         self.healthy.set()
 
     def _on_events(self, events: list[WatchEvent]) -> None:

@@ -52,6 +52,7 @@ class ValueCache:
         self.revision = 0
         self.healthy = False
         self._epoch = 0
+        self._closed = False
 
     def start(self) -> None:
         prefix = self._values.keys.values
@@ -60,20 +61,27 @@ class ValueCache:
             prefix, self._on_events, self._on_error, start_revision=start + 1
         )
         with self._lock:
-            self._cancel = cancel
-            self._entries.clear()  # anything stored while the watch was away
-            self._bytes = 0
-            self._epoch += 1
-            self.revision = start
-            self.healthy = True
+            closed = self._closed  # a restart racing close(): its watch must not outlive it
+            if not closed:
+                self._cancel = cancel
+                self._entries.clear()  # anything stored while the watch was away
+                self._bytes = 0
+                self._epoch += 1
+                self.revision = start
+                self.healthy = True
+        if closed:
+            cancel()
 
     def fresh_for(self, min_revision: int) -> bool:
         """True when a read from the cache is at least as new as min_revision."""
         return self.healthy and self.revision >= min_revision
 
     def close(self) -> None:
-        if self._cancel is not None:
-            self._cancel()
+        with self._lock:
+            self._closed = True
+            cancel, self._cancel = self._cancel, None
+        if cancel is not None:
+            cancel()
 
     def get_values(self, keys: Sequence[str]) -> dict[str, pb.Value]:
         """Cached values, the rest read from etcd in one request (and cached)."""
@@ -175,6 +183,8 @@ class ValueCache:
         timer.start()
 
     def _restart(self) -> None:
+        if self._closed:
+            return
         try:
             self.start()
         except Exception as exc:
