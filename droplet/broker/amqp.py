@@ -248,7 +248,8 @@ class AmqpConnection(AmqpTopology):
             wire = self._wire
             if wire.read():
                 self._parse()
-            if timeout_s > 0 and not (self._inbox or self._callbacks or self._threadsafe):
+            if timeout_s > 0 and not (self._inbox or self._callbacks or self._threadsafe
+                                      or self._dead or self._cancelled):
                 self._wait(timeout_s)
             self._service()
             self._run_callbacks()
@@ -263,11 +264,14 @@ class AmqpConnection(AmqpTopology):
         return inbox
 
     def _wait(self, timeout_s: float) -> None:
-        """Waits until a delivery or a callback is due, or timeout_s passed."""
+        """Waits until a delivery or a callback is due, the broker closed a channel or cancelled
+        a consumer (poll raises: the owner reconnects now, not once timeout_s is out), or
+        timeout_s passed."""
         deadline = time.monotonic() + timeout_s
         while True:
             self._wait_step(timeout_s)
-            if self._inbox or self._callbacks or self._threadsafe:
+            if (self._inbox or self._callbacks or self._threadsafe or self._dead
+                    or self._cancelled):
                 return
             timeout_s = deadline - time.monotonic()
             if timeout_s <= 0:
