@@ -50,9 +50,13 @@ class Membership:
         self._thread.start()
 
     def publish(self) -> None:
-        """Writes the current record (status changes between keepalives)."""
-        if self._lease_id is not None:
-            self._kv.put(self._key, self._record(), self._lease_id)
+        """Writes the current record (status changes between keepalives). The lease id is
+        read before the record: a leave() while the record is read must not turn the write
+        into one with no lease (a record that never goes away); under the revoked lease it is
+        refused instead (tests/attack/test_membership_record_outlives_leave.py)."""
+        lease_id = self._lease_id
+        if lease_id is not None:
+            self._kv.put(self._key, self._record(), lease_id)
 
     def publish_soon(self) -> None:
         """Has the keepalive thread write the current record now rather than at its next
@@ -88,9 +92,9 @@ class Membership:
                     log.info("re-registered %s under a new lease", self._key)
                     if self._on_register is not None:
                         self._on_register()
-                elif self._lease is not None:
-                    self._lease.refresh()
-                    self._kv.put(self._key, self._record(), self._lease_id)
+                elif (lease := self._lease) is not None:
+                    lease.refresh()
+                    self._kv.put(self._key, self._record(), lease.id)  # (publish says why)
             except Exception as exc:
                 log.warning("keepalive of %s failed: %s", self._key, exc)
                 self._lease_id = None
