@@ -49,9 +49,14 @@ class FleetView:
         state.revision = max([state.revision, *(m.revision for m in self._mirrors)])
 
     def refresh(self) -> None:
-        """Reads workers and pins straight from etcd instead of waiting for the watches."""
+        """Reads workers and pins straight from etcd instead of waiting for the watches. A
+        worker it adds is counted now (on_count): the watch's event for it will find it
+        known already."""
+        known = len(self._state.workers)
         for status in self._metadata.workers():
             self._state.workers.setdefault(status.id, status)
+        if len(self._state.workers) != known:
+            self._on_count()
         for pin in self._metadata.pins():
             self._state.pins.setdefault(pin.worker_id, pin)
 
