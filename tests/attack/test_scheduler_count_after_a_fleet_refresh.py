@@ -7,8 +7,6 @@ here, 3.3 s by default), and a cluster's start-up waited that long."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from droplet.scheduler.service import SchedulerService
 from droplet.settings import Settings
 from droplet.store.keys import StoreKeys
 from droplet.store.memory import MemoryKV
+from tests.unit.helpers import wait_for, workers_seen
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,21 +46,14 @@ class LaggingKV(MemoryKV):
         self._held.clear()
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
 
 def test_workers_found_by_a_refresh_are_counted_in_the_record_soon() -> None:
     kv = LaggingKV()
     scheduler = SchedulerService(SETTINGS, kv, StubBroker().connect, "sched")
     scheduler.start()
     try:
-        def seen() -> Any:
-            raw = kv.get(KEYS.scheduler("sched"))
-            return None if raw is None else pb.SchedulerStatus.FromString(raw).workers_seen
+        def seen() -> int | None:
+            return workers_seen(kv, KEYS, "sched")
 
         assert seen() == 0
         kv.lagging = True
@@ -70,6 +62,6 @@ def test_workers_found_by_a_refresh_are_counted_in_the_record_soon() -> None:
         scheduler.fleet.refresh()  # as a DAG's registration does when workers seem too few
         assert len(scheduler.state.workers) == 2
         kv.catch_up()
-        _wait_for(lambda: seen() == 2, 3, "the record still says it sees no worker")
+        wait_for(lambda: seen() == 2, 3, "the record still says it sees no worker")
     finally:
         scheduler.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -119,3 +120,17 @@ def commit(kv: MemoryKV, out: Outbox) -> list[Committed]:
     """Stores an outbox's durable writes, as the message cycle would."""
     committer = Committer(ValueStore(kv, SETTINGS), SETTINGS.etcd_max_txn_ops)
     return [committer.apply(item.commit) for item in out.durable]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Until condition() holds; fails with `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def workers_seen(kv: MemoryKV, keys: StoreKeys, scheduler_id: str) -> int | None:
+    """How many workers a scheduler's record says it sees (None: no record)."""
+    raw = kv.get(keys.scheduler(scheduler_id))
+    return None if raw is None else pb.SchedulerStatus.FromString(raw).workers_seen

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -21,6 +18,7 @@ from droplet.scheduler.service import SchedulerService
 from droplet.settings import Settings
 from droplet.store.keys import StoreKeys
 from droplet.store.memory import MemoryKV
+from tests.unit.helpers import wait_for, workers_seen
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -95,12 +93,6 @@ def test_a_foreign_scheduler_blind_to_the_workers_is_not_waited_on(kv: MemoryKV)
     _cluster([4242], workers=1).wait_ready(1, timeout_s=5)
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
 
 def test_a_scheduler_publishes_how_many_workers_it_sees_when_that_changes() -> None:
     """Well before its next keepalive round (10 s at this lease): a cluster's start-up
@@ -109,18 +101,17 @@ def test_a_scheduler_publishes_how_many_workers_it_sees_when_that_changes() -> N
     scheduler = SchedulerService(SETTINGS, kv, StubBroker().connect, "sched")
     scheduler.start()
     try:
-        def seen() -> Any:
-            raw = kv.get(KEYS.scheduler("sched"))
-            return None if raw is None else pb.SchedulerStatus.FromString(raw).workers_seen
+        def seen() -> int | None:
+            return workers_seen(kv, KEYS, "sched")
 
         assert seen() == 0
         assert pb.SchedulerStatus.FromString(kv.get(KEYS.scheduler("sched")) or b"").pid \
             == os.getpid()
         _put_worker(kv, "w1")
         _put_worker(kv, "w2")
-        _wait_for(lambda: seen() == 2, 3, "the record says it sees both workers")
+        wait_for(lambda: seen() == 2, 3, "the record says it sees both workers")
         _put_worker(kv, "w2")  # a status update of a worker it knows: no new count
         kv.delete(KEYS.worker("w1"))
-        _wait_for(lambda: seen() == 1, 3, "the record says one worker left")
+        wait_for(lambda: seen() == 1, 3, "the record says one worker left")
     finally:
         scheduler.stop()
