@@ -58,10 +58,10 @@ def local_cluster(base: Settings, workers: int, workdir: Path,
     if not etcd_answers(endpoint):
         etcd = LocalEtcd(workdir / f"etcd-{namespace}", log_path=workdir / f"{namespace}-etcd.log")
         endpoint = etcd.start().endpoint
-        if etcd.binary is not None and not etcd.binary.fsyncs_alone and notes is not None:
-            version = ".".join(map(str, etcd.binary.version)) or "?"
-            notes.append(f"the private etcd {version} answers a write before its fsync "
-                         "(etcd-io/etcd#14370): a fixed one adds the fsync to each durable call")
+        if etcd.binary is not None and etcd.alone_warning() is not None and notes is not None:
+            notes.append(f"the private etcd {etcd.binary.version_text or '?'} answers a write "
+                         "before its fsync (etcd-io/etcd#14370): a fixed one adds the fsync to "
+                         "each durable call")
     settings = base.with_(namespace=namespace, etcd_endpoints=(endpoint,))
     logs = workdir / namespace
     logs.mkdir()

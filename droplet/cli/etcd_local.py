@@ -44,11 +44,16 @@ class EtcdBinary:
         fsync; None when it does not."""
         if self.fsyncs_alone:
             return None
-        version = ".".join(map(str, self.version)) or "of an unknown version"
+        version = self.version_text or "of an unknown version"
         return (f"etcd {version} ({self.path}) answers a write before it is on disk when it "
                 "runs alone (etcd-io/etcd#14370, fixed in 3.4.21 and 3.5.5): outcomes survive "
                 "killed processes but not a machine that loses power; for that, run a newer "
                 "etcd (DROPLET_ETCD_BINARY) or a cluster of three")
+
+    @property
+    def version_text(self) -> str:
+        """"3.5.1"; "" when unknown."""
+        return ".".join(map(str, self.version))
 
     @property
     def series(self) -> str:
