@@ -206,13 +206,12 @@ class Http2Connection:
         """Sends the request as far as the windows let it; a peer that answers before it has
         the whole body (grpc's "message larger than max") ends the call early: its status is
         kept in `answer`, not lost to the reset that follows it."""
-        out = bytes(self._owed) + frame(HEADERS, END_HEADERS, stream, head)
-        self._owed.clear()
+        out = frame(HEADERS, END_HEADERS, stream, head)
         sent = 0
         while True:
             room = min(self._send_window, self._stream_window, self._max_frame)
             if room <= 0:
-                self._send(out, deadline)
+                self._send(out + self._take_owed(), deadline)
                 out = b""
                 self._handle(self._read_frame(deadline), stream, answer)  # until a window opens
                 if answer.status is not None:
@@ -225,8 +224,14 @@ class Http2Connection:
             last = sent >= len(body)
             out += frame(DATA, END_STREAM if last else 0, stream, chunk)
             if last:
-                self._send(out, deadline)
+                self._send(out + self._take_owed(), deadline)
                 return
+
+    def _take_owed(self) -> bytes:
+        """Ping answers and window updates owed, sent behind a request's frames."""
+        owed = bytes(self._owed)
+        self._owed.clear()
+        return owed
 
     def _read_answer(self, stream: int, deadline: float, answer: Answer) -> bytes:
         while answer.status is None:
@@ -266,7 +271,9 @@ class Http2Connection:
         elif kind == PING and not flags & ACK:
             # Answered with the next request, not by a write of its own: etcd's gRPC server
             # pings after nearly every request it reads (to size its windows), and a late
-            # answer costs it nothing but a larger estimate.
+            # answer costs it nothing but a larger estimate. It goes after that request's
+            # body (_take_owed): etcd reads the request while this ping is still out and does
+            # not ping for it, so it pings every other request, not every one.
             self._owed += frame(PING, ACK, 0, payload)
         elif kind == WINDOW_UPDATE:
             increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF

@@ -142,7 +142,11 @@ def test_an_answer_split_and_padded_is_read_whole_and_pings_go_back_with_the_nex
         seen.append((path, etcdrpc.RangeRequest.FromString(body).key))
         server.answer(stream, _kv_answer(b"v" * 3000), split=700, padded=True,
                       before_trailers=frame(PING, 0, 0, b"12345678"))
-        stream, _, _ = server.request()  # the ping's answer came with it, no write of its own
+        stream, _, _ = server.request()
+        # The ping's answer follows the request's last DATA frame in the same write (no write
+        # of its own), so the server has read the request when it learns the ping came back.
+        assert server.pings_answered == []
+        assert server.frame()[0] == PING
         seen.append(list(server.pings_answered))
         server.answer(stream, _kv_answer(b"second"))
 
