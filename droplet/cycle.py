@@ -33,19 +33,18 @@ from droplet.broker_config.names import BATCHING_HEADER, QueueNames
 from droplet.errors import DropletError, PoisonMessageError, StoreError
 from droplet.handback import hand_back_rest
 from droplet.middleware import Chain, Middleware
-from droplet.outbox import (
-    INLINE_REPLY_BYTES,
-    Durable,
-    Outbox,
-    Outgoing,
-    Reply,
-    callers_of,
-    fail_call,
+from droplet.outbox import Durable, Outbox, Outgoing, Reply, callers_of, fail_call
+from droplet.prepared_answers import (
+    Encoded,
+    PreparedAnswers,
+    answer,
+    encode_answers,
+    send_answers,
 )
 from droplet.priority import message_priority
 from droplet.proto import envelope, pb
 from droplet.proto.envelope import MAX_ENVELOPE_BYTES
-from droplet.proto.replies import error_value, response_for, stamp
+from droplet.proto.replies import error_value, stamp
 from droplet.refusal import dead_letter, refusals, refuse_unverified
 from droplet.signing import Signer
 from droplet.store.commits import Commit, Committed, Committer, Outcome, Status
@@ -253,20 +252,35 @@ class Cycle:
 
     def commit(self, out: Outbox, gate: AckGate | None = None) -> None:
         """Stores the outbox's durable writes (plain outcomes together, in as few etcd
-        transactions as fit), then publishes what it sends and answers."""
+        transactions as fit), then publishes what it sends and answers. The answers of plain
+        outcomes are built while etcd writes them (prepared_answers.py)."""
         sending = list(out.sent)
         replies = list(out.replies)
+        ready: list[Encoded] | None = None
         if out.durable:
             if self.committer is None:
                 raise DropletError("this loop cannot store outcomes")
-            results = self.committer.apply_all([item.commit for item in out.durable])
+            prepared = None
+            if not replies and PreparedAnswers.worth_preparing(out.durable):
+                prepared = PreparedAnswers(out.durable, self.signer, self.split, self._max_bytes)
+            results = self.committer.apply_all([item.commit for item in out.durable],
+                                               prepared.prepare if prepared else None)
+            ready = prepared.usable(results) if prepared else None
             for item, done in zip(out.durable, results, strict=True):
-                sending += self._settle(item, done, replies)
+                if ready is None:
+                    sending += self._settle(item, done, replies)
+                else:  # each written as it came: _settle's DONE, its answer built already
+                    outcome = item.commit.outcome
+                    assert outcome is not None
+                    self.middleware.after_outcome(outcome.call_id, outcome.value)
+                    sending += item.then
         if sending:
             self.publish(sending, gate)
-        if replies:
-            self.publish([Outgoing(r.address, pb.Message(response=r.response), False,
-                                   r.correlation_id) for r in replies], gate)
+        if ready is not None:
+            send_answers(self.conn, ready)
+        elif replies:
+            send_answers(self.conn, encode_answers(replies, self.signer, self.split,
+                                                   self._max_bytes))
 
     def _settle(self, item: Durable, done: Committed, replies: list[Reply]) -> list[Outgoing]:
         """What a durable item's commit leads to: its answer, and what it sends."""
@@ -327,15 +341,12 @@ class Cycle:
         self.middleware.after_outcome(outcome.call_id, value)
         if item.reply is None:
             return
-        skeleton = item.reply.response
-        revision = skeleton.revision
+        revision = item.reply.response.revision
         if commit.multi is not None or outcome.output_key or done.status is Status.DUPLICATE:
             revision = max(revision, done.revision)  # the session then reads what it wrote
-        response = response_for(skeleton.call_id, skeleton.response_id, value, revision,
-                                INLINE_REPLY_BYTES)
-        response.trace.extend(skeleton.trace)
-        stamp(response.trace, "stored")
-        replies.append(Reply(item.reply.address, response, item.reply.correlation_id))
+        reply = answer(item, value, revision)
+        stamp(reply.response.trace, "stored")
+        replies.append(reply)
 
     # -- publishing ------------------------------------------------------------------------
 

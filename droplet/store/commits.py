@@ -19,6 +19,7 @@ atomicity.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from droplet.proto import pb
@@ -108,12 +109,20 @@ class Committer:
             return Committed(Status.TOO_LARGE, why=built)
         return self._execute(commit, *built)
 
-    def apply_all(self, commits: list[Commit]) -> list[Committed]:
+    def apply_all(self, commits: list[Commit],
+                  meanwhile: Callable[[], None] | None = None) -> list[Committed]:
         """Applies several commits, the plain outcomes among them together in as few
         transactions as etcd allows (a burst of calls costs one write, not one each); any
         other commit, or a batch that fails (one of its calls had an outcome already), is
         applied on its own. The results are those of applying the commits one by one in
-        order: a commit that names a key of the plain ones grouped before it waits for them."""
+        order: a commit that names a key of the plain ones grouped before it waits for them.
+        `meanwhile` may run while etcd works on the first transaction (KV.txn_previous)."""
+        hook = [meanwhile]  # handed to the first transaction only
+
+        def first() -> Callable[[], None] | None:
+            taken, hook[0] = hook[0], None
+            return taken
+
         results: list[Committed | None] = [None] * len(commits)
         group: list[int] = []
         compares: list[Compare] = []
@@ -129,9 +138,9 @@ class Committer:
                 return
             if len(group) == 1:  # built already: run it as it is
                 results[group[0]] = self._execute(commits[group[0]], list(compares), list(ops),
-                                                  list(prepared))
+                                                  list(prepared), first())
             else:
-                done = self._run(compares, ops, prepared)
+                done = self._run(compares, ops, prepared, first())
                 for index in group:
                     results[index] = done if done.status is Status.DONE else self.apply(
                         commits[index])
@@ -153,7 +162,7 @@ class Committer:
             if not plain:
                 if _overlaps(built, keys | guarded):
                     flush()  # in order: an earlier outcome of the same call is written first
-                results[index] = self._execute(commit, *built)
+                results[index] = self._execute(commit, *built, first())
                 continue
             named = {op.key for op in built[1]}
             added = _bytes(built[1])
@@ -220,15 +229,17 @@ class Committer:
         return compares, ops, prepared
 
     def _execute(self, commit: Commit, compares: list[Compare], ops: list[Put | Delete],
-                 prepared: list[Prepared]) -> Committed:
-        done = self._run(compares, ops, prepared)
+                 prepared: list[Prepared], meanwhile: Callable[[], None] | None = None
+                 ) -> Committed:
+        done = self._run(compares, ops, prepared, meanwhile)
         return done if done.status is Status.DONE else self._why_not(commit, done.revision)
 
     def _run(self, compares: list[Compare], ops: list[Put | Delete],
-             prepared: list[Prepared]) -> Committed:
+             prepared: list[Prepared], meanwhile: Callable[[], None] | None = None
+             ) -> Committed:
         self.values.blobs.write_chunks(prepared)
         try:
-            ok, revision, previous = self.values.kv.txn_previous(compares, ops)
+            ok, revision, previous = self.values.kv.txn_previous(compares, ops, meanwhile)
         except Exception:
             if self.values.blobs.drop_unless_landed(prepared):
                 return Committed(Status.DONE, self.values.kv.revision())

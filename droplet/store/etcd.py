@@ -123,10 +123,12 @@ class EtcdKV:
         return ok, revision
 
     def txn_previous(
-        self, compares: Iterable[Compare], success: Iterable[Op]
+        self, compares: Iterable[Compare], success: Iterable[Op],
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[bool, int, dict[str, bytes]]:
         return self.call("transaction",  # type: ignore[no-any-return]
-                         transaction(compares, success, (), previous=True))
+                         transaction(compares, success, (), previous=True,
+                                     meanwhile=meanwhile))
 
     def _txn(
         self, compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op],

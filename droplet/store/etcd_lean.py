@@ -131,11 +131,12 @@ class LeanKV:
         path = f"/etcdserverpb.{service}/{name}"
 
         def call(request: Any, timeout: float | None = None, credentials: Any = None,
-                 metadata: Sequence[tuple[str, str]] | None = None) -> Any:
+                 metadata: Sequence[tuple[str, str]] | None = None,
+                 meanwhile: Callable[[], None] | None = None) -> Any:
             del credentials  # the token also travels as metadata (etcd_client._authenticate)
             head = self._head(path, tuple(metadata or ()))
             return answer.FromString(self._call(head, request.SerializeToString(),
-                                                timeout or 5.0))
+                                                timeout or 5.0, meanwhile))
 
         return call
 
@@ -149,10 +150,11 @@ class LeanKV:
                  ("te", "trailers"), *metadata])
         return head
 
-    def _call(self, head: bytes, body: bytes, timeout_s: float) -> bytes:
+    def _call(self, head: bytes, body: bytes, timeout_s: float,
+              meanwhile: Callable[[], None] | None = None) -> bytes:
         connection = self._take(timeout_s)
         try:
-            answer = connection.call(head, body, timeout_s)
+            answer = connection.call(head, body, timeout_s, meanwhile)
         except CallFailure as exc:
             raise RpcFailure(exc.status, exc.details) from None
         if connection.broken or self._closed:

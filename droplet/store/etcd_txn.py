@@ -8,12 +8,13 @@ cycle use), which the library's own `transaction` drops.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from etcd3 import etcdrpc
 from etcd3 import utils as etcd_utils
 
+from droplet.store.etcd_lean import LeanKV
 from droplet.store.kv import (
     Compare,
     Delete,
@@ -32,10 +33,12 @@ _C = etcdrpc.Compare
 
 
 def transaction(
-    compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op], previous: bool
+    compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op], previous: bool,
+    meanwhile: Callable[[], None] | None = None,
 ) -> Any:
     """A function of the etcd3 client running the transaction: (succeeded, revision, the
-    previous values of the keys the success ops wrote or deleted when `previous`)."""
+    previous values of the keys the success ops wrote or deleted when `previous`). On the
+    lean path `meanwhile` runs once the request is sent (KV.txn_previous); on grpcio not."""
     request = etcdrpc.TxnRequest(
         compare=list(map(_compare, compares)),
         success=[_op(o, previous) for o in success],
@@ -43,9 +46,13 @@ def transaction(
     )
 
     def run(c: Any) -> tuple[bool, int, dict[str, bytes]]:
-        resp = c.kvstub.Txn(
-            request, c.timeout, credentials=c.call_credentials, metadata=c.metadata
-        )
+        stub = c.kvstub
+        if meanwhile is not None and isinstance(stub, LeanKV):
+            resp = stub.Txn(request, c.timeout, credentials=c.call_credentials,
+                            metadata=c.metadata, meanwhile=meanwhile)
+        else:
+            resp = stub.Txn(request, c.timeout, credentials=c.call_credentials,
+                            metadata=c.metadata)
         old: dict[str, bytes] = {}
         if previous and resp.succeeded:
             for item in resp.responses:

@@ -23,6 +23,7 @@ import ssl
 import struct
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import grpc
 import hpack
@@ -154,9 +155,11 @@ class Http2Connection:
         with contextlib.suppress(OSError):
             self._sock.close()
 
-    def call(self, head: bytes, message: bytes, timeout_s: float) -> bytes:
+    def call(self, head: bytes, message: bytes, timeout_s: float,
+             meanwhile: Callable[[], None] | None = None) -> bytes:
         """Sends one request (its header block and protobuf body) and returns the answer's
-        protobuf body, or raises CallFailure."""
+        protobuf body, or raises CallFailure. `meanwhile` runs once the request is sent,
+        while the peer works on it (it must not raise)."""
         deadline = self._deadline = time.monotonic() + timeout_s
         stream = self._next_stream
         self._next_stream += 2
@@ -167,6 +170,8 @@ class Http2Connection:
                 self._greet(deadline)
             answer = Answer()
             self._send_request(stream, head, body, deadline, answer)
+            if meanwhile is not None and answer.status is None:
+                meanwhile()
             return self._read_answer(stream, deadline, answer)
         except CallFailure:
             self.close()

@@ -121,9 +121,12 @@ class KV(Protocol):
         ...
 
     def txn_previous(
-        self, compares: Iterable[Compare], success: Iterable[Op]
+        self, compares: Iterable[Compare], success: Iterable[Op],
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[bool, int, dict[str, bytes]]:
-        """Like txn, and also returns the values the success ops overwrote or deleted."""
+        """Like txn, and also returns the values the success ops overwrote or deleted.
+        `meanwhile` (it must not raise) may run while etcd works on the request, once it is
+        sent, so that the caller's next work overlaps etcd's; it may also not run at all."""
         ...
 
     def revision(self) -> int: ...

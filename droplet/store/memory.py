@@ -131,8 +131,11 @@ class MemoryKV:
         return ok, revision
 
     def txn_previous(
-        self, compares: Iterable[Compare], success: Iterable[Op]
+        self, compares: Iterable[Compare], success: Iterable[Op],
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[bool, int, dict[str, bytes]]:
+        if meanwhile is not None:  # as on etcd: run before the outcome is known
+            meanwhile()
         return self._txn(list(compares), list(success), [])
 
     def _txn(

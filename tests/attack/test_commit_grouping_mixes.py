@@ -25,11 +25,11 @@ class SizedKV(MemoryKV):
         super().__init__()
         self.sizes: list[int] = []
 
-    def txn_previous(self, compares: Any, ops: Any) -> Any:
+    def txn_previous(self, compares: Any, ops: Any, meanwhile: Any = None) -> Any:
         ops = list(ops)
         self.sizes.append(sum(len(op.key) + len(getattr(op, "value", b"") or b"") + 16
                               for op in ops))
-        return super().txn_previous(compares, ops)
+        return super().txn_previous(compares, ops, meanwhile)
 
 
 def _value(size: int, tag: int) -> pb.Value:

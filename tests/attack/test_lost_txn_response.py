@@ -24,7 +24,7 @@ with one outcome per call".
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from droplet.errors import DropletError
@@ -44,10 +44,11 @@ class LostResponseKV(MemoryKV):
         super().__init__()
         self.armed = False
 
-    def txn_previous(self, compares: Iterable[Compare], success: Iterable[Op]
+    def txn_previous(self, compares: Iterable[Compare], success: Iterable[Op],
+                     meanwhile: Callable[[], None] | None = None
                      ) -> tuple[bool, int, dict[str, bytes]]:
         compares, success = list(compares), list(success)
-        first = super().txn_previous(compares, success)
+        first = super().txn_previous(compares, success, meanwhile)
         links_a_head = any(isinstance(o, Put) and ("/values/" in o.key or "/results/" in o.key)
                            for o in success)
         if self.armed and links_a_head:

@@ -18,10 +18,10 @@ class CountingKV(MemoryKV):
         super().__init__()
         self.transactions: list[int] = []  # bytes written by each
 
-    def txn_previous(self, compares: Any, ops: Any) -> Any:
+    def txn_previous(self, compares: Any, ops: Any, meanwhile: Any = None) -> Any:
         ops = list(ops)
         self.transactions.append(sum(len(getattr(op, "value", b"")) for op in ops))
-        return super().txn_previous(compares, ops)
+        return super().txn_previous(compares, ops, meanwhile)
 
 
 def _outcomes(count: int, size: int) -> list[Commit]:

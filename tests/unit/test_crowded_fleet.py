@@ -64,10 +64,10 @@ class _CountingCommitter(Committer):
         super().__init__(ValueStore(MemoryKV(), SETTINGS), SETTINGS.etcd_max_txn_ops)
         self.batches: list[int] = []
 
-    def apply_all(self, commits: Any) -> Any:
+    def apply_all(self, commits: Any, meanwhile: Any = None) -> Any:
         commits = list(commits)
         self.batches.append(len(commits))
-        return super().apply_all(commits)
+        return super().apply_all(commits, meanwhile)
 
 
 def _one_delivery_of_quick_calls(count: int, nap_s: float) -> list[int]:
