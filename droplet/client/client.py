@@ -84,6 +84,7 @@ class DropletClient:
 
     def close(self) -> None:
         self.batcher.close()
+        self.router.close()
         self.pump.close()
         self.kv.close()
 

@@ -7,7 +7,8 @@ stored keys goes through a scheduler, which places it on the worker that caches 
 a call that needs resource tags or whose function batches (client/tagging.py).
 
 The router knows how many workers are alive and how many cores they run on (their status
-records in etcd, read at most once a second), and spreads what is in flight over the calls the
+records in etcd, read again once a second by a thread of its own: a call never waits for that
+read, unless no worker is known alive), and spreads what is in flight over the calls the
 fleet can really run at once: the live workers, but no more than the cores of their hosts
 (32 workers sharing 2 cores run 2 calls at a time, not 32). An envelope carries calls in flight
 / that parallelism calls (at most 16, or 64 when every call's function is one a worker lists
@@ -24,6 +25,7 @@ may never come.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -38,6 +40,8 @@ from droplet.signing import Signer
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
 from droplet.store.kv import KV
+
+log = logging.getLogger(__name__)
 
 _RECHECK_S = 1.0
 _NONE_FOR_S = 1.0
@@ -122,6 +126,16 @@ class CallRouter:
         self._parallel = 0
         self._quick: frozenset[str] = frozenset()
         self._checked_at = -math.inf
+        # A look at the fleet that is due: the refresher thread (started at the first one)
+        # reads etcd while calls go on with what the last look found.
+        self._due = threading.Event()
+        self._asked = False  # a look is due or under way: the event is set once for it
+        self._refresher: threading.Thread | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+        self._due.set()
 
     def live_workers(self) -> int:
         """Workers alive now; none is believed only after a second of asking again (a worker
@@ -147,9 +161,46 @@ class CallRouter:
 
     def _fleet(self) -> tuple[int, int]:
         with self._lock:
-            if time.monotonic() - self._checked_at < _RECHECK_S and self._workers:
+            if self._workers:
+                if time.monotonic() - self._checked_at >= _RECHECK_S and not self._closed:
+                    self._refresh_soon()
                 return self._workers, self._parallel
-        deadline = time.monotonic() + _NONE_FOR_S
+        return self._look()
+
+    def _refresh_soon(self) -> None:
+        """Asks the refresher for a look (with self._lock held); a call does not wait for it.
+        Before, the call that found the last look a second old read etcd itself: once a second,
+        a call took an etcd round trip longer."""
+        if self._asked:
+            return
+        self._asked = True
+        if self._refresher is None:
+            self._refresher = threading.Thread(target=self._refresh, daemon=True,
+                                               name="droplet-fleet-view")
+            self._refresher.start()
+        self._due.set()
+
+    def _refresh(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._closed:
+                return
+            try:
+                self._look(patient=False)
+            except Exception as exc:  # etcd away: the next call asks again, a second later
+                log.debug("reading the fleet's records failed: %s", exc)
+                with self._lock:
+                    self._checked_at = time.monotonic()
+            with self._lock:
+                self._asked = False
+
+    def _look(self, patient: bool = True) -> tuple[int, int]:
+        """Reads the workers' records: how many are alive and what they can run at once. When
+        none is, a patient look asks again for a second before believing it; the refresher's
+        look records none at once, so that the next call makes that patient look itself (and
+        is answered NO_RESOURCES after it, as before) instead of going to the queue."""
+        deadline = time.monotonic() + (_NONE_FOR_S if patient else 0.0)
         while not (records := self._kv.get_prefix(self._keys.workers)[0]):
             if time.monotonic() > deadline:
                 break

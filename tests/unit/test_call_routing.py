@@ -3,7 +3,14 @@ workers; calls on stored keys through a scheduler; none sent when no worker is a
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
+import pytest
+
 from droplet.broker_config.names import QueueNames
+from droplet.client import routing
 from droplet.client.routing import CallRouter
 from droplet.proto import envelope, pb
 from droplet.signing import Signer
@@ -103,3 +110,64 @@ def test_calls_of_several_priorities_travel_apart_the_urgent_first() -> None:
     assert route.send(batch) == []
     assert priorities == [9, 5, 0] and sent == [(NAMES.work, 1), (NAMES.work, 2),
                                                (NAMES.work, 3)]
+
+
+class _SlowFleetKV(MemoryKV):
+    """A store whose reads of the workers' records wait for `gate` once it is armed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.gate = threading.Event()
+        self.reads = 0
+
+    def get_prefix(self, prefix: str) -> Any:
+        if prefix == KEYS.workers:
+            self.reads += 1
+            if self.armed:
+                self.gate.wait(10)
+        return super().get_prefix(prefix)
+
+
+def test_a_call_never_waits_for_the_fleet_to_be_read_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look at the fleet that is due every second is the refresher thread's: the call
+    that finds the last one old goes out with it (before, it read etcd itself first)."""
+    monkeypatch.setattr(routing, "_RECHECK_S", 0.0)  # every look is old at once
+    kv = _SlowFleetKV()
+    kv.put(KEYS.worker("w1"), b"")
+    route, sent = router(kv)
+    assert route.send(calls(1)) == [] and kv.reads == 1  # nothing known: read first
+    kv.armed = True  # etcd slow from now on
+    caller = threading.Thread(target=lambda: route.send(calls(1)))
+    caller.start()
+    caller.join(5)
+    assert not caller.is_alive(), "the call waited for etcd"
+    assert sent == [(NAMES.work, 1), (NAMES.work, 1)]
+    kv.put(KEYS.worker("w2"), b"")
+    kv.gate.set()  # the refresher's read ends, and the next calls know of w2
+    deadline = time.monotonic() + 5
+    while route.live_workers() != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert route.live_workers() == 2
+    route.close()
+
+
+def test_once_the_last_worker_is_gone_the_next_call_is_answered_no_resources(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routing, "_RECHECK_S", 0.0)
+    monkeypatch.setattr(routing, "_NONE_FOR_S", 0.2)
+    kv = MemoryKV()
+    kv.put(KEYS.worker("w1"), b"")
+    route, _sent = router(kv)
+    assert route.send(calls(1)) == []
+    kv.delete(KEYS.worker("w1"))
+    route.send(calls(1))  # (may still go out: the refresher looks meanwhile)
+    deadline = time.monotonic() + 5
+    while route._refresher is not None and route._asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert route.send(calls(2)) == calls(2), "handed back unsent: NO_RESOURCES"
+    route.close()
+    assert route._refresher is not None
+    route._refresher.join(5)
+    assert not route._refresher.is_alive(), "close() ends the refresher"
