@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # An encoded answer envelope: (reply address, correlation id, AMQP priority, signed body).
 Encoded = tuple[str, str | None, int, bytes]
+# Outcomes larger than this together are answered after their write, as before: building
+# 256 answers of 1 MiB took seconds (far longer than etcd's write), and held them meanwhile.
+PREPARED_MAX_BYTES = 256 * 1024
 
 
 def answer(item: Durable, value: pb.Value, revision: int) -> Reply:
@@ -78,7 +81,13 @@ class PreparedAnswers:
 
     @staticmethod
     def worth_preparing(durable: Sequence[Durable]) -> bool:
-        return bool(durable) and all(_preparable(item) for item in durable)
+        size = 0
+        for item in durable:
+            outcome = item.commit.outcome
+            if outcome is None or not _preparable(item):
+                return False
+            size += len(outcome.value.body)
+        return bool(durable) and size <= PREPARED_MAX_BYTES
 
     def prepare(self) -> None:
         """Builds the answers as if every outcome is written (run while etcd works; never

@@ -66,7 +66,7 @@ def _setup(monkeypatch: pytest.MonkeyPatch) -> tuple[WatchedKV, StubConnection,
 
 
 def _run(worker: StubConnection, client: StubConnection, cycle: Cycle, names: QueueNames,
-         call_id: str, result: int, traced: bool = False) -> pb.GenericResponse:
+         call_id: str, result: Any, traced: bool = False) -> pb.GenericResponse:
     """One delivery of a call whose run gives `result`; the answer its caller got."""
     call = pb.FunctionCall(name="f", call_id=call_id, response_key=call_id)
     client.publish(names.work, envelope.encode([pb.Message(call=call)], SIGNER),
@@ -111,3 +111,11 @@ def test_a_traced_call_is_answered_after_its_write_with_the_stored_stamp(
     assert serializer.load(response.value) == 7
     assert [s.stage for s in response.trace] == ["client.send", "stored"]
     assert kv.encoded_in_flight == [False], "not prepared: its stamp is the write's moment"
+
+
+def test_large_outcomes_are_answered_after_their_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    kv, worker, client, cycle, names = _setup(monkeypatch)
+    big = "x" * (prepared_answers.PREPARED_MAX_BYTES + 1)
+    response = _run(worker, client, cycle, names, "big", big)
+    assert serializer.load(response.value) == big
+    assert kv.encoded_in_flight == [False], "built after the write, not held meanwhile"
