@@ -22,11 +22,11 @@ import socket
 import ssl
 import struct
 import time
-import urllib.parse
 from collections.abc import Callable
 
-import grpc
 import hpack
+
+from droplet.store.grpc_answer import Answer
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
@@ -42,11 +42,8 @@ _DECODED_MAX = 512
 _FRAME_HEAD = struct.Struct(">I")
 
 # gRPC status codes by number, by the names grpcio gives them.
-STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
-
-
 class CallFailure(Exception):
-    """A call that did not succeed: its gRPC status (a name of STATUS_NAMES) and words."""
+    """A call that did not succeed: its gRPC status (a name grpcio gives it) and words."""
 
     def __init__(self, status: str, details: str) -> None:
         super().__init__(f"{status}: {details}")
@@ -385,28 +382,3 @@ def padding(payload: bytes) -> int:
     if not payload or payload[0] >= len(payload):
         raise ValueError(f"a padded frame shorter than its padding ({payload[:1]!r})")
     return payload[0]
-
-
-class Answer:
-    """What has come of one call: its body, then its status (from its trailers)."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.status: str | None = None
-        self.details = ""
-        self._http_ok = False
-
-    def headers(self, headers: list[tuple[str, str]], ends: bool) -> None:
-        found = dict(headers)
-        if ":status" in found:
-            self._http_ok = found[":status"] == "200"
-        if "grpc-status" in found:
-            code = int(found["grpc-status"]) if found["grpc-status"].isdigit() else 2
-            self.status = STATUS_NAMES.get(code, "UNKNOWN")
-            self.details = urllib.parse.unquote(found.get("grpc-message", ""))
-        elif ends:
-            self.fail("UNAVAILABLE" if not self._http_ok else "INTERNAL",
-                      f"the answer ended without a gRPC status (HTTP {found.get(':status')})")
-
-    def fail(self, status: str, details: str) -> None:
-        self.status, self.details = status, details

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import hpack
 
+from droplet.store.grpc_answer import Answer
 from droplet.store.http2 import (
     DATA,
     END_HEADERS,
@@ -31,7 +32,6 @@ from droplet.store.http2 import (
     PING,
     RST_STREAM,
     WINDOW_UPDATE,
-    Answer,
     CallFailure,
     Http2Connection,
     frame,
