@@ -40,6 +40,7 @@ class _Request:
     correlation_id: str | None
     waiting: set[str]
     priority: int = 0
+    persistent: bool = True
 
 
 class AnswerWatcher(Protocol):
@@ -84,10 +85,13 @@ class ReplyPump:
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, queue: str, body: bytes, ids: list[str], correlation_id: str | None = None,
-             priority: int = 0) -> None:
+             priority: int = 0, persistent: bool = True) -> None:
         """Publishes a request whose replies are keyed by `ids`; they stay in flight (and are
-        re-sent after a reconnect) until answered or `forget`-ed."""
-        request = self._track(_Request(queue, body, correlation_id, set(ids), priority), ids)
+        re-sent after a reconnect) until answered or `forget`-ed. `persistent=False`: the
+        broker keeps it in memory only (a restart of RabbitMQ drops it, and this client sends
+        it again once reconnected)."""
+        request = self._track(_Request(queue, body, correlation_id, set(ids), priority,
+                                       persistent), ids)
         self._send_with(lambda conn: self._publish(conn, ids[0], request))
 
     def _track(self, request: _Request, ids: list[str]) -> _Request:
@@ -149,7 +153,7 @@ class ReplyPump:
         conn.publish(request.queue, request.body, reply_to=self._reply_address,
                      correlation_id=request.correlation_id,
                      headers={RESENT_HEADER: 1} if resent else None,
-                     priority=request.priority,
+                     priority=request.priority, persistent=request.persistent,
                      on_confirm=confirmed if self._names.quorum else None,
                      needs_confirm=self._names.quorum)  # else sent again after a reconnect
 

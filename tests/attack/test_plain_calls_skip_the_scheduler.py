@@ -18,9 +18,10 @@ def test_plain_calls_in_a_mixed_burst_go_to_the_work_queue_only() -> None:
     bodies: list[tuple[str, list[str]]] = []
     inner = route._send
 
-    def send(queue: str, body: bytes, ids: list[str], priority: int = 0) -> None:
+    def send(queue: str, body: bytes, ids: list[str], priority: int = 0,
+             persistent: bool = True) -> None:
         bodies.append((queue, [m.call.call_id for m in envelope.decode(body, Signer(None))]))
-        inner(queue, body, ids, priority=priority)
+        inner(queue, body, ids, priority=priority, persistent=persistent)
 
     route._send = send
     burst = calls(12)

@@ -32,15 +32,20 @@ def calls(n: int, reference: bool = False) -> list[pb.FunctionCall]:
     return out
 
 
-def router(kv: MemoryKV, priorities: list[int] | None = None, in_flight: int = 0
+def router(kv: MemoryKV, priorities: list[int] | None = None, in_flight: int = 0,
+           persistence: list[tuple[bool, bool]] | None = None
            ) -> tuple[CallRouter, list[tuple[str, int]]]:
     sent: list[tuple[str, int]] = []
 
-    def send(queue: str, body: bytes, ids: list[str], priority: int = 0) -> None:
+    def send(queue: str, body: bytes, ids: list[str], priority: int = 0,
+             persistent: bool = True) -> None:
         messages = envelope.decode(body, Signer(None))
         assert len(messages) == len(ids)
         assert {m.call.priority for m in messages} == {priority}, "one priority a message"
         sent.append((queue, len(ids)))
+        if persistence is not None:  # (direct response?, persistent?) of each envelope
+            [direct] = {m.call.direct_response for m in messages}  # one kind a message
+            persistence.append((direct, persistent))
         if priorities is not None:
             priorities.append(priority)
 
@@ -171,3 +176,19 @@ def test_once_the_last_worker_is_gone_the_next_call_is_answered_no_resources(
     assert route._refresher is not None
     route._refresher.join(5)
     assert not route._refresher.is_alive(), "close() ends the refresher"
+
+
+def test_direct_response_calls_travel_apart_as_transient_messages() -> None:
+    """A direct call's outcome is not kept, so its request is not written to the broker's
+    disk either (its client sends it again after a RabbitMQ restart); a stored call's is."""
+    kv = MemoryKV()
+    kv.put(KEYS.worker("w1"), b"")
+    persistence: list[tuple[bool, bool]] = []
+    route, _sent = router(kv, persistence=persistence)
+    mixed = calls(6)
+    for call in mixed[::2]:
+        call.direct_response = True
+    placed = calls(2, reference=True)  # through a scheduler
+    placed[0].direct_response = True
+    assert route.send([*mixed, *placed]) == []
+    assert sorted(persistence) == [(False, True), (False, True), (True, False), (True, False)]
