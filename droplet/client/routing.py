@@ -8,7 +8,7 @@ a call that needs resource tags or whose function batches (client/tagging.py).
 
 The router knows how many workers are alive and how many cores they run on (their status
 records in etcd, read again once a second by a thread of its own: a call never waits for that
-read, unless no worker is known alive), and spreads what is in flight over the calls the
+read, unless none is known alive or it is 2 s old), and spreads what is in flight over the calls the
 fleet can really run at once: the live workers, but no more than the cores of their hosts
 (32 workers sharing 2 cores run 2 calls at a time, not 32). An envelope carries calls in flight
 / that parallelism calls (at most 16, or 64 when every call's function is one a worker lists
@@ -44,6 +44,12 @@ from droplet.store.kv import KV
 log = logging.getLogger(__name__)
 
 _RECHECK_S = 1.0
+# A look older than this (nobody called for a while) is not trusted: the call reads etcd
+# itself, as a look with no worker known does. The fleet may have gone meanwhile, and a call
+# sent to the shared queue with no worker alive waits for its whole timeout instead of being
+# answered NO_RESOURCES (tests/attack/test_stale_fleet_view_after_idle.py). Under a stream of
+# calls the refresher keeps the look younger than this.
+_STALE_S = 2.0
 _NONE_FOR_S = 1.0
 _MAX_PER_ENVELOPE = 16
 # Calls of functions the workers find quick (worker/pace.py QUICK_S, 1 ms) go up to this many
@@ -161,8 +167,9 @@ class CallRouter:
 
     def _fleet(self) -> tuple[int, int]:
         with self._lock:
-            if self._workers:
-                if time.monotonic() - self._checked_at >= _RECHECK_S and not self._closed:
+            age = time.monotonic() - self._checked_at
+            if self._workers and age < max(_STALE_S, _RECHECK_S):
+                if age >= _RECHECK_S and not self._closed:
                     self._refresh_soon()
                 return self._workers, self._parallel
         return self._look()
