@@ -48,7 +48,8 @@ _RECHECK_S = 1.0
 # itself, as a look with no worker known does. The fleet may have gone meanwhile, and a call
 # sent to the shared queue with no worker alive waits for its whole timeout instead of being
 # answered NO_RESOURCES (tests/attack/test_stale_fleet_view_after_idle.py). Under a stream of
-# calls the refresher keeps the look younger than this.
+# calls the refresher keeps the look younger than this; while its look is under way (etcd
+# slow or gone) calls go on with the last one.
 _STALE_S = 2.0
 _NONE_FOR_S = 1.0
 _MAX_PER_ENVELOPE = 16
@@ -168,7 +169,8 @@ class CallRouter:
     def _fleet(self) -> tuple[int, int]:
         with self._lock:
             age = time.monotonic() - self._checked_at
-            if self._workers and age < max(_STALE_S, _RECHECK_S):
+            # (a look under way is waited for by nobody: etcd may hang)
+            if self._workers and (age < max(_STALE_S, _RECHECK_S) or self._asked):
                 if age >= _RECHECK_S and not self._closed:
                     self._refresh_soon()
                 return self._workers, self._parallel

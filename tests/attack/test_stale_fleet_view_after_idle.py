@@ -14,6 +14,7 @@ Run: .venv/bin/python -m pytest -q tests/attack/test_stale_fleet_view_after_idle
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -52,3 +53,37 @@ def test_an_idle_clients_call_after_the_last_worker_left_answers_no_resources(
     finally:
         cluster.stop()
         purge_namespace(settings, cluster.worker_ids())
+
+
+def test_an_old_look_is_read_again_by_the_call_unless_the_refresher_is_at_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same in a unit: after an idle spell the call reads etcd itself (NO_RESOURCES once
+    the last worker left); while the refresher's own look hangs (etcd slow), calls go on with
+    the last look instead of waiting."""
+    from droplet.client import routing
+    from tests.unit.test_call_routing import KEYS, _SlowFleetKV, calls, router
+
+    monkeypatch.setattr(routing, "_RECHECK_S", 0.1)
+    monkeypatch.setattr(routing, "_STALE_S", 0.2)
+    monkeypatch.setattr(routing, "_NONE_FOR_S", 0.2)
+    kv = _SlowFleetKV()
+    kv.put(KEYS.worker("w1"), b"")
+    route, sent = router(kv)
+    assert route.send(calls(1)) == []
+    kv.delete(KEYS.worker("w1"))
+    time.sleep(0.3)  # idle: the look is old, and no refresh is under way
+    assert route.send(calls(1)) == calls(1), "handed back unsent: NO_RESOURCES"
+    kv.put(KEYS.worker("w1"), b"")
+    assert route.send(calls(1)) == [], "a worker again"
+    monkeypatch.setattr(routing, "_RECHECK_S", 0.0)  # every look is due at once
+    kv.armed = True  # etcd hangs from now on
+    assert route.send(calls(1)) == [], "goes out; the refresher looks (and hangs)"
+    time.sleep(0.3)  # the last look is old now, and the refresher's still hangs
+    caller = threading.Thread(target=lambda: route.send(calls(1)))
+    caller.start()
+    caller.join(3)
+    hung = caller.is_alive()
+    route.close()
+    kv.gate.set()
+    assert not hung, "the call waited for etcd"
+    assert len(sent) == 4
