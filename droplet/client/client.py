@@ -66,7 +66,8 @@ class DropletClient:
         self.committer = Committer(self.values, settings.etcd_max_txn_ops)
         self.router = CallRouter(kv, self.metadata.keys, self.names, self.signer,
                                  self.pump.send, settings.max_message_bytes,
-                                 self.pump.in_flight)
+                                 self.pump.in_flight,
+                                 transient_direct=not settings.broker_cluster)
         self.dag_routes = DagRoutes(self.metadata)
         self.batcher = CallBatcher(self._send_calls, saturated=self.router.saturated)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))

@@ -120,8 +120,13 @@ def _parallelism(statuses: Iterable[pb.WorkerStatus]) -> int:
 class CallRouter:
     def __init__(self, kv: KV, keys: StoreKeys, names: QueueNames, signer: Signer,
                  send: Send, max_bytes: int = MAX_ENVELOPE_BYTES,
-                 in_flight: Callable[[], int] = lambda: 0) -> None:
+                 in_flight: Callable[[], int] = lambda: 0, transient_direct: bool = True) -> None:
         self._in_flight = in_flight  # calls sent and not answered yet
+        # Whether direct calls' requests go transient: not on a RabbitMQ cluster, where the
+        # node of a classic queue may restart while the client's own node stays up, so that
+        # the client never reconnects and never sends a dropped request again
+        # (tests/attack/test_direct_request_on_a_restarted_queue_node.py).
+        self._transient_direct = transient_direct
         self._max_bytes = max_bytes  # what one message may carry (max_message_bytes)
         self._kv = kv
         self._keys = keys
@@ -263,4 +268,4 @@ class CallRouter:
                                 max_bytes or self._max_bytes):
                 body = envelope.encode((pb.Message(call=c) for c in chunk), self._signer)
                 self._send(queue, body, [c.response_key for c in chunk], priority=priority,
-                           persistent=not direct)
+                           persistent=not (direct and self._transient_direct))
