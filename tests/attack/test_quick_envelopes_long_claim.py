@@ -61,9 +61,10 @@ def test_envelopes_of_64_carry_at_most_1_mib() -> None:
     route, sent = router(kv, in_flight=1000)
     original = route._send
 
-    def measured(queue: str, body: bytes, ids: list[str], priority: int = 0) -> None:
+    def measured(queue: str, body: bytes, ids: list[str], priority: int = 0,
+                 persistent: bool = True) -> None:
         sizes.append(len(body))
-        original(queue, body, ids, priority=priority)
+        original(queue, body, ids, priority=priority, persistent=persistent)
 
     route._send = measured
     batch = []
