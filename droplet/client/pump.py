@@ -90,12 +90,6 @@ class ReplyPump:
         re-sent after a reconnect) until answered or `forget`-ed. `persistent=False`: the
         broker keeps it in memory only (a restart of RabbitMQ drops it, and this client sends
         it again once reconnected)."""
-        # Under quorum queues a request goes persistent whatever it asks: a quorum queue
-        # keeps every message on disk anyway, and only a persistent one is published with a
-        # confirm, so only its refusal (a nack) is seen and sent again (refused.py); a
-        # transient one refused went without a word
-        # (tests/attack/test_quorum_direct_request_refused.py).
-        persistent = persistent or self._names.quorum
         request = self._track(_Request(queue, body, correlation_id, set(ids), priority,
                                        persistent), ids)
         self._send_with(lambda conn: self._publish(conn, ids[0], request))

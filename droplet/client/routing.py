@@ -125,7 +125,10 @@ class CallRouter:
         # Whether direct calls' requests go transient: not on a RabbitMQ cluster, where the
         # node of a classic queue may restart while the client's own node stays up, so that
         # the client never reconnects and never sends a dropped request again
-        # (tests/attack/test_direct_request_on_a_restarted_queue_node.py).
+        # (tests/attack/test_direct_request_on_a_restarted_queue_node.py); nor under quorum
+        # queues, which keep every message on disk anyway and confirm only a persistent one,
+        # so only its refusal is seen and sent again
+        # (tests/attack/test_quorum_direct_request_refused.py). The one place that decides.
         self._transient_direct = transient_direct
         self._max_bytes = max_bytes  # what one message may carry (max_message_bytes)
         self._kv = kv
