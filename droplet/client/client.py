@@ -86,6 +86,7 @@ class DropletClient:
     def close(self) -> None:
         self.batcher.close()
         self.router.close()
+        self.dag_routes.close()
         self.pump.close()
         self.kv.close()
 

@@ -3,7 +3,8 @@ can build the schedule as a scheduler would, else to the schedulers as a DagCall
 
 A scheduler on the path of every DAG call costs a broker hop (about half a millisecond) for
 what is, in the common case, a copy of etcd: the DAG's definition, its pins and the live
-workers. The client reads those itself (at most once a second, like client/routing.py), builds
+workers. The client reads those itself (a thread of its own reads them again once a second, as for
+client/routing.py: client/viewkeeper.py), builds
 the DagSchedule and BEGIN trigger the scheduler would build (scheduler/dags.py call_dag) and
 publishes it `mandatory` to the source's worker queue. Three things keep that safe:
 
@@ -23,12 +24,12 @@ publishes it `mandatory` to the source's worker queue. Three things keep that sa
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
 from collections.abc import Callable
 
+from droplet.client.viewkeeper import RECHECK_S, STALE_S, ViewKeeper
 from droplet.graph import BEGIN, sources
 from droplet.outbox import call_ref
 from droplet.proto import pb
@@ -36,48 +37,65 @@ from droplet.scheduler.chains import call_error
 from droplet.store import serializer
 from droplet.store.metadata import Metadata
 
-_RECHECK_S = 1.0
-
 
 class DagRoutes:
     def __init__(self, metadata: Metadata, clock: Callable[[], float] = time.monotonic,
-                 recheck_s: float = _RECHECK_S) -> None:
+                 recheck_s: float = RECHECK_S) -> None:
         self._metadata = metadata
-        self._clock = clock
-        self._recheck_s = recheck_s
         self._lock = threading.Lock()
-        self._checked_at = -math.inf
-        self._dags: dict[str, pb.DagRecord] = {}  # read on demand, dropped at each refresh
+        # The DAGs called since the last look: only those are read again (a client that
+        # called a DAG once does not read it every second for ever).
+        self._dags: dict[str, pb.DagRecord] = {}
+        self._called: set[str] = set()
         self._pins: dict[tuple[str, str], str] = {}  # (dag, function) -> worker id
         self._live: dict[str, str] = {}  # worker id -> incarnation
         self._restarted: set[str] = set()  # new incarnation since the look before
+        # Counts forget()s: what a read begun before one found may be the DAG before this
+        # client changed it, and is not kept.
+        self._changes = 0
+        self.view = ViewKeeper(self._refresh, "droplet-dag-view", clock, recheck_s,
+                               max(STALE_S, 2 * recheck_s))
+
+    def close(self) -> None:
+        self.view.close()
 
     def forget(self, dag_name: str) -> None:
         """This client changed the DAG (register, delete): look again before the next call."""
         with self._lock:
             self._dags.pop(dag_name, None)
-            self._checked_at = -math.inf
+            self._changes += 1
+        self.view.forget()
 
     def _refresh(self) -> None:
+        with self._lock:
+            called, self._called = self._called, set()
+            changes = self._changes
+        records = {name: self._metadata.get_dag(name) for name in called}
         pins = {(p.dag_name, p.function_name): p.worker_id for p in self._metadata.pins()}
         live = {w.id: w.incarnation for w in self._metadata.workers()}
         with self._lock:
+            if changes != self._changes:
+                self._called |= called
+                return  # the view stays unread: the next call reads it
             self._restarted = {w for w, inc in live.items()
                                if w in self._live and self._live[w] != inc}
             self._pins, self._live = pins, live
-            self._dags.clear()
-            self._checked_at = self._clock()
+            self._dags = {name: r for name, r in records.items() if r is not None}
+        self.view.looked()
 
     def _dag(self, name: str) -> pb.DagRecord | None:
-        if self._clock() - self._checked_at >= self._recheck_s:
+        if not self.view.usable():
             self._refresh()
         with self._lock:
+            self._called.add(name)
             record = self._dags.get(name)
+            changes = self._changes
         if record is None:
             record = self._metadata.get_dag(name)
             if record is not None:
                 with self._lock:
-                    self._dags[name] = record
+                    if changes == self._changes:
+                        self._dags[name] = record
         return record
 
     def locations(self, dag: pb.Dag) -> dict[str, str] | None:

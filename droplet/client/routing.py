@@ -8,24 +8,23 @@ a call that needs resource tags or whose function batches (client/tagging.py).
 
 The router knows how many workers are alive and how many cores they run on (their status
 records in etcd, read again once a second by a thread of its own: a call never waits for that
-read, unless none is known alive or it is 2 s old), and spreads what is in flight over the calls the
-fleet can really run at once: the live workers, but no more than the cores of their hosts
-(32 workers sharing 2 cores run 2 calls at a time, not 32). An envelope carries calls in flight
-/ that parallelism calls (at most 16, or 64 when every call's function is one a worker lists
-as quick, none as slow: under 1 ms a run). A few calls meet idle workers one or two to an envelope;
-a burst whose calls already keep every core busy goes in full envelopes, each worth one etcd
-write and one ack, instead of many small ones that would cost the crowded machine as much
-each, and wake as many descheduled processes. Calls of a function that turns out slow are not
-held back behind one another by this: a worker hands the calls of its envelope it has not
-started back to the shared queue, one to a message, once a run goes on past 20 ms while
-another worker is idle (handback.py), so slow calls still run side by side. When no worker is
-alive a call is answered NO_RESOURCES at once instead of waiting in the queue for a worker that
-may never come.
+read, unless none is known alive or it is 2 s old; client/viewkeeper.py), and spreads what is
+in flight over the calls the fleet can really run at once: the live workers, but no more than
+the cores of their hosts (32 workers sharing 2 cores run 2 calls at a time, not 32). An
+envelope carries calls in flight / that parallelism calls (at most 16, or 64 when every call's
+function is one a worker lists as quick, none as slow: under 1 ms a run). A few calls meet idle
+workers one or two to an envelope; a burst whose calls already keep every core busy goes in
+full envelopes, each worth one etcd write and one ack, instead of many small ones that would
+cost the crowded machine as much each, and wake as many descheduled processes. Calls of a
+function that turns out slow are not held back behind one another by this: a worker hands the
+calls of its envelope it has not started back to the shared queue, one to a message, once a run
+goes on past 20 ms while another worker is idle (handback.py), so slow calls still run side by
+side. When no worker is alive a call is answered NO_RESOURCES at once instead of waiting in the
+queue for a worker that may never come.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -34,6 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from google.protobuf.message import DecodeError
 
 from droplet.broker_config.names import QueueNames
+from droplet.client.viewkeeper import ViewKeeper
 from droplet.proto import envelope, pb
 from droplet.proto.envelope import MAX_ENVELOPE_BYTES, MAX_ENVELOPE_MESSAGES, packed
 from droplet.signing import Signer
@@ -41,16 +41,6 @@ from droplet.store import serializer
 from droplet.store.keys import StoreKeys
 from droplet.store.kv import KV
 
-log = logging.getLogger(__name__)
-
-_RECHECK_S = 1.0
-# A look older than this (nobody called for a while) is not trusted: the call reads etcd
-# itself, as a look with no worker known does. The fleet may have gone meanwhile, and a call
-# sent to the shared queue with no worker alive waits for its whole timeout instead of being
-# answered NO_RESOURCES (tests/attack/test_stale_fleet_view_after_idle.py). Under a stream of
-# calls the refresher keeps the look younger than this; while its look is under way (etcd
-# slow or gone) calls go on with the last one.
-_STALE_S = 2.0
 _NONE_FOR_S = 1.0
 _MAX_PER_ENVELOPE = 16
 # Calls of functions the workers find quick (worker/pace.py QUICK_S, 1 ms) go up to this many
@@ -140,17 +130,11 @@ class CallRouter:
         self._workers = 0
         self._parallel = 0
         self._quick: frozenset[str] = frozenset()
-        self._checked_at = -math.inf
-        # A look at the fleet that is due: the refresher thread (started at the first one)
-        # reads etcd while calls go on with what the last look found.
-        self._due = threading.Event()
-        self._asked = False  # a look is due or under way: the event is set once for it
-        self._refresher: threading.Thread | None = None
-        self._closed = False
+        # (a look due is the keeper's thread's: a call goes on with what the last one found)
+        self.view = ViewKeeper(lambda: self._look(patient=False), "droplet-fleet-view")
 
     def close(self) -> None:
-        self._closed = True
-        self._due.set()
+        self.view.close()
 
     def live_workers(self) -> int:
         """Workers alive now; none is believed only after a second of asking again (a worker
@@ -176,41 +160,10 @@ class CallRouter:
 
     def _fleet(self) -> tuple[int, int]:
         with self._lock:
-            age = time.monotonic() - self._checked_at
-            # (a look under way is waited for by nobody: etcd may hang)
-            if self._workers and (age < max(_STALE_S, _RECHECK_S) or self._asked):
-                if age >= _RECHECK_S and not self._closed:
-                    self._refresh_soon()
-                return self._workers, self._parallel
+            workers, parallel = self._workers, self._parallel
+        if workers and self.view.usable():
+            return workers, parallel
         return self._look()
-
-    def _refresh_soon(self) -> None:
-        """Asks the refresher for a look (with self._lock held); a call does not wait for it.
-        Before, the call that found the last look a second old read etcd itself: once a second,
-        a call took an etcd round trip longer."""
-        if self._asked:
-            return
-        self._asked = True
-        if self._refresher is None:
-            self._refresher = threading.Thread(target=self._refresh, daemon=True,
-                                               name="droplet-fleet-view")
-            self._refresher.start()
-        self._due.set()
-
-    def _refresh(self) -> None:
-        while True:
-            self._due.wait()
-            self._due.clear()
-            if self._closed:
-                return
-            try:
-                self._look(patient=False)
-            except Exception as exc:  # etcd away: the next call asks again, a second later
-                log.debug("reading the fleet's records failed: %s", exc)
-                with self._lock:
-                    self._checked_at = time.monotonic()
-            with self._lock:
-                self._asked = False
 
     def _look(self, patient: bool = True) -> tuple[int, int]:
         """Reads the workers' records: how many are alive and what they can run at once. When
@@ -227,7 +180,7 @@ class CallRouter:
         quick = quick_functions(statuses)
         with self._lock:
             self._workers, self._parallel, self._quick = workers, parallel, quick
-            self._checked_at = time.monotonic()
+        self.view.looked()
         return workers, parallel
 
     def send(self, calls: Sequence[pb.FunctionCall]) -> list[pb.FunctionCall]:

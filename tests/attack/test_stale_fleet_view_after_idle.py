@@ -63,19 +63,18 @@ def test_an_old_look_is_read_again_by_the_call_unless_the_refresher_is_at_it(
     from droplet.client import routing
     from tests.unit.test_call_routing import KEYS, _SlowFleetKV, calls, router
 
-    monkeypatch.setattr(routing, "_RECHECK_S", 0.1)
-    monkeypatch.setattr(routing, "_STALE_S", 0.2)
     monkeypatch.setattr(routing, "_NONE_FOR_S", 0.2)
     kv = _SlowFleetKV()
     kv.put(KEYS.worker("w1"), b"")
     route, sent = router(kv)
+    route.view.recheck_s, route.view.stale_s = 0.1, 0.2
     assert route.send(calls(1)) == []
     kv.delete(KEYS.worker("w1"))
     time.sleep(0.3)  # idle: the look is old, and no refresh is under way
     assert route.send(calls(1)) == calls(1), "handed back unsent: NO_RESOURCES"
     kv.put(KEYS.worker("w1"), b"")
     assert route.send(calls(1)) == [], "a worker again"
-    monkeypatch.setattr(routing, "_RECHECK_S", 0.0)  # every look is due at once
+    route.view.recheck_s = 0.0  # every look is due at once
     kv.armed = True  # etcd hangs from now on
     assert route.send(calls(1)) == [], "goes out; the refresher looks (and hangs)"
     time.sleep(0.3)  # the last look is old now, and the refresher's still hangs

@@ -138,10 +138,10 @@ def test_a_call_never_waits_for_the_fleet_to_be_read_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The look at the fleet that is due every second is the refresher thread's: the call
     that finds the last one old goes out with it (before, it read etcd itself first)."""
-    monkeypatch.setattr(routing, "_RECHECK_S", 0.0)  # every look is old at once
     kv = _SlowFleetKV()
     kv.put(KEYS.worker("w1"), b"")
     route, sent = router(kv)
+    route.view.recheck_s = 0.0  # every look is old at once
     assert route.send(calls(1)) == [] and kv.reads == 1  # nothing known: read first
     kv.armed = True  # etcd slow from now on
     caller = threading.Thread(target=lambda: route.send(calls(1)))
@@ -160,22 +160,22 @@ def test_a_call_never_waits_for_the_fleet_to_be_read_again(
 
 def test_once_the_last_worker_is_gone_the_next_call_is_answered_no_resources(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(routing, "_RECHECK_S", 0.0)
     monkeypatch.setattr(routing, "_NONE_FOR_S", 0.2)
     kv = MemoryKV()
     kv.put(KEYS.worker("w1"), b"")
     route, _sent = router(kv)
+    route.view.recheck_s = 0.0
     assert route.send(calls(1)) == []
     kv.delete(KEYS.worker("w1"))
     route.send(calls(1))  # (may still go out: the refresher looks meanwhile)
     deadline = time.monotonic() + 5
-    while route._refresher is not None and route._asked and time.monotonic() < deadline:
+    while route.view.busy() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert route.send(calls(2)) == calls(2), "handed back unsent: NO_RESOURCES"
     route.close()
-    assert route._refresher is not None
-    route._refresher.join(5)
-    assert not route._refresher.is_alive(), "close() ends the refresher"
+    assert route.view.thread is not None
+    route.view.thread.join(5)
+    assert not route.view.thread.is_alive(), "close() ends the refresher"
 
 
 def test_direct_response_calls_travel_apart_as_transient_messages() -> None:

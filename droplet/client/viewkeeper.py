@@ -1,0 +1,90 @@
+"""When a client's copy of something etcd holds (the fleet's status records, DAGs' pins) is
+read again, and by which thread.
+
+A copy is looked at again once it is a second old. Before, the call that found it so read etcd
+itself: once a second, one call took an etcd round trip (or three) longer. Now the call asks
+this keeper's thread for the look and goes on with what the last one found. The caller still
+reads etcd itself when there is no look worth using: none was made, or the last one is older
+than `stale_s` and none is under way (a client that idled for minutes would otherwise send its
+first call on a view of a fleet long gone; tests/attack/test_stale_fleet_view_after_idle.py).
+While the thread's look hangs (etcd slow or away), calls go on with the last one rather than
+wait on etcd with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+RECHECK_S = 1.0
+STALE_S = 2.0
+
+
+class ViewKeeper:
+    def __init__(self, look: Callable[[], object], name: str,
+                 clock: Callable[[], float] = time.monotonic, recheck_s: float = RECHECK_S,
+                 stale_s: float = STALE_S) -> None:
+        self.recheck_s = recheck_s  # a look is due at this age
+        self.stale_s = stale_s  # ...and read by the caller at this one, if none is under way
+        self._look = look  # reads etcd into the owner's copy and calls looked(); may raise
+        self._name = name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._looked_at = -math.inf
+        self._due = threading.Event()
+        self._asked = False  # a look is due or under way: the event is set once for it
+        self.thread: threading.Thread | None = None  # started at the first look asked for
+        self._closed = False
+
+    def looked(self) -> None:
+        """The owner's copy was just read (by whichever thread)."""
+        with self._lock:
+            self._looked_at = self._clock()
+
+    def forget(self) -> None:
+        """The copy is known wrong (this client changed what it holds): the next use reads."""
+        with self._lock:
+            self._looked_at = -math.inf
+
+    def busy(self) -> bool:
+        """Whether a look is asked for or under way on the keeper's thread."""
+        return self._asked
+
+    def usable(self) -> bool:
+        """True: the caller goes on with the copy it has (and a look is asked for when one is
+        due); False: the caller reads etcd itself, now."""
+        with self._lock:
+            age = self._clock() - self._looked_at
+            if age >= max(self.stale_s, self.recheck_s) and not self._asked:
+                return False
+            if age >= self.recheck_s and not self._asked and not self._closed:
+                self._asked = True
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._serve, daemon=True,
+                                                   name=self._name)
+                    self.thread.start()
+                self._due.set()
+            return True
+
+    def close(self) -> None:
+        self._closed = True
+        self._due.set()
+
+    def _serve(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._closed:
+                return
+            try:
+                self._look()
+            except Exception as exc:  # etcd away: asked again a second later
+                log.debug("%s: reading etcd failed: %s", self._name, exc)
+                self.looked()
+            with self._lock:
+                self._asked = False
