@@ -81,7 +81,8 @@ class DagRoutes:
                                if w in self._live and self._live[w] != inc}
             self._pins, self._live = pins, live
             self._dags = {name: r for name, r in records.items() if r is not None}
-        self.view.looked()
+            # (under the lock: a forget() after the check above is not undone by it)
+            self.view.looked()
 
     def _dag(self, name: str) -> pb.DagRecord | None:
         if not self.view.usable():

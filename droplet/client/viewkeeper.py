@@ -35,7 +35,8 @@ class ViewKeeper:
         self._name = name
         self._clock = clock
         self._lock = threading.Lock()
-        self._looked_at = -math.inf
+        self._looked_at = -math.inf  # -inf: never read, or forgotten
+        self._forgets = 0  # forget()s: a look begun before one that fails does not count
         self._due = threading.Event()
         self._asked = False  # a look is due or under way: the event is set once for it
         self.thread: threading.Thread | None = None  # started at the first look asked for
@@ -50,6 +51,7 @@ class ViewKeeper:
         """The copy is known wrong (this client changed what it holds): the next use reads."""
         with self._lock:
             self._looked_at = -math.inf
+            self._forgets += 1
 
     def busy(self) -> bool:
         """Whether a look is asked for or under way on the keeper's thread."""
@@ -60,7 +62,11 @@ class ViewKeeper:
         due); False: the caller reads etcd itself, now."""
         with self._lock:
             age = self._clock() - self._looked_at
-            if age >= max(self.stale_s, self.recheck_s) and not self._asked:
+            # Forgotten: read now, even while a look is under way (it began before the change
+            # and is not kept; the call would go out on the view before it, a hop more for as
+            # long as the look lasts: tests/unit/test_dag_view_forgotten_mid_look.py).
+            if self._looked_at == -math.inf or (
+                    age >= max(self.stale_s, self.recheck_s) and not self._asked):
                 return False
             if age >= self.recheck_s and not self._asked and not self._closed:
                 self._asked = True
@@ -81,10 +87,14 @@ class ViewKeeper:
             self._due.clear()
             if self._closed:
                 return
+            with self._lock:
+                forgets = self._forgets
             try:
                 self._look()
             except Exception as exc:  # etcd away: asked again a second later
                 log.debug("%s: reading etcd failed: %s", self._name, exc)
-                self.looked()
+                with self._lock:
+                    if forgets == self._forgets:  # (a forgotten view stays so)
+                        self._looked_at = self._clock()
             with self._lock:
                 self._asked = False
