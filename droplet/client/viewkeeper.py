@@ -69,11 +69,17 @@ class ViewKeeper:
                     age >= max(self.stale_s, self.recheck_s) and not self._asked):
                 return False
             if age >= self.recheck_s and not self._asked and not self._closed:
-                self._asked = True
                 if self.thread is None:
-                    self.thread = threading.Thread(target=self._serve, daemon=True,
-                                                   name=self._name)
-                    self.thread.start()
+                    thread = threading.Thread(target=self._serve, daemon=True, name=self._name)
+                    try:
+                        thread.start()
+                    except RuntimeError as exc:  # out of threads: the next call tries again
+                        # (asked for with no thread to make the look, a view would be trusted
+                        # for ever: tests/unit/test_view_thread_that_would_not_start.py)
+                        log.warning("%s: no thread to read etcd: %s", self._name, exc)
+                        return True
+                    self.thread = thread
+                self._asked = True
                 self._due.set()
             return True
 
