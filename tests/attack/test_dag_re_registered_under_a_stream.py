@@ -51,7 +51,7 @@ def _register(client: Any, dag: str, spec: Any) -> None:
 
 
 def _stream(cluster: Cluster, registrar: Any, caller: Any, unique: str, switches: int,
-            pause_s: float) -> None:
+            pause_s: float, callers: int = 1) -> None:
     dag = unique + "-dag"
     specs = _versions(registrar, unique)
     _register(registrar, dag, specs[0])
@@ -61,17 +61,19 @@ def _stream(cluster: Cluster, registrar: Any, caller: Any, unique: str, switches
     stop = threading.Event()
     wrong: list[str] = []
     outcomes: dict[str, int] = {}
+    lock = threading.Lock()
 
-    def calls() -> None:
-        x = 0
+    def calls(offset: int) -> None:
+        x = offset
         while not stop.is_set():
-            x += 1
+            x += callers
             start = time.monotonic()
             try:
                 got = caller.call_dag(dag, {unique + "-incr": [x]}, direct_response=True,
                                       timeout=20)
             except DropletError as exc:
-                outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
+                with lock:
+                    outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
                 continue
             except Exception as exc:  # a timeout, say
                 wrong.append(f"call {x}: {exc!r}")
@@ -86,18 +88,21 @@ def _stream(cluster: Cluster, registrar: Any, caller: Any, unique: str, switches
             if current is not None and not changing and got != _expected(current[1], x):
                 wrong.append(f"call {x}: {got} where version {current[1]} gives "
                              f"{_expected(current[1], x)}")
-            outcomes["ok"] = outcomes.get("ok", 0) + 1
+            with lock:
+                outcomes["ok"] = outcomes.get("ok", 0) + 1
 
     direct = [0]
     send_direct = caller.pump.send_direct
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        direct[0] += 1
+        with lock:
+            direct[0] += 1
         return send_direct(*args, **kwargs)
 
     caller.pump.send_direct = counted
-    thread = threading.Thread(target=calls)
-    thread.start()
+    threads = [threading.Thread(target=calls, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
     try:
         for switch in range(1, switches + 1):
             time.sleep(pause_s)
@@ -108,9 +113,10 @@ def _stream(cluster: Cluster, registrar: Any, caller: Any, unique: str, switches
             answered.append((time.monotonic(), version))
     finally:
         stop.set()
-        thread.join(60)
+        for thread in threads:
+            thread.join(60)
         registrar.delete_dag(dag)  # its pins free the workers for the next test
-    assert not thread.is_alive(), "a call hung"
+    assert not any(t.is_alive() for t in threads), "a call hung"
     print("outcomes", outcomes, "direct", direct[0], "wrong", len(wrong), wrong[:5])
     assert not wrong, wrong
     assert outcomes.get("ok", 0) > 10
@@ -128,3 +134,9 @@ def test_the_callers_own_client_re_registers_the_dag_under_a_stream(cluster: Clu
                                                                    unique: str) -> None:
     with droplet.connect(settings=cluster.settings) as caller:
         _stream(cluster, caller, caller, unique, switches=8, pause_s=1.3)
+
+
+def test_the_callers_own_client_re_registers_the_dag_under_streams_of_its_threads(
+        cluster: Cluster, unique: str) -> None:
+    with droplet.connect(settings=cluster.settings) as caller:
+        _stream(cluster, caller, caller, unique, switches=8, pause_s=1.3, callers=4)
