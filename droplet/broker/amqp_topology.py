@@ -15,7 +15,7 @@ from droplet.broker import amqp_frames as f
 from droplet.broker.amqp_reader import AmqpReader, ChannelClosed
 from droplet.broker.amqp_wire import WireError, broker_error
 from droplet.broker.interface import Topology
-from droplet.broker.refusals import declare_refusal
+from droplet.broker.refusals import PRECONDITION_FAILED, declare_refusal
 from droplet.errors import BrokerError, QueueArgumentsError
 
 # What an operation may fail with; each leaves as a BrokerError (KeyError, IndexError: frames
@@ -91,9 +91,15 @@ class AmqpTopology(AmqpReader):
         ready, consumers = struct.unpack_from(">II", args, offset)
         return int(ready), int(consumers)
 
-    def delete_queue(self, queue: str) -> None:
-        try:
-            self._rpc(self._main, f.QUEUE_DELETE, b"\0\0" + f.shortstr(queue) + b"\0",
-                      f.QUEUE_DELETE_OK)
+    def delete_queue(self, queue: str, if_empty: bool = False) -> bool:
+        try:  # (flags: if-unused, if-empty, no-wait)
+            self._rpc(self._main, f.QUEUE_DELETE, b"\0\0" + f.shortstr(queue)
+                      + f.bits(False, if_empty), f.QUEUE_DELETE_OK)
+        except ChannelClosed as exc:
+            if not (if_empty and exc.code == PRECONDITION_FAILED):
+                raise self._failed(f"delete {queue}", exc) from None
+            self._reopen_main()
+            return False
         except _FAILURES as exc:
             raise self._failed(f"delete {queue}", exc) from None
+        return True

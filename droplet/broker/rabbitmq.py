@@ -35,6 +35,7 @@ from droplet.broker.nodes import NodeOrder
 from droplet.broker.rabbitmq_confirms import PikaConfirms
 from droplet.broker.rabbitmq_connect import connect_any, connection_parameters, converted
 from droplet.broker.rabbitmq_consumers import Consumers, delivery
+from droplet.broker.refusals import PRECONDITION_FAILED
 from droplet.broker_config.names import private_reply_queue
 from droplet.errors import QueueArgumentsError
 from droplet.settings import Settings
@@ -243,9 +244,16 @@ class RabbitConnection:
             self._reopen_channel()
             return None
 
-    def delete_queue(self, queue: str) -> None:
+    def delete_queue(self, queue: str, if_empty: bool = False) -> bool:
         with converted(f"delete {queue}"):
-            self._channel.queue_delete(queue)
+            try:
+                self._channel.queue_delete(queue, if_empty=if_empty)
+            except pex.ChannelClosedByBroker as exc:
+                if not (if_empty and exc.reply_code == PRECONDITION_FAILED):
+                    raise
+                self._reopen_channel()  # (refused: a message waits there)
+                return False
+        return True
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         with converted("schedule callback"):

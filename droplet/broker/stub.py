@@ -311,9 +311,13 @@ class StubConnection:
             consumers = sum(1 for c in self._broker.consumers if c.queue == queue)
             return len(found.ready), consumers
 
-    def delete_queue(self, queue: str) -> None:
+    def delete_queue(self, queue: str, if_empty: bool = False) -> bool:
         with self._broker.lock:
+            found = self._broker.queues.get(queue)
+            if if_empty and found is not None and found.ready:
+                return False
             self._broker.queues.pop(queue, None)
+            return True
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         self._check()

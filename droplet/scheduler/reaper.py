@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _CONFIRM_TIMEOUT_S = 10.0
 _SETTLE_PAUSE_S = 0.3
+_DELETE_TRIES = 5
 
 
 class Reaper:
@@ -135,7 +136,16 @@ class Reaper:
                          worker_id)
                 return moved, False
             if not self._alive(worker_id):
-                conn.delete_queue(queue)
+                # Only empty: a publisher with a stale view (a client's DAG trigger) may have
+                # sent one more since the drain, and deleting the queue would drop that call
+                # (tests/unit/test_reaper_delete_if_empty.py). Drained again, then retried.
+                for _ in range(_DELETE_TRIES):
+                    if conn.delete_queue(queue, if_empty=True):
+                        break
+                    moved += self._drain_once(conn, queue)
+                else:
+                    log.info("worker %s's queue keeps receiving: it stays for now", worker_id)
+                    return moved, False
                 # Messages to functions on a dead worker have no one left to read them.
                 if conn.queue_depth(self._names.inbox(worker_id)) is not None:
                     conn.delete_queue(self._names.inbox(worker_id))

@@ -194,3 +194,34 @@ def test_a_request_without_a_confirm_skips_the_confirmed_channel_and_is_answered
     finally:
         client.close()
         server.close()
+
+
+@transports
+def test_delete_if_empty_spares_a_queue_with_a_message_and_the_connection_goes_on(
+        settings: Settings, transport: str) -> None:
+    """The reaper deletes a dead worker's queue only when empty (scheduler/reaper.py): the
+    broker refuses by closing the channel, which the connection reopens (confirms too)."""
+    conn = connect(transport, settings, "transports-delete-if-empty")
+    queue = f"tr-{uuid.uuid4().hex[:8]}"
+    try:
+        conn.declare(Topology(queues=[QueueSpec(queue)]))
+        conn.publish(queue, b"waiting")
+        assert conn.delete_queue(queue, if_empty=True) is False
+        assert conn.is_open
+        assert conn.queue_info(queue) == (1, 0), "the queue and its message stay"
+        confirmed: list[bool] = []
+        conn.publish(queue, b"second", on_confirm=confirmed.append)
+        for _ in range(100):
+            conn.poll(0.02)
+            if confirmed:
+                break
+        assert confirmed == [True], "publisher confirms work on the reopened channel"
+        for body in (b"waiting", b"second"):
+            got = conn.get(queue)
+            assert got is not None and got.body == body
+            conn.ack(got.tag)
+        assert conn.delete_queue(queue, if_empty=True) is True
+        assert conn.queue_info(queue) is None
+        assert conn.delete_queue(f"missing-{queue}", if_empty=True) is True
+    finally:
+        conn.close()
