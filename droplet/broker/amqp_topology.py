@@ -92,9 +92,9 @@ class AmqpTopology(AmqpReader):
         return int(ready), int(consumers)
 
     def delete_queue(self, queue: str, if_empty: bool = False) -> bool:
-        try:  # (flags: if-unused, if-empty, no-wait)
+        try:  # (flags: if-unused, if-empty, no-wait; see the interface: both or neither)
             self._rpc(self._main, f.QUEUE_DELETE, b"\0\0" + f.shortstr(queue)
-                      + f.bits(False, if_empty), f.QUEUE_DELETE_OK)
+                      + f.bits(if_empty, if_empty), f.QUEUE_DELETE_OK)
         except ChannelClosed as exc:
             if not (if_empty and exc.code == PRECONDITION_FAILED):
                 raise self._failed(f"delete {queue}", exc) from None

@@ -139,8 +139,10 @@ class BrokerConnection(Protocol):
         ...
 
     def delete_queue(self, queue: str, if_empty: bool = False) -> bool:
-        """Deletes a queue (and what waits in it); with if_empty only an empty one: False when
-        the broker refused because a message waits there."""
+        """Deletes a queue (and what waits in it); with if_empty only an empty and unused one:
+        False when the broker refused because a message waits there or a consumer is on it
+        (its unacked deliveries are not counted as waiting). Quorum queues implement neither
+        check: RabbitMQ closes the connection (540) of such a delete of one."""
         ...
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None: ...

@@ -247,7 +247,7 @@ class RabbitConnection:
     def delete_queue(self, queue: str, if_empty: bool = False) -> bool:
         with converted(f"delete {queue}"):
             try:
-                self._channel.queue_delete(queue, if_empty=if_empty)
+                self._channel.queue_delete(queue, if_unused=if_empty, if_empty=if_empty)
             except pex.ChannelClosedByBroker as exc:
                 if not (if_empty and exc.reply_code == PRECONDITION_FAILED):
                     raise

@@ -314,7 +314,8 @@ class StubConnection:
     def delete_queue(self, queue: str, if_empty: bool = False) -> bool:
         with self._broker.lock:
             found = self._broker.queues.get(queue)
-            if if_empty and found is not None and found.ready:
+            consumed = any(c.queue == queue for c in self._broker.consumers)
+            if if_empty and found is not None and (found.ready or consumed):
                 return False
             self._broker.queues.pop(queue, None)
             return True

@@ -17,7 +17,7 @@ import pytest
 from droplet.broker.interface import QueueSpec, Topology
 from droplet.errors import BrokerError, QueueArgumentsError
 from droplet.settings import Settings
-from tests.broker_transports import confirms_numbered, connect, transports
+from tests.broker_transports import confirms_numbered, connect, drain, transports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -224,4 +224,34 @@ def test_delete_if_empty_spares_a_queue_with_a_message_and_the_connection_goes_o
         assert conn.queue_info(queue) is None
         assert conn.delete_queue(f"missing-{queue}", if_empty=True) is True
     finally:
+        conn.close()
+
+
+@transports
+def test_delete_if_empty_spares_a_queue_whose_consumer_holds_a_delivery(
+        settings: Settings, transport: str) -> None:
+    """RabbitMQ's if-empty counts waiting messages only: a consumer's unacked delivery would
+    go with the queue. The delete asks for an unused queue too
+    (tests/unit/test_reaper_delete_while_consumed.py)."""
+    holder = connect(transport, settings, "transports-delete-held")
+    conn = connect(transport, settings, "transports-delete-if-unused")
+    queue = f"tr-{uuid.uuid4().hex[:8]}"
+    try:
+        conn.declare(Topology(queues=[QueueSpec(queue)]))
+        conn.publish(queue, b"held")
+        holder.consume(queue, prefetch=1)
+        held = drain(holder, 1)
+        assert [d.body for d in held] == [b"held"]
+        assert conn.queue_info(queue) == (0, 1)
+        assert conn.delete_queue(queue, if_empty=True) is False
+        assert conn.is_open
+        holder.close()
+        for _ in range(50):
+            if conn.queue_info(queue) == (1, 0):
+                break
+            time.sleep(0.02)
+        assert conn.queue_info(queue) == (1, 0), "the held delivery is back in its queue"
+    finally:
+        holder.close()
+        conn.delete_queue(queue)
         conn.close()
