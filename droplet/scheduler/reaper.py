@@ -138,13 +138,16 @@ class Reaper:
             if not self._alive(worker_id):
                 # Only empty: a publisher with a stale view (a client's DAG trigger) may have
                 # sent one more since the drain, and deleting the queue would drop that call
-                # (tests/unit/test_reaper_delete_if_empty.py). Drained again, then retried.
+                # (tests/unit/test_reaper_delete_if_empty.py). Only unused: the worker may
+                # consume again meanwhile, holding unacked deliveries the broker's if-empty
+                # does not count (test_reaper_delete_while_consumed.py). Drained, retried.
                 for _ in range(_DELETE_TRIES):
                     if self._delete_if_empty(conn, queue):
                         break
                     moved += self._drain_once(conn, queue)
                 else:
-                    log.info("worker %s's queue keeps receiving: it stays for now", worker_id)
+                    log.info("worker %s's queue keeps receiving, or is consumed again: it "
+                             "stays for now", worker_id)
                     return moved, False
                 # Messages to functions on a dead worker have no one left to read them.
                 if conn.queue_depth(self._names.inbox(worker_id)) is not None:
