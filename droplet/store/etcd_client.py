@@ -221,8 +221,10 @@ def fail(action: str, exc: BaseException) -> StoreError:
 
 def transient(exc: BaseException) -> bool:
     """Failures that mean "etcd is not reachable right now", as opposed to a refusal. Among
-    them what a member answers during a leader election for a request it did not apply: its
-    proposal dropped, or no leader to propose to (etcd sends both as UNKNOWN)."""
+    them what a member answers for a request it did not apply: during a leader election, its
+    proposal dropped or no leader to propose to; while the member stops, its raft node refusing
+    the proposal ("raft: stopped", raft.ErrStopped: never in the log). etcd sends all three as
+    UNKNOWN."""
     if isinstance(exc, _TRANSIENT_ERRORS):
         return True
     if isinstance(exc, grpc.RpcError):
@@ -231,7 +233,7 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "failed node" in str(exc)
 
 
-_NOT_APPLIED = ("raft proposal dropped", "etcdserver: no leader")
+_NOT_APPLIED = ("raft proposal dropped", "etcdserver: no leader", "raft: stopped")
 
 
 _TRANSIENT_ERRORS = (

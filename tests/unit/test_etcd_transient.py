@@ -14,6 +14,13 @@ def test_a_proposal_dropped_in_an_election_is_retried() -> None:
     assert transient(RpcFailure("UNKNOWN", "etcdserver: no leader"))
 
 
+def test_a_proposal_refused_by_a_stopping_member_is_retried() -> None:
+    """The same rolling restart, later (CI, containers mode, 29 Nov): a put that reached a
+    member as it stopped failed the function with "raft: stopped" (raft.ErrStopped: the
+    proposal never entered the log), where another member would have taken it."""
+    assert transient(RpcFailure("UNKNOWN", "raft: stopped"))
+
+
 def test_unreachable_is_retried_and_a_refusal_is_not() -> None:
     assert transient(RpcFailure("UNAVAILABLE", "connection refused"))
     assert not transient(RpcFailure("UNKNOWN", "etcdserver: request is too large"))
