@@ -50,9 +50,6 @@ class DagRoutes:
         self._pins: dict[tuple[str, str], str] = {}  # (dag, function) -> worker id
         self._live: dict[str, str] = {}  # worker id -> incarnation
         self._restarted: set[str] = set()  # new incarnation since the look before
-        # Counts forget()s: what a read begun before one found may be the DAG before this
-        # client changed it, and is not kept.
-        self._changes = 0
         self.view = ViewKeeper(self._refresh, "droplet-dag-view", clock, recheck_s,
                                max(STALE_S, 2 * recheck_s))
 
@@ -61,20 +58,19 @@ class DagRoutes:
 
     def forget(self, dag_name: str) -> None:
         """This client changed the DAG (register, delete): look again before the next call."""
-        with self._lock:
+        with self._lock:  # (what a read begun before this found is not kept: view.forgets())
             self._dags.pop(dag_name, None)
-            self._changes += 1
-        self.view.forget()
+            self.view.forget()
 
     def _refresh(self) -> None:
         with self._lock:
             called, self._called = self._called, set()
-            changes = self._changes
+            forgets = self.view.forgets()
         records = {name: self._metadata.get_dag(name) for name in called}
         pins = {(p.dag_name, p.function_name): p.worker_id for p in self._metadata.pins()}
         live = {w.id: w.incarnation for w in self._metadata.workers()}
         with self._lock:
-            if changes != self._changes:
+            if forgets != self.view.forgets():
                 self._called |= called
                 return  # the view stays unread: the next call reads it
             self._restarted = {w for w, inc in live.items()
@@ -90,12 +86,12 @@ class DagRoutes:
         with self._lock:
             self._called.add(name)
             record = self._dags.get(name)
-            changes = self._changes
+            forgets = self.view.forgets()
         if record is None:
             record = self._metadata.get_dag(name)
             if record is not None:
                 with self._lock:
-                    if changes == self._changes:
+                    if forgets == self.view.forgets():
                         self._dags[name] = record
         return record
 

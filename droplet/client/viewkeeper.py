@@ -53,6 +53,11 @@ class ViewKeeper:
             self._looked_at = -math.inf
             self._forgets += 1
 
+    def forgets(self) -> int:
+        """How many times the copy was forgotten: a read begun before a change of it and
+        finished after is not to be kept (the owner compares this before and after)."""
+        return self._forgets
+
     def busy(self) -> bool:
         """Whether a look is asked for or under way on the keeper's thread."""
         return self._asked

@@ -18,48 +18,25 @@ from typing import Any
 import pytest
 
 from droplet.scheduler import reaper as reaper_module
-from droplet.scheduler.reaper import Reaper
 
-from .inprocess import Fleet
-
-
-def f(lib: Any, *args: Any) -> Any:
-    return ["f", *args]
+from .test_reaper_delete_if_empty import dead_worker_fleet, reaper_racing
 
 
 def test_a_queue_whose_revived_worker_holds_a_call_is_not_deleted_under_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reaper_module, "_SETTLE_PAUSE_S", 0.0)
-    fleet = Fleet()
-    dead = fleet.start_worker("w1")
-    fleet.start_worker("w2")
-    scheduler = fleet.start_scheduler()
-    fleet.register("f", f)
-    queue = fleet.names.worker("w1")
-    dead.conn.close()  # its broker connection dropped while it was paused
-    dead.service.membership.leave()  # ... and its lease ran out
-    scheduler.state.workers.pop("w1", None)
+    fleet, scheduler, queue = dead_worker_fleet()  # w1's connection dropped while paused
     held: list[Any] = []
     revived = fleet.broker.connect("w1-reconnected")
     late: list[str] = []
 
-    def connect() -> Any:
-        conn = fleet.broker.connect()
-        delete = conn.delete_queue
+    def revive() -> None:  # w1 reconnects and consumes its queue; it takes a call arriving
+        if not late:
+            revived.consume(queue, prefetch=1)
+            late.append(fleet.call("f", 7, queue=queue))
+            held.extend(revived.poll(0.1))
 
-        def racing(name: str, if_empty: bool = False) -> bool:
-            # w1 reconnects and consumes its queue again; a call arrives and it takes it
-            if name == queue and not late:
-                revived.consume(queue, prefetch=1)
-                late.append(fleet.call("f", 7, queue=queue))
-                held.extend(revived.poll(0.1))
-            return delete(name, if_empty=if_empty)
-
-        conn.delete_queue = racing  # type: ignore[method-assign]
-        return conn
-
-    reaper = Reaper(connect, fleet.names, scheduler.state, fleet.kv, fleet.values.keys,
-                    lambda: None)
+    reaper = reaper_racing(fleet, scheduler, queue, revive)
     [(worker, entry)] = reaper.dead_members().items()
     reaper.reap(worker, entry)
     assert len(held) == 1, "the revived worker took the call, unacked"
