@@ -189,9 +189,22 @@ def test_calls_on_a_reference_run_where_the_key_is_cached(client: Any, unique: s
     while not reported():
         assert time.monotonic() < deadline, "the worker never reported the cached key"
         time.sleep(0.1)
-    time.sleep(0.5)  # the scheduler's watch carries the status over
-    runs = {where(droplet.DropletReference(key)).get(timeout=10)[0] for _ in range(10)}
-    assert runs == {holder}, "every call on the reference ran where the key is cached"
+    # Ten calls in a row on the holder: through the shared queue, which hands sequential
+    # calls to its two idle consumers in turn, that never happens. A set may still miss:
+    # a status written while one of the calls was in the holder's hand says "busy", and a
+    # busy worker takes no locality placements until its next status (0.5 s here), or the
+    # scheduler's watch may not have carried the status over yet on a loaded machine. So
+    # a few sets are tried, each after the holder's next status.
+    sets = []
+    for _ in range(4):
+        time.sleep(0.6)
+        runs = [where(droplet.DropletReference(key)).get(timeout=10)[0] for _ in range(10)]
+        sets.append(runs)
+        if set(runs) == {holder}:
+            break
+    assert set(sets[-1]) == {holder}, (
+        f"every call on the reference ran where the key is cached ({holder}): {sets}"
+    )
 
 
 def test_oversize_arguments_are_refused_with_a_hint(client: Any, unique: str) -> None:
