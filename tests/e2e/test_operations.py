@@ -67,6 +67,12 @@ def test_status_and_metrics_show_the_fleet_and_its_work(
                 if line.startswith("droplet_function_seconds_count") and f'"{unique}"' in line]
         assert sum(float(line.split()[-1]) for line in runs) == 20
         assert 'droplet_errors_total{code="EXECUTION_ERROR",role="worker"} 1.0' in scraped
+        frozen = [float(line.split()[-1]) for line in scraped.splitlines()
+                  if line.startswith("droplet_gc_frozen_objects ")]
+        assert len(frozen) == 2 and min(frozen) > 20_000, (
+            f"each worker set its start-up objects aside from full collections: {frozen}"
+        )
+        assert scraped.count('droplet_gc_collections_total{generation="0"}') == 2
     finally:
         cluster.stop()
         purge_namespace(settings, cluster.worker_ids())
