@@ -64,8 +64,13 @@ class GcPauses(Collector):
         if phase == "start":
             self._began = time.perf_counter()
             return
+        began, self._began = self._began, 0.0
+        if not began:
+            # Its start came before start() (or before a stop() and start() again): the
+            # callback went in while another thread's collection was in its finalizers.
+            return
         generation = info["generation"]
-        took = time.perf_counter() - self._began
+        took = time.perf_counter() - began
         self.collections[generation] += 1
         self.paused_s[generation] += took
         if took > self.longest_s[generation]:
