@@ -10,7 +10,9 @@ collections walk only what came after. Figures in the README (Performance, "GC p
 
 Pauses are counted per generation from `gc.callbacks` into plain numbers. The callback runs
 inside whatever allocation started the collection, possibly under a lock a metric holds, so
-it takes none; the metrics read the numbers when scraped.
+it takes none; the metrics read the numbers when scraped. A pause is wall time: it includes
+any time a finalizer run by the collection let other threads in, and a collection already
+under way when the callback went in is not counted.
 """
 
 from __future__ import annotations

@@ -1,0 +1,63 @@
+"""heap.GcPauses with collections started from many threads at once (allocations and explicit
+gc.collect()) while another thread scrapes the registry: no exception out of the callback
+(unraisable warnings are errors here), counts that only grow, and pauses that add up to no
+more than the time that passed (collections never overlap: CPython runs one at a time)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from droplet import heap
+
+
+def test_collections_from_many_threads_while_scraped() -> None:
+    pauses = heap.GcPauses()
+    registry = CollectorRegistry()
+    registry.register(pauses)
+    stop = threading.Event()
+    problems: list[str] = []
+    scrapes = [0]
+
+    def churn(explicit: bool) -> None:
+        while not stop.is_set():
+            ring: list[object] = []
+            for _ in range(2000):
+                node: list[object] = [ring]
+                ring.append(node)
+            if explicit:
+                gc.collect(len(ring) % 3)
+
+    def scrape() -> None:
+        last = [0, 0, 0]
+        while not stop.is_set():
+            text = generate_latest(registry).decode()
+            scrapes[0] += 1
+            now = [float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("droplet_gc_collections_total{")]
+            if len(now) != 3 or any(n < b for n, b in zip(now, last, strict=True)):
+                problems.append(f"{last} -> {now}")
+            last = [int(n) for n in now] if len(now) == 3 else last
+
+    threads = [threading.Thread(target=churn, args=(i % 2 == 0,)) for i in range(8)]
+    threads.append(threading.Thread(target=scrape))
+    began = time.perf_counter()
+    pauses.start()
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(3.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        pauses.stop()
+    lived = time.perf_counter() - began
+    assert not any(t.is_alive() for t in threads)
+    assert not problems, problems[:5]
+    assert scrapes[0] > 0 and min(pauses.collections) > 0, (scrapes, pauses.collections)
+    assert sum(pauses.paused_s) <= lived, (pauses.paused_s, lived)
+    assert all(0 < pauses.longest_s[g] <= pauses.paused_s[g] for g in heap.GENERATIONS)
