@@ -33,7 +33,7 @@ def test_settling_collects_start_up_garbage_and_sets_the_rest_aside(unfrozen: No
     del garbage
     frozen = heap.settle()
     assert gone() is None, "garbage made at start-up is collected, not frozen for good"
-    assert frozen == gc.get_freeze_count() > 1000
+    assert frozen > 1000  # (frozen objects may still be freed by refcount: the count moves)
     assert not any(o is kept for o in gc.get_objects()), (
         "an object alive at start-up is out of the collector's sight"
     )
