@@ -73,6 +73,14 @@ def test_status_and_metrics_show_the_fleet_and_its_work(
             f"each worker set its start-up objects aside from full collections: {frozen}"
         )
         assert scraped.count('droplet_gc_collections_total{generation="0"}') == 2
+        (scheduler,) = report["schedulers"]
+        url = f"http://127.0.0.1:{scheduler['metrics_port']}/metrics"
+        frozen_there = [float(line.split()[-1]) for line in
+                        urllib.request.urlopen(url, timeout=5).read().decode().splitlines()
+                        if line.startswith("droplet_gc_frozen_objects ")]
+        assert len(frozen_there) == 1 and frozen_there[0] > 20_000, (
+            f"the scheduler set its start-up objects aside too: {frozen_there}"
+        )
     finally:
         cluster.stop()
         purge_namespace(settings, cluster.worker_ids())
