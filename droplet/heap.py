@@ -42,25 +42,22 @@ class GcPauses(Collector):
     """Collections and the time they held the process, per generation, since start()."""
 
     def __init__(self) -> None:
-        self.collections = [0, 0, 0]
-        self.paused_s = [0.0, 0.0, 0.0]
-        self.longest_s = [0.0, 0.0, 0.0]
+        self.collections = [0] * len(GENERATIONS)
+        self.paused_s = [0.0] * len(GENERATIONS)
+        self.longest_s = [0.0] * len(GENERATIONS)
         self._began = 0.0
-        self._installed = False
         self._lock = threading.Lock()  # start/stop only, never from the callback
 
     def start(self) -> GcPauses:
         with self._lock:
-            if not self._installed:
+            if self._observe not in gc.callbacks:
                 gc.callbacks.append(self._observe)
-                self._installed = True
         return self
 
     def stop(self) -> None:
         with self._lock:
-            if self._installed:
+            if self._observe in gc.callbacks:
                 gc.callbacks.remove(self._observe)
-                self._installed = False
 
     def _observe(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

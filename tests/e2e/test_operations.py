@@ -30,6 +30,15 @@ def _status(settings: Any) -> dict[str, Any]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
+def _scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def _frozen_objects(scraped: str) -> list[float]:
+    return [float(line.split()[-1]) for line in scraped.splitlines()
+            if line.startswith("droplet_gc_frozen_objects ")]
+
+
 def test_status_and_metrics_show_the_fleet_and_its_work(
     services: Services, tmp_path: Any, unique: str
 ) -> None:
@@ -59,25 +68,18 @@ def test_status_and_metrics_show_the_fleet_and_its_work(
         assert report["queues"][f"{settings.namespace}.work"] == 0
         assert sum(w["calls_total"] for w in workers) >= 21
 
-        scraped = ""
-        for w in workers:
-            url = f"http://127.0.0.1:{w['metrics_port']}/metrics"
-            scraped += urllib.request.urlopen(url, timeout=5).read().decode()
+        scraped = "".join(_scrape(w["metrics_port"]) for w in workers)
         runs = [line for line in scraped.splitlines()
                 if line.startswith("droplet_function_seconds_count") and f'"{unique}"' in line]
         assert sum(float(line.split()[-1]) for line in runs) == 20
         assert 'droplet_errors_total{code="EXECUTION_ERROR",role="worker"} 1.0' in scraped
-        frozen = [float(line.split()[-1]) for line in scraped.splitlines()
-                  if line.startswith("droplet_gc_frozen_objects ")]
+        frozen = _frozen_objects(scraped)
         assert len(frozen) == 2 and min(frozen) > 20_000, (
             f"each worker set its start-up objects aside from full collections: {frozen}"
         )
         assert scraped.count('droplet_gc_collections_total{generation="0"}') == 2
         (scheduler,) = report["schedulers"]
-        url = f"http://127.0.0.1:{scheduler['metrics_port']}/metrics"
-        frozen_there = [float(line.split()[-1]) for line in
-                        urllib.request.urlopen(url, timeout=5).read().decode().splitlines()
-                        if line.startswith("droplet_gc_frozen_objects ")]
+        frozen_there = _frozen_objects(_scrape(scheduler["metrics_port"]))
         assert len(frozen_there) == 1 and frozen_there[0] > 20_000, (
             f"the scheduler set its start-up objects aside too: {frozen_there}"
         )
