@@ -43,7 +43,19 @@ QUICK = {"calls": 20, "dag_calls": 20, "burst": 100, "map": 200, "warmup": 5}
 # Fewer samples than this make p99 the maximum of a handful: noise, not a tail.
 MIN_LATENCY_SAMPLES = 300
 READY_TIMEOUT_S = 60.0
-SWEEP_BURSTS = 3  # per fleet size of --sweep: its rate is their median
+SWEEP_BURSTS = 3  # per fleet size of --sweep and round: its rate is their median
+SWEEP_ROUNDS = 2  # rounds of --sweep (1 with --quick): a size's rate is their median
+
+
+def sweep_order(sizes: list[int], rounds: int) -> list[int]:
+    """The fleet sizes in the order `--sweep` starts them: each round starts every size once,
+    and every other round goes backwards (2,32 then 32,2). On a shared VM whose load drifts
+    over a minute by more than the effect measured, the size started last would otherwise
+    always take the busier end; this way a steady drift weighs on every size alike."""
+    order: list[int] = []
+    for round_index in range(rounds):
+        order += sizes if round_index % 2 == 0 else sizes[::-1]
+    return order
 
 
 @contextmanager
@@ -81,6 +93,21 @@ def local_cluster(base: Settings, workers: int, workdir: Path,
             print(f"droplet bench: clean-up of {namespace} failed: {exc}", file=sys.stderr)
         if etcd is not None:
             etcd.stop()
+
+
+def _sweep(base: Settings, order: list[int], counts: dict[str, int], workdir: Path,
+           progress: Progress) -> dict[str, Any]:
+    """Each fleet size's rate and CPU figures: the medians over its rounds (the rates of
+    every round are kept too, under `sweep_runs`)."""
+    runs: dict[str, list[tuple[float, FleetCpu | None]]] = {}
+    for workers in order:
+        runs.setdefault(str(workers), []).append(
+            _sweep_one(base, workers, counts, workdir, progress))
+    cpu = {n: [c for _, c in done if c is not None] for n, done in runs.items()}
+    return {"sweep": {n: statistics.median(rate for rate, _ in done)
+                      for n, done in runs.items()},
+            "sweep_runs": {n: [rate for rate, _ in done] for n, done in runs.items()},
+            "sweep_cpu": {n: FleetCpu.median_of(c).as_dict() for n, c in cpu.items() if c}}
 
 
 def _sweep_one(base: Settings, workers: int, counts: dict[str, int], workdir: Path,
@@ -209,6 +236,8 @@ def _rounded(value: Any) -> Any:
         return round(value, 3)
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
     return value
 
 
@@ -222,6 +251,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         raise BenchError("worker counts must be at least 1")
     if sweep and args.external:
         raise BenchError("--sweep starts its own clusters: it cannot be used with --external")
+    rounds = args.sweep_rounds if args.sweep_rounds is not None else (
+        1 if args.quick else SWEEP_ROUNDS)
+    if rounds < 1:
+        raise BenchError(f"--sweep-rounds must be at least 1, not {rounds}")
     progress = Progress(args.progress or sys.stderr.isatty())
     if args.plot:
         from droplet.cli.bench_plot import check_plot_path
@@ -249,9 +282,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             out.update(measure(client, counts, progress, notes, traced=args.breakdown,
                                samples=samples))
         if sweep:
-            swept = {str(n): _sweep_one(settings, n, counts, workdir, progress) for n in sweep}
-            out["sweep"] = {n: rate for n, (rate, _) in swept.items()}
-            out["sweep_cpu"] = {n: cpu.as_dict() for n, (_, cpu) in swept.items() if cpu}
+            out.update(_sweep(settings, sweep_order(sweep, rounds), counts, workdir, progress))
         finished = True
     finally:
         progress.clear()

@@ -8,7 +8,9 @@ the machine and etcd. `droplet bench --sweep` reports both for each fleet size.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,6 +57,12 @@ class FleetCpu:
     worker_cpu_us_per_call: float
     scheduler_cpu_us_per_call: float
     idle_worker_cpu_pct: float
+
+    @classmethod
+    def median_of(cls, figures: list[FleetCpu]) -> FleetCpu:
+        """Each figure's median over rounds of the same fleet size (at least one)."""
+        return cls(**{field.name: statistics.median(getattr(f, field.name) for f in figures)
+                      for field in dataclasses.fields(cls)})
 
     def as_dict(self) -> dict[str, float]:
         return {"worker_cpu_us_per_call": self.worker_cpu_us_per_call,

@@ -36,6 +36,7 @@ def test_bench_quick_reports_positive_figures(services: Services) -> None:
                            "worker.end -> stored", "stored -> client.received"}
     assert all(s["p50_ms"] >= 0 and s["p99_ms"] >= s["p50_ms"] for s in stages.values())
     assert report["sweep"]["1"] > 0
+    assert report["sweep_runs"]["1"] == [report["sweep"]["1"]]  # --quick: one round
     cpu = report["sweep_cpu"]["1"]
     # The one worker ran the burst: it spent CPU on it, and less than a core at rest.
     assert cpu["worker_cpu_us_per_call"] > 0
