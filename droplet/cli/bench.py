@@ -33,6 +33,7 @@ from droplet.cli.bench_measure import (
     register_incr,
     warm_up,
 )
+from droplet.cli.bench_speed import SpeedLog
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
 from droplet.errors import DropletError
@@ -172,7 +173,7 @@ def _ratios(out: dict[str, Any]) -> None:
 
 
 def _run_peers(folder: Path, broker_url: str, python: str | None, progress: Progress,
-               notes: list[str]) -> dict[str, Any]:
+               notes: list[str], speed: SpeedLog) -> dict[str, Any]:
     """The floor and the peers' figures, each script run if the folder has it."""
     if not folder.is_dir():
         raise BenchError(f"--peers {folder}: no such folder")
@@ -183,6 +184,7 @@ def _run_peers(folder: Path, broker_url: str, python: str | None, progress: Prog
             notes.append(f"{script} not in {folder}: {name} skipped")
             continue
         progress.show(name, 0, 1)
+        speed.mark(name)
         try:
             figures = run_floor(str(path), broker_url, python or sys.executable)
         except (BenchError, subprocess.TimeoutExpired) as exc:
@@ -227,6 +229,8 @@ def _table(out: dict[str, Any]) -> list[str]:
     rows += [(f"sweep {n} workers", v, "calls/s") for n, v in out.get("sweep", {}).items()]
     rows += [(f"sweep {n} workers {k}", v, "us" if k.endswith("_us_per_call") else "%")
              for n, cpu in out.get("sweep_cpu", {}).items() for k, v in cpu.items()]
+    rows += [(f"machine probe as {phase} starts", v, "ms") for phase, v
+             in out.get("machine_speed", {}).get("probe_ms", {}).items()]
     lines += [f"  {name:<46}{value:>12.3f} {unit}" for name, value, unit in rows]
     return lines + [f"  note: {note}" for note in out.get("notes", [])]
 
@@ -263,15 +267,18 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     out: dict[str, Any] = {}
     notes: list[str] = []
     samples: dict[str, list[float]] = {}
+    speed = SpeedLog()
     workdir = Path(tempfile.mkdtemp(prefix="droplet-bench-"))
     finished = False
     try:
         if args.floor:  # first, while no cluster of ours is loading the machine
             progress.show("floor", 0, 1)
+            speed.mark("floor")
             out["floor"] = run_floor(args.floor, settings.broker_url)
         if args.peers:
             out.update(_run_peers(Path(args.peers), settings.broker_url, args.peers_python,
-                                  progress, notes))
+                                  progress, notes, speed))
+        speed.mark("droplet")
         with ExitStack() as stack:
             used = settings if args.external else stack.enter_context(
                 local_cluster(settings, args.workers, workdir, notes)).settings
@@ -282,7 +289,9 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             out.update(measure(client, counts, progress, notes, traced=args.breakdown,
                                samples=samples))
         if sweep:
+            speed.mark("sweep")
             out.update(_sweep(settings, sweep_order(sweep, rounds), counts, workdir, progress))
+        speed.mark("end")
         finished = True
     finally:
         progress.clear()
@@ -292,6 +301,9 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             print(f"droplet bench: cluster logs kept in {workdir}", file=sys.stderr)
     _ratios(out)
     out["counts"] = counts
+    out["machine_speed"] = speed.report()
+    if (moved := speed.note()) is not None:
+        notes.append(moved)
     if notes:
         out["notes"] = notes
     print("\n".join(_table(out)))

@@ -1,0 +1,40 @@
+"""`droplet bench` times a fixed loop as each phase starts, and says when the machine's speed
+moved enough during a run to make ratios between its phases doubtful."""
+
+from __future__ import annotations
+
+from droplet.cli.bench_speed import DRIFT_NOTED, SpeedLog, probe_ms
+
+
+def test_the_probe_times_real_work() -> None:
+    small, large = probe_ms(5_000, 5), probe_ms(40_000, 5)
+    assert 0 < small < large  # eight times the loop: longer even on a machine that slows 2x
+
+
+def _log(times: list[float]) -> SpeedLog:
+    queued = iter(times)
+    log = SpeedLog(probe=lambda: next(queued))
+    for phase in ("floor", "celery", "droplet", "end")[:len(times)]:
+        log.mark(phase)
+    return log
+
+
+def test_a_steady_machine_gets_no_note() -> None:
+    log = _log([2.5, 2.6, 2.55, 2.7])
+    assert log.drift() == 2.7 / 2.5 < DRIFT_NOTED
+    assert log.note() is None
+    assert log.report() == {"probe_ms": {"floor": 2.5, "celery": 2.6, "droplet": 2.55,
+                                         "end": 2.7}, "drift": 2.7 / 2.5}
+
+
+def test_a_machine_that_slowed_between_phases_is_named_in_a_note() -> None:
+    log = _log([2.6, 2.6, 5.7, 5.5])
+    note = log.note()
+    assert note is not None
+    assert "2.60 ms as floor started" in note and "5.70 ms as droplet started" in note
+    assert "(2.19x)" in note
+
+
+def test_one_mark_or_none_is_no_drift() -> None:
+    assert _log([]).drift() == 1.0
+    assert _log([3.0]).drift() == 1.0 and _log([3.0]).note() is None
