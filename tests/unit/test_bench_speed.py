@@ -3,6 +3,9 @@ moved enough during a run to make ratios between its phases doubtful."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from droplet.cli import bench
 from droplet.cli.bench_speed import DRIFT_NOTED, SpeedLog, probe_ms
 
 
@@ -38,3 +41,19 @@ def test_a_machine_that_slowed_between_phases_is_named_in_a_note() -> None:
 def test_one_mark_or_none_is_no_drift() -> None:
     assert _log([]).drift() == 1.0
     assert _log([3.0]).drift() == 1.0 and _log([3.0]).note() is None
+
+
+def test_each_peer_script_found_is_probed_as_it_starts(tmp_path: Path) -> None:
+    (tmp_path / "pika_floor.py").write_text(
+        'import json\nprint(json.dumps({"hops2_p50_ms": 0.6, "hops3_p50_ms": 0.9}))\n')
+    (tmp_path / "celery_bench.py").write_text(
+        'import json\nprint("warming up")\nprint(json.dumps({"call_p50_ms": 2.0}))\n')
+    times = iter([2.5, 2.6])
+    speed = SpeedLog(probe=lambda: next(times))
+    notes: list[str] = []
+    found = bench._run_peers(tmp_path, "amqp://unused", None, bench.Progress(False), notes,
+                             speed)
+    assert found == {"floor": {"hops2_p50_ms": 0.6, "hops3_p50_ms": 0.9},
+                     "peers": {"celery": {"call_p50_ms": 2.0}}}
+    assert speed.probes_ms == {"floor": 2.5, "celery": 2.6}  # dramatiq_bench.py is absent
+    assert notes == [f"dramatiq_bench.py not in {tmp_path}: dramatiq skipped"]
