@@ -52,7 +52,8 @@ def sweep_order(sizes: list[int], rounds: int) -> list[int]:
     """The fleet sizes in the order `--sweep` starts them: each round starts every size once,
     and every other round goes backwards (2,32 then 32,2). On a shared VM whose load drifts
     over a minute by more than the effect measured, the size started last would otherwise
-    always take the busier end; this way a steady drift weighs on every size alike."""
+    always take the busier end; this way, over an even number of rounds, a steady drift
+    weighs on every size alike (`_sweep_plan` refuses an odd number over 1)."""
     order: list[int] = []
     for round_index in range(rounds):
         order += sizes if round_index % 2 == 0 else sizes[::-1]
@@ -245,20 +246,42 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def run_bench(settings: Settings, args: argparse.Namespace) -> int:
-    counts = _counts(args)
+def _sweep_plan(args: argparse.Namespace) -> list[int]:
+    """The fleet sizes `--sweep` starts, in order, every round; refused before the bench runs
+    for minutes: a `--sweep` of no size or `--sweep-rounds` alone (neither would be measured),
+    a size named twice (its rounds would not alternate with the others'), and an odd number
+    of rounds over 1 (a steady drift decides each size's median by its middle round alone,
+    which starts the sizes in one order: the bias of a single round, reversed)."""
+    if args.sweep is None:
+        if args.sweep_rounds is not None:
+            raise BenchError("--sweep-rounds repeats the fleet sizes of --sweep: give --sweep")
+        return []
     try:
-        sweep = [int(n) for n in args.sweep.split(",") if n.strip()] if args.sweep else []
+        sweep = [int(n) for n in args.sweep.split(",") if n.strip()]
     except ValueError:
-        raise BenchError(f"--sweep takes worker counts like 1,2,4, not {args.sweep!r}") from None
-    if args.workers < 1 or any(n < 1 for n in sweep):
+        sweep = []
+    if not sweep:
+        raise BenchError(f"--sweep takes worker counts like 1,2,4, not {args.sweep!r}")
+    if twice := sorted({n for n in sweep if sweep.count(n) > 1}):
+        raise BenchError(f"--sweep names {','.join(map(str, twice))} twice: "
+                         "--sweep-rounds starts each size again")
+    if any(n < 1 for n in sweep):
         raise BenchError("worker counts must be at least 1")
-    if sweep and args.external:
+    if args.external:
         raise BenchError("--sweep starts its own clusters: it cannot be used with --external")
     rounds = args.sweep_rounds if args.sweep_rounds is not None else (
         1 if args.quick else SWEEP_ROUNDS)
-    if rounds < 1:
-        raise BenchError(f"--sweep-rounds must be at least 1, not {rounds}")
+    if rounds != 1 and (rounds < 1 or rounds % 2):
+        raise BenchError(f"--sweep-rounds takes 1 or an even number, not {rounds}: over an "
+                         "odd number of rounds a steady drift favours some sizes")
+    return sweep_order(sweep, rounds)
+
+
+def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    counts = _counts(args)
+    if args.workers < 1:
+        raise BenchError("worker counts must be at least 1")
+    order = _sweep_plan(args)
     progress = Progress(args.progress or sys.stderr.isatty())
     if args.plot:
         from droplet.cli.bench_plot import check_plot_path
@@ -288,9 +311,9 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                               "external": bool(args.external), "namespace": used.namespace}
             out.update(measure(client, counts, progress, notes, traced=args.breakdown,
                                samples=samples))
-        if sweep:
+        if order:
             speed.mark("sweep")
-            out.update(_sweep(settings, sweep_order(sweep, rounds), counts, workdir, progress))
+            out.update(_sweep(settings, order, counts, workdir, progress))
         speed.mark("end")
         finished = True
     finally:

@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny counts, for smoke tests")
     bench.add_argument("--sweep", help="burst again on fresh clusters of these sizes: 1,2,4")
     bench.add_argument("--sweep-rounds", type=int, metavar="N",
-                       help="start each size of --sweep N times, every other round in "
-                            "reverse order, and report the medians (default 2; 1 with --quick)")
+                       help="start each size of --sweep N times (1 or an even N), every "
+                            "other round in reverse order, and report the medians (default 2; "
+                            "1 with --quick)")
     bench.add_argument("--floor", metavar="PATH", help="raw-pika floor script to compare with")
     bench.add_argument("--peers", metavar="DIR",
                        help="run pika_floor.py, celery_bench.py, dramatiq_bench.py from DIR "
