@@ -33,7 +33,7 @@ from droplet.cli.bench_measure import (
     register_incr,
     warm_up,
 )
-from droplet.cli.bench_speed import SpeedLog
+from droplet.cli.bench_speed import SpeedLog, when
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
 from droplet.errors import DropletError
@@ -230,7 +230,7 @@ def _table(out: dict[str, Any]) -> list[str]:
     rows += [(f"sweep {n} workers", v, "calls/s") for n, v in out.get("sweep", {}).items()]
     rows += [(f"sweep {n} workers {k}", v, "us" if k.endswith("_us_per_call") else "%")
              for n, cpu in out.get("sweep_cpu", {}).items() for k, v in cpu.items()]
-    rows += [(f"machine probe as {phase} starts", v, "ms") for phase, v
+    rows += [(f"machine probe {when(phase)}", v, "ms") for phase, v
              in out.get("machine_speed", {}).get("probe_ms", {}).items()]
     lines += [f"  {name:<46}{value:>12.3f} {unit}" for name, value, unit in rows]
     return lines + [f"  note: {note}" for note in out.get("notes", [])]

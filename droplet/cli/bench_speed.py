@@ -36,6 +36,11 @@ def probe_ms(iterations: int = PROBE_ITERATIONS, repeats: int = PROBE_REPEATS) -
     return statistics.median(times) * 1e3
 
 
+def when(phase: str) -> str:
+    """When a probe ran, in words ("end" is no phase that starts)."""
+    return "at the end" if phase == "end" else f"as {phase} started"
+
+
 class SpeedLog:
     """The probe's time as each phase of one bench run starts ("end" once all are done)."""
 
@@ -57,9 +62,11 @@ class SpeedLog:
             return None
         slowest = max(self.probes_ms, key=self.probes_ms.__getitem__)
         fastest = min(self.probes_ms, key=self.probes_ms.__getitem__)
+        # in the order they ran: a machine that sped up must not read as one that slowed
+        first, then = sorted((fastest, slowest), key=list(self.probes_ms).index)
         return (f"the machine's speed moved during this run: a fixed loop took "
-                f"{self.probes_ms[fastest]:.2f} ms as {fastest} started and "
-                f"{self.probes_ms[slowest]:.2f} ms as {slowest} started ({drift:.2f}x): ratios "
+                f"{self.probes_ms[first]:.2f} ms {when(first)} and "
+                f"{self.probes_ms[then]:.2f} ms {when(then)} ({drift:.2f}x): ratios "
                 "between those phases may be off by as much; repeat the run")
 
     def report(self) -> dict[str, Any]:

@@ -57,3 +57,12 @@ def test_each_peer_script_found_is_probed_as_it_starts(tmp_path: Path) -> None:
                      "peers": {"celery": {"call_p50_ms": 2.0}}}
     assert speed.probes_ms == {"floor": 2.5, "celery": 2.6}  # dramatiq_bench.py is absent
     assert notes == [f"dramatiq_bench.py not in {tmp_path}: dramatiq skipped"]
+
+
+def test_the_note_names_the_two_phases_in_the_order_they_ran() -> None:
+    """A machine that sped up is not told as one that slowed down, and the end is no phase
+    that starts."""
+    log = _log([5.6, 5.5, 5.6, 2.5])  # fast only once every phase was done
+    note = log.note()
+    assert note is not None
+    assert "took 5.60 ms as floor started and 2.50 ms at the end (2.24x)" in note
