@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -48,16 +48,15 @@ SWEEP_BURSTS = 3  # per fleet size of --sweep and round: its rate is their media
 SWEEP_ROUNDS = 2  # rounds of --sweep (1 with --quick): a size's rate is their median
 
 
-def sweep_order(sizes: list[int], rounds: int) -> list[int]:
+def sweep_order(sizes: list[int], rounds: int) -> Iterator[int]:
     """The fleet sizes in the order `--sweep` starts them: each round starts every size once,
     and every other round goes backwards (2,32 then 32,2). On a shared VM whose load drifts
     over a minute by more than the effect measured, the size started last would otherwise
     always take the busier end; this way, over an even number of rounds, a steady drift
-    weighs on every size alike (`_sweep_plan` refuses an odd number over 1)."""
-    order: list[int] = []
+    weighs on every size alike (`_sweep_plan` refuses an odd number over 1). One by one, as
+    they start: `--sweep-rounds 10**20` is no list to build before the bench begins."""
     for round_index in range(rounds):
-        order += sizes if round_index % 2 == 0 else sizes[::-1]
-    return order
+        yield from sizes if round_index % 2 == 0 else sizes[::-1]
 
 
 @contextmanager
@@ -97,7 +96,7 @@ def local_cluster(base: Settings, workers: int, workdir: Path,
             etcd.stop()
 
 
-def _sweep(base: Settings, order: list[int], counts: dict[str, int], workdir: Path,
+def _sweep(base: Settings, order: Iterable[int], counts: dict[str, int], workdir: Path,
            progress: Progress) -> dict[str, Any]:
     """Each fleet size's rate and CPU figures: the medians over its rounds (the rates of
     every round are kept too, under `sweep_runs`)."""
@@ -246,16 +245,17 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def _sweep_plan(args: argparse.Namespace) -> list[int]:
-    """The fleet sizes `--sweep` starts, in order, every round; refused before the bench runs
-    for minutes: a `--sweep` of no size or `--sweep-rounds` alone (neither would be measured),
+def _sweep_plan(args: argparse.Namespace) -> Iterator[int] | None:
+    """The fleet sizes `--sweep` starts, in order, every round (None without `--sweep`).
+    Refused before the bench runs for minutes: a `--sweep` of no size or `--sweep-rounds`
+    alone (neither would be measured),
     a size named twice (its rounds would not alternate with the others'), and an odd number
     of rounds over 1 (a steady drift decides each size's median by its middle round alone,
     which starts the sizes in one order: the bias of a single round, reversed)."""
     if args.sweep is None:
         if args.sweep_rounds is not None:
             raise BenchError("--sweep-rounds repeats the fleet sizes of --sweep: give --sweep")
-        return []
+        return None
     try:
         sweep = [int(n) for n in args.sweep.split(",") if n.strip()]
     except ValueError:
@@ -311,7 +311,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                               "external": bool(args.external), "namespace": used.namespace}
             out.update(measure(client, counts, progress, notes, traced=args.breakdown,
                                samples=samples))
-        if order:
+        if order is not None:
             speed.mark("sweep")
             out.update(_sweep(settings, order, counts, workdir, progress))
         speed.mark("end")

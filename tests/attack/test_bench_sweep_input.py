@@ -60,3 +60,12 @@ def test_three_rounds_leave_a_steady_drift_on_one_size(
     out = bench._sweep(Settings(), bench.sweep_order([2, 32], 3), {}, tmp_path,
                        bench.Progress(False))
     assert out["sweep"]["32"] / out["sweep"]["2"] == pytest.approx(5800 / 5700)
+
+
+def test_a_huge_number_of_rounds_is_not_laid_out_up_front(
+        no_cluster: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """The rounds are started one by one: 10**20 of them used to be built into a list first,
+    which filled the machine's memory before the bench began."""
+    argv = ["bench", "--quick", "--sweep", "1,2", "--sweep-rounds", str(10**20)]
+    assert main(argv) == 1
+    assert "past the checks" in capsys.readouterr().err

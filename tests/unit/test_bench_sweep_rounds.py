@@ -14,9 +14,9 @@ from droplet.settings import Settings
 
 
 def test_every_other_round_starts_the_sizes_backwards() -> None:
-    assert bench.sweep_order([2, 32], 1) == [2, 32]
-    assert bench.sweep_order([2, 32], 2) == [2, 32, 32, 2]
-    assert bench.sweep_order([1, 2, 4], 3) == [1, 2, 4, 4, 2, 1, 1, 2, 4]
+    assert list(bench.sweep_order([2, 32], 1)) == [2, 32]
+    assert list(bench.sweep_order([2, 32], 2)) == [2, 32, 32, 2]
+    assert list(bench.sweep_order([1, 2, 4], 3)) == [1, 2, 4, 4, 2, 1, 1, 2, 4]
 
 
 def _drifting_fleet(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -40,7 +40,7 @@ def test_a_steady_drift_weighs_on_every_size_alike_once_rounds_alternate(
     started = _drifting_fleet(monkeypatch)
     out = bench._sweep(Settings(), bench.sweep_order([2, 32], rounds), {}, tmp_path,
                        bench.Progress(False))
-    assert started == bench.sweep_order([2, 32], rounds)
+    assert started == list(bench.sweep_order([2, 32], rounds))
     assert out["sweep"]["32"] / out["sweep"]["2"] == pytest.approx(ratio)
     assert len(out["sweep_runs"]["2"]) == len(out["sweep_runs"]["32"]) == rounds
     assert set(out["sweep_cpu"]) == {"2", "32"}
