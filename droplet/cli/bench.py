@@ -33,7 +33,7 @@ from droplet.cli.bench_measure import (
     register_incr,
     warm_up,
 )
-from droplet.cli.bench_speed import SpeedLog, when
+from droplet.cli.bench_speed import SpeedLog
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
 from droplet.errors import DropletError
@@ -229,8 +229,8 @@ def _table(out: dict[str, Any]) -> list[str]:
     rows += [(f"sweep {n} workers", v, "calls/s") for n, v in out.get("sweep", {}).items()]
     rows += [(f"sweep {n} workers {k}", v, "us" if k.endswith("_us_per_call") else "%")
              for n, cpu in out.get("sweep_cpu", {}).items() for k, v in cpu.items()]
-    rows += [(f"machine probe {when(phase)}", v, "ms") for phase, v
-             in out.get("machine_speed", {}).get("probe_ms", {}).items()]
+    rows += [(f"machine probe during {phase}", v, "ms CPU") for phase, v
+             in out.get("machine_speed", {}).get("probe_cpu_ms", {}).items()]
     lines += [f"  {name:<46}{value:>12.3f} {unit}" for name, value, unit in rows]
     return lines + [f"  note: {note}" for note in out.get("notes", [])]
 
@@ -294,6 +294,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="droplet-bench-"))
     finished = False
     try:
+        speed.start()
         if args.floor:  # first, while no cluster of ours is loading the machine
             progress.show("floor", 0, 1)
             speed.mark("floor")
@@ -314,9 +315,9 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         if order is not None:
             speed.mark("sweep")
             out.update(_sweep(settings, order, counts, workdir, progress))
-        speed.mark("end")
         finished = True
     finally:
+        speed.stop()
         progress.clear()
         if finished or not any(workdir.iterdir()):
             shutil.rmtree(workdir, ignore_errors=True)

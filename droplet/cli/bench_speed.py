@@ -1,73 +1,151 @@
-"""How fast this machine runs a fixed piece of Python, at each phase of `droplet bench`.
+"""How fast this machine's CPUs ran during each phase of `droplet bench`.
 
-The floor, the peers and Droplet are measured one after another, and on a shared VM the CPU a
-process gets can halve within seconds: on the development VM the loop below took 2.6 ms, and
-5.7 ms fifteen seconds later, and a worker's CPU per durable call doubled with it. A ratio
-between two phases then says as much about the host as about either system. So the bench
-times this loop as each phase starts and at the end, reports the times, and says so in its
-notes when they moved by more than `DRIFT_NOTED`: such a run's ratios are to be read with that
-uncertainty, or the run repeated.
+The floor, the peers and Droplet are measured one after another, and on a shared VM the speed
+of a virtual CPU moves under them: on the development VM a fixed loop took 2.5 ms of CPU, then
+5.5 ms a second later, then 2.5 ms again, and a worker's CPU per durable call doubled in its
+slow stretches. A ratio between two phases then says as much about the host as about either
+system. So a sampler process times the loop every `SAMPLE_EVERY_S` through the whole run, and
+each phase gets the mean of the samples taken while it ran (a phase of seconds averages over
+the flips; one probe as it starts would be a coin toss).
+
+The loop is timed in CPU time of its own thread, not wall time: waiting for a core that the
+measured processes keep busy does not count, so the figure follows the host, not the load the
+bench itself puts on the guest. The sampler costs 1-2% of one core.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-PROBE_ITERATIONS = 20_000  # about 2.5 ms on the development VM at its usual speed
-PROBE_REPEATS = 7  # the median of these: a single preemption does not move it
-DRIFT_NOTED = 1.25  # slowest probe / fastest probe of a run worth a note
+PROBE_ITERATIONS = 20_000  # about 2.5 ms of CPU on the development VM at its usual speed
+SAMPLE_EVERY_S = 0.25
+MIN_SAMPLES = 8  # a phase with fewer says nothing about its speed (it is left out of drift)
+DRIFT_NOTED = 1.25  # slowest phase / fastest phase of a run worth a note
 
 
-def probe_ms(iterations: int = PROBE_ITERATIONS, repeats: int = PROBE_REPEATS) -> float:
-    """The median time, in ms, of a loop of dict and integer work (the interpreter's bread
-    and butter, as in every process a call crosses)."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        table: dict[int, int] = {}
-        total = 0
-        for i in range(iterations):
-            table[i & 255] = i
-            total += table.get(i & 127, 0)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
+def probe_cpu_ms(iterations: int = PROBE_ITERATIONS) -> float:
+    """The CPU time, in ms, this thread spends on a loop of dict and integer work (the
+    interpreter's bread and butter, as in every process a call crosses)."""
+    started = time.thread_time()
+    table: dict[int, int] = {}
+    total = 0
+    for i in range(iterations):
+        table[i & 255] = i
+        total += table.get(i & 127, 0)
+    return (time.thread_time() - started) * 1e3
 
 
-def when(phase: str) -> str:
-    """When a probe ran, in words ("end" is no phase that starts)."""
-    return "at the end" if phase == "end" else f"as {phase} started"
+def sample(path: Path, every_s: float = SAMPLE_EVERY_S) -> None:
+    """The sampler: appends "monotonic seconds, CPU ms" lines to path until its parent is
+    gone (a bench that is killed leaves no sampler behind)."""
+    parent = os.getppid()
+    with path.open("a", encoding="ascii") as out:
+        while os.getppid() == parent:
+            at = time.monotonic()  # the system's clock: the bench reads the same one
+            out.write(f"{at:.6f} {probe_cpu_ms():.4f}\n")
+            out.flush()
+            time.sleep(every_s)
+
+
+def by_phase(marks: Sequence[tuple[str, float]], ended: float,
+             samples: Sequence[tuple[float, float]]) -> dict[str, list[float]]:
+    """The samples taken during each phase: from its mark to the next one (the last, to
+    `ended`). A phase marked twice keeps the samples of both stretches."""
+    found: dict[str, list[float]] = {phase: [] for phase, _ in marks}
+    bounds = [at for _, at in marks[1:]] + [ended] if marks else []
+    for (phase, start), end in zip(marks, bounds, strict=True):
+        found[phase] += [ms for at, ms in samples if start <= at < end]
+    return found
 
 
 class SpeedLog:
-    """The probe's time as each phase of one bench run starts ("end" once all are done)."""
+    """The machine's speed through one bench run: start(), mark() as each phase starts,
+    stop() at the end (always: it ends the sampler), then report() and note()."""
 
-    def __init__(self, probe: Callable[[], float] = probe_ms) -> None:
-        self._probe = probe
-        self.probes_ms: dict[str, float] = {}
+    def __init__(self, every_s: float = SAMPLE_EVERY_S) -> None:
+        handle, name = tempfile.mkstemp(prefix="droplet-bench-speed-", suffix=".txt")
+        os.close(handle)
+        self._path = Path(name)
+        self._every_s = every_s
+        self._sampler: subprocess.Popen[bytes] | None = None
+        self._marks: list[tuple[str, float]] = []
+        self.phases: dict[str, list[float]] = {}
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Starts the sampler and waits for its first sample, so that its own start-up (an
+        interpreter importing Droplet) is over before the first phase."""
+        self._sampler = subprocess.Popen(
+            [sys.executable, "-m", "droplet.cli.bench_speed", str(self._path),
+             str(self._every_s)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while (not _read(self._path) and self._sampler.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
 
     def mark(self, phase: str) -> None:
-        self.probes_ms[phase] = self._probe()
+        self._marks.append((phase, time.monotonic()))
+
+    def stop(self) -> None:
+        ended = time.monotonic()
+        if self._sampler is not None:
+            self._sampler.terminate()
+            try:
+                self._sampler.wait(5)
+            except subprocess.TimeoutExpired:
+                self._sampler.kill()
+                self._sampler.wait()
+            self._sampler = None
+        self.phases = by_phase(self._marks, ended, _read(self._path))
+        self._path.unlink(missing_ok=True)
+
+    def means(self) -> dict[str, float]:
+        """Each phase's mean CPU ms per loop, for the phases with enough samples."""
+        return {phase: statistics.fmean(ms) for phase, ms in self.phases.items()
+                if len(ms) >= MIN_SAMPLES}
 
     def drift(self) -> float:
-        """Slowest probe over fastest (1.0 with fewer than two)."""
-        times = list(self.probes_ms.values())
-        return max(times) / min(times) if len(times) > 1 and min(times) > 0 else 1.0
+        """Slowest phase over fastest (1.0 with fewer than two phases to compare)."""
+        means = list(self.means().values())
+        return max(means) / min(means) if len(means) > 1 and min(means) > 0 else 1.0
 
     def note(self) -> str | None:
-        drift = self.drift()
+        means, drift = self.means(), self.drift()
         if drift <= DRIFT_NOTED:
             return None
-        slowest = max(self.probes_ms, key=self.probes_ms.__getitem__)
-        fastest = min(self.probes_ms, key=self.probes_ms.__getitem__)
-        # in the order they ran: a machine that sped up must not read as one that slowed
-        first, then = sorted((fastest, slowest), key=list(self.probes_ms).index)
+        slowest, fastest = max(means, key=means.__getitem__), min(means, key=means.__getitem__)
+        # In the order they ran: a machine that sped up must not read as one that slowed.
+        first, then = sorted((fastest, slowest), key=list(means).index)
         return (f"the machine's speed moved during this run: a fixed loop took "
-                f"{self.probes_ms[first]:.2f} ms {when(first)} and "
-                f"{self.probes_ms[then]:.2f} ms {when(then)} ({drift:.2f}x): ratios "
-                "between those phases may be off by as much; repeat the run")
+                f"{means[first]:.2f} ms of CPU on average during {first} and "
+                f"{means[then]:.2f} ms during {then} ({drift:.2f}x): ratios between those "
+                "phases may be off by as much; repeat the run")
 
     def report(self) -> dict[str, Any]:
-        return {"probe_ms": dict(self.probes_ms), "drift": self.drift()}
+        return {"probe_cpu_ms": self.means(),
+                "samples": {phase: len(ms) for phase, ms in self.phases.items()},
+                "drift": self.drift()}
+
+
+def _read(path: Path) -> list[tuple[float, float]]:
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except OSError:
+        return []
+    samples = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 2:  # (a line cut by the sampler's end is skipped)
+            samples.append((float(fields[0]), float(fields[1])))
+    return samples
+
+
+if __name__ == "__main__":
+    sample(Path(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else SAMPLE_EVERY_S)

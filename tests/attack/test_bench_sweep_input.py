@@ -22,8 +22,12 @@ def no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
         raise bench.BenchError("past the checks")
 
     monkeypatch.setattr(bench, "local_cluster", refuse)
-    speed_log = bench.SpeedLog
-    monkeypatch.setattr(bench, "SpeedLog", lambda: speed_log(probe=lambda: 1.0))
+    monkeypatch.setattr(bench, "SpeedLog", _NoSampler)
+
+
+class _NoSampler(bench.SpeedLog):
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Nothing is measured here: no sampler process to start."""
 
 
 @pytest.mark.parametrize(("argv", "said"), [

@@ -1,68 +1,115 @@
-"""`droplet bench` times a fixed loop as each phase starts, and says when the machine's speed
-moved enough during a run to make ratios between its phases doubtful."""
+"""`droplet bench` samples the machine's speed through the whole run, gives each phase the
+mean of its samples, and says when phases ran at speeds far enough apart to make the ratios
+between them doubtful."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
+
 from droplet.cli import bench
-from droplet.cli.bench_speed import DRIFT_NOTED, SpeedLog, probe_ms
+from droplet.cli.bench_speed import DRIFT_NOTED, MIN_SAMPLES, SpeedLog, by_phase, probe_cpu_ms
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
 def test_the_probe_times_real_work() -> None:
-    small, large = probe_ms(5_000, 5), probe_ms(40_000, 5)
+    small, large = probe_cpu_ms(5_000), probe_cpu_ms(40_000)
     assert 0 < small < large  # eight times the loop: longer even on a machine that slows 2x
 
 
-def _log(times: list[float]) -> SpeedLog:
-    queued = iter(times)
-    log = SpeedLog(probe=lambda: next(queued))
-    for phase in ("floor", "celery", "droplet", "end")[:len(times)]:
-        log.mark(phase)
+def test_each_sample_belongs_to_the_phase_running_when_it_was_taken() -> None:
+    marks = [("floor", 10.0), ("celery", 20.0), ("floor", 30.0)]
+    samples = [(5.0, 9.0), (12.0, 2.5), (19.9, 2.6), (20.0, 5.5), (31.0, 2.7), (40.0, 8.0)]
+    assert by_phase(marks, 35.0, samples) == {"floor": [2.5, 2.6, 2.7], "celery": [5.5]}
+    assert by_phase([], 35.0, samples) == {}
+
+
+def _log(phases: dict[str, list[float]]) -> SpeedLog:
+    log = SpeedLog()
+    log.stop()  # (never started: only its temporary file to remove)
+    log.phases = phases
     return log
 
 
 def test_a_steady_machine_gets_no_note() -> None:
-    log = _log([2.5, 2.6, 2.55, 2.7])
-    assert log.drift() == 2.7 / 2.5 < DRIFT_NOTED
+    log = _log({"floor": [2.5] * 10, "celery": [2.6] * 10, "droplet": [2.7] * 10})
+    assert log.drift() == pytest.approx(2.7 / 2.5) and log.drift() < DRIFT_NOTED
     assert log.note() is None
-    assert log.report() == {"probe_ms": {"floor": 2.5, "celery": 2.6, "droplet": 2.55,
-                                         "end": 2.7}, "drift": 2.7 / 2.5}
+    assert log.report() == {"probe_cpu_ms": {"floor": 2.5, "celery": 2.6, "droplet": 2.7},
+                            "samples": {"floor": 10, "celery": 10, "droplet": 10},
+                            "drift": pytest.approx(2.7 / 2.5)}
 
 
-def test_a_machine_that_slowed_between_phases_is_named_in_a_note() -> None:
-    log = _log([2.6, 2.6, 5.7, 5.5])
+def test_phases_at_different_speeds_are_named_in_the_order_they_ran() -> None:
+    # A machine that sped up must not read as one that slowed down.
+    log = _log({"floor": [5.5] * 10, "celery": [4.0] * 10, "droplet": [2.5, 2.5] * 5})
     note = log.note()
     assert note is not None
-    assert "2.60 ms as floor started" in note and "5.70 ms as droplet started" in note
-    assert "(2.19x)" in note
+    assert "5.50 ms of CPU on average during floor and 2.50 ms during droplet" in note
+    assert "(2.20x)" in note
 
 
-def test_one_mark_or_none_is_no_drift() -> None:
-    assert _log([]).drift() == 1.0
-    assert _log([3.0]).drift() == 1.0 and _log([3.0]).note() is None
+def test_a_phase_with_too_few_samples_is_not_compared() -> None:
+    log = _log({"floor": [2.5] * MIN_SAMPLES, "end of run": [9.0] * (MIN_SAMPLES - 1)})
+    assert log.drift() == 1.0 and log.note() is None
+    assert log.report()["samples"] == {"floor": MIN_SAMPLES, "end of run": MIN_SAMPLES - 1}
+    assert _log({}).drift() == 1.0
 
 
-def test_each_peer_script_found_is_probed_as_it_starts(tmp_path: Path) -> None:
+def test_a_real_sampler_covers_each_phase_and_is_gone_after_stop() -> None:
+    log = SpeedLog(every_s=0.05)
+    log.start()
+    sampler = log._sampler
+    assert sampler is not None
+    log.mark("first")
+    time.sleep(0.8)
+    log.mark("second")
+    time.sleep(0.8)
+    log.stop()
+    assert sampler.poll() is not None
+    assert set(log.phases) == {"first", "second"}
+    assert all(len(ms) >= 4 and all(m > 0 for m in ms) for ms in log.phases.values())
+    assert not log._path.exists()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # exited; its new parent has not reaped it yet
+
+
+def test_a_bench_that_dies_leaves_no_sampler_behind(tmp_path: Path) -> None:
+    script = ("import os\nfrom droplet.cli.bench_speed import SpeedLog\n"
+              "log = SpeedLog(every_s=0.05)\nlog.start()\nprint(log._sampler.pid, flush=True)\n"
+              "os._exit(0)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, check=True, cwd=os.getcwd())
+    sampler = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while not _gone(sampler) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(sampler), "the sampler outlived the bench that started it"
+
+
+def test_each_peer_script_found_is_marked_as_it_starts(tmp_path: Path) -> None:
     (tmp_path / "pika_floor.py").write_text(
         'import json\nprint(json.dumps({"hops2_p50_ms": 0.6, "hops3_p50_ms": 0.9}))\n')
     (tmp_path / "celery_bench.py").write_text(
         'import json\nprint("warming up")\nprint(json.dumps({"call_p50_ms": 2.0}))\n')
-    times = iter([2.5, 2.6])
-    speed = SpeedLog(probe=lambda: next(times))
+    speed = SpeedLog()
     notes: list[str] = []
     found = bench._run_peers(tmp_path, "amqp://unused", None, bench.Progress(False), notes,
                              speed)
+    speed.stop()
     assert found == {"floor": {"hops2_p50_ms": 0.6, "hops3_p50_ms": 0.9},
                      "peers": {"celery": {"call_p50_ms": 2.0}}}
-    assert speed.probes_ms == {"floor": 2.5, "celery": 2.6}  # dramatiq_bench.py is absent
+    assert list(speed.phases) == ["floor", "celery"]  # dramatiq_bench.py is absent
     assert notes == [f"dramatiq_bench.py not in {tmp_path}: dramatiq skipped"]
-
-
-def test_the_note_names_the_two_phases_in_the_order_they_ran() -> None:
-    """A machine that sped up is not told as one that slowed down, and the end is no phase
-    that starts."""
-    log = _log([5.6, 5.5, 5.6, 2.5])  # fast only once every phase was done
-    note = log.note()
-    assert note is not None
-    assert "took 5.60 ms as floor started and 2.50 ms at the end (2.24x)" in note
