@@ -16,6 +16,7 @@ bench itself puts on the guest. The sampler costs 1-2% of one core.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,16 +44,22 @@ def probe_cpu_ms(iterations: int = PROBE_ITERATIONS) -> float:
     return (time.thread_time() - started) * 1e3
 
 
-def sample(path: Path, every_s: float = SAMPLE_EVERY_S) -> None:
-    """The sampler: appends "monotonic seconds, CPU ms" lines to path until its parent is
-    gone (a bench that is killed leaves no sampler behind)."""
-    parent = os.getppid()
+def sample(path: Path, every_s: float, parent: int) -> None:
+    """The sampler: appends "monotonic seconds, CPU ms" lines to path until its parent, the
+    bench, is gone; then it removes the file, which nobody is left to read (a bench that is
+    killed leaves neither sampler nor file behind). The bench's pid comes from the bench: one
+    that died while this interpreter started up would otherwise be taken for init or a
+    subreaper, and the sampler would run on forever."""
+    # Ctrl-C reaches the whole process group: the sampler is ended by the bench's stop(), after
+    # it has read the samples, not by a KeyboardInterrupt and its traceback on the terminal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with path.open("a", encoding="ascii") as out:
         while os.getppid() == parent:
             at = time.monotonic()  # the system's clock: the bench reads the same one
             out.write(f"{at:.6f} {probe_cpu_ms():.4f}\n")
             out.flush()
             time.sleep(every_s)
+    path.unlink(missing_ok=True)
 
 
 def by_phase(marks: Sequence[tuple[str, float]], ended: float,
@@ -84,7 +91,8 @@ class SpeedLog:
         interpreter importing Droplet) is over before the first phase."""
         self._sampler = subprocess.Popen(
             [sys.executable, "-m", "droplet.cli.bench_speed", str(self._path),
-             str(self._every_s)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+             str(self._every_s), str(os.getpid())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while (not _read(self._path) and self._sampler.poll() is None
                and time.monotonic() < deadline):
@@ -148,4 +156,4 @@ def _read(path: Path) -> list[tuple[float, float]]:
 
 
 if __name__ == "__main__":
-    sample(Path(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else SAMPLE_EVERY_S)
+    sample(Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))
