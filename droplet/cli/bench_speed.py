@@ -11,6 +11,10 @@ the flips; one probe as it starts would be a coin toss).
 The loop is timed in CPU time of its own thread, not wall time: waiting for a core that the
 measured processes keep busy does not count, so the figure follows the host, not the load the
 bench itself puts on the guest. The sampler costs 1-2% of one core.
+
+The sampler is this file run by its path in an isolated interpreter, so it imports nothing but
+the standard library (keep it so): `python -m droplet...` would look for Droplet in the bench's
+working directory first, and from another checkout it ran that one, or failed to import.
 """
 
 from __future__ import annotations
@@ -83,16 +87,21 @@ class SpeedLog:
         self._path = Path(name)
         self._every_s = every_s
         self._sampler: subprocess.Popen[bytes] | None = None
+        self._failed: str | None = None  # why there are no samples, if the sampler did not run
         self._marks: list[tuple[str, float]] = []
         self.phases: dict[str, list[float]] = {}
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Starts the sampler and waits for its first sample, so that its own start-up (an
-        interpreter importing Droplet) is over before the first phase."""
-        self._sampler = subprocess.Popen(
-            [sys.executable, "-m", "droplet.cli.bench_speed", str(self._path),
-             str(self._every_s), str(os.getpid())],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        interpreter) is over before the first phase. A sampler that cannot start does not stop
+        the bench: note() says so."""
+        try:
+            self._sampler = subprocess.Popen(
+                [sys.executable, "-I", __file__, str(self._path), str(self._every_s),
+                 str(os.getpid())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        except OSError as exc:
+            self._failed = f"its sampler did not start ({exc})"
+            return
         deadline = time.monotonic() + timeout_s
         while (not _read(self._path) and self._sampler.poll() is None
                and time.monotonic() < deadline):
@@ -104,6 +113,8 @@ class SpeedLog:
     def stop(self) -> None:
         ended = time.monotonic()
         if self._sampler is not None:
+            if (code := self._sampler.poll()) is not None:
+                self._failed = f"its sampler ended early, with status {code}"
             self._sampler.terminate()
             try:
                 self._sampler.wait(5)
@@ -125,6 +136,9 @@ class SpeedLog:
         return max(means) / min(means) if len(means) > 1 and min(means) > 0 else 1.0
 
     def note(self) -> str | None:
+        if self._failed is not None:  # (drift() is 1.0 then: it must not read as a steady machine)
+            return (f"the machine's speed was not sampled through the run: {self._failed}; "
+                    "whether it moved between phases is unknown")
         means, drift = self.means(), self.drift()
         if drift <= DRIFT_NOTED:
             return None

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from droplet.cli.bench_speed import SpeedLog
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
@@ -88,3 +90,33 @@ def test_ctrl_c_ends_the_bench_without_a_traceback_from_the_sampler(tmp_path: Pa
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stdout.split() == ["None"]  # the sampler ran on until stop() ended it
     assert not list(tmp_path.glob("droplet-bench-speed-*"))
+
+
+def test_the_sampler_runs_whatever_droplet_the_bench_s_directory_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `droplet bench` run from another checkout, or any directory with a droplet/ in it: the
+    # bench imported its own Droplet, `python -m droplet...` in that directory found that one.
+    (tmp_path / "droplet").mkdir()
+    (tmp_path / "droplet" / "__init__.py").write_text("raise ImportError('another droplet')\n")
+    monkeypatch.chdir(tmp_path)
+    log = SpeedLog(every_s=0.05)
+    log.start()
+    log.mark("droplet")
+    time.sleep(0.6)
+    log.stop()
+    assert len(log.phases["droplet"]) >= 3
+    assert log.note() is None
+
+
+@pytest.mark.parametrize("interpreter", ["/bin/false", "/nonexistent/python"])
+def test_a_sampler_that_does_not_run_is_said_so(
+        interpreter: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not a crash of the bench (it measures without the sampler), not a silent drift of 1.0.
+    monkeypatch.setattr(sys, "executable", interpreter)
+    log = SpeedLog(every_s=0.05)
+    log.start()
+    log.mark("droplet")
+    log.stop()
+    note = log.note()
+    assert note is not None, "no samples, no note: it read as a steady machine"
+    assert note.startswith("the machine's speed was not sampled through the run"), note
