@@ -12,14 +12,17 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import droplet
@@ -278,6 +281,32 @@ def _sweep_plan(args: argparse.Namespace) -> Iterator[int] | None:
 
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    with _terminated_as_interrupted():
+        return _run(settings, args)
+
+
+@contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """A SIGTERM (a CI job's time limit, `kill`) ends the bench the way Ctrl-C does: through
+    its clean-up, which stops the cluster and the private etcd it started. Its default action
+    killed the bench on the spot and left them running, the workers busy for ever. Only the
+    first one counts: a second would cut that clean-up short (SIGKILL still ends it all)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (signal handlers can only be set from the main thread)
+        return
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     counts = _counts(args)
     if args.workers < 1:
         raise BenchError("worker counts must be at least 1")

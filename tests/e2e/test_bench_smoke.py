@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +58,66 @@ def test_bench_quick_reports_positive_figures(services: Services) -> None:
     assert dag_stages == {"client.send -> incr.start",
                           "incr.start -> incr.end", "incr.end -> square.start",
                           "square.start -> square.end", "square.end -> client.received"}
+
+
+def _descendants(pid: int) -> set[int]:
+    """The processes below pid (read from /proc: children of children too)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _cluster_of(pid: int) -> set[int]:
+    return {p for p in _descendants(pid)
+            if b"droplet.cli.main" in Path(f"/proc/{p}/cmdline").read_bytes()}
+
+
+def test_a_bench_sent_sigterm_stops_its_cluster_first(services: Services) -> None:
+    """A CI job's time limit or a `kill` must not leave a bench's scheduler and workers (and a
+    private etcd, when it started one) running: SIGTERM goes through the same clean-up as
+    Ctrl-C."""
+    command = [
+        sys.executable, "-m", "droplet.cli.main",
+        "--broker-url", services.broker_url, "--etcd", services.etcd_endpoint,
+        "bench", "--quick", "--workers", "2", "--calls", "5000",
+    ]
+    bench = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, cwd=ROOT)
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(started) < 3 and time.monotonic() < deadline and bench.poll() is None:
+            with contextlib.suppress(OSError):
+                started = _cluster_of(bench.pid)
+            time.sleep(0.1)
+        assert len(started) >= 3, "the bench's scheduler and two workers never started"
+        time.sleep(1.0)  # (the cluster at work: the bench is measuring)
+        below = _descendants(bench.pid)
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=60)
+        assert bench.returncode == 130, err[-2000:]
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in below) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in below if _alive(p)], "processes of the bench outlived it"
+        kept = re.search(r"cluster logs kept in (\S+)", err)
+        if kept:
+            shutil.rmtree(kept.group(1), ignore_errors=True)
+    finally:
+        for pid in started | ({bench.pid} if bench.poll() is None else set()):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
