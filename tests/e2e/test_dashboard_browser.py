@@ -176,10 +176,15 @@ def test_a_dag_graph_renders_with_where_each_function_is_pinned(
               "the DAG's graph")
         nodes = driver.find_elements("css selector", f"{card} svg.dag g.node")
         assert sorted(n.get_attribute("data-function") for n in nodes) == sorted(functions)
-        pins = {p.function_name: p.worker_id for p in browser_client.metadata.pins()
-                if p.dag_name == unique}
-        labels = _text(driver, f"{card} svg.dag text.pin")
-        assert all(pins[f] in labels for f in functions), labels
+        def pinned_as_stored(d: Any) -> bool:
+            # A pin recorded just after the page was drawn shows at the next live refresh
+            # ("not pinned" until then: what failed a loaded CI run).
+            pins = {p.function_name: p.worker_id for p in browser_client.metadata.pins()
+                    if p.dag_name == unique}
+            labels = _text(d, f"{card} svg.dag text.pin")
+            return all(f in pins and pins[f] in labels for f in functions)
+
+        _wait(driver, pinned_as_stored, 15, "where each function is pinned")
         assert len(driver.find_elements("css selector", f"{card} svg.dag line.edge")) == 1
         shoot(driver, shots, "functions", [f"{card} svg.dag", "#functions"])
     finally:
