@@ -14,23 +14,16 @@ from pathlib import Path
 import pytest
 
 from droplet.cli.bench_speed import SpeedLog
+from tests.processes import exited
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"  # exited; its new parent has not reaped it yet
-
-
-def _wait_gone(pid: int, within_s: float = 5.0) -> bool:
+def _waitexited(pid: int, within_s: float = 5.0) -> bool:
     deadline = time.monotonic() + within_s
-    while not _gone(pid) and time.monotonic() < deadline:
+    while not exited(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return _gone(pid)
+    return exited(pid)
 
 
 def _run(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -55,10 +48,10 @@ def test_a_bench_killed_as_its_sampler_starts_leaves_no_sampler_behind(tmp_path:
               "SpeedLog(every_s=0.05).start()\n")
     sampler = int(_run(script, tmp_path).stdout.split()[0])
     try:
-        assert _wait_gone(sampler), "the sampler outlived the bench that started it"
+        assert _waitexited(sampler), "the sampler outlived the bench that started it"
         assert not list(tmp_path.glob("droplet-bench-speed-*")), "its file was left behind"
     finally:
-        if not _gone(sampler):
+        if not exited(sampler):
             os.kill(sampler, signal.SIGKILL)
 
 
@@ -67,7 +60,7 @@ def test_a_killed_bench_leaves_no_sample_file_behind(tmp_path: Path) -> None:
               "log = SpeedLog(every_s=0.05)\nlog.start()\nprint(log._sampler.pid, flush=True)\n"
               "os._exit(0)\n")
     sampler = int(_run(script, tmp_path).stdout.split()[0])
-    assert _wait_gone(sampler)
+    assert _waitexited(sampler)
     assert not list(tmp_path.glob("droplet-bench-speed-*"))
 
 

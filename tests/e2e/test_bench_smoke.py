@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Services
+from tests.processes import exited
 
 pytestmark = pytest.mark.e2e
 
@@ -73,14 +74,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _cluster_of(pid: int) -> set[int]:
     return {p for p in _descendants(pid)
             if b"droplet.cli.main" in Path(f"/proc/{p}/cmdline").read_bytes()}
@@ -111,9 +104,9 @@ def test_a_bench_sent_sigterm_stops_its_cluster_first(services: Services) -> Non
         _, err = bench.communicate(timeout=60)
         assert bench.returncode == 130, err[-2000:]
         deadline = time.monotonic() + 15
-        while any(_alive(p) for p in below) and time.monotonic() < deadline:
+        while not all(exited(p) for p in below) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [p for p in below if _alive(p)], "processes of the bench outlived it"
+        assert not [p for p in below if not exited(p)], "processes of the bench outlived it"
         kept = re.search(r"cluster logs kept in (\S+)", err)
         if kept:
             shutil.rmtree(kept.group(1), ignore_errors=True)
