@@ -36,6 +36,7 @@ from droplet.cli.bench_measure import (
     register_incr,
     warm_up,
 )
+from droplet.cli.bench_rounds import alternating, check_rounds, medians
 from droplet.cli.bench_speed import SpeedLog
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
@@ -52,14 +53,10 @@ SWEEP_ROUNDS = 2  # rounds of --sweep (1 with --quick): a size's rate is their m
 
 
 def sweep_order(sizes: list[int], rounds: int) -> Iterator[int]:
-    """The fleet sizes in the order `--sweep` starts them: each round starts every size once,
-    and every other round goes backwards (2,32 then 32,2). On a shared VM whose load drifts
-    over a minute by more than the effect measured, the size started last would otherwise
-    always take the busier end; this way, over an even number of rounds, a steady drift
-    weighs on every size alike (`_sweep_plan` refuses an odd number over 1). One by one, as
-    they start: `--sweep-rounds 10**20` is no list to build before the bench begins."""
-    for round_index in range(rounds):
-        yield from sizes if round_index % 2 == 0 else sizes[::-1]
+    """The fleet sizes in the order `--sweep` starts them (2,32 then 32,2: see bench_rounds):
+    on a shared VM whose load drifts over a minute by more than the effect measured, the size
+    started last would otherwise always take the busier end."""
+    return (size for _, size in alternating(sizes, rounds))
 
 
 @contextmanager
@@ -175,29 +172,37 @@ def _ratios(out: dict[str, Any]) -> None:
                 out[f"{ours}_vs_{peer}"] = out[ours] / figures[theirs]
 
 
-def _run_peers(folder: Path, broker_url: str, python: str | None, progress: Progress,
-               notes: list[str], speed: SpeedLog) -> dict[str, Any]:
-    """The floor and the peers' figures, each script run if the folder has it."""
-    if not folder.is_dir():
-        raise BenchError(f"--peers {folder}: no such folder")
-    found: dict[str, Any] = {"peers": {}}
-    for name, script in PEER_SCRIPTS.items():
-        path = folder / script
-        if not path.exists():
-            notes.append(f"{script} not in {folder}: {name} skipped")
-            continue
-        progress.show(name, 0, 1)
-        speed.mark(name)
-        try:
-            figures = run_floor(str(path), broker_url, python or sys.executable)
-        except (BenchError, subprocess.TimeoutExpired) as exc:
-            notes.append(f"{name} could not be measured: {exc}")
-            continue
-        if name == "floor":
-            found["floor"] = figures
-        else:
-            found["peers"][name] = figures
+def _scripts(args: argparse.Namespace, notes: list[str]) -> dict[str, Path]:
+    """The scripts to compare with, by phase name, in the order a round runs them: the floor
+    (`--floor PATH` over the one in `--peers DIR`), then each peer `--peers DIR` has."""
+    found: dict[str, Path] = {}
+    if args.floor:
+        found["floor"] = Path(args.floor)
+    if args.peers:
+        folder = Path(args.peers)
+        if not folder.is_dir():
+            raise BenchError(f"--peers {folder}: no such folder")
+        for name, script in PEER_SCRIPTS.items():
+            if (folder / script).exists():
+                found.setdefault(name, folder / script)
+            else:
+                notes.append(f"{script} not in {folder}: {name} skipped")
     return found
+
+
+def _run_script(name: str, path: Path, broker_url: str, python: str | None,
+                notes: list[str], required: bool = False) -> dict[str, Any]:
+    """One round's figures of the floor or a peer: {"floor": ...} or {"peers": {name: ...}};
+    nothing (and a note) when its script fails, so the other phases still count. A
+    `required` one (`--floor PATH`, named on purpose) ends the bench instead."""
+    try:
+        figures = run_floor(str(path), broker_url, python or sys.executable)
+    except (BenchError, subprocess.TimeoutExpired) as exc:
+        if required:
+            raise BenchError(str(exc)) from None
+        notes.append(f"{name} could not be measured: {exc}")
+        return {}
+    return {"floor": figures} if name == "floor" else {"peers": {name: figures}}
 
 
 def _counts(args: argparse.Namespace) -> dict[str, int]:
@@ -274,9 +279,7 @@ def _sweep_plan(args: argparse.Namespace) -> Iterator[int] | None:
         raise BenchError("--sweep starts its own clusters: it cannot be used with --external")
     rounds = args.sweep_rounds if args.sweep_rounds is not None else (
         1 if args.quick else SWEEP_ROUNDS)
-    if rounds != 1 and (rounds < 1 or rounds % 2):
-        raise BenchError(f"--sweep-rounds takes 1 or an even number, not {rounds}: over an "
-                         "odd number of rounds a steady drift favours some sizes")
+    check_rounds("--sweep-rounds", rounds)
     return sweep_order(sweep, rounds)
 
 
@@ -311,36 +314,53 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise BenchError("worker counts must be at least 1")
     order = _sweep_plan(args)
+    rounds = 1 if args.rounds is None else args.rounds
+    check_rounds("--rounds", rounds)
     progress = Progress(args.progress or sys.stderr.isatty())
     if args.plot:
         from droplet.cli.bench_plot import check_plot_path
 
         check_plot_path(args.plot)
-    out: dict[str, Any] = {}
     notes: list[str] = []
+    scripts = _scripts(args, notes)
+    runs: list[dict[str, Any]] = []  # each round's figures, as measured
     samples: dict[str, list[float]] = {}
     speed = SpeedLog()
     workdir = Path(tempfile.mkdtemp(prefix="droplet-bench-"))
     finished = False
     try:
         speed.start()
-        if args.floor:  # first, while no cluster of ours is loading the machine
-            progress.show("floor", 0, 1)
-            speed.mark("floor")
-            out["floor"] = run_floor(args.floor, settings.broker_url)
-        if args.peers:
-            out.update(_run_peers(Path(args.peers), settings.broker_url, args.peers_python,
-                                  progress, notes, speed))
-        speed.mark("droplet")
         with ExitStack() as stack:
-            used = settings if args.external else stack.enter_context(
-                local_cluster(settings, args.workers, workdir, notes)).settings
-            client = stack.enter_context(droplet.connect(settings=used))
-            out["cluster"] = {"workers": len(client.metadata.workers()),
-                              "schedulers": len(client.metadata.schedulers()),
-                              "external": bool(args.external), "namespace": used.namespace}
-            out.update(measure(client, counts, progress, notes, traced=args.breakdown,
-                               samples=samples))
+            client: droplet.DropletClient | None = None
+            # The floor and the peers first, while no cluster of ours loads the machine; the
+            # cluster then stays up (idle through later rounds' other phases) until the end.
+            for round_index, phase in alternating([*scripts, "droplet"], rounds):
+                if round_index == len(runs):
+                    runs.append({})
+                speed.mark(phase)
+                if phase != "droplet":
+                    progress.show(phase, 0, 1)
+                    runs[round_index].update(_run_script(
+                        phase, scripts[phase], settings.broker_url, args.peers_python, notes,
+                        required=phase == "floor" and args.floor is not None))
+                    continue
+                if client is None:
+                    used = settings if args.external else stack.enter_context(
+                        local_cluster(settings, args.workers, workdir, notes)).settings
+                    client = stack.enter_context(droplet.connect(settings=used))
+                    runs[round_index]["cluster"] = {
+                        "workers": len(client.metadata.workers()),
+                        "schedulers": len(client.metadata.schedulers()),
+                        "external": bool(args.external), "namespace": used.namespace}
+                kept: dict[str, list[float]] = {}
+                runs[round_index].update(measure(  # stages traced once: they are not compared
+                    client, counts, progress, notes, samples=kept,
+                    traced=args.breakdown and round_index == 0))
+                for name, latencies_ms in kept.items():
+                    samples.setdefault(name, []).extend(latencies_ms)
+        out = medians(runs)
+        if rounds > 1:
+            out["round_figures"] = runs
         if order is not None:
             speed.mark("sweep")
             out.update(_sweep(settings, order, counts, workdir, progress))
@@ -352,8 +372,9 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"droplet bench: cluster logs kept in {workdir}", file=sys.stderr)
+    notes = list(dict.fromkeys(notes))  # a round's notes again, from every later round
     _ratios(out)
-    out["counts"] = counts
+    out["counts"] = {**counts, "rounds": rounds}
     out["machine_speed"] = speed.report()
     if (moved := speed.note()) is not None:
         notes.append(moved)

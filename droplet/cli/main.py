@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start each size of --sweep N times (1 or an even N), every "
                             "other round in reverse order, and report the medians (default 2; "
                             "1 with --quick)")
+    bench.add_argument("--rounds", type=int, metavar="N",
+                       help="run the floor, the peers and Droplet N times (1 or an even N), "
+                            "every other round in reverse order, and report the medians "
+                            "(default 1)")
     bench.add_argument("--floor", metavar="PATH", help="raw-pika floor script to compare with")
     bench.add_argument("--peers", metavar="DIR",
                        help="run pika_floor.py, celery_bench.py, dramatiq_bench.py from DIR "

@@ -114,3 +114,32 @@ def test_a_bench_sent_sigterm_stops_its_cluster_first(services: Services) -> Non
         for pid in started | ({bench.pid} if bench.poll() is None else set()):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_bench_rounds_measure_one_cluster_again_and_report_medians(
+        services: Services, tmp_path: Path) -> None:
+    """`--rounds 2` on a real cluster: its functions and DAG are registered again in the second
+    round (the first round's are deleted, their pins freed), and each figure is the median of
+    the two rounds'."""
+    (tmp_path / "pika_floor.py").write_text(
+        'import json\nprint(json.dumps({"hops2_p50_ms": 0.5, "hops3_p50_ms": 0.8,'
+        ' "hops3_burst_msgs_per_s": 2000.0}))\n')
+    command = [
+        sys.executable, "-m", "droplet.cli.main",
+        "--broker-url", services.broker_url, "--etcd", services.etcd_endpoint,
+        "bench", "--quick", "--workers", "2", "--rounds", "2", "--peers", str(tmp_path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=ROOT,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    rounds = report["round_figures"]
+    assert len(rounds) == 2 and report["counts"]["rounds"] == 2
+    for key in ("call_p50_ms", "direct_call_p99_ms", "dag2_p50_ms", "burst_calls_per_s"):
+        values = [r[key] for r in rounds]
+        assert all(v > 0 for v in values), key
+        assert report[key] == pytest.approx(sum(values) / 2, abs=2e-3), key
+    assert report["floor"]["hops3_p50_ms"] == 0.8
+    assert report["call_p50_vs_floor3"] == pytest.approx(report["call_p50_ms"] / 0.8, rel=1e-2)
+    assert "DAG figures skipped" not in " ".join(report.get("notes", []))
+    assert set(report["machine_speed"]["samples"]) == {"floor", "droplet"}

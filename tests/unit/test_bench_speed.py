@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from droplet.cli import bench
 from droplet.cli.bench_speed import DRIFT_NOTED, MIN_SAMPLES, SpeedLog, by_phase, probe_cpu_ms
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -74,19 +72,3 @@ def test_a_real_sampler_covers_each_phase_and_is_gone_after_stop() -> None:
     assert set(log.phases) == {"first", "second"}
     assert all(len(ms) >= 4 and all(m > 0 for m in ms) for ms in log.phases.values())
     assert not log._path.exists()
-
-
-def test_each_peer_script_found_is_marked_as_it_starts(tmp_path: Path) -> None:
-    (tmp_path / "pika_floor.py").write_text(
-        'import json\nprint(json.dumps({"hops2_p50_ms": 0.6, "hops3_p50_ms": 0.9}))\n')
-    (tmp_path / "celery_bench.py").write_text(
-        'import json\nprint("warming up")\nprint(json.dumps({"call_p50_ms": 2.0}))\n')
-    speed = SpeedLog()
-    notes: list[str] = []
-    found = bench._run_peers(tmp_path, "amqp://unused", None, bench.Progress(False), notes,
-                             speed)
-    speed.stop()
-    assert found == {"floor": {"hops2_p50_ms": 0.6, "hops3_p50_ms": 0.9},
-                     "peers": {"celery": {"call_p50_ms": 2.0}}}
-    assert list(speed.phases) == ["floor", "celery"]  # dramatiq_bench.py is absent
-    assert notes == [f"dramatiq_bench.py not in {tmp_path}: dramatiq skipped"]

@@ -1,0 +1,186 @@
+"""`droplet bench --rounds N` measures the floor, the peers and Droplet N times, every other
+round backwards, and reports each figure's median: a machine that drifts through the run then
+weighs on every system alike, instead of on whichever ran last.
+
+The phases here are real scripts (run by the bench as it runs the peers') and a stand-in for
+Droplet's measurement; all of them read one shared clock that slows every figure by a tenth
+at each phase run, as a VM whose neighbours wake up does."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from droplet.cli import bench
+from droplet.cli.bench_rounds import alternating, check_rounds, medians
+from droplet.cli.main import main
+
+# A peer script: every figure is 1.0 at the first phase run and a tenth more at each later one.
+_SCRIPT = '''import json, sys
+from pathlib import Path
+ticks = Path(sys.argv[0]).parent / "ticks"
+tick = int(ticks.read_text()) if ticks.exists() else 0
+ticks.write_text(str(tick + 1))
+{fail}
+slow = 1.0 + 0.1 * tick
+print(json.dumps({{{figures}}}))
+'''
+_FLOOR = '"hops2_p50_ms": slow, "hops3_p50_ms": slow, "hops3_burst_msgs_per_s": 1000 * (2 - slow)'
+_PEER = '"call_p50_ms": slow, "call_p99_ms": 2 * slow, "burst_calls_per_s": 1000 * (2 - slow)'
+
+
+def _script(path: Path, figures: str, fail: str = "") -> None:
+    path.write_text(_SCRIPT.format(figures=figures, fail=fail))
+
+
+class _Bench:
+    """A bench whose cluster, client and Droplet measurement are stand-ins (the rounds are
+    what is tested here; the real ones are in tests/e2e/test_bench_smoke.py)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+        self.folder = folder
+        self.clusters = 0
+        self.marks: list[str] = []
+        self.traced: list[bool] = []
+        bench_ = self
+
+        class Speed(bench.SpeedLog):
+            def start(self, timeout_s: float = 10.0) -> None:
+                """No sampler process: the marks are what is looked at."""
+
+            def mark(self, phase: str) -> None:
+                bench_.marks.append(phase)
+                super().mark(phase)
+
+        @contextmanager
+        def cluster(settings: Any, *_args: Any) -> Iterator[Any]:
+            self.clusters += 1
+            yield SimpleNamespace(settings=settings)
+
+        @contextmanager
+        def connect(settings: Any) -> Iterator[Any]:
+            metadata = SimpleNamespace(workers=lambda: [1, 2], schedulers=lambda: [1])
+            yield SimpleNamespace(metadata=metadata)
+
+        def measure(_client: Any, _counts: Any, _progress: Any, _notes: Any,
+                    traced: bool = False, samples: Any = None) -> dict[str, Any]:
+            self.traced.append(traced)
+            ticks = folder / "ticks"
+            tick = int(ticks.read_text()) if ticks.exists() else 0
+            ticks.write_text(str(tick + 1))
+            slow = 1.0 + 0.1 * tick
+            samples["call"] = [slow]
+            figures = {"call_p50_ms": slow, "call_p99_ms": 2 * slow,
+                       "burst_calls_per_s": 1000 * (2 - slow)}
+            if traced:
+                figures["breakdown"] = {"client.send -> worker.start": {"p50_ms": 0.3}}
+            return figures
+
+        monkeypatch.setattr(bench, "SpeedLog", Speed)
+        monkeypatch.setattr(bench, "local_cluster", cluster)
+        monkeypatch.setattr(bench.droplet, "connect", connect)
+        monkeypatch.setattr(bench, "measure", measure)
+
+    def run(self, capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+        assert main(["bench", "--quick", "--peers", str(self.folder),
+                     "--peers-python", sys.executable, *argv]) == 0
+        out: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        return out
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Path:
+    _script(tmp_path / "pika_floor.py", _FLOOR)
+    _script(tmp_path / "celery_bench.py", _PEER)
+    return tmp_path  # (no dramatiq_bench.py: that peer is skipped, with a note)
+
+
+def test_rounds_alternate_their_order() -> None:
+    assert list(alternating(["a", "b", "c"], 1)) == [(0, "a"), (0, "b"), (0, "c")]
+    assert [item for _, item in alternating(["a", "b", "c"], 4)] == list("abccbaabccba")
+
+
+@pytest.mark.parametrize("rounds", [0, -2, 3, 5])
+def test_an_odd_number_of_rounds_over_one_is_refused(rounds: int) -> None:
+    with pytest.raises(bench.BenchError, match=f"1 or an even number, not {rounds}"):
+        check_rounds("--rounds", rounds)
+
+
+def test_medians_are_taken_figure_by_figure_over_the_rounds_that_have_them() -> None:
+    runs = [{"a": 1.0, "peers": {"x": {"p": 3}}, "name": "first", "flag": True},
+            {"a": 3.0, "peers": {"x": {"p": 1}, "y": {"p": 7}}, "name": "second"},
+            {"a": 2.0, "peers": {"x": {"p": 2}}, "flag": False}]
+    assert medians(runs) == {"a": 2.0, "peers": {"x": {"p": 2}, "y": {"p": 7}},
+                             "name": "first", "flag": True}
+
+
+def test_one_round_gives_the_drift_to_whatever_ran_last(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        peers: Path) -> None:
+    """The control: the bias `--rounds` removes (Droplet runs last and reads 20% slower than
+    the floor, though all three systems are the same)."""
+    runner = _Bench(monkeypatch, peers)
+    out = runner.run(capsys)
+    assert runner.marks == ["floor", "celery", "droplet"]
+    assert out["call_p50_ms_vs_celery"] == pytest.approx(1.2 / 1.1, abs=1e-3)
+    assert out["burst_vs_floor3"] == pytest.approx(0.8 / 1.0, abs=1e-3)
+    assert "round_figures" not in out and out["counts"]["rounds"] == 1
+
+
+@pytest.mark.parametrize("rounds", [2, 4])
+def test_over_even_rounds_a_steady_drift_weighs_on_every_system_alike(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], peers: Path,
+        rounds: int) -> None:
+    runner = _Bench(monkeypatch, peers)
+    out = runner.run(capsys, "--rounds", str(rounds), "--breakdown")
+    assert runner.marks == ["floor", "celery", "droplet", "droplet", "celery", "floor"] * (
+        rounds // 2)
+    for ratio in ("call_p50_ms_vs_celery", "call_p99_ms_vs_celery",
+                  "burst_calls_per_s_vs_celery", "burst_vs_floor3"):
+        assert out[ratio] == pytest.approx(1.0, abs=0.02), ratio
+    assert runner.clusters == 1  # one cluster, kept up through every round
+    assert runner.traced == [True] + [False] * (rounds - 1)  # the stages are traced once
+    assert "client.send -> worker.start" in out["breakdown"]
+    figures = out["round_figures"]
+    assert len(figures) == rounds and out["counts"]["rounds"] == rounds
+    assert [r["call_p50_ms"] for r in figures[:2]] == [pytest.approx(1.2), pytest.approx(1.3)]
+    assert out["notes"].count(f"dramatiq_bench.py not in {peers}: dramatiq skipped") == 1
+
+
+def test_a_peer_that_fails_in_one_round_counts_with_the_rounds_it_ran(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        peers: Path) -> None:
+    _script(peers / "celery_bench.py", _PEER, fail="if tick == 1: sys.exit('broker away')")
+    out = _Bench(monkeypatch, peers).run(capsys, "--rounds", "2")
+    assert out["peers"]["celery"]["call_p50_ms"] == pytest.approx(1.4)  # round 2's alone
+    assert "celery" not in out["round_figures"][0].get("peers", {})
+    assert any(note.startswith("celery could not be measured") for note in out["notes"])
+
+
+def test_an_explicit_floor_runs_once_in_place_of_the_peers_folders(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], peers: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    mine = tmp_path_factory.mktemp("mine") / "my_floor.py"
+    mine.write_text('import json\nprint(json.dumps({"hops3_p50_ms": 0.5}))\n')
+    runner = _Bench(monkeypatch, peers)
+    out = runner.run(capsys, "--floor", str(mine))
+    assert runner.marks == ["floor", "celery", "droplet"]
+    assert out["floor"] == {"hops3_p50_ms": 0.5}
+
+
+def test_an_explicit_floor_that_fails_ends_the_bench(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], peers: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    broken = tmp_path_factory.mktemp("broken") / "floor.py"
+    broken.write_text("raise SystemExit('no broker')\n")
+    runner = _Bench(monkeypatch, peers)
+    assert main(["bench", "--quick", "--floor", str(broken), "--rounds", "2"]) == 1
+    assert "no broker" in capsys.readouterr().err
+    assert runner.clusters == 0
