@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import FrameType
@@ -138,9 +138,10 @@ PEER_SCRIPTS = {"floor": "pika_floor.py", "celery": "celery_bench.py",
                 "dramatiq": "dramatiq_bench.py"}
 
 
-def run_floor(path: str, broker_url: str, python: str = sys.executable) -> dict[str, Any]:
+def run_floor(path: str, broker_url: str, python: str = sys.executable,
+              args: Sequence[str] = ()) -> dict[str, Any]:
     env = dict(os.environ, BENCH_BROKER=broker_url)
-    done = subprocess.run([python, path], env=env, capture_output=True, text=True,
+    done = subprocess.run([python, path, *args], env=env, capture_output=True, text=True,
                           timeout=900, check=False, cwd=str(Path(path).parent))
     lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
     with suppress(json.JSONDecodeError, IndexError):
@@ -191,18 +192,22 @@ def _scripts(args: argparse.Namespace, notes: list[str]) -> dict[str, Path]:
 
 
 def _run_script(name: str, path: Path, broker_url: str, python: str | None,
-                notes: list[str], required: bool = False) -> dict[str, Any]:
-    """One round's figures of the floor or a peer: {"floor": ...} or {"peers": {name: ...}};
-    nothing (and a note) when its script fails, so the other phases still count. A
-    `required` one (`--floor PATH`, named on purpose) ends the bench instead."""
+                notes: list[str], counts: dict[str, int], required: bool = False
+                ) -> dict[str, Any] | None:
+    """One round's figures of the floor or a peer; None (and a note) when its script fails,
+    so the other phases still count. A `required` one (`--floor PATH`, named on purpose)
+    ends the bench instead. A peer is given the bench's counts (`--n CALLS --burst BURST`):
+    a p99 compares with a p99 over as many calls."""
+    args = [] if name == "floor" else ["--n", str(counts["calls"]),
+                                       "--burst", str(counts["burst"])]
     try:
-        figures = run_floor(str(path), broker_url, python or sys.executable)
+        figures = run_floor(str(path), broker_url, python or sys.executable, args)
     except (BenchError, subprocess.TimeoutExpired) as exc:
         if required:
             raise BenchError(str(exc)) from None
         notes.append(f"{name} could not be measured: {exc}")
-        return {}
-    return {"floor": figures} if name == "floor" else {"peers": {name: figures}}
+        return None
+    return figures
 
 
 def _counts(args: argparse.Namespace) -> dict[str, int]:
@@ -340,9 +345,13 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                 speed.mark(phase)
                 if phase != "droplet":
                     progress.show(phase, 0, 1)
-                    runs[round_index].update(_run_script(
+                    figures = _run_script(
                         phase, scripts[phase], settings.broker_url, args.peers_python, notes,
-                        required=phase == "floor" and args.floor is not None))
+                        counts, required=phase == "floor" and args.floor is not None)
+                    if figures is not None and phase == "floor":
+                        runs[round_index]["floor"] = figures
+                    elif figures is not None:
+                        runs[round_index].setdefault("peers", {})[phase] = figures
                     continue
                 if client is None:
                     used = settings if args.external else stack.enter_context(

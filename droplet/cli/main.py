@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--floor", metavar="PATH", help="raw-pika floor script to compare with")
     bench.add_argument("--peers", metavar="DIR",
                        help="run pika_floor.py, celery_bench.py, dramatiq_bench.py from DIR "
-                            "(those present) first, and print the ratios")
+                            "(those present) first, and print the ratios; the peers' scripts "
+                            "get --n CALLS --burst BURST")
     bench.add_argument("--peers-python", metavar="PYTHON",
                        help="the interpreter that has the peers' packages (default: this one)")
     bench.add_argument("--breakdown", action="store_true",

@@ -32,8 +32,10 @@ ticks.write_text(str(tick + 1))
 slow = 1.0 + 0.1 * tick
 print(json.dumps({{{figures}}}))
 '''
-_FLOOR = '"hops2_p50_ms": slow, "hops3_p50_ms": slow, "hops3_burst_msgs_per_s": 1000 * (2 - slow)'
-_PEER = '"call_p50_ms": slow, "call_p99_ms": 2 * slow, "burst_calls_per_s": 1000 * (2 - slow)'
+_FLOOR = ('"hops2_p50_ms": slow, "hops3_p50_ms": slow, "hops3_burst_msgs_per_s": 1000 * (2 - slow),'
+          ' "argv": sys.argv[1:]')
+_PEER = ('"call_p50_ms": slow, "call_p99_ms": 2 * slow, "burst_calls_per_s": 1000 * (2 - slow),'
+         ' "argv": sys.argv[1:]')
 
 
 def _script(path: Path, figures: str, fail: str = "") -> None:
@@ -99,7 +101,8 @@ class _Bench:
 def peers(tmp_path: Path) -> Path:
     _script(tmp_path / "pika_floor.py", _FLOOR)
     _script(tmp_path / "celery_bench.py", _PEER)
-    return tmp_path  # (no dramatiq_bench.py: that peer is skipped, with a note)
+    _script(tmp_path / "dramatiq_bench.py", _PEER)
+    return tmp_path
 
 
 def test_rounds_alternate_their_order() -> None:
@@ -128,10 +131,14 @@ def test_one_round_gives_the_drift_to_whatever_ran_last(
     the floor, though all three systems are the same)."""
     runner = _Bench(monkeypatch, peers)
     out = runner.run(capsys)
-    assert runner.marks == ["floor", "celery", "droplet"]
-    assert out["call_p50_ms_vs_celery"] == pytest.approx(1.2 / 1.1, abs=1e-3)
-    assert out["burst_vs_floor3"] == pytest.approx(0.8 / 1.0, abs=1e-3)
+    assert runner.marks == ["floor", "celery", "dramatiq", "droplet"]
+    assert out["call_p50_ms_vs_celery"] == pytest.approx(1.3 / 1.1, abs=1e-3)
+    assert out["call_p50_ms_vs_dramatiq"] == pytest.approx(1.3 / 1.2, abs=1e-3)
+    assert out["burst_vs_floor3"] == pytest.approx(0.7 / 1.0, abs=1e-3)
     assert "round_figures" not in out and out["counts"]["rounds"] == 1
+    # A peer measures as many calls as the bench (--quick: 20 calls, bursts of 100).
+    assert out["peers"]["celery"]["argv"] == ["--n", "20", "--burst", "100"]
+    assert out["floor"]["argv"] == []  # (the floor's script takes no counts)
 
 
 @pytest.mark.parametrize("rounds", [2, 4])
@@ -140,18 +147,27 @@ def test_over_even_rounds_a_steady_drift_weighs_on_every_system_alike(
         rounds: int) -> None:
     runner = _Bench(monkeypatch, peers)
     out = runner.run(capsys, "--rounds", str(rounds), "--breakdown")
-    assert runner.marks == ["floor", "celery", "droplet", "droplet", "celery", "floor"] * (
-        rounds // 2)
+    assert runner.marks == ["floor", "celery", "dramatiq", "droplet",
+                            "droplet", "dramatiq", "celery", "floor"] * (rounds // 2)
     for ratio in ("call_p50_ms_vs_celery", "call_p99_ms_vs_celery",
-                  "burst_calls_per_s_vs_celery", "burst_vs_floor3"):
+                  "burst_calls_per_s_vs_celery", "call_p50_ms_vs_dramatiq", "burst_vs_floor3"):
         assert out[ratio] == pytest.approx(1.0, abs=0.02), ratio
     assert runner.clusters == 1  # one cluster, kept up through every round
     assert runner.traced == [True] + [False] * (rounds - 1)  # the stages are traced once
     assert "client.send -> worker.start" in out["breakdown"]
     figures = out["round_figures"]
     assert len(figures) == rounds and out["counts"]["rounds"] == rounds
-    assert [r["call_p50_ms"] for r in figures[:2]] == [pytest.approx(1.2), pytest.approx(1.3)]
+    assert [r["call_p50_ms"] for r in figures[:2]] == [pytest.approx(1.3), pytest.approx(1.4)]
+    assert all(set(r["peers"]) == {"celery", "dramatiq"} for r in figures)  # every round has both
+
+
+def test_a_missing_peer_is_noted_once_however_many_rounds(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        peers: Path) -> None:
+    (peers / "dramatiq_bench.py").unlink()
+    out = _Bench(monkeypatch, peers).run(capsys, "--rounds", "4")
     assert out["notes"].count(f"dramatiq_bench.py not in {peers}: dramatiq skipped") == 1
+    assert set(out["peers"]) == {"celery"}
 
 
 def test_a_peer_that_fails_in_one_round_counts_with_the_rounds_it_ran(
@@ -159,7 +175,7 @@ def test_a_peer_that_fails_in_one_round_counts_with_the_rounds_it_ran(
         peers: Path) -> None:
     _script(peers / "celery_bench.py", _PEER, fail="if tick == 1: sys.exit('broker away')")
     out = _Bench(monkeypatch, peers).run(capsys, "--rounds", "2")
-    assert out["peers"]["celery"]["call_p50_ms"] == pytest.approx(1.4)  # round 2's alone
+    assert out["peers"]["celery"]["call_p50_ms"] == pytest.approx(1.6)  # round 2's alone
     assert "celery" not in out["round_figures"][0].get("peers", {})
     assert any(note.startswith("celery could not be measured") for note in out["notes"])
 
@@ -171,7 +187,7 @@ def test_an_explicit_floor_runs_once_in_place_of_the_peers_folders(
     mine.write_text('import json\nprint(json.dumps({"hops3_p50_ms": 0.5}))\n')
     runner = _Bench(monkeypatch, peers)
     out = runner.run(capsys, "--floor", str(mine))
-    assert runner.marks == ["floor", "celery", "droplet"]
+    assert runner.marks == ["floor", "celery", "dramatiq", "droplet"]
     assert out["floor"] == {"hops3_p50_ms": 0.5}
 
 
