@@ -36,7 +36,7 @@ from droplet.cli.bench_measure import (
     register_incr,
     warm_up,
 )
-from droplet.cli.bench_rounds import alternating, check_rounds, medians
+from droplet.cli.bench_rounds import alternating, check_rounds, is_number, medians, ratio
 from droplet.cli.bench_speed import SpeedLog
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
@@ -141,8 +141,9 @@ PEER_SCRIPTS = {"floor": "pika_floor.py", "celery": "celery_bench.py",
 def run_floor(path: str, broker_url: str, python: str = sys.executable,
               args: Sequence[str] = ()) -> dict[str, Any]:
     env = dict(os.environ, BENCH_BROKER=broker_url)
-    done = subprocess.run([python, path, *args], env=env, capture_output=True, text=True,
-                          timeout=900, check=False, cwd=str(Path(path).parent))
+    script = Path(path).absolute()  # it runs in its folder: `--peers dir` would be dir/dir/...
+    done = subprocess.run([python, str(script), *args], env=env, capture_output=True, text=True,
+                          timeout=900, check=False, cwd=str(script.parent))
     lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
     with suppress(json.JSONDecodeError, IndexError):
         floor = json.loads(lines[-1])
@@ -160,8 +161,8 @@ def _ratios(out: dict[str, Any]) -> None:
              ("burst_vs_floor3", "burst_calls_per_s", "hops3_burst_msgs_per_s"),
              ("map_vs_floor3", "map_calls_per_s", "hops3_burst_msgs_per_s")]
     for key, ours, theirs in pairs:
-        if ours in out and floor.get(theirs):
-            out[key] = out[ours] / floor[theirs]
+        if (quotient := ratio(out.get(ours), floor.get(theirs))) is not None:
+            out[key] = quotient
     for peer, figures in out.get("peers", {}).items():
         compared = [(f, f) for f in ("call_p50_ms", "call_p99_ms", "dag2_p50_ms",
                                      "dag2_p99_ms", "burst_calls_per_s")]
@@ -169,8 +170,8 @@ def _ratios(out: dict[str, Any]) -> None:
                      ("direct_call_p99_ms", "call_p99_ms"),
                      ("map_calls_per_s", "burst_calls_per_s")]
         for ours, theirs in compared:
-            if ours in out and figures.get(theirs):
-                out[f"{ours}_vs_{peer}"] = out[ours] / figures[theirs]
+            if (quotient := ratio(out.get(ours), figures.get(theirs))) is not None:
+                out[f"{ours}_vs_{peer}"] = quotient
 
 
 def _scripts(args: argparse.Namespace, notes: list[str]) -> dict[str, Path]:
@@ -232,9 +233,9 @@ def _table(out: dict[str, Any]) -> list[str]:
 
     rows = [(k, v, unit(k)) for k, v in out.items() if isinstance(v, float)]
     rows += [(f"floor {k}", v, unit(k)) for k, v in out.get("floor", {}).items()
-             if isinstance(v, (int, float))]
+             if is_number(v)]
     rows += [(f"{peer} {k}", v, unit(k)) for peer, figures in out.get("peers", {}).items()
-             for k, v in figures.items() if isinstance(v, (int, float))]
+             for k, v in figures.items() if is_number(v)]
     rows += [(f"stage {stage}", v["p50_ms"], "ms p50") for stage, v
              in out.get("breakdown", {}).items()]
     rows += [(f"dag2 {stage}", v["p50_ms"], "ms p50") for stage, v

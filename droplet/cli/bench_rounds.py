@@ -39,19 +39,31 @@ def check_rounds(flag: str, rounds: int) -> None:
                          "number of rounds a steady drift favours some of what is compared")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A figure, not a flag: JSON's true and false are ints to Python, and a peer's `true`
+    would otherwise be a median of 1 or a divisor."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def ratio(ours: Any, theirs: Any) -> float | None:
+    """ours / theirs when both are figures (None otherwise: a peer's script may print a
+    string, a flag or a null where a number was expected, and the median of the rounds keeps
+    the first round's; dividing by it ended the bench with a TypeError after every round had
+    been measured, its figures lost)."""
+    return ours / theirs if is_number(ours) and is_number(theirs) and theirs else None
 
 
 def medians(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The runs merged figure by figure: a number is the median over the runs that have it, a
     dict is merged the same way, anything else is the first run's. A figure one round could
-    not measure (a peer that failed once) is the median of the rounds that did."""
+    not measure (a peer that failed once, or printed null for it) is the median of the rounds
+    that did: a null first would otherwise hide the numbers of every later round."""
     merged: dict[str, Any] = {}
     keys = list(dict.fromkeys(key for run in runs for key in run))
     for key in keys:
         values = [run[key] for run in runs if key in run]
-        if all(_is_number(v) for v in values):
+        values = [v for v in values if v is not None] or values
+        if all(is_number(v) for v in values):
             merged[key] = statistics.median(values)
         elif all(isinstance(v, Mapping) for v in values):
             merged[key] = medians(values)

@@ -200,3 +200,40 @@ def test_an_explicit_floor_that_fails_ends_the_bench(
     assert main(["bench", "--quick", "--floor", str(broken), "--rounds", "2"]) == 1
     assert "no broker" in capsys.readouterr().err
     assert runner.clusters == 0
+
+
+def test_a_relative_peers_folder_runs_its_scripts(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        peers: Path) -> None:
+    """`--peers dir` from the folder above it: each script runs in its own folder, so a path
+    relative to the bench's was looked for at dir/dir/script, and every phase but Droplet's
+    failed (a relative `--floor` ended the bench)."""
+    monkeypatch.chdir(peers.parent)
+    out = _Bench(monkeypatch, Path(peers.name)).run(capsys, "--rounds", "2")
+    assert "could not be measured" not in " ".join(out.get("notes", []))
+    assert out["floor"]["hops3_p50_ms"] > 0 and set(out["peers"]) == {"celery", "dramatiq"}
+
+
+def test_a_null_first_round_does_not_hide_the_rounds_that_measured() -> None:
+    runs = [{"a": None, "p": {"x": None}}, {"a": 2.0, "p": {"x": 5}}, {"a": 4.0}, {"b": None}]
+    assert medians(runs) == {"a": 3.0, "p": {"x": 5}, "b": None}
+
+
+def test_figures_that_are_not_numbers_are_neither_divided_nor_tabled(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        peers: Path) -> None:
+    """A peer that prints a string, a flag or a null where a figure was expected: the first
+    round's value is the median, and dividing by a string ended the bench with a TypeError
+    after every round, its figures lost; a flag was divided as 1."""
+    _script(peers / "celery_bench.py", '"call_p50_ms": "fast" if tick == 1 else slow, '
+            '"call_p99_ms": True, "burst_calls_per_s": None, "direct": 0')
+    _Bench(monkeypatch, peers)
+    assert main(["bench", "--quick", "--peers", str(peers), "--peers-python", sys.executable,
+                 "--rounds", "2"]) == 0
+    *table, last = capsys.readouterr().out.strip().splitlines()
+    out = json.loads(last)
+    assert out["peers"]["celery"]["call_p50_ms"] == "fast"
+    assert not [key for key in out if key.endswith("_vs_celery")]
+    assert out["call_p50_ms_vs_dramatiq"] > 0  # the other peer is still compared
+    assert "celery call_p99_ms" not in "\n".join(table)  # (a flag is no figure to print)
+    assert "celery direct" in "\n".join(table)
