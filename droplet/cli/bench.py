@@ -37,6 +37,7 @@ from droplet.cli.bench_measure import (
     warm_up,
 )
 from droplet.cli.bench_rounds import alternating, check_rounds, is_number, medians, ratio
+from droplet.cli.bench_scripts import run_script
 from droplet.cli.bench_speed import SpeedLog
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
@@ -142,8 +143,7 @@ def run_floor(path: str, broker_url: str, python: str = sys.executable,
               args: Sequence[str] = ()) -> dict[str, Any]:
     env = dict(os.environ, BENCH_BROKER=broker_url)
     script = Path(path).absolute()  # it runs in its folder: `--peers dir` would be dir/dir/...
-    done = subprocess.run([python, str(script), *args], env=env, capture_output=True, text=True,
-                          timeout=900, check=False, cwd=str(script.parent))
+    done = run_script([python, str(script), *args], env, str(script.parent), timeout_s=900)
     lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
     with suppress(json.JSONDecodeError, IndexError):
         floor = json.loads(lines[-1])
