@@ -187,7 +187,7 @@ def _scripts(args: argparse.Namespace, notes: list[str]) -> dict[str, Path]:
         for name, script in PEER_SCRIPTS.items():
             if (folder / script).exists():
                 found.setdefault(name, folder / script)
-            else:
+            elif name not in found:  # (not "floor skipped" under a `--floor PATH` that runs)
                 notes.append(f"{script} not in {folder}: {name} skipped")
     return found
 

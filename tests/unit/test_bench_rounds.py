@@ -237,3 +237,14 @@ def test_figures_that_are_not_numbers_are_neither_divided_nor_tabled(
     assert out["call_p50_ms_vs_dramatiq"] > 0  # the other peer is still compared
     assert "celery call_p99_ms" not in "\n".join(table)  # (a flag is no figure to print)
     assert "celery direct" in "\n".join(table)
+
+
+def test_an_explicit_floor_is_not_noted_as_skipped_when_the_peers_folder_has_none(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], peers: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    (peers / "pika_floor.py").unlink()
+    mine = tmp_path_factory.mktemp("mine") / "my_floor.py"
+    mine.write_text('import json\nprint(json.dumps({"hops3_p50_ms": 0.5}))\n')
+    out = _Bench(monkeypatch, peers).run(capsys, "--floor", str(mine), "--rounds", "2")
+    assert out["floor"] == {"hops3_p50_ms": 0.5}
+    assert not [note for note in out.get("notes", []) if "floor skipped" in note]
