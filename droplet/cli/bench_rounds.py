@@ -56,13 +56,14 @@ def ratio(ours: Any, theirs: Any) -> float | None:
 def medians(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The runs merged figure by figure: a number is the median over the runs that have it, a
     dict is merged the same way, anything else is the first run's. A figure one round could
-    not measure (a peer that failed once, or printed null for it) is the median of the rounds
-    that did: a null first would otherwise hide the numbers of every later round."""
+    not measure (a peer that failed once, or printed null or NaN for it) is the median of the
+    rounds that did: a null first would otherwise hide the numbers of every later round, and
+    a NaN, which compares false with everything, leaves the sort for the median unsorted."""
     merged: dict[str, Any] = {}
     keys = list(dict.fromkeys(key for run in runs for key in run))
     for key in keys:
         values = [run[key] for run in runs if key in run]
-        values = [v for v in values if v is not None] or values
+        values = [v for v in values if v is not None and v == v] or values  # (NaN != NaN)
         if all(is_number(v) for v in values):
             merged[key] = statistics.median(values)
         elif all(isinstance(v, Mapping) for v in values):

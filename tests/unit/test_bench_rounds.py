@@ -219,6 +219,12 @@ def test_a_null_first_round_does_not_hide_the_rounds_that_measured() -> None:
     assert medians(runs) == {"a": 3.0, "p": {"x": 5}, "b": None}
 
 
+def test_a_nan_round_does_not_unsort_the_median() -> None:
+    nan = float("nan")
+    assert medians([{"a": 1.0}, {"a": nan}, {"a": 5.0}, {"a": 3.0}]) == {"a": 3.0}
+    assert str(medians([{"a": nan}, {"a": nan}])["a"]) == "nan"  # (no round measured it)
+
+
 def test_figures_that_are_not_numbers_are_neither_divided_nor_tabled(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         peers: Path) -> None:
