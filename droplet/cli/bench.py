@@ -36,7 +36,14 @@ from droplet.cli.bench_measure import (
     register_incr,
     warm_up,
 )
-from droplet.cli.bench_rounds import alternating, check_rounds, is_number, medians, ratio
+from droplet.cli.bench_rounds import (
+    alternating,
+    check_rounds,
+    is_number,
+    kept_on_failure,
+    medians,
+    ratio,
+)
 from droplet.cli.bench_scripts import run_script
 from droplet.cli.bench_speed import SpeedLog
 from droplet.cli.cluster import LocalCluster, purge_namespace
@@ -337,6 +344,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         speed.start()
         with ExitStack() as stack:
+            stack.enter_context(kept_on_failure(runs))  # (told last: after the clean-up)
             client: droplet.DropletClient | None = None
             # The floor and the peers first, while no cluster of ours loads the machine; the
             # cluster then stays up (idle through later rounds' other phases) until the end.

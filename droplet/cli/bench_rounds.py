@@ -12,8 +12,11 @@ from deciding a figure. `--rounds 1` (the default) is the single pass it always 
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from droplet.cli.bench_measure import BenchError
@@ -71,3 +74,18 @@ def medians(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         else:
             merged[key] = values[0]
     return merged
+
+
+@contextmanager
+def kept_on_failure(runs: Sequence[Mapping[str, Any]]) -> Iterator[None]:
+    """A bench that ends in an error or an interrupt prints the figures of the rounds measured
+    so far to stderr, as JSON: one call past its timeout in the last of `--rounds 4` (a loaded
+    VM) threw away the minutes of every round before it. Not on stdout, whose last line is
+    the report of a bench that finished."""
+    try:
+        yield
+    except BaseException:
+        if any(runs):
+            print("droplet bench: figures of the rounds measured before it ended: "
+                  + json.dumps(list(runs), sort_keys=True, default=str), file=sys.stderr)
+        raise

@@ -254,3 +254,26 @@ def test_an_explicit_floor_is_not_noted_as_skipped_when_the_peers_folder_has_non
     out = _Bench(monkeypatch, peers).run(capsys, "--floor", str(mine), "--rounds", "2")
     assert out["floor"] == {"hops3_p50_ms": 0.5}
     assert not [note for note in out.get("notes", []) if "floor skipped" in note]
+
+
+def test_a_round_that_fails_leaves_the_rounds_before_it_on_stderr(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        peers: Path) -> None:
+    runner = _Bench(monkeypatch, peers)
+    measured = bench.measure
+
+    def measure_once(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        if runner.traced:  # (the second round's)
+            raise bench.BenchError("a call timed out")
+        figures: dict[str, Any] = measured(*args, **kwargs)
+        return figures
+
+    monkeypatch.setattr(bench, "measure", measure_once)
+    assert main(["bench", "--quick", "--peers", str(peers), "--peers-python", sys.executable,
+                 "--rounds", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "a call timed out" in captured.err and not captured.out.strip()
+    line = next(line for line in captured.err.splitlines() if "rounds measured" in line)
+    first = json.loads(line.split("ended: ", 1)[1])[0]
+    assert first["call_p50_ms"] == pytest.approx(1.3)
+    assert set(first["peers"]) == {"celery", "dramatiq"} and "floor" in first
