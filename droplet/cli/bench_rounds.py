@@ -37,9 +37,10 @@ def check_rounds(flag: str, rounds: int) -> None:
     """Refuses a count of rounds that is neither 1 nor even: under a steady drift, the median
     of an odd number of rounds over 1 is its middle round alone, which ran the phases in one
     order (the bias of a single round, reversed)."""
-    if rounds != 1 and (rounds < 1 or rounds % 2):
-        raise BenchError(f"{flag} takes 1 or an even number, not {rounds}: over an odd "
-                         "number of rounds a steady drift favours some of what is compared")
+    if rounds != 1 and (rounds < 1 or rounds % 2):  # (0 and -2 are even: not "odd" for them)
+        why = ("nothing is measured in fewer than 1" if rounds < 1 else "over an odd number "
+               "of rounds a steady drift favours some of what is compared")
+        raise BenchError(f"{flag} takes 1 or an even number, not {rounds}: {why}")
 
 
 def is_number(value: Any) -> bool:

@@ -116,6 +116,13 @@ def test_an_odd_number_of_rounds_over_one_is_refused(rounds: int) -> None:
         check_rounds("--rounds", rounds)
 
 
+def test_no_round_at_all_is_not_called_odd() -> None:
+    for rounds in (0, -2):
+        with pytest.raises(bench.BenchError) as refused:
+            check_rounds("--rounds", rounds)
+        assert "odd" not in str(refused.value) and "fewer than 1" in str(refused.value)
+
+
 def test_medians_are_taken_figure_by_figure_over_the_rounds_that_have_them() -> None:
     runs = [{"a": 1.0, "peers": {"x": {"p": 3}}, "name": "first", "flag": True},
             {"a": 3.0, "peers": {"x": {"p": 1}, "y": {"p": 7}}, "name": "second"},
