@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,7 +42,7 @@ from droplet.cli.bench_rounds import (
     medians,
     ratio,
 )
-from droplet.cli.bench_scripts import run_script
+from droplet.cli.bench_scripts import find_scripts, run_phase
 from droplet.cli.bench_speed import SpeedLog
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd, etcd_answers
@@ -140,26 +138,6 @@ def _sweep_one(base: Settings, workers: int, counts: dict[str, int], workdir: Pa
                                  counts["burst"] * SWEEP_BURSTS, bursts)
 
 
-# Scripts `--peers DIR` runs when present (none of them is a dependency of Droplet): the
-# raw-pika floor and the peer systems, measured the way droplet bench measures.
-PEER_SCRIPTS = {"floor": "pika_floor.py", "celery": "celery_bench.py",
-                "dramatiq": "dramatiq_bench.py"}
-
-
-def run_floor(path: str, broker_url: str, python: str = sys.executable,
-              args: Sequence[str] = ()) -> dict[str, Any]:
-    env = dict(os.environ, BENCH_BROKER=broker_url)
-    script = Path(path).absolute()  # it runs in its folder: `--peers dir` would be dir/dir/...
-    done = run_script([python, str(script), *args], env, str(script.parent), timeout_s=900)
-    lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
-    with suppress(json.JSONDecodeError, IndexError):
-        floor = json.loads(lines[-1])
-        if isinstance(floor, dict):
-            return floor
-    raise BenchError(f"floor script {path} (exit {done.returncode}) printed no JSON object "
-                     f"as its last line: {(done.stderr or done.stdout)[-500:]}")
-
-
 def _ratios(out: dict[str, Any]) -> None:
     floor = out.get("floor", {})
     pairs = [("call_p50_vs_floor3", "call_p50_ms", "hops3_p50_ms"),
@@ -179,43 +157,6 @@ def _ratios(out: dict[str, Any]) -> None:
         for ours, theirs in compared:
             if (quotient := ratio(out.get(ours), figures.get(theirs))) is not None:
                 out[f"{ours}_vs_{peer}"] = quotient
-
-
-def _scripts(args: argparse.Namespace, notes: list[str]) -> dict[str, Path]:
-    """The scripts to compare with, by phase name, in the order a round runs them: the floor
-    (`--floor PATH` over the one in `--peers DIR`), then each peer `--peers DIR` has."""
-    found: dict[str, Path] = {}
-    if args.floor:
-        found["floor"] = Path(args.floor)
-    if args.peers:
-        folder = Path(args.peers)
-        if not folder.is_dir():
-            raise BenchError(f"--peers {folder}: no such folder")
-        for name, script in PEER_SCRIPTS.items():
-            if (folder / script).exists():
-                found.setdefault(name, folder / script)
-            elif name not in found:  # (not "floor skipped" under a `--floor PATH` that runs)
-                notes.append(f"{script} not in {folder}: {name} skipped")
-    return found
-
-
-def _run_script(name: str, path: Path, broker_url: str, python: str | None,
-                notes: list[str], counts: dict[str, int], required: bool = False
-                ) -> dict[str, Any] | None:
-    """One round's figures of the floor or a peer; None (and a note) when its script fails,
-    so the other phases still count. A `required` one (`--floor PATH`, named on purpose)
-    ends the bench instead. A peer is given the bench's counts (`--n CALLS --burst BURST`):
-    a p99 compares with a p99 over as many calls."""
-    args = [] if name == "floor" else ["--n", str(counts["calls"]),
-                                       "--burst", str(counts["burst"])]
-    try:
-        figures = run_floor(str(path), broker_url, python or sys.executable, args)
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        if required:
-            raise BenchError(str(exc)) from None
-        notes.append(f"{name} could not be measured: {exc}")
-        return None
-    return figures
 
 
 def _counts(args: argparse.Namespace) -> dict[str, int]:
@@ -335,7 +276,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
         check_plot_path(args.plot)
     notes: list[str] = []
-    scripts = _scripts(args, notes)
+    scripts = find_scripts(args, notes)
     runs: list[dict[str, Any]] = []  # each round's figures, as measured
     samples: dict[str, list[float]] = {}
     speed = SpeedLog()
@@ -354,7 +295,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                 speed.mark(phase)
                 if phase != "droplet":
                     progress.show(phase, 0, 1)
-                    figures = _run_script(
+                    figures = run_phase(
                         phase, scripts[phase], settings.broker_url, args.peers_python, notes,
                         counts, required=phase == "floor" and args.floor is not None)
                     if figures is not None and phase == "floor":
