@@ -187,11 +187,18 @@ def test_a_peer_that_fails_in_one_round_counts_with_the_rounds_it_ran(
     assert any(note.startswith("celery could not be measured") for note in out["notes"])
 
 
+def _floor_elsewhere(factory: pytest.TempPathFactory, text: str) -> Path:
+    """A `--floor PATH` script outside the peers' folder."""
+    path = factory.mktemp("elsewhere") / "my_floor.py"
+    path.write_text(text)
+    return path
+
+
 def test_an_explicit_floor_runs_once_in_place_of_the_peers_folders(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], peers: Path,
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    mine = tmp_path_factory.mktemp("mine") / "my_floor.py"
-    mine.write_text('import json\nprint(json.dumps({"hops3_p50_ms": 0.5}))\n')
+    mine = _floor_elsewhere(tmp_path_factory,
+                            'import json\nprint(json.dumps({"hops3_p50_ms": 0.5}))\n')
     runner = _Bench(monkeypatch, peers)
     out = runner.run(capsys, "--floor", str(mine))
     assert runner.marks == ["floor", "celery", "dramatiq", "droplet"]
@@ -201,8 +208,7 @@ def test_an_explicit_floor_runs_once_in_place_of_the_peers_folders(
 def test_an_explicit_floor_that_fails_ends_the_bench(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], peers: Path,
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    broken = tmp_path_factory.mktemp("broken") / "floor.py"
-    broken.write_text("raise SystemExit('no broker')\n")
+    broken = _floor_elsewhere(tmp_path_factory, "raise SystemExit('no broker')\n")
     runner = _Bench(monkeypatch, peers)
     assert main(["bench", "--quick", "--floor", str(broken), "--rounds", "2"]) == 1
     assert "no broker" in capsys.readouterr().err
