@@ -63,13 +63,12 @@ def test_without_a_priority_the_same_calls_wait_their_turn(pclient: Any, unique:
     """The control: the test above fails when priorities do nothing."""
     ahead, waiting = _overtaken_by(pclient, unique, 0)
     print(f"priority 0 behind a backlog of {waiting} calls: {ahead} ran first")
-    # More ran first than the test above allows, and most of the backlog still waiting ran
-    # before the "urgent" calls. Not all of it: on a loaded host some runs of the backlog pass
-    # 20 ms, and the calls of their deliveries not started yet go back to the end of the
-    # shared queue (worker/keeper.py, handback.py), behind the urgent ones (a CI run saw 111
-    # of 175 ahead). Equal priorities promise no order; the test above is the promise.
+    # More ran first than the test above allows: that is what makes it a control. How many
+    # more is not asserted: on a loaded host runs of the backlog pass 20 ms, and the calls of
+    # their deliveries not started yet go back to the end of the shared queue (worker/keeper.py,
+    # handback.py), behind the "urgent" ones; CI runs saw 111 and 57 of 175 ahead. Equal
+    # priorities promise no order; the test above is the promise.
     assert ahead > 32, f"only {ahead} of {waiting} waiting calls ran first"
-    assert 2 * ahead > waiting, f"{ahead} of {waiting} waiting calls ran first"
 
 
 @pytest.mark.parametrize("priority", [-1, 10, 1000, 2**40, 1.5, "9", None, True])
