@@ -13,7 +13,8 @@ from typing import Any
 
 from droplet.errors import ConfigurationError
 
-LABELS = {"call": "one call", "dag2": "2-function DAG (direct)"}
+LABELS = {"call": "one call (stored)", "direct_call": "one call (direct)",
+          "dag2": "2-function DAG (direct)"}
 
 
 def check_plot_path(path: str) -> None:
