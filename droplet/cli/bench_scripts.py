@@ -72,8 +72,9 @@ PEER_SCRIPTS = {"floor": "pika_floor.py", "celery": "celery_bench.py",
                 "dramatiq": "dramatiq_bench.py"}
 
 
-def run_floor(path: str, broker_url: str, python: str = sys.executable,
-              args: Sequence[str] = ()) -> dict[str, Any]:
+def script_figures(path: str, broker_url: str, python: str = sys.executable,
+                   args: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON object a floor's or peer's script prints as its last line."""
     env = dict(os.environ, BENCH_BROKER=broker_url)
     script = Path(path).absolute()  # it runs in its folder: `--peers dir` would be dir/dir/...
     done = run_script([python, str(script), *args], env, str(script.parent), timeout_s=900)
@@ -114,7 +115,7 @@ def run_phase(name: str, path: Path, broker_url: str, python: str | None,
     args = [] if name == "floor" else ["--n", str(counts["calls"]),
                                        "--burst", str(counts["burst"])]
     try:
-        figures = run_floor(str(path), broker_url, python or sys.executable, args)
+        figures = script_figures(str(path), broker_url, python or sys.executable, args)
     except (BenchError, subprocess.TimeoutExpired) as exc:
         if required:
             raise BenchError(str(exc)) from None
