@@ -41,13 +41,27 @@ def test_fleet_cpu_charges_the_run_per_call_and_the_rest_to_idle() -> None:
 
 
 def test_settle_waits_while_a_process_is_busy_and_not_once_it_rests() -> None:
-    busy = subprocess.Popen([sys.executable, "-c",
-                             "import time\nend = time.monotonic() + 1.2\n"
-                             "while time.monotonic() < end: pass\ntime.sleep(30)"])
+    # The child spins for a second of its own CPU time, not of the wall clock: on a crowded
+    # CI host a wall-clock spin can get under idle_pct of a core in a window and read as
+    # rest. It says "spinning" once its loop runs, so its interpreter's start is not timed.
+    busy = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nprint('spinning', flush=True)\n"
+         "while time.process_time() < 1.0: pass\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
     try:
-        waited = settle([busy.pid], idle_pct=20.0, timeout_s=10.0, window_s=0.2)
-        assert 0.9 < waited < 5.0, f"settled after {waited:.2f}s"
-        assert settle([busy.pid], idle_pct=20.0, timeout_s=10.0, window_s=0.2) < 0.5
+        assert busy.stdout is not None and busy.stdout.readline().strip() == "spinning"
+        waited = settle([busy.pid], idle_pct=5.0, timeout_s=30.0, window_s=0.2)
+        rested = busy.poll() is None and _cpu_s(busy.pid) >= 0.95
+        assert rested, "settle returned while the child was still spinning"
+        assert 0.5 < waited < 29.0, f"settled after {waited:.2f}s"
+        assert settle([busy.pid], idle_pct=5.0, timeout_s=30.0, window_s=0.2) < 2.0
     finally:
         busy.kill()
-        busy.wait()
+        busy.communicate()
+
+
+def _cpu_s(pid: int) -> float:
+    seconds = cpu_seconds([pid])
+    assert seconds is not None
+    return seconds
