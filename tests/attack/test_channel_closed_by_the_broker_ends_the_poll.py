@@ -44,12 +44,13 @@ def test_a_channel_the_broker_closes_ends_the_poll(settings: Settings, transport
         _refused_publish(conn, transport)
         started = time.monotonic()
         try:
-            while conn.is_open and time.monotonic() - started < 5:
-                conn.poll(3.0)
+            while conn.is_open and time.monotonic() - started < 30:
+                conn.poll(15.0)
         except BrokerError:
             pass
         took = time.monotonic() - started
         assert not conn.is_open
-        assert took < 0.5, f"the closed channel was noticed after {took:.2f}s"
+        # Not noticed, the poll runs its 15 s; noticed, well under a second (3 s: load).
+        assert took < 3.0, f"the closed channel was noticed after {took:.2f}s"
     finally:
         conn.close()

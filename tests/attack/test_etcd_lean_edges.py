@@ -148,12 +148,18 @@ def test_pooled_connections_of_a_restarted_etcd_cost_no_stall(tmp_path: Path) ->
     etcd = LocalEtcd(tmp_path / "etcd").start()
     kv = EtcdKV(Settings(etcd_endpoints=(etcd.endpoint,), etcd_transport="lean"))
     try:
-        assert not _reading_together(kv, "/attack/nothing", threads=4, reads=10, join_s=10)
-        etcd.stop()
-        etcd.start()
-        started = time.monotonic()
-        assert kv.get("/attack/nothing") is None
-        assert time.monotonic() - started < 0.3
+        # The stall came back at every restart; the quickest of three first reads is taken,
+        # so that one read kept off a core on a crowded host does not read as the stall.
+        took = []
+        for _ in range(3):
+            assert not _reading_together(kv, "/attack/nothing", threads=4, reads=10,
+                                         join_s=10)
+            etcd.stop()
+            etcd.start()
+            started = time.monotonic()
+            assert kv.get("/attack/nothing") is None
+            took.append(time.monotonic() - started)
+        assert min(took) < 0.3, [round(t, 3) for t in took]
     finally:
         kv.close()
         etcd.stop()

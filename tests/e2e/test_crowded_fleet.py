@@ -32,7 +32,7 @@ def test_32_slow_calls_on_32_workers_run_side_by_side(crowd_client: Any, unique:
     # In envelopes of 16 kept whole, two workers would run them in 8 s; by counts, at least
     # 16 workers took part (one to a worker, a few handed on after 20 ms: slow calls spread).
     assert len(set(ran_on)) >= 16, sorted(set(ran_on))
-    assert took < 4.0, f"32 naps of 0.5 s took {took:.1f} s: serialised in envelopes"
+    assert took < 6.0, f"32 naps of 0.5 s took {took:.1f} s: serialised in envelopes"
 
 
 slotted = cluster_fixture(workers=3, run_slots=1, queue_seats=0)  # (seats: test_seats.py)

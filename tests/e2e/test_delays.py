@@ -61,8 +61,9 @@ def test_call_later_and_call_at_run_after_their_time(dclient: Any, unique: str) 
     past = fn.call_at(datetime.now(UTC) - timedelta(hours=1), unique + "-past")
     ran_later, ran_at, ran_past = later.get(), at.get(), past.get(timeout=10)
     assert ran_later >= sent + 1.5 and ran_at >= sent + 1.0, "not before its time"
-    assert ran_later < sent + 3.5 and ran_at < sent + 3.0, "and not much after"
-    assert ran_past < sent + 1.0, "a time already past runs now"
+    # (bounds with room for a loaded host; a call held back a poll of minutes fails them)
+    assert ran_later < sent + 6.0 and ran_at < sent + 5.5, "and not much after"
+    assert ran_past < sent + 4.0, "a time already past runs now"
     for tag in ("-later", "-at", "-past"):
         assert len(_runs(dclient, unique + tag)) == 1
     print(f"late by: call_later {ran_later - sent - 1.5:.3f}s, call_at {ran_at - sent - 1.0:.3f}s")

@@ -117,15 +117,16 @@ def test_a_result_is_answered_as_soon_as_its_call_is_done(gclient: Any, unique: 
         deadline = time.monotonic() + 60
         first = None
         while first is None and time.monotonic() < deadline:
-            for future in futures:
+            for future in futures:  # (a sweep of 0.2 s: the first answer is seen soon)
                 try:
-                    first = future.get(timeout=0.05)
+                    first = future.get(timeout=0.01)
                     break
                 except droplet.DropletTimeoutError:
                     continue
         assert first is not None
         ran = sum(gclient.get_object(f"{prefix}{i}") is not None for i in range(20))
-        assert ran <= 2, f"the first answer waited for {ran} of 20 steps"
+        # One step a second: a loaded host may let a third finish before this count.
+        assert ran <= 3, f"the first answer waited for {ran} of 20 steps"
         assert sorted(f.get(timeout=60) for f in futures) == list(range(20))
     finally:
         gclient.delete_dag(dag)

@@ -81,7 +81,7 @@ def test_slow_calls_spread_over_every_worker_with_one_seat(
     pids = [f.get(timeout=60) for f in [one_seat_client.call(unique, i) for i in range(8)]]
     took = time.monotonic() - start
     assert len(set(pids)) == 3, f"8 naps ran on {len(set(pids))} workers"
-    assert took < 3.0, f"8 naps of 0.5 s on 3 workers took {took:.1f} s"
+    assert took < 3.6, f"8 naps of 0.5 s on 3 workers took {took:.1f} s"
 
 
 def test_a_seated_worker_killed_hands_its_seat_on(

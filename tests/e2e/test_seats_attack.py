@@ -59,7 +59,8 @@ def test_slow_calls_run_side_by_side_on_eight_workers_with_one_seat(
     took = time.monotonic() - start
     print(f"40 naps of 0.3 s on 8 workers, 1 seat: {took:.2f} s over {len(set(pids))} workers")
     assert len(set(pids)) >= 6, f"40 naps ran on {len(set(pids))} workers"
-    assert took < 3.0, f"40 naps of 0.3 s on 8 workers took {took:.1f} s"
+    # Ideal ~1.5 s; one at a time 12 s: the bound leaves a loaded host room.
+    assert took < 5.0, f"40 naps of 0.3 s on 8 workers took {took:.1f} s"
 
 
 def test_slow_calls_one_at_a_time_from_several_clients(
@@ -78,7 +79,8 @@ def test_slow_calls_one_at_a_time_from_several_clients(
     pids = [f.get(timeout=40) for f in futures]
     took = time.monotonic() - start
     print(f"16 naps sent one by one: {took:.2f} s over {len(set(pids))} workers")
-    assert took < 1.2, f"16 naps of 0.3 s sent one by one on 8 workers took {took:.1f} s"
+    # Ideal ~0.8 s; a seat held through each nap makes them one at a time: 4.8 s.
+    assert took < 3.0, f"16 naps of 0.3 s sent one by one on 8 workers took {took:.1f} s"
 
 
 def test_a_stopped_seated_worker_gets_a_substitute(
@@ -286,4 +288,5 @@ def test_sequential_calls_of_a_slow_function_are_not_held_up_by_seats(
         assert two_client.call(unique, i).get(timeout=10) == i
     took = time.monotonic() - start
     print(f"200 sequential 3 ms calls on 2 workers, seats on: {took:.2f} s")
-    assert took < 1.8, f"200 sequential 3 ms calls took {took:.1f} s"
+    # Broken, each call waits a poll: 50 s; 8 s allows 40 ms a call on a loaded host.
+    assert took < 8.0, f"200 sequential 3 ms calls took {took:.1f} s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -134,3 +135,14 @@ def workers_seen(kv: MemoryKV, keys: StoreKeys, scheduler_id: str) -> int | None
     """How many workers a scheduler's record says it sees (None: no record)."""
     raw = kv.get(keys.scheduler(scheduler_id))
     return None if raw is None else pb.SchedulerStatus.FromString(raw).workers_seen
+
+
+def thread_queued_s(native_id: int) -> float:
+    """Seconds a thread of this process has spent runnable but kept from a core (Linux's
+    schedstat; 0.0 elsewhere): a timing test takes that off a thread's lateness, which on a
+    crowded host is the host's, not the code's."""
+    path = f"/proc/self/task/{native_id}/schedstat"
+    if not os.path.exists(path):
+        return 0.0
+    with open(path, encoding="ascii") as stat:
+        return int(stat.read().split()[1]) / 1e9

@@ -57,14 +57,18 @@ def test_a_call_made_while_the_fleet_is_saturated_waits_for_company() -> None:
     crowded client) go together, not each in a message of its own."""
     sent: list[list[pb.FunctionCall]] = []
     saturated = [True]
-    batcher = CallBatcher(sent.append, linger_s=0.05, burst_gap_s=0.001,
+    # A linger of a second: the three adds (15 ms apart) fit in it even on a crowded host,
+    # where a 50 ms linger ran out between them when the test's thread was kept off a core.
+    batcher = CallBatcher(sent.append, linger_s=1.0, burst_gap_s=0.001,
                           saturated=lambda: saturated[0])
     try:
         for call in _calls(3):
             batcher.add(call)
             time.sleep(0.005)
         assert sent == [], "held for the linger"
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10.0
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert [len(b) for b in sent] == [3]
         saturated[0] = False
         time.sleep(0.01)

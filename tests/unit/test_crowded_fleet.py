@@ -24,6 +24,7 @@ from droplet.store import serializer
 from droplet.store.commits import Commit, Committer, Outcome
 from droplet.store.memory import MemoryKV
 from droplet.store.values import ValueStore
+from tests.unit.helpers import thread_queued_s
 from tests.unit.inprocess import Fleet
 from tests.unit.test_call_routing import KEYS, NAMES, calls, router
 
@@ -265,7 +266,9 @@ def test_the_keeper_is_woken_once_for_a_burst_not_once_a_call() -> None:
                     time.sleep(0.001)  # the keeper takes up its busy pace
     finally:
         keeper.stop()
-    assert 1 <= len(wakes) <= 3, f"{len(wakes)} wake-ups for 20 runs"
+    # Broken, each run wakes it (20); each stall of this thread past 50 ms on a crowded
+    # host may cost one more wake-up.
+    assert 1 <= len(wakes) <= 8, f"{len(wakes)} wake-ups for 20 runs"
 
 
 def test_quick_runs_one_after_another_do_not_wake_the_keeper_each() -> None:
@@ -286,7 +289,7 @@ def test_quick_runs_one_after_another_do_not_wake_the_keeper_each() -> None:
             time.sleep(0.001)
     finally:
         keeper.stop()
-    assert 1 <= len(wakes) <= 20, f"{len(wakes)} wake-ups for 200 runs"
+    assert 1 <= len(wakes) <= 60, f"{len(wakes)} wake-ups for 200 runs (one each: broken)"
 
 
 def test_the_keeper_acts_at_the_mark_of_a_run_that_starts_while_it_is_busy() -> None:
@@ -304,9 +307,11 @@ def test_the_keeper_acts_at_the_mark_of_a_run_that_starts_while_it_is_busy() -> 
         done.set()
 
     keeper = ConnectionKeeper(flush=flush, pending=lambda: True, flush_after_s=0.05)
-    late = []
+    late, waited = [], []
     with keeper.attached(MagicConn()):
         keeper.start()
+        tid = keeper._thread.native_id
+        assert tid is not None
         try:
             for _ in range(5):
                 with keeper.running():
@@ -314,14 +319,20 @@ def test_the_keeper_acts_at_the_mark_of_a_run_that_starts_while_it_is_busy() -> 
                 time.sleep(0.013)  # a run starts at some point of the keeper's tick
                 flushed.clear()
                 done.clear()
+                queued = thread_queued_s(tid)
                 with keeper.running():
-                    start = time.monotonic()
-                    done.wait(0.5)  # off the CPU: a run that waits, not one kept from a core
-                assert flushed, "the run was never flushed"
+                    start = keeper.busy_since()
+                    done.wait(5.0)  # off the CPU: a run that waits, not one kept from a core
+                assert flushed and start is not None, "the run was never flushed"
+                # Time the keeper spent runnable but kept from a core (a crowded host) is not
+                # the keeper's lateness; asleep past the mark (the next tick) is.
+                waited.append(thread_queued_s(tid) - queued)
                 late.append(flushed[0] - start)
         finally:
             keeper.stop()
-    assert max(late) < 0.05 + 0.03, f"flushed {late} s after runs of a 50 ms mark"
+    awake_late = [round(lat - w, 4) for lat, w in zip(late, waited, strict=True)]
+    assert max(awake_late) < 0.05 + 0.03, f"flushed {late} s after runs of a 50 ms mark " \
+        f"(kept from a core {waited} s)"
     assert min(late) >= 0.05 - 0.002, late
 
 

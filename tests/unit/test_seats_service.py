@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from tests.unit.helpers import thread_queued_s
 from tests.unit.inprocess import Fleet, Member
 
 pytestmark = pytest.mark.timeout(30)
 
-SEEN: list[bool] = []
+SEEN: list[tuple[bool, float]] = []  # seated 120 ms into a run; its keeper kept from a core
 SEATED: list[Member] = []
 
 
@@ -29,8 +30,11 @@ def _seated_worker(fleet: Fleet, directory: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def seat_after_a_while(lib: Any, x: Any) -> Any:
+    keeper = SEATED[0].service.keeper._thread.native_id
+    assert keeper is not None
+    queued = thread_queued_s(keeper)
     time.sleep(0.12)
-    SEEN.append(SEATED[0].service.intake.seats.seated)
+    SEEN.append((SEATED[0].service.intake.seats.seated, thread_queued_s(keeper) - queued))
     time.sleep(0.05)
     return x
 
@@ -58,7 +62,11 @@ def test_a_slow_call_alone_in_its_envelope_gives_the_seat_to_a_waiting_worker_at
     finally:
         member.service.keeper.stop()
         member.service.intake.close()
-    assert [not waiting] * 3 == SEEN, "seated 120 ms into a slow run"
+    # The seat is given back at the 20 ms mark; a keeper kept from a core for 60 ms of the
+    # 120 (a crowded host) proves nothing either way, and its sample is not held against it.
+    assert len(SEEN) == 3
+    assert all(seated == (not waiting) or queued_s > 0.06 for seated, queued_s in SEEN), \
+        f"seated 120 ms into a slow run: {SEEN}"
 
 
 def test_after_a_run_that_went_long_a_worker_consumes_before_it_waits(
@@ -72,12 +80,13 @@ def test_after_a_run_that_went_long_a_worker_consumes_before_it_waits(
         member.service.intake.leave(member.conn)  # as at the end of a run that went long
         call_id = fleet.call("quick", 7)
         start = time.monotonic()
-        ran = fleet.step("w1", 2.0)
+        ran = fleet.step("w1", 10.0)
         took = time.monotonic() - start
     finally:
         member.service.keeper.stop()
         member.service.intake.close()
-    assert ran and took < 1.0, f"ran: {ran}, after {took:.2f} s"
+    # Waiting a poll first would take it past 10 s (the step's own limit): 5 s is load's room.
+    assert ran and took < 5.0, f"ran: {ran}, after {took:.2f} s"
     assert fleet.stored(call_id) == 7
 
 
