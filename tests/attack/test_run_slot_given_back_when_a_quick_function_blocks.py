@@ -26,8 +26,11 @@ pytestmark = [pytest.mark.e2e,
 
 @pytest.fixture
 def one_slot_worker(services: Services, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
-    """One worker with run_slots=1, its slot file under tmp_path; a client to it."""
-    settings = services.settings(run_slots=1)
+    """One worker with run_slots=1, its slot file under tmp_path; a client to it. No seats
+    (queue_seats=0): a held seat keeps the keeper at its busy pace too, so with one (the
+    default, as many as run_slots) the keeper is busy whether or not a held slot keeps it so,
+    and a build that lost the slot's part passed this test."""
+    settings = services.settings(run_slots=1, queue_seats=0)
     slots_dir = tmp_path / "tmp"
     slots_dir.mkdir()
     cluster = LocalCluster(settings, tmp_path)
