@@ -7,11 +7,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from typing import Any
 
 import pytest
 
+from droplet.broker import amqp
+from droplet.broker_config.names import QueueNames
 from tests.conftest import client_fixture, cluster_fixture
 from tests.e2e.test_seats import _consumers, _until
 
@@ -265,7 +268,7 @@ def test_long_calls_held_as_claims_with_one_seat_and_quick_calls_beside(
     assert _until(lambda: _consumers(long_calls.settings) == 1, 10.0), "one worker at the queue"
 
 
-two_cores_two_workers = cluster_fixture(workers=2)  # seats on (one a core), nobody waits
+two_cores_two_workers = cluster_fixture(workers=2, queue_seats=2)  # both seated: nobody waits
 two_client = client_fixture("two_cores_two_workers")
 
 
@@ -278,15 +281,44 @@ def _io3(lib: Any, x: int) -> int:
 
 def test_sequential_calls_of_a_slow_function_are_not_held_up_by_seats(
         two_cores_two_workers: Any, two_client: Any, unique: str) -> None:
-    """A 3 ms function is slow to the pace (past 2 ms): each delivery of it makes its worker
-    leave the queue first. It must come back at once: on exp-consumers it waited a whole
-    poll (0.5 s) first, so 200 calls one after another took 50 s (1.0 s with seats off)."""
+    """A 3 ms function is slow to the pace (past 2 ms) but not long (the 20 ms mark): with
+    nobody waiting for a seat, its worker must not leave the queue for it (a pause and a
+    resume a call: 200 calls one after another took 2.0 s, not 1.3 s), and a worker that
+    leaves must come back at once (on exp-consumers it waited a whole poll, 0.5 s, after each
+    slow delivery: 50 s). The first is seen in the queue's consumers, never fewer than the
+    two seated workers while the calls run (no timing: a crowded host cannot fake a dip);
+    the second in the time, far from 50 s."""
     two_client.register(_io3, unique)
     [two_client.call(unique, i).get(timeout=10) for i in range(20)]  # (its pace known)
+    settings = two_cores_two_workers.settings
+    assert _until(lambda: _consumers(settings) == 2, 10.0), "both workers seated"
+    counts: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        conn = amqp.connect(settings, "seats-attack-sampler", confirms=False)
+        try:
+            queue = QueueNames.of(settings).work
+            while not done.is_set():
+                info = conn.queue_info(queue)
+                assert info is not None
+                counts.append(info[1])
+        finally:
+            conn.close()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.monotonic()
-    for i in range(200):
-        assert two_client.call(unique, i).get(timeout=10) == i
-    took = time.monotonic() - start
-    print(f"200 sequential 3 ms calls on 2 workers, seats on: {took:.2f} s")
+    try:
+        for i in range(200):
+            assert two_client.call(unique, i).get(timeout=10) == i
+    finally:
+        took = time.monotonic() - start
+        done.set()
+        sampler.join(10)
+    print(f"200 sequential 3 ms calls on 2 workers, seats on: {took:.2f} s; "
+          f"{len(counts)} samples of the consumers: {sorted(set(counts))}")
+    assert len(counts) >= 20, f"{len(counts)} samples of the queue's consumers"
+    assert min(counts) == 2, f"a worker left the queue for nobody: consumers {sorted(set(counts))}"
     # Broken, each call waits a poll: 50 s; 8 s allows 40 ms a call on a loaded host.
     assert took < 8.0, f"200 sequential 3 ms calls took {took:.1f} s"
