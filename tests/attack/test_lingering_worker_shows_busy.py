@@ -24,7 +24,7 @@ def test_a_worker_lingering_for_a_batch_reports_the_calls_it_holds() -> None:
     member = fleet.start_worker("w1")
     Metadata(fleet.kv, fleet.settings, fleet.signer).put_function(pb.Function(
         name="b", body=cloudpickle.dumps(tripled), batching=True, batch_size=8,
-        batch_linger_s=0.05))
+        batch_linger_s=0.5))  # (long enough to be still lingering on a crowded host)
     member.service.state.batching.add("b")
     calls = [fleet.call("b", 1, queue=fleet.names.worker("w1"))]
     seen: list[int] = []

@@ -119,9 +119,9 @@ def test_call_soon_threadsafe_wakes_a_blocked_poll(settings: Settings, transport
         started = time.monotonic()
         threading.Timer(0.2, lambda: conn.call_soon_threadsafe(
             lambda: ran.append(time.monotonic() - started))).start()
-        conn.poll(5.0)
-        assert ran and ran[0] < 2.0
-        assert time.monotonic() - started < 2.0, "the poll returned once the callback ran"
+        conn.poll(15.0)
+        assert ran and ran[0] < 5.0
+        assert time.monotonic() - started < 5.0, "the poll returned once the callback ran"
     finally:
         conn.close()
 

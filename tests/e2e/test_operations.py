@@ -53,16 +53,23 @@ def test_status_and_metrics_show_the_fleet_and_its_work(
             c.register(lambda lib, x: x, unique + "-b")
             assert c.register_dag(unique + "-dag", [unique, unique + "-b"],
                                   [(unique, unique + "-b")]) == (True, None)
-            time.sleep(1.0)
-            report = _status(settings)
+            pinned = sorted([f"{unique}-dag/{unique}", f"{unique}-dag/{unique}-b"])
+            deadline = time.monotonic() + 15  # (statuses every 0.5 s; later on a crowded host)
+            while True:
+                report = _status(settings)
+                seen = report.get("workers", [])
+                if time.monotonic() > deadline or (
+                        sorted(w.get("pinned") for w in seen) == pinned
+                        and sum(w.get("calls_total", 0) for w in seen) >= 21):
+                    break
+                time.sleep(0.25)
         assert {"schedulers", "workers", "dags", "functions", "queues"} <= set(report)
         assert len(report["schedulers"]) == 1
         workers = report["workers"]
         assert len(workers) == 2
         for w in workers:
             assert {"id", "host", "pid", "alive", "pinned"} <= set(w) and w["alive"]
-        assert sorted(w["pinned"] for w in workers) == sorted(
-            [f"{unique}-dag/{unique}", f"{unique}-dag/{unique}-b"])
+        assert sorted(w["pinned"] for w in workers) == pinned
         assert [d["name"] for d in report["dags"]] == [unique + "-dag"]
         assert unique in report["functions"]
         assert report["queues"][f"{settings.namespace}.work"] == 0

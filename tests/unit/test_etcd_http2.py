@@ -246,7 +246,7 @@ def test_a_port_that_is_not_http2_is_a_closed_socket_at_once() -> None:
     started = time.monotonic()
     with _serving(script) as (host, port), pytest.raises(RpcFailure) as caught:
         _range(LeanKV(host, port), timeout=10.0)
-    assert time.monotonic() - started < 2.0, "not left to wait for the deadline"
+    assert time.monotonic() - started < 5.0, "not left to wait for the deadline (10 s)"
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "socket closed" in caught.value.details()
 
@@ -255,12 +255,14 @@ def test_a_silent_peer_is_a_deadline_exceeded_after_the_timeout() -> None:
     def script(server: _Server) -> None:
         server.greet()
         server.request()
-        time.sleep(0.6)
+        time.sleep(3.0)
 
     started = time.monotonic()
-    with _serving(script) as (host, port), pytest.raises(RpcFailure) as caught:
-        _range(LeanKV(host, port), timeout=0.3)
-    assert 0.25 < time.monotonic() - started < 2.0
+    with _serving(script) as (host, port):
+        with pytest.raises(RpcFailure) as caught:
+            _range(LeanKV(host, port), timeout=0.3)
+        took = time.monotonic() - started  # (before the silent peer's 3 s are over)
+    assert 0.25 < took < 2.5
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
 
 
