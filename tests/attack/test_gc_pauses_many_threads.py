@@ -23,11 +23,11 @@ def test_collections_from_many_threads_while_scraped() -> None:
     problems: list[str] = []
     scrapes = [0]
 
-    def churn(explicit: bool) -> None:
+    def churn(explicit: bool, first: int) -> None:
         # Explicit collections go through every generation in turn: a full one resets the
         # younger generations' counts, and a loaded CI run whose explicit collections were all
         # full (the generation was once len(ring) % 3, always 2) saw no generation-1 one.
-        for turn in itertools.count():
+        for turn in itertools.count(first):  # (each thread starts at another generation)
             if stop.is_set():
                 return
             ring: list[object] = []
@@ -48,7 +48,7 @@ def test_collections_from_many_threads_while_scraped() -> None:
                 problems.append(f"{last} -> {now}")
             last = [int(n) for n in now] if len(now) == 3 else last
 
-    threads = [threading.Thread(target=churn, args=(i % 2 == 0,)) for i in range(8)]
+    threads = [threading.Thread(target=churn, args=(i % 2 == 0, i // 2)) for i in range(8)]
     threads.append(threading.Thread(target=scrape))
     began = time.perf_counter()
     pauses.start()
@@ -56,6 +56,11 @@ def test_collections_from_many_threads_while_scraped() -> None:
         for t in threads:
             t.start()
         time.sleep(3.0)
+        # Until every generation has been collected at least once (a loaded CI host gave the
+        # threads so little time in 3 s that no full collection came: [28, 3, 0]).
+        deadline = time.monotonic() + 60
+        while min(pauses.collections) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         stop.set()
         for t in threads:
