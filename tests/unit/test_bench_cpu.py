@@ -46,7 +46,7 @@ def test_settle_waits_while_a_process_is_busy_and_not_once_it_rests() -> None:
     # rest. It says "spinning" once its loop runs, so its interpreter's start is not timed.
     busy = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nprint('spinning', flush=True)\n"
+         "import time\nprint('spinning', flush=True)\n"
          "while time.process_time() < 1.0: pass\ntime.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
