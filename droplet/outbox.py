@@ -19,7 +19,7 @@ from droplet.broker.interface import Delivery
 from droplet.broker_config.names import is_reply_address
 from droplet.graph import BEGIN
 from droplet.proto import pb
-from droplet.proto.replies import response_for
+from droplet.proto.replies import call_ref, response_for
 from droplet.store.commits import Commit, MultiWrites, Outcome
 
 # A result bigger than this is not carried by the reply: the caller reads it from the store.
@@ -149,15 +149,6 @@ def deliver(
         out.reply(address, response_for(call_id, response_id, value, revision))
     reply = Reply(address, response) if address and commit.outcome is not None else None
     out.store(commit, reply=reply, then=then, on_conflict=on_conflict)
-
-
-def call_ref(schedule: pb.DagSchedule) -> pb.CallRef:
-    return pb.CallRef(
-        call_id=schedule.call_id or schedule.id,
-        response_address=schedule.response_address,
-        output_key=schedule.output_key,
-        direct_response=schedule.direct_response, once=schedule.consistency == pb.MULTI,
-    )
 
 
 def deliver_call_outcome(out: Outbox, ref: pb.CallRef, value: pb.Value, revision: int = 0,

@@ -12,6 +12,18 @@ from typing import Any
 from droplet.proto import pb
 
 
+def call_ref(schedule: pb.DagSchedule) -> pb.CallRef:
+    """Where a DAG call's outcome goes, taken from its schedule: the worker that ends the DAG,
+    the scheduler that fails it and the client that answers it from a DAG it scheduled itself
+    all read the same fields."""
+    return pb.CallRef(
+        call_id=schedule.call_id or schedule.id,
+        response_address=schedule.response_address,
+        output_key=schedule.output_key,
+        direct_response=schedule.direct_response, once=schedule.consistency == pb.MULTI,
+    )
+
+
 def stamp(trace: Any, stage: str) -> None:
     """Adds a stage's time to a traced call's stamps (nothing when it is not traced)."""
     if len(trace):

@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 
 from droplet.errors import DropletError
 from droplet.graph import BEGIN, OUTPUT, downstreams, sinks, upstreams
-from droplet.outbox import Outbox, Outgoing, call_ref, deliver, deliver_call_outcome
+from droplet.outbox import Outbox, Outgoing, deliver, deliver_call_outcome
 from droplet.proto import pb
-from droplet.proto.replies import error_value, stamp
+from droplet.proto.replies import call_ref, error_value, stamp
 from droplet.speculation import destinations
 from droplet.store import serializer
 from droplet.store.commits import Commit, MultiWrites
