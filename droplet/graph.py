@@ -1,7 +1,8 @@
 """The shape of a DAG: sources, sinks, the order of upstream results, and validation.
 
-Shared by the scheduler (which validates and schedules) and the worker (which joins and
-forwards), so both read a DAG the same way.
+Shared by the scheduler (which validates and schedules), the worker (which joins and
+forwards) and the client (which schedules a DAG call itself when it can), so all three read a
+DAG, and a call of one, the same way.
 """
 
 from __future__ import annotations
@@ -67,3 +68,16 @@ def shape_error(dag: pb.Dag) -> str | None:
     if visited != len(dag.functions):
         return "the connections form a cycle"
     return speculation_error(dag)
+
+
+def call_error(dag_call: pb.DagCall, dag: pb.Dag) -> str | None:
+    """Why this call of `dag` cannot run. Arguments for a function the DAG does not have (a
+    misspelt name, or a continuation's arg_map meant for another DAG) would otherwise be
+    dropped without a word, and the function would run without them."""
+    unknown = sorted(set(dag_call.function_args) - set(dag.functions))
+    if unknown:
+        return (f"arguments given for {unknown}, which are not functions of DAG "
+                f"{dag.name!r} (its functions: {sorted(dag.functions)})")
+    if dag_call.continuations and dag_call.consistency == pb.MULTI:
+        return "a MULTI DAG call cannot have a continuation (its writes commit at its end)"
+    return None

@@ -30,10 +30,9 @@ import uuid
 from collections.abc import Callable
 
 from droplet.client.viewkeeper import RECHECK_S, STALE_S, ViewKeeper
-from droplet.graph import BEGIN, sources
+from droplet.graph import BEGIN, call_error, sources
 from droplet.proto import pb
 from droplet.proto.replies import call_ref
-from droplet.scheduler.chains import call_error
 from droplet.store import serializer
 from droplet.store.metadata import Metadata
 

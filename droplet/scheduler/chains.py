@@ -21,19 +21,6 @@ from droplet.proto import pb
 from droplet.scheduler.state import SchedulerState
 
 
-def call_error(dag_call: pb.DagCall, dag: pb.Dag) -> str | None:
-    """Why this call of `dag` cannot run. Arguments for a function the DAG does not have (a
-    misspelt name, or a continuation's arg_map meant for another DAG) would otherwise be
-    dropped without a word, and the function would run without them."""
-    unknown = sorted(set(dag_call.function_args) - set(dag.functions))
-    if unknown:
-        return (f"arguments given for {unknown}, which are not functions of DAG "
-                f"{dag.name!r} (its functions: {sorted(dag.functions)})")
-    if dag_call.continuations and dag_call.consistency == pb.MULTI:
-        return "a MULTI DAG call cannot have a continuation (its writes commit at its end)"
-    return None
-
-
 def oversized(dag_call: pb.DagCall, schedule: pb.DagSchedule, state: SchedulerState
               ) -> str | None:
     """Why a chained call's schedule is too large to send. The client checks what it sends

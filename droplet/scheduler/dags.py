@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from droplet.graph import BEGIN, OUTPUT, shape_error, sinks, sources, upstreams
+from droplet.graph import BEGIN, OUTPUT, call_error, shape_error, sinks, sources, upstreams
 from droplet.outbox import Outbox, deliver_call_outcome
 from droplet.proto import pb
 from droplet.proto.replies import call_ref, error_response, error_value, stamp
 from droplet.resources import describe
-from droplet.scheduler.chains import call_error, extend_schedule, oversized
+from droplet.scheduler.chains import extend_schedule, oversized
 from droplet.scheduler.state import SchedulerState
 from droplet.scheduler.tagged import (
     colocated_hosts,
