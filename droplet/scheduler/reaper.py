@@ -3,8 +3,9 @@
 Nothing in either is lost or settled here: each message is moved to the schedulers' call queue,
 marked as possibly done, and the call loop handles it as it handles everything (cycle.py): a
 plain call is placed again (its worker first looks for a stored outcome), a DAG trigger goes on
-to wherever its step is pinned now, a schedule notice is dropped. A message is acked (or its
-claim deleted) only once the broker confirmed its move.
+to wherever its step is pinned now, a schedule notice is dropped, and so is a pin or unpin
+request (its scheduler took no answer for a refusal). A message is acked (or its claim
+deleted) only once the broker confirmed its move.
 
 A scheduler claims the dead worker in etcd (a key under its own lease, so a reaper that dies
 mid-way frees the claim), checks once more that the worker is really gone, drains its queue,

@@ -166,6 +166,11 @@ class SchedulerService:
             dags.reroute(message.trigger, self.state, out)
         elif kind == "schedule":
             pass  # notice for a worker that is gone: its triggers are re-routed
+        elif kind in ("pin", "unpin") and (delivery.headers or {}).get(RESENT_HEADER):
+            # Left in a dead worker's queue, moved here by the reaper: its scheduler took no
+            # answer for a refusal (pinning.py), so it is moot; it is no bad input to
+            # dead-letter.
+            log.info("dropping a %s request left for a worker that is gone", kind)
         else:
             raise DropletError(f"unexpected {kind} message on the call queue")
 
