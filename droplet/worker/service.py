@@ -301,8 +301,10 @@ class WorkerService:
                 self._gathered = group[index + 1:]
                 started = time.monotonic()
                 self.status.in_hand = 1 + len(self._buffer)
-                gate = cycle.run(taken, self._dispatch)
-                self.poison.done(taken)
+                try:
+                    gate = cycle.run(taken, self._dispatch)
+                finally:  # a broker error ended the session, not the worker: not poison
+                    self.poison.done(taken)
                 self.status.busy(time.monotonic() - started)
                 self.status.in_hand = len(self._buffer)
                 if gate.store_unavailable:
