@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from droplet.broker.interface import BrokerConnection
 from droplet.broker_config.names import QueueNames
-from droplet.errors import DropletError, InvalidArgumentError
+from droplet.errors import DropletError, InvalidArgumentError, ValueTooLargeError
 from droplet.proto import envelope, pb
 from droplet.signing import Signer
 from droplet.worker.keeper import ConnectionKeeper
@@ -36,8 +36,10 @@ class WorkerPort:
         keeper: ConnectionKeeper,
         connection: Callable[[], BrokerConnection | None],
         is_alive: Callable[[str], bool],
+        max_bytes: int,
     ) -> None:
         self._worker_id = worker_id
+        self._max_bytes = max_bytes  # max_message_bytes: what the broker is set to take
         self._names = names
         self._signer = signer
         self._keeper = keeper
@@ -82,6 +84,13 @@ class WorkerPort:
         return messages
 
     def _publish_confirmed(self, queue: str, body: bytes, what: str) -> None:
+        # Refused here, in the function that sent it: a broker refuses a message over its
+        # max_message_size by closing the connection, which would end this worker's session
+        # with the call in hand, on every delivery of it.
+        if len(body) > self._max_bytes:
+            raise ValueTooLargeError(
+                f"the message {what} takes {len(body)} bytes, over max_message_bytes "
+                f"({self._max_bytes}): store large values with lib.put() and send the key")
         outcome: list[bool] = []
         conn = self._need_connection()
         with self._keeper.using():

@@ -3,10 +3,12 @@
 Each time a message that may have been run before arrives (redelivered by the broker after a
 connection died, or moved on by a scheduler from a dead worker's queue or long-call claim), its
 count in etcd goes up; when the worker is done with it, whatever the outcome, the count is
-deleted. Only a worker that dies while running it leaves the count behind, so past
-`dead_letter_max_redeliveries` the message is dead-lettered and its call failed, instead of
-taking down worker after worker. The count is kept per message identity (a call id, a DAG
-step), not per body, so a step re-addressed to another worker still counts.
+deleted. Only a worker that dies while running it, or whose broker session ends with it in
+hand, leaves the count behind, so past `dead_letter_max_redeliveries` the message is
+dead-lettered and its call failed, instead of taking down worker after worker (or session
+after session: a message can be what makes the broker close the connection). The count is
+kept per message identity (a call id, a DAG step), not per body, so a step re-addressed to
+another worker still counts.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ class PoisonCounter:
                 f"delivered {count} times without completing (limit {self._limit}): it may "
                 "crash the worker that runs it"
             )
+
+    def forget(self, delivery: Delivery) -> None:
+        """The delivery ended without completing (its session died): its count stays, but
+        not this process's note of it, which a later delivery at the same address would
+        otherwise take for its own."""
+        self._counting.pop(id(delivery), None)
 
     def done(self, delivery: Delivery) -> None:
         """The worker lived through it: its count goes."""

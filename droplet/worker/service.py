@@ -109,7 +109,8 @@ class WorkerService:
             on_busy=lambda: self.membership.publish(),
         )
         self.port = WorkerPort(self.id, self.names, self.signer, self.keeper, lambda: self._conn,
-                               lambda worker: kv.get(self.keys.worker(worker)) is not None)
+                               lambda worker: kv.get(self.keys.worker(worker)) is not None,
+                               settings.max_message_bytes)
         self.claims = LongCallClaims(kv, self.keys, self.names, self.id, self.incarnation,
                                      lambda: self._conn)
         self.metrics = Metrics("worker")
@@ -303,8 +304,13 @@ class WorkerService:
                 self.status.in_hand = 1 + len(self._buffer)
                 try:
                     gate = cycle.run(taken, self._dispatch)
-                finally:  # a broker error ended the session, not the worker: not poison
-                    self.poison.done(taken)
+                except BaseException:
+                    # The session ends with it (a broker error): its count stays, as for a
+                    # worker that died on it, since the message itself may be what closes the
+                    # connection each time; a fault of the broker's adds one count only.
+                    self.poison.forget(taken)
+                    raise
+                self.poison.done(taken)
                 self.status.busy(time.monotonic() - started)
                 self.status.in_hand = len(self._buffer)
                 if gate.store_unavailable:
