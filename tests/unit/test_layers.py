@@ -1,4 +1,5 @@
-"""The imports the architecture rules out, read from the source (any import, even in a function).
+"""The imports the architecture rules out, read from the source (any import, even in a function
+or by name through importlib), followed through every module of droplet/ they reach.
 
 Scheduler and worker meet only through messages; neither server depends on the user API; the
 transport knows no handlers, no message cycle and no store; the store knows no handlers; the
@@ -20,7 +21,8 @@ PARTS = {
     "client": ("droplet.client", "droplet.aio"),
     "scheduler": ("droplet.scheduler",),
     "worker": ("droplet.worker",),
-    "cycle": ("droplet.outbox", "droplet.cycle"),
+    "cycle": ("droplet.outbox", "droplet.cycle", "droplet.acks", "droplet.refusal",
+              "droplet.prepared_answers", "droplet.handback"),
     "broker": ("droplet.broker", "droplet.broker_config"),
     "store": ("droplet.store",),
     "proto": ("droplet.proto",),
@@ -32,6 +34,7 @@ NEVER = {
     "broker": {"scheduler", "worker", "client", "cycle", "store"},
     "client": {"scheduler", "worker", "cycle"},
     "proto": {"client", "store", "scheduler", "worker", "cycle", "broker"},
+    "cycle": {"scheduler", "worker", "client"},  # every server's loop: it knows no handler
 }
 NO_TRANSPORT_LIBRARIES = {"scheduler", "worker"}
 TRANSPORT_LIBRARIES = ("pika", "etcd3", "grpc")
@@ -55,7 +58,8 @@ def module_name(path: Path, root: Path) -> str:
 def imports_of(path: Path, root: Path) -> list[list[str]]:
     """What each import statement of the file names, absolute (a relative import resolved
     from its package): the module, and for `from M import a` also `M.a` (a submodule when M
-    is a package, as in `from droplet import cycle`)."""
+    is a package, as in `from droplet import cycle`). A module imported by a literal name
+    (`importlib.import_module("m")`, `__import__("m")`) counts as `import m`."""
     tree = ast.parse(path.read_text(), str(path))
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -69,26 +73,56 @@ def imports_of(path: Path, root: Path) -> list[list[str]]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             found.append([base] + [f"{base}.{alias.name}" for alias in node.names])
+        elif (isinstance(node, ast.Call) and _by_name(node.func) and node.args
+              and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
+            found.append([node.args[0].value])
     return found
+
+
+def _by_name(func: ast.expr) -> bool:
+    return ((isinstance(func, ast.Name) and func.id in ("__import__", "import_module"))
+            or (isinstance(func, ast.Attribute) and func.attr == "import_module"))
 
 
 def violations(root: Path) -> list[str]:
+    """Each module's first forbidden import, direct or through the modules of droplet/ it
+    imports (a handler imported by the message cycle is imported by every server using it).
+    The package itself (droplet/__init__.py, the user API's facade) is no step of a chain:
+    every import of droplet runs it."""
+    modules = {module_name(path, root): path for path in sorted(root.rglob("*.py"))
+               if "gen" not in path.relative_to(root).parts}  # (generated protobuf code)
+    imports = {module: imports_of(path, root) for module, path in modules.items()}
     found = []
-    for path in sorted(root.rglob("*.py")):
-        if "gen" in path.relative_to(root).parts:
-            continue  # generated protobuf code
-        source = part_of(module_name(path, root))
+    for module, path in modules.items():
+        source = part_of(module)
         if source is None:
             continue
-        for names in imports_of(path, root):
-            for imported in names:  # one finding a statement
-                forbidden = part_of(imported) in NEVER.get(source, ()) or (
-                    source in NO_TRANSPORT_LIBRARIES
-                    and imported.split(".")[0] in TRANSPORT_LIBRARIES)
-                if forbidden:
-                    found.append(f"{path.relative_to(root.parent)}: {source} imports {imported}")
+        chains = {module: [module]}
+        waiting = [module]
+        reason = None
+        while waiting and reason is None:
+            current = waiting.pop(0)
+            for names in imports[current]:
+                for imported in names:  # the first forbidden one is its finding
+                    if _forbidden(source, imported):
+                        via = chains[current][1:]
+                        reason = imported + (f" (through {' -> '.join(via)})" if via else "")
+                        break
+                    if imported in modules and imported not in chains and (
+                            imported != root.name):
+                        chains[imported] = chains[current] + [imported]
+                        waiting.append(imported)
+                if reason is not None:
                     break
+        if reason is not None:
+            found.append(f"{path.relative_to(root.parent)}: {source} imports {reason}")
     return found
+
+
+def _forbidden(source: str, imported: str) -> bool:
+    return part_of(imported) in NEVER.get(source, ()) or (
+        source in NO_TRANSPORT_LIBRARIES and imported.split(".")[0] in TRANSPORT_LIBRARIES)
 
 
 def test_no_part_imports_what_the_architecture_rules_out() -> None:
