@@ -66,23 +66,33 @@ def imports_of(path: Path, root: Path) -> list[list[str]]:
     is a package, as in `from droplet import cycle`). A module imported by a literal name
     (`importlib.import_module("m")`, `__import__("m")`) counts as `import m`."""
     tree = ast.parse(path.read_text(), str(path))
+    facade = f"{root.name}.client"  # what droplet/__init__.py re-exports
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: list[list[str]] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [[alias.name] for alias in node.names]
+        if isinstance(node, ast.Import):  # bare `import droplet` is the user API's facade
+            found += [[facade if alias.name == root.name else alias.name]
+                      for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            found.append([base] + [f"{base}.{alias.name}" for alias in node.names])
+            if base == root.name:  # `from droplet import x`: a module, or the facade's x
+                found.append([f"{base}.{alias.name}" if _is_module(root / alias.name)
+                              else facade for alias in node.names])
+            else:
+                found.append([base] + [f"{base}.{alias.name}" for alias in node.names])
         elif (isinstance(node, ast.Call) and _by_name(node.func) and node.args
               and isinstance(node.args[0], ast.Constant)
               and isinstance(node.args[0].value, str)):
             found.append([node.args[0].value])
     return found
+
+
+def _is_module(path: Path) -> bool:
+    return path.is_dir() or path.with_suffix(".py").is_file()
 
 
 def _by_name(func: ast.expr) -> bool:
@@ -142,6 +152,8 @@ def test_no_part_imports_what_the_architecture_rules_out() -> None:
     ("scheduler/x.py", "def f():\n    from droplet.worker import dags", "scheduler imports"),
     ("store/x.py", "from ..scheduler import policy", "store imports droplet.scheduler"),
     ("client/x.py", "from droplet import cycle", "client imports droplet.cycle"),
+    ("worker/x.py", "import droplet", "worker imports droplet.client"),
+    ("scheduler/x.py", "from droplet import connect", "scheduler imports droplet.client"),
     ("worker/x.py", "from droplet.broker.amqp import AmqpConnection",
      "worker imports droplet.broker.amqp"),
     ("scheduler/x.py", "import droplet.store.etcd_lean", "scheduler imports droplet.store.etcd"),
@@ -151,5 +163,6 @@ def test_the_check_finds_a_forbidden_import(tmp_path: Path, where: str, line: st
     root = tmp_path / "droplet"
     (root / where).parent.mkdir(parents=True)
     (root / where).write_text(line + "\n")
+    (root / "cycle.py").write_text("")  # a module of the package, not a name of its facade
     found = violations(root)
     assert len(found) == 1 and expected in found[0], found
