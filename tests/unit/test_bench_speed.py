@@ -4,12 +4,20 @@ between them doubtful."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 
 import pytest
 
-from droplet.cli.bench_speed import DRIFT_NOTED, MIN_SAMPLES, SpeedLog, by_phase, probe_cpu_ms
+from droplet.cli.bench_speed import (
+    DRIFT_NOTED,
+    MIN_SAMPLES,
+    SpeedLog,
+    _read,
+    by_phase,
+    probe_cpu_ms,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -58,17 +66,34 @@ def test_a_phase_with_too_few_samples_is_not_compared() -> None:
     assert _log({}).drift() == 1.0
 
 
+def _samples_since(log: SpeedLog, mark: float, want: int, timeout_s: float = 20.0) -> None:
+    """Waits until the sampler has written `want` samples since `mark` (or has ended, or
+    timeout_s has passed: the assertions after it say what is missing). Counted, not slept
+    for: a crowded host starves the sampler of a core for a while, a broken one never writes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and log._sampler is not None \
+            and log._sampler.poll() is None \
+            and sum(at >= mark for at, _ in _read(log._path)) < want:
+        time.sleep(0.02)
+
+
 def test_a_real_sampler_covers_each_phase_and_is_gone_after_stop() -> None:
     log = SpeedLog(every_s=0.05)
     log.start()
     sampler = log._sampler
     assert sampler is not None
     log.mark("first")
-    time.sleep(0.8)
+    _samples_since(log, log._marks[-1][1], 4)
     log.mark("second")
-    time.sleep(0.8)
+    _samples_since(log, log._marks[-1][1], 4)
+    taken = [at for at, _ in _read(log._path)]
     log.stop()
+    # Its own clock, not ours: at its every_s (0.05 s) at least one gap is well under 0.2 s
+    # however crowded the host; at the default 0.25 s (every_s not passed on) none is.
+    gaps = [later - at for at, later in itertools.pairwise(taken)]
+    assert gaps and min(gaps) < 0.2, gaps
     assert sampler.poll() is not None
     assert set(log.phases) == {"first", "second"}
-    assert all(len(ms) >= 4 and all(m > 0 for m in ms) for ms in log.phases.values())
+    assert all(len(ms) >= 4 and all(m > 0 for m in ms) for ms in log.phases.values()), \
+        {phase: len(ms) for phase, ms in log.phases.items()}
     assert not log._path.exists()
