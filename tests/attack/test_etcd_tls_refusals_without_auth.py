@@ -34,7 +34,9 @@ pytestmark = [
     pytest.mark.skipif(find_etcd_binary() is None, reason="needs an etcd binary"),
 ]
 
-_RETRY_S = 12.0  # a refusal taking this long was retried as if etcd were away
+# store_retry_s of the refusals: one that takes half of it (30 s) was retried as if etcd were
+# away; refused at once it takes well under a second, a few on a crowded host.
+_RETRY_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_a_wrong_ca_without_a_user_is_refused_at_once(
     message, took = _refusal(good.with_(etcd_ca_file=certs.wrong_ca_file))
     assert "not signed by a CA this client trusts" in message, message
     assert "etcd_ca_file" in message
-    assert took < 5, f"refused after {took:.1f}s"
+    assert took < _RETRY_S / 2, f"refused after {took:.1f}s (retried as if etcd were away)"
 
 
 @pytest.mark.parametrize("user", [None, "root"], ids=["no-user", "user"])
@@ -116,7 +118,7 @@ def test_a_certificate_for_another_host_is_refused_at_once(
     assert "certificate issued for another host" in message, message
     assert etcd_other_host.endpoint in message
     assert "secret-pw" not in message
-    assert took < 5, f"refused after {took:.1f}s"
+    assert took < _RETRY_S / 2, f"refused after {took:.1f}s (retried as if etcd were away)"
 
 
 @pytest.fixture(scope="module")
@@ -139,4 +141,4 @@ def test_a_tls_client_at_a_plaintext_etcd_is_told_so_at_once(
     message, took = _refusal(settings)
     assert "does not answer with TLS" in message and "etcd_ca_file" in message, message
     assert "secret-pw" not in message
-    assert took < 5, f"refused after {took:.1f}s"
+    assert took < _RETRY_S / 2, f"refused after {took:.1f}s (retried as if etcd were away)"
