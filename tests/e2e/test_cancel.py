@@ -19,8 +19,8 @@ from tests.conftest import Cluster, client_fixture, cluster_fixture
 
 pytestmark = [pytest.mark.e2e]
 
-cluster = cluster_fixture(workers=2, worker_lease_ttl_s=2, status_interval_s=0.5,
-                          hard_kill_grace_s=3.0)
+cluster = cluster_fixture(workers=2, worker_lease_ttl_s=4, status_interval_s=0.5,
+                          hard_kill_grace_s=10.0)
 cclient = client_fixture("cluster")
 
 
@@ -91,18 +91,35 @@ def test_a_running_call_is_interrupted_and_its_worker_serves_on(
 
     functions = {"sleeping": sleeping, "spinning": spinning, "swallowing": swallowing,
                  "storing": storing}
-    fn = cclient.register(functions[kind], unique)
+    body = functions[kind]
+
+    def marks_its_end(lib: Any, key: str) -> Any:
+        """Its end, however it ends, is stored: an interrupted call ends at once; one that is
+        not interrupted ends after 60 s at the earliest (or never: the keeper's exit of its
+        worker runs no finally)."""
+        try:
+            return body(lib, key)
+        finally:
+            lib.put(key + "-ended", "ended")
+
+    fn = cclient.register(marks_its_end, unique)
     future = fn(unique)
     _wait_for(lambda: cclient.get_object(unique) == "started", 10, "the call started")
     with droplet.connect(settings=cclient.settings) as other:
         started = time.monotonic()  # (a new client's connecting is not the cancel's time)
         assert other.cancel(future.call_id) is True
     with pytest.raises(droplet.CancelledError):
-        future.get(timeout=5)
+        future.get(timeout=30)
     waited_s = time.monotonic() - started
-    # The caller is told by the interrupted worker's answer, well before hard_kill_grace_s
-    # (3 s) would have had the worker exited and the call answered from the store.
-    assert waited_s < 2.5, f"told after {waited_s:.2f}s"
+    # Told by the interrupted worker's answer (0.01-0.02 s under 4 busy loops). The future
+    # reads the stored CANCELLED outcome itself every 2 s, so the time told does not show
+    # whether the call was interrupted (a build that never interrupts it was told after
+    # 2.0 s): its end does, outcome not time; nothing ends it if it is not interrupted, and
+    # the keeper's exit of its worker after hard_kill_grace_s (10 s) runs no finally.
+    _wait_for(lambda: cclient.get_object(unique + "-ended") is not None, 30,
+              "the running call ending (interrupted)")
+    # Half of hard_kill_grace_s: seconds of room on a crowded host, far from the exit.
+    assert waited_s < 5.0, f"told after {waited_s:.2f}s"
     assert future.cancel() is True and future.cancelled(), "cancelling again: still cancelled"
     stored = cclient.values.outcome(future.call_id)
     assert is_cancelled(stored)
@@ -116,7 +133,7 @@ def test_a_running_call_is_interrupted_and_its_worker_serves_on(
     assert cclient.get_object(unique) == "started", "it never got to finish"
     assert all(p.poll() is None for p in cluster.workers), \
         "interrupted, not exited (hard_kill_grace_s is the last resort)"
-    print(f"{kind}: interrupted, workers serving again after "
+    print(f"{kind}: told after {waited_s:.2f}s, interrupted, workers serving again after "
           f"{time.monotonic() - started:.2f}s")
 
 
@@ -193,7 +210,7 @@ def test_a_cancel_storm_of_unknown_ids_leaves_the_fleet_serving(
           f"({storm_s / 500 * 1000:.2f} ms each); 200 calls unharmed")
 
 
-fault_cluster = cluster_fixture(workers=3, scope="function", worker_lease_ttl_s=2,
+fault_cluster = cluster_fixture(workers=3, scope="function", worker_lease_ttl_s=4,
                                 status_interval_s=0.5, hard_kill_grace_s=2.0)
 fault_client = client_fixture("fault_cluster")
 
