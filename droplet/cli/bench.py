@@ -55,7 +55,7 @@ QUICK = {"calls": 20, "dag_calls": 20, "burst": 100, "map": 200, "warmup": 5}
 MIN_LATENCY_SAMPLES = 300
 READY_TIMEOUT_S = 60.0
 SWEEP_BURSTS = 3  # per fleet size of --sweep and round: its rate is their median
-SWEEP_ROUNDS = 2  # rounds of --sweep (1 with --quick): a size's rate is their median
+SWEEP_ROUNDS = 4  # rounds of --sweep (1 with --quick): a size's rate is their median
 
 
 def sweep_order(sizes: list[int], rounds: int) -> Iterator[int]:

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sweep", help="burst again on fresh clusters of these sizes: 1,2,4")
     bench.add_argument("--sweep-rounds", type=int, metavar="N",
                        help="start each size of --sweep N times (1 or an even N), every "
-                            "other round in reverse order, and report the medians (default 2; "
+                            "other round in reverse order, and report the medians (default 4; "
                             "1 with --quick)")
     bench.add_argument("--rounds", type=int, metavar="N",
                        help="run the floor, the peers and Droplet N times (1 or an even N), "
