@@ -17,6 +17,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 
+from droplet.acks import AckGate
 from droplet.broker.interface import Delivery
 from droplet.broker_config.names import RESENT_HEADER
 from droplet.errors import DropletError, PoisonMessageError
@@ -56,6 +57,8 @@ class PoisonCounter:
         self._leases = leases
         self._limit = limit
         self._counting: dict[int, str] = {}  # id(delivery) -> key of its count
+        # Counted deliveries run, whose gates still wait for confirms of what they published.
+        self._unsettled: list[tuple[AckGate, Delivery]] = []
 
     def admit(self, delivery: Delivery, messages: Sequence[pb.Message] | None = None) -> None:
         """Counts a delivery that may have run before; raises PoisonMessageError past the
@@ -75,6 +78,30 @@ class PoisonCounter:
                 f"delivered {count} times without completing (limit {self._limit}): it may "
                 "crash the worker that runs it"
             )
+
+    def ran(self, delivery: Delivery, gate: AckGate) -> None:
+        """The message cycle is through with a delivery. Its count goes once its gate has
+        ended it (every publish confirmed): RabbitMQ refuses a message over its
+        max_message_size by closing the channel, read at the next poll, after this."""
+        if gate.done or id(delivery) not in self._counting:
+            self.done(delivery)
+        else:
+            self._unsettled.append((gate, delivery))
+
+    def settle(self) -> None:
+        """Clears the counts of deliveries ended since (all they published confirmed)."""
+        if self._unsettled:
+            for gate, delivery in self._unsettled:
+                if gate.done:
+                    self.done(delivery)
+            self._unsettled = [(g, d) for g, d in self._unsettled if not g.done]
+
+    def session_ended(self) -> None:
+        """The connection went with confirms owed: what those deliveries published may be
+        what the broker closed it over, so their counts stay."""
+        for _gate, delivery in self._unsettled:
+            self.forget(delivery)
+        self._unsettled = []
 
     def forget(self, delivery: Delivery) -> None:
         """The delivery ended without completing (its session died): its count stays, but

@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Sequence
 
 from droplet import resources
-from droplet.acks import AckGate
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
 from droplet.broker_config.names import QueueNames, is_reply_address
@@ -149,9 +148,6 @@ class WorkerService:
         self._functions_mirror: PrefixMirror | None = None
         self._current: Delivery | None = None  # the delivery being run (for long calls)
         self._gathered: list[Delivery] = []  # taken with it for a batch, not run yet
-        # Run, but their deliveries not ended yet (confirms of what they published are
-        # owed): their poison counts go only once the broker took it all (_settled).
-        self._unsettled: list[tuple[AckGate, Delivery]] = []
         self._after_own_step = False  # paused for a step of its own queue (_next)
         self.gatherer = BatchGatherer(self.state, self.signer, self.status, self.keeper)
         self.slots = RunSlots(CPUS if settings.run_slots < 0 else settings.run_slots)
@@ -273,12 +269,7 @@ class WorkerService:
         if recovered := self.claims.recover(conn, kept):
             log.info("%d long calls cut off by a lost connection go back to their queues",
                      recovered)
-        # The last session ended before the broker confirmed what these published: it may
-        # be what the broker refused by closing it (a channel.close is read at the poll
-        # after the publish, once cycle.run has returned). Their counts stay.
-        for _gate, delivery in self._unsettled:
-            self.poison.forget(delivery)
-        self._unsettled = []
+        self.poison.session_ended()  # what the last one had not seen confirmed still counts
         self._long = False
         self._conn = conn
         self._cycle = Cycle(conn, self.signer, self.names, self.committer,
@@ -299,7 +290,7 @@ class WorkerService:
             if not self.intake.seats.enabled:  # (with seats: once one is held, _next)
                 conn.resume(self.names.work)
         delivery = self._next(conn, timeout_s)
-        self._settled()  # (the poll ran the confirms it read)
+        self.poison.settle()  # (the poll ran the confirms it read)
         if delivery is None:
             return False
         group = self.gatherer.group(conn, delivery, self._buffer, self._buffer_lock)
@@ -321,10 +312,7 @@ class WorkerService:
                     # connection each time; a fault of the broker's adds one count only.
                     self.poison.forget(taken)
                     raise
-                if gate.done:
-                    self.poison.done(taken)
-                else:  # confirms owed: the count goes when they are in (_settled)
-                    self._unsettled.append((gate, taken))
+                self.poison.ran(taken, gate)
                 self.status.busy(time.monotonic() - started)
                 self.status.in_hand = len(self._buffer)
                 if gate.store_unavailable:
@@ -335,15 +323,6 @@ class WorkerService:
             self._gathered = []
             self.state.batched.clear()  # what a refused or requeued delivery left unused
         return True
-
-    def _settled(self) -> None:
-        """Clears the poison counts of deliveries ended since (all they published confirmed,
-        or refused by a live connection)."""
-        if self._unsettled:
-            for gate, delivery in self._unsettled:
-                if gate.done:
-                    self.poison.done(delivery)
-            self._unsettled = [(g, d) for g, d in self._unsettled if not g.done]
 
     def _next(self, conn: BrokerConnection, timeout_s: float) -> Delivery | None:
         """The next delivery to run: what the shared queue handed over first (it came while this
