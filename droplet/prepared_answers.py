@@ -21,7 +21,7 @@ from droplet.broker.interface import BrokerConnection
 from droplet.outbox import INLINE_REPLY_BYTES, Durable, Outgoing, Reply
 from droplet.priority import message_priority
 from droplet.proto import envelope, pb
-from droplet.proto.replies import response_for
+from droplet.proto.replies import error_response, response_for
 from droplet.signing import Signer
 from droplet.store.commits import Committed, Status
 
@@ -32,6 +32,9 @@ Encoded = tuple[str, str | None, int, bytes]
 # Outcomes larger than this together are answered after their write, as before: building
 # 256 answers of 1 MiB took seconds (far longer than etcd's write), and held them meanwhile.
 PREPARED_MAX_BYTES = 256 * 1024
+# What an envelope adds to its one message at most (its fields, a signature): an answer that
+# leaves less than this under max_message_bytes is answered with an error instead.
+_ENVELOPE_ROOM_BYTES = 1024
 
 
 def answer(item: Durable, value: pb.Value, revision: int) -> Reply:
@@ -47,11 +50,28 @@ def answer(item: Durable, value: pb.Value, revision: int) -> Reply:
 def encode_answers(replies: Sequence[Reply], signer: Signer, split: dict[str, int],
                    max_bytes: int) -> list[Encoded]:
     """Replies in signed envelopes, one to an address (and correlation id, and priority)."""
-    outgoing = [Outgoing(r.address, pb.Message(response=r.response), False, r.correlation_id)
-                for r in replies]
+    outgoing = [Outgoing(r.address, pb.Message(response=fitting(r.response, max_bytes)), False,
+                         r.correlation_id) for r in replies]
     return [(queue, correlation_id, message_priority(items[0].message),
              envelope.encode([i.message for i in items], signer))
             for queue, _, correlation_id, items in group(outgoing, split, max_bytes)]
+
+
+def fitting(response: pb.GenericResponse, max_bytes: int) -> pb.GenericResponse:
+    """The answer, or an INVALID_REQUEST error in its place when it would be over
+    max_message_bytes: the broker refuses such a message by closing the channel, after the
+    call was acked, and its caller would wait for ever. Only a direct response (not stored)
+    carries a result that large: a stored one carries at most INLINE_REPLY_BYTES."""
+    size = response.ByteSize()
+    if size + _ENVELOPE_ROOM_BYTES <= max_bytes:
+        return response
+    log.warning("an answer of %d bytes is over max_message_bytes (%d): the caller gets an "
+                "error instead", size, max_bytes)
+    return error_response(
+        response.response_id, pb.INVALID_REQUEST,
+        f"the result takes {size} bytes, over max_message_bytes ({max_bytes}): a direct "
+        "response is not stored and must fit in one message; call it stored (no "
+        "direct_response) or return a key of a stored value", call_id=response.call_id)
 
 
 def send_answers(conn: BrokerConnection, encoded: Sequence[Encoded]) -> None:
