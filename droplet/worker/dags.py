@@ -170,7 +170,27 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
                               race_id=race_id,
                               batching=target in dag.batching_functions)
                 value, context = outcome.value, outcome.context
+                if not _is_final(dag, target) and (why := _too_large(schedule, value, state)):
+                    value = error_value(pb.INVALID_REQUEST, f"the result of {target!r} {why}")
     return value, context
+
+
+# What a trigger adds to the step's result and its schedule (routing, stamps, an envelope).
+_TRIGGER_ROOM_BYTES = 4096
+
+
+def _too_large(schedule: pb.DagSchedule, value: pb.Value, state: WorkerState) -> str | None:
+    """Why a step's result cannot travel on in a trigger (with the schedule each trigger
+    carries): over max_message_bytes, the broker refuses the message by closing the worker's
+    channel after the step was acked, on every run of it. None when it fits."""
+    if value.type == pb.ERROR:
+        return None
+    size = value.ByteSize() + schedule.ByteSize() + _TRIGGER_ROOM_BYTES
+    if size <= state.max_message_bytes:
+        return None
+    return (f"takes {value.ByteSize()} bytes, too many to send to the next step in one "
+            f"message (max_message_bytes: {state.max_message_bytes}): pass large values "
+            "between functions by reference (store them, return the key)")
 
 
 def _is_final(dag: pb.Dag, target: str) -> bool:

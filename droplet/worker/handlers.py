@@ -46,6 +46,7 @@ class WorkerState:
     default_time_limit_s: float = 0.0
     multi_max_attempts: int = 10
     schedule_ttl_s: float = 86400.0  # fan-in partials live this long
+    max_message_bytes: int = 16 * 1024 * 1024  # what one message may carry (a step's trigger)
     pinned: tuple[str, str] | None = None  # (dag, function)
     # The pinned DAG's definition, read at the first client trigger after a pin was taken
     # (worker/direct.py): a DAG deleted and registered again under its name is told apart.

@@ -126,6 +126,7 @@ class WorkerService:
             default_time_limit_s=settings.function_time_limit_s,
             multi_max_attempts=settings.multi_max_attempts,
             schedule_ttl_s=settings.schedule_ttl_s,
+            max_message_bytes=settings.max_message_bytes,
             middleware=Chain([MetricsMiddleware(self.metrics), self.pace, *middleware]),
             tracing=Tracing(settings.tracing, "droplet-worker"),
             resources=resources.parse(settings.worker_resources),
