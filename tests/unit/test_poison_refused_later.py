@@ -15,8 +15,9 @@ counted 1, run, cleared again: the poison limit is never reached and it loops fo
 Nothing checks what the cycle publishes against max_message_bytes either (lib.send / lib.call
 are checked since 0fd16cc): a DAG step whose result is over max_message_bytes, or a call with
 a direct response, makes the worker publish a message the broker refuses (at RabbitMQ 4's
-defaults both limits are 16 MiB). That gap is open: the attacker's two tests of it are on
-branch attack-4 (f2680a1); the poison count is what ends such a step meanwhile.
+defaults both limits are 16 MiB). Both are refused before publishing now
+(test_step_result_over_limit.py, test_direct_answer_over_limit.py); the count still ends a
+step when Droplet's limit is set above the broker's, as here.
 """
 
 from __future__ import annotations
