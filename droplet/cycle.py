@@ -344,7 +344,7 @@ class Cycle:
         revision = item.reply.response.revision
         if commit.multi is not None or outcome.output_key or done.status is Status.DUPLICATE:
             revision = max(revision, done.revision)  # the session then reads what it wrote
-        reply = answer(item, value, revision)
+        reply = answer(item, value, revision, self._max_bytes)
         stamp(reply.response.trace, "stored")
         replies.append(reply)
 

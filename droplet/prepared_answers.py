@@ -37,13 +37,18 @@ PREPARED_MAX_BYTES = 256 * 1024
 _ENVELOPE_ROOM_BYTES = 1024
 
 
-def answer(item: Durable, value: pb.Value, revision: int) -> Reply:
-    """The answer carrying a stored outcome (`value`) to whoever waits for item's call."""
+def answer(item: Durable, value: pb.Value, revision: int, max_bytes: int) -> Reply:
+    """The answer carrying a stored outcome (`value`) to whoever waits for item's call. A
+    result that would make it over max_message_bytes is only announced (`stored`), as one over
+    INLINE_REPLY_BYTES is: the caller reads it from the store (not an error: it is stored)."""
     assert item.reply is not None
     skeleton = item.reply.response
     response = response_for(skeleton.call_id, skeleton.response_id, value, revision,
                             INLINE_REPLY_BYTES)
     response.trace.extend(skeleton.trace)
+    if response.success and response.ByteSize() + _ENVELOPE_ROOM_BYTES > max_bytes:
+        response.ClearField("value")
+        response.stored = True
     return Reply(item.reply.address, response, item.reply.correlation_id)
 
 
@@ -120,7 +125,8 @@ class PreparedAnswers:
             for item in self._durable:
                 outcome, skeleton = item.commit.outcome, item.reply
                 assert outcome is not None and skeleton is not None
-                replies.append(answer(item, outcome.value, skeleton.response.revision))
+                replies.append(answer(item, outcome.value, skeleton.response.revision,
+                                      self._max_bytes))
             self.encoded = encode_answers(replies, self._signer, self._split, self._max_bytes)
         except Exception:  # never seen; the answers are then built after the write
             log.debug("preparing answers failed", exc_info=True)
