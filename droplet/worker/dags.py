@@ -170,8 +170,11 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
                               race_id=race_id,
                               batching=target in dag.batching_functions)
                 value, context = outcome.value, outcome.context
-                if not _is_final(dag, target) and (why := _too_large(schedule, value, state)):
-                    value = error_value(pb.INVALID_REQUEST, f"the result of {target!r} {why}")
+    # A result goes on in a message: a trigger to the next step, or (the end of a DAG call
+    # with continuations, OUTPUT's join of the sinks too) the chain's next DagCall.
+    goes_on = not _is_final(dag, target) or bool(schedule.continuations)
+    if value is not None and goes_on and (why := _too_large(schedule, value, state)):
+        value = error_value(pb.INVALID_REQUEST, f"the result of {target!r} {why}")
     return value, context
 
 
