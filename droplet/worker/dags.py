@@ -173,7 +173,8 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
     # A result goes on in a message: a trigger to the next step, or (the end of a DAG call
     # with continuations, OUTPUT's join of the sinks too) the chain's next DagCall.
     goes_on = not _is_final(dag, target) or bool(schedule.continuations)
-    if value is not None and goes_on and (why := _too_large(schedule, value, state)):
+    if value is not None and goes_on and (
+            why := _too_large(schedule, _done_record(schedule, target, value, context), state)):
         value = error_value(pb.INVALID_REQUEST, f"the result of {target!r} {why}")
     return value, context
 
@@ -182,18 +183,23 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
 _TRIGGER_ROOM_BYTES = 4096
 
 
-def _too_large(schedule: pb.DagSchedule, value: pb.Value, state: WorkerState) -> str | None:
-    """Why a step's result cannot travel on in a trigger (with the schedule each trigger
-    carries): over max_message_bytes, the broker refuses the message by closing the worker's
-    channel after the step was acked, on every run of it. None when it fits."""
-    if value.type == pb.ERROR:
+def _too_large(schedule: pb.DagSchedule, carried: pb.DagTrigger, state: WorkerState
+               ) -> str | None:
+    """Why a step's result cannot travel on in a trigger (with what a MULTI call's steps
+    wrote so far, and the schedule each trigger carries): over max_message_bytes, the broker
+    refuses the message by closing the worker's channel after the step was acked, on every
+    run of it. None when it fits."""
+    if carried.aborted:
         return None
-    size = value.ByteSize() + schedule.ByteSize() + _TRIGGER_ROOM_BYTES
+    size = carried.ByteSize() + schedule.ByteSize() + _TRIGGER_ROOM_BYTES
     if size <= state.max_message_bytes:
         return None
-    return (f"takes {value.ByteSize()} bytes, too many to send to the next step in one "
-            f"message (max_message_bytes: {state.max_message_bytes}): pass large values "
-            "between functions by reference (store them, return the key)")
+    writes = sum(v.ByteSize() for v in carried.writes.values())
+    return (f"takes {carried.result.ByteSize()} bytes"
+            + (f" (and the call's writes so far {writes} bytes)" if writes else "")
+            + f", too many to send to the next step in one message (max_message_bytes: "
+            f"{state.max_message_bytes}): pass large values between functions by reference "
+            "(store them, return the key)")
 
 
 def _is_final(dag: pb.Dag, target: str) -> bool:
