@@ -20,17 +20,28 @@ from droplet.graph import sources
 from droplet.proto import pb
 from droplet.scheduler.state import SchedulerState
 
+# What the messages carrying a schedule add to it (a trigger's routing, stamps, an envelope),
+# and room for a small result beside it (worker/dags._too_large leaves 1 KiB): a schedule
+# within max_message_bytes less this fits in every message of its call.
+SCHEDULE_ROOM_BYTES = 2048
+
 
 def oversized(dag_call: pb.DagCall, schedule: pb.DagSchedule, state: SchedulerState
               ) -> str | None:
-    """Why a chained call's schedule is too large to send. The client checks what it sends
-    against max_message_bytes, but the previous DAG's result is only known here, and it
-    travels once per source in the schedule, which every trigger and notice of the call
-    carries: sent anyway, a broker with a max_message_size refuses every one of them, and
-    the call is scheduled again and again without ever being answered."""
+    """Why a call's schedule is too large to send. The client checks what it sends against
+    max_message_bytes, but the schedule carries more (the DAG, the locations) and, for a
+    chained call, the previous DAG's result, once per source: every trigger and notice of the
+    call carries it. Sent anyway, a broker with a max_message_size refuses every one of them
+    by closing the session that sent it, and the call is scheduled again and again without
+    ever being answered."""
     size = schedule.ByteSize()
-    if not dag_call.HasField("chained_input") or size <= state.max_message_bytes:
+    if size + SCHEDULE_ROOM_BYTES <= state.max_message_bytes:
         return None
+    if not dag_call.HasField("chained_input"):
+        return (f"the arguments of DAG {schedule.dag.name!r} make messages of {size} bytes, "
+                f"over max_message_bytes ({state.max_message_bytes}) less "
+                f"{SCHEDULE_ROOM_BYTES} bytes for the rest of each message: store large "
+                "values with put_object() and pass a DropletReference to them instead")
     return (f"the previous DAG's result ({dag_call.chained_input.ByteSize()} bytes), passed to "
             f"each of the {len(sources(schedule.dag))} sources of DAG {schedule.dag.name!r}, "
             f"makes messages of {size} bytes, over max_message_bytes "

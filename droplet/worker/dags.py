@@ -180,7 +180,7 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
 
 
 # What a trigger adds to the step's result and its schedule (routing, stamps, an envelope).
-_TRIGGER_ROOM_BYTES = 4096
+_TRIGGER_ROOM_BYTES = 1024
 
 
 def _too_large(schedule: pb.DagSchedule, carried: pb.DagTrigger, state: WorkerState
