@@ -37,10 +37,18 @@ def checked_prefix(prefix: object) -> str:
     return prefix or ""
 
 
+# What a message adds to what checked_size is given (the call's other fields, the envelope,
+# a signature): a call accepted at the limit itself was over the broker's limit once sent,
+# which closes the client's channel (and its re-send after reconnecting, again).
+MESSAGE_ROOM_BYTES = 1024
+
+
 def checked_size(size: int, limit: int, what: str) -> None:
-    """ValueTooLargeError when `what` (size bytes) is over limit (max_message_bytes)."""
-    if size > limit:
+    """ValueTooLargeError when `what` (size bytes) and the rest of its message are over
+    limit (max_message_bytes)."""
+    if size + MESSAGE_ROOM_BYTES > limit:
         raise ValueTooLargeError(
-            f"{what} take {size} bytes, over max_message_bytes ({limit}): store large "
+            f"{what} take {size} bytes, over max_message_bytes ({limit}) less "
+            f"{MESSAGE_ROOM_BYTES} bytes for the rest of the message: store large "
             "values with put_object() and pass a DropletReference to them instead"
         )
