@@ -174,28 +174,32 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
     # with continuations, OUTPUT's join of the sinks too) the chain's next DagCall.
     goes_on = not _is_final(dag, target) or bool(schedule.continuations)
     if value is not None and goes_on and (
-            why := _too_large(schedule, _done_record(schedule, target, value, context), state)):
+            why := _too_large(schedule, value, context, state)):
         value = error_value(pb.INVALID_REQUEST, f"the result of {target!r} {why}")
     return value, context
 
 
-# What a trigger adds to the step's result and its schedule (routing, stamps, an envelope).
+# What a trigger adds to the step's result and its schedule (routing, stamps, an envelope,
+# the keys a MULTI call read and deleted, each bounded by what fits below).
 _TRIGGER_ROOM_BYTES = 1024
 
 
-def _too_large(schedule: pb.DagSchedule, carried: pb.DagTrigger, state: WorkerState
-               ) -> str | None:
+def _too_large(schedule: pb.DagSchedule, value: pb.Value, context: RunContext,
+               state: WorkerState) -> str | None:
     """Why a step's result cannot travel on in a trigger (with what a MULTI call's steps
     wrote so far, and the schedule each trigger carries): over max_message_bytes, the broker
     refuses the message by closing the worker's channel after the step was acked, on every
-    run of it. None when it fits."""
-    if carried.aborted:
+    run of it. None when it fits. Sizes are added up, not measured on a built trigger: this
+    runs for every step."""
+    if value.type == pb.ERROR:
         return None
-    size = carried.ByteSize() + schedule.ByteSize() + _TRIGGER_ROOM_BYTES
+    result = value.ByteSize()
+    writes = sum(len(k) + v.ByteSize() for k, v in (context.writes or {}).items())
+    named = sum(len(k) for k in context.deletes) + sum(len(k) + 10 for k in context.reads)
+    size = result + writes + named + schedule.ByteSize() + _TRIGGER_ROOM_BYTES
     if size <= state.max_message_bytes:
         return None
-    writes = sum(v.ByteSize() for v in carried.writes.values())
-    return (f"takes {carried.result.ByteSize()} bytes"
+    return (f"takes {result} bytes"
             + (f" (and the call's writes so far {writes} bytes)" if writes else "")
             + f", too many to send to the next step in one message (max_message_bytes: "
             f"{state.max_message_bytes}): pass large values between functions by reference "
