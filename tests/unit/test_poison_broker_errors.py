@@ -15,24 +15,12 @@ import pytest
 
 from droplet.broker.stub import StubConnection
 from droplet.errors import BrokerError
-from droplet.proto import envelope, pb
-from droplet.store import serializer
 from tests.unit.inprocess import Fleet
+from tests.unit.refusing_broker import publish_call, reconnect
 
 
 def double(lib: Any, x: int) -> int:
     return 2 * x
-
-
-def call_that_may_have_run(fleet: Fleet, x: int) -> str:
-    """A call as a scheduler re-sends it after a lost worker: counted on every delivery."""
-    call = pb.FunctionCall(name="double", call_id="c-1", response_key="c-1",
-                           response_address=fleet.reply_to, maybe_done=True)
-    serializer.dump(x, call.arguments.values.add())
-    fleet.client.publish(fleet.names.work, envelope.encode([pb.Message(call=call)],
-                                                           fleet.signer),
-                         reply_to=fleet.reply_to)
-    return call.call_id
 
 
 def fail_publishes(conn: StubConnection) -> None:
@@ -41,20 +29,13 @@ def fail_publishes(conn: StubConnection) -> None:
     conn.publish = broken  # type: ignore[method-assign]
 
 
-def reconnect(fleet: Fleet, worker_id: str) -> None:
-    """What run_with_reconnect does after a broker error: a new connection, a new session
-    (the broker gives the unacked delivery back, redelivered)."""
-    member = fleet.workers[worker_id]
-    member.conn.close()
-    member.conn = fleet.broker.connect(worker_id)
-    member.cycle = member.service.open_session(member.conn)
 
 
 def test_a_call_that_outlives_broker_faults_is_answered_and_leaves_no_count() -> None:
     fleet = Fleet()
     fleet.start_worker("w1")
     fleet.register("double", double)
-    call_id = call_that_may_have_run(fleet, 21)
+    call_id = publish_call(fleet, "double", 21, maybe_done=True)  # counted every time
     faults = fleet.settings.dead_letter_max_redeliveries - 1  # counted 1..limit: no poison
     for _ in range(faults):
         fail_publishes(fleet.workers["w1"].conn)

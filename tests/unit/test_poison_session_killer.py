@@ -25,6 +25,7 @@ from droplet.errors import BrokerError
 from droplet.proto import pb
 
 from .inprocess import SETTINGS, Fleet
+from .refusing_broker import reconnect
 
 BROKER_MAX_MESSAGE_BYTES = 256 * 1024  # RabbitMQ's max_message_size on this broker
 DROPLET_MAX_MESSAGE_BYTES = 512 * 1024  # set above it by mistake
@@ -58,12 +59,6 @@ def broker_with_a_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(StubConnection, "publish", limited)
 
 
-def reconnect(fleet: Fleet, worker_id: str) -> None:
-    """What run_with_reconnect does after a broker error."""
-    member = fleet.workers[worker_id]
-    member.conn.close()
-    member.conn = fleet.broker.connect(worker_id)
-    member.cycle = member.service.open_session(member.conn)
 
 
 def pinned_dag(fleet: Fleet) -> None:
