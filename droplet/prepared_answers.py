@@ -21,6 +21,7 @@ from droplet.broker.interface import BrokerConnection
 from droplet.outbox import INLINE_REPLY_BYTES, Durable, Outgoing, Reply
 from droplet.priority import message_priority
 from droplet.proto import envelope, pb
+from droplet.proto.envelope import MESSAGE_ROOM_BYTES
 from droplet.proto.replies import error_response, response_for
 from droplet.signing import Signer
 from droplet.store.commits import Committed, Status
@@ -32,9 +33,6 @@ Encoded = tuple[str, str | None, int, bytes]
 # Outcomes larger than this together are answered after their write, as before: building
 # 256 answers of 1 MiB took seconds (far longer than etcd's write), and held them meanwhile.
 PREPARED_MAX_BYTES = 256 * 1024
-# What an envelope adds to its one message at most (its fields, a signature): an answer that
-# leaves less than this under max_message_bytes is answered with an error instead.
-_ENVELOPE_ROOM_BYTES = 1024
 
 
 def answer(item: Durable, value: pb.Value, revision: int, max_bytes: int) -> Reply:
@@ -46,7 +44,7 @@ def answer(item: Durable, value: pb.Value, revision: int, max_bytes: int) -> Rep
     response = response_for(skeleton.call_id, skeleton.response_id, value, revision,
                             INLINE_REPLY_BYTES)
     response.trace.extend(skeleton.trace)
-    if response.success and response.ByteSize() + _ENVELOPE_ROOM_BYTES > max_bytes:
+    if response.success and response.ByteSize() + MESSAGE_ROOM_BYTES > max_bytes:
         response.ClearField("value")
         response.stored = True
     return Reply(item.reply.address, response, item.reply.correlation_id)
@@ -68,7 +66,7 @@ def fitting(response: pb.GenericResponse, max_bytes: int) -> pb.GenericResponse:
     call was acked, and its caller would wait for ever. Only a direct response (not stored)
     carries a result that large: a stored one carries at most INLINE_REPLY_BYTES."""
     size = response.ByteSize()
-    if size + _ENVELOPE_ROOM_BYTES <= max_bytes:
+    if size + MESSAGE_ROOM_BYTES <= max_bytes:
         return response
     log.warning("an answer of %d bytes is over max_message_bytes (%d): the caller gets an "
                 "error instead", size, max_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from droplet.broker_config.names import check_name
 from droplet.errors import InvalidArgumentError, ValueTooLargeError
+from droplet.proto.envelope import MESSAGE_ROOM_BYTES
 
 _PASSED: set[str] = set()  # names checked already (a map checks one name per call)
 _PASSED_MAX = 4096
@@ -37,10 +38,6 @@ def checked_prefix(prefix: object) -> str:
     return prefix or ""
 
 
-# What a message adds to what checked_size is given (the call's other fields, the envelope,
-# a signature): a call accepted at the limit itself was over the broker's limit once sent,
-# which closes the client's channel (and its re-send after reconnecting, again).
-MESSAGE_ROOM_BYTES = 1024
 
 
 def checked_size(size: int, limit: int, what: str) -> None:

@@ -68,7 +68,7 @@ class DropletClient:
                                  self.pump.send, settings.max_message_bytes,
                                  self.pump.in_flight,
                                  transient_direct=not settings.broker_cluster)
-        self.dag_routes = DagRoutes(self.metadata)
+        self.dag_routes = DagRoutes(self.metadata, max_message_bytes=settings.max_message_bytes)
         self.batcher = CallBatcher(self._send_calls, saturated=self.router.saturated)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
         if self.traces.enabled:

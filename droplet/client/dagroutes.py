@@ -32,6 +32,7 @@ from collections.abc import Callable
 from droplet.client.viewkeeper import RECHECK_S, STALE_S, ViewKeeper
 from droplet.graph import BEGIN, call_error, sources
 from droplet.proto import pb
+from droplet.proto.envelope import SCHEDULE_ROOM_BYTES
 from droplet.proto.replies import call_ref
 from droplet.store import serializer
 from droplet.store.metadata import Metadata
@@ -39,8 +40,10 @@ from droplet.store.metadata import Metadata
 
 class DagRoutes:
     def __init__(self, metadata: Metadata, clock: Callable[[], float] = time.monotonic,
-                 recheck_s: float = RECHECK_S) -> None:
+                 recheck_s: float = RECHECK_S,
+                 max_message_bytes: int = 16 * 1024 * 1024) -> None:
         self._metadata = metadata
+        self._max_message_bytes = max_message_bytes
         self._lock = threading.Lock()
         # The DAGs called since the last look: only those are read again (a client that
         # called a DAG once does not read it every second for ever).
@@ -121,7 +124,10 @@ class DagRoutes:
         places = self.locations(dag)
         if places is None:
             return None
-        return places[sources(dag)[0]], begin_trigger(call, dag, places, now)
+        trigger = begin_trigger(call, dag, places, now)
+        if trigger.ByteSize() + SCHEDULE_ROOM_BYTES > self._max_message_bytes:
+            return None  # the scheduler refuses it (INVALID_REQUEST), as any schedule as big
+        return places[sources(dag)[0]], trigger
 
 
 def begin_trigger(call: pb.DagCall, dag: pb.Dag, places: dict[str, str],

@@ -15,6 +15,13 @@ from droplet.signing import Signer
 MAX_ENVELOPE_MESSAGES = 256
 # Well under RabbitMQ's max_message_size (128 MiB by default; often set lower).
 MAX_ENVELOPE_BYTES = 8 * 1024 * 1024
+# What a message adds to the value it is checked by, at most (its other fields, the envelope,
+# a signature): whatever a party publishes is refused before it is sent when the value leaves
+# less than this under max_message_bytes, since RabbitMQ refuses a message over its
+# max_message_size by closing the publisher's channel. A DAG call's schedule travels in
+# every trigger of the call, beside a step's result: twice the room.
+MESSAGE_ROOM_BYTES = 1024
+SCHEDULE_ROOM_BYTES = 2 * MESSAGE_ROOM_BYTES
 T = TypeVar("T")
 
 

@@ -18,12 +18,8 @@ import random
 from droplet import resources
 from droplet.graph import sources
 from droplet.proto import pb
+from droplet.proto.envelope import SCHEDULE_ROOM_BYTES
 from droplet.scheduler.state import SchedulerState
-
-# What the messages carrying a schedule add to it (a trigger's routing, stamps, an envelope),
-# and room for a small result beside it (worker/dags._too_large leaves 1 KiB): a schedule
-# within max_message_bytes less this fits in every message of its call.
-SCHEDULE_ROOM_BYTES = 2048
 
 
 def oversized(dag_call: pb.DagCall, schedule: pb.DagSchedule, state: SchedulerState

@@ -30,6 +30,7 @@ from droplet.errors import DropletError
 from droplet.graph import BEGIN, OUTPUT, downstreams, sinks, upstreams
 from droplet.outbox import Outbox, Outgoing, deliver, deliver_call_outcome
 from droplet.proto import pb
+from droplet.proto.envelope import MESSAGE_ROOM_BYTES
 from droplet.proto.replies import call_ref, error_value, stamp
 from droplet.speculation import destinations
 from droplet.store import serializer
@@ -179,9 +180,6 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
     return value, context
 
 
-# What a trigger adds to the step's result and its schedule (routing, stamps, an envelope,
-# the keys a MULTI call read and deleted, each bounded by what fits below).
-_TRIGGER_ROOM_BYTES = 1024
 
 
 def _too_large(schedule: pb.DagSchedule, value: pb.Value, context: RunContext,
@@ -196,7 +194,7 @@ def _too_large(schedule: pb.DagSchedule, value: pb.Value, context: RunContext,
     result = value.ByteSize()
     writes = sum(len(k) + v.ByteSize() for k, v in (context.writes or {}).items())
     named = sum(len(k) for k in context.deletes) + sum(len(k) + 10 for k in context.reads)
-    size = result + writes + named + schedule.ByteSize() + _TRIGGER_ROOM_BYTES
+    size = result + writes + named + schedule.ByteSize() + MESSAGE_ROOM_BYTES
     if size <= state.max_message_bytes:
         return None
     return (f"takes {result} bytes"

@@ -117,7 +117,7 @@ def test_a_chained_result_that_would_make_the_next_dags_messages_too_large_fails
     """Each source of the next DAG gets the previous result in the schedule, which every
     trigger carries (e2e: tests/attack/test_e2e_chain_over_broker_limit.py)."""
     state = scheduler_state("w-a", "w-b", "w-c")
-    # (chains.SCHEDULE_ROOM_BYTES, 2 KiB, is kept for the rest of each message: ~950 left)
+    # (envelope.SCHEDULE_ROOM_BYTES, 2 KiB, is kept for the rest of each message: ~950 left)
     state.max_message_bytes = 3000
     state.dags["d"] = pb.DagRecord(dag=pb.Dag(name="d", functions=["a", "b", "c"]), ready=True)
     for f in "abc":

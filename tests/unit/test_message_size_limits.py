@@ -19,11 +19,14 @@ Each test has a case that fits beside the one that does not.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
 
-from droplet.errors import BrokerError
+from droplet.client.client import DropletClient
+from droplet.client.dagcalls import build_dag_call
+from droplet.errors import BrokerError, InvalidRequestError
 from droplet.proto import envelope, pb
 from droplet.store import serializer
 
@@ -174,3 +177,37 @@ def test_a_schedule_over_the_limit_is_refused_by_the_scheduler_not_published(
     """With ~2 KiB to spare every message of the call fits, and a small step result goes on
     (not blamed for the schedule's size)."""
     refused_or_answered(call_near_the_limit(fleet_with_limit(), slack), fits)
+
+
+@pytest.mark.parametrize(("slack", "fits"), [(1100, False), (2500, True)])
+def test_a_client_sends_a_dag_call_it_would_schedule_over_the_limit_to_the_scheduler(
+        slack: int, fits: bool) -> None:
+    """A client that schedules a DAG call itself (client/dagroutes.py) builds the schedule the
+    scheduler would: one within 2 KiB of the limit goes to the scheduler instead, which
+    refuses it, not straight to the source's worker (a channel closed for it)."""
+    fleet = fleet_with_limit()
+    pinned_pair(fleet, ("big", lambda lib, blob, n: n), ("length", length))
+    client = DropletClient(fleet.settings, fleet.kv, fleet.broker.connect)
+    sent: Counter[str] = Counter()
+    route = fleet.broker.route
+
+    def counting(queue: str, message: Any, mandatory: bool) -> None:
+        sent[queue] += 1
+        route(queue, message, mandatory)
+
+    fleet.broker.route = counting  # type: ignore[method-assign]
+    try:
+        probe = build_dag_call(client, "d", {"big": [b"", 1]}, False, pb.NORMAL, None, None)
+        blob = b"a" * (BROKER_MAX_MESSAGE_BYTES - slack - probe.ByteSize() - 8)
+        future = client.call_dag("d", {"big": [blob, 1]})  # a future (direct ones block)
+        client.pump.drive(0.01)
+        assert drive(fleet, 10) == 0
+        if fits:
+            assert future.get(timeout=2) == 1
+            assert sent[fleet.names.calls] == 0, "a call that fits goes straight to its worker"
+        else:
+            with pytest.raises(InvalidRequestError, match="max_message_bytes"):
+                future.get(timeout=2)
+            assert sent[fleet.names.calls] == 1
+    finally:
+        client.close()
