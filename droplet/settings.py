@@ -21,6 +21,7 @@ from droplet.settings_values import coerce, read_toml
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_ETCD = "127.0.0.1:2379"
 MiB = 1024 * 1024
+MAX_MESSAGE_BYTES = 16 * MiB  # max_message_bytes by default (RabbitMQ 4's max_message_size)
 QUEUE_TYPES = ("classic", "quorum")
 BROKER_TRANSPORTS = ("amqp", "pika")
 ETCD_TRANSPORTS = ("lean", "grpc")
@@ -131,7 +132,7 @@ class Settings:
     max_value_bytes: int = 128 * MiB
     # Arguments travel inside messages: larger ones belong in the store (put_object and a
     # DropletReference), which is what the error says.
-    max_message_bytes: int = 16 * MiB
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     chunk_bytes: int = 1 * MiB
 
     # A MULTI call that loses its commit to concurrent writers runs again on a fresh snapshot,

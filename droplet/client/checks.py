@@ -38,8 +38,6 @@ def checked_prefix(prefix: object) -> str:
     return prefix or ""
 
 
-
-
 def checked_size(size: int, limit: int, what: str) -> None:
     """ValueTooLargeError when `what` (size bytes) and the rest of its message are over
     limit (max_message_bytes)."""

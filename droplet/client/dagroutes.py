@@ -34,6 +34,7 @@ from droplet.graph import BEGIN, call_error, sources
 from droplet.proto import pb
 from droplet.proto.envelope import SCHEDULE_ROOM_BYTES
 from droplet.proto.replies import call_ref
+from droplet.settings import MAX_MESSAGE_BYTES
 from droplet.store import serializer
 from droplet.store.metadata import Metadata
 
@@ -41,7 +42,7 @@ from droplet.store.metadata import Metadata
 class DagRoutes:
     def __init__(self, metadata: Metadata, clock: Callable[[], float] = time.monotonic,
                  recheck_s: float = RECHECK_S,
-                 max_message_bytes: int = 16 * 1024 * 1024) -> None:
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._metadata = metadata
         self._max_message_bytes = max_message_bytes
         self._lock = threading.Lock()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from droplet.broker_config.names import QueueNames
 from droplet.proto import pb
+from droplet.settings import MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -33,7 +34,7 @@ class SchedulerState:
     placed: dict[str, tuple[float, int]] = field(default_factory=dict)
     # What one message may carry (settings.max_message_bytes): a chained call's schedule, which
     # every trigger of the call carries, is checked against it (scheduler/chains.py).
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
     def free_workers(self) -> list[str]:
         """Alive workers without a pin, which can accept one."""

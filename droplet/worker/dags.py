@@ -180,8 +180,6 @@ def _run_step(schedule: pb.DagSchedule, target: str, parts: dict[str, pb.DagTrig
     return value, context
 
 
-
-
 def _too_large(schedule: pb.DagSchedule, value: pb.Value, context: RunContext,
                state: WorkerState) -> str | None:
     """Why a step's result cannot travel on in a trigger (with what a MULTI call's steps
@@ -193,6 +191,7 @@ def _too_large(schedule: pb.DagSchedule, value: pb.Value, context: RunContext,
         return None
     result = value.ByteSize()
     writes = sum(len(k) + v.ByteSize() for k, v in (context.writes or {}).items())
+    # a read key travels with its revision (a varint, at most 10 bytes)
     named = sum(len(k) for k in context.deletes) + sum(len(k) + 10 for k in context.reads)
     size = result + writes + named + schedule.ByteSize() + MESSAGE_ROOM_BYTES
     if size <= state.max_message_bytes:

@@ -19,6 +19,7 @@ from droplet.middleware import Chain, Middleware
 from droplet.outbox import Outbox, deliver
 from droplet.proto import pb
 from droplet.proto.replies import error_value, stamp
+from droplet.settings import MAX_MESSAGE_BYTES
 from droplet.store import serializer
 from droplet.store.keys import StoreKeys
 from droplet.tracing import NO_TRACING, Tracing
@@ -46,7 +47,7 @@ class WorkerState:
     default_time_limit_s: float = 0.0
     multi_max_attempts: int = 10
     schedule_ttl_s: float = 86400.0  # fan-in partials live this long
-    max_message_bytes: int = 16 * 1024 * 1024  # what one message may carry (a step's trigger)
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # what one message may carry (a step's trigger)
     pinned: tuple[str, str] | None = None  # (dag, function)
     # The pinned DAG's definition, read at the first client trigger after a pin was taken
     # (worker/direct.py): a DAG deleted and registered again under its name is told apart.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,6 +161,18 @@ class Fleet:
             quiet = 0 if busy else quiet + 1
             if quiet == 3:
                 return
+
+    def count_published(self) -> Counter[str]:
+        """Counts, by queue, every message published from now on (by anyone)."""
+        published: Counter[str] = Counter()
+        route = self.broker.route
+
+        def counting(queue: str, message: Any, mandatory: bool) -> None:
+            published[queue] += 1
+            route(queue, message, mandatory)
+
+        self.broker.route = counting  # type: ignore[method-assign]
+        return published
 
     def answers(self) -> dict[str, list[Any]]:
         """Every answer the client got so far, by call id."""

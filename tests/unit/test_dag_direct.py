@@ -58,15 +58,7 @@ def _fleet(workers: tuple[str, ...] = ("w1", "w2")) -> tuple[Fleet, DropletClien
     client = DropletClient(fleet.settings, fleet.kv, fleet.broker.connect)
     clock = Clock()
     client.dag_routes = DagRoutes(client.metadata, clock=clock)
-    published: Counter[str] = Counter()
-    route = fleet.broker.route
-
-    def counting(queue: str, message: Any, mandatory: bool) -> None:
-        published[queue] += 1
-        route(queue, message, mandatory)
-
-    fleet.broker.route = counting  # type: ignore[method-assign]
-    return fleet, client, published, clock
+    return fleet, client, fleet.count_published(), clock
 
 
 def _call(fleet: Fleet, client: DropletClient, x: int, **options: Any) -> Any:
