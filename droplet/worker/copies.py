@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from droplet.outbox import Outgoing
 from droplet.proto import pb
+from droplet.proto.envelope import MESSAGE_ROOM_BYTES
 from droplet.proto.replies import error_value
 from droplet.speculation import copies_scheduled, speculative_spec
 from droplet.store import serializer
@@ -154,11 +155,9 @@ def lost(race: Race, value: pb.Value, copy: int,
     copy still running (then the commit also closes the race)."""
     schedule_id = race.schedule.id
     record = pb.DagTrigger(id=schedule_id, source=str(copy), aborted=True, copy=copy)
-    if value.ByteSize() <= RECORD_MAX_BYTES:  # only a failure's error is ever read back
-        record.result.CopyFrom(value)
-    elif value.type == pb.ERROR:
-        info = pb.ErrorInfo.FromString(value.body)
-        record.result.CopyFrom(error_value(info.code, info.message[:RECORD_MAX_BYTES // 4]))
+    kept = _kept_loss(value, RECORD_MAX_BYTES)
+    if kept is not None:
+        record.result.CopyFrom(kept)
     parts = dict(race.seen.parts)
     parts[str(copy)] = record
     guard = state.joins.unchanged_since(schedule_id, race.key, race.seen)
@@ -185,10 +184,33 @@ def _failure(race: Race, results: list[pb.Value]) -> pb.Value:
         "invalid result"))
 
 
+def _kept_loss(value: pb.Value, max_bytes: int) -> pb.Value | None:
+    """What of a losing result may be read back, in at most ~max_bytes: only a failure's
+    error ever is (the call's failure names it), so a small result stays whole, an error
+    keeps its code and the head of its message, and a large invalid result nothing."""
+    if value.ByteSize() <= max_bytes:
+        return value
+    if value.type != pb.ERROR:
+        return None
+    info = pb.ErrorInfo.FromString(value.body)
+    return error_value(info.code, info.message[:max(0, max_bytes - 64) // 4])
+
+
 def decide_again(trigger: pb.DagTrigger, value: pb.Value, state: WorkerState) -> Outgoing:
     """This copy's trigger, carrying its result, back to this worker: its loss is recorded
-    again on fresh records (another loss was recorded in between)."""
+    again on fresh records (another loss was recorded in between).
+
+    The trigger that came in fitted in one message with the upstream's result; going back,
+    the function does not run again, so that result is left out and the loss takes its
+    room, cut to what the records would keep of it and to what the message can carry (else
+    the broker would refuse the trigger by closing the worker's channel, on every run)."""
     again = pb.DagTrigger()
     again.CopyFrom(trigger)
-    again.copy_result.CopyFrom(value)
+    again.ClearField("result")
+    room = state.max_message_bytes - MESSAGE_ROOM_BYTES - again.ByteSize()
+    kept = _kept_loss(value, min(RECORD_MAX_BYTES, room))
+    if kept is None:
+        again.copy_result.SetInParent()  # a loss, with nothing to read back
+    else:
+        again.copy_result.CopyFrom(kept)
     return Outgoing(state.names.worker(state.worker_id), pb.Message(trigger=again))

@@ -331,3 +331,61 @@ def test_copies_run_only_on_workers_with_the_tags_the_function_needs() -> None:
     assert scheduler_dags.call_dag(pb.DagCall(name="d", call_id="c"), "addr", state, out).success
     [first, *_] = [o.message.trigger for o in out.sent if o.message.WhichOneof("kind") == "trigger"]
     assert list(first.schedule.copy_places["spec"].workers) == ["w-gpu"]
+
+
+def _lose_together(fn: Any, max_message_bytes: int, invalid: list[Any] | None = None,
+                   upstream_bytes: int = 0) -> tuple[Outgoing, WorkerState, MemoryKV]:
+    """Two copies that lose at once: the second one's re-sent trigger (decide again), from a
+    worker whose messages may carry max_message_bytes."""
+    kv = _kv_with(fn)
+    schedule = schedule_of(speculative_dag(invalid=invalid), ["w-1"])
+    a, b = worker_state(kv, "w-spec"), worker_state(kv, "w-1")
+    b.max_message_bytes = max_message_bytes
+    second = copy_trigger(schedule, 1)
+    if upstream_bytes:  # a trigger that came in near the limit
+        second.result.CopyFrom(serializer.dump(b"u" * upstream_bytes))
+    out_a = handle(kv, a, copy_trigger(schedule, 0))
+    out_b = handle(kv, b, second)
+    settle(kv, out_a)
+    [again], _ = settle(kv, out_b)
+    return again, b, kv
+
+
+def _decided(kv: MemoryKV, state: WorkerState, again: Outgoing) -> str:
+    """The message of the call's failure once the re-sent trigger is handled."""
+    _, answers = settle(kv, handle(kv, state, again.message.trigger))
+    [answer] = answers
+    assert not answer.success
+    return pb.ErrorInfo.FromString(answer.value.body).message
+
+
+def test_a_loss_decided_again_fits_in_one_message_whatever_the_error_size() -> None:
+    def fails_loudly(lib: Any, x: int) -> None:
+        raise ValueError("loud " + "e" * 300_000)
+
+    limit = 64 * 1024
+    again, b, kv = _lose_together(fails_loudly, limit)
+    assert again.message.ByteSize() <= limit, "the broker would close the worker's channel"
+    message = _decided(kv, b, again)
+    assert message.startswith("ValueError: loud eee")
+
+
+class _LikeNone:
+    """A large result that compares equal to None (the default invalid result)."""
+
+    def __init__(self, size: int) -> None:
+        self.data = b"i" * size
+
+    def __eq__(self, other: object) -> bool:
+        return other is None
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_a_large_invalid_loss_decided_again_fits_and_still_fails_the_call() -> None:
+    """The upstream's result and the loss each fit with the schedule, not both together."""
+    limit = 400_000
+    again, b, kv = _lose_together(lambda _, x: _LikeNone(150_000), limit,
+                                  upstream_bytes=260_000)
+    assert again.message.ByteSize() <= limit, "the broker would close the worker's channel"
+    assert "every copy (2)" in _decided(kv, b, again)
