@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from droplet import resources
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker.session import run_with_reconnect
-from droplet.broker_config.names import QueueNames, is_reply_address
+from droplet.broker_config.names import QueueNames
 from droplet.broker_config.topology import (
     priorities_note,
     retry_topology,
@@ -51,11 +51,12 @@ from droplet.store.metadata import Metadata
 from droplet.store.mirror import PrefixMirror
 from droplet.store.values import ValueStore
 from droplet.tracing import Tracing
-from droplet.worker import batching, dags, direct, handlers, tags
+from droplet.worker import batching, handlers, tags
 from droplet.worker.cache import ValueCache
 from droplet.worker.claims import LongCallClaims
+from droplet.worker.dispatch import dispatch
 from droplet.worker.functions import FunctionCache
-from droplet.worker.gatherer import BatchGatherer, maybe_run
+from droplet.worker.gatherer import BatchGatherer
 from droplet.worker.intake import SharedIntake
 from droplet.worker.joins import JoinRecords
 from droplet.worker.keeper import ConnectionKeeper
@@ -389,32 +390,9 @@ class WorkerService:
 
     def _dispatch(self, message: pb.Message, delivery: Delivery, _env: pb.Envelope,
                   out: Outbox) -> None:
-        kind = message.WhichOneof("kind")
-        state = self.state
-        self._current = delivery
+        self._current = delivery  # (held as a claim if the run goes long: _go_long)
         try:
-            if kind == "call":
-                maybe_done = maybe_run(delivery)
-                if not message.call.response_address and is_reply_address(delivery.reply_to):
-                    message.call.response_address = delivery.reply_to or ""  # sent directly
-                with self.keeper.running():
-                    handlers.exec_function(message.call, state, out, maybe_done)
-            elif kind == "trigger":
-                if not direct.pinned_here(message.trigger, delivery.reply_to, state, out):
-                    return  # a client's trigger for a pin that moved: sent to the schedulers
-                with self.keeper.running():
-                    dags.on_trigger(message.trigger, state, out)
-            elif kind == "schedule":
-                dags.on_schedule(message.schedule, state, out)
-            elif kind == "pin":
-                if handlers.pin(message.pin, delivery.reply_to, delivery.correlation_id,
-                                state, out):
-                    self.membership.publish()
-            elif kind == "unpin":
-                if handlers.unpin(message.unpin, state):
-                    self.membership.publish()
-            else:
-                raise DropletError(f"unexpected {kind} message on a worker queue")
+            dispatch(message, delivery, self.state, out, self.keeper, self.membership.publish)
         finally:
             self._current = None
 
