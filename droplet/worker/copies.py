@@ -207,6 +207,7 @@ def decide_again(trigger: pb.DagTrigger, value: pb.Value, state: WorkerState) ->
     again = pb.DagTrigger()
     again.CopyFrom(trigger)
     again.ClearField("result")
+    again.ClearField("copy_result")  # decided again before: its room is the loss's own
     room = state.max_message_bytes - MESSAGE_ROOM_BYTES - again.ByteSize()
     kept = _kept_loss(value, min(RECORD_MAX_BYTES, room))
     if kept is None:

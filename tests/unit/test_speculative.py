@@ -389,3 +389,80 @@ def test_a_large_invalid_loss_decided_again_fits_and_still_fails_the_call() -> N
                                   upstream_bytes=260_000)
     assert again.message.ByteSize() <= limit, "the broker would close the worker's channel"
     assert "every copy (2)" in _decided(kv, b, again)
+
+
+def _loud_on_w2(lib: Any, x: int) -> None:
+    """Copies 0 and 1 return None (invalid); copy 2 (on w-2) fails with a large error."""
+    if lib.getid() == "w-2":
+        raise ValueError("loud " + "\U0001f631" * 100_000)
+    return None
+
+
+def test_a_loss_decided_again_twice_keeps_the_head_of_its_error() -> None:
+    """A copy whose re-sent trigger loses its guard again is re-sent a second time: the room
+    of its loss is what the message leaves beside the trigger without the previous loss."""
+    kv = _kv_with(_loud_on_w2)
+    schedule = schedule_of(speculative_dag(copies=3), ["w-1", "w-2"])
+    s0, s1, s2 = (worker_state(kv, w) for w in ("w-spec", "w-1", "w-2"))
+    limit = 64 * 1024
+    s2.max_message_bytes = limit
+    outs = [handle(kv, s, copy_trigger(schedule, i)) for i, s in enumerate((s0, s1, s2))]
+    settle(kv, outs[0])  # copy 0's loss recorded
+    [again_1], _ = settle(kv, outs[1])  # copies 1 and 2 read the race before it: again
+    [again_2], _ = settle(kv, outs[2])
+    out_1 = handle(kv, s1, again_1.message.trigger)
+    out_2 = handle(kv, s2, again_2.message.trigger)
+    settle(kv, out_1)  # copy 1's loss recorded
+    [again_2b], _ = settle(kv, out_2)  # copy 2 read the race before it: again, a second time
+    assert again_2b.message.ByteSize() <= limit
+    _, answers = settle(kv, handle(kv, s2, again_2b.message.trigger))
+    [answer] = answers
+    assert not answer.success
+    message = pb.ErrorInfo.FromString(answer.value.body).message
+    assert message.startswith("ValueError: loud \U0001f631"), message[:40]
+
+
+_RUNS: dict[str, int] = {}
+
+
+def _none_then_large(lib: Any, x: int) -> Any:
+    """None (invalid) on every copy, except on w-1 from its second run on: a valid result
+    too large for the race's records."""
+    _RUNS[lib.getid()] = _RUNS.get(lib.getid(), 0) + 1
+    if lib.getid() == "w-1" and _RUNS["w-1"] > 1:
+        return b"v" * 300_000 + bytes([x])
+    return None
+
+
+def test_a_loss_decided_again_after_its_redelivered_trigger_won_does_not_fail_the_call() -> None:
+    """Copy 1 loses, its guard fails (decide again is sent), its worker dies before the ack:
+    the trigger is redelivered, runs again and wins (too large for the records: elided).
+    The decide-again trigger, which no longer carries the upstream's result, then arrives:
+    it must not run the step on an empty upstream and fail the call."""
+    _RUNS.clear()
+    kv = _kv_with(_none_then_large)
+    dag = pb.Dag(name="d", functions=["first", "spec", "after"])
+    dag.connections.add(source="first", sink="spec")
+    dag.connections.add(source="spec", sink="after")
+    spec = dag.speculative.add(function="spec", copies=2)
+    serializer.dump(None, spec.invalid_results.add())
+    schedule = schedule_of(dag, ["w-1"])
+    schedule.arguments["spec"].Clear()
+
+    def trigger(copy: int) -> pb.DagTrigger:
+        t = pb.DagTrigger(id=schedule.id, source="first", target_function="spec", copy=copy)
+        t.schedule.CopyFrom(schedule)
+        serializer.dump(7, t.result)
+        return t
+
+    a, b = worker_state(kv, "w-spec"), worker_state(kv, "w-1")
+    out_a = handle(kv, a, trigger(0))
+    out_b = handle(kv, b, trigger(1))
+    settle(kv, out_a)
+    [again], _ = settle(kv, out_b)
+    sent, answers = settle(kv, handle(kv, b, trigger(1)))  # redelivered: runs again and wins
+    assert answers == [] and len(_forwarded(sent)) == 1
+    sent, answers = settle(kv, handle(kv, b, again.message.trigger))
+    assert answers == [] or all(r.success for r in answers), [
+        pb.ErrorInfo.FromString(r.value.body).message for r in answers]
+    assert not any(t.aborted for t in _forwarded(sent)), "the winner's result went on"
