@@ -238,9 +238,9 @@ def _copy_step(trigger: pb.DagTrigger, race: Race, state: WorkerState, out: Outb
     decided = race.seen.done
     parts = {trigger.source: trigger}
     if decided is not None:
-        if trigger.HasField("copy_result"):  # a loss sent to decide again: it carries no
-            return  # upstream result to run on; a win of this copy went on by its own trigger
         if decided.copy == copy and is_elided(decided):  # its result is not in the record
+            if trigger.HasField("copy_result"):  # a loss sent to decide again carries no
+                return  # upstream result to run on: this copy's winning trigger sent it on
             rerun, rerun_context = _run_step(schedule, target, parts, state,
                                              trigger.trace_context)
             _conclude(schedule, target, rerun, rerun_context,

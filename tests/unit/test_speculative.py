@@ -466,3 +466,19 @@ def test_a_loss_decided_again_after_its_redelivered_trigger_won_does_not_fail_th
     assert answers == [] or all(r.success for r in answers), [
         pb.ErrorInfo.FromString(r.value.body).message for r in answers]
     assert not any(t.aborted for t in _forwarded(sent)), "the winner's result went on"
+
+
+def test_a_redelivered_loss_that_closed_the_race_sends_its_aborts_on_again() -> None:
+    """The decide-again trigger that closed the race, redelivered (its worker died before
+    its messages were confirmed): the aborts go downstream again, as before."""
+    kv = _kv_with(lambda _, x: None)
+    schedule = schedule_of(speculative_dag(), ["w-1"])
+    a, b = worker_state(kv, "w-spec"), worker_state(kv, "w-1")
+    out_a = handle(kv, a, copy_trigger(schedule, 0))
+    out_b = handle(kv, b, copy_trigger(schedule, 1))
+    settle(kv, out_a)
+    [again], _ = settle(kv, out_b)
+    sent, answers = settle(kv, handle(kv, b, again.message.trigger))
+    assert [t.aborted for t in _forwarded(sent)] == [True] and len(answers) == 1
+    sent, _ = settle(kv, handle(kv, b, again.message.trigger))
+    assert [t.aborted for t in _forwarded(sent)] == [True]
