@@ -187,13 +187,19 @@ def _failure(race: Race, results: list[pb.Value]) -> pb.Value:
 def _kept_loss(value: pb.Value, max_bytes: int) -> pb.Value | None:
     """What of a losing result may be read back, in at most ~max_bytes: only a failure's
     error ever is (the call's failure names it), so a small result stays whole, an error
-    keeps its code and the head of its message, and a large invalid result nothing."""
+    keeps its code, its exception's class name (when short: a qualified name) and the head
+    of its message (cut in bytes, never inside a character), and a large invalid result
+    nothing."""
     if value.ByteSize() <= max_bytes:
         return value
     if value.type != pb.ERROR:
         return None
     info = pb.ErrorInfo.FromString(value.body)
-    return error_value(info.code, info.message[:max(0, max_bytes - 64) // 4])
+    room = max(0, max_bytes - 64)  # 64: the Value's and ErrorInfo's tags and lengths
+    kind = info.exception_type if len(info.exception_type.encode()) <= min(256, room) else ""
+    room -= len(kind.encode())
+    head = info.message.encode()[:room].decode(errors="ignore")
+    return error_value(info.code, head, exception_type=kind)
 
 
 def decide_again(trigger: pb.DagTrigger, value: pb.Value, state: WorkerState) -> Outgoing:

@@ -482,3 +482,45 @@ def test_a_redelivered_loss_that_closed_the_race_sends_its_aborts_on_again() -> 
     assert [t.aborted for t in _forwarded(sent)] == [True] and len(answers) == 1
     sent, _ = settle(kv, handle(kv, b, again.message.trigger))
     assert [t.aborted for t in _forwarded(sent)] == [True]
+
+
+def _snapshot_gone_loudly(lib: Any, x: int) -> None:
+    from droplet.errors import SnapshotExpired
+    raise SnapshotExpired("compacted " + "c" * 300_000)
+
+
+def test_a_multi_call_whose_copies_lost_their_snapshot_runs_again_after_a_cut_loss() -> None:
+    """Both copies lose their snapshot at once with a large error: the one decided again
+    (its loss cut to fit in one message) still closes the race by running the call again."""
+    kv = _kv_with(_snapshot_gone_loudly)
+    schedule = schedule_of(speculative_dag(invalid=[]), ["w-1"])
+    schedule.consistency = pb.MULTI
+    a, b = worker_state(kv, "w-spec"), worker_state(kv, "w-1")
+    b.max_message_bytes = 64 * 1024
+    out_a = handle(kv, a, copy_trigger(schedule, 0))
+    out_b = handle(kv, b, copy_trigger(schedule, 1))
+    settle(kv, out_a)
+    [again], _ = settle(kv, out_b)
+    assert again.message.ByteSize() <= b.max_message_bytes
+    sent, answers = settle(kv, handle(kv, b, again.message.trigger))
+    assert answers == []
+    [retry] = [o.message.dag_call for o in sent if o.message.WhichOneof("kind") == "dag_call"]
+    assert retry.attempt == 1 and retry.consistency == pb.MULTI
+    assert not _forwarded(sent)
+
+
+def _fails_loudly(lib: Any, x: int) -> None:
+    raise KeyError("loud " + "e" * 300_000)
+
+
+def test_a_large_error_loss_keeps_its_exception_type_and_as_much_message_as_fits() -> None:
+    """A failure cut to fit (in the race's records, in a re-sent trigger) still names the
+    exception's class, as the uncut failure does, and keeps what fits of its message."""
+    limit = 64 * 1024
+    again, b, kv = _lose_together(_fails_loudly, limit)
+    assert again.message.ByteSize() <= limit
+    _, answers = settle(kv, handle(kv, b, again.message.trigger))
+    [answer] = answers
+    info = pb.ErrorInfo.FromString(answer.value.body)
+    assert info.code == pb.EXECUTION_ERROR and info.exception_type == "builtins.KeyError"
+    assert len(info.message) > limit // 2, "an ASCII message is not cut to a quarter"
