@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from droplet.errors import StoreError
+from droplet.errors import SignatureError, StoreError
 from droplet.proto import pb
+from droplet.proto.replies import error_value
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store import serializer
@@ -135,7 +136,10 @@ class ValueStore:
         return Stored(self.blobs.resolve(full_key, head, revision), mod_revision, user)
 
     def outcome(self, call_id: str) -> pb.Value | None:
-        """The stored outcome of one call (results/<call id>), or None."""
+        """The stored outcome of one call (results/<call id>), or None. One that does not
+        verify (a cancel stored by a client with another signing_key, a planted record) is
+        that call's outcome all the same, write-once: it reads as an UNAUTHORIZED error, so
+        that the worker that finds it answers it (and acks) and every reader sees the same."""
         full_key = self.keys.result(call_id)
         for _ in range(3):
             raw = self.kv.get(full_key)
@@ -145,4 +149,8 @@ class ValueStore:
                 return self.blobs.resolve(full_key, self.blobs.open_head(full_key, raw), 0)
             except Replaced:
                 continue
+            except SignatureError as e:
+                return error_value(
+                    pb.UNAUTHORIZED, f"the stored outcome of call {call_id} does not verify "
+                    f"({e}): stored by a client with another signing_key?")
         raise StoreError(f"the outcome of {call_id} cannot be read whole")
