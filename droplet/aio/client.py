@@ -180,7 +180,7 @@ class AsyncDropletClient:
             return _DryRun(describe(call, self.sync.names.calls))
         session = call.client_id
         future = self._expect(call.call_id, stored=not direct_response, on_revision=(
-            (lambda revision: self.sync._saw(session, revision)) if session else None))
+            (lambda revision: self.sync.sessions.saw(session, revision)) if session else None))
         self._send(call.call_id, lambda: send_dag_call(self.sync, call))
         return future
 

@@ -27,6 +27,7 @@ from droplet.client.mapping import map_calls
 from droplet.client.pump import ReplyPump
 from droplet.client.registration import function_spec
 from droplet.client.routing import CallRouter
+from droplet.client.sessions import SessionFloors
 from droplet.client.tagging import checked_needs, dag_options, registration_options
 from droplet.client.traces import CallTraces
 from droplet.errors import (
@@ -74,8 +75,7 @@ class DropletClient:
         if self.traces.enabled:
             self.pump.watcher = self.traces
         self._request_id = 0
-        # client_id -> newest store revision its calls have seen (monotonic reads).
-        self._sessions: dict[str, int] = {}
+        self.sessions = SessionFloors(kv.revision)
 
     def __enter__(self) -> DropletClient:
         return self
@@ -354,7 +354,8 @@ class DropletClient:
         session = call.client_id
         future = DropletFuture(
             call.output_key or call.call_id, self, call.call_id,
-            on_revision=(lambda revision: self._saw(session, revision)) if session else None,
+            on_revision=(lambda revision: self.sessions.saw(session, revision)) if session
+            else None,
             stored=not direct_response,
         )
         weakref.finalize(future, self.pump.forget, call.call_id)
@@ -362,9 +363,6 @@ class DropletClient:
         if direct_response and not traced:
             return future.get(timeout)
         return future
-
-    def _saw(self, client_id: str, revision: int) -> None:
-        self._sessions[client_id] = max(self._sessions.get(client_id, 0), revision)
 
 
 __all__ = ["DropletClient", "DropletError", "RequestError"]

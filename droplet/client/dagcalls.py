@@ -30,8 +30,7 @@ def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Seque
     if output_key is not None:
         call.output_key = checked_key(output_key)
     if client_id is not None:
-        call.client_id = str(client_id)
-        call.min_revision = client._sessions.get(call.client_id, 0)
+        call.client_id = str(client_id)  # its floor is taken when it is sent
     if not isinstance(arg_map, Mapping):
         raise InvalidArgumentError("arg_map maps function names to argument lists")
     for function, args in arg_map.items():
@@ -50,6 +49,8 @@ def send_dag_call(client: DropletClient, call: pb.DagCall) -> None:
     if call.consistency == pb.MULTI:
         # Everything written before the call, this client's own writes included.
         call.snapshot_revision = client.kv.revision()
+    if call.client_id:  # (an etcd read at a session's first call: client/sessions.py)
+        call.min_revision = client.sessions.floor(call.client_id)
     body = envelope.encode([pb.Message(dag_call=call)], client.signer)
     routed = client.dag_routes.trigger(call) if client.settings.dag_direct else None
     if routed is None:

@@ -3,12 +3,13 @@
 README, Using it: "`client_id="..."` sessions: calls carrying the same client id never read a
 value older than one their session has already seen or written (read-your-writes and
 monotonic reads), whichever workers they run on." The floor a session's calls carry
-(`min_revision`) is kept in the client object that made them (client.py `_sessions`), so a
+(`min_revision`) is kept in the client object that made them (client/sessions.py), so a
 second client calling with the same client id (another process of the same app, a client
-made again after a crash) carries none, and a worker whose cache has not yet caught up reads
-back in time. Here the reader's worker is paused (SIGSTOP) while the session writes on
-another worker, and resumed with the session's read waiting in its queue: 1 to 3 reads in 8
-return the old value from a second client; none from the same client (the control).
+made again after a crash) carried none, and a worker whose cache had not yet caught up read
+back in time: here the reader's worker is paused (SIGSTOP) while the session writes on
+another worker, and resumed with the session's read waiting in its queue; before the fix, 6
+of 24 reads from a second client returned the old value, none from the same client (the
+control). Now a client object's first call in a session starts at the store's revision.
 Run: DROPLET_TEST_SERVICES=local .venv/bin/python -m pytest -q
      tests/attack/test_blackbox_session_across_clients.py
 """

@@ -17,6 +17,7 @@ import pytest
 
 from droplet.client.client import DropletClient
 from droplet.client.dagcalls import build_dag_call
+from droplet.client.sessions import SessionFloors
 from droplet.errors import ValueTooLargeError
 from droplet.proto import envelope, pb
 from droplet.signing import Signer
@@ -28,8 +29,9 @@ SIGNER = Signer("k" * 32)
 
 
 def _fake_client() -> SimpleNamespace:
-    return SimpleNamespace(settings=replace(SETTINGS, max_message_bytes=LIMIT), _sessions={},
-                           _request_id=0, traces=SimpleNamespace(enabled=False))
+    return SimpleNamespace(settings=replace(SETTINGS, max_message_bytes=LIMIT),
+                           sessions=SessionFloors(lambda: 0), _request_id=0,
+                           traces=SimpleNamespace(enabled=False))
 
 
 def _largest_accepted(build: object) -> int:
