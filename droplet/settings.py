@@ -188,6 +188,7 @@ class Settings:
         if self.queue_seats < -1:
             raise ConfigurationError(f"setting 'queue_seats': bad value {self.queue_seats!r} "
                                      "(-1: as many as run_slots, 0: every worker, or a number)")
+        self._check_ranges()
         if not self.broker_urls:
             raise ConfigurationError("setting 'broker_url': no URL given")
         endpoints = tuple(self._etcd_address(spec) for spec in self.etcd_endpoints)
@@ -202,6 +203,33 @@ class Settings:
                     f"setting 'broker_url': {redacted_url(url)!r} is not an amqp:// or "
                     "amqps:// URL (several nodes are separated by commas; a comma in a password is "
                     "%2C)")
+
+    def _check_ranges(self) -> None:
+        """Values that cannot work are refused here, saying which setting and what it takes:
+        a bad namespace was a bare ValueError from the queue names, a max_priority RabbitMQ
+        cannot take was blamed on queues "declared by an older Droplet", a negative heartbeat
+        was "RabbitMQ connect failed: argument out of range", and a result_timeout_s <= 0
+        made every get() time out at once."""
+        from droplet.broker_config.names import check_name
+
+        try:
+            check_name("namespace", self.namespace)
+        except ValueError as exc:
+            raise ConfigurationError(f"setting 'namespace': {exc}") from None
+        if not 0 <= self.max_priority <= 255:
+            raise ConfigurationError(f"setting 'max_priority': bad value {self.max_priority!r} "
+                                     "(0 = no priorities, up to 255; 9 is the default)")
+        for name in ("result_timeout_s", "request_timeout_s", "worker_lease_ttl_s"):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):
+                raise ConfigurationError(f"setting {name!r}: bad value {value!r} "
+                                         "(a number of seconds > 0)")
+        if self.broker_heartbeat_s < 0:
+            raise ConfigurationError(f"setting 'broker_heartbeat_s': bad value "
+                                     f"{self.broker_heartbeat_s!r} (seconds >= 0; 0 = none)")
+        if self.speculative_copies < 1:
+            raise ConfigurationError(f"setting 'speculative_copies': bad value "
+                                     f"{self.speculative_copies!r} (a number of copies >= 1)")
 
     def _etcd_address(self, spec: str) -> str:
         """host:port of an endpoint also written as etcd prints it (http://host:port/, as

@@ -348,3 +348,32 @@ def test_connect_refuses_a_settings_object_given_as_the_broker_url() -> None:
         droplet.connect(Settings())  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="etcd must be a string"):
         droplet.connect(etcd=2379)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("env", "setting"), [
+    ({"DROPLET_NAMESPACE": "bad ns!"}, "namespace"),
+    ({"DROPLET_MAX_PRIORITY": "500"}, "max_priority"),
+    ({"DROPLET_MAX_PRIORITY": "-1"}, "max_priority"),
+    ({"DROPLET_RESULT_TIMEOUT_S": "-5"}, "result_timeout_s"),
+    ({"DROPLET_RESULT_TIMEOUT_S": "0"}, "result_timeout_s"),
+    ({"DROPLET_RESULT_TIMEOUT_S": "nan"}, "result_timeout_s"),
+    ({"DROPLET_REQUEST_TIMEOUT_S": "-1"}, "request_timeout_s"),
+    ({"DROPLET_WORKER_LEASE_TTL_S": "0"}, "worker_lease_ttl_s"),
+    ({"DROPLET_BROKER_HEARTBEAT_S": "-1"}, "broker_heartbeat_s"),
+    ({"DROPLET_SPECULATIVE_COPIES": "-3"}, "speculative_copies"),
+])
+def test_values_that_cannot_work_are_refused_naming_the_setting(
+        env: dict[str, str], setting: str) -> None:
+    # Each of these once went through: a bad namespace was a bare ValueError, max_priority
+    # 500 was blamed on queues "declared by an older Droplet", a negative heartbeat was
+    # "RabbitMQ connect failed: argument out of range", result_timeout_s <= 0 made every
+    # get() time out at once.
+    with pytest.raises(ConfigurationError, match=f"setting '{setting}'"):
+        Settings.from_env(env)
+
+
+def test_the_edges_of_those_ranges_are_taken() -> None:
+    s = Settings.from_env({"DROPLET_MAX_PRIORITY": "0", "DROPLET_BROKER_HEARTBEAT_S": "0",
+                           "DROPLET_SPECULATIVE_COPIES": "1", "DROPLET_NAMESPACE": "a.b:c-d_1"})
+    assert (s.max_priority, s.broker_heartbeat_s, s.speculative_copies) == (0, 0, 1)
+    assert Settings(max_priority=255, result_timeout_s=0.001).max_priority == 255
