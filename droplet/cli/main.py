@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from droplet.errors import DropletError
 from droplet.settings import Settings
@@ -18,37 +19,56 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings if args.command == "up" else settings.with_local_fleet_secret()
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--broker-url", default=default,
+                        help="RabbitMQ URL (env DROPLET_BROKER_URL)")
+    parser.add_argument("--etcd", default=default,
+                        help="etcd endpoints host:port[,...] (env DROPLET_ETCD)")
+    parser.add_argument("--namespace", default=default,
+                        help="prefix of queues and keys (env DROPLET_NAMESPACE)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        default="INFO" if default is None else default,
+                        help="DEBUG, INFO (the default), WARNING, ERROR or CRITICAL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="droplet", description=__doc__)
-    parser.add_argument("--broker-url", help="RabbitMQ URL (env DROPLET_BROKER_URL)")
-    parser.add_argument("--etcd", help="etcd endpoints host:port[,...] (env DROPLET_ETCD)")
-    parser.add_argument("--namespace", help="prefix of queues and keys (env DROPLET_NAMESPACE)")
-    parser.add_argument("--log-level", default="INFO")
+    _global_options(parser, None)
+    # The global options are taken after the command too (`droplet status --namespace x`, as
+    # a newcomer types them): there they override what came before, and default to nothing.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run a local cluster (scheduler + workers) in the foreground")
+    up = sub.add_parser("up", parents=[common],
+                        help="run a local cluster (scheduler + workers) in the foreground")
     up.add_argument("--workers", type=int, default=2)
     up.add_argument("--state-dir", help="where an embedded etcd keeps its data")
     up.add_argument("--tagged-worker", action="append", default=[], metavar="TAGS",
                     help="one more worker with these resource tags (gpu=1,mem=16); repeat it")
 
-    sub.add_parser("scheduler", help="run one scheduler")
+    sub.add_parser("scheduler", parents=[common], help="run one scheduler")
 
-    worker = sub.add_parser("worker", help="run one worker")
+    worker = sub.add_parser("worker", parents=[common], help="run one worker")
     worker.add_argument("--id", help="worker id (default: <host>-<pid>)")
     worker.add_argument("--resources", metavar="TAGS",
                         help="resource tags, gpu=1,mem=16 (env DROPLET_WORKER_RESOURCES)")
 
-    status = sub.add_parser("status", help="show the fleet")
+    status = sub.add_parser("status", parents=[common], help="show the fleet")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    board = sub.add_parser("dashboard", help="serve the web dashboard of the fleet")
+    board = sub.add_parser("dashboard", parents=[common],
+                           help="serve the web dashboard of the fleet")
     board.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     board.add_argument("--port", type=int, default=8375, help="port to listen on (8375)")
     board.add_argument("--interval", type=float, default=2.0,
                        help="seconds between samples of etcd and the broker (2)")
 
-    dead = sub.add_parser("dead-letters", help="inspect, requeue or purge refused messages")
+    dead = sub.add_parser("dead-letters", parents=[common],
+                          help="inspect, requeue or purge refused messages")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
     dead.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     action = dead.add_mutually_exclusive_group()
@@ -56,12 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send them back to the queue they died in")
     action.add_argument("--purge", action="store_true", help="drop them")
 
-    sub.add_parser("migrate-queues", help="re-create queues declared with other arguments "
+    sub.add_parser("migrate-queues", parents=[common],
+                   help="re-create queues declared with other arguments "
                    "(an older version, another max_priority or queue_type), keeping their "
                    "messages; run it "
                    "with the fleet stopped")
 
-    bench = sub.add_parser("bench", help="measure call and DAG latency and throughput")
+    bench = sub.add_parser("bench", parents=[common],
+                           help="measure call and DAG latency and throughput")
     bench.add_argument("--workers", type=int, default=2,
                        help="workers of the local cluster (default 2)")
     bench.add_argument("--external", action="store_true",

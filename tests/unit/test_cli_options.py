@@ -1,0 +1,36 @@
+"""The `droplet` command's options as a newcomer types them: global options after the
+command, a log level that is not one, a --host that is not this machine's. No services."""
+
+from __future__ import annotations
+
+import pytest
+
+from droplet.cli.main import build_parser, main
+
+
+def test_global_options_are_taken_after_the_command_too() -> None:
+    # `droplet status --namespace x` was "unrecognized arguments: --namespace x".
+    args = build_parser().parse_args(["status", "--namespace", "x", "--etcd", "h:1",
+                                      "--broker-url", "amqp://h", "--log-level", "debug"])
+    assert (args.namespace, args.etcd, args.broker_url, args.log_level) == (
+        "x", "h:1", "amqp://h", "DEBUG")
+
+
+def test_global_options_before_the_command_still_work_and_after_it_win() -> None:
+    parser = build_parser()
+    before = parser.parse_args(["--namespace", "a", "--log-level", "warning", "status"])
+    assert (before.namespace, before.log_level, before.etcd) == ("a", "WARNING", None)
+    both = parser.parse_args(["--namespace", "a", "status", "--namespace", "b"])
+    assert both.namespace == "b"
+    assert parser.parse_args(["status"]).log_level == "INFO"
+
+
+def test_a_log_level_that_is_none_is_a_usage_error_not_a_traceback(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # It was ValueError: Unknown level: 'LOUD', with a traceback.
+    with pytest.raises(SystemExit) as exit_:
+        main(["--log-level", "LOUD", "status"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'LOUD'" in err and "Traceback" not in err
+
