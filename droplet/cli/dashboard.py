@@ -23,8 +23,13 @@ def _check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc})"
-            raise ConfigurationError(f"{host}:{port} {why}: choose another --port") from None
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"{host}:{port} is in use: choose another --port") from None
+            # Not the port's fault (a host that does not resolve or is not this machine's).
+            raise ConfigurationError(
+                f"{host}:{port} cannot be used ({exc}): give --host an address of this "
+                "machine (127.0.0.1, or 0.0.0.0 for every interface)") from None
 
 
 def run_dashboard(settings: Settings, host: str, port: int, interval_s: float) -> int:

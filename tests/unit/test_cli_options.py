@@ -34,3 +34,10 @@ def test_a_log_level_that_is_none_is_a_usage_error_not_a_traceback(
     err = capsys.readouterr().err
     assert "invalid choice: 'LOUD'" in err and "Traceback" not in err
 
+
+def test_a_dashboard_host_that_is_not_this_machines_names_host_not_port(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dashboard", "--host", "999.1.1.1", "--port", "8375"]) == 1
+    err = capsys.readouterr().err
+    assert "give --host an address of this machine" in err
+    assert "choose another --port" not in err
