@@ -52,7 +52,8 @@ def due_at_s(max_delay_s: float, delay_s: float | None = None,
         due = now + delay
     if delay > max_delay_s:
         raise InvalidArgumentError(
-            f"a delay of {delay:.0f}s is beyond max_delay_s ({max_delay_s:g}s)")
+            f"a delay of {delay:.0f}s is beyond max_delay_s ({max_delay_s:g}s): call nearer "
+            "the time, or raise max_delay_s (DROPLET_MAX_DELAY_S) for clients and schedulers")
     return max(due, now)
 
 

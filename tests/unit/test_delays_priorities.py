@@ -113,3 +113,13 @@ def test_the_stub_broker_orders_a_priority_queue_like_rabbitmq() -> None:
         order[queue] = taken
     assert order["p"] == [b"c", b"b", b"d", b"a"], "above the maximum counts as the maximum"
     assert order["fifo"] == [b"a", b"b", b"c", b"d"]
+
+
+def test_a_delay_beyond_max_delay_is_refused_saying_what_to_do() -> None:
+    # README's call_at example once named 2030; the refusal named the limit, not the remedy.
+    from droplet.client.delays import due_at_s
+
+    with pytest.raises(InvalidArgumentError, match=r"beyond max_delay_s \(86400s\): call "
+                       r"nearer the time, or raise max_delay_s \(DROPLET_MAX_DELAY_S\)"):
+        due_at_s(86400.0, 2 * 86400.0, None)
+    assert due_at_s(86400.0, 10.0, None) > 0
