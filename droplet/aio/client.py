@@ -22,6 +22,7 @@ from droplet.client.dagcalls import build_dag_call, send_dag_call
 from droplet.client.dagspecs import describe
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
+from droplet.client.future import checked_timeout
 from droplet.client.mapping import map_calls
 from droplet.client.tagging import checked_needs
 from droplet.errors import CancelledError, DropletTimeoutError
@@ -51,7 +52,7 @@ class AsyncFuture:
         return self.get().__await__()
 
     async def get(self, timeout: float | None = None) -> Any:
-        limit = self._timeout_s if timeout is None else timeout
+        limit = self._timeout_s if timeout is None else checked_timeout(timeout)
         try:
             return await asyncio.wait_for(asyncio.shield(self._future), limit)
         except TimeoutError:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from droplet.errors import DropletTimeoutError, error_from_info
+from droplet.errors import DropletTimeoutError, InvalidArgumentError, error_from_info
 from droplet.proto import pb
 from droplet.proto.replies import error_response
 from droplet.store import serializer
@@ -17,6 +18,16 @@ if TYPE_CHECKING:
 _STORE_CHECK_S = 2.0
 _UNSET = object()
 
+
+
+def checked_timeout(timeout: Any) -> float:
+    """get(timeout=...) takes seconds as a number: a string was a TypeError from inside the
+    wait ("unsupported operand type(s) for +"), NaN waited with no limit. Negative: no wait."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
+        raise InvalidArgumentError(
+            f"get(timeout=...) takes a number of seconds (or None for result_timeout_s), "
+            f"not {timeout!r}")
+    return float(timeout)
 
 class DropletFuture:
     """The eventual outcome of one call.
@@ -58,7 +69,8 @@ class DropletFuture:
         """The result; raises DropletTimeoutError (a TimeoutError) after `timeout` seconds
         (default: settings.result_timeout_s)."""
         if self._value is _UNSET and self._error is None:  # not done() (one call less)
-            limit = self._client.settings.result_timeout_s if timeout is None else timeout
+            limit = self._client.settings.result_timeout_s if timeout is None else (
+                checked_timeout(timeout))
             if timeout is None and self.due_at:  # the default waits out the delay too
                 limit += max(0.0, self.due_at - time.time())
             self._client.batcher.flush()

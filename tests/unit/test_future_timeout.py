@@ -1,0 +1,45 @@
+"""get(timeout=...) on a future, threaded and asyncio: anything but a number of seconds (or
+None) is refused before waiting. No services: the client is a stand-in never reached."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from droplet.aio.client import AsyncFuture
+from droplet.client.future import DropletFuture, checked_timeout
+from droplet.errors import InvalidArgumentError
+
+
+class _Unreachable:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the client was reached ({name}) before the timeout was checked")
+
+
+@pytest.mark.parametrize("bad", ["5", float("nan"), True, None.__class__, [1]])
+def test_a_timeout_that_is_no_number_is_refused_before_waiting(bad: Any) -> None:
+    # "5" was TypeError: unsupported operand type(s) for +: 'float' and 'str'; NaN waited
+    # with no limit at all.
+    future = DropletFuture("r", _Unreachable())  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="takes a number of seconds"):
+        future.get(timeout=bad)
+
+
+def test_numbers_pass_and_a_negative_one_means_no_wait() -> None:
+    assert checked_timeout(5) == 5.0 and checked_timeout(0.5) == 0.5
+    assert checked_timeout(-1) == -1.0
+
+
+def test_the_asyncio_future_refuses_the_same() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        future = AsyncFuture.__new__(AsyncFuture)
+        future._future = loop.create_future()
+        future._timeout_s = 1.0
+        future.call_id = "c"
+        with pytest.raises(InvalidArgumentError, match="takes a number of seconds"):
+            await future.get(timeout="5")  # type: ignore[arg-type]
+
+    asyncio.run(main())
