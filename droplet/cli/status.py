@@ -60,31 +60,35 @@ def collect(settings: Settings) -> dict[str, Any]:
             "workers": workers,
             "dags": sorted(dags, key=lambda d: d["name"]),
             "functions": metadata.function_names(),
-            "queues": _queue_depths(settings, [str(w["id"]) for w in workers]),
+            **_queue_depths(settings, [str(w["id"]) for w in workers]),
         }
     finally:
         kv.close()
 
 
-def _queue_depths(settings: Settings, worker_ids: list[str]) -> dict[str, int | None]:
+def _queue_depths(settings: Settings, worker_ids: list[str]) -> dict[str, Any]:
+    """{"queues": {name: depth}} and, when RabbitMQ cannot be reached, "broker_error" saying
+    why (the depths are then None): it used to print "-" for every queue and exit 0, so a
+    wrong password or a stopped broker looked like a fleet with nothing queued."""
     names = QueueNames.of(settings)
     queues = [names.calls, names.admin, names.work, names.dead]
     queues += [names.worker(w) for w in worker_ids]
     try:
         conn = broker_factory(settings, "droplet-status")()
-    except DropletError:
-        return {q: None for q in queues}
+    except DropletError as exc:
+        return {"queues": {q: None for q in queues}, "broker_error": str(exc)}
     try:
-        return {q: conn.queue_depth(q) for q in queues}
+        return {"queues": {q: conn.queue_depth(q) for q in queues}}
     finally:
         conn.close()
 
 
 def run_status(settings: Settings, as_json: bool) -> int:
+    """Exit 0, or 1 when RabbitMQ cannot be reached (the report is printed all the same)."""
     report = collect(settings)
     if as_json:
         print(json.dumps(report, indent=2))
-        return 0
+        return 1 if report.get("broker_error") else 0
     print(f"namespace {report['namespace']}")
     print(f"\nSCHEDULERS ({len(report['schedulers'])})")
     for s in report["schedulers"]:
@@ -105,6 +109,8 @@ def run_status(settings: Settings, as_json: bool) -> int:
     if report["functions"]:
         print("  " + " ".join(report["functions"]))
     print("\nQUEUES")
+    if report.get("broker_error"):
+        print(f"  RabbitMQ cannot be reached: {report['broker_error']}")
     for name, depth in report["queues"].items():
         print(f"  {name:<48} {'-' if depth is None else depth}")
-    return 0
+    return 1 if report.get("broker_error") else 0
