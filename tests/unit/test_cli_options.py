@@ -3,6 +3,11 @@ command, a log level that is not one, a --host that is not this machine's. No se
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from droplet.cli.main import build_parser, main
@@ -41,3 +46,19 @@ def test_a_dashboard_host_that_is_not_this_machines_names_host_not_port(
     err = capsys.readouterr().err
     assert "give --host an address of this machine" in err
     assert "choose another --port" not in err
+
+
+def test_a_reader_that_leaves_the_pipe_is_no_traceback(tmp_path: Path) -> None:
+    # `droplet status | head -2` ended in a BrokenPipeError traceback.
+    script = ("import sys\n"
+              "import droplet.cli.status as status\n"
+              "status.collect = lambda settings: {'namespace': 'n', 'schedulers': [],\n"
+              "    'workers': [], 'dags': [], 'functions': ['f%d' % i for i in range(99999)],\n"
+              "    'queues': {}}\n"
+              "from droplet.cli.main import main\n"
+              "sys.exit(main(['status']))\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(f"{sys.executable} -c {shlex.quote(script)} | head -c 10",
+                          shell=True, cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.stdout == "namespace "
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
