@@ -70,6 +70,9 @@ class AsyncFuture:
         if won and not self._future.done():
             self._future.set_exception(CancelledError("the call was cancelled",
                                                       code=pb.CANCELLED))
+            # The caller knows (True is returned): a future cancelled and never awaited
+            # again must not print "Future exception was never retrieved" at exit.
+            self._future.exception()
         return won
 
     def cancelled(self) -> bool:

@@ -43,3 +43,32 @@ def test_the_asyncio_future_refuses_the_same() -> None:
             await future.get(timeout="5")  # type: ignore[arg-type]
 
     asyncio.run(main())
+
+
+def test_an_asyncio_future_cancelled_and_dropped_logs_nothing() -> None:
+    # `f = incr.call_later(5, 1); await f.cancel()`, as the README shows it, printed
+    # "Future exception was never retrieved ... CancelledError" when the loop ended.
+    import gc
+
+    from droplet.errors import CancelledError
+
+    class Client:
+        async def cancel(self, call_id: str) -> bool:
+            return True
+
+    logged: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: logged.append(context))
+        future = AsyncFuture(Client(), "c", loop.create_future(), 1.0)  # type: ignore[arg-type]
+        assert await future.cancel() is True and future.cancelled()
+        with pytest.raises(CancelledError):  # awaiting it still raises
+            await future
+        dropped = AsyncFuture(Client(), "d", loop.create_future(), 1.0)  # type: ignore[arg-type]
+        assert await dropped.cancel() is True
+        del dropped
+        gc.collect()
+
+    asyncio.run(main())
+    assert logged == []
