@@ -14,6 +14,16 @@ import droplet
 import droplet.aio
 
 
+def created(name: str, result: tuple[bool, int | None]) -> tuple[bool, int | None]:
+    """register_dag's (success, error_code), checked: a DAG that was not created would only
+    show later, as "no DAG named ..." from its first call."""
+    if not result[0]:
+        hint = (": each DAG function is pinned on a worker of its own; delete DAGs left from "
+                "earlier runs or start more workers" if result[1] == droplet.NO_RESOURCES else "")
+        raise SystemExit(f"register_dag({name!r}) -> {result}{hint}")
+    return result
+
+
 def slow(lib: Any, seconds: float) -> float:
     import time as t
 
@@ -33,7 +43,8 @@ async def main() -> None:
         print("async for ... map(square)  ->", total)
 
         await client.delete_dag("incr-then-square")  # from an earlier run, if any
-        await client.register_dag("incr-then-square", ["incr", "square"], [("incr", "square")])
+        created("incr-then-square", await client.register_dag(
+            "incr-then-square", ["incr", "square"], [("incr", "square")]))
         print("await call_dag             ->", await client.call_dag("incr-then-square",
                                                                     {"incr": [2]}))
 

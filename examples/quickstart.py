@@ -10,6 +10,16 @@ from typing import Any
 import droplet
 
 
+def created(name: str, result: tuple[bool, int | None]) -> tuple[bool, int | None]:
+    """register_dag's (success, error_code), checked: a DAG that was not created would only
+    show later, as "no DAG named ..." from its first call."""
+    if not result[0]:
+        hint = (": each DAG function is pinned on a worker of its own; delete DAGs left from "
+                "earlier runs or start more workers" if result[1] == droplet.NO_RESOURCES else "")
+        raise SystemExit(f"register_dag({name!r}) -> {result}{hint}")
+    return result
+
+
 def main() -> None:
     with droplet.connect() as client:
         incr = client.register(lambda lib, x: x + 1, "incr")
@@ -44,8 +54,9 @@ def main() -> None:
             print("oops() raised         ->", str(exc).splitlines()[0])
 
         client.delete_dag("pipeline")  # from an earlier run, if any
-        created = client.register_dag("pipeline", ["incr", "square"], [("incr", "square")])
-        print("register_dag          ->", created)
+        result = created("pipeline", client.register_dag(
+            "pipeline", ["incr", "square"], [("incr", "square")]))
+        print("register_dag          ->", result)
         direct = client.call_dag("pipeline", {"incr": [1]}, direct_response=True, timeout=10)
         print("call_dag direct       ->", direct)
         print("call_dag future       ->", client.call_dag("pipeline", {"incr": [2]}).get(10))

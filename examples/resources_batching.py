@@ -16,6 +16,16 @@ from typing import Any
 import droplet
 
 
+def created(name: str, result: tuple[bool, int | None]) -> tuple[bool, int | None]:
+    """register_dag's (success, error_code), checked: a DAG that was not created would only
+    show later, as "no DAG named ..." from its first call."""
+    if not result[0]:
+        hint = (": each DAG function is pinned on a worker of its own; delete DAGs left from "
+                "earlier runs or start more workers" if result[1] == droplet.NO_RESOURCES else "")
+        raise SystemExit(f"register_dag({name!r}) -> {result}{hint}")
+    return result
+
+
 def infer(lib: Any, batch: list[tuple[float]]) -> list[tuple[float, int]]:
     """A batching function: a list of argument tuples in, one result per tuple out. A real one
     would run a model on the whole batch at once; this one says how big the batch was."""
@@ -52,11 +62,11 @@ def main() -> None:
         client.register(prep, "rb-prep")
         client.register(infer, "rb-step")  # batching in the DAG below, which says so
         client.delete_dag("rb-dag")  # left by an earlier run, if any
-        created = client.register_dag("rb-dag", ["rb-prep", "rb-step"],
-                                      [("rb-prep", "rb-step")], gpu_functions=["rb-step"],
-                                      batching_functions=["rb-step"],
-                                      colocated=["rb-prep", "rb-step"])
-        print("register_dag          ->", created)
+        dag = created("rb-dag", client.register_dag(
+            "rb-dag", ["rb-prep", "rb-step"], [("rb-prep", "rb-step")],
+            gpu_functions=["rb-step"], batching_functions=["rb-step"],
+            colocated=["rb-prep", "rb-step"]))
+        print("register_dag          ->", dag)
         futures = [client.call_dag("rb-dag", {"rb-prep": [float(i)]}) for i in range(50)]
         steps = [f.get(timeout=30) for f in futures]
         print("DAG results           ->", [r for r, _ in steps[:5]], "...")

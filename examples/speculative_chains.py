@@ -12,6 +12,16 @@ from typing import Any
 import droplet
 
 
+def created(name: str, result: tuple[bool, int | None]) -> tuple[bool, int | None]:
+    """register_dag's (success, error_code), checked: a DAG that was not created would only
+    show later, as "no DAG named ..." from its first call."""
+    if not result[0]:
+        hint = (": each DAG function is pinned on a worker of its own; delete DAGs left from "
+                "earlier runs or start more workers" if result[1] == droplet.NO_RESOURCES else "")
+        raise SystemExit(f"register_dag({name!r}) -> {result}{hint}")
+    return result
+
+
 def flaky(lib: Any, x: int) -> int | None:
     """A lookup that sometimes stalls and sometimes comes back empty (None)."""
     import time
@@ -30,7 +40,7 @@ def main() -> None:
 
         # "flaky" runs as two copies at once; the first result that is not None wins.
         print("register speculative  ->",
-              client.register_dag("speculative", [("flaky", [None])], []))
+              created("speculative", client.register_dag("speculative", [("flaky", [None])], [])))
         answers = []
         for i in range(5):
             try:
@@ -41,8 +51,8 @@ def main() -> None:
         print("speculative calls     ->", answers)
         client.delete_dag("speculative")
 
-        client.register_dag("inc", ["incr"], [])
-        client.register_dag("sq", ["square"], [])
+        created("inc", client.register_dag("inc", ["incr"], []))
+        created("sq", client.register_dag("sq", ["square"], []))
         print("inc, then sq          ->",
               client.call_dag("inc", {"incr": [1]}, continuation="sq").get(timeout=30))
         print("inc, sq, inc, sq      ->", client.call_dag(

@@ -12,6 +12,16 @@ from typing import Any
 import droplet
 
 
+def created(name: str, result: tuple[bool, int | None]) -> tuple[bool, int | None]:
+    """register_dag's (success, error_code), checked: a DAG that was not created would only
+    show later, as "no DAG named ..." from its first call."""
+    if not result[0]:
+        hint = (": each DAG function is pinned on a worker of its own; delete DAGs left from "
+                "earlier runs or start more workers" if result[1] == droplet.NO_RESOURCES else "")
+        raise SystemExit(f"register_dag({name!r}) -> {result}{hint}")
+    return result
+
+
 def deposit(lib: Any, account: str, amount: int) -> int:
     """Adds to a balance kept in the store; returns the new balance."""
     balance = (lib.get(account) or 0) + amount
@@ -58,8 +68,8 @@ def main() -> None:
         client.register(transfer_out, "transfer_out")
         client.register(transfer_in, "transfer_in")
         client.delete_dag("transfer")  # from an earlier run, if any
-        client.register_dag("transfer", ["transfer_out", "transfer_in"],
-                            [("transfer_out", "transfer_in")])
+        created("transfer", client.register_dag("transfer", ["transfer_out", "transfer_in"],
+                                                [("transfer_out", "transfer_in")]))
         new_bob = client.call_dag(
             "transfer",
             {"transfer_out": ["alice", "bob", 30], "transfer_in": ["bob"]},
