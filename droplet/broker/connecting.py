@@ -86,7 +86,8 @@ def connect_error(settings: Settings, address: str, username: str, vhost: str, t
     explained = explain_failure(detail, broker_peer(settings, address, tls=tls))
     if explained is not None:
         return BrokerTlsError(f"{explained} [{detail}]")
-    return BrokerError(f"RabbitMQ connect failed: {detail}")
+    return BrokerError(f"RabbitMQ at {address} cannot be reached ({detail}): is it running "
+                       "there? check broker_url (DROPLET_BROKER_URL)")
 
 
 def first_node(name: str, nodes: NodeOrder, attempt: Callable[[int], tuple[T, str]]) -> T:

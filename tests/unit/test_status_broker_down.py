@@ -44,3 +44,14 @@ def test_status_prints_the_reason_and_exits_1(
         assert "RabbitMQ cannot be reached: RabbitMQ connect failed: refused" in out
     del report["broker_error"]
     assert status.run_status(Settings(), as_json) == 0
+
+
+def test_a_broker_that_cannot_be_reached_is_named_with_the_setting_to_check() -> None:
+    # It was "RabbitMQ connect failed: ConnectionRefusedError: [Errno 111] Connection
+    # refused", naming neither the address nor what to change.
+    port = _closed_port()
+    settings = Settings(broker_url=f"amqp://guest:guest@127.0.0.1:{port}/%2F",
+                        namespace="t-status-down")
+    error = status._queue_depths(settings, [])["broker_error"]
+    assert f"RabbitMQ at 127.0.0.1:{port} cannot be reached" in error
+    assert "check broker_url (DROPLET_BROKER_URL)" in error
