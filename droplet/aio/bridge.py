@@ -93,7 +93,7 @@ class AioBridge:
         for call_id, waiter in waiting.items():
             self.client.pump.forget(call_id)
             if not self.loop.is_closed():
-                self.loop.call_soon_threadsafe(_settle, waiter.future, None, closed)
+                self.loop.call_soon_threadsafe(_settle_closed, waiter.future, closed)
 
     # -- on the I/O thread -----------------------------------------------------------------
 
@@ -174,6 +174,15 @@ class AioBridge:
                     continue
             pump.forget(call_id)
             self._deliver(waiter, call_id, value)
+
+
+def _settle_closed(future: asyncio.Future[Any], error: BaseException) -> None:
+    """A call its own client's close() left unanswered: awaiting it raises `error`, and one
+    nobody awaits any more (its task was cancelled, by Ctrl-C say) is not reported at exit as
+    "Future exception was never retrieved"."""
+    _settle(future, None, error)
+    if future.done() and not future.cancelled():
+        future.exception()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -72,3 +72,36 @@ def test_an_asyncio_future_cancelled_and_dropped_logs_nothing() -> None:
 
     asyncio.run(main())
     assert logged == []
+
+
+def test_calls_left_unanswered_by_close_are_not_reported_at_exit() -> None:
+    # Ctrl-C while awaiting a call (the task cancelled, `async with` closing the client)
+    # printed "Future exception was never retrieved ... the client was closed before this
+    # call was answered". A call still awaited gets that error all the same.
+    import gc
+
+    from droplet.aio.client import AsyncDropletClient
+    from droplet.client.client import DropletClient
+    from droplet.errors import DropletError
+
+    from .inprocess import Fleet
+
+    fleet = Fleet()  # no worker: calls stay unanswered
+    fleet.register("f", lambda lib: 1)
+    logged: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: logged.append(context))
+        client = AsyncDropletClient(
+            DropletClient(fleet.settings, fleet.kv, fleet.broker.connect), loop)
+        awaited, dropped = client.submit("f", []), client.submit("f", [])
+        await client.close()
+        with pytest.raises(DropletError, match="closed before this call was answered"):
+            await awaited.get(5)
+        del dropped
+        gc.collect()
+
+    asyncio.run(main())
+    gc.collect()
+    assert logged == []
