@@ -13,7 +13,7 @@ from typing import Any
 
 from droplet.broker.interface import Delivery
 from droplet.broker_config.names import DEAD_FROM_HEADER, DEAD_REASON_HEADER, QueueNames
-from droplet.errors import DropletError
+from droplet.errors import ConfigurationError, DropletError
 from droplet.proto import envelope
 from droplet.runtime import broker_factory
 from droplet.settings import Settings
@@ -65,6 +65,8 @@ def _summary(message: Any) -> dict[str, str]:
 def run_dead_letters(
     settings: Settings, as_json: bool, limit: int, requeue: bool, purge: bool
 ) -> int:
+    if limit < 1:  # 0 or less inspected nothing and said "0 dead letters", whatever waited
+        raise ConfigurationError(f"--limit must be at least 1, not {limit}")
     names = QueueNames.of(settings)
     signer = Signer(settings.signing_key)
     conn = broker_factory(settings, "droplet-dead-letters")()

@@ -62,3 +62,11 @@ def test_a_reader_that_leaves_the_pipe_is_no_traceback(tmp_path: Path) -> None:
                           shell=True, cwd=root, capture_output=True, text=True, timeout=60)
     assert proc.stdout == "namespace "
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+@pytest.mark.parametrize("limit", ["0", "-3"])
+def test_dead_letters_refuses_a_limit_below_one(
+        limit: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # It inspected nothing and printed "0 dead letters inspected" with letters waiting.
+    assert main(["dead-letters", "--limit", limit]) == 1
+    assert f"--limit must be at least 1, not {limit}" in capsys.readouterr().err
