@@ -13,9 +13,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 
 from droplet.broker_config.names import QueueNames
@@ -123,16 +124,23 @@ class LocalCluster:
                 time.sleep(0.05)
         raise DropletError(f"the cluster was not ready within {timeout_s:g}s{where}")
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0, abort: threading.Event | None = None) -> None:
+        """SIGTERM to every process (a worker finishes the call in hand), then SIGKILL to
+        those still running after `timeout_s` in all, or as soon as `abort` is set. (Each
+        process had timeout_s of its own: Ctrl-C took 10 s more per busy worker.)"""
         procs = self.schedulers + self.workers
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
+        deadline = time.monotonic() + timeout_s
+        while (any(proc.poll() is None for proc in procs) and time.monotonic() < deadline
+               and not (abort is not None and abort.is_set())):
+            time.sleep(0.05)
         for proc in procs:
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 proc.kill()
+        for proc in procs:
+            with suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
 
 

@@ -26,6 +26,7 @@ from droplet.settings import Settings, default_state_dir, fleet_secret_path, red
 
 log = logging.getLogger("droplet.up")
 
+_STOP_TIMEOUT_S = 10.0
 _READY_TIMEOUT_S = 60.0
 
 
@@ -60,8 +61,11 @@ def run_up(
     for tags in tagged:
         resources.parse(tags)  # refused before anything starts
     stop = threading.Event()
+    kill_now = threading.Event()  # a second Ctrl-C: no waiting for calls in hand
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            kill_now.set()
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -103,7 +107,10 @@ def run_up(
             for role in cluster.replace_exited():
                 log.warning("a %s exited; started a new one", role)
     finally:
-        cluster.stop()
+        if any(proc.poll() is None for proc in cluster.workers):
+            print(f"droplet up: stopping (workers finish any call in hand, "
+                  f"{_STOP_TIMEOUT_S:g} s at most; Ctrl-C again stops them now)", flush=True)
+        cluster.stop(_STOP_TIMEOUT_S, abort=kill_now)
         if etcd is not None:
             etcd.stop()
         print("droplet up: stopped", flush=True)
