@@ -122,6 +122,16 @@ class EtcdClient:
             client.call_credentials = grpc.metadata_call_credentials(
                 EtcdTokenCallCredentials(token))
 
+    def _never_answered(self, error: StoreError, exc: BaseException) -> StoreError:
+        """An etcd that never answered this client and still cannot be reached is most often
+        a wrong address or an etcd not started: say where it was looked for, and the
+        setting ("etcd get prefix failed: UNAVAILABLE: failed to connect to ..." alone)."""
+        if self._answered or not transient(exc) or type(error) is not StoreError:
+            return error
+        where = ", ".join(self._settings.etcd_endpoints)
+        return StoreError(f"{error}: is etcd running at {where}? check etcd_endpoints "
+                          "(DROPLET_ETCD)")
+
     def call(self, action: str, fn: Callable[[Any], Any]) -> Any:
         """Runs fn(client), converting failures. While etcd is unreachable (a restart, a
         leader election) it retries with back-off for up to `store_retry_s`; an expired auth
@@ -144,7 +154,7 @@ class EtcdClient:
                                              probe=not probed and not self._answered):
                     raise refused from None
                 elif not transient(exc) or time.monotonic() + delay > deadline:
-                    raise fail(action, exc) from None
+                    raise self._never_answered(fail(action, exc), exc) from None
                 probed = True
                 if isinstance(exc, grpc.RpcError):
                     self.fail_over()
