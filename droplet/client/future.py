@@ -19,7 +19,6 @@ _STORE_CHECK_S = 2.0
 _UNSET = object()
 
 
-
 def checked_timeout(timeout: Any) -> float:
     """get(timeout=...) takes seconds as a number: a string was a TypeError from inside the
     wait ("unsupported operand type(s) for +"), NaN waited with no limit. Negative: no wait."""
@@ -28,6 +27,7 @@ def checked_timeout(timeout: Any) -> float:
             f"get(timeout=...) takes a number of seconds (or None for result_timeout_s), "
             f"not {timeout!r}")
     return float(timeout)
+
 
 class DropletFuture:
     """The eventual outcome of one call.
