@@ -38,6 +38,10 @@ class Replaced(Exception):
     """A chunk vanished while reading: the value was replaced meanwhile; read it again."""
 
 
+class Damaged(StoreError):
+    """A head whose chunks do not match its (signed) digest: no read will ever do better."""
+
+
 @dataclass
 class Prepared:
     key: str  # full etcd key of the head
@@ -137,7 +141,7 @@ class BlobLayout:
         if len(body) != manifest.size_bytes or (
             manifest.sha256 and hashlib.sha256(body).digest() != manifest.sha256
         ):
-            raise StoreError(f"value {self._keys.relative(full_key)!r} is damaged")
+            raise Damaged(f"value {self._keys.relative(full_key)!r} is damaged")
         return pb.Value(type=manifest.inner_type, body=body)
 
     # -- cleaning up -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from droplet.proto.replies import error_value
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store import serializer
-from droplet.store.blobs import BlobLayout, Prepared, Replaced
+from droplet.store.blobs import BlobLayout, Damaged, Prepared, Replaced
 from droplet.store.keys import StoreKeys
 from droplet.store.kv import KV, Compare, Delete, Put
 from droplet.store.leases import LeasePool
@@ -141,16 +141,23 @@ class ValueStore:
         that call's outcome all the same, write-once: it reads as an UNAUTHORIZED error, so
         that the worker that finds it answers it (and acks) and every reader sees the same."""
         full_key = self.keys.result(call_id)
+        heads: set[bytes] = set()
         for _ in range(3):
             raw = self.kv.get(full_key)
             if raw is None:
                 return None
+            heads.add(raw)
             try:
                 return self.blobs.resolve(full_key, self.blobs.open_head(full_key, raw), 0)
             except Replaced:
                 continue
-            except SignatureError as e:
+            except (SignatureError, Damaged) as e:
                 return error_value(
                     pb.UNAUTHORIZED, f"the stored outcome of call {call_id} does not verify "
                     f"({e}): stored by a client with another signing_key?")
+        if len(heads) == 1:  # the same head each time, its chunks gone: it never will be whole
+            # (chunks are written before their head and go with it: someone took them)
+            return error_value(
+                pb.UNAUTHORIZED, f"the stored outcome of call {call_id} does not verify (its "
+                "chunks are gone while its head stays)")
         raise StoreError(f"the outcome of {call_id} cannot be read whole")
