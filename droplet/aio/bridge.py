@@ -135,7 +135,15 @@ class AioBridge:
                 waiter.on_revision(response.revision)
             value: pb.Value | None = response.value
             if response.stored:
-                value = self.client.values.outcome(call_id)
+                try:
+                    value = self.client.values.outcome(call_id)
+                except DropletError as exc:  # etcd away: the store check reads it again
+                    log.warning("could not read the outcome of %s (%s): again in %gs",
+                                call_id, exc, _STORE_CHECK_S)
+                    waiter.since = time.monotonic() - _STORE_CHECK_S  # due at the next check
+                    with self._lock:
+                        self._waiters.setdefault(call_id, waiter)
+                    continue
             self._deliver(waiter, call_id, value)
 
     def _deliver(self, waiter: _Waiter, call_id: str, value: pb.Value | None) -> None:
