@@ -46,11 +46,17 @@ def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Seque
 
 
 def send_dag_call(client: DropletClient, call: pb.DagCall) -> None:
+    client._open()  # closed: refused before etcd is read (the snapshot, a session's floor)
     if call.consistency == pb.MULTI:
         # Everything written before the call, this client's own writes included.
         call.snapshot_revision = client.kv.revision()
     if call.client_id:  # (an etcd read at a session's first call: client/sessions.py)
-        call.min_revision = client.sessions.floor(call.client_id)
+        call.min_revision = client.sessions.floor(call.client_id,
+                                                  call.snapshot_revision or None)
+        if call.consistency == pb.MULTI and call.min_revision > call.snapshot_revision:
+            # A MULTI call reads at its snapshot: never below its session's floor (raised
+            # meanwhile by another call of the session; the store is past it by now).
+            call.snapshot_revision = client.kv.revision()
     body = envelope.encode([pb.Message(dag_call=call)], client.signer)
     routed = client.dag_routes.trigger(call) if client.settings.dag_direct else None
     if routed is None:

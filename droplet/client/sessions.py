@@ -24,13 +24,16 @@ class SessionFloors:
         self._floors: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def floor(self, client_id: str) -> int:
-        """The revision a call of this session may read no older than."""
+    def floor(self, client_id: str, now: int | None = None) -> int:
+        """The revision a call of this session may read no older than. `now`: the store's
+        revision read for this call already (a MULTI call's snapshot), used for a session
+        new here instead of reading it again."""
         with self._lock:
             known = self._floors.get(client_id)
         if known is not None:
             return known
-        now = self._store_revision()  # (an etcd read: outside the lock)
+        if now is None:
+            now = self._store_revision()  # (an etcd read: outside the lock)
         with self._lock:
             floor = max(self._floors.get(client_id, 0), now)
             self._floors[client_id] = floor

@@ -139,6 +139,31 @@ def test_a_multi_call_in_a_new_session_reads_no_older_than_its_own_floor() -> No
         client.close()
 
 
+def test_a_multi_call_whose_session_floor_rises_during_its_snapshot_read_reads_above_it(
+) -> None:
+    """Another thread's call of the same session saw a newer revision while this MULTI
+    call read its snapshot: the call carried that floor, but read at the older snapshot."""
+    client, ticking = _client()
+    try:
+        client.sessions.saw("s", client.kv.revision())
+        ticking.reads = 0
+        read = client.kv.revision
+
+        def revision() -> int:
+            before = read()
+            if ticking.reads == 1:  # the snapshot read: a concurrent call saw a newer write
+                client.sessions.saw("s", client.kv.put("other", b"newer"))
+            return before
+
+        client.kv.revision = revision  # type: ignore[method-assign]
+        client.dag_routes.trigger = lambda call: None  # type: ignore[method-assign]
+        call = build_dag_call(client, "d", {}, False, pb.MULTI, None, "s")
+        send_dag_call(client, call)
+        assert call.min_revision <= call.snapshot_revision
+    finally:
+        client.close()
+
+
 def test_a_closed_client_refuses_a_session_call_without_reading_etcd() -> None:
     """close() then call_dag(client_id=...): the floor was read from etcd (a closed etcd
     client reconnects, never to be closed) before the pump said the client is closed."""
