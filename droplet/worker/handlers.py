@@ -21,6 +21,7 @@ from droplet.proto import pb
 from droplet.proto.replies import error_value, stamp
 from droplet.settings import MAX_MESSAGE_BYTES
 from droplet.store import serializer
+from droplet.store.blobs import Damaged
 from droplet.store.keys import StoreKeys
 from droplet.tracing import NO_TRACING, Tracing
 from droplet.worker.batching import one_at_a_time
@@ -119,6 +120,9 @@ def run(state: WorkerState, name: str, arguments: Any, extra: list[Any],
     lib = state.library.for_run(context)
     try:
         args = resolve_arguments(arguments, lib) + extra
+    except Damaged as exc:  # never readable (a chunk rewritten): fails as a bad signature does
+        return RunOutcome(error_value(pb.UNAUTHORIZED, f"cannot resolve arguments: {exc}"),
+                          context)
     except StoreError:
         raise
     except DropletError as exc:

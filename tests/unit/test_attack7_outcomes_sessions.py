@@ -183,3 +183,27 @@ def test_a_dry_run_in_a_session_reads_nothing() -> None:
         assert ticking.reads == 0
     finally:
         client.close()
+
+
+def test_a_reference_argument_to_a_value_whose_chunk_does_not_verify_fails_that_call() -> None:
+    """A call's DropletReference names a large value one of whose chunks was rewritten by
+    someone without the secret: 'is damaged' was taken for etcd away and the call went back
+    to its queue, for good. Like an argument that does not verify, it fails the call."""
+    fleet = Fleet(settings=SIGNED)
+    fleet.start_worker("w1")
+    fleet.register("length", lambda lib, v: len(v))
+    fleet.values.put("big", "x" * 5000)
+    chunks, _ = fleet.kv.get_prefix(fleet.values.keys.chunks)
+    first = sorted(chunks)[0]
+    fleet.kv.put(first, b"y" * len(chunks[first]))
+    call_id = "c-ref"
+    call = pb.FunctionCall(name="length", call_id=call_id, response_key=call_id,
+                           response_address=fleet.reply_to)
+    call.arguments.values.add(type=pb.REFERENCE, body=b"big")
+    fleet.client.publish(fleet.names.work, envelope.encode([pb.Message(call=call)], fleet.signer),
+                         reply_to=fleet.reply_to)
+    fleet.run_until_quiet(rounds=20)
+    answers = fleet.answers()[call_id]
+    assert len(answers) == 1
+    assert isinstance(answers[0], pb.ErrorInfo) and answers[0].code == pb.UNAUTHORIZED
+    assert fleet.step("w1", 0.01) is False, "nothing went back to the queue"
