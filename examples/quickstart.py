@@ -7,17 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dag_checks import created
+
 import droplet
-
-
-def created(name: str, result: tuple[bool, int | None]) -> tuple[bool, int | None]:
-    """register_dag's (success, error_code), checked: a DAG that was not created would only
-    show later, as "no DAG named ..." from its first call."""
-    if not result[0]:
-        hint = (": each DAG function is pinned on a worker of its own; delete DAGs left from "
-                "earlier runs or start more workers" if result[1] == droplet.NO_RESOURCES else "")
-        raise SystemExit(f"register_dag({name!r}) -> {result}{hint}")
-    return result
 
 
 def main() -> None:
