@@ -78,7 +78,7 @@ class DropletClient:
         self.sessions = SessionFloors(kv.revision)
         self._closed = False
 
-    def _open(self) -> None:
+    def ensure_open(self) -> None:
         """Requests that go to etcd alone (stored values, list, cancel, DAG admin) refuse a
         closed client as calls do: they used to open a new etcd connection, never closed."""
         if self._closed:
@@ -190,7 +190,7 @@ class DropletClient:
         """Cancels a call by its id (a future's `call_id`): queued, it never runs; running,
         it is interrupted; either way its outcome is CANCELLED. False when it finished first.
         See client/cancel.py for what decides a cancel racing a finish."""
-        self._open()
+        self.ensure_open()
         return cancel_call(self.committer, self.metadata.keys, call_id,
                            self.settings.cancel_keep_s)
 
@@ -253,14 +253,14 @@ class DropletClient:
     def list(self, prefix: str | None = None) -> builtins.list[str]:
         """Names of the registered functions (those starting with prefix), sorted; DAGs are
         not listed (as in the original system)."""
-        self._open()
+        self.ensure_open()
         start = checked_prefix(prefix)
         return sorted(n for n in self.metadata.function_names() if n.startswith(start))
 
     def get_function(self, name: str) -> DropletFunction:
         """A handle on a function registered elsewhere (by another client or process);
         FunctionNotFoundError (FUNC_NOT_FOUND) when none is registered under that name."""
-        self._open()
+        self.ensure_open()
         name = _name("function", name)
         spec = self.metadata.get_function(name)
         if spec is None:
@@ -271,12 +271,12 @@ class DropletClient:
     # -- stored values ---------------------------------------------------------------------
 
     def put_object(self, key: str, value: Any) -> None:
-        self._open()
+        self.ensure_open()
         self.values.put(_key(key), value)
 
     def get_object(self, key: str) -> Any:
         """The value under key, or None when there is none. A stored call error is raised."""
-        self._open()
+        self.ensure_open()
         value = self.values.get(_key(key))
         if isinstance(value, pb.ErrorInfo):
             raise error_from_info(value)
@@ -284,18 +284,18 @@ class DropletClient:
 
     def put_objects(self, values: Mapping[str, Any]) -> None:
         """Writes several values in one etcd transaction: readers see all of them or none."""
-        self._open()
+        self.ensure_open()
         self.values.put_values({_key(k): serializer.dump(v) for k, v in values.items()})
 
     def get_objects(self, keys: Iterable[str]) -> dict[str, Any]:
         """One consistent read of several keys; missing keys map to None."""
-        self._open()
+        self.ensure_open()
         wanted = [_key(k) for k in keys]
         found = self.values.get_values(wanted)
         return {k: serializer.load(found[k]) if k in found else None for k in wanted}
 
     def delete_object(self, key: str) -> None:
-        self._open()
+        self.ensure_open()
         self.values.delete(_key(key))
 
     # -- DAGs ------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ class DropletClient:
         return result
 
     def delete_dag(self, name: str) -> tuple[bool, int | None]:
-        self._open()
+        self.ensure_open()
         result = self.admin.result(pb.Message(delete_dag=pb.DeleteDag(name=_name("DAG", name))))
         self.dag_routes.forget(name)
         return result

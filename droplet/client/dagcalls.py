@@ -46,7 +46,7 @@ def build_dag_call(client: DropletClient, name: str, arg_map: Mapping[str, Seque
 
 
 def send_dag_call(client: DropletClient, call: pb.DagCall) -> None:
-    client._open()  # closed: refused before etcd is read (the snapshot, a session's floor)
+    client.ensure_open()  # closed: refused before etcd is read (the snapshot, a session's floor)
     if call.consistency == pb.MULTI:
         # Everything written before the call, this client's own writes included.
         call.snapshot_revision = client.kv.revision()

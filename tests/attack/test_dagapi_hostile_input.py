@@ -51,7 +51,7 @@ def test_a_name_with_a_trailing_newline_is_refused() -> None:
 
 def test_list_refuses_a_prefix_that_is_not_a_string() -> None:
     fake: Any = SimpleNamespace(metadata=SimpleNamespace(function_names=lambda: ["b", "a"]),
-                                _open=lambda: None)
+                                ensure_open=lambda: None)
     for bad in (5, b"a", ["a"]):
         with pytest.raises(InvalidArgumentError, match="prefix"):
             DropletClient.list(fake, bad)
