@@ -47,6 +47,10 @@ class AdminRequests:
         response = self.pump.wait(correlation_id, timeout)
         if response is None:
             self.pump.forget(correlation_id)
+            if not self.pump.connected():  # the request may never have left this client
+                raise DropletTimeoutError(
+                    f"no scheduler answered within {timeout:g}s: this client is not connected "
+                    "to RabbitMQ (is it running? check broker_url / DROPLET_BROKER_URL)")
             raise DropletTimeoutError(
                 f"no scheduler answered within {timeout:g}s: is `droplet scheduler` running?"
             )

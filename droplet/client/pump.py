@@ -191,6 +191,11 @@ class ReplyPump:
 
     # -- receiving -------------------------------------------------------------------------
 
+    def connected(self) -> bool:
+        """Whether the broker connection is open now (a hint for error messages)."""
+        conn = self._conn
+        return conn is not None and conn.is_open
+
     def in_flight(self) -> int:
         """How many answers have not come yet (read without the lock: a hint for spreading
         calls over workers)."""

@@ -43,6 +43,11 @@ class Membership:
     def lease_id(self) -> int | None:
         return self._lease_id
 
+    def taken(self) -> bool:
+        """Whether a record lives under this key already: another process under the same id,
+        or one that died less than a lease ago (its record is not gone yet)."""
+        return self._kv.get(self._key) is not None
+
     def join(self) -> None:
         """Registers now (raises StoreError when etcd is unreachable), then keeps alive."""
         self._register()

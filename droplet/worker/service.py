@@ -221,6 +221,11 @@ class WorkerService:
             pin = None
         if pin is not None:
             self.state.pinned = (pin.dag_name, pin.function_name)
+        if self.membership.taken():
+            log.warning("worker id %s is registered already: if another worker runs under it, "
+                        "stop one (two share one queue and one pin); if it was killed, ignore "
+                        "this (its lease ends within %ss)", self.id,
+                        self.settings.worker_lease_ttl_s)
         self.membership.join()
         self._list_in_fleet()
         self._joined = True
