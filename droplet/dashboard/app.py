@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 
 from droplet.dashboard import views
 from droplet.dashboard.dead_letters import ACTIONS, ALL, ID_PATTERN, DeadLetters
-from droplet.dashboard.guard import BadInput, Guard, Refused
+from droplet.dashboard.guard import BadInput, Guard, Refused, plain_number
 from droplet.dashboard.sampler import Sampler
 from droplet.errors import DropletError
 
@@ -222,7 +222,7 @@ def _integer(request: Request, name: str, default: int, low: int, high: int) -> 
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not plain_number(raw) or not low <= int(raw) <= high:
         raise BadInput(f"{name} must be a whole number from {low} to {high}, not {raw[:80]!r}")
     return int(raw)
 

@@ -22,6 +22,13 @@ TICKET_TTL_S = 300
 _TICKET = re.compile(r"^[0-9a-f]{64}$")
 
 
+def plain_number(text: str) -> bool:
+    """Whether text is a whole number int() takes: ASCII digits only, since str.isdigit()
+    also says yes to "²" or "①" (which int() refuses), and not so long that int() refuses
+    it or it means nothing here (more than 4300 digits is a ValueError, not a number)."""
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
 class Refused(Exception):
     """An action that is not allowed (HTTP 403), with the reason to show."""
 
@@ -64,7 +71,7 @@ class Guard:
         """Raises unless (action, target) is what a ticket issued here, still valid, says."""
         if self.read_only:
             self.check_token("")
-        if not expires.isdigit() or not _TICKET.match(mac):
+        if not plain_number(expires) or not _TICKET.match(mac):
             raise BadInput("bad confirmation: expected the form of the confirmation page")
         if not hmac.compare_digest(mac, self._mac(action, target, int(expires))):
             raise Refused("refused: this confirmation is not for this action")
