@@ -9,6 +9,7 @@ the cause); `--purge` drops them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from droplet.broker.interface import Delivery
@@ -21,20 +22,26 @@ from droplet.signing import Signer
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    """A header as text, whatever its type: bytes that are not UTF-8 too (the broker hands
+    those over undecoded), so that an odd header cannot stop the listing."""
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def origin(delivery: Delivery) -> tuple[str, str]:
     """(queue, reason) of the death: what Droplet recorded when it dead-lettered one message
-    of an envelope, else the last death in RabbitMQ's x-death header."""
+    of an envelope, else the last death in RabbitMQ's x-death header. Headers come from
+    whoever published the message, so an x-death that is not RabbitMQ's list of tables
+    counts as no record of where it died."""
     headers = delivery.headers or {}
     if DEAD_FROM_HEADER in headers:
-        return _text(headers[DEAD_FROM_HEADER]), _text(headers.get(DEAD_REASON_HEADER, ""))
-    deaths = headers.get("x-death") or []
-    if not deaths:
+        return _text(headers[DEAD_FROM_HEADER]), _text(headers.get(DEAD_REASON_HEADER))
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], Mapping):
         return "", ""
     last = deaths[0]
-    return _text(last.get("queue", "")), _text(last.get("reason", ""))
+    return _text(last.get("queue")), _text(last.get("reason"))
 
 
 def describe(delivery: Delivery, signer: Signer) -> dict[str, Any]:

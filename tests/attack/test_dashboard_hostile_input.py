@@ -4,14 +4,17 @@ reason, never 500, and shows what it cannot decode instead of stopping."""
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from droplet.broker.stub import StubBroker
-from droplet.broker_config.names import QueueNames
+from droplet.broker_config.names import DEAD_FROM_HEADER, DEAD_REASON_HEADER, QueueNames
 from droplet.dashboard.app import Dashboard
 from droplet.dashboard.dead_letters import DeadLetters
 from droplet.dashboard.guard import BadInput, Guard
@@ -68,3 +71,52 @@ def test_a_confirmation_whose_expiry_is_not_a_plain_number_is_refused_with_400(
     answer = board.http.post("/dead-letters/confirm", data={
         "action": "purge", "target": "all", "expires": raw, "ticket": "0" * 64})
     assert answer.status_code == 400 and "bad confirmation" in answer.text
+
+
+ODD_HEADERS = [
+    {"x-death": "not a list"},
+    {"x-death": [1, 2]},
+    {"x-death": []},
+    {DEAD_FROM_HEADER: b"\xff\xfe<b>queue</b>", DEAD_REASON_HEADER: b"\xff<i>why</i>"},
+    {DEAD_FROM_HEADER: 42, DEAD_REASON_HEADER: None},
+]
+
+
+def _dead(board: Board, body: bytes, headers: dict[str, Any]) -> None:
+    board.broker.connect().publish(board.names.dead, body, headers=headers)
+
+
+def test_dead_letters_with_odd_headers_are_listed_escaped_and_can_be_purged(
+        board: Board) -> None:
+    # Headers travel from whoever published the message (x-death is only RabbitMQ's when
+    # RabbitMQ dead-lettered it): a string x-death or a header that is not UTF-8 was a 500
+    # on the page, and, because each letter is described before it is acted on, it made
+    # "purge all" fail too: one such message blocked the dead-letter queue for good.
+    for headers in ODD_HEADERS:
+        _dead(board, b"<script>alert(1)</script>", headers)
+    page = board.http.get("/dead-letters")
+    assert page.status_code == 200, page.text[-300:]
+    assert "<b>queue</b>" not in page.text and "&lt;b&gt;queue&lt;/b&gt;" in page.text
+    assert "<i>why</i>" not in page.text
+    ask = board.http.post("/dead-letters/action",
+                          data={"token": TOKEN, "action": "purge", "target": "all"})
+    assert ask.status_code == 200, ask.text[-300:]
+    form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', ask.text))
+    done = board.http.post("/dead-letters/confirm", data=form)
+    assert done.status_code == 200, done.text[-300:]
+    assert board.broker.queue_depth(board.names.dead) == 0
+
+
+def test_the_command_lists_dead_letters_with_odd_headers(
+        board: Board, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from droplet.cli import dead_letters as command
+
+    for headers in ODD_HEADERS:
+        _dead(board, b"junk", headers)
+    monkeypatch.setattr(command, "broker_factory", lambda settings, name: board.broker.connect)
+    settings = Settings(namespace="hostile")
+    assert command.run_dead_letters(settings, False, 100, False, False) == 0
+    assert f"{len(ODD_HEADERS)} dead letters inspected" in capsys.readouterr().out
+    assert command.run_dead_letters(settings, True, 100, False, False) == 0
+    assert len(json.loads(capsys.readouterr().out)) == len(ODD_HEADERS)
