@@ -38,12 +38,8 @@ def collect(settings: Settings) -> dict[str, Any]:
             if worker_id not in alive:
                 workers.append({"id": worker_id, "host": "", "pid": 0, "alive": False,
                                 "pinned": f"{pin.dag_name}/{pin.function_name}"})
-        items, _ = kv.get_prefix(metadata.keys.dags)
-        from droplet.store.metadata import parse_dag_record
-
         dags = []
-        for raw in items.values():
-            record = parse_dag_record(raw)
+        for record in metadata.dag_records():
             dags.append({
                 "name": record.dag.name, "ready": record.ready,
                 "functions": list(record.dag.functions),

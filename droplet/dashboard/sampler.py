@@ -29,7 +29,7 @@ from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store.keys import StoreKeys
 from droplet.store.kv import KV
-from droplet.store.metadata import Metadata, parse_dag_record
+from droplet.store.metadata import Metadata
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,6 @@ class Sampler:
         schedulers = metadata.schedulers()
         pins = {p.worker_id: p for p in metadata.pins()}
         members, _ = kv.get_prefix(self.keys.fleet)
-        dag_records, _ = kv.get_prefix(self.keys.dags)
         placements, _ = kv.get_prefix(self.keys.placements)
         recent, _ = kv.get_prefix(self.keys.recent)
         count = kv.count_prefix(self.keys.functions)
@@ -206,7 +205,7 @@ class Sampler:
             schedulers=sorted((SchedulerRow(s.id, s.host, s.pid, s.started_at, s.metrics_port)
                                for s in schedulers), key=lambda s: s.id),
             workers=workers, functions=list(self._names),
-            dags=self._dags(dag_records.values(), placements, alive),
+            dags=self._dags(metadata.dag_records(), placements, alive),
         )
 
     def _workers(self, statuses: list[pb.WorkerStatus], pins: dict[str, pb.PinRecord],
@@ -244,15 +243,14 @@ class Sampler:
         self._seen.update(live)
         return sorted(self._seen.values(), key=lambda w: (not w.alive, w.id))
 
-    def _dags(self, records: Iterable[bytes], placements: dict[str, bytes],
+    def _dags(self, records: Iterable[pb.DagRecord], placements: dict[str, bytes],
               alive: set[str]) -> list[DagView]:
         where: dict[tuple[str, str], str] = {}
         for key, raw in placements.items():
             dag_name, _, function = StoreKeys.tail(key, self.keys.placements).partition("/")
             where[(dag_name, function)] = raw.decode(errors="replace")
         views = []
-        for raw in records:
-            record = parse_dag_record(raw)
+        for record in records:
             dag = record.dag
             views.append(DagView(
                 name=dag.name, ready=record.ready, functions=list(dag.functions),

@@ -16,7 +16,9 @@ if the creator dies, the half-made DAG disappears on its own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -30,6 +32,7 @@ from droplet.store.kv import KV, Delete, Entry, ModRevisionIs, Put, ValueIs, Ver
 log = logging.getLogger(__name__)
 
 _REGISTRATION_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ class Metadata:
 
     def pins(self) -> list[pb.PinRecord]:
         items, _ = self.kv.get_prefix(self.keys.pins)
-        return [parse_pin(raw) for raw in items.values()]
+        return readable(items, parse_pin)
 
     def pin_of(self, worker_id: str) -> pb.PinRecord | None:
         raw = self.kv.get(self.keys.pin(worker_id))
@@ -199,11 +202,29 @@ class Metadata:
 
     def workers(self) -> list[pb.WorkerStatus]:
         items, _ = self.kv.get_prefix(self.keys.workers)
-        return [parse_worker(raw) for raw in items.values()]
+        return readable(items, parse_worker)
 
     def schedulers(self) -> list[pb.SchedulerStatus]:
         items, _ = self.kv.get_prefix(self.keys.schedulers)
-        return [pb.SchedulerStatus.FromString(raw) for raw in items.values()]
+        return readable(items, pb.SchedulerStatus.FromString)
+
+    def dag_records(self) -> list[pb.DagRecord]:
+        """Every DAG record, ready or being created (for views of the fleet)."""
+        items, _ = self.kv.get_prefix(self.keys.dags)
+        return readable(items, parse_dag_record)
+
+
+def readable(items: Mapping[str, bytes], parse: Callable[[bytes], T]) -> list[T]:
+    """The records of a listing that parse. One that does not (bytes written to etcd by hand
+    or by something else) is logged and passed over: it used to stop every reader of the
+    whole listing, so one bad key froze the dashboard and crashed `droplet status`."""
+    out: list[T] = []
+    for key, raw in items.items():
+        try:
+            out.append(parse(raw))
+        except DecodeError as exc:
+            log.warning("etcd key %s holds no readable record (%s): passed over", key, exc)
+    return out
 
 
 def parse_dag_record(raw: bytes) -> pb.DagRecord:

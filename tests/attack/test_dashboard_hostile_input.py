@@ -19,8 +19,10 @@ from droplet.dashboard.app import Dashboard
 from droplet.dashboard.dead_letters import DeadLetters
 from droplet.dashboard.guard import BadInput, Guard
 from droplet.dashboard.sampler import Sampler
+from droplet.proto import pb
 from droplet.settings import Settings
 from droplet.signing import Signer
+from droplet.store.keys import StoreKeys
 from droplet.store.memory import MemoryKV
 
 with warnings.catch_warnings():
@@ -120,3 +122,40 @@ def test_the_command_lists_dead_letters_with_odd_headers(
     assert f"{len(ODD_HEADERS)} dead letters inspected" in capsys.readouterr().out
     assert command.run_dead_letters(settings, True, 100, False, False) == 0
     assert len(json.loads(capsys.readouterr().out)) == len(ODD_HEADERS)
+
+
+GARBAGE = b"\xff\xff\xff\xff"
+
+
+def _fleet_with_garbage(kv: MemoryKV, settings: Settings) -> None:
+    """One good worker and one good DAG, and a record of each kind that is garbage bytes."""
+    keys = StoreKeys(settings.etcd_prefix)
+    kv.put(keys.worker("good"), pb.WorkerStatus(id="good", host="h").SerializeToString())
+    dag = pb.Dag(name="d", functions=["f"])
+    kv.put(keys.dag("d"), pb.DagRecord(dag=dag, ready=True).SerializeToString())
+    for key in (keys.worker("bad"), keys.scheduler("bad"), keys.pin("bad"), keys.dag("bad")):
+        kv.put(key, GARBAGE)
+
+
+def test_a_garbage_record_in_etcd_does_not_freeze_the_dashboard(board: Board) -> None:
+    # sample() raised DecodeError: the sampler thread logged it and kept the old snapshot, so
+    # the pages said "etcd up" while showing nothing new, for as long as the key stayed.
+    _fleet_with_garbage(board.kv, board.sampler.settings)
+    snapshot = board.sampler.sample()
+    assert snapshot.etcd.up
+    assert [w.id for w in snapshot.workers] == ["good"]
+    assert [d.name for d in snapshot.dags] == ["d"]
+    for page in ("/", "/functions", "/api/status"):
+        assert board.http.get(page).status_code == 200, page
+
+
+def test_droplet_status_reads_past_a_garbage_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    from droplet.cli import status
+
+    settings, kv, broker = Settings(namespace="hostile"), MemoryKV(), StubBroker()
+    _fleet_with_garbage(kv, settings)
+    monkeypatch.setattr(status, "open_kv", lambda settings: kv)
+    monkeypatch.setattr(status, "broker_factory", lambda settings, name: broker.connect)
+    report = status.collect(settings)
+    assert [w["id"] for w in report["workers"]] == ["good"]
+    assert [d["name"] for d in report["dags"]] == ["d"]
