@@ -159,3 +159,23 @@ def test_droplet_status_reads_past_a_garbage_record(monkeypatch: pytest.MonkeyPa
     report = status.collect(settings)
     assert [w["id"] for w in report["workers"]] == ["good"]
     assert [d["name"] for d in report["dags"]] == ["d"]
+
+
+def test_the_command_keeps_a_dead_letter_whose_queue_is_gone_instead_of_losing_it(
+        board: Board, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # `--requeue` published without `mandatory` and acked at once: a letter that died in a
+    # queue since deleted (a dead worker's) went to no queue and left the dead-letter queue,
+    # and the command said "requeued". The dashboard's requeue waits for the broker instead.
+    from droplet.cli import dead_letters as command
+
+    board.broker.declare_queue("hostile.alive")
+    _dead(board, b"one", {DEAD_FROM_HEADER: "hostile.worker.gone", DEAD_REASON_HEADER: "x"})
+    _dead(board, b"two", {DEAD_FROM_HEADER: "hostile.alive", DEAD_REASON_HEADER: "x"})
+    monkeypatch.setattr(command, "broker_factory", lambda settings, name: board.broker.connect)
+    assert command.run_dead_letters(Settings(namespace="hostile"), False, 100, True, False) == 0
+    out = capsys.readouterr().out
+    assert board.broker.queue_depth(board.names.dead) == 1, "the letter with no queue stays"
+    assert board.broker.queue_depth("hostile.alive") == 1
+    assert "1 of 2 dead letters requeued" in out
+    assert "hostile.worker.gone no longer exists" in out
