@@ -16,6 +16,7 @@ from typing import Any
 
 from droplet.broker.interface import BrokerConnection, ConfirmCallback, Delivery
 from droplet.broker_config.names import DEAD_FROM_HEADER, DEAD_REASON_HEADER, QueueNames
+from droplet.cli.shown import shown
 from droplet.errors import ConfigurationError, DropletError
 from droplet.proto import envelope
 from droplet.runtime import broker_factory
@@ -119,8 +120,8 @@ def run_dead_letters(
         ) or "undecodable"
         note = "" if entry.get("verified") else f"  [{entry.get('problem', 'unverified')}]"
         left = f"  (left dead: {entry['left']})" if "left" in entry else ""
-        print(f"  from {entry['from_queue'] or '?'} ({entry['reason'] or '?'}): "
-              f"{kinds}{note}{left}")
+        print(shown(f"  from {entry['from_queue'] or '?'} ({entry['reason'] or '?'}): "
+                    f"{kinds}{note}{left}"))
     return 0
 
 

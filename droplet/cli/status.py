@@ -8,6 +8,7 @@ from typing import Any
 
 from droplet import resources
 from droplet.broker_config.names import QueueNames
+from droplet.cli.shown import shown
 from droplet.errors import DropletError
 from droplet.runtime import broker_factory, open_kv
 from droplet.settings import Settings
@@ -85,28 +86,38 @@ def run_status(settings: Settings, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, indent=2))
         return 1 if report.get("broker_error") else 0
-    print(f"namespace {report['namespace']}")
-    print(f"\nSCHEDULERS ({len(report['schedulers'])})")
+    _say(f"namespace {report['namespace']}")
+    print()
+    _say(f"SCHEDULERS ({len(report['schedulers'])})")
     for s in report["schedulers"]:
-        print(f"  {s['id']:<40} host={s['host']} pid={s['pid']} up {s['uptime_s']}s")
-    print(f"\nWORKERS ({len(report['workers'])})")
-    print(f"  {'ID':<32} {'HOST':<16} {'ALIVE':<6} {'PINNED':<24} {'LOAD':>6} {'CALLS':>8}"
-          "  TAGS")
+        _say(f"  {s['id']:<40} host={s['host']} pid={s['pid']} up {s['uptime_s']}s")
+    print()
+    _say(f"WORKERS ({len(report['workers'])})")
+    _say(f"  {'ID':<32} {'HOST':<16} {'ALIVE':<6} {'PINNED':<24} {'LOAD':>6} {'CALLS':>8}"
+         "  TAGS")
     for w in report["workers"]:
         tags = resources.describe(w.get("resources") or {})
-        print(f"  {w['id']:<32} {w['host']:<16} {('yes' if w['alive'] else 'NO'):<6} "
-              f"{(w['pinned'] or '-'):<24} {w.get('utilisation', 0):>6} "
-              f"{w.get('calls_total', 0):>8}  {'-' if tags == 'none' else tags}")
-    print(f"\nDAGS ({len(report['dags'])})")
+        _say(f"  {w['id']:<32} {w['host']:<16} {('yes' if w['alive'] else 'NO'):<6} "
+             f"{(w['pinned'] or '-'):<24} {w.get('utilisation', 0):>6} "
+             f"{w.get('calls_total', 0):>8}  {'-' if tags == 'none' else tags}")
+    print()
+    _say(f"DAGS ({len(report['dags'])})")
     for d in report["dags"]:
         edges = ", ".join(f"{a}->{b}" for a, b in d["connections"]) or "-"
-        print(f"  {d['name']:<24} {' '.join(d['functions'])}  [{edges}]")
-    print(f"\nFUNCTIONS ({len(report['functions'])})")
+        _say(f"  {d['name']:<24} {' '.join(d['functions'])}  [{edges}]")
+    print()
+    _say(f"FUNCTIONS ({len(report['functions'])})")
     if report["functions"]:
-        print("  " + " ".join(report["functions"]))
-    print("\nQUEUES")
+        _say("  " + " ".join(report["functions"]))
+    print()
+    _say("QUEUES")
     if report.get("broker_error"):
-        print(f"  RabbitMQ cannot be reached: {report['broker_error']}")
+        _say(f"  RabbitMQ cannot be reached: {report['broker_error']}")
     for name, depth in report["queues"].items():
-        print(f"  {name:<48} {'-' if depth is None else depth}")
+        _say(f"  {name:<48} {'-' if depth is None else depth}")
     return 1 if report.get("broker_error") else 0
+
+
+def _say(line: str) -> None:
+    """Prints a line of the report; names and hosts come from etcd (cli/shown.py)."""
+    print(shown(line))

@@ -19,7 +19,7 @@ from droplet.dashboard.app import Dashboard
 from droplet.dashboard.dead_letters import DeadLetters
 from droplet.dashboard.guard import BadInput, Guard
 from droplet.dashboard.sampler import Sampler
-from droplet.proto import pb
+from droplet.proto import envelope, pb
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store.keys import StoreKeys
@@ -179,3 +179,44 @@ def test_the_command_keeps_a_dead_letter_whose_queue_is_gone_instead_of_losing_i
     assert board.broker.queue_depth("hostile.alive") == 1
     assert "1 of 2 dead letters requeued" in out
     assert "hostile.worker.gone no longer exists" in out
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e"  # clear screen, set title, CSI, RTL override
+
+
+def _plain(text: str) -> bool:
+    return not any(ch in text for ch in "\x1b\x07\x9b\u202e")
+
+
+def test_the_command_does_not_print_a_dead_letters_terminal_escapes(
+        board: Board, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Whoever can publish (no signing key needed: unsigned messages are what is dead-lettered)
+    # chose bytes that `droplet dead-letters` printed raw, so they could clear the operator's
+    # screen, retitle the terminal or write over what is listed.
+    from droplet.cli import dead_letters as command
+
+    call = pb.FunctionCall(name="f" + ESCAPES, call_id="c")
+    body = envelope.encode([pb.Message(call=call)], Signer(None))
+    _dead(board, body, {DEAD_FROM_HEADER: "q" + ESCAPES, DEAD_REASON_HEADER: ESCAPES})
+    monkeypatch.setattr(command, "broker_factory", lambda settings, name: board.broker.connect)
+    assert command.run_dead_letters(Settings(namespace="hostile"), False, 10, False, False) == 0
+    out = capsys.readouterr().out
+    assert _plain(out), repr(out)
+    assert "\\x1b[2J" in out, "shown escaped, not hidden"
+
+
+def test_status_does_not_print_terminal_escapes_from_etcd(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from droplet.cli import status
+
+    settings, kv, broker = Settings(namespace="hostile"), MemoryKV(), StubBroker()
+    keys = StoreKeys(settings.etcd_prefix)
+    kv.put(keys.worker("w"), pb.WorkerStatus(id="w" + ESCAPES, host=ESCAPES).SerializeToString())
+    kv.put(keys.scheduler("s"),
+           pb.SchedulerStatus(id="s" + ESCAPES, host=ESCAPES).SerializeToString())
+    monkeypatch.setattr(status, "open_kv", lambda settings: kv)
+    monkeypatch.setattr(status, "broker_factory", lambda settings, name: broker.connect)
+    status.run_status(settings, False)
+    out = capsys.readouterr().out
+    assert _plain(out), repr(out)
