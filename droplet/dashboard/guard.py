@@ -7,7 +7,9 @@ the form body, never in a cookie, another site cannot make a visitor's browser a
 
 An action is confirmed in a second step. The confirmation page does not echo the token: it
 carries a ticket, an HMAC under the token of exactly what was asked (action, target) and until
-when, so confirming cannot be replayed for something else or much later.
+when, so confirming cannot be replayed for something else or much later; and a ticket acts
+once, so a double click, a reload that resubmits or the back button cannot purge or requeue
+again letters that died since and that the confirmation never showed.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Ticket:
 class Guard:
     def __init__(self, token: str | None) -> None:
         self._token = token or ""
+        self._used: dict[str, int] = {}  # redeemed tickets' MACs -> when they expire
 
     @property
     def read_only(self) -> bool:
@@ -75,8 +78,13 @@ class Guard:
             raise BadInput("bad confirmation: expected the form of the confirmation page")
         if not hmac.compare_digest(mac, self._mac(action, target, int(expires))):
             raise Refused("refused: this confirmation is not for this action")
-        if int(expires) < (time.time() if now is None else now):
+        now = time.time() if now is None else now
+        if int(expires) < now:
             raise Refused("refused: this confirmation has expired; ask again")
+        self._used = {used: until for used, until in self._used.items() if until >= now}
+        if mac in self._used:
+            raise Refused("refused: this confirmation was used already; ask again")
+        self._used[mac] = int(expires)
 
     def _mac(self, action: str, target: str, expires: int) -> str:
         message = f"{action}\n{target}\n{expires}".encode()

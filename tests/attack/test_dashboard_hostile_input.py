@@ -17,7 +17,7 @@ from droplet.broker.stub import StubBroker
 from droplet.broker_config.names import DEAD_FROM_HEADER, DEAD_REASON_HEADER, QueueNames
 from droplet.dashboard.app import Dashboard
 from droplet.dashboard.dead_letters import DeadLetters
-from droplet.dashboard.guard import BadInput, Guard
+from droplet.dashboard.guard import BadInput, Guard, Refused
 from droplet.dashboard.sampler import Sampler
 from droplet.proto import envelope, pb
 from droplet.settings import Settings
@@ -220,3 +220,33 @@ def test_status_does_not_print_terminal_escapes_from_etcd(
     status.run_status(settings, False)
     out = capsys.readouterr().out
     assert _plain(out), repr(out)
+
+
+def test_a_confirmation_acts_once(board: Board) -> None:
+    # The ticket was good for five minutes, as often as it was sent: a double click, a reload
+    # that resubmits, or the back button purged or requeued again, now acting on letters that
+    # died since (a requeued letter that died again went round once more) and that the
+    # confirmation page never showed.
+    _dead(board, b"first", {DEAD_FROM_HEADER: "hostile.q", DEAD_REASON_HEADER: "x"})
+    ask = board.http.post("/dead-letters/action",
+                          data={"token": TOKEN, "action": "purge", "target": "all"})
+    form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', ask.text))
+    assert board.http.post("/dead-letters/confirm", data=form).status_code == 200
+    _dead(board, b"second, never shown", {DEAD_FROM_HEADER: "hostile.q"})
+    again = board.http.post("/dead-letters/confirm", data=form)
+    assert again.status_code == 403 and "used already" in again.text
+    assert board.broker.queue_depth(board.names.dead) == 1
+
+
+def test_a_ticket_is_redeemed_once_and_forgotten_when_it_expires() -> None:
+    guard = Guard(TOKEN)
+    ticket = guard.ticket("purge", "all", now=1000.0)
+    guard.redeem("purge", "all", str(ticket.expires), ticket.mac, now=1001.0)
+    with pytest.raises(Refused, match="used already"):
+        guard.redeem("purge", "all", str(ticket.expires), ticket.mac, now=1002.0)
+    other = guard.ticket("purge", "all", now=1001.0)  # asked again: a new ticket works
+    guard.redeem("purge", "all", str(other.expires), other.mac, now=1003.0)
+    guard.ticket("requeue", "all", now=5000.0)
+    guard.redeem("requeue", "all", str(5000 + 300), guard.ticket("requeue", "all", 5000.0).mac,
+                 now=5000.0)
+    assert len(guard._used) == 1, "expired tickets are forgotten"
