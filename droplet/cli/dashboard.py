@@ -57,7 +57,8 @@ def run_dashboard(settings: Settings, host: str, port: int, interval_s: float) -
                       interval_s).start()
     dead_letters = DeadLetters(broker_factory(settings, "droplet-dashboard-actions"),
                                QueueNames.of(settings), Signer(settings.signing_key))
-    dashboard = Dashboard(sampler, dead_letters, Guard(settings.dashboard_token))
+    dashboard = Dashboard(sampler, dead_letters, Guard(settings.dashboard_token),
+                          loopback_only=_is_loopback(host))
     mode = "read-only (no dashboard_token)" if not settings.dashboard_token \
         else "actions need the dashboard token"
     shown = f"[{host}]" if ":" in host else host

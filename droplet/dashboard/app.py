@@ -24,10 +24,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 
 from droplet.dashboard import views
 from droplet.dashboard.dead_letters import ACTIONS, ALL, ID_PATTERN, DeadLetters
 from droplet.dashboard.guard import BadInput, Guard, Refused, plain_number
+from droplet.dashboard.hosts import LoopbackOnly
 from droplet.dashboard.sampler import Sampler
 from droplet.errors import DropletError
 
@@ -44,7 +46,10 @@ _FIELD_CHARS = 500
 class Dashboard:
     """The pages over one sampler; `app` is the ASGI application uvicorn serves."""
 
-    def __init__(self, sampler: Sampler, dead_letters: DeadLetters, guard: Guard) -> None:
+    def __init__(self, sampler: Sampler, dead_letters: DeadLetters, guard: Guard,
+                 loopback_only: bool = False) -> None:
+        """loopback_only: answer only requests addressed to localhost (hosts.py), for a
+        dashboard listening on a loopback address."""
         self.sampler = sampler
         self.dead = dead_letters
         self.guard = guard
@@ -65,7 +70,8 @@ class Dashboard:
             BadInput: self._bad_input, Refused: self._refused,
             HTTPException: self._http_error, Exception: self._internal_error,
         }
-        self.app = Starlette(routes=routes, exception_handlers=handlers)
+        pages_app = Starlette(routes=routes, exception_handlers=handlers)
+        self.app: ASGIApp = LoopbackOnly(pages_app) if loopback_only else pages_app
 
     # -- pages -------------------------------------------------------------------------------
 

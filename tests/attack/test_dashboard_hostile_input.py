@@ -9,6 +9,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,3 +251,38 @@ def test_a_ticket_is_redeemed_once_and_forgotten_when_it_expires() -> None:
     guard.redeem("requeue", "all", str(5000 + 300), guard.ticket("requeue", "all", 5000.0).mac,
                  now=5000.0)
     assert len(guard._used) == 1, "expired tickets are forgotten"
+
+
+def test_a_loopback_dashboard_answers_only_requests_addressed_to_localhost(
+        board: Board) -> None:
+    # DNS rebinding: a web page whose name the attacker makes resolve to 127.0.0.1 is, to the
+    # browser, the dashboard's origin; its script read every page (fleet, errors,
+    # tracebacks). Its requests name the page's host, which a loopback dashboard now refuses.
+    dead = DeadLetters(board.broker.connect, board.names, Signer(None))
+    app = Dashboard(board.sampler, dead, Guard(TOKEN), loopback_only=True).app
+    for base, allowed in (("http://127.0.0.1:8375", True), ("http://localhost:8375", True),
+                          ("http://[::1]:8375", True), ("http://127.0.0.1", True),
+                          ("http://rebound.attacker.example:8375", False),
+                          ("http://10.0.0.5:8375", False), ("http://127.0.0.1.nip.io", False)):
+        with TestClient(app, base_url=base, raise_server_exceptions=False) as http:
+            for path in ("/", "/errors", "/api/status", "/static/live.js"):
+                answer = http.get(path)
+                assert (answer.status_code == 200) is allowed, (base, path, answer.status_code)
+            refused = http.post("/dead-letters/action",
+                                data={"token": TOKEN, "action": "purge", "target": "all"})
+            assert (refused.status_code == 400) is not allowed, (base, refused.status_code)
+
+
+def test_droplet_dashboard_on_loopback_refuses_a_rebound_host(tmp_path: Path) -> None:
+    """The command as a user starts it (no etcd or RabbitMQ needed to answer pages)."""
+    from tests.e2e.dashboard_support import DashboardProcess
+
+    settings = Settings(namespace="hostile", broker_url="amqp://guest:guest@127.0.0.1:1/",
+                        etcd_endpoints=("127.0.0.1:1",), dashboard_token=TOKEN)
+    board = DashboardProcess(settings, tmp_path / "dashboard.log").wait_ready()
+    try:
+        assert board.http.get("/api/status").status_code == 200
+        rebound = board.http.get("/api/status", headers={"host": "attacker.example"})
+        assert rebound.status_code == 400 and "localhost" in rebound.text
+    finally:
+        board.stop()
