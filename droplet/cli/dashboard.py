@@ -15,6 +15,9 @@ from droplet.settings import Settings, _is_loopback
 
 
 def _check_port(host: str, port: int) -> None:
+    if not host.strip():  # "" binds every interface, and counted as loopback (no warning)
+        raise ConfigurationError("--host must name an address (127.0.0.1, the default, or "
+                                 "0.0.0.0 for every interface), not an empty string")
     if not 1 <= port <= 65535:
         raise ConfigurationError(f"--port must be 1-65535, not {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -286,3 +286,14 @@ def test_droplet_dashboard_on_loopback_refuses_a_rebound_host(tmp_path: Path) ->
         assert rebound.status_code == 400 and "localhost" in rebound.text
     finally:
         board.stop()
+
+
+@pytest.mark.parametrize("host", ["", " "])
+def test_an_empty_host_is_refused_rather_than_listening_everywhere(
+        host: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # `--host "$DASHBOARD_HOST"` with the variable unset: "" bound every interface (IPv4 and
+    # IPv6) while the command counted it as loopback, so it gave no warning about the token.
+    from droplet.cli.main import main
+
+    assert main(["dashboard", "--host", host, "--port", "1"]) == 1
+    assert "--host must name an address" in capsys.readouterr().err
