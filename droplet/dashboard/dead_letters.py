@@ -145,6 +145,10 @@ class DeadLetters:
             outcome.left.append(f"{waiting - len(confirmed)} not confirmed by the broker in "
                                 f"{_CONFIRM_WAIT_S:g}s: they stay dead")
         outcome.done += sum(1 for ok in confirmed if ok)
+        untouched = conn.queue_depth(self._names.dead) if taken == ACTED_ON else 0
+        if untouched:  # the confirmation page promised "all": say what one action left
+            outcome.left.append(f"{untouched} more not looked at (an action takes at most "
+                                f"{ACTED_ON}): do it again for those")
         return outcome
 
 

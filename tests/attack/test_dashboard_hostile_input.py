@@ -297,3 +297,21 @@ def test_an_empty_host_is_refused_rather_than_listening_everywhere(
 
     assert main(["dashboard", "--host", host, "--port", "1"]) == 1
     assert "--host must name an address" in capsys.readouterr().err
+
+
+def test_purging_all_of_more_than_one_action_takes_says_that_some_are_left(
+        board: Board) -> None:
+    # The confirmation promised "each of these (and the others of the N in the queue)", the
+    # action stopped at ACTED_ON letters and said only "Purged 1000": the rest went unsaid.
+    from droplet.dashboard.dead_letters import ACTED_ON
+
+    conn = board.broker.connect()
+    for i in range(ACTED_ON + 5):
+        conn.publish(board.names.dead, b"%d" % i, headers={DEAD_FROM_HEADER: "hostile.q"})
+    ask = board.http.post("/dead-letters/action",
+                          data={"token": TOKEN, "action": "purge", "target": "all"})
+    form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', ask.text))
+    done = board.http.post("/dead-letters/confirm", data=form)
+    assert f"Purged {ACTED_ON} dead letter" in done.text
+    assert board.broker.queue_depth(board.names.dead) == 5
+    assert "5 more" in done.text, done.text[-600:]
