@@ -315,3 +315,50 @@ def test_purging_all_of_more_than_one_action_takes_says_that_some_are_left(
     assert f"Purged {ACTED_ON} dead letter" in done.text
     assert board.broker.queue_depth(board.names.dead) == 5
     assert "5 more" in done.text, done.text[-600:]
+
+
+XSS = "<img src=x onerror=alert(1)>\"'</textarea></script><svg onload=alert(2)>"
+
+
+def test_every_name_and_text_from_etcd_is_escaped_on_every_page(board: Board) -> None:
+    """Names are checked when registered, but etcd records (a worker's status, its recent
+    calls with errors and tracebacks, a DAG, a pin) can hold anything: written by hand, by
+    an older version, or by a function that raises with hostile text."""
+    import time
+
+    keys = StoreKeys(board.sampler.settings.etcd_prefix)
+    now = time.time()
+    kv = board.kv
+    kv.put(keys.worker("w"), pb.WorkerStatus(
+        id="w" + XSS, host=XSS, incarnation=XSS, resources={XSS: 1.0},
+        started_at=now).SerializeToString())
+    kv.put(keys.scheduler("s"), pb.SchedulerStatus(id=XSS, host=XSS).SerializeToString())
+    kv.put(keys.pin("w" + XSS), pb.PinRecord(dag_name=XSS, function_name=XSS,
+                                             worker_id="w" + XSS).SerializeToString())
+    dag = pb.Dag(name="d" + XSS, functions=["f" + XSS, "g" + XSS])
+    dag.connections.add(source="f" + XSS, sink="g" + XSS)
+    kv.put(keys.dag("d"), pb.DagRecord(dag=dag, ready=False).SerializeToString())
+    kv.put(keys.placement("d" + XSS, "f" + XSS), ("w" + XSS).encode())
+    kv.put(keys.function("f" + XSS), b"x")
+    record = pb.RecentCalls(worker_id="w" + XSS, incarnation=XSS, started_at=now - 60,
+                            published_at=now - 30, bucket_bounds_s=[0.1], interval_s=1.0)
+    record.calls.add(seq=1, call_id=XSS, function="f" + XSS, started_at=now - 31,
+                     status=pb.INVALID_REQUEST, error=XSS, traceback=XSS, exception_type=XSS)
+    record.totals.add(function="f" + XSS, calls=1, errors=1, run_s=0.01, buckets=[1, 0])
+    kv.put(keys.recent + "w", record.SerializeToString())
+    board.sampler.sample()
+    record.published_at = now - 10
+    record.totals[0].calls = 5
+    kv.put(keys.recent + "w", record.SerializeToString())
+    board.sampler.sample()
+    _dead(board, XSS.encode(), {DEAD_FROM_HEADER: XSS, DEAD_REASON_HEADER: XSS})
+    for page in ("/", "/queues", "/functions", "/calls", "/errors", "/plots", "/dead-letters",
+                 "/calls?fragment=1", "/errors?fragment=1", "/plots?minutes=15"):
+        answer = board.http.get(page)
+        assert answer.status_code == 200, (page, answer.text[-300:])
+        for raw in ("<img", "<svg onload", "</script><", "</textarea>"):
+            assert raw not in answer.text, (page, raw)
+        if page in ("/", "/functions", "/calls", "/errors", "/dead-letters"):
+            assert "&lt;img src=x" in answer.text, f"{page} shows the text, escaped"
+    assert 'class="dag"' in board.http.get("/functions").text, "the DAG was drawn"
+    assert XSS in board.http.get("/api/status").json()["workers"][0]["id"]
