@@ -108,7 +108,12 @@ class FunctionHistory:
         self.bounds: tuple[float, ...] = ()
 
     def add(self, record: pb.RecentCalls, seen_at: float) -> None:
-        """A worker's record, as read at seen_at (the same record may come again)."""
+        """A worker's record, as read at seen_at (the same record may come again). One whose
+        times are not finite, or run ahead of seen_at by more than the window, is passed over:
+        its calls cannot be placed in time here (and an infinite one made the sampler fail)."""
+        times = (record.started_at, record.published_at, record.interval_s)
+        if not all(map(math.isfinite, times)) or record.published_at > seen_at + self._window_s:
+            return
         worker = record.worker_id
         current = {t.function: t for t in record.totals}
         self.bounds = tuple(record.bucket_bounds_s) or self.bounds
@@ -140,7 +145,10 @@ class FunctionHistory:
         if delta.calls <= 0:
             return
         bins = self._bins.setdefault(function, {})
-        first, last = int(start // self._bin_s), int(end // self._bin_s)
+        # Spread over the whole span, but only the bins of the last window are kept: a span
+        # of years (a clock far off) made millions of bins, and the sampler hung on them.
+        first = int(max(start, end - self._window_s) // self._bin_s)
+        last = int(end // self._bin_s)
         for index in range(first, last + 1):
             lo, hi = max(start, index * self._bin_s), min(end, (index + 1) * self._bin_s)
             share = (hi - lo) / (end - start) if end > start else 1.0

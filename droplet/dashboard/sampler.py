@@ -13,6 +13,7 @@ never touches a call's path.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -216,7 +217,7 @@ class Sampler:
         for s in statuses:
             pin = pins.get(s.id)
             live[s.id] = WorkerRow(
-                id=s.id, alive=True, host=s.host, pid=s.pid, utilisation=s.utilisation,
+                id=s.id, alive=True, host=s.host, pid=s.pid, utilisation=_share(s.utilisation),
                 in_hand=s.queue_depth, pinned=f"{pin.dag_name}/{pin.function_name}" if pin else "",
                 cached_keys=len(s.cached_keys), calls_total=s.calls_total,
                 errors_total=s.errors_total, incarnation=s.incarnation, started_at=s.started_at,
@@ -315,6 +316,12 @@ class Sampler:
     def queue_series(self) -> dict[str, list[tuple[float, float]]]:
         with self._lock:
             return {q: self._queues.series(q) for q in self._queues.queues()}
+
+
+def _share(value: float) -> float:
+    """A load between 0 and 1 (the record's float, from the worker: an infinite one made the
+    fleet page a 500)."""
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
 
 
 def _changed(before: Service, up: bool, detail: str, now: float) -> Service:

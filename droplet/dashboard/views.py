@@ -155,7 +155,12 @@ def rate(value: float | None) -> str:
 
 
 def clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at)) if at else "-"
+    """HH:MM:SS of a unix time ("-" for none, or for one no calendar holds: a NaN or a time
+    from a record whose clock is off by ages made the page a 500)."""
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(at)) if at else "-"
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 FILTERS = {"seconds": seconds, "ago": ago, "uptime": uptime, "rate": rate, "clock": clock,

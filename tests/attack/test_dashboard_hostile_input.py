@@ -5,6 +5,7 @@ reason, never 500, and shows what it cannot decode instead of stopping."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -362,3 +363,59 @@ def test_every_name_and_text_from_etcd_is_escaped_on_every_page(board: Board) ->
             assert "&lt;img src=x" in answer.text, f"{page} shows the text, escaped"
     assert 'class="dag"' in board.http.get("/functions").text, "the DAG was drawn"
     assert XSS in board.http.get("/api/status").json()["workers"][0]["id"]
+
+
+@pytest.mark.parametrize("odd", [math.inf, -math.inf, math.nan, 1e300])
+def test_a_record_with_an_impossible_number_neither_stops_nor_breaks_the_dashboard(
+        board: Board, odd: float) -> None:
+    """Times and loads in etcd records are a worker's floats: infinite, NaN or absurd (a
+    clock years off). An infinite one raised in the sampler (frozen, as with garbage bytes),
+    a far one spread its calls over millions of chart bins (the sampler hung), and on the
+    pages a time past what the C library takes, or an infinite load, was a 500."""
+    import time
+
+    keys = StoreKeys(board.sampler.settings.etcd_prefix)
+    now = time.time()
+    board.kv.put(keys.worker("w"), pb.WorkerStatus(id="w", utilisation=odd, started_at=odd,
+                                                   updated_at=odd).SerializeToString())
+    record = pb.RecentCalls(worker_id="w", incarnation="a", started_at=now - 5,
+                            published_at=now - 4, bucket_bounds_s=[0.1], interval_s=1.0)
+    record.calls.add(seq=1, call_id="c", function="f", started_at=odd, status=pb.NO_ERROR)
+    record.calls.add(seq=2, call_id="d", function="f", started_at=odd, status=pb.INVALID_REQUEST,
+                     error="e")
+    record.calls[0].stages.run_s = odd
+    record.totals.add(function="f", calls=1, run_s=0.1, buckets=[1, 0])
+    board.kv.put(keys.recent + "w", record.SerializeToString())
+    board.sampler.sample()
+    record.published_at = odd if odd != 1e300 else now + 3 * 365 * 86400
+    record.totals[0].calls = 5
+    board.kv.put(keys.recent + "w", record.SerializeToString())
+    started = time.monotonic()
+    snapshot = board.sampler.sample()
+    assert time.monotonic() - started < 2, "the sampler took seconds over one record"
+    assert snapshot.taken_at >= now and [w.id for w in snapshot.workers] == ["w"]
+    for page in ("/", "/calls", "/errors", "/plots", "/functions", "/api/status"):
+        answer = board.http.get(page)
+        assert answer.status_code == 200, (page, odd)
+
+
+def test_calls_of_a_worker_idle_for_weeks_are_spread_quickly() -> None:
+    """A worker writes its record only while calls run: one that started weeks ago under
+    this dashboard and runs its first calls now has them spread over weeks of 5-second bins
+    (half a million for a month: the sampler spent seconds per worker, every sample); only the
+    bins of the last window are kept, as they were after the trim anyway."""
+    import time
+
+    from droplet.dashboard.history import FunctionHistory
+
+    now = 2_000_000_000.0
+    month = 30 * 86400.0
+    history = FunctionHistory(watching_since=now - 2 * month)
+    record = pb.RecentCalls(worker_id="w", incarnation="a", started_at=now - month,
+                            published_at=now, bucket_bounds_s=[0.1], interval_s=1.0)
+    record.totals.add(function="f", calls=int(month), buckets=[int(month), 0])
+    started = time.monotonic()
+    history.add(record, now + 1)
+    assert time.monotonic() - started < 0.5
+    summary = history.summary("f", now - 60)
+    assert summary is not None and summary.calls_per_s == pytest.approx(1.0, rel=0.01)
