@@ -31,22 +31,29 @@ class Placement:
 def layers(functions: Sequence[str], edges: Sequence[tuple[str, str]]) -> list[list[str]]:
     """Functions by depth: sources first, each function one layer after its deepest upstream
     (longest path). Edges naming unknown functions are ignored; a cycle cannot be registered,
-    but one would not loop here."""
+    but one would not loop here (an upstream on the path being walked is passed over). The
+    walk keeps its own stack: recursion failed on a chain of some 330 functions."""
     known = set(functions)
     ups: dict[str, list[str]] = {f: [] for f in functions}
     for source, sink in edges:
         if source in known and sink in known:
             ups[sink].append(source)
     depth: dict[str, int] = {}
-
-    def depth_of(name: str, seen: frozenset[str]) -> int:
-        if name not in depth:
-            parents = [p for p in ups[name] if p not in seen]
-            depth[name] = 1 + max((depth_of(p, seen | {name}) for p in parents), default=-1)
-        return depth[name]
-
-    for name in functions:
-        depth_of(name, frozenset())
+    for root in functions:
+        if root in depth:
+            continue
+        on_path = {root}
+        stack = [(root, iter(ups[root]))]
+        while stack:
+            name, parents = stack[-1]
+            parent = next((p for p in parents if p not in depth and p not in on_path), None)
+            if parent is not None:
+                on_path.add(parent)
+                stack.append((parent, iter(ups[parent])))
+                continue
+            stack.pop()
+            on_path.discard(name)
+            depth[name] = 1 + max((depth[p] for p in ups[name] if p in depth), default=-1)
     out: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
     for name in functions:
         out[depth[name]].append(name)

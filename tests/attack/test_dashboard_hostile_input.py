@@ -4,6 +4,7 @@ reason, never 500, and shows what it cannot decode instead of stopping."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -419,3 +420,23 @@ def test_calls_of_a_worker_idle_for_weeks_are_spread_quickly() -> None:
     assert time.monotonic() - started < 0.5
     summary = history.summary("f", now - 60)
     assert summary is not None and summary.calls_per_s == pytest.approx(1.0, rel=0.01)
+
+
+def test_a_long_chain_listed_sink_first_is_drawn(board: Board) -> None:
+    """Layers were found by recursion: a chain of some 330 functions listed from its sink (a
+    DAG whose record sits in etcd while it is being created, or one written there) raised
+    RecursionError, and the Functions & DAGs page was a 500 for as long as it existed."""
+    from droplet.dashboard.svg import layers
+
+    functions = [f"f{i}" for i in range(2000)]
+    edges = list(itertools.pairwise(functions))
+    assert layers(functions[::-1], edges) == [[f] for f in functions]
+    cycle = layers(["a", "b", "c"], [("a", "b"), ("b", "c"), ("c", "a")])
+    assert sorted(f for layer in cycle for f in layer) == ["a", "b", "c"], "a cycle ends"
+    dag = pb.Dag(name="long", functions=functions[::-1])
+    for source, sink in edges:
+        dag.connections.add(source=source, sink=sink)
+    keys = StoreKeys(board.sampler.settings.etcd_prefix)
+    board.kv.put(keys.dag("long"), pb.DagRecord(dag=dag).SerializeToString())
+    board.sampler.sample()
+    assert board.http.get("/functions").status_code == 200
