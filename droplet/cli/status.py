@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -84,7 +85,7 @@ def run_status(settings: Settings, as_json: bool) -> int:
     """Exit 0, or 1 when RabbitMQ cannot be reached (the report is printed all the same)."""
     report = collect(settings)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(_finite(report), indent=2, allow_nan=False))
         return 1 if report.get("broker_error") else 0
     _say(f"namespace {report['namespace']}")
     print()
@@ -121,3 +122,16 @@ def run_status(settings: Settings, as_json: bool) -> int:
 def _say(line: str) -> None:
     """Prints a line of the report; names and hosts come from etcd (cli/shown.py)."""
     print(shown(line))
+
+
+def _finite(value: Any) -> Any:
+    """The report with None for each float that is NaN or infinite: they come from the
+    records workers write, and json.dumps wrote them as NaN / Infinity, which is not JSON
+    (jq or JSON.parse refused the whole report)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -440,3 +440,28 @@ def test_a_long_chain_listed_sink_first_is_drawn(board: Board) -> None:
     board.kv.put(keys.dag("long"), pb.DagRecord(dag=dag).SerializeToString())
     board.sampler.sample()
     assert board.http.get("/functions").status_code == 200
+
+
+def test_status_json_is_strict_json_whatever_the_records_hold(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # A load, a start time or a resource tag that is NaN or infinite in a worker's record
+    # came out as NaN / Infinity: not JSON, so jq, JSON.parse or a health check choked on
+    # the whole report.
+    from droplet.cli import status
+
+    settings, kv, broker = Settings(namespace="hostile"), MemoryKV(), StubBroker()
+    keys = StoreKeys(settings.etcd_prefix)
+    kv.put(keys.worker("w"), pb.WorkerStatus(
+        id="w", utilisation=math.nan, started_at=-math.inf,
+        resources={"gpu": math.inf}).SerializeToString())
+    kv.put(keys.scheduler("s"), pb.SchedulerStatus(id="s", started_at=math.nan)
+           .SerializeToString())
+    monkeypatch.setattr(status, "open_kv", lambda settings: kv)
+    monkeypatch.setattr(status, "broker_factory", lambda settings, name: broker.connect)
+    status.run_status(settings, True)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    report = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert report["workers"][0]["utilisation"] is None
