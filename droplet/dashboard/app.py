@@ -29,6 +29,7 @@ from starlette.types import ASGIApp
 from droplet.dashboard import views
 from droplet.dashboard.dead_letters import ACTIONS, ALL, ID_PATTERN, DeadLetters
 from droplet.dashboard.guard import BadInput, Guard, Refused, plain_number
+from droplet.dashboard.headers import BrowserHeaders
 from droplet.dashboard.hosts import LoopbackOnly
 from droplet.dashboard.sampler import Sampler
 from droplet.errors import DropletError
@@ -70,7 +71,7 @@ class Dashboard:
             BadInput: self._bad_input, Refused: self._refused,
             HTTPException: self._http_error, Exception: self._internal_error,
         }
-        pages_app = Starlette(routes=routes, exception_handlers=handlers)
+        pages_app = BrowserHeaders(Starlette(routes=routes, exception_handlers=handlers))
         self.app: ASGIApp = LoopbackOnly(pages_app) if loopback_only else pages_app
 
     # -- pages -------------------------------------------------------------------------------

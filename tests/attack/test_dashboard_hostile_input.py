@@ -465,3 +465,17 @@ def test_status_json_is_strict_json_whatever_the_records_hold(
 
     report = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert report["workers"][0]["utilisation"] is None
+
+
+def test_no_answer_can_be_framed_by_another_site(board: Board) -> None:
+    # Framed invisibly over a decoy (clickjacking), the dead-letter form could have the
+    # operator type the token and click purge; nothing forbade framing, on any answer.
+    answers = [board.http.get(path) for path in
+               ("/", "/dead-letters", "/static/live.js", "/no-such-page", "/calls?limit=x")]
+    answers.append(board.http.post("/dead-letters/action", data={"action": "purge"}))
+    for answer in answers:
+        policy = answer.headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in policy, (answer.url, answer.status_code)
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split(
+            "script-src")[1].split(";")[0]
+        assert answer.headers.get("x-frame-options") == "DENY"
