@@ -23,6 +23,7 @@ from droplet.runtime import broker_factory
 from droplet.settings import Settings
 from droplet.signing import Signer
 
+MAX_QUEUE_NAME = 255  # bytes: AMQP's limit
 CONFIRM_WAIT_S = 5.0  # what the broker has not confirmed by then stays dead
 
 
@@ -41,12 +42,15 @@ def origin(delivery: Delivery) -> tuple[str, str]:
     counts as no record of where it died."""
     headers = delivery.headers or {}
     if DEAD_FROM_HEADER in headers:
-        return _text(headers[DEAD_FROM_HEADER]), _text(headers.get(DEAD_REASON_HEADER))
-    deaths = headers.get("x-death")
-    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], Mapping):
-        return "", ""
-    last = deaths[0]
-    return _text(last.get("queue")), _text(last.get("reason"))
+        queue, reason = _text(headers[DEAD_FROM_HEADER]), _text(headers.get(DEAD_REASON_HEADER))
+    else:
+        deaths = headers.get("x-death")
+        if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], Mapping):
+            return "", ""
+        queue, reason = _text(deaths[0].get("queue")), _text(deaths[0].get("reason"))
+    if len(queue.encode()) > MAX_QUEUE_NAME:  # requeueing there failed the whole action
+        return "", f"{reason} (it names {queue[:40]!r}..., not a queue name)"
+    return queue, reason
 
 
 def describe(delivery: Delivery, signer: Signer) -> dict[str, Any]:

@@ -479,3 +479,21 @@ def test_no_answer_can_be_framed_by_another_site(board: Board) -> None:
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split(
             "script-src")[1].split(";")[0]
         assert answer.headers.get("x-frame-options") == "DENY"
+
+
+def test_a_dead_letter_naming_a_queue_no_broker_could_have_is_not_requeued_there() -> None:
+    """x-droplet-from is a header: whoever publishes sets it. Naming over 255 bytes (longer
+    than any queue name), it made the requeue's publish raise ValueError on the shared
+    RabbitMQ: "requeue all" was a 500 that moved no letter, and `droplet dead-letters
+    --requeue` a traceback, until the letter was purged."""
+    from droplet.broker.interface import Delivery
+    from droplet.cli.dead_letters import describe
+
+    for name in ("q" * 256, "\u00e9" * 128):
+        headers = {DEAD_FROM_HEADER: name, DEAD_REASON_HEADER: "x"}
+        entry = describe(Delivery("dead", b"junk", 1, None, None, False, headers), Signer(None))
+        assert entry["from_queue"] == "", "not a queue: not where it died"
+        assert "not a queue name" in entry["reason"]
+    fine = {DEAD_FROM_HEADER: "q" * 255}
+    entry = describe(Delivery("dead", b"junk", 1, None, None, False, fine), Signer(None))
+    assert entry["from_queue"] == "q" * 255
