@@ -35,6 +35,18 @@ def _check_port(host: str, port: int) -> None:
                 "machine (127.0.0.1, or 0.0.0.0 for every interface)") from None
 
 
+MIN_TOKEN_CHARS = 16
+
+
+def _check_token(token: str | None) -> None:
+    """A token that can be guessed is refused: nothing limits guesses (one POST each), so a
+    short one fell to a few thousand requests from anyone who reaches the dashboard."""
+    if token is not None and len(token.strip()) < MIN_TOKEN_CHARS:
+        raise ConfigurationError(
+            f"dashboard_token must be at least {MIN_TOKEN_CHARS} characters (not blank); make "
+            "one with: python -c 'import secrets; print(secrets.token_urlsafe())'")
+
+
 def run_dashboard(settings: Settings, host: str, port: int, interval_s: float) -> int:
     try:
         import uvicorn
@@ -52,6 +64,7 @@ def run_dashboard(settings: Settings, host: str, port: int, interval_s: float) -
 
     if not 0.2 <= interval_s <= 60:
         raise ConfigurationError(f"--interval must be 0.2-60 seconds, not {interval_s:g}")
+    _check_token(settings.dashboard_token)
     _check_port(host, port)
     # A short retry budget: the sampler would rather show etcd as down than stall for long.
     reading = settings.with_(store_retry_s=min(settings.store_retry_s, 1.0))

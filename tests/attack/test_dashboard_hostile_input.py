@@ -32,7 +32,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-tests"
 
 
 @dataclass
@@ -497,3 +497,16 @@ def test_a_dead_letter_naming_a_queue_no_broker_could_have_is_not_requeued_there
     fine = {DEAD_FROM_HEADER: "q" * 255}
     entry = describe(Delivery("dead", b"junk", 1, None, None, False, fine), Signer(None))
     assert entry["from_queue"] == "q" * 255
+
+
+@pytest.mark.parametrize("token", ["1234", "hunter2", " " * 20])
+def test_a_token_short_enough_to_guess_is_refused_at_start(
+        token: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing limits guesses (each is one POST) and any token was taken: DROPLET_DASHBOARD_TOKEN
+    # =1234 on a dashboard served with --host 0.0.0.0 fell to ten thousand requests.
+    from droplet.cli.main import main
+
+    monkeypatch.setenv("DROPLET_DASHBOARD_TOKEN", token)
+    assert main(["dashboard", "--port", "1"]) == 1
+    assert "dashboard_token must be at least 16 characters" in capsys.readouterr().err
