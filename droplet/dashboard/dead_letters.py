@@ -22,6 +22,7 @@ from typing import TypeVar
 from droplet.broker.interface import BrokerConnection, ConnectionFactory, Delivery
 from droplet.broker_config.names import QueueNames
 from droplet.cli.dead_letters import describe
+from droplet.errors import BrokerError, DropletError
 from droplet.signing import Signer
 
 T = TypeVar("T")
@@ -78,16 +79,34 @@ class DeadLetters:
         self._signer = signer
         self._lock = threading.Lock()  # one broker operation at a time, from any request
         self._cached: Listing | None = None
+        self._failed: tuple[float, str] | None = None  # when reading last failed, and why
 
     def listing(self, fresh: bool = False) -> Listing:
-        """The first SHOWN dead letters (cached for a few seconds: pages refresh often)."""
-        cached = self._cached
-        if not fresh and cached is not None and time.time() - cached.taken_at < _CACHE_S:
-            return cached
+        """The first SHOWN dead letters. What was read, or that reading failed, holds for a
+        few seconds (pages refresh often), also for the views that waited on the lock: with
+        RabbitMQ not answering, each view tried again, one connect timeout after another."""
+        if not fresh and (known := self._recent()) is not None:
+            return known
         with self._lock:
-            listing = self._with_connection(self._list)
-        self._cached = listing
+            if not fresh and (known := self._recent()) is not None:
+                return known
+            try:
+                listing = self._with_connection(self._list)
+            except DropletError as exc:
+                self._failed = (time.time(), str(exc))
+                raise
+            self._cached, self._failed = listing, None
         return listing
+
+    def _recent(self) -> Listing | None:
+        """The listing of the last few seconds, or None; raises when reading it failed."""
+        failed = self._failed
+        if failed is not None and time.time() - failed[0] < _CACHE_S:
+            raise BrokerError(failed[1])
+        cached = self._cached
+        if cached is not None and time.time() - cached.taken_at < _CACHE_S:
+            return cached
+        return None
 
     def act(self, action: str, target: str) -> Outcome:
         """Requeues or purges the dead letters with id `target` (or all); the caller checked
@@ -96,7 +115,7 @@ class DeadLetters:
             raise ValueError(f"bad action {action!r} on {target!r}")
         with self._lock:
             outcome = self._with_connection(lambda conn: self._act(conn, action, target))
-        self._cached = None
+        self._cached, self._failed = None, None
         return outcome
 
     def _with_connection(self, work: Callable[[BrokerConnection], T]) -> T:

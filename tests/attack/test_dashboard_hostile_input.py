@@ -510,3 +510,56 @@ def test_a_token_short_enough_to_guess_is_refused_at_start(
     monkeypatch.setenv("DROPLET_DASHBOARD_TOKEN", token)
     assert main(["dashboard", "--port", "1"]) == 1
     assert "dashboard_token must be at least 16 characters" in capsys.readouterr().err
+
+
+def test_page_views_while_rabbitmq_does_not_answer_share_one_attempt() -> None:
+    """The Dead letters page reads the queue when a view asks (cached 3 s). With RabbitMQ not
+    answering, each view tried again, taking the connect timeout (5 s), one after another
+    behind the broker lock: ten views at once (tabs refreshing, or anyone who can reach the
+    page) waited 5, 10, ... 50 s and held the server's threads meanwhile. A failure is
+    cached like a listing, and views that waited on the lock take what the one before read."""
+    import threading
+    import time
+
+    from droplet.errors import BrokerError
+
+    attempts: list[float] = []
+
+    def silent() -> Any:
+        attempts.append(time.monotonic())
+        time.sleep(0.3)  # the connect timeout, shortened
+        raise BrokerError("no answer within 5s")
+
+    dead = DeadLetters(silent, QueueNames.of(Settings(namespace="hostile")), Signer(None))
+    failures: list[str] = []
+
+    def view() -> None:
+        try:
+            dead.listing()
+        except BrokerError as exc:
+            failures.append(str(exc))
+
+    views = [threading.Thread(target=view) for _ in range(10)]
+    started = time.monotonic()
+    for thread in views:
+        thread.start()
+    for thread in views:
+        thread.join()
+    assert len(failures) == 10, "every view says RabbitMQ is unavailable"
+    assert len(attempts) == 1 and time.monotonic() - started < 1.5
+    broker = StubBroker()
+    names = QueueNames.of(Settings(namespace="hostile"))
+    broker.declare_queue(names.dead)
+    reads: list[int] = []
+
+    def counted() -> Any:
+        reads.append(1)
+        return broker.connect()
+
+    dead = DeadLetters(counted, names, Signer(None))
+    views = [threading.Thread(target=dead.listing) for _ in range(10)]
+    for thread in views:
+        thread.start()
+    for thread in views:
+        thread.join()
+    assert len(reads) == 1, "views waiting on the lock took the listing just read"
