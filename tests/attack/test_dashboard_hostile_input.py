@@ -563,3 +563,13 @@ def test_page_views_while_rabbitmq_does_not_answer_share_one_attempt() -> None:
     for thread in views:
         thread.join()
     assert len(reads) == 1, "views waiting on the lock took the listing just read"
+
+
+def test_pages_name_their_files_by_path_not_by_the_host_asked_for(board: Board) -> None:
+    # The stylesheet and script were absolute URLs built from the request's Host and scheme:
+    # behind a TLS proxy that uvicorn does not trust for X-Forwarded-Proto (any proxy not on
+    # 127.0.0.1), an https page named http:// files, which browsers block (no style, no live
+    # refresh); and whatever Host a request claimed went into the page.
+    page = board.http.get("/", headers={"host": "evil.example"}).text
+    assert 'src="/static/live.js"' in page and 'href="/static/dashboard.css"' in page
+    assert "evil.example" not in page and "http://" not in page
