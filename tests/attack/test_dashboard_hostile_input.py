@@ -1,16 +1,15 @@
 """The dashboard against hostile input, in process (an in-memory etcd and broker): whatever
 comes in a query, a form, an etcd record or a dead letter, a page answers 200 or 400 with a
-reason, never 500, and shows what it cannot decode instead of stopping."""
+reason, never 500 or a hang, shows what it cannot decode instead of stopping, escapes what it
+shows, and cannot be read or driven by another site. The operator commands' side is in
+test_operator_commands_hostile_input.py."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +20,25 @@ from droplet.broker_config.names import DEAD_FROM_HEADER, DEAD_REASON_HEADER, Qu
 from droplet.dashboard.app import Dashboard
 from droplet.dashboard.dead_letters import DeadLetters
 from droplet.dashboard.guard import BadInput, Guard, Refused
-from droplet.dashboard.sampler import Sampler
-from droplet.proto import envelope, pb
+from droplet.proto import pb
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store.keys import StoreKeys
-from droplet.store.memory import MemoryKV
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
-
-TOKEN = "s3cret-token-for-tests"
-
-
-@dataclass
-class Board:
-    kv: MemoryKV
-    broker: StubBroker
-    names: QueueNames
-    sampler: Sampler
-    http: TestClient
+from tests.attack.dashboard_board import (
+    ODD_HEADERS,
+    TOKEN,
+    Board,
+    TestClient,
+    dead_letter,
+    fleet_with_garbage,
+    open_board,
+)
 
 
 @pytest.fixture
 def board() -> Iterator[Board]:
-    settings = Settings(namespace="hostile")
-    kv, broker, names = MemoryKV(), StubBroker(), QueueNames.of(settings)
-    broker.declare_queue(names.dead)
-    sampler = Sampler(settings, lambda: kv, broker.connect)
-    dead = DeadLetters(broker.connect, names, Signer(None))
-    app = Dashboard(sampler, dead, Guard(TOKEN)).app
-    sampler.sample()
-    with TestClient(app, raise_server_exceptions=False) as http:
-        yield Board(kv, broker, names, sampler, http)
+    with open_board() as opened:
+        yield opened
 
 
 @pytest.mark.parametrize("raw", ["\u00b2", "\u2460", "9" * 5000])
@@ -78,19 +62,6 @@ def test_a_confirmation_whose_expiry_is_not_a_plain_number_is_refused_with_400(
     assert answer.status_code == 400 and "bad confirmation" in answer.text
 
 
-ODD_HEADERS = [
-    {"x-death": "not a list"},
-    {"x-death": [1, 2]},
-    {"x-death": []},
-    {DEAD_FROM_HEADER: b"\xff\xfe<b>queue</b>", DEAD_REASON_HEADER: b"\xff<i>why</i>"},
-    {DEAD_FROM_HEADER: 42, DEAD_REASON_HEADER: None},
-]
-
-
-def _dead(board: Board, body: bytes, headers: dict[str, Any]) -> None:
-    board.broker.connect().publish(board.names.dead, body, headers=headers)
-
-
 def test_dead_letters_with_odd_headers_are_listed_escaped_and_can_be_purged(
         board: Board) -> None:
     # Headers travel from whoever published the message (x-death is only RabbitMQ's when
@@ -98,7 +69,7 @@ def test_dead_letters_with_odd_headers_are_listed_escaped_and_can_be_purged(
     # on the page, and, because each letter is described before it is acted on, it made
     # "purge all" fail too: one such message blocked the dead-letter queue for good.
     for headers in ODD_HEADERS:
-        _dead(board, b"<script>alert(1)</script>", headers)
+        dead_letter(board, b"<script>alert(1)</script>", headers)
     page = board.http.get("/dead-letters")
     assert page.status_code == 200, page.text[-300:]
     assert "<b>queue</b>" not in page.text and "&lt;b&gt;queue&lt;/b&gt;" in page.text
@@ -112,38 +83,10 @@ def test_dead_letters_with_odd_headers_are_listed_escaped_and_can_be_purged(
     assert board.broker.queue_depth(board.names.dead) == 0
 
 
-def test_the_command_lists_dead_letters_with_odd_headers(
-        board: Board, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    from droplet.cli import dead_letters as command
-
-    for headers in ODD_HEADERS:
-        _dead(board, b"junk", headers)
-    monkeypatch.setattr(command, "broker_factory", lambda settings, name: board.broker.connect)
-    settings = Settings(namespace="hostile")
-    assert command.run_dead_letters(settings, False, 100, False, False) == 0
-    assert f"{len(ODD_HEADERS)} dead letters inspected" in capsys.readouterr().out
-    assert command.run_dead_letters(settings, True, 100, False, False) == 0
-    assert len(json.loads(capsys.readouterr().out)) == len(ODD_HEADERS)
-
-
-GARBAGE = b"\xff\xff\xff\xff"
-
-
-def _fleet_with_garbage(kv: MemoryKV, settings: Settings) -> None:
-    """One good worker and one good DAG, and a record of each kind that is garbage bytes."""
-    keys = StoreKeys(settings.etcd_prefix)
-    kv.put(keys.worker("good"), pb.WorkerStatus(id="good", host="h").SerializeToString())
-    dag = pb.Dag(name="d", functions=["f"])
-    kv.put(keys.dag("d"), pb.DagRecord(dag=dag, ready=True).SerializeToString())
-    for key in (keys.worker("bad"), keys.scheduler("bad"), keys.pin("bad"), keys.dag("bad")):
-        kv.put(key, GARBAGE)
-
-
 def test_a_garbage_record_in_etcd_does_not_freeze_the_dashboard(board: Board) -> None:
     # sample() raised DecodeError: the sampler thread logged it and kept the old snapshot, so
     # the pages said "etcd up" while showing nothing new, for as long as the key stayed.
-    _fleet_with_garbage(board.kv, board.sampler.settings)
+    fleet_with_garbage(board.kv, board.sampler.settings)
     snapshot = board.sampler.sample()
     assert snapshot.etcd.up
     assert [w.id for w in snapshot.workers] == ["good"]
@@ -152,90 +95,17 @@ def test_a_garbage_record_in_etcd_does_not_freeze_the_dashboard(board: Board) ->
         assert board.http.get(page).status_code == 200, page
 
 
-def test_droplet_status_reads_past_a_garbage_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    from droplet.cli import status
-
-    settings, kv, broker = Settings(namespace="hostile"), MemoryKV(), StubBroker()
-    _fleet_with_garbage(kv, settings)
-    monkeypatch.setattr(status, "open_kv", lambda settings: kv)
-    monkeypatch.setattr(status, "broker_factory", lambda settings, name: broker.connect)
-    report = status.collect(settings)
-    assert [w["id"] for w in report["workers"]] == ["good"]
-    assert [d["name"] for d in report["dags"]] == ["d"]
-
-
-def test_the_command_keeps_a_dead_letter_whose_queue_is_gone_instead_of_losing_it(
-        board: Board, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    # `--requeue` published without `mandatory` and acked at once: a letter that died in a
-    # queue since deleted (a dead worker's) went to no queue and left the dead-letter queue,
-    # and the command said "requeued". The dashboard's requeue waits for the broker instead.
-    from droplet.cli import dead_letters as command
-
-    board.broker.declare_queue("hostile.alive")
-    _dead(board, b"one", {DEAD_FROM_HEADER: "hostile.worker.gone", DEAD_REASON_HEADER: "x"})
-    _dead(board, b"two", {DEAD_FROM_HEADER: "hostile.alive", DEAD_REASON_HEADER: "x"})
-    monkeypatch.setattr(command, "broker_factory", lambda settings, name: board.broker.connect)
-    assert command.run_dead_letters(Settings(namespace="hostile"), False, 100, True, False) == 0
-    out = capsys.readouterr().out
-    assert board.broker.queue_depth(board.names.dead) == 1, "the letter with no queue stays"
-    assert board.broker.queue_depth("hostile.alive") == 1
-    assert "1 of 2 dead letters requeued" in out
-    assert "hostile.worker.gone no longer exists" in out
-
-
-ESCAPES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e"  # clear screen, set title, CSI, RTL override
-
-
-def _plain(text: str) -> bool:
-    return not any(ch in text for ch in "\x1b\x07\x9b\u202e")
-
-
-def test_the_command_does_not_print_a_dead_letters_terminal_escapes(
-        board: Board, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    # Whoever can publish (no signing key needed: unsigned messages are what is dead-lettered)
-    # chose bytes that `droplet dead-letters` printed raw, so they could clear the operator's
-    # screen, retitle the terminal or write over what is listed.
-    from droplet.cli import dead_letters as command
-
-    call = pb.FunctionCall(name="f" + ESCAPES, call_id="c")
-    body = envelope.encode([pb.Message(call=call)], Signer(None))
-    _dead(board, body, {DEAD_FROM_HEADER: "q" + ESCAPES, DEAD_REASON_HEADER: ESCAPES})
-    monkeypatch.setattr(command, "broker_factory", lambda settings, name: board.broker.connect)
-    assert command.run_dead_letters(Settings(namespace="hostile"), False, 10, False, False) == 0
-    out = capsys.readouterr().out
-    assert _plain(out), repr(out)
-    assert "\\x1b[2J" in out, "shown escaped, not hidden"
-
-
-def test_status_does_not_print_terminal_escapes_from_etcd(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from droplet.cli import status
-
-    settings, kv, broker = Settings(namespace="hostile"), MemoryKV(), StubBroker()
-    keys = StoreKeys(settings.etcd_prefix)
-    kv.put(keys.worker("w"), pb.WorkerStatus(id="w" + ESCAPES, host=ESCAPES).SerializeToString())
-    kv.put(keys.scheduler("s"),
-           pb.SchedulerStatus(id="s" + ESCAPES, host=ESCAPES).SerializeToString())
-    monkeypatch.setattr(status, "open_kv", lambda settings: kv)
-    monkeypatch.setattr(status, "broker_factory", lambda settings, name: broker.connect)
-    status.run_status(settings, False)
-    out = capsys.readouterr().out
-    assert _plain(out), repr(out)
-
-
 def test_a_confirmation_acts_once(board: Board) -> None:
     # The ticket was good for five minutes, as often as it was sent: a double click, a reload
     # that resubmits, or the back button purged or requeued again, now acting on letters that
     # died since (a requeued letter that died again went round once more) and that the
     # confirmation page never showed.
-    _dead(board, b"first", {DEAD_FROM_HEADER: "hostile.q", DEAD_REASON_HEADER: "x"})
+    dead_letter(board, b"first", {DEAD_FROM_HEADER: "hostile.q", DEAD_REASON_HEADER: "x"})
     ask = board.http.post("/dead-letters/action",
                           data={"token": TOKEN, "action": "purge", "target": "all"})
     form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', ask.text))
     assert board.http.post("/dead-letters/confirm", data=form).status_code == 200
-    _dead(board, b"second, never shown", {DEAD_FROM_HEADER: "hostile.q"})
+    dead_letter(board, b"second, never shown", {DEAD_FROM_HEADER: "hostile.q"})
     again = board.http.post("/dead-letters/confirm", data=form)
     assert again.status_code == 403 and "used already" in again.text
     assert board.broker.queue_depth(board.names.dead) == 1
@@ -290,17 +160,6 @@ def test_droplet_dashboard_on_loopback_refuses_a_rebound_host(tmp_path: Path) ->
         board.stop()
 
 
-@pytest.mark.parametrize("host", ["", " "])
-def test_an_empty_host_is_refused_rather_than_listening_everywhere(
-        host: str, capsys: pytest.CaptureFixture[str]) -> None:
-    # `--host "$DASHBOARD_HOST"` with the variable unset: "" bound every interface (IPv4 and
-    # IPv6) while the command counted it as loopback, so it gave no warning about the token.
-    from droplet.cli.main import main
-
-    assert main(["dashboard", "--host", host, "--port", "1"]) == 1
-    assert "--host must name an address" in capsys.readouterr().err
-
-
 def test_purging_all_of_more_than_one_action_takes_says_that_some_are_left(
         board: Board) -> None:
     # The confirmation promised "each of these (and the others of the N in the queue)", the
@@ -353,7 +212,7 @@ def test_every_name_and_text_from_etcd_is_escaped_on_every_page(board: Board) ->
     record.totals[0].calls = 5
     kv.put(keys.recent + "w", record.SerializeToString())
     board.sampler.sample()
-    _dead(board, XSS.encode(), {DEAD_FROM_HEADER: XSS, DEAD_REASON_HEADER: XSS})
+    dead_letter(board, XSS.encode(), {DEAD_FROM_HEADER: XSS, DEAD_REASON_HEADER: XSS})
     for page in ("/", "/queues", "/functions", "/calls", "/errors", "/plots", "/dead-letters",
                  "/calls?fragment=1", "/errors?fragment=1", "/plots?minutes=15"):
         answer = board.http.get(page)
@@ -442,31 +301,6 @@ def test_a_long_chain_listed_sink_first_is_drawn(board: Board) -> None:
     assert board.http.get("/functions").status_code == 200
 
 
-def test_status_json_is_strict_json_whatever_the_records_hold(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    # A load, a start time or a resource tag that is NaN or infinite in a worker's record
-    # came out as NaN / Infinity: not JSON, so jq, JSON.parse or a health check choked on
-    # the whole report.
-    from droplet.cli import status
-
-    settings, kv, broker = Settings(namespace="hostile"), MemoryKV(), StubBroker()
-    keys = StoreKeys(settings.etcd_prefix)
-    kv.put(keys.worker("w"), pb.WorkerStatus(
-        id="w", utilisation=math.nan, started_at=-math.inf,
-        resources={"gpu": math.inf}).SerializeToString())
-    kv.put(keys.scheduler("s"), pb.SchedulerStatus(id="s", started_at=math.nan)
-           .SerializeToString())
-    monkeypatch.setattr(status, "open_kv", lambda settings: kv)
-    monkeypatch.setattr(status, "broker_factory", lambda settings, name: broker.connect)
-    status.run_status(settings, True)
-
-    def refuse(constant: str) -> None:
-        raise AssertionError(f"{constant} is not JSON")
-
-    report = json.loads(capsys.readouterr().out, parse_constant=refuse)
-    assert report["workers"][0]["utilisation"] is None
-
-
 def test_no_answer_can_be_framed_by_another_site(board: Board) -> None:
     # Framed invisibly over a decoy (clickjacking), the dead-letter form could have the
     # operator type the token and click purge; nothing forbade framing, on any answer.
@@ -479,37 +313,6 @@ def test_no_answer_can_be_framed_by_another_site(board: Board) -> None:
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split(
             "script-src")[1].split(";")[0]
         assert answer.headers.get("x-frame-options") == "DENY"
-
-
-def test_a_dead_letter_naming_a_queue_no_broker_could_have_is_not_requeued_there() -> None:
-    """x-droplet-from is a header: whoever publishes sets it. Naming over 255 bytes (longer
-    than any queue name), it made the requeue's publish raise ValueError on the shared
-    RabbitMQ: "requeue all" was a 500 that moved no letter, and `droplet dead-letters
-    --requeue` a traceback, until the letter was purged."""
-    from droplet.broker.interface import Delivery
-    from droplet.cli.dead_letters import describe
-
-    for name in ("q" * 256, "\u00e9" * 128):
-        headers = {DEAD_FROM_HEADER: name, DEAD_REASON_HEADER: "x"}
-        entry = describe(Delivery("dead", b"junk", 1, None, None, False, headers), Signer(None))
-        assert entry["from_queue"] == "", "not a queue: not where it died"
-        assert "not a queue name" in entry["reason"]
-    fine = {DEAD_FROM_HEADER: "q" * 255}
-    entry = describe(Delivery("dead", b"junk", 1, None, None, False, fine), Signer(None))
-    assert entry["from_queue"] == "q" * 255
-
-
-@pytest.mark.parametrize("token", ["1234", "hunter2", " " * 20])
-def test_a_token_short_enough_to_guess_is_refused_at_start(
-        token: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    # Nothing limits guesses (each is one POST) and any token was taken: DROPLET_DASHBOARD_TOKEN
-    # =1234 on a dashboard served with --host 0.0.0.0 fell to ten thousand requests.
-    from droplet.cli.main import main
-
-    monkeypatch.setenv("DROPLET_DASHBOARD_TOKEN", token)
-    assert main(["dashboard", "--port", "1"]) == 1
-    assert "dashboard_token must be at least 16 characters" in capsys.readouterr().err
 
 
 def test_page_views_while_rabbitmq_does_not_answer_share_one_attempt() -> None:
