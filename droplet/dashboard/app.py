@@ -33,6 +33,7 @@ from droplet.dashboard.headers import BrowserHeaders
 from droplet.dashboard.hosts import LoopbackOnly
 from droplet.dashboard.sampler import Sampler
 from droplet.errors import DropletError
+from droplet.worker.recorder import OTHER_FUNCTIONS
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +212,10 @@ def _allowed(request: Request, names: tuple[str, ...]) -> None:
 
 
 def _name(request: Request, name: str) -> str:
+    """A function name, or the name of what a worker counts together past its 500 functions
+    (which its menus offer, too)."""
     value = request.query_params.get(name, "")
-    if value and not _NAME.match(value):
+    if value and value != OTHER_FUNCTIONS and not _NAME.match(value):
         raise BadInput(f"{name} must be a function name (letters, digits and _ . : -), "
                        f"not {value[:80]!r}")
     return value

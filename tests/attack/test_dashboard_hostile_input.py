@@ -376,3 +376,27 @@ def test_pages_name_their_files_by_path_not_by_the_host_asked_for(board: Board) 
     page = board.http.get("/", headers={"host": "evil.example"}).text
     assert 'src="/static/live.js"' in page and 'href="/static/dashboard.css"' in page
     assert "evil.example" not in page and "http://" not in page
+
+
+def test_the_functions_a_worker_counts_together_can_be_chosen(board: Board) -> None:
+    """A worker that ran more than 500 functions counts the rest together as "(other)"; the
+    Plots page offered it in its menu and Functions linked to it, and choosing it was a 400
+    ("function must be a function name")."""
+    import time
+
+    from droplet.worker.recorder import OTHER_FUNCTIONS
+
+    keys = StoreKeys(board.sampler.settings.etcd_prefix)
+    now = time.time()
+    record = pb.RecentCalls(worker_id="w", incarnation="a", started_at=now - 5,
+                            published_at=now - 4, bucket_bounds_s=[0.1], interval_s=1.0)
+    record.totals.add(function=OTHER_FUNCTIONS, calls=1, run_s=0.1, buckets=[1, 0])
+    board.kv.put(keys.recent + "w", record.SerializeToString())
+    board.sampler.sample()
+    record.published_at, record.totals[0].calls = now - 1, 9
+    board.kv.put(keys.recent + "w", record.SerializeToString())
+    board.sampler.sample()
+    assert OTHER_FUNCTIONS in board.http.get("/functions").text
+    for page in ("/plots", "/calls", "/errors"):
+        answer = board.http.get(page, params={"function": OTHER_FUNCTIONS})
+        assert answer.status_code == 200, (page, answer.text[-300:])
