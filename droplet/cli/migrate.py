@@ -25,6 +25,7 @@ from droplet.broker_config.topology import (
     shared_topology,
     worker_topology,
 )
+from droplet.cli.shown import shown
 from droplet.errors import BrokerError, QueueArgumentsError
 from droplet.runtime import broker_factory, open_kv
 from droplet.settings import Settings
@@ -36,13 +37,22 @@ HOLDING_SUFFIX = ".migrating"
 
 def _specs(settings: Settings, names: QueueNames) -> list[QueueSpec]:
     """Every queue of the namespace Droplet declares with arguments: the shared ones and
-    those of each worker etcd knows of (alive, or listed until its queue is drained)."""
+    those of each worker etcd knows of (alive, or listed until its queue is drained). A key
+    that is no worker id is passed over: its queues would be named after whatever it holds
+    (an escape sequence printed raw, or over 255 bytes: ValueError, and nothing after it
+    migrated)."""
     keys = StoreKeys(settings.etcd_prefix)
     with closing(open_kv(settings)) as kv:
         ids = {k[len(keys.fleet):] for k in kv.get_prefix(keys.fleet)[0]}
         ids |= {k[len(keys.workers):] for k in kv.get_prefix(keys.workers)[0]}
     specs = list(shared_topology(names).queues)
     for worker_id in sorted(ids):
+        queues = (names.worker(worker_id), names.inbox(worker_id))
+        if not worker_id.isprintable() or max(len(q.encode()) for q in queues) > 255:
+            # No worker runs under it: a key written by hand, or garbage.
+            print(shown(f"{worker_id[:60]!r}: passed over, not a worker id (under {keys.fleet} "
+                        f"or {keys.workers} in etcd)"))
+            continue
         specs += worker_topology(names, worker_id).queues
     return specs
 

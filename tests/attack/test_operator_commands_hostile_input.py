@@ -185,3 +185,24 @@ def test_a_token_short_enough_to_guess_is_refused_at_start(
     monkeypatch.setenv("DROPLET_DASHBOARD_TOKEN", token)
     assert main(["dashboard", "--port", "1"]) == 1
     assert "dashboard_token must be at least 16 characters" in capsys.readouterr().err
+
+
+def test_migrate_queues_passes_over_a_fleet_key_that_names_no_worker(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Worker ids are checked when a worker starts, but migrate-queues took any key under
+    fleet/ or workers/ as one: it declared queues named after it (a terminal escape printed
+    raw in "... up to date"), and one over 255 bytes raised ValueError on RabbitMQ: a
+    traceback, and the queues after it never migrated."""
+    from droplet.cli import migrate
+
+    settings, kv, broker = Settings(namespace="hostile"), MemoryKV(), StubBroker()
+    keys = StoreKeys(settings.etcd_prefix)
+    for worker_id in ("good", "bad\x1b[2J", "w" * 300):
+        kv.put(keys.fleet + worker_id, b"")
+    monkeypatch.setattr(migrate, "open_kv", lambda settings: kv)
+    monkeypatch.setattr(migrate, "broker_factory", lambda settings, name: broker.connect)
+    assert migrate.run_migrate(settings) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "hostile.worker.good: up to date" in out
+    assert sorted(q for q in broker.queues if ".worker." in q) == ["hostile.worker.good"]
+    assert "not a worker id" in out
