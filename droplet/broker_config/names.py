@@ -59,6 +59,16 @@ def private_reply_queue() -> str:
     return REPLY_QUEUE_PREFIX + uuid.uuid4().hex
 
 
+MAX_QUEUE_NAME_BYTES = 255  # AMQP's short strings: no queue can have a longer name
+
+
+def can_be_queue(name: str) -> bool:
+    """Whether a queue could have this name. Those made of what etcd records or a message
+    header says (a worker id, where a letter died) may be anything: asking RabbitMQ about a
+    longer one raises ValueError before anything is sent, which stopped the operator's tools."""
+    return len(name.encode()) <= MAX_QUEUE_NAME_BYTES
+
+
 def check_name(kind: str, name: str) -> str:
     """Names become queue names and etcd keys: keep them to a safe alphabet."""
     if not isinstance(name, str) or not _VALID.match(name):

@@ -15,7 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from droplet.broker.interface import BrokerConnection, ConfirmCallback, Delivery
-from droplet.broker_config.names import DEAD_FROM_HEADER, DEAD_REASON_HEADER, QueueNames
+from droplet.broker_config.names import (
+    DEAD_FROM_HEADER,
+    DEAD_REASON_HEADER,
+    QueueNames,
+    can_be_queue,
+)
 from droplet.cli.shown import shown
 from droplet.errors import ConfigurationError, DropletError
 from droplet.proto import envelope
@@ -23,7 +28,6 @@ from droplet.runtime import broker_factory
 from droplet.settings import Settings
 from droplet.signing import Signer
 
-MAX_QUEUE_NAME = 255  # bytes: AMQP's limit
 CONFIRM_WAIT_S = 5.0  # what the broker has not confirmed by then stays dead
 
 
@@ -48,7 +52,7 @@ def origin(delivery: Delivery) -> tuple[str, str]:
         if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], Mapping):
             return "", ""
         queue, reason = _text(deaths[0].get("queue")), _text(deaths[0].get("reason"))
-    if len(queue.encode()) > MAX_QUEUE_NAME:  # requeueing there failed the whole action
+    if not can_be_queue(queue):  # requeueing there failed the whole action
         return "", f"{reason} (it names {queue[:40]!r}..., not a queue name)"
     return queue, reason
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import closing
 
 from droplet.broker.interface import BrokerConnection, QueueSpec, Topology
-from droplet.broker_config.names import QueueNames
+from droplet.broker_config.names import QueueNames, can_be_queue
 from droplet.broker_config.topology import (
     RETRY_BUCKETS,
     retry_topology,
@@ -48,7 +48,7 @@ def _specs(settings: Settings, names: QueueNames) -> list[QueueSpec]:
     specs = list(shared_topology(names).queues)
     for worker_id in sorted(ids):
         queues = (names.worker(worker_id), names.inbox(worker_id))
-        if not worker_id.isprintable() or max(len(q.encode()) for q in queues) > 255:
+        if not worker_id.isprintable() or not all(map(can_be_queue, queues)):
             # No worker runs under it: a key written by hand, or garbage.
             print(shown(f"{worker_id[:60]!r}: passed over, not a worker id (under {keys.fleet} "
                         f"or {keys.workers} in etcd)"))

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from droplet import resources
-from droplet.broker_config.names import QueueNames
+from droplet.broker_config.names import QueueNames, can_be_queue
 from droplet.cli.shown import shown
 from droplet.errors import DropletError
 from droplet.runtime import broker_factory, open_kv
@@ -70,7 +70,7 @@ def _queue_depths(settings: Settings, worker_ids: list[str]) -> dict[str, Any]:
     wrong password or a stopped broker looked like a fleet with nothing queued."""
     names = QueueNames.of(settings)
     queues = [names.calls, names.admin, names.work, names.dead]
-    queues += [names.worker(w) for w in worker_ids]
+    queues += [names.worker(w) for w in worker_ids if can_be_queue(names.worker(w))]
     try:
         conn = broker_factory(settings, "droplet-status")()
     except DropletError as exc:

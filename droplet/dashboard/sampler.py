@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from droplet import resources
 from droplet.broker.interface import BrokerConnection, ConnectionFactory
-from droplet.broker_config.names import QueueNames
+from droplet.broker_config.names import QueueNames, can_be_queue
 from droplet.dashboard.history import Call, CallLog, FunctionHistory, Point, QueueHistory
 from droplet.dashboard.svg import Placement
 from droplet.errors import DropletError
@@ -269,9 +269,10 @@ class Sampler:
         queues = [(names.calls, "calls to schedulers"), (names.admin, "admin requests"),
                   (names.work, "shared work"), (names.dead, "dead letters")]
         for worker in fleet.workers:
-            if worker.alive:
-                queues.append((names.worker(worker.id), f"worker {worker.id}"))
-                queues.append((names.inbox(worker.id), f"inbox of {worker.id}"))
+            mine = [(names.worker(worker.id), f"worker {worker.id}"),
+                    (names.inbox(worker.id), f"inbox of {worker.id}")]
+            if worker.alive and all(can_be_queue(name) for name, _ in mine):
+                queues += mine
         try:
             if self._conn is None or not self._conn.is_open:
                 if self._conn is not None:

@@ -76,3 +76,19 @@ def fleet_with_garbage(kv: MemoryKV, settings: Settings) -> None:
     kv.put(keys.dag("d"), pb.DagRecord(dag=dag, ready=True).SerializeToString())
     for key in (keys.worker("bad"), keys.scheduler("bad"), keys.pin("bad"), keys.dag("bad")):
         kv.put(key, GARBAGE)
+
+
+class AmqpNames:
+    """A stub broker's connection that refuses a queue name over 255 bytes as the AMQP
+    connection does (ValueError, before anything is sent); the stub itself takes any."""
+
+    def __init__(self, broker: StubBroker) -> None:
+        self._conn = broker.connect()
+
+    def queue_depth(self, queue: str) -> int | None:
+        if len(queue.encode()) > 255:
+            raise ValueError(f"AMQP short string over 255 bytes: {queue[:40]!r}...")
+        return self._conn.queue_depth(queue)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)

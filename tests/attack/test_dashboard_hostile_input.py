@@ -20,6 +20,7 @@ from droplet.broker_config.names import DEAD_FROM_HEADER, DEAD_REASON_HEADER, Qu
 from droplet.dashboard.app import Dashboard
 from droplet.dashboard.dead_letters import DeadLetters
 from droplet.dashboard.guard import BadInput, Guard, Refused
+from droplet.dashboard.sampler import Sampler
 from droplet.proto import pb
 from droplet.settings import Settings
 from droplet.signing import Signer
@@ -27,6 +28,7 @@ from droplet.store.keys import StoreKeys
 from tests.attack.dashboard_board import (
     ODD_HEADERS,
     TOKEN,
+    AmqpNames,
     Board,
     TestClient,
     dead_letter,
@@ -400,3 +402,16 @@ def test_the_functions_a_worker_counts_together_can_be_chosen(board: Board) -> N
     for page in ("/plots", "/calls", "/errors"):
         answer = board.http.get(page, params={"function": OTHER_FUNCTIONS})
         assert answer.status_code == 200, (page, answer.text[-300:])
+
+
+def test_a_worker_id_too_long_for_a_queue_name_does_not_freeze_the_sampler(
+        board: Board) -> None:
+    """The sampler asks RabbitMQ for each live worker's queues: a status record whose id
+    makes a queue name over 255 bytes raised ValueError there, and the dashboard froze."""
+    sampler = Sampler(board.sampler.settings, lambda: board.kv,
+                      lambda: AmqpNames(board.broker))  # type: ignore[arg-type,return-value]
+    keys = StoreKeys(board.sampler.settings.etcd_prefix)
+    long_id = "w" * 250
+    board.kv.put(keys.worker(long_id), pb.WorkerStatus(id=long_id).SerializeToString())
+    snapshot = sampler.sample()
+    assert snapshot.broker.up and [w.id for w in snapshot.workers] == [long_id]

@@ -19,6 +19,7 @@ from droplet.store.keys import StoreKeys
 from droplet.store.memory import MemoryKV
 from tests.attack.dashboard_board import (
     ODD_HEADERS,
+    AmqpNames,
     Board,
     dead_letter,
     fleet_with_garbage,
@@ -206,3 +207,18 @@ def test_migrate_queues_passes_over_a_fleet_key_that_names_no_worker(
     assert "\x1b" not in out and "hostile.worker.good: up to date" in out
     assert sorted(q for q in broker.queues if ".worker." in q) == ["hostile.worker.good"]
     assert "not a worker id" in out
+
+
+def test_status_reads_past_a_worker_id_too_long_for_a_queue_name(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from droplet.cli import status
+
+    settings, kv, broker = Settings(namespace="hostile"), MemoryKV(), StubBroker()
+    long_id = "w" * 250
+    kv.put(StoreKeys(settings.etcd_prefix).worker(long_id),
+           pb.WorkerStatus(id=long_id).SerializeToString())
+    monkeypatch.setattr(status, "open_kv", lambda settings: kv)
+    monkeypatch.setattr(status, "broker_factory",
+                        lambda settings, name: lambda: AmqpNames(broker))
+    assert status.run_status(settings, False) == 0
+    assert long_id in capsys.readouterr().out
