@@ -238,6 +238,8 @@ def call_dag(
     else:
         locations = state.dag_locations(dag_call.name)
         lost = [f for f in record.dag.functions if f not in locations]
+        if lost and _wait_for_pins(dag_call, call_id, address, state, out, now):
+            return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)
         if lost:
             failure = (pb.NO_RESOURCES, f"no live worker holds functions {lost}")
         elif problem := call_error(dag_call, record.dag):
@@ -289,6 +291,27 @@ def call_dag(
             trigger.schedule.CopyFrom(schedule)
             out.send(state.names.worker(worker), pb.Message(trigger=trigger))
     return pb.GenericResponse(success=True, response_id=response_id, call_id=call_id)
+
+
+def _wait_for_pins(dag_call: pb.DagCall, call_id: str, address: str | None,
+                   state: SchedulerState, out: Outbox, now: float | None) -> bool:
+    """Parks a call of a ready DAG one of whose functions no live worker holds for now (its
+    worker died a moment ago and the fleet has not moved the pin yet, or a scheduler that
+    just started has not heard of the workers yet) in a delay queue, to be scheduled again
+    in REROUTE_DELAY_MS; False once it has waited REROUTE_DEADLINE_S, as long as a trigger
+    waits for its step (reroute): calls sent while the DAG was whole are not failed by a
+    fault the fleet heals within seconds."""
+    now = time.time() if now is None else now
+    since = dag_call.unplaced_since or now
+    if now - since >= REROUTE_DEADLINE_S:
+        return False
+    waiting = pb.DagCall()
+    waiting.CopyFrom(dag_call)
+    waiting.unplaced_since = since
+    waiting.call_id = call_id  # (a call without one keeps the id its first answer named)
+    waiting.response_address = address or ""  # a delay queue hands it back without reply_to
+    out.send(state.names.retry(REROUTE_DELAY_MS), pb.Message(dag_call=waiting))
+    return True
 
 
 def reroute(trigger: pb.DagTrigger, state: SchedulerState, out: Outbox,

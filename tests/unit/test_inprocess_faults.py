@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from droplet.errors import BrokerError
 from droplet.graph import BEGIN
 from droplet.proto import envelope, pb
+from droplet.scheduler import dags
 from droplet.store import serializer
 from droplet.store.kv import Put
 
@@ -320,7 +322,8 @@ def transfer(lib: Any, amount: int) -> int:
 def test_a_multi_call_that_committed_is_not_failed_later_by_a_resend() -> None:
     """A MULTI call answered directly still stores its outcome with its writes: when the same
     call comes back (a retry sent after a commit whose answer was lost) and finds no worker,
-    it is answered with what was committed, never with NO_RESOURCES."""
+    it waits for one (scheduler/dags.py _wait_for_pins), and once it has waited out
+    REROUTE_DEADLINE_S it is answered with what was committed, never with NO_RESOURCES."""
     RUNS.clear()
     fleet = Fleet()
     fleet.start_worker("w1")
@@ -339,6 +342,14 @@ def test_a_multi_call_that_committed_is_not_failed_later_by_a_resend() -> None:
     from droplet.store import serializer
 
     serializer.dump(5, again.function_args["transfer"].values.add())
+    fleet.client.publish(fleet.names.calls,
+                         envelope.encode([pb.Message(dag_call=again)], fleet.signer),
+                         reply_to=fleet.reply_to)
+    fleet.run_until_quiet()
+    assert fleet.answers()[call_id] == [5], "no answer while it waits for a worker"
+    assert fleet.client.queue_depth(fleet.names.retry(dags.REROUTE_DELAY_MS)) == 1
+
+    again.unplaced_since = time.time() - dags.REROUTE_DEADLINE_S  # it has waited it out
     fleet.client.publish(fleet.names.calls,
                          envelope.encode([pb.Message(dag_call=again)], fleet.signer),
                          reply_to=fleet.reply_to)

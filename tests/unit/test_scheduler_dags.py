@@ -218,13 +218,30 @@ def test_call_unknown_dag_answers_no_such_dag() -> None:
     assert outcome.call_id == "c", "the failure is the call's stored outcome"
 
 
-def test_call_dag_with_a_dead_worker_answers_no_resources() -> None:
+def test_a_call_of_a_dag_with_a_dead_worker_waits_for_the_pin_then_answers_no_resources() -> None:
+    """As a trigger whose step lost its worker does (reroute): the fleet moves a dead worker's
+    pin within seconds, and a call sent while the DAG was whole must not fail meanwhile
+    (tests/attack/test_e2e_dag_calls_queued_while_a_pinned_worker_dies.py)."""
     _, state = _ready_dag_state(linear_dag("dag", ["a", "b"]))
     state.workers.pop("w-b")  # type: ignore[attr-defined]
     out = Outbox()
-    response = dags.call_dag(pb.DagCall(name="dag"), "addr", state, out)  # type: ignore[arg-type]
+    response = dags.call_dag(pb.DagCall(name="dag", call_id="c"), "addr", state, out,  # type: ignore[arg-type]
+                             now=100.0)
+    assert response.success and out.responses_to("addr") == [] and out.outcomes() == []
+    [waiting] = out.sent
+    assert waiting.queue == NAMES.retry(dags.REROUTE_DELAY_MS)
+    parked = waiting.message.dag_call
+    assert (parked.call_id, parked.response_address, parked.unplaced_since) == ("c", "addr", 100.0)
+
+    again = Outbox()  # handed back by the delay queue (no reply_to), still unplaced
+    assert dags.call_dag(parked, None, state, again, now=130.0).success  # type: ignore[arg-type]
+    assert again.sent[0].message.dag_call.unplaced_since == 100.0, "measured from the first"
+
+    given_up = Outbox()
+    response = dags.call_dag(parked, None, state, given_up,  # type: ignore[arg-type]
+                             now=100.0 + dags.REROUTE_DEADLINE_S)
     assert response.error == pb.NO_RESOURCES
-    assert out.sent == [] and out.responses_to("addr")[0].error == pb.NO_RESOURCES
+    assert given_up.sent == [] and given_up.responses_to("addr")[0].error == pb.NO_RESOURCES
 
 
 def test_a_redelivered_create_gets_the_same_answer() -> None:

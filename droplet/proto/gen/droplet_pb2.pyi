@@ -298,7 +298,7 @@ class ColocatedGroup(_message.Message):
     def __init__(self, functions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagCall(_message.Message):
-    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision", "attempt", "trace", "trace_context", "continuations", "chained_input")
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "response_address", "call_id", "direct_response", "snapshot_revision", "min_revision", "attempt", "trace", "trace_context", "unplaced_since", "continuations", "chained_input")
     class FunctionArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +326,7 @@ class DagCall(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    UNPLACED_SINCE_FIELD_NUMBER: _ClassVar[int]
     CONTINUATIONS_FIELD_NUMBER: _ClassVar[int]
     CHAINED_INPUT_FIELD_NUMBER: _ClassVar[int]
     name: str
@@ -341,9 +342,10 @@ class DagCall(_message.Message):
     attempt: int
     trace: _containers.RepeatedCompositeFieldContainer[Stamp]
     trace_context: _containers.ScalarMap[str, str]
+    unplaced_since: float
     continuations: _containers.RepeatedCompositeFieldContainer[Continuation]
     chained_input: Value
-    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., continuations: _Optional[_Iterable[_Union[Continuation, _Mapping]]] = ..., chained_input: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyMode, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., response_address: _Optional[str] = ..., call_id: _Optional[str] = ..., direct_response: _Optional[bool] = ..., snapshot_revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., attempt: _Optional[int] = ..., trace: _Optional[_Iterable[_Union[Stamp, _Mapping]]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., unplaced_since: _Optional[float] = ..., continuations: _Optional[_Iterable[_Union[Continuation, _Mapping]]] = ..., chained_input: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
     __slots__ = ("id", "dag", "locations", "arguments", "target_function", "triggers", "start_time", "output_key", "response_address", "consistency", "client_id", "direct_response", "snapshot_revision", "call_id", "min_revision", "attempt", "copy_places", "continuations")
