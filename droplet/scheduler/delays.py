@@ -4,7 +4,9 @@ A call whose due time has not come goes to the longest power-of-two delay queue 
 pass it; the queue sends it back here when that wait is over. A call that has come due is
 placed like any other, once: the first copy to come due records `fired/<call id>` in the same
 etcd transaction that lets it go on, so copies of it (the client re-sent it after a reconnect)
-that come due after are dropped. A copy that the broker redelivers (this scheduler, or another,
+that come due after are dropped. A call that comes due while no live worker can take it
+waits for one (tried again every REROUTE_DELAY_MS) for REROUTE_DEADLINE_S before it is
+answered NO_RESOURCES. A copy that the broker redelivers (this scheduler, or another,
 died between recording it and the forward being confirmed) goes on regardless; it is marked
 `maybe_done`, so a worker that finds the call's outcome stored (it ran, or was cancelled)
 answers that instead of running it.
@@ -19,6 +21,7 @@ from droplet.outbox import Outbox, deliver
 from droplet.proto import pb
 from droplet.proto.replies import error_value
 from droplet.scheduler.calls import call_function
+from droplet.scheduler.dags import REROUTE_DEADLINE_S, REROUTE_DELAY_MS
 from droplet.scheduler.state import SchedulerState
 from droplet.store.commits import Commit
 from droplet.store.keys import StoreKeys
@@ -48,9 +51,16 @@ def route_delayed(call: pb.FunctionCall, reply_to: str | None, state: SchedulerS
     if remaining_ms >= 1:
         out.send(state.names.retry(delay_bucket_ms(remaining_ms)), pb.Message(call=call))
         return True
-    call.due_at_ms = 0  # placed from here on like any call (a dead worker's queue, ...)
+    due = pb.FunctionCall()
+    due.CopyFrom(call)
+    due.due_at_ms = 0  # placed from here on like any call (a dead worker's queue, ...)
     placed = Outbox()
-    call_function(call, None, state, placed, maybe_done=True)
+    answer = call_function(due, None, state, placed, maybe_done=True)
+    if answer.error == pb.NO_RESOURCES and -remaining_ms < REROUTE_DEADLINE_S * 1000:
+        # No live worker can take it at this moment (its worker is being restarted): it
+        # was accepted while one could, so it waits for one as a DAG step does, then fails.
+        out.send(state.names.retry(REROUTE_DELAY_MS), pb.Message(call=call))
+        return True
     if redelivered:
         out.extend(placed)
         return True

@@ -15,6 +15,7 @@ from droplet.errors import InvalidArgumentError
 from droplet.outbox import Outbox
 from droplet.priority import checked_priority
 from droplet.proto import pb
+from droplet.scheduler.dags import REROUTE_DEADLINE_S, REROUTE_DELAY_MS
 from droplet.scheduler.delays import route_delayed
 from droplet.store.commits import Status
 from droplet.store.keys import StoreKeys
@@ -76,6 +77,30 @@ def test_a_redelivered_due_call_goes_on_without_the_marker() -> None:
     handled, out = _route(call, redelivered=True)
     assert handled and not out.durable
     assert [o.queue for o in out.sent] == [NAMES.work] and out.sent[0].message.call.maybe_done
+
+
+def test_a_call_due_while_no_worker_is_alive_waits_for_one_then_fails() -> None:
+    """Its worker is being restarted: the call was accepted while one could run it, so it
+    waits as a DAG step does rather than fail for good at once
+    (tests/attack/test_e2e_delayed_call_due_while_its_worker_restarts.py)."""
+    call = function_call("f", [1])
+    call.due_at_ms = NOW_MS - 1000
+    out = Outbox()
+    assert route_delayed(call, "reply-addr", scheduler_state(), out, KEYS, redelivered=False,
+                         max_delay_s=86400.0, now_ms=NOW_MS)
+    assert not out.durable and not out.outcomes(), "neither fired nor failed"
+    [waiting] = out.sent
+    assert waiting.queue == NAMES.retry(REROUTE_DELAY_MS)
+    parked = waiting.message.call
+    assert parked.due_at_ms == call.due_at_ms and parked.response_address == "reply-addr"
+    assert not parked.trace, "nothing of the attempt is kept"
+
+    late = Outbox()
+    deadline_ms = call.due_at_ms + int(REROUTE_DEADLINE_S * 1000)
+    assert route_delayed(parked, None, scheduler_state(), late, KEYS, redelivered=False,
+                         max_delay_s=86400.0, now_ms=deadline_ms)
+    [outcome] = late.outcomes()
+    assert pb.ErrorInfo.FromString(outcome.value.body).code == pb.NO_RESOURCES
 
 
 def test_a_due_time_beyond_max_delay_fails_the_call() -> None:
