@@ -7,6 +7,9 @@ catch what it throws. Errors a request answers with carry the proto `ErrorCode` 
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from droplet.proto import pb
 
 
@@ -61,7 +64,28 @@ class CompactedError(StoreError):
     is too old): the call runs again on a fresh snapshot."""
 
 
-class SnapshotExpired(BaseException):
+class Interruption(BaseException):
+    """Base of the worker's own interruptions of user code (a time limit, a cancel, an expired
+    MULTI snapshot): BaseExceptions, so that the code's own `except Exception` does not swallow
+    them, and never taken for a failure of that code (`user_failure`)."""
+
+
+def user_failure(exc: BaseException) -> bool:
+    """Whether an exception out of user code (a function, a class's `__init__`, a value's
+    `__reduce__`, `__setstate__` or `__eq__`) is that code's own failure, to be answered as
+    its call's error: anything but an Interruption and Ctrl-C. SystemExit, GeneratorExit or
+    KeyboardInterrupt raised by the code used to exit the worker, then each worker its call
+    was delivered to next, until it was dead-lettered as poison. KeyboardInterrupt is Ctrl-C
+    only where Python's own SIGINT handler raises it (the main thread of a process that kept
+    it); `droplet worker` stops on SIGINT through a handler of its own."""
+    if isinstance(exc, Interruption):
+        return False
+    return not (isinstance(exc, KeyboardInterrupt)
+                and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+
+
+class SnapshotExpired(Interruption):
     """Raised inside a MULTI call whose snapshot etcd has compacted away: a BaseException so
     that the function's own `except Exception` does not swallow it; the call runs again on a
     fresh snapshot."""

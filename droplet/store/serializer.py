@@ -14,7 +14,7 @@ from typing import Any
 
 import cloudpickle
 
-from droplet.errors import InvalidArgumentError
+from droplet.errors import DropletError, InvalidArgumentError, user_failure
 from droplet.proto import pb
 
 _PROTOCOL = 5
@@ -64,9 +64,12 @@ def dump(obj: Any, into: pb.Value | None = None) -> pb.Value:
         return value
     try:
         value.body = cloudpickle.dumps(obj, _PROTOCOL)
-    except Exception as exc:  # cloudpickle raises many kinds: all mean "cannot send this"
+    except BaseException as exc:  # cloudpickle raises many kinds: all mean "cannot send this"
+        if not user_failure(exc):  # (a __reduce__ raising SystemExit is the value's fault)
+            raise
+        detail = exc if isinstance(exc, Exception) else f"{type(exc).__name__}: {exc}"
         raise InvalidArgumentError(
-            f"cannot serialize {type(obj).__name__} value: {exc}"
+            f"cannot serialize {type(obj).__name__} value: {detail}"
         ) from None
     value.type = pb.CLOUDPICKLE
     return value
@@ -80,7 +83,15 @@ def load(value: pb.Value) -> Any:
         info = pb.ErrorInfo()
         info.ParseFromString(value.body)
         return info
-    return pickle.loads(value.body)
+    try:
+        return pickle.loads(value.body)
+    except Exception:
+        raise  # what the value's own loading raised: its callers say where it came from
+    except BaseException as exc:  # SystemExit from a __setstate__ must not end the process
+        if not user_failure(exc):
+            raise
+        raise DropletError(f"loading a value raised {type(exc).__name__}: {exc}",
+                           code=pb.EXECUTION_ERROR) from None
 
 
 def reference_keys(values: Any) -> list[str]:

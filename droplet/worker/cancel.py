@@ -30,6 +30,7 @@ import threading
 import time
 from types import FrameType
 
+from droplet.errors import Interruption
 from droplet.proto import pb
 from droplet.proto.replies import error_value
 from droplet.store.kv import KV
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 INTERRUPT_SIGNAL = signal.SIGUSR2
 
 
-class CallCancelled(BaseException):
+class CallCancelled(Interruption):
     """Raised inside a function whose call was cancelled while it ran."""
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from droplet.errors import user_failure
 from droplet.outbox import Outgoing
 from droplet.proto import pb
 from droplet.proto.envelope import MESSAGE_ROOM_BYTES
@@ -117,7 +118,9 @@ def is_valid(spec: pb.Speculative, value: pb.Value) -> bool:
 def _equal(result: object, bad: pb.Value) -> bool:
     try:
         return bool(result == serializer.load(bad))
-    except Exception:  # an invalid result that cannot be loaded or compared: not equal
+    except BaseException as exc:  # one that cannot be loaded or compared: not equal
+        if not user_failure(exc):  # (a time limit goes on up; an __eq__ raising SystemExit
+            raise  # does not end the worker)
         return False
 
 

@@ -1,8 +1,9 @@
 """Running one user function: arguments in, a result Value or an ERROR Value out.
 
-Nothing a function does can kill the worker: exceptions (SystemExit and a function's own
-BaseException subclasses included; KeyboardInterrupt stops the worker) become
-EXECUTION_ERROR values carrying the message and the traceback. A time limit is enforced with
+Nothing a function does can kill the worker: exceptions (SystemExit, KeyboardInterrupt and a
+function's own BaseException subclasses included; only a real Ctrl-C stops the worker, see
+errors.user_failure) become EXECUTION_ERROR values carrying the message and the traceback,
+and so does a result whose pickling raises any of them. A time limit is enforced with
 SIGALRM when running on the main thread, which interrupts sleeps and pure-Python loops alike;
 a cancel interrupts the same way (worker/cancel.py), through the `interrupt` context.
 """
@@ -17,14 +18,20 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
 
-from droplet.errors import InvalidArgumentError, SnapshotExpired, qualified_names
+from droplet.errors import (
+    Interruption,
+    InvalidArgumentError,
+    SnapshotExpired,
+    qualified_names,
+    user_failure,
+)
 from droplet.proto import pb
 from droplet.proto.replies import error_value
 from droplet.store import serializer
 from droplet.worker.cancel import CallCancelled, cancelled_value
 
 
-class TimeLimitExceeded(BaseException):
+class TimeLimitExceeded(Interruption):
     """Raised inside a function past its time limit; BaseException so that a function's own
     `except Exception` does not swallow it."""
 
@@ -92,9 +99,9 @@ def run_function(
         value = error_value(pb.CONFLICT, f"the call's snapshot is gone: {exc}", "",
                             "SnapshotExpired")
         return value, ()
-    except KeyboardInterrupt:
-        raise  # the worker is being stopped (Ctrl-C): not the function's outcome
     except BaseException as exc:  # SystemExit, GeneratorExit, a function's own BaseException
+        if not user_failure(exc):
+            raise  # the worker is being stopped (Ctrl-C): not the function's outcome
         names = qualified_names(type(exc))
         value = error_value(
             pb.EXECUTION_ERROR, f"{type(exc).__name__}: {exc}", traceback.format_exc(), names[0]

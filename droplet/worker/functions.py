@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from droplet.errors import DropletError, ExecutionError
+from droplet.errors import DropletError, ExecutionError, user_failure
 from droplet.proto import pb
 from droplet.store import serializer
 
@@ -66,7 +66,9 @@ class FunctionCache:
 def _build(spec: pb.Function) -> Callable[..., Any]:
     try:
         obj = pickle.loads(spec.body)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit from a hostile body: the calls fail, not the worker
+        if not user_failure(exc):
+            raise
         raise ExecutionError(f"function {spec.name!r} cannot be loaded: {exc}") from None
     if not spec.is_class:
         if not callable(obj):
@@ -75,7 +77,9 @@ def _build(spec: pb.Function) -> Callable[..., Any]:
     try:
         args = [serializer.load(v) for v in spec.init_args.values]
         instance = obj(*args)
-    except Exception as exc:
+    except BaseException as exc:  # sys.exit() in __init__ too
+        if not user_failure(exc):
+            raise
         raise ExecutionError(f"class {spec.name!r} failed to initialise: {exc!r}") from None
     run = getattr(instance, "run", None)
     if not callable(run):
