@@ -7,7 +7,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from droplet.errors import DropletTimeoutError, InvalidArgumentError, error_from_info
+from droplet.errors import (
+    DropletError,
+    DropletTimeoutError,
+    InvalidArgumentError,
+    error_from_info,
+)
 from droplet.proto import pb
 from droplet.proto.replies import error_response
 from droplet.store import serializer
@@ -114,6 +119,9 @@ class DropletFuture:
             if response is not None:
                 self._settle_response(response)
                 return
+            if pump.closed:  # (wait returns at once then: this loop spun a core till timeout)
+                raise DropletError(
+                    f"the client was closed before {self.response_id!r} was answered")
             if not self._stored:
                 continue
             if pump.generation != generation or time.monotonic() >= next_store_check:

@@ -196,6 +196,10 @@ class ReplyPump:
         conn = self._conn
         return conn is not None and conn.is_open
 
+    @property
+    def closed(self) -> bool:
+        return self._is_closed
+
     def in_flight(self) -> int:
         """How many answers have not come yet (read without the lock: a hint for spreading
         calls over workers)."""
