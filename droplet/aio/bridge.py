@@ -59,7 +59,11 @@ class AioBridge:
 
     def expect(self, call_id: str, stored: bool,
                on_revision: Callable[[int], None] | None = None) -> asyncio.Future[Any]:
-        """An asyncio future settled with call_id's outcome."""
+        """An asyncio future settled with call_id's outcome. A closed client refuses at once:
+        nothing would ever send the call or settle its future, which timed out instead."""
+        if self._closed.is_set():
+            raise DropletError("the client is closed: connect again (droplet.aio.connect())")
+        self.client.ensure_open()
         future: asyncio.Future[Any] = self.loop.create_future()
         with self._lock:
             self._waiters[call_id] = _Waiter(future, stored, time.monotonic(), on_revision)
@@ -157,8 +161,9 @@ class AioBridge:
                 error = error_from_info(loaded)
             else:
                 result = loaded
-        except DropletError as exc:
-            error = exc
+        except Exception as exc:  # a result this process cannot load (a module it lacks):
+            error = exc  # the caller's error, as the threaded get() raises it; it was only
+            # logged here, and the call timed out
         self.loop.call_soon_threadsafe(_settle, waiter.future, result, error)
 
     def _check_store(self) -> None:
