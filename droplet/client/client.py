@@ -12,7 +12,7 @@ from typing import Any
 
 from droplet.broker.interface import ConnectionFactory
 from droplet.broker_config.names import QueueNames
-from droplet.client import dagspecs
+from droplet.client import dagspecs, forks
 from droplet.client.admin import AdminRequests
 from droplet.client.batcher import CallBatcher
 from droplet.client.cancel import cancel_call
@@ -77,12 +77,22 @@ class DropletClient:
         self._request_id = 0
         self.sessions = SessionFloors(kv.revision)
         self._closed = False
+        self._forked = False  # a child's copy of the parent's client (client/forks.py)
+        self._why_closed = "the client is closed: connect again (droplet.connect())"
+        forks.track(self)
 
     def ensure_open(self) -> None:
         """Requests that go to etcd alone (stored values, list, cancel, DAG admin) refuse a
         closed client as calls do: they used to open a new etcd connection, never closed."""
         if self._closed:
-            raise DropletError("the client is closed: connect again (droplet.connect())")
+            raise DropletError(self._why_closed)
+
+    def disown(self) -> None:
+        """In a child forked after this client connected (client/forks.py): refuse every
+        use, and leave the connections, which are the parent's, to the parent."""
+        self._closed = self._forked = True
+        self._why_closed = forks.FORKED
+        self.pump.disown(forks.FORKED)
 
     def __enter__(self) -> DropletClient:
         return self
@@ -91,6 +101,9 @@ class DropletClient:
         self.close()
 
     def close(self) -> None:
+        if self._forked:
+            return  # nothing here is this process's to close (a close frame on the
+            # parent's socket ended the parent's broker connection)
         self._closed = True
         self.batcher.close()
         self.router.close()
@@ -205,6 +218,8 @@ class DropletClient:
         return call.response_key
 
     def _function_call(self, name: str, args: Iterable[Any]) -> pb.FunctionCall:
+        if self._closed:  # before the router reads etcd (a forked child's is the parent's)
+            self.ensure_open()
         if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
             raise InvalidArgumentError("arguments are a sequence of values")
         self._request_id += 1

@@ -121,7 +121,7 @@ class DropletFuture:
                 return
             if pump.closed:  # (wait returns at once then: this loop spun a core till timeout)
                 raise DropletError(
-                    f"the client was closed before {self.response_id!r} was answered")
+                    f"{pump.closed_reason} ({self.response_id!r} was not answered)")
             if not self._stored:
                 continue
             if pump.generation != generation or time.monotonic() >= next_store_check:

@@ -76,6 +76,7 @@ class ReplyPump:
         self._unroutable: list[tuple[str, _Request]] = []
         self._closed = threading.Event()
         self._is_closed = False  # _closed, read per call without a Python call
+        self.closed_reason = "the client is closed"
         with self._io:
             self._ensure()
         self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
@@ -96,7 +97,7 @@ class ReplyPump:
 
     def _track(self, request: _Request, ids: list[str]) -> _Request:
         if self._is_closed:
-            raise DropletError("the client is closed")
+            raise DropletError(self.closed_reason)
         with self._lock:
             self._expected.update(ids)
             self._inflight[ids[0]] = request
@@ -367,6 +368,18 @@ class ReplyPump:
                     log.debug("keepalive could not reconnect yet: %s", exc)
                 finally:
                     self._io.release()
+
+    def disown(self, reason: str) -> None:
+        """In a forked child (client/forks.py): the connection's socket is the parent's, so
+        it is neither used nor closed here, and every request is refused with `reason`. The
+        locks are new: a thread of the parent (none of which exists here) may have held one
+        at the fork."""
+        self._io = threading.RLock()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._conn = None
+        self.closed_reason = reason
+        self._is_closed = True
 
     def close(self) -> None:
         self._is_closed = True

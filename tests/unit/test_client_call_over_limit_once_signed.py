@@ -30,7 +30,7 @@ SIGNER = Signer("k" * 32)
 
 def _fake_client() -> SimpleNamespace:
     return SimpleNamespace(settings=replace(SETTINGS, max_message_bytes=LIMIT),
-                           sessions=SessionFloors(lambda: 0), _request_id=0,
+                           sessions=SessionFloors(lambda: 0), _request_id=0, _closed=False,
                            traces=SimpleNamespace(enabled=False))
 
 
