@@ -188,10 +188,11 @@ class AsyncDropletClient:
         self._send(call.call_id, lambda: send_dag_call(self.sync, call))
         return future
 
-    async def map(self, function: AsyncFunction | str, *iterables: Iterable[Any],
-                  chunk_size: int = 128, window: int = 8192,
-                  timeout: float | None = None) -> AsyncIterator[Any]:
-        """`async for result in client.map(f, xs)`: in order, at most `window` in flight."""
+    def map(self, function: AsyncFunction | str, *iterables: Iterable[Any],
+            chunk_size: int | None = None, window: int = 8192,
+            timeout: float | None = None) -> AsyncIterator[Any]:
+        """`async for result in client.map(f, xs)`: in order, at most `window` in flight
+        (options as DropletClient.map, checked here)."""
         target = function.handle if isinstance(function, AsyncFunction) else function
 
         def send(calls: list[pb.FunctionCall]) -> None:
@@ -201,8 +202,12 @@ class AsyncDropletClient:
         futures = map_calls(self.sync, target, iterables, chunk_size, window, False,
                             make_future=lambda call: self._expect(call.call_id, stored=True),
                             send=send)
-        for future in futures:
-            yield await future.get(timeout)
+
+        async def results() -> AsyncIterator[Any]:
+            for future in futures:
+                yield await future.get(timeout)
+
+        return results()
 
     def _expect(self, call_id: str, stored: bool, delay_s: float = 0.0,
                 on_revision: Callable[[int], None] | None = None) -> AsyncFuture:

@@ -241,19 +241,19 @@ class DropletClient:
         self,
         function: DropletFunction | str,
         *iterables: Iterable[Any],
-        chunk_size: int = 128,
+        chunk_size: int | None = None,
         window: int = 8192,
         timeout: float | None = None,
         progress: bool = False,
     ) -> Iterator[Any]:
         """Calls `function` on each item (or on zipped items of several iterables) and
-        yields the results in order. Calls travel `chunk_size` to a message and at most
-        `window` are in flight, so an unbounded iterable streams; the first failed call
-        raises its error when its turn to be yielded comes."""
+        yields the results in order. Calls travel `chunk_size` to a message (128, or the
+        window when smaller) and at most `window` are in flight, so an unbounded iterable
+        streams; the first failed call raises its error when its turn to be yielded comes.
+        Bad options raise here, not at the first result."""
         futures: Iterator[DropletFuture] = map_calls(self, function, iterables, chunk_size,
                                                      window, progress)
-        for future in futures:
-            yield future.get(timeout)
+        return (future.get(timeout) for future in futures)
 
     def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
         for call in self.router.send(calls):

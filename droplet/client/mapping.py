@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F")
 
+DEFAULT_CHUNK_SIZE = 128
+
 
 class _ProgressBar:
     """A one-line count of finished calls on stderr for map(progress=True)."""
@@ -44,24 +46,46 @@ def map_calls(
     client: DropletClient,
     function: DropletFunction | str,
     iterables: tuple[Iterable[Any], ...],
-    chunk_size: int,
+    chunk_size: int | None,
     window: int,
     progress: bool,
     make_future: Callable[[pb.FunctionCall], F] | None = None,
     send: Callable[[list[pb.FunctionCall]], None] | None = None,
 ) -> Iterator[F]:
-    """Yields the futures of the calls in order, each when it is time to wait for it: the
+    """The futures of the calls in order, each yielded when it is time to wait for it: the
     caller waits for it before asking for the next, which keeps at most `window` calls in
-    flight (sent `chunk_size` to a message)."""
+    flight (sent `chunk_size` to a message; None: DEFAULT_CHUNK_SIZE, or the window when
+    smaller, so that `map(f, xs, window=1)` works as asked). The options are checked now,
+    when map() is called, not at its first result."""
     name = function.name if isinstance(function, DropletFunction) else function
-    priority = function.priority if isinstance(function, DropletFunction) else 0
-    handle = function if isinstance(function, DropletFunction) else None
     if not isinstance(name, str):
         raise InvalidArgumentError("map() takes a registered DropletFunction or its name")
-    if chunk_size < 1 or window < chunk_size:
-        raise InvalidArgumentError("map() needs 1 <= chunk_size <= window")
+    for label, number in (("window", window), ("chunk_size", chunk_size)):
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+            raise InvalidArgumentError(f"map() takes a whole number {label}, not {number!r}")
+    chunk = min(DEFAULT_CHUNK_SIZE, window) if chunk_size is None else chunk_size
+    if chunk < 1 or window < chunk:
+        raise InvalidArgumentError(f"map() needs 1 <= chunk_size <= window, not chunk_size "
+                                   f"{chunk} and window {window}")
     if not iterables:
         raise InvalidArgumentError("map() needs at least one iterable")
+    return _stream(client, function, name, iterables, chunk, window, progress, make_future,
+                   send)
+
+
+def _stream(
+    client: DropletClient,
+    function: DropletFunction | str,
+    name: str,
+    iterables: tuple[Iterable[Any], ...],
+    chunk_size: int,
+    window: int,
+    progress: bool,
+    make_future: Callable[[pb.FunctionCall], F] | None,
+    send: Callable[[list[pb.FunctionCall]], None] | None,
+) -> Iterator[F]:
+    priority = function.priority if isinstance(function, DropletFunction) else 0
+    handle = function if isinstance(function, DropletFunction) else None
 
     def stored_future(call: pb.FunctionCall) -> Any:
         future = DropletFuture(call.response_key, client)
