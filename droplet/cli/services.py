@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -11,6 +15,8 @@ from droplet.errors import ConfigurationError
 from droplet.metrics import Metrics
 from droplet.runtime import broker_factory, open_kv
 from droplet.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _on_stop_signals(callback: object) -> None:
@@ -88,4 +94,23 @@ def run_worker(settings: Settings, worker_id: str | None) -> int:
         if recorder is not None:
             recorder.stop()
     kv.close()
+    _exit_past_stray_threads()
     return 0
+
+
+def _exit_past_stray_threads() -> None:
+    """A function that started a thread (not a daemon) and returned left it running, and
+    Python's exit waits for every such thread: the stopped worker never exited, and stopping
+    it took its supervisor's kill timeout (`droplet up`'s 10 s, docker's, systemd's). The
+    worker's own threads are daemons and stopped by now: whatever else runs is named, and the
+    process exits without waiting for it."""
+    stray = [t.name for t in threading.enumerate()
+             if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not stray:
+        return
+    log.warning("exiting without the threads user code left running: %s", ", ".join(stray))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # (user code may have closed them)
+            stream.flush()
+    os._exit(0)
