@@ -64,6 +64,7 @@ class AioBridge:
         if self._closed.is_set():
             raise DropletError("the client is closed: connect again (droplet.aio.connect())")
         self.client.ensure_open()
+        on_its_loop(self.loop)
         future: asyncio.Future[Any] = self.loop.create_future()
         with self._lock:
             self._waiters[call_id] = _Waiter(future, stored, time.monotonic(), on_revision)
@@ -83,7 +84,7 @@ class AioBridge:
             waiter = self._waiters.pop(call_id, None)
         self.client.pump.forget(call_id)
         if waiter is not None:
-            self.loop.call_soon_threadsafe(_settle, waiter.future, None, error)
+            self._post(_settle, waiter.future, None, error)
 
     def close(self) -> None:
         """Stops the thread; whatever still waits fails at once instead of timing out."""
@@ -96,8 +97,7 @@ class AioBridge:
         closed = DropletError("the client was closed before this call was answered")
         for call_id, waiter in waiting.items():
             self.client.pump.forget(call_id)
-            if not self.loop.is_closed():
-                self.loop.call_soon_threadsafe(_settle_closed, waiter.future, closed)
+            self._post(_settle_closed, waiter.future, closed)
 
     # -- on the I/O thread -----------------------------------------------------------------
 
@@ -164,7 +164,17 @@ class AioBridge:
         except Exception as exc:  # a result this process cannot load (a module it lacks):
             error = exc  # the caller's error, as the threaded get() raises it; it was only
             # logged here, and the call timed out
-        self.loop.call_soon_threadsafe(_settle, waiter.future, result, error)
+        self._post(_settle, waiter.future, result, error)
+
+    def _post(self, settle: Callable[..., None], *args: Any) -> None:
+        """Settles a future on its loop; a loop closed meanwhile has nobody left to await it
+        (a RuntimeError here was logged as the I/O thread's error, with a traceback, once
+        for every call that was still in flight)."""
+        try:
+            self.loop.call_soon_threadsafe(settle, *args)
+        except RuntimeError:
+            if not self.loop.is_closed():
+                raise
 
     def _check_store(self) -> None:
         """Outcomes whose reply was lost (a reconnect) are read from the store: every 2 s
@@ -187,6 +197,19 @@ class AioBridge:
                     continue
             pump.forget(call_id)
             self._deliver(waiter, call_id, value)
+
+
+def on_its_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Refuses a call made or awaited on another event loop than the client's (one
+    asyncio.run() each, say): asyncio's own error said "The future belongs to a different
+    loop than the one specified as the loop argument", after the call was sent."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:  # none runs: the call is made now, to be awaited on its loop
+        return
+    if running is not loop:
+        raise DropletError("this asyncio client belongs to the event loop it was connected "
+                           "on: connect again on this one (droplet.aio.connect())")
 
 
 def _settle_closed(future: asyncio.Future[Any], error: BaseException) -> None:

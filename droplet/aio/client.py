@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mappin
 from datetime import datetime
 from typing import Any, TypeVar
 
-from droplet.aio.bridge import AioBridge
+from droplet.aio.bridge import AioBridge, on_its_loop
 from droplet.client.client import DropletClient
 from droplet.client.dagcalls import build_dag_call, send_dag_call
 from droplet.client.dagspecs import describe
@@ -53,6 +53,7 @@ class AsyncFuture:
 
     async def get(self, timeout: float | None = None) -> Any:
         limit = self._timeout_s if timeout is None else checked_timeout(timeout)
+        on_its_loop(self._future.get_loop())
         try:
             return await asyncio.wait_for(asyncio.shield(self._future), limit)
         except TimeoutError:
