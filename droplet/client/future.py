@@ -147,7 +147,11 @@ class DropletFuture:
             self._settle_value(response.value)
 
     def _settle_value(self, value: pb.Value) -> None:
-        loaded = serializer.load(value)
+        try:
+            loaded = serializer.load(value)
+        except Exception as exc:  # a result this process cannot load (a module it lacks):
+            self._error = exc  # its outcome, raised by every get(); the next get() used to
+            return  # wait again for an answer already taken (a direct call's: timed out)
         if isinstance(loaded, pb.ErrorInfo):
             self._error = error_from_info(loaded)
         else:
