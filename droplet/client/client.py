@@ -35,6 +35,7 @@ from droplet.errors import (
     FunctionNotFoundError,
     InvalidArgumentError,
     RequestError,
+    ValueTooLargeError,
     error_from_info,
 )
 from droplet.priority import checked_priority
@@ -46,7 +47,7 @@ from droplet.signing import Signer
 from droplet.store import serializer
 from droplet.store.commits import Commit, Committer, Outcome
 from droplet.store.kv import KV
-from droplet.store.metadata import Metadata
+from droplet.store.metadata import Metadata, function_too_large
 from droplet.store.values import ValueStore
 from droplet.tracing import Tracing
 
@@ -151,6 +152,8 @@ class DropletClient:
         checked_priority(priority, self.settings.max_priority)
         spec = function_spec(function, name, init_args, time_limit_s, retries, retry_on,
                              retry_backoff_s, needs, batch)
+        if why := function_too_large(spec):  # (a scheduler refuses it too)
+            raise ValueTooLargeError(why)
         self.admin.checked(pb.Message(function=spec))
         return DropletFunction(name, self, direct_response, priority, resources=needs,
                                batching=batching)

@@ -13,7 +13,7 @@ from droplet.scheduler.policy import pick_queue
 from droplet.scheduler.state import SchedulerState
 from droplet.scheduler.tagged import pick_tagged
 from droplet.store import serializer
-from droplet.store.metadata import Metadata
+from droplet.store.metadata import Metadata, function_too_large
 
 
 def call_function(
@@ -68,5 +68,7 @@ def register_function(function: pb.Function, metadata: Metadata) -> pb.GenericRe
         return error_response(function.name, pb.INVALID_REQUEST, str(exc))
     if not function.body:
         return error_response(function.name, pb.INVALID_REQUEST, "function body is empty")
+    if why := function_too_large(function):
+        return error_response(function.name, pb.INVALID_REQUEST, why)
     metadata.put_function(function)
     return pb.GenericResponse(success=True, response_id=function.name)

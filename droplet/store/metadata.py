@@ -33,6 +33,20 @@ log = logging.getLogger(__name__)
 
 _REGISTRATION_ATTEMPTS = 5
 T = TypeVar("T")
+# A function is one etcd record: etcd refuses a request over its --max-request-bytes (1.5 MiB
+# by default). A scheduler took that refusal for etcd being away and put the registration back
+# in the admin queue, again and again for ever, and every later admin request of the fleet
+# waited behind it (the client: "no scheduler answered within 30s").
+MAX_FUNCTION_BYTES = 1536 * 1024 - 64 * 1024  # (room for the key and the signature)
+
+
+def function_too_large(function: pb.Function) -> str | None:
+    """Why a registration cannot be stored (None: it can)."""
+    if (size := function.ByteSize()) <= MAX_FUNCTION_BYTES:
+        return None
+    return (f"function {function.name!r} takes {size} bytes pickled, over {MAX_FUNCTION_BYTES} "
+            "(one etcd record): keep large data out of its closure and init_args; store it "
+            "with put_object() and read it with lib.get(), or load it in a class's __init__")
 
 
 @dataclass(frozen=True)
