@@ -303,11 +303,17 @@ class DropletClient:
     def put_objects(self, values: Mapping[str, Any]) -> None:
         """Writes several values in one etcd transaction: readers see all of them or none."""
         self.ensure_open()
+        if not isinstance(values, Mapping):
+            raise InvalidArgumentError(f"put_objects() takes a mapping of keys to values, not "
+                                       f"{type(values).__name__}")
         self.values.put_values({_key(k): serializer.dump(v) for k, v in values.items()})
 
     def get_objects(self, keys: Iterable[str]) -> dict[str, Any]:
         """One consistent read of several keys; missing keys map to None."""
         self.ensure_open()
+        if isinstance(keys, (str, bytes)):  # (read as its letters: {"a": None, "b": None})
+            raise InvalidArgumentError("get_objects() takes an iterable of keys, not one key "
+                                       "(get_object(key) reads one)")
         wanted = [_key(k) for k in keys]
         found = self.values.get_values(wanted)
         return {k: serializer.load(found[k]) if k in found else None for k in wanted}

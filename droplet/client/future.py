@@ -27,11 +27,16 @@ _UNSET = object()
 def checked_timeout(timeout: Any) -> float:
     """get(timeout=...) takes seconds as a number: a string was a TypeError from inside the
     wait ("unsupported operand type(s) for +"), NaN waited with no limit. Negative: no wait."""
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
-        raise InvalidArgumentError(
-            f"get(timeout=...) takes a number of seconds (or None for result_timeout_s), "
-            f"not {timeout!r}")
-    return float(timeout)
+    if not isinstance(timeout, bool) and isinstance(timeout, int | float):
+        try:
+            seconds = float(timeout)
+        except OverflowError:  # an int past any float (10**400): as good as forever
+            seconds = math.inf
+        if not math.isnan(seconds):
+            return seconds
+    raise InvalidArgumentError(
+        f"get(timeout=...) takes a number of seconds (or None for result_timeout_s), "
+        f"not {timeout!r}")
 
 
 class DropletFuture:
@@ -66,6 +71,14 @@ class DropletFuture:
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
         return f"DropletFuture({self.response_id!r}, {state})"
+
+    def __reduce__(self) -> Any:
+        """Refused with a TypeError that says what to pass instead (pickle's own named a
+        lock deep inside the client: "cannot pickle '_thread.lock' object")."""
+        raise TypeError(
+            "a DropletFuture cannot be pickled (it waits on its client's connection): pass "
+            f"its call_id ({self.call_id!r}: client.cancel) or response_id (client.get_object "
+            "reads its stored result) to the other process")
 
     def done(self) -> bool:
         return self._value is not _UNSET or self._error is not None
