@@ -38,6 +38,12 @@ class ValueTooLargeError(InvalidArgumentError):
     """A value exceeds the documented size limit."""
 
 
+class StoreRequestTooLargeError(ValueTooLargeError):
+    """etcd refused a request as larger than it takes (a key of megabytes, say): no StoreError,
+    since etcd is not away and the same request is refused every time. As one, a message
+    that made it (a call on such a key, a registration) went back to its queue for ever."""
+
+
 class DropletTimeoutError(DropletError, TimeoutError):
     """A result or reply did not arrive within the given timeout."""
 

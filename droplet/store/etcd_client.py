@@ -22,7 +22,14 @@ import grpc
 from etcd3 import etcdrpc
 from etcd3.client import EtcdTokenCallCredentials
 
-from droplet.errors import CompactedError, StoreCredentialsError, StoreError, StoreTlsError
+from droplet.errors import (
+    CompactedError,
+    DropletError,
+    StoreCredentialsError,
+    StoreError,
+    StoreRequestTooLargeError,
+    StoreTlsError,
+)
 from droplet.settings import Settings
 from droplet.store.etcd_lean import LazyEndpoint, LeanKVClient
 from droplet.tls import check_etcd_files, etcd_refusal, etcd_uses_tls
@@ -122,7 +129,7 @@ class EtcdClient:
             client.call_credentials = grpc.metadata_call_credentials(
                 EtcdTokenCallCredentials(token))
 
-    def _never_answered(self, error: StoreError, exc: BaseException) -> StoreError:
+    def _never_answered(self, error: DropletError, exc: BaseException) -> DropletError:
         """An etcd that never answered this client and still cannot be reached is most often
         a wrong address or an etcd not started: say where it was looked for, and the
         setting ("etcd get prefix failed: UNAVAILABLE: failed to connect to ..." alone)."""
@@ -221,12 +228,21 @@ def detail(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def fail(action: str, exc: BaseException) -> StoreError:
-    """The StoreError a failed request leaves as (a CompactedError for a compacted revision)."""
+def fail(action: str, exc: BaseException) -> DropletError:
+    """The StoreError a failed request leaves as (a CompactedError for a compacted revision),
+    or a StoreRequestTooLargeError for a request etcd will never take."""
     text = detail(exc)
     if isinstance(exc, grpc.RpcError) and "compacted" in str(exc.details()):
         return CompactedError(f"etcd {action} failed: {text}")
+    if isinstance(exc, grpc.RpcError) and any(words in str(exc.details())
+                                              for words in _TOO_LARGE):
+        return StoreRequestTooLargeError(f"etcd refused the {action} as too large: {text}")
     return StoreError(f"etcd {action} failed: {text}")
+
+
+# gRPC's refusal of a message over the server's limit (RESOURCE_EXHAUSTED), and etcd's own of
+# a request over --max-request-bytes (ErrRequestTooLarge).
+_TOO_LARGE = ("larger than max", "request is too large")
 
 
 def transient(exc: BaseException) -> bool:

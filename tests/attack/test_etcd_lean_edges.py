@@ -24,7 +24,7 @@ import pytest
 from etcd3 import etcdrpc
 
 from droplet.cli.etcd_local import LocalEtcd, find_etcd_binary
-from droplet.errors import StoreError
+from droplet.errors import StoreRequestTooLargeError
 from droplet.settings import Settings
 from droplet.store import etcd_lean, http2
 from droplet.store.etcd import EtcdKV
@@ -41,7 +41,9 @@ def test_a_request_over_grpcs_limit_keeps_its_refusal(settings: Settings,
                                                        transport: str) -> None:
     kv = EtcdKV(settings.with_(etcd_transport=transport))
     try:
-        with pytest.raises(StoreError, match=r"RESOURCE_EXHAUSTED.*larger than max"):
+        # (not a StoreError, which means "etcd is away, try again": test_keys_etcd_refuses)
+        with pytest.raises(StoreRequestTooLargeError,
+                           match=r"RESOURCE_EXHAUSTED.*larger than max"):
             kv.put(f"{settings.etcd_prefix}big", b"x" * 3_000_000)
         kv.put(f"{settings.etcd_prefix}small", b"y")  # and the client goes on
         assert kv.get(f"{settings.etcd_prefix}small") == b"y"
