@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import threading
 import time
 import uuid
 import weakref
@@ -71,7 +72,7 @@ class DropletClient:
                                  self.pump.in_flight,
                                  transient_direct=not settings.broker_cluster)
         self.dag_routes = DagRoutes(self.metadata, max_message_bytes=settings.max_message_bytes)
-        self.batcher = CallBatcher(self._send_calls, saturated=self.router.saturated)
+        self.batcher = CallBatcher(_weakly(self._send_calls), saturated=self.router.saturated)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
         if self.traces.enabled:
             self.pump.watcher = self.traces
@@ -81,6 +82,14 @@ class DropletClient:
         self._forked = False  # a child's copy of the parent's client (client/forks.py)
         self._why_closed = "the client is closed: connect again (droplet.connect())"
         forks.track(self)
+        # A client dropped unclosed (`droplet.connect().call("f", 1).get()`) kept its threads
+        # and its broker and etcd connections for the life of the process: 4 sockets and 2
+        # threads each. Nothing of it refers back to it (the batcher's sender is weak), so it
+        # is collected, and then its parts are closed (on a thread of their own: collection
+        # may happen wherever, inside a lock of theirs too). Not at exit: as before.
+        parts = (self.batcher, self.router, self.dag_routes, self.pump, self.kv)
+        self._closer = weakref.finalize(self, _close_soon, parts)
+        self._closer.atexit = False
 
     def ensure_open(self) -> None:
         """Requests that go to etcd alone (stored values, list, cancel, DAG admin) refuse a
@@ -94,6 +103,7 @@ class DropletClient:
         self._closed = self._forked = True
         self._why_closed = forks.FORKED
         self.pump.disown(forks.FORKED)
+        self._closer.detach()
 
     def __enter__(self) -> DropletClient:
         return self
@@ -106,11 +116,8 @@ class DropletClient:
             return  # nothing here is this process's to close (a close frame on the
             # parent's socket ended the parent's broker connection)
         self._closed = True
-        self.batcher.close()
-        self.router.close()
-        self.dag_routes.close()
-        self.pump.close()
-        self.kv.close()
+        self._closer.detach()
+        _close(self.batcher, self.router, self.dag_routes, self.pump, self.kv)
 
     # -- functions -------------------------------------------------------------------------
 
@@ -404,6 +411,34 @@ class DropletClient:
         if direct_response and not traced:
             return future.get(timeout)
         return future
+
+
+def _weakly(send: Callable[[list[pb.FunctionCall]], None]
+            ) -> Callable[[list[pb.FunctionCall]], None]:
+    """The client's bound method, without keeping the client alive (the batcher's thread
+    holds it); once the client is gone nothing waits for what it would send."""
+    method = weakref.WeakMethod(send)
+
+    def weak_send(calls: list[pb.FunctionCall]) -> None:
+        bound = method()
+        if bound is not None:
+            bound(calls)
+
+    return weak_send
+
+
+def _close(batcher: CallBatcher, router: CallRouter, dag_routes: DagRoutes, pump: ReplyPump,
+           kv: KV) -> None:
+    batcher.close()
+    router.close()
+    dag_routes.close()
+    pump.close()
+    kv.close()
+
+
+def _close_soon(parts: tuple[CallBatcher, CallRouter, DagRoutes, ReplyPump, KV]) -> None:
+    threading.Thread(target=_close, args=parts, daemon=True,
+                     name="droplet-client-close").start()
 
 
 __all__ = ["DropletClient", "DropletError", "RequestError"]

@@ -1,0 +1,48 @@
+"""Attack: clients made and dropped without close(), `droplet.connect().call("f", x).get()`
+in a loop (a request handler, a script's helper).
+
+Each kept its threads (the keepalive and the call batcher) and its broker and etcd sockets
+for the life of the process: ten such calls left 20 threads and 40 sockets, and the broker
+as many connections. The batcher's thread held the client through its sender; now nothing
+of the client's own refers back to it, and a client collected unclosed closes its parts.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+
+import droplet
+from tests.conftest import Cluster
+
+
+def _sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass  # closed meanwhile
+    return count
+
+
+def test_a_client_dropped_unclosed_lets_go_of_its_threads_and_sockets(
+        module_cluster: Cluster, unique: str) -> None:
+    with droplet.connect(settings=module_cluster.settings) as client:
+        client.register(lambda lib, x: x + 1, unique)
+    gc.collect()
+    time.sleep(0.5)
+    threads, sockets = threading.active_count(), _sockets()
+    for i in range(10):
+        assert droplet.connect(settings=module_cluster.settings).call(unique, i).get(
+            timeout=20) == i + 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        gc.collect()
+        if threading.active_count() <= threads and _sockets() <= sockets:
+            break
+        time.sleep(0.2)
+    assert threading.active_count() <= threads, [t.name for t in threading.enumerate()]
+    assert _sockets() <= sockets
