@@ -12,6 +12,7 @@ import asyncio
 import functools
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -125,6 +126,11 @@ class AsyncDropletClient:
         self._bridge = AioBridge(sync, loop)
         self._pending: list[pb.FunctionCall] = []  # calls made since the I/O thread last sent
         self._pending_lock = threading.Lock()
+        # Dropped unclosed, it is collected (its I/O thread holds the bridge, not it) and
+        # then closes the bridge and the threaded client, which the I/O thread kept alive
+        # with its connections for the life of the process (as DropletClient does itself).
+        self._closer = weakref.finalize(self, _close_soon, self._bridge, sync)
+        self._closer.atexit = False
 
     async def __aenter__(self) -> AsyncDropletClient:
         return self
@@ -133,6 +139,7 @@ class AsyncDropletClient:
         await self.close()
 
     async def close(self) -> None:
+        self._closer.detach()
         self._bridge.close()
         await asyncio.to_thread(self.sync.close)
 
@@ -263,6 +270,16 @@ class AsyncDropletClient:
 
 def _now() -> float:
     return time.time()
+
+
+def _close_soon(bridge: AioBridge, sync: DropletClient) -> None:
+    """Closes a collected client's parts on a thread of their own (collection may happen on
+    the I/O thread itself, whose end bridge.close() waits for)."""
+    def close() -> None:
+        bridge.close()
+        sync.close()
+
+    threading.Thread(target=close, daemon=True, name="droplet-aio-close").start()
 
 
 class _DryRun(dict[str, Any]):
