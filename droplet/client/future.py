@@ -128,10 +128,12 @@ class DropletFuture:
                     f"no result for {self.response_id!r} within {timeout_s:g}s"
                 )
             slice_s = min(remaining, max(0.0, next_store_check - time.monotonic()))
-            response = pump.wait(self.call_id, slice_s)
+            response = pump.wait(self.call_id, slice_s, self.done)
             if response is not None:
                 self._settle_response(response)
                 return
+            if self.done():  # another thread's get() of this future took the answer: a
+                return  # direct call's other getters waited out their timeouts
             if pump.closed:  # (wait returns at once then: this loop spun a core till timeout)
                 raise DropletError(
                     f"{pump.closed_reason} ({self.response_id!r} was not answered)")

@@ -206,8 +206,10 @@ class ReplyPump:
         calls over workers)."""
         return max(0, len(self._expected) - len(self._responses))
 
-    def wait(self, key: str, timeout_s: float) -> pb.GenericResponse | None:
-        """The reply for key, or None when none arrived within timeout_s."""
+    def wait(self, key: str, timeout_s: float,
+             settled: Callable[[], bool] | None = None) -> pb.GenericResponse | None:
+        """The reply for key, or None when none arrived within timeout_s, or once `settled`
+        says the waiter has no more need of it (another thread took it for them)."""
         deadline = time.monotonic() + timeout_s
         while True:
             with self._lock:
@@ -215,7 +217,7 @@ class ReplyPump:
                     self._expected.discard(key)
                     return self._responses.pop(key)
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._is_closed:
+            if remaining <= 0 or self._is_closed or (settled is not None and settled()):
                 return None
             self._drive_or_wait(min(remaining, 1.0), key)
 
