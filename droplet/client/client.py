@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import threading
 import time
 import uuid
 import weakref
@@ -24,6 +23,7 @@ from droplet.client.dagspecs import ContinuationStep, FunctionEntry, dag_functio
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
+from droplet.client.lifecycle import close_parts, close_soon, weakly
 from droplet.client.mapping import map_calls
 from droplet.client.pump import ReplyPump
 from droplet.client.registration import function_spec
@@ -72,7 +72,7 @@ class DropletClient:
                                  self.pump.in_flight,
                                  transient_direct=not settings.broker_cluster)
         self.dag_routes = DagRoutes(self.metadata, max_message_bytes=settings.max_message_bytes)
-        self.batcher = CallBatcher(_weakly(self._send_calls), saturated=self.router.saturated)
+        self.batcher = CallBatcher(weakly(self._send_calls), saturated=self.router.saturated)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
         if self.traces.enabled:
             self.pump.watcher = self.traces
@@ -88,7 +88,7 @@ class DropletClient:
         # is collected, and then its parts are closed (on a thread of their own: collection
         # may happen wherever, inside a lock of theirs too). Not at exit: as before.
         parts = (self.batcher, self.router, self.dag_routes, self.pump, self.kv)
-        self._closer = weakref.finalize(self, _close_soon, parts)
+        self._closer = weakref.finalize(self, close_soon, parts)
         self._closer.atexit = False
 
     def ensure_open(self) -> None:
@@ -117,7 +117,7 @@ class DropletClient:
             # parent's socket ended the parent's broker connection)
         self._closed = True
         self._closer.detach()
-        _close(self.batcher, self.router, self.dag_routes, self.pump, self.kv)
+        close_parts(self.batcher, self.router, self.dag_routes, self.pump, self.kv)
 
     # -- functions -------------------------------------------------------------------------
 
@@ -411,34 +411,6 @@ class DropletClient:
         if direct_response and not traced:
             return future.get(timeout)
         return future
-
-
-def _weakly(send: Callable[[list[pb.FunctionCall]], None]
-            ) -> Callable[[list[pb.FunctionCall]], None]:
-    """The client's bound method, without keeping the client alive (the batcher's thread
-    holds it); once the client is gone nothing waits for what it would send."""
-    method = weakref.WeakMethod(send)
-
-    def weak_send(calls: list[pb.FunctionCall]) -> None:
-        bound = method()
-        if bound is not None:
-            bound(calls)
-
-    return weak_send
-
-
-def _close(batcher: CallBatcher, router: CallRouter, dag_routes: DagRoutes, pump: ReplyPump,
-           kv: KV) -> None:
-    batcher.close()
-    router.close()
-    dag_routes.close()
-    pump.close()
-    kv.close()
-
-
-def _close_soon(parts: tuple[CallBatcher, CallRouter, DagRoutes, ReplyPump, KV]) -> None:
-    threading.Thread(target=_close, args=parts, daemon=True,
-                     name="droplet-client-close").start()
 
 
 __all__ = ["DropletClient", "DropletError", "RequestError"]
