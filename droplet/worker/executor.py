@@ -10,6 +10,7 @@ a cancel interrupts the same way (worker/cancel.py), through the `interrupt` con
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import traceback
@@ -28,7 +29,9 @@ from droplet.errors import (
 from droplet.proto import pb
 from droplet.proto.replies import error_value
 from droplet.store import serializer
-from droplet.worker.cancel import CallCancelled, cancelled_value
+from droplet.worker.cancel import INTERRUPT_SIGNAL, CallCancelled, cancelled_value
+
+log = logging.getLogger(__name__)
 
 
 class TimeLimitExceeded(Interruption):
@@ -77,12 +80,37 @@ def time_limit(seconds: float) -> AbstractContextManager[None]:
     return _UNLIMITED
 
 
+# The worker's own handlers, which a function may replace (signal.signal(SIGTERM, SIG_IGN),
+# a library installing its own): SIGTERM and SIGINT stop it, SIGUSR2 interrupts a cancelled
+# call. Replaced, the worker no longer stopped on SIGTERM (its supervisor's kill timeout
+# did), or no longer interrupted a cancelled call (its keeper exited it after a grace).
+_WORKERS_SIGNALS = (signal.SIGTERM, signal.SIGINT, INTERRUPT_SIGNAL)
+
+
 def run_function(
     fn: Callable[..., Any], lib: Any, args: list[Any], time_limit_s: float = 0.0,
     interrupt: AbstractContextManager[None] | None = None,
 ) -> tuple[pb.Value, tuple[str, ...]]:
     """The outcome, and when the function raised, the qualified names of its exception's
-    classes (so that retries can match `retry_on`)."""
+    classes (so that retries can match `retry_on`). On the main thread, the worker's signal
+    handlers the function replaced are put back afterwards."""
+    if threading.get_ident() != threading.main_thread().ident:
+        return _run(fn, lib, args, time_limit_s, interrupt)
+    handlers = [signal.getsignal(signum) for signum in _WORKERS_SIGNALS]
+    try:
+        return _run(fn, lib, args, time_limit_s, interrupt)
+    finally:
+        for signum, handler in zip(_WORKERS_SIGNALS, handlers, strict=True):
+            if handler is not None and signal.getsignal(signum) is not handler:
+                log.warning("a function replaced the worker's handler of %s: put back",
+                            signal.Signals(signum).name)
+                signal.signal(signum, handler)
+
+
+def _run(
+    fn: Callable[..., Any], lib: Any, args: list[Any], time_limit_s: float,
+    interrupt: AbstractContextManager[None] | None,
+) -> tuple[pb.Value, tuple[str, ...]]:
     try:
         if time_limit_s > 0:
             with time_limit(time_limit_s), interrupt or _UNLIMITED:
