@@ -70,3 +70,21 @@ def _all_let_go(threads: int, sockets: int) -> None:
         time.sleep(0.2)
     assert threading.active_count() <= threads, [t.name for t in threading.enumerate()]
     assert _sockets() <= sockets
+
+
+def test_a_call_sent_from_a_client_dropped_at_once_still_runs(
+        module_cluster: Cluster, unique: str) -> None:
+    """`droplet.connect().call("f", x)` as a statement, the future and the client dropped
+    together: the call was still in the batcher (it waits up to 1 ms for company) when the
+    client was collected, and must go out all the same."""
+    with droplet.connect(settings=module_cluster.settings) as client:
+        client.register(lambda lib, key: lib.put(key, "ran"), unique)
+        client.call(unique, f"{unique}-warm").get(timeout=20)
+        for i in range(5):
+            droplet.connect(settings=module_cluster.settings).call(unique, f"{unique}-{i}")
+        deadline = time.monotonic() + 20
+        missing = [i for i in range(5)]
+        while missing and time.monotonic() < deadline:
+            missing = [i for i in missing if client.get_object(f"{unique}-{i}") != "ran"]
+            time.sleep(0.2)
+        assert missing == [], f"calls {missing} of dropped clients never ran"
