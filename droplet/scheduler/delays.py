@@ -9,7 +9,9 @@ waits for one (tried again every REROUTE_DELAY_MS) for REROUTE_DEADLINE_S before
 answered NO_RESOURCES. A copy that the broker redelivers (this scheduler, or another,
 died between recording it and the forward being confirmed) goes on regardless; it is marked
 `maybe_done`, so a worker that finds the call's outcome stored (it ran, or was cancelled)
-answers that instead of running it.
+answers that instead of running it. Such a copy that waits for a worker is parked marked
+`maybe_done` too, and goes on the same way when the delay queue hands it back: it is no
+redelivery then, and would meet the marker its own first copy recorded and be dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def route_delayed(call: pb.FunctionCall, reply_to: str | None, state: SchedulerS
     if reply_to:
         call.response_address = reply_to  # later hops come from a delay queue
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    redelivered = redelivered or call.maybe_done  # parked below after a redelivery
     remaining_ms = call.due_at_ms - now_ms
     call_id = call.call_id or call.response_key
     if remaining_ms > max_delay_s * 1000 + _CLOCK_SLACK_MS:
@@ -59,6 +62,7 @@ def route_delayed(call: pb.FunctionCall, reply_to: str | None, state: SchedulerS
     if answer.error == pb.NO_RESOURCES and -remaining_ms < REROUTE_DEADLINE_S * 1000:
         # No live worker can take it at this moment (its worker is being restarted): it
         # was accepted while one could, so it waits for one as a DAG step does, then fails.
+        call.maybe_done = redelivered
         out.send(state.names.retry(REROUTE_DELAY_MS), pb.Message(call=call))
         return True
     if redelivered:
