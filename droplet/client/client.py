@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import time
 import uuid
 import weakref
@@ -23,7 +24,7 @@ from droplet.client.dagspecs import ContinuationStep, FunctionEntry, dag_functio
 from droplet.client.delays import delayed_call, send_delayed
 from droplet.client.function import DropletFunction
 from droplet.client.future import DropletFuture
-from droplet.client.lifecycle import close_parts, close_soon, weakly
+from droplet.client.lifecycle import close_parts, close_soon, send_calls
 from droplet.client.mapping import map_calls
 from droplet.client.pump import ReplyPump
 from droplet.client.registration import function_spec
@@ -41,12 +42,11 @@ from droplet.errors import (
 )
 from droplet.priority import checked_priority
 from droplet.proto import pb
-from droplet.proto.replies import error_response, error_value
 from droplet.resources import DEFAULT_BATCH_SIZE, DEFAULT_LINGER_S
 from droplet.settings import Settings
 from droplet.signing import Signer
 from droplet.store import serializer
-from droplet.store.commits import Commit, Committer, Outcome
+from droplet.store.commits import Committer
 from droplet.store.kv import KV
 from droplet.store.metadata import Metadata, function_too_large
 from droplet.store.values import ValueStore
@@ -72,7 +72,9 @@ class DropletClient:
                                  self.pump.in_flight,
                                  transient_direct=not settings.broker_cluster)
         self.dag_routes = DagRoutes(self.metadata, max_message_bytes=settings.max_message_bytes)
-        self.batcher = CallBatcher(weakly(self._send_calls), saturated=self.router.saturated)
+        self.batcher = CallBatcher(functools.partial(send_calls, self.router, self.committer,
+                                                     self.pump),
+                                   saturated=self.router.saturated)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
         if self.traces.enabled:
             self.pump.watcher = self.traces
@@ -84,9 +86,10 @@ class DropletClient:
         forks.track(self)
         # A client dropped unclosed (`droplet.connect().call("f", 1).get()`) kept its threads
         # and its broker and etcd connections for the life of the process: 4 sockets and 2
-        # threads each. Nothing of it refers back to it (the batcher's sender is weak), so it
-        # is collected, and then its parts are closed (on a thread of their own: collection
-        # may happen wherever, inside a lock of theirs too). Not at exit: as before.
+        # threads each. Nothing of it refers back to it (the batcher sends through its
+        # parts), so it is collected, and then its parts are closed (on a thread of their
+        # own: collection may happen wherever, inside a lock of theirs too), its batcher's
+        # calls sent first. Not at exit: as before.
         parts = (self.batcher, self.router, self.dag_routes, self.pump, self.kv)
         self._closer = weakref.finalize(self, close_soon, parts)
         self._closer.atexit = False
@@ -266,14 +269,7 @@ class DropletClient:
         return (future.get(timeout) for future in futures)
 
     def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
-        for call in self.router.send(calls):
-            message = "no worker is alive to run it"
-            if not call.direct_response:  # its outcome, stored like any other
-                failed = Outcome(call.call_id, error_value(pb.NO_RESOURCES, message),
-                                 keep=call.keep_result)
-                self.committer.apply(Commit(outcome=failed))
-            self.pump.answer(call.response_key, error_response(
-                call.response_key, pb.NO_RESOURCES, message, call_id=call.call_id))
+        send_calls(self.router, self.committer, self.pump, calls)
 
     def list(self, prefix: str | None = None) -> builtins.list[str]:
         """Names of the registered functions (those starting with prefix), sorted; DAGs are
