@@ -10,8 +10,6 @@ a cancel interrupts the same way (worker/cancel.py), through the `interrupt` con
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # (signal.getsignal, without its enums)
-import logging
 import signal
 import threading
 import traceback
@@ -30,9 +28,8 @@ from droplet.errors import (
 from droplet.proto import pb
 from droplet.proto.replies import error_value
 from droplet.store import serializer
-from droplet.worker.cancel import INTERRUPT_SIGNAL, CallCancelled, cancelled_value
-
-log = logging.getLogger(__name__)
+from droplet.worker import own_signals
+from droplet.worker.cancel import CallCancelled, cancelled_value
 
 
 class TimeLimitExceeded(Interruption):
@@ -81,33 +78,20 @@ def time_limit(seconds: float) -> AbstractContextManager[None]:
     return _UNLIMITED
 
 
-# The worker's own handlers, which a function may replace (signal.signal(SIGTERM, SIG_IGN),
-# a library installing its own): SIGTERM and SIGINT stop it, SIGUSR2 interrupts a cancelled
-# call. Replaced, the worker no longer stopped on SIGTERM (its supervisor's kill timeout
-# did), or no longer interrupted a cancelled call (its keeper exited it after a grace).
-# (As plain numbers, read through _signal: signal.getsignal converts every answer to an enum,
-# which cost some 18 us a call for the six reads.)
-_WORKERS_SIGNALS = (int(signal.SIGTERM), int(signal.SIGINT), int(INTERRUPT_SIGNAL))
-
-
 def run_function(
     fn: Callable[..., Any], lib: Any, args: list[Any], time_limit_s: float = 0.0,
     interrupt: AbstractContextManager[None] | None = None,
 ) -> tuple[pb.Value, tuple[str, ...]]:
     """The outcome, and when the function raised, the qualified names of its exception's
     classes (so that retries can match `retry_on`). On the main thread, the worker's signal
-    handlers the function replaced are put back afterwards."""
-    if threading.get_ident() != threading.main_thread().ident:
+    handlers the function replaced are put back afterwards (own_signals.py)."""
+    if not own_signals.on_main_thread():
         return _run(fn, lib, args, time_limit_s, interrupt)
-    handlers = [_signal.getsignal(signum) for signum in _WORKERS_SIGNALS]
+    handlers = own_signals.current()
     try:
         return _run(fn, lib, args, time_limit_s, interrupt)
     finally:
-        for signum, handler in zip(_WORKERS_SIGNALS, handlers, strict=True):
-            if handler is not None and _signal.getsignal(signum) is not handler:
-                log.warning("a function replaced the worker's handler of %s: put back",
-                            signal.Signals(signum).name)
-                signal.signal(signum, handler)
+        own_signals.put_back(handlers)
 
 
 def _run(

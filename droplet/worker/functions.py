@@ -16,6 +16,7 @@ from typing import Any
 from droplet.errors import DropletError, ExecutionError, user_failure
 from droplet.proto import pb
 from droplet.store import serializer
+from droplet.worker import own_signals
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,19 @@ class FunctionCache:
 
 
 def _build(spec: pb.Function) -> Callable[..., Any]:
+    """The callable a registration stands for. Its loading runs user code (a class's
+    __init__, what unpickling imports): a signal handler of the worker's it replaced is put
+    back, as after a call (own_signals.py)."""
+    if not own_signals.on_main_thread():
+        return _load(spec)
+    handlers = own_signals.current()
+    try:
+        return _load(spec)
+    finally:
+        own_signals.put_back(handlers)
+
+
+def _load(spec: pb.Function) -> Callable[..., Any]:
     try:
         obj = pickle.loads(spec.body)
     except BaseException as exc:  # SystemExit from a hostile body: the calls fail, not the worker
