@@ -302,7 +302,9 @@ def _wait_for_pins(dag_call: pb.DagCall, call_id: str, address: str | None,
     waits for its step (reroute): calls sent while the DAG was whole are not failed by a
     fault the fleet heals within seconds."""
     now = time.time() if now is None else now
-    since = dag_call.unplaced_since or now
+    since = dag_call.unplaced_since
+    if not 0 < since <= now:  # unset; or NaN, infinite, ahead (a raw publisher's, a clock
+        since = now  # far ahead): never REROUTE_DEADLINE_S past, it went round for ever
     if now - since >= REROUTE_DEADLINE_S:
         return False
     waiting = pb.DagCall()

@@ -3,14 +3,29 @@ calls, ae60fea for due delayed calls), without a broker: each hop is a handler c
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from droplet.outbox import Outbox
 from droplet.proto import pb
-from droplet.scheduler.dags import REROUTE_DELAY_MS
+from droplet.scheduler import dags
+from droplet.scheduler.dags import REROUTE_DEADLINE_S, REROUTE_DELAY_MS
 from droplet.scheduler.delays import route_delayed
+from droplet.scheduler.state import SchedulerState
 from droplet.store.commits import Status
 from droplet.store.keys import StoreKeys
 from droplet.store.memory import MemoryKV
-from tests.unit.helpers import NAMES, SETTINGS, commit, function_call, scheduler_state
+from tests.unit.helpers import (
+    NAMES,
+    SETTINGS,
+    RecordingPins,
+    commit,
+    function_call,
+    linear_dag,
+    metadata,
+    scheduler_state,
+)
 
 KEYS = StoreKeys(SETTINGS.etcd_prefix)
 NOW_MS = 1_700_000_000_000
@@ -63,3 +78,30 @@ def test_a_copy_waiting_for_a_worker_is_still_dropped_once_another_fired() -> No
     assert _placed(kv, _hop(call, "w1", redelivered=False, now_ms=NOW_MS + 500))
     assert not _placed(kv, _hop(waiting.message.call, "w1", redelivered=False,
                                 now_ms=NOW_MS + 1000))
+
+
+def _dag_without_a_live_worker() -> SchedulerState:
+    state = scheduler_state("w-a", "w-b")
+    assert dags.create_dag(linear_dag("dag", ["a", "b"]), state, metadata(MemoryKV()),
+                           RecordingPins([True, True]), lambda name: True).success
+    state.workers.pop("w-b")
+    return state
+
+
+@pytest.mark.parametrize("since", [math.nan, math.inf, 1e12])
+def test_a_dag_call_whose_wait_began_at_no_sane_time_still_gives_up(since: float) -> None:
+    """unplaced_since travels in the DagCall, which whoever can publish writes (or another
+    scheduler with its clock far ahead): NaN, infinity or a time far ahead never came
+    REROUTE_DEADLINE_S past, so the call went round the delay queue every second for ever.
+    Such a start counts as now."""
+    state = _dag_without_a_live_worker()
+    call = pb.DagCall(name="dag", call_id="c", response_address="addr", unplaced_since=since)
+    now = 1_700_000_000.0
+    out = Outbox()
+    assert dags.call_dag(call, None, state, out, now=now).success
+    [waiting] = out.sent
+    parked = waiting.message.dag_call
+    assert parked.unplaced_since == now
+    late = Outbox()
+    response = dags.call_dag(parked, None, state, late, now=now + REROUTE_DEADLINE_S)
+    assert response.error == pb.NO_RESOURCES and not late.sent
