@@ -23,6 +23,11 @@ from droplet.store.kv import WatchEvent
 from droplet.store.values import ValueStore
 
 REPORTED_KEYS = 256
+# What the keys a status record names may take together: nothing bounds a key's length, and
+# 256 keys of 8 KB made the record larger than etcd takes in one request (1.5 MiB); each write
+# of it was refused, which the membership keepalive took for a lost lease (the fleet then
+# counted the worker dead). A key longer than what is left is not named (no locality for it).
+REPORTED_KEY_BYTES = 64 * 1024
 
 
 _RECENT_WRITES = 4096
@@ -138,10 +143,19 @@ class ValueCache:
             if old is not None:
                 self._bytes -= old.size
 
-    def keys(self, limit: int = REPORTED_KEYS) -> list[str]:
-        """The most recently used keys, for the status record."""
+    def keys(self, limit: int = REPORTED_KEYS, budget: int = REPORTED_KEY_BYTES) -> list[str]:
+        """The most recently used keys, for the status record: up to `limit`, taking up to
+        `budget` bytes together, oldest first."""
         with self._lock:
-            return list(self._entries)[-limit:]
+            recent = list(self._entries)[-limit:]
+        named: list[str] = []
+        for key in reversed(recent):
+            size = len(key.encode("utf-8", "surrogatepass"))
+            if size <= budget:
+                budget -= size
+                named.append(key)
+        named.reverse()
+        return named
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries

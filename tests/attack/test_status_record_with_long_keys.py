@@ -1,0 +1,34 @@
+"""Attack: a worker that reads values stored under long keys (a client may name a key with
+thousands of characters; nothing bounds a key's length).
+
+A worker's status record lists the last 256 keys it cached, for locality. With keys of 8 KB
+that is 2 MB, over the 1.5 MiB etcd takes in one request: the record's every write was
+refused, and the membership keepalive took each refusal for a lost lease: it stopped
+refreshing the lease it held (its record expired: the fleet counted the worker dead while it
+served on, and reaped its queue) and granted a new one each round, refused again.
+"""
+
+from __future__ import annotations
+
+from droplet.proto import pb
+from droplet.store.memory import MemoryKV
+from droplet.store.values import ValueStore
+from droplet.worker.cache import REPORTED_KEYS, ValueCache
+from tests.unit.helpers import SETTINGS
+
+ETCD_REQUEST_BYTES = 1536 * 1024  # etcd's default --max-request-bytes
+
+
+def test_a_status_record_names_long_keys_within_what_etcd_takes() -> None:
+    cache = ValueCache(ValueStore(MemoryKV(), SETTINGS), 1000, 1 << 30)
+    cache.start()
+    try:
+        for i in range(REPORTED_KEYS):
+            cache.store(f"{i:04d}" + "k" * 8192, pb.Value(body=b"v"), revision=1)
+        record = pb.WorkerStatus(id="w", cached_keys=cache.keys())
+        assert record.ByteSize() < ETCD_REQUEST_BYTES // 4
+        assert cache.keys()[-1].startswith(f"{REPORTED_KEYS - 1:04d}"), "the latest first"
+        cache.store("short", pb.Value(body=b"v"), revision=1)
+        assert cache.keys()[-1] == "short"
+    finally:
+        cache.close()
