@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from droplet.errors import StoreRequestTooLargeError
 from droplet.store.kv import KV, Lease
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Membership:
         refused instead (tests/attack/test_membership_record_outlives_leave.py)."""
         lease_id = self._lease_id
         if lease_id is not None:
-            self._kv.put(self._key, self._record(), lease_id)
+            self._put(lease_id)
 
     def publish_soon(self) -> None:
         """Has the keepalive thread write the current record now rather than at its next
@@ -83,7 +84,18 @@ class Membership:
     def _register(self) -> None:
         self._lease = self._kv.grant_lease(self._ttl_s)
         self._lease_id = self._lease.id
-        self._kv.put(self._key, self._record(), self._lease_id)
+        self._put(self._lease_id)
+
+    def _put(self, lease_id: int) -> None:
+        """Writes the record; one etcd refuses as too large leaves the last one standing. The
+        keepalive took that refusal for a lost lease: it stopped refreshing the lease (the
+        record expired, and the fleet counted a process that ran on as dead) and granted a
+        new one each round, refused again."""
+        try:
+            self._kv.put(self._key, self._record(), lease_id)
+        except StoreRequestTooLargeError as exc:
+            log.warning("the record of %s is more than etcd takes (%s): the last one stands",
+                        self._key, exc)
 
     def _keepalive(self) -> None:
         while True:
@@ -99,7 +111,7 @@ class Membership:
                         self._on_register()
                 elif (lease := self._lease) is not None:
                     lease.refresh()
-                    self._kv.put(self._key, self._record(), lease.id)  # (publish says why)
+                    self._put(lease.id)  # (publish says why the lease id is read first)
             except Exception as exc:
                 log.warning("keepalive of %s failed: %s", self._key, exc)
                 self._lease_id = None

@@ -10,7 +10,11 @@ served on, and reaped its queue) and granted a new one each round, refused again
 
 from __future__ import annotations
 
+import time
+
+from droplet.errors import StoreRequestTooLargeError
 from droplet.proto import pb
+from droplet.store.membership import Membership
 from droplet.store.memory import MemoryKV
 from droplet.store.values import ValueStore
 from droplet.worker.cache import REPORTED_KEYS, ValueCache
@@ -32,3 +36,29 @@ def test_a_status_record_names_long_keys_within_what_etcd_takes() -> None:
         assert cache.keys()[-1] == "short"
     finally:
         cache.close()
+
+
+class _RefusesLargeRecords(MemoryKV):
+    """etcd's answer to a record over its request limit."""
+
+    def put(self, key: str, value: bytes, lease: int | None = None) -> int:
+        if len(value) > ETCD_REQUEST_BYTES:
+            raise StoreRequestTooLargeError("etcd refused the put as too large")
+        return super().put(key, value, lease)
+
+
+def test_a_record_etcd_refuses_as_too_large_does_not_give_up_the_lease() -> None:
+    """Whatever makes a record too large, the lease it lives under is still refreshed: the
+    keepalive took the refusal for a lost lease, and the fleet counted the worker dead."""
+    kv = _RefusesLargeRecords()
+    size = [10]
+    membership = Membership(kv, "workers/w", 3, lambda: b"x" * size[0], interval_s=0.05)
+    membership.join()
+    try:
+        lease = membership.lease_id
+        size[0] = 2 * ETCD_REQUEST_BYTES
+        time.sleep(0.5)
+        assert membership.lease_id == lease, "a new lease after a refused record"
+        assert kv.get("workers/w") == b"x" * 10, "the last record stands"
+    finally:
+        membership.leave()
