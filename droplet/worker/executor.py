@@ -89,14 +89,14 @@ def run_function(
         return _run(fn, lib, args, time_limit_s, interrupt)
     handlers = own_signals.current()
     try:
-        return _run(fn, lib, args, time_limit_s, interrupt)
+        return _run(fn, lib, args, time_limit_s, interrupt, handlers)
     finally:
         own_signals.put_back(handlers)
 
 
 def _run(
     fn: Callable[..., Any], lib: Any, args: list[Any], time_limit_s: float,
-    interrupt: AbstractContextManager[None] | None,
+    interrupt: AbstractContextManager[None] | None, handlers: list[Any] | None = None,
 ) -> tuple[pb.Value, tuple[str, ...]]:
     try:
         if time_limit_s > 0:
@@ -115,6 +115,8 @@ def _run(
                             "SnapshotExpired")
         return value, ()
     except BaseException as exc:  # SystemExit, GeneratorExit, a function's own BaseException
+        if handlers is not None:  # first: user_failure reads the worker's SIGINT handler, not
+            own_signals.put_back(handlers)  # Python's that the function may have put back
         if not user_failure(exc):
             raise  # the worker is being stopped (Ctrl-C): not the function's outcome
         names = qualified_names(type(exc))

@@ -17,6 +17,7 @@ import pytest
 from droplet.proto import pb
 from droplet.store.memory import MemoryKV
 from droplet.worker.cancel import INTERRUPT_SIGNAL
+from droplet.worker.executor import run_function
 from droplet.worker.handlers import run
 from tests.unit.helpers import metadata, worker_state
 
@@ -57,3 +58,20 @@ def test_a_handler_a_class_replaced_when_it_was_loaded_is_put_back(
         outcome = run(state, "ignores", [], [])
         assert outcome.value.type != pb.ERROR
         assert signal.getsignal(signal.SIGTERM) is _worker_handler, "SIGTERM left ignored"
+
+
+def test_a_function_that_puts_pythons_ctrl_c_handler_back_and_raises_keyboardinterrupt(
+        worker_handlers: None) -> None:
+    """48d1448: a KeyboardInterrupt a function raises is its failure, unless it is a real
+    Ctrl-C, which user_failure tells by Python's own SIGINT handler being in place. It read
+    the handler the function left (fda1feb puts the worker's back only afterwards): a
+    function that restored Python's default one (a library undoing its own) and raised
+    KeyboardInterrupt exited the worker, then each worker its call was redelivered to."""
+    def restores_and_raises(lib: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
+
+    value, _ = run_function(restores_and_raises, None, [])
+    assert value.type == pb.ERROR
+    assert pb.ErrorInfo.FromString(value.body).code == pb.EXECUTION_ERROR
+    assert signal.getsignal(signal.SIGINT) is _worker_handler
