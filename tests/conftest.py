@@ -26,6 +26,7 @@ import pytest
 from droplet.cli.cluster import LocalCluster, purge_namespace
 from droplet.cli.etcd_local import LocalEtcd
 from droplet.settings import DEFAULT_BROKER_URL, Settings
+from tests.worker_signals import worker_handlers  # noqa: F401  (a fixture, for every test)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tests configure every secret explicitly: no process they start may pick up the fleet secret

@@ -72,9 +72,10 @@ class DropletClient:
                                  self.pump.in_flight,
                                  transient_direct=not settings.broker_cluster)
         self.dag_routes = DagRoutes(self.metadata, max_message_bytes=settings.max_message_bytes)
-        self.batcher = CallBatcher(functools.partial(send_calls, self.router, self.committer,
-                                                     self.pump),
-                                   saturated=self.router.saturated)
+        # What calls are sent through (the batcher, map, the asyncio client): bound to the
+        # parts, not to the client, which the batcher's thread would keep alive.
+        self._send_calls = functools.partial(send_calls, self.router, self.committer, self.pump)
+        self.batcher = CallBatcher(self._send_calls, saturated=self.router.saturated)
         self.traces = CallTraces(Tracing(settings.tracing, "droplet-client"))
         if self.traces.enabled:
             self.pump.watcher = self.traces
@@ -267,9 +268,6 @@ class DropletClient:
         futures: Iterator[DropletFuture] = map_calls(self, function, iterables, chunk_size,
                                                      window, progress)
         return (future.get(timeout) for future in futures)
-
-    def _send_calls(self, calls: Sequence[pb.FunctionCall]) -> None:
-        send_calls(self.router, self.committer, self.pump, calls)
 
     def list(self, prefix: str | None = None) -> builtins.list[str]:
         """Names of the registered functions (those starting with prefix), sorted; DAGs are

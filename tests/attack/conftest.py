@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from droplet.cli.etcd_local import LocalEtcd
+from tests.attack.dashboard_board import Board, open_board
 
 
 @pytest.fixture
@@ -26,3 +27,10 @@ def etcd_members(tmp_path: Path) -> Iterator[list[LocalEtcd]]:
     finally:
         for member in started:
             member.kill()
+
+
+@pytest.fixture
+def board() -> Iterator[Board]:
+    """A dashboard in process over an in-memory etcd and broker (dashboard_board.py)."""
+    with open_board() as opened:
+        yield opened

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,7 @@ from tests.attack.dashboard_board import (
     TestClient,
     dead_letter,
     fleet_with_garbage,
-    open_board,
 )
-
-
-@pytest.fixture
-def board() -> Iterator[Board]:
-    with open_board() as opened:
-        yield opened
 
 
 @pytest.mark.parametrize("raw", ["\u00b2", "\u2460", "9" * 5000])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,14 +22,7 @@ from tests.attack.dashboard_board import (
     Board,
     dead_letter,
     fleet_with_garbage,
-    open_board,
 )
-
-
-@pytest.fixture
-def board() -> Iterator[Board]:
-    with open_board() as opened:
-        yield opened
 
 
 def test_the_command_lists_dead_letters_with_odd_headers(

@@ -8,34 +8,16 @@ worker ignored SIGTERM (or stopped interrupting cancelled calls) for good."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
-import pytest
 
 from droplet.proto import pb
 from droplet.store.memory import MemoryKV
-from droplet.worker.cancel import INTERRUPT_SIGNAL
 from droplet.worker.executor import run_function
 from droplet.worker.handlers import run
 from tests.unit.helpers import metadata, worker_state
-
-SIGNALS = (signal.SIGTERM, signal.SIGINT, INTERRUPT_SIGNAL)
-
-
-def _worker_handler(_signum: int, _frame: Any) -> None:
-    """Stands for the worker's own (cli/services.py, worker/cancel.py)."""
-
-
-@pytest.fixture
-def worker_handlers() -> Iterator[None]:
-    previous = [signal.signal(signum, _worker_handler) for signum in SIGNALS]
-    try:
-        yield
-    finally:
-        for signum, handler in zip(SIGNALS, previous, strict=True):
-            signal.signal(signum, handler)
+from tests.worker_signals import worker_handler
 
 
 class IgnoresTerm:
@@ -57,7 +39,7 @@ def test_a_handler_a_class_replaced_when_it_was_loaded_is_put_back(
     for _ in range(2):  # loaded by the first call, then run again as loaded
         outcome = run(state, "ignores", [], [])
         assert outcome.value.type != pb.ERROR
-        assert signal.getsignal(signal.SIGTERM) is _worker_handler, "SIGTERM left ignored"
+        assert signal.getsignal(signal.SIGTERM) is worker_handler, "SIGTERM left ignored"
 
 
 def test_a_function_that_puts_pythons_ctrl_c_handler_back_and_raises_keyboardinterrupt(
@@ -74,4 +56,4 @@ def test_a_function_that_puts_pythons_ctrl_c_handler_back_and_raises_keyboardint
     value, _ = run_function(restores_and_raises, None, [])
     assert value.type == pb.ERROR
     assert pb.ErrorInfo.FromString(value.body).code == pb.EXECUTION_ERROR
-    assert signal.getsignal(signal.SIGINT) is _worker_handler
+    assert signal.getsignal(signal.SIGINT) is worker_handler

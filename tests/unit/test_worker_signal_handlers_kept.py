@@ -7,29 +7,12 @@ whose function ignored SIGUSR2 no longer interrupted cancelled calls
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from droplet.worker.cancel import INTERRUPT_SIGNAL
 from droplet.worker.executor import run_function
-
-SIGNALS = (signal.SIGTERM, signal.SIGINT, INTERRUPT_SIGNAL)
-
-
-def _worker_handler(_signum: int, _frame: Any) -> None:
-    """Stands for the worker's own (cli/services.py, worker/cancel.py)."""
-
-
-@pytest.fixture
-def worker_handlers() -> Iterator[None]:
-    previous = [signal.signal(signum, _worker_handler) for signum in SIGNALS]
-    try:
-        yield
-    finally:
-        for signum, handler in zip(SIGNALS, previous, strict=True):
-            signal.signal(signum, handler)
+from tests.worker_signals import SIGNALS, worker_handler
 
 
 @pytest.mark.parametrize("signum", SIGNALS)
@@ -40,7 +23,7 @@ def test_a_handler_a_function_replaced_is_put_back(worker_handlers: None,
         return "done"
 
     run_function(replaces, None, [])
-    assert signal.getsignal(signum) is _worker_handler
+    assert signal.getsignal(signum) is worker_handler
 
 
 def test_even_when_the_function_raises(worker_handlers: None) -> None:
@@ -49,4 +32,4 @@ def test_even_when_the_function_raises(worker_handlers: None) -> None:
         raise ValueError("and fails")
 
     run_function(replaces_and_fails, None, [])
-    assert signal.getsignal(signal.SIGTERM) is _worker_handler
+    assert signal.getsignal(signal.SIGTERM) is worker_handler
